@@ -1,0 +1,157 @@
+/* module.h - what a loadable module sees of the core.
+ *
+ * A module is a shared object exporting one const descriptor:
+ *
+ *   static const struct mp_option opts[] = {
+ *       { "interval", MP_OPT_INT, "60", "Seconds of silence before a ping", 1, 86400 },
+ *       { NULL }
+ *   };
+ *   MP_MODULE_DECLARE("ping", "XEP-0199 XMPP Ping", opts, load, NULL, NULL);
+ *
+ * The loader checks api_version before calling into the module. In load()
+ * the module registers hooks, IQ handlers, features and counters; the core
+ * records every registration and undoes it on unload, so modules need no
+ * unregister code. Handlers run on a worker thread; a session handle is
+ * only valid on its own worker during the call (or a timer set with
+ * mp_session_timer). */
+#ifndef MAGPIE_MODULE_H
+#define MAGPIE_MODULE_H
+
+#include <stdint.h>
+#include <magpie/xml.h>
+#include <magpie/jid.h>
+
+#define MP_MODULE_API_VERSION 1
+
+typedef struct mp_module mp_module;     /* a loaded module instance */
+typedef struct mp_session mp_session;   /* a client session (opaque) */
+
+/* ---- options ---- */
+enum mp_opt_type { MP_OPT_BOOL, MP_OPT_INT, MP_OPT_STRING };
+
+struct mp_option {
+    const char *name;
+    enum mp_opt_type type;
+    const char *def;     /* default, as it would be written in the config */
+    const char *doc;     /* one line, copied into the generated config */
+    long long min, max;  /* MP_OPT_INT bounds (inclusive) */
+};
+
+/* ---- descriptor ---- */
+struct mp_module_desc {
+    unsigned api_version;        /* MP_MODULE_API_VERSION */
+    const char *name;            /* "ping" for mod_ping.so */
+    const char *description;
+    const struct mp_option *options;  /* terminated by { NULL } or NULL */
+    int (*load)(mp_module *m);        /* MAGPIE_OK / MAGPIE_ERR */
+    void (*unload)(mp_module *m);     /* optional */
+    int (*reload)(mp_module *m);      /* optional, options re-read */
+};
+
+#define MP_MODULE_DECLARE(name_, desc_, opts_, load_, unload_, reload_)      \
+    const struct mp_module_desc mp_module_descriptor = {                     \
+        MP_MODULE_API_VERSION, name_, desc_, opts_, load_, unload_, reload_ }
+
+/* Option values (validated by the core against the table; defaults apply). */
+long long mp_module_opt_int(mp_module *m, const char *name);
+int mp_module_opt_bool(mp_module *m, const char *name);
+const char *mp_module_opt_str(mp_module *m, const char *name);
+/* Private pointer for the module's own state. */
+void mp_module_set_data(mp_module *m, void *data);
+void *mp_module_data(mp_module *m);
+
+/* ---- hooks ----
+ * Named events run handlers in decreasing priority until one returns
+ * HOOK_HANDLED. Core hooks:
+ *   "session-started"   (session, NULL)  after resource binding
+ *   "session-ended"     (session, NULL)  before the session is freed
+ *   "stanza-in"         (session, stanza) every stanza from a client, after
+ *                       'from' is stamped, before routing; HANDLED = consumed
+ *   "message-offline"   (NULL, stanza) message for an account with no
+ *                       available resource; HANDLED = stored (else bounced)
+ *   "route-remote"      (NULL, stanza) stanza for a domain not hosted here;
+ *                       HANDLED = taken (else remote-server-not-found)
+ */
+struct mp_hook_event {
+    mp_session *session;   /* may be NULL */
+    mp_stanza *stanza;     /* may be NULL; borrowed: ref it to keep it */
+    void *data;            /* hook-specific */
+};
+typedef int (*mp_hook_fn)(struct mp_hook_event *ev, void *ud);
+int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, void *ud);
+
+/* ---- IQ handlers ----
+ * Keyed by (type, namespace of the IQ's child element, scope): one hash
+ * lookup per IQ. MP_IQ_SERVER handles IQs addressed to a hosted domain (or
+ * with no 'to'); MP_IQ_ACCOUNT handles IQs addressed to a user's bare JID
+ * (the server answers on the account's behalf). The handler must answer
+ * exactly once, now or later, with mp_iq_reply or mp_iq_reply_error. */
+enum mp_iq_type { MP_IQ_GET = 0, MP_IQ_SET = 1 };
+enum mp_iq_scope { MP_IQ_SERVER = 0, MP_IQ_ACCOUNT = 1 };
+typedef void (*mp_iq_fn)(mp_stanza *iq, void *ud);
+int mp_iq_register(mp_module *m, enum mp_iq_type type, const char *ns,
+                   enum mp_iq_scope scope, mp_iq_fn fn, void *ud);
+
+/* Routes reply (ownership taken) back to the requester. */
+void mp_iq_reply(mp_stanza *reply);
+/* Answers request iq with an error (condition of RFC 6120 §8.3.3). Does not
+ * take iq (it is copied). */
+void mp_iq_reply_error(const mp_stanza *iq, const char *type, const char *condition);
+
+/* ---- stream features and disco ---- */
+enum mp_feature_stage { MP_FEATURES_PRE_AUTH = 0, MP_FEATURES_POST_AUTH = 1 };
+/* fn adds its children to the <stream:features/> element. */
+typedef void (*mp_feature_fn)(mp_session *s, mp_stanza *st, mp_xml *features, void *ud);
+int mp_stream_feature_add(mp_module *m, enum mp_feature_stage stage, mp_feature_fn fn, void *ud);
+
+enum mp_disco_scope { MP_DISCO_SERVER = 0, MP_DISCO_ACCOUNT = 1 };
+int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var);
+int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *category,
+                          const char *type, const char *name);
+/* Iterates the registered features / identities of a scope (for mod_disco). */
+void mp_disco_features_foreach(enum mp_disco_scope scope,
+                               void (*fn)(void *ud, const char *var), void *ud);
+void mp_disco_identities_foreach(enum mp_disco_scope scope,
+                                 void (*fn)(void *ud, const char *category, const char *type,
+                                            const char *name),
+                                 void *ud);
+
+/* ---- routing and hosts ---- */
+/* Routes st (ownership taken) by its 'to' as if the server sent it; 'from'
+ * must already be set. Safe from any worker thread. */
+void mp_route(mp_stanza *st);
+/* True if domain (normalised) is a virtual host of this server. */
+int mp_host_is_local(const char *domain);
+/* Calls fn for each locally available resource of bare JID (on the calling
+ * thread, from a snapshot). */
+void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full, int priority),
+                         void *ud);
+
+/* ---- sessions (only on the session's own worker) ---- */
+const mp_jid *mp_session_jid(mp_session *s);     /* full JID once bound */
+/* Sends st to the client (ownership of the reference taken). */
+void mp_session_send(mp_session *s, mp_stanza *st);
+/* Seconds since the last byte was received from the client. */
+double mp_session_idle_seconds(mp_session *s);
+/* Closes the stream with a stream error condition (NULL: clean close). */
+void mp_session_close(mp_session *s, const char *condition, const char *text);
+/* Runs fn(s, ud) after secs seconds on the session's worker; repeat != 0
+ * re-arms it. Cancelled automatically when the session ends. */
+typedef void (*mp_session_timer_fn)(mp_session *s, void *ud);
+int mp_session_timer(mp_session *s, double secs, int repeat, mp_session_timer_fn fn, void *ud);
+/* Per-session module data slot (freed by the module in session-ended). */
+void mp_session_set_data(mp_session *s, mp_module *m, void *data);
+void *mp_session_data(mp_session *s, mp_module *m);
+
+/* ---- stats ---- */
+typedef struct mp_counter mp_counter;
+/* Registers a monotonically increasing counter shown by magpiectl status
+ * and /metrics. */
+mp_counter *mp_counter_new(mp_module *m, const char *name, const char *help);
+void mp_counter_add(mp_counter *c, uint64_t n);
+
+/* ---- misc ---- */
+/* Returns a new random id string (hex, NUL-terminated) in buf (>= 17 bytes). */
+void mp_random_id(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,119 @@
+/* xml.h - stanza trees.
+ *
+ * A stanza is one reference-counted arena holding a tree of elements and
+ * text nodes. Every string in the tree lives in the stanza's arena and is
+ * freed with it, so fan-out (MUC, presence broadcast) shares one stanza by
+ * taking references instead of copying. A stanza shared by several owners
+ * (refcount > 1) must not be modified: take mp_stanza_copy() first. */
+#ifndef MAGPIE_XML_H
+#define MAGPIE_XML_H
+
+#include <stddef.h>
+
+struct evbuffer;
+
+#define MP_NS_CLIENT "jabber:client"
+#define MP_NS_SERVER "jabber:server"
+#define MP_NS_STREAMS "http://etherx.jabber.org/streams"
+#define MP_NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
+#define MP_NS_STANZA_ERRORS "urn:ietf:params:xml:ns:xmpp-stanzas"
+#define MP_NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
+#define MP_NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define MP_NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
+#define MP_NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
+#define MP_NS_XML "http://www.w3.org/XML/1998/namespace"
+
+enum mp_xml_type { MP_XML_ELEMENT = 0, MP_XML_TEXT = 1 };
+
+typedef struct mp_xml_attr {
+    const char *name;   /* "to", "type", "xml:lang"; other namespaced
+                           attributes as "URI|local" */
+    const char *value;  /* unescaped */
+    struct mp_xml_attr *next;
+} mp_xml_attr;
+
+typedef struct mp_xml {
+    enum mp_xml_type type;
+    const char *name;   /* element: local name; text: NULL */
+    const char *ns;     /* element: namespace URI (never NULL for parsed
+                           elements; children built with ns NULL inherit
+                           the parent's namespace) */
+    const char *text;   /* text node: unescaped content, NUL-terminated */
+    size_t text_len;
+    mp_xml_attr *attrs;
+    struct mp_xml *parent, *children, *last_child, *next;
+} mp_xml;
+
+typedef struct mp_stanza mp_stanza;
+
+/* Returns a new stanza, refcount 1, whose root element is <name xmlns=ns>.
+ * The caller owns the reference. Never returns NULL (aborts on OOM). */
+mp_stanza *mp_stanza_new(const char *name, const char *ns);
+
+/* Parses one complete element from a string (tests, modules' templates).
+ * Returns a new stanza owned by the caller, or NULL if not well-formed. */
+mp_stanza *mp_stanza_parse(const char *xml, size_t len);
+
+/* Reference counting; thread-safe. unref frees at zero. */
+mp_stanza *mp_stanza_ref(mp_stanza *st);
+void mp_stanza_unref(mp_stanza *st);
+
+/* Deep copy, refcount 1, owned by the caller (to modify a shared stanza). */
+mp_stanza *mp_stanza_copy(const mp_stanza *st);
+
+/* The root element. */
+mp_xml *mp_stanza_root(const mp_stanza *st);
+
+/* Bytes the stanza occupies (arena size), for accounting and limits. */
+size_t mp_stanza_size(const mp_stanza *st);
+
+/* Allocates len bytes / copies a string into the stanza's arena. */
+void *mp_stanza_alloc(mp_stanza *st, size_t len);
+const char *mp_stanza_strdup(mp_stanza *st, const char *s);
+
+/* Tree building. The returned nodes belong to the stanza. ns NULL means
+ * "same namespace as parent". */
+mp_xml *mp_xml_add_child(mp_stanza *st, mp_xml *parent, const char *name, const char *ns);
+mp_xml *mp_xml_add_text(mp_stanza *st, mp_xml *parent, const char *text, size_t len);
+/* Adds a deep copy of src (from any stanza) as last child of parent. */
+mp_xml *mp_xml_add_copy(mp_stanza *st, mp_xml *parent, const mp_xml *src);
+/* Sets (value copied), replaces, or with value NULL removes an attribute. */
+void mp_xml_set_attr(mp_stanza *st, mp_xml *el, const char *name, const char *value);
+/* Unlinks el from its parent (memory stays in the arena). */
+void mp_xml_remove(mp_xml *el);
+
+/* Queries. */
+const char *mp_xml_attr(const mp_xml *el, const char *name);
+/* First child element with that name and namespace (either may be NULL =
+ * any), or NULL. */
+mp_xml *mp_xml_find(const mp_xml *el, const char *name, const char *ns);
+/* Next sibling element after child with the same filter, or NULL. */
+mp_xml *mp_xml_find_next(const mp_xml *child, const char *name, const char *ns);
+/* First child element, or NULL. */
+mp_xml *mp_xml_first_element(const mp_xml *el);
+/* Concatenated text of el's direct text children; returns a string in the
+ * stanza's arena ("" if none). */
+const char *mp_xml_text(mp_stanza *st, const mp_xml *el);
+
+/* Serialisation. Writes el into out. stream_ns is the default namespace in
+ * force where el is written (e.g. "jabber:client" inside a c2s stream): an
+ * element whose ns equals it gets no xmlns attribute; the root also omits
+ * it when its ns is jabber:client or jabber:server and stream_ns is one of
+ * those two (a stanza written into another stream keeps its meaning). */
+void mp_xml_serialize(const mp_xml *el, struct evbuffer *out, const char *stream_ns);
+/* Same, into a malloc'd NUL-terminated string the caller frees. */
+char *mp_xml_to_string(const mp_xml *el, const char *stream_ns);
+/* Appends s escaped for text (quote=0) or attribute values (quote=1). */
+void mp_xml_escape(struct evbuffer *out, const char *s, size_t len, int quote);
+
+/* Stanza helpers (RFC 6120 §8). */
+/* Turns st (owned, refcount 1) into an error reply in place: swaps to and
+ * from, sets type='error' and adds <error type=...><condition xmlns=
+ * stanzas/>[<text>]</error>. Returns st. */
+mp_stanza *mp_stanza_make_error(mp_stanza *st, const char *error_type,
+                                const char *condition, const char *text);
+/* Returns a new <iq type='result'> reply (caller owns) to the IQ req:
+ * same id, to = req's from, from = req's to. */
+mp_stanza *mp_iq_result(const mp_stanza *req);
+
+#endif

@@ -1,0 +1,89 @@
+/* sasl.h - server side SASL: SCRAM-SHA-1(-PLUS), SCRAM-SHA-256(-PLUS),
+ * PLAIN (core-internal).
+ *
+ * Credentials are never stored in clear: an account keeps, per hash, the
+ * SCRAM salted keys (RFC 5802): salt, iteration count, StoredKey, ServerKey.
+ * PLAIN is verified by deriving StoredKey from the given password. */
+#ifndef MAGPIE_SASL_H
+#define MAGPIE_SASL_H
+
+#include <stddef.h>
+
+enum mp_hash { MP_HASH_SHA1 = 0, MP_HASH_SHA256 = 1, MP_HASH_COUNT };
+
+struct mp_scram_key {
+    unsigned char stored_key[32];   /* first digest-length bytes used */
+    unsigned char server_key[32];
+};
+
+struct mp_credentials {
+    unsigned char salt[16];
+    size_t salt_len;
+    unsigned iterations;
+    struct mp_scram_key keys[MP_HASH_COUNT];
+};
+
+/* Derives fresh credentials (random salt) from a password (UTF-8; SASLprep
+ * applied). Returns MAGPIE_OK or MAGPIE_ERR (invalid password). */
+int mp_credentials_derive(struct mp_credentials *c, const char *password, unsigned iterations);
+/* Fixed-size text encoding for storage: "v1 <iter> <b64 salt> <b64 sk1>
+ * <b64 svk1> <b64 sk256> <b64 svk256>". Encode returns a malloc'd string;
+ * decode returns MAGPIE_OK or MAGPIE_ERR. */
+char *mp_credentials_encode(const struct mp_credentials *c);
+int mp_credentials_decode(struct mp_credentials *c, const char *s, size_t len);
+
+/* Channel binding data the TLS layer offers for -PLUS mechanisms. */
+struct mp_sasl_cb {
+    int tls;                          /* stream is TLS-protected */
+    unsigned char exporter[32];       /* tls-exporter (RFC 9266), TLS 1.3 */
+    int has_exporter;
+    unsigned char endpoint[64];       /* tls-server-end-point (RFC 5929) */
+    size_t endpoint_len;              /* 0 if unavailable */
+};
+
+enum mp_sasl_status {
+    MP_SASL_CONTINUE,     /* send *out as <challenge/>, wait for <response/> */
+    MP_SASL_NEED_CREDS,   /* look up credentials of mp_sasl_username(), then
+                             call mp_sasl_set_credentials */
+    MP_SASL_SUCCESS,      /* send <success> with *out (may be empty) */
+    MP_SASL_FAILURE       /* send <failure> with mp_sasl_condition() */
+};
+
+typedef struct mp_sasl mp_sasl;
+
+/* Names of the mechanisms available on a stream, strongest first, written
+ * into names (NULL-terminated). PLAIN only if cb->tls; -PLUS only if a
+ * channel binding is available. Returns the count. */
+int mp_sasl_mechanisms(const struct mp_sasl_cb *cb, const char **names, int max);
+
+/* Starts an exchange. Returns NULL (condition "invalid-mechanism") if mech
+ * is not offered on this stream. cb is copied. */
+mp_sasl *mp_sasl_new(const char *mech, const struct mp_sasl_cb *cb);
+void mp_sasl_free(mp_sasl *s);
+
+/* Processes the client's (already base64-decoded) message: the initial
+ * response of <auth/> or the content of <response/>. *out (malloc'd, not
+ * base64-encoded, caller frees; may be NULL) is the server's next message.
+ * An empty initial response is "=" on the wire and len 0 here. */
+enum mp_sasl_status mp_sasl_step(mp_sasl *s, const unsigned char *in, size_t in_len,
+                                 unsigned char **out, size_t *out_len);
+/* After MP_SASL_NEED_CREDS: the normalised (nodeprep) username and, for
+ * PLAIN, the authorization identity. */
+const char *mp_sasl_username(const mp_sasl *s);
+const char *mp_sasl_authzid(const mp_sasl *s);   /* NULL if none */
+/* Supplies the account's credentials (NULL: no such account - the exchange
+ * continues with fake data so failure looks the same, then fails with
+ * not-authorized). Returns like mp_sasl_step. */
+enum mp_sasl_status mp_sasl_set_credentials(mp_sasl *s, const struct mp_credentials *c,
+                                            unsigned char **out, size_t *out_len);
+/* RFC 6120 §6.5 condition for the last failure: "not-authorized",
+ * "malformed-request", "invalid-mechanism", "encryption-required",
+ * "invalid-authzid", "incorrect-encoding", "aborted". */
+const char *mp_sasl_condition(const mp_sasl *s);
+
+/* base64 helpers (OpenSSL EVP). decode returns MAGPIE_ERR on bad input;
+ * both return malloc'd buffers the caller frees. */
+char *mp_base64_encode(const unsigned char *in, size_t len);
+int mp_base64_decode(const char *in, size_t len, unsigned char **out, size_t *out_len);
+
+#endif

@@ -1,0 +1,75 @@
+/* util.c - small helpers: clock, randomness, allocation that aborts on OOM. */
+#include "core.h"
+
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double mp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void mp_random_bytes(void *buf, size_t len)
+{
+    if (RAND_bytes(buf, (int)len) != 1) {
+        fprintf(stderr, "magpie: RAND_bytes failed\n");
+        abort();
+    }
+}
+
+void mp_random_id(char *buf, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char raw[16];
+    size_t n = len > 0 ? len - 1 : 0;
+    if (n > 2 * sizeof raw)
+        n = 2 * sizeof raw;
+    mp_random_bytes(raw, (n + 1) / 2);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = hex[(raw[i / 2] >> ((i % 2) ? 0 : 4)) & 0xf];
+    if (len > 0)
+        buf[n] = '\0';
+}
+
+static void oom(void)
+{
+    fprintf(stderr, "magpie: out of memory\n");
+    abort();
+}
+
+void *mp_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+void *mp_calloc(size_t n, size_t m)
+{
+    void *p = calloc(n ? n : 1, m ? m : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+void *mp_realloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+char *mp_strdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        oom();
+    return d;
+}
