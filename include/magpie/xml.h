@@ -83,7 +83,7 @@ void mp_xml_set_attr(mp_stanza *st, mp_xml *el, const char *name, const char *va
 void mp_xml_remove(mp_xml *el);
 
 /* Queries. */
-const char *mp_xml_attr(const mp_xml *el, const char *name);
+const char *mp_xml_get_attr(const mp_xml *el, const char *name);
 /* First child element with that name and namespace (either may be NULL =
  * any), or NULL. */
 mp_xml *mp_xml_find(const mp_xml *el, const char *name, const char *ns);
