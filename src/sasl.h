@@ -39,6 +39,12 @@ struct mp_sasl_cb {
     int has_exporter;
     unsigned char endpoint[64];       /* tls-server-end-point (RFC 5929) */
     size_t endpoint_len;              /* 0 if unavailable */
+    /* Refuse the gs2 flag "y" while we offer channel binding (RFC 5802 §6
+     * downgrade detection). Off by default: clients that only implement
+     * tls-unique (undefined for TLS 1.3; e.g. slixmpp) send "y" to servers
+     * offering tls-exporter/tls-server-end-point, and would be locked out.
+     * Config: security.channel_binding_strict. */
+    int strict_downgrade;
 };
 
 enum mp_sasl_status {
@@ -55,6 +61,11 @@ typedef struct mp_sasl mp_sasl;
  * into names (NULL-terminated). PLAIN only if cb->tls; -PLUS only if a
  * channel binding is available. Returns the count. */
 int mp_sasl_mechanisms(const struct mp_sasl_cb *cb, const char **names, int max);
+
+/* Channel binding types usable on this stream, preferred first
+ * ("tls-exporter", "tls-server-end-point"), for advertising them (XEP-0440);
+ * names is NULL-terminated. Returns the count. */
+int mp_sasl_channel_bindings(const struct mp_sasl_cb *cb, const char **names, int max);
 
 /* Starts an exchange. Returns NULL (condition "invalid-mechanism") if mech
  * is not offered on this stream. cb is copied. */
@@ -76,14 +87,46 @@ const char *mp_sasl_authzid(const mp_sasl *s);   /* NULL if none */
  * not-authorized). Returns like mp_sasl_step. */
 enum mp_sasl_status mp_sasl_set_credentials(mp_sasl *s, const struct mp_credentials *c,
                                             unsigned char **out, size_t *out_len);
-/* RFC 6120 §6.5 condition for the last failure: "not-authorized",
+/* RFC 6120 §6.5 condition for the last failure (never NULL): "not-authorized",
  * "malformed-request", "invalid-mechanism", "encryption-required",
  * "invalid-authzid", "incorrect-encoding", "aborted". */
 const char *mp_sasl_condition(const mp_sasl *s);
 
-/* base64 helpers (OpenSSL EVP). decode returns MAGPIE_ERR on bad input;
- * both return malloc'd buffers the caller frees. */
+/* base64 helpers (OpenSSL EVP). decode returns MAGPIE_ERR on bad input
+ * (strict: no whitespace, padding required; a lone "=" decodes to empty);
+ * both return malloc'd buffers the caller frees (decode's is also
+ * NUL-terminated, not counted in *out_len). */
 char *mp_base64_encode(const unsigned char *in, size_t len);
 int mp_base64_decode(const char *in, size_t len, unsigned char **out, size_t *out_len);
+
+/* ---- internals shared by sasl.c, scram.c, accounts.c and unit tests ---- */
+#define MP_SASL_MAX_INPUT 4096          /* larger client messages: malformed-request */
+#define MP_SCRAM_DEFAULT_ITERATIONS 4096
+/* Strict UTF-8 check (no overlongs, surrogates, > U+10FFFF): 1 if valid. */
+int mp_sasl_utf8_valid(const unsigned char *s, size_t len);
+/* Digest length of h (20 or 32). */
+size_t mp_scram_digest_len(enum mp_hash h);
+/* Nodeprep (RFC 6122) of a UTF-8 username: a malloc'd string, or NULL if
+ * invalid (bad UTF-8, prohibited characters, empty, longer than 1023). */
+char *mp_sasl_nodeprep(const char *in);
+/* SASLprep (RFC 4013) of a UTF-8 password: malloc'd string or NULL.
+ * stored != 0 refuses unassigned code points (for passwords being set). */
+char *mp_sasl_saslprep(const char *in, int stored);
+/* Like mp_credentials_derive with a given salt (1..16 bytes). */
+int mp_credentials_derive_salt(struct mp_credentials *c, const char *password,
+                               const unsigned char *salt, size_t salt_len,
+                               unsigned iterations);
+/* SaltedPassword -> StoredKey/ServerKey for hash h (RFC 5802 §3); the
+ * password must already be SASLprep'd. Returns MAGPIE_OK or MAGPIE_ERR. */
+int mp_scram_derive_key(enum mp_hash h, const char *password, const unsigned char *salt,
+                        size_t salt_len, unsigned iterations, struct mp_scram_key *k);
+/* HMAC and hash for h; out receives mp_scram_digest_len(h) bytes. */
+void mp_scram_hmac(enum mp_hash h, const void *key, size_t key_len, const void *data,
+                   size_t len, unsigned char *out);
+void mp_scram_hash(enum mp_hash h, const void *data, size_t len, unsigned char *out);
+
+/* ---- test hook (unit tests only): fixes the server nonce part used by the
+ * next server-first message instead of a random one. ---- */
+void mp_sasl_test_set_nonce(mp_sasl *s, const char *server_nonce);
 
 #endif

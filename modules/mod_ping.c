@@ -1,0 +1,110 @@
+/* mod_ping - XEP-0199 XMPP Ping, both directions.
+ *
+ * Answers pings to the server and to accounts. Every bound session gets a
+ * timer: when a client has sent nothing for `interval` seconds the server
+ * pings it; if it still sends nothing within `timeout` seconds the stream
+ * is closed with connection-timeout, so dead connections behind NATs do not
+ * pile up. Any byte from the client (the pong included) counts as life. */
+#include <magpie/magpie.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NS_PING "urn:xmpp:ping"
+
+struct ping_state {
+    double sent_at;   /* idle seconds when the ping went out; < 0: none */
+};
+
+static mp_module *self;
+static mp_counter *pings_sent, *timeouts;
+
+static void pong(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    mp_iq_reply(mp_iq_result(iq));
+}
+
+static void check(mp_session *s, void *ud)
+{
+    (void)ud;
+    struct ping_state *ps = mp_session_data(s, self);
+    if (!ps)
+        return;
+    double idle = mp_session_idle_seconds(s);
+    double interval = (double)mp_module_opt_int(self, "interval");
+    double timeout = (double)mp_module_opt_int(self, "timeout");
+    if (ps->sent_at >= 0) {
+        if (idle < ps->sent_at) {
+            ps->sent_at = -1;   /* the client spoke since */
+        } else if (idle - ps->sent_at >= timeout) {
+            mp_counter_add(timeouts, 1);
+            mp_session_close(s, "connection-timeout", "No answer to ping");
+            return;
+        } else {
+            return;
+        }
+    }
+    if (idle >= interval) {
+        const mp_jid *j = mp_session_jid(s);
+        char id[24] = "ping-";
+        mp_random_id(id + 5, sizeof id - 5);
+        mp_stanza *p = mp_stanza_new("iq", MP_NS_CLIENT);
+        mp_xml *root = mp_stanza_root(p);
+        mp_xml_set_attr(p, root, "type", "get");
+        mp_xml_set_attr(p, root, "id", id);
+        mp_xml_set_attr(p, root, "from", j->domain);
+        mp_xml_set_attr(p, root, "to", j->full);
+        mp_xml_add_child(p, root, "ping", NS_PING);
+        ps->sent_at = idle;
+        mp_counter_add(pings_sent, 1);
+        mp_session_send(s, p);
+    }
+}
+
+static int session_started(struct mp_hook_event *ev, void *ud)
+{
+    (void)ud;
+    struct ping_state *ps = malloc(sizeof *ps);
+    if (!ps)
+        return HOOK_PASS;
+    ps->sent_at = -1;
+    mp_session_set_data(ev->session, self, ps);
+    long long interval = mp_module_opt_int(self, "interval");
+    long long timeout = mp_module_opt_int(self, "timeout");
+    long long period = (interval < timeout ? interval : timeout);
+    mp_session_timer(ev->session, period > 1 ? (double)period / 2.0 : 1.0, 1, check, NULL);
+    return HOOK_PASS;
+}
+
+static int session_ended(struct mp_hook_event *ev, void *ud)
+{
+    (void)ud;
+    free(mp_session_data(ev->session, self));
+    mp_session_set_data(ev->session, self, NULL);
+    return HOOK_PASS;
+}
+
+static int load(mp_module *m)
+{
+    self = m;
+    pings_sent = mp_counter_new(m, "sent", "Pings sent to silent clients");
+    timeouts = mp_counter_new(m, "timeouts", "Streams closed for not answering a ping");
+    mp_disco_feature_add(m, MP_DISCO_SERVER, NS_PING);
+    mp_hook_add(m, "session-started", 0, session_started, NULL);
+    mp_hook_add(m, "session-ended", 0, session_ended, NULL);
+    if (mp_iq_register(m, MP_IQ_GET, NS_PING, MP_IQ_SERVER, pong, NULL) != MAGPIE_OK ||
+        mp_iq_register(m, MP_IQ_GET, NS_PING, MP_IQ_ACCOUNT, pong, NULL) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    return MAGPIE_OK;
+}
+
+static const struct mp_option options[] = {
+    { "interval", MP_OPT_INT, "300", "Seconds of client silence before the server pings it", 1,
+      86400 },
+    { "timeout", MP_OPT_INT, "60", "Seconds to wait for any answer before closing the stream", 1,
+      3600 },
+    { NULL, 0, NULL, NULL, 0, 0 },
+};
+
+MP_MODULE_DECLARE("ping", "XEP-0199 XMPP Ping", options, load, NULL, NULL);

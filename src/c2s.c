@@ -1,0 +1,1033 @@
+/* c2s.c - client-to-server streams (RFC 6120): TCP and direct TLS
+ * connections, STARTTLS, SASL, resource binding, and stanza intake.
+ *
+ * Every connection is one struct mp_session owned by the worker that
+ * accepted it: all of its I/O and state changes happen on that worker's
+ * thread. Other threads hold references (router table, queued deliveries,
+ * storage callbacks) through an atomic reference count; the last reference
+ * frees the struct, while sockets, TLS, parser and timers are released on
+ * the owning thread when the stream ends (c2s_destroy). */
+#include "core.h"
+#include "accounts.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_SASL_FAILURES 5
+#define CLOSE_GRACE_SECONDS 2.0
+
+struct session_timer {
+    struct event *ev;
+    mp_session *s;
+    mp_session_timer_fn fn;
+    void *ud;
+    int repeat;
+    struct session_timer *next;
+};
+
+struct mp_session {
+    atomic_int refs;
+    struct mp_worker *w;
+    struct mp_session *prev, *next;     /* worker's list */
+    int fd;
+    struct bufferevent *bev;
+    SSL *ssl;                            /* NULL until TLS */
+    mp_xmlstream *parser;
+    unsigned tls : 1, direct_tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1,
+        dead : 1, starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1;
+    char *host;                          /* stream's 'to', normalised */
+    char stream_id[17];
+    mp_sasl *sasl;
+    int sasl_failures;
+    char *user;                          /* authenticated username */
+    mp_jid jid;                          /* bound full JID */
+    struct event *timer;                 /* negotiation, then close grace */
+    double last_read;
+    double parser_idle_since;
+    struct session_timer *timers;
+    void **mod_data;
+    size_t n_mod_data;
+    char peer[64];
+};
+
+static void c2s_read(struct bufferevent *bev, void *arg);
+static void c2s_write(struct bufferevent *bev, void *arg);
+static void c2s_event(struct bufferevent *bev, short what, void *arg);
+static void c2s_close(mp_session *s, const char *condition, const char *text);
+static void c2s_destroy(mp_session *s);
+
+/* ---- references ---- */
+
+void mp_session_ref(mp_session *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void mp_session_unref(mp_session *s)
+{
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* only plain memory is left: the owner released I/O in c2s_destroy */
+    mp_jid_free(&s->jid);
+    free(s->host);
+    free(s->user);
+    free(s->mod_data);
+    free(s);
+}
+
+struct mp_worker *mp_session_worker(mp_session *s)
+{
+    return s->w;
+}
+
+const mp_jid *mp_session_jid(mp_session *s)
+{
+    return &s->jid;
+}
+
+double mp_session_idle_seconds(mp_session *s)
+{
+    return mp_now() - s->last_read;
+}
+
+void mp_session_set_data(mp_session *s, mp_module *m, void *data)
+{
+    size_t i = (size_t)mp_module_index(m);
+    if (i >= s->n_mod_data) {
+        s->mod_data = mp_realloc(s->mod_data, (i + 1) * sizeof *s->mod_data);
+        memset(s->mod_data + s->n_mod_data, 0, (i + 1 - s->n_mod_data) * sizeof *s->mod_data);
+        s->n_mod_data = i + 1;
+    }
+    s->mod_data[i] = data;
+}
+
+void *mp_session_data(mp_session *s, mp_module *m)
+{
+    size_t i = (size_t)mp_module_index(m);
+    return i < s->n_mod_data ? s->mod_data[i] : NULL;
+}
+
+/* ---- output ---- */
+
+static void out_str(mp_session *s, const char *str)
+{
+    bufferevent_write(s->bev, str, strlen(str));
+}
+
+/* Writes our stream header (once per stream). */
+static void send_header(mp_session *s, const char *client_from)
+{
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    const char *from = s->host ? s->host : mp_server.cfg->hosts[0].domain;
+    mp_random_id(s->stream_id, sizeof s->stream_id);
+    evbuffer_add_printf(out,
+                        "<?xml version='1.0'?><stream:stream xmlns='" MP_NS_CLIENT
+                        "' xmlns:stream='" MP_NS_STREAMS "' id='%s' from='",
+                        s->stream_id);
+    mp_xml_escape(out, from, strlen(from), 1);
+    if (client_from) {
+        evbuffer_add_printf(out, "' to='");
+        mp_xml_escape(out, client_from, strlen(client_from), 1);
+    }
+    evbuffer_add_printf(out, "' version='1.0' xml:lang='en'>");
+    s->header_sent = 1;
+}
+
+/* Sends st (taken) to the client. */
+void mp_session_send(mp_session *s, mp_stanza *st)
+{
+    if (s->dead || s->closing) {
+        mp_stanza_unref(st);
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    mp_xml_serialize(mp_stanza_root(st), out, MP_NS_CLIENT);
+    mp_stanza_unref(st);
+    mp_stat_inc(MP_STAT_STANZAS_OUT);
+    if (evbuffer_get_length(out) > mp_server.cfg->max_output_buffer) {
+        mp_log(MP_LOG_INFO, "c2s %s: output buffer over %zu bytes, closing", s->peer,
+               mp_server.cfg->max_output_buffer);
+        c2s_close(s, "resource-constraint", "Output buffer limit exceeded");
+    }
+}
+
+void mp_c2s_deliver(mp_session *s, mp_stanza *st)
+{
+    if (s->dead || s->closing || !s->bound) {
+        mp_router_undeliverable(st);
+        return;
+    }
+    mp_session_send(s, st);
+}
+
+/* Sends a SASL/TLS nonza <name xmlns=ns>[<child/>][text]</name>. */
+static void send_nonza(mp_session *s, const char *name, const char *ns, const char *child,
+                       const char *text)
+{
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add_printf(out, "<%s xmlns='%s'", name, ns);
+    if (!child && !text) {
+        evbuffer_add_printf(out, "/>");
+        return;
+    }
+    evbuffer_add_printf(out, ">");
+    if (child)
+        evbuffer_add_printf(out, "<%s/>", child);
+    if (text)
+        evbuffer_add_printf(out, "%s", text);
+    evbuffer_add_printf(out, "</%s>", name);
+}
+
+/* ---- closing ---- */
+
+static void close_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    c2s_destroy(arg);
+}
+
+/* Ends the stream: a stream error if condition is set, then the closing
+ * tag; the connection is freed once the output is flushed (or after a
+ * grace period). Safe to call from inside parser callbacks. */
+static void c2s_close(mp_session *s, const char *condition, const char *text)
+{
+    if (s->closing || s->dead)
+        return;
+    s->closing = 1;
+    if (s->bound) {
+        /* stop routing to this session at once */
+        mp_router_unbind(s);
+    }
+    if (s->bev) {
+        if (condition) {
+            mp_stat_inc(MP_STAT_STREAM_ERRORS);
+            if (!s->header_sent)
+                send_header(s, NULL);
+            struct evbuffer *out = bufferevent_get_output(s->bev);
+            evbuffer_add_printf(out, "<stream:error><%s xmlns='" MP_NS_STREAM_ERRORS "'/>",
+                                condition);
+            if (text)
+                evbuffer_add_printf(out,
+                                    "<text xmlns='" MP_NS_STREAM_ERRORS
+                                    "' xml:lang='en'>%s</text>",
+                                    text);
+            evbuffer_add_printf(out, "</stream:error>");
+            mp_log(MP_LOG_DEBUG, "c2s %s: stream error %s%s%s", s->peer, condition,
+                   text ? ": " : "", text ? text : "");
+        }
+        if (s->header_sent)
+            out_str(s, "</stream:stream>");
+        bufferevent_disable(s->bev, EV_READ);
+        bufferevent_enable(s->bev, EV_WRITE);
+    }
+    if (s->timer)
+        event_free(s->timer);
+    s->timer = evtimer_new(mp_loop_base(s->w->loop), close_timeout, s);
+    struct timeval tv = { (time_t)CLOSE_GRACE_SECONDS, 0 };
+    evtimer_add(s->timer, &tv);
+}
+
+void mp_session_close(mp_session *s, const char *condition, const char *text)
+{
+    c2s_close(s, condition, text);
+}
+
+/* Releases everything the stream holds on the owning thread and drops the
+ * worker's reference. */
+static void c2s_destroy(mp_session *s)
+{
+    if (s->dead)
+        return;
+    struct mp_worker *w = s->w;
+    if (s->bound) {
+        mp_hook_run("session-ended", s, NULL, NULL);
+        if (!s->closing)
+            mp_router_unbind(s);
+        s->bound = 0;
+        atomic_fetch_sub(&mp_server.sessions, 1);
+    }
+    s->dead = 1;
+    s->closing = 1;
+    while (s->timers) {
+        struct session_timer *t = s->timers;
+        s->timers = t->next;
+        event_free(t->ev);
+        free(t);
+    }
+    if (s->timer)
+        event_free(s->timer);
+    s->timer = NULL;
+    if (s->bev)
+        bufferevent_free(s->bev);
+    s->bev = NULL;
+    if (s->ssl)
+        SSL_free(s->ssl);
+    s->ssl = NULL;
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    if (s->parser)
+        mp_xmlstream_free(s->parser);
+    s->parser = NULL;
+    if (s->sasl)
+        mp_sasl_free(s->sasl);
+    s->sasl = NULL;
+
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    w->n_sessions--;
+    atomic_fetch_sub(&mp_server.connections, 1);
+    mp_session_unref(s);
+    if (w->shutting_down && w->n_sessions == 0)
+        mp_loop_stop(w->loop);
+}
+
+/* ---- timers for modules ---- */
+
+static void session_timer_fire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session_timer *t = arg;
+    mp_session *s = t->s;
+    if (s->dead || s->closing)
+        return;
+    t->fn(s, t->ud);
+}
+
+int mp_session_timer(mp_session *s, double secs, int repeat, mp_session_timer_fn fn, void *ud)
+{
+    if (s->dead)
+        return MAGPIE_ERR;
+    struct session_timer *t = mp_calloc(1, sizeof *t);
+    t->s = s;
+    t->fn = fn;
+    t->ud = ud;
+    t->repeat = repeat;
+    t->ev = event_new(mp_loop_base(s->w->loop), -1, repeat ? EV_PERSIST : 0, session_timer_fire, t);
+    struct timeval tv = { (time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6) };
+    event_add(t->ev, &tv);
+    t->next = s->timers;
+    s->timers = t;
+    return MAGPIE_OK;
+}
+
+/* ---- stream header and features ---- */
+
+static void send_features(mp_session *s)
+{
+    mp_stanza *f = mp_stanza_new("features", MP_NS_STREAMS);
+    mp_xml *root = mp_stanza_root(f);
+    const struct mp_config *cfg = mp_server.cfg;
+    if (!s->tls) {
+        mp_xml *tls = mp_xml_add_child(f, root, "starttls", MP_NS_TLS);
+        if (cfg->require_tls)
+            mp_xml_add_child(f, tls, "required", NULL);
+    }
+    if (!s->authed && (s->tls || !cfg->require_tls)) {
+        struct mp_sasl_cb cb;
+        memset(&cb, 0, sizeof cb);
+        if (s->ssl)
+            mp_tls_channel_binding(s->ssl, &cb);
+        const char *mechs[8];
+        int n = mp_sasl_mechanisms(&cb, mechs, 8);
+        mp_xml *m = mp_xml_add_child(f, root, "mechanisms", MP_NS_SASL);
+        for (int i = 0; i < n; i++) {
+            mp_xml *e = mp_xml_add_child(f, m, "mechanism", NULL);
+            mp_xml_add_text(f, e, mechs[i], strlen(mechs[i]));
+        }
+        if (cb.has_exporter || cb.endpoint_len) {
+            /* XEP-0440: which channel-binding types we support */
+            mp_xml *cbs = mp_xml_add_child(f, root, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
+            if (cb.has_exporter)
+                mp_xml_set_attr(f, mp_xml_add_child(f, cbs, "channel-binding", NULL), "type",
+                                "tls-exporter");
+            if (cb.endpoint_len)
+                mp_xml_set_attr(f, mp_xml_add_child(f, cbs, "channel-binding", NULL), "type",
+                                "tls-server-end-point");
+        }
+        mp_stream_features_add(s, f, root, MP_FEATURES_PRE_AUTH);
+    }
+    if (s->authed) {
+        mp_xml_add_child(f, root, "bind", MP_NS_BIND);
+        mp_xml *sess = mp_xml_add_child(f, root, "session", MP_NS_SESSION);
+        mp_xml_add_child(f, sess, "optional", NULL);
+        mp_stream_features_add(s, f, root, MP_FEATURES_POST_AUTH);
+    }
+    /* written with the stream: prefix the client expects */
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add_printf(out, "<stream:features>");
+    for (mp_xml *c = root->children; c; c = c->next)
+        mp_xml_serialize(c, out, MP_NS_CLIENT);
+    evbuffer_add_printf(out, "</stream:features>");
+    mp_stanza_unref(f);
+}
+
+static void on_open(void *ud, mp_stanza *hdr, const char *default_ns)
+{
+    mp_session *s = ud;
+    mp_xml *root = mp_stanza_root(hdr);
+    const char *to = mp_xml_get_attr(root, "to");
+    const char *version = mp_xml_get_attr(root, "version");
+    const char *from = mp_xml_get_attr(root, "from");
+    char domain[MP_JID_PART_MAX + 1];
+
+    mp_jid fj;
+    int from_ok = from && mp_jid_parse(&fj, from) == MAGPIE_OK;
+    if (from_ok)
+        mp_jid_free(&fj);
+
+    if (to && mp_jid_nameprep(to, domain, sizeof domain) == MAGPIE_OK &&
+        mp_host_is_local(domain)) {
+        if (s->host && strcmp(s->host, domain) != 0) {
+            c2s_close(s, "host-unknown", "The domain changed during negotiation");
+            return;
+        }
+        if (!s->host)
+            s->host = mp_strdup(domain);
+    } else {
+        send_header(s, NULL);
+        c2s_close(s, "host-unknown", to ? "This server does not serve that domain"
+                                        : "The stream header has no 'to'");
+        return;
+    }
+    send_header(s, from_ok ? from : NULL);
+    if (strcmp(root->name, "stream") != 0 || !root->ns || strcmp(root->ns, MP_NS_STREAMS) != 0) {
+        c2s_close(s, "invalid-namespace", "The stream namespace must be " MP_NS_STREAMS);
+        return;
+    }
+    if (!default_ns || strcmp(default_ns, MP_NS_CLIENT) != 0) {
+        c2s_close(s, "invalid-namespace", "The content namespace must be " MP_NS_CLIENT);
+        return;
+    }
+    if (!version || strncmp(version, "1.", 2) != 0) {
+        c2s_close(s, "unsupported-version", "XMPP version 1.0 is required");
+        return;
+    }
+    send_features(s);
+}
+
+static void on_close(void *ud)
+{
+    mp_session *s = ud;
+    mp_log(MP_LOG_DEBUG, "c2s %s: client closed the stream", s->peer);
+    c2s_close(s, NULL, NULL);
+}
+
+static void on_error(void *ud, const char *condition, const char *text)
+{
+    mp_session *s = ud;
+    c2s_close(s, condition, text);
+}
+
+/* ---- STARTTLS ---- */
+
+/* Called once <proceed/> is flushed: replaces the plain bufferevent with a
+ * TLS one on the same socket. */
+static int start_tls(mp_session *s)
+{
+    SSL *ssl = mp_tls_new_ssl(s->host);
+    if (!ssl)
+        return MAGPIE_ERR;
+    bufferevent_free(s->bev);
+    s->ssl = ssl;
+    s->bev = bufferevent_openssl_socket_new(mp_loop_base(s->w->loop), s->fd, ssl,
+                                            BUFFEREVENT_SSL_ACCEPTING, 0);
+    if (!s->bev)
+        return MAGPIE_ERR;
+    bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+    bufferevent_setcb(s->bev, c2s_read, c2s_write, c2s_event, s);
+    if (s->w->rate)
+        bufferevent_set_rate_limit(s->bev, s->w->rate);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    s->tls = 1;
+    s->starttls_pending = 0;
+    mp_xmlstream_reset(s->parser);
+    return MAGPIE_OK;
+}
+
+/* ---- SASL ---- */
+
+static void sasl_finish(mp_session *s, enum mp_sasl_status st, unsigned char *out, size_t out_len);
+
+static void creds_ready(void *ud, int rc, const struct mp_credentials *c)
+{
+    mp_session *s = ud;
+    if (!s->dead && !s->closing && s->sasl && s->waiting_creds) {
+        s->waiting_creds = 0;
+        if (rc == MAGPIE_ERR)
+            mp_log(MP_LOG_WARN, "c2s %s: storage error while reading credentials", s->peer);
+        unsigned char *out = NULL;
+        size_t out_len = 0;
+        enum mp_sasl_status st =
+            mp_sasl_set_credentials(s->sasl, rc == MAGPIE_OK ? c : NULL, &out, &out_len);
+        if (rc == MAGPIE_ERR && st != MP_SASL_FAILURE) {
+            /* cannot verify: fail as a temporary error */
+            free(out);
+            out = NULL;
+            send_nonza(s, "failure", MP_NS_SASL, "temporary-auth-failure", NULL);
+            mp_sasl_free(s->sasl);
+            s->sasl = NULL;
+        } else {
+            sasl_finish(s, st, out, out_len);
+        }
+        if (!s->closing && !s->dead) {
+            bufferevent_enable(s->bev, EV_READ);
+            s->read_paused = 0;
+            /* bytes that arrived meanwhile */
+            if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+                c2s_read(s->bev, s);
+        }
+    }
+    mp_session_unref(s);
+}
+
+/* Acts on a SASL step result; takes out. */
+static void sasl_finish(mp_session *s, enum mp_sasl_status st, unsigned char *out, size_t out_len)
+{
+    char *b64 = NULL;
+    if (out && out_len)
+        b64 = mp_base64_encode(out, out_len);
+    free(out);
+    switch (st) {
+    case MP_SASL_CONTINUE:
+        send_nonza(s, "challenge", MP_NS_SASL, NULL, b64 ? b64 : "=");
+        break;
+    case MP_SASL_NEED_CREDS: {
+        const char *user = mp_sasl_username(s->sasl);
+        s->waiting_creds = 1;
+        bufferevent_disable(s->bev, EV_READ);
+        s->read_paused = 1;
+        mp_session_ref(s);
+        if (mp_account_get_credentials(s->host, user, creds_ready, s) != MAGPIE_OK)
+            creds_ready(s, MAGPIE_ERR, NULL);
+        break;
+    }
+    case MP_SASL_SUCCESS: {
+        const char *user = mp_sasl_username(s->sasl);
+        const char *authzid = mp_sasl_authzid(s->sasl);
+        if (authzid && *authzid) {
+            char bare[2 * MP_JID_PART_MAX + 2];
+            snprintf(bare, sizeof bare, "%s@%s", user, s->host);
+            mp_jid az;
+            int ok = 0;
+            if (mp_jid_parse(&az, authzid) == MAGPIE_OK) {
+                ok = strcmp(az.full, bare) == 0;
+                mp_jid_free(&az);
+            }
+            if (!ok) {
+                send_nonza(s, "failure", MP_NS_SASL, "invalid-authzid", NULL);
+                mp_stat_inc(MP_STAT_AUTH_FAILURES);
+                mp_sasl_free(s->sasl);
+                s->sasl = NULL;
+                break;
+            }
+        }
+        s->user = mp_strdup(user);
+        if (b64)
+            send_nonza(s, "success", MP_NS_SASL, NULL, b64);
+        else
+            send_nonza(s, "success", MP_NS_SASL, NULL, NULL);
+        mp_stat_inc(MP_STAT_AUTH_SUCCESS);
+        mp_log(MP_LOG_INFO, "c2s %s: authenticated %s@%s", s->peer, user, s->host);
+        s->authed = 1;
+        mp_sasl_free(s->sasl);
+        s->sasl = NULL;
+        mp_xmlstream_reset(s->parser);
+        break;
+    }
+    case MP_SASL_FAILURE:
+        send_nonza(s, "failure", MP_NS_SASL, mp_sasl_condition(s->sasl), NULL);
+        mp_stat_inc(MP_STAT_AUTH_FAILURES);
+        mp_log(MP_LOG_INFO, "c2s %s: authentication failed (%s)", s->peer,
+               mp_sasl_condition(s->sasl));
+        mp_sasl_free(s->sasl);
+        s->sasl = NULL;
+        if (++s->sasl_failures >= MAX_SASL_FAILURES)
+            c2s_close(s, "not-authorized", "Too many authentication failures");
+        break;
+    }
+    free(b64);
+}
+
+/* Decodes the base64 content of an <auth/> or <response/>. Returns
+ * MAGPIE_OK, or MAGPIE_ERR after answering the client. */
+static int sasl_payload(mp_session *s, mp_stanza *st, unsigned char **data, size_t *len)
+{
+    const char *text = mp_xml_text(st, mp_stanza_root(st));
+    size_t tl = strlen(text);
+    *data = NULL;
+    *len = 0;
+    if (tl > mp_server.cfg->max_sasl_size) {
+        c2s_close(s, "policy-violation", "SASL message too large");
+        return MAGPIE_ERR;
+    }
+    if (tl == 0 || strcmp(text, "=") == 0)
+        return MAGPIE_OK;
+    if (mp_base64_decode(text, tl, data, len) != MAGPIE_OK) {
+        send_nonza(s, "failure", MP_NS_SASL, "incorrect-encoding", NULL);
+        mp_stat_inc(MP_STAT_AUTH_FAILURES);
+        if (s->sasl)
+            mp_sasl_free(s->sasl);
+        s->sasl = NULL;
+        return MAGPIE_ERR;
+    }
+    return MAGPIE_OK;
+}
+
+static void handle_sasl(mp_session *s, mp_stanza *st)
+{
+    mp_xml *root = mp_stanza_root(st);
+    if (strcmp(root->name, "abort") == 0) {
+        if (s->sasl)
+            mp_sasl_free(s->sasl);
+        s->sasl = NULL;
+        send_nonza(s, "failure", MP_NS_SASL, "aborted", NULL);
+        return;
+    }
+    if (strcmp(root->name, "auth") == 0) {
+        if (s->sasl)
+            mp_sasl_free(s->sasl);
+        const char *mech = mp_xml_get_attr(root, "mechanism");
+        struct mp_sasl_cb cb;
+        memset(&cb, 0, sizeof cb);
+        if (s->ssl)
+            mp_tls_channel_binding(s->ssl, &cb);
+        cb.strict_downgrade = mp_server.cfg->channel_binding_strict;
+        s->sasl = mech ? mp_sasl_new(mech, &cb) : NULL;
+        if (!s->sasl) {
+            send_nonza(s, "failure", MP_NS_SASL, "invalid-mechanism", NULL);
+            mp_stat_inc(MP_STAT_AUTH_FAILURES);
+            return;
+        }
+    } else if (strcmp(root->name, "response") == 0) {
+        if (!s->sasl) {
+            send_nonza(s, "failure", MP_NS_SASL, "malformed-request", NULL);
+            return;
+        }
+    } else {
+        c2s_close(s, "unsupported-stanza-type", NULL);
+        return;
+    }
+    unsigned char *in, *out = NULL;
+    size_t in_len, out_len = 0;
+    if (sasl_payload(s, st, &in, &in_len) != MAGPIE_OK)
+        return;
+    enum mp_sasl_status rc = mp_sasl_step(s->sasl, in, in_len, &out, &out_len);
+    free(in);
+    sasl_finish(s, rc, out, out_len);
+}
+
+/* ---- binding ---- */
+
+static void send_iq_error(mp_session *s, mp_stanza *st, const char *type, const char *cond)
+{
+    mp_stanza *e = mp_stanza_copy(st);
+    mp_stanza_make_error(e, type, cond, NULL);
+    mp_xml_set_attr(e, mp_stanza_root(e), "from", NULL);
+    mp_session_send(s, e);
+}
+
+struct kick {
+    mp_session *s;
+};
+
+static void kick_run(void *arg)
+{
+    mp_session *old = arg;
+    if (!old->dead) {
+        /* the router entry already belongs to the new session */
+        old->bound = 0;
+        atomic_fetch_sub(&mp_server.sessions, 1);
+        mp_hook_run("session-ended", old, NULL, NULL);
+        c2s_close(old, "conflict", "Replaced by new connection");
+    }
+    mp_session_unref(old);
+}
+
+static void handle_bind(mp_session *s, mp_stanza *st, mp_xml *bind)
+{
+    mp_xml *res = mp_xml_find(bind, "resource", NULL);
+    const char *r = res ? mp_xml_text(st, res) : "";
+    char gen[17];
+    if (!*r) {
+        mp_random_id(gen, sizeof gen);
+        r = gen;
+    }
+    if (mp_jid_set(&s->jid, s->user, s->host, r) != MAGPIE_OK) {
+        send_iq_error(s, st, "modify", "bad-request");
+        return;
+    }
+    mp_session *old = NULL;
+    mp_router_bind(s, &old);
+    s->bound = 1;
+    atomic_fetch_add(&mp_server.sessions, 1);
+    if (old) {
+        mp_log(MP_LOG_INFO, "c2s %s: %s replaces an existing session", s->peer, s->jid.full);
+        if (old->w == s->w)
+            kick_run(old);
+        else if (mp_loop_post(old->w->loop, kick_run, old) != MAGPIE_OK)
+            mp_session_unref(old);
+    }
+    if (s->timer) {
+        event_free(s->timer);
+        s->timer = NULL;
+    }
+    mp_stanza *reply = mp_iq_result(st);
+    mp_xml_set_attr(reply, mp_stanza_root(reply), "from", NULL);
+    mp_xml_set_attr(reply, mp_stanza_root(reply), "to", NULL);
+    mp_xml *b = mp_xml_add_child(reply, mp_stanza_root(reply), "bind", MP_NS_BIND);
+    mp_xml *j = mp_xml_add_child(reply, b, "jid", NULL);
+    mp_xml_add_text(reply, j, s->jid.full, strlen(s->jid.full));
+    mp_session_send(s, reply);
+    mp_log(MP_LOG_INFO, "c2s %s: bound %s", s->peer, s->jid.full);
+    mp_hook_run("session-started", s, NULL, NULL);
+}
+
+/* ---- stanzas ---- */
+
+static int valid_stanza(mp_session *s, mp_stanza *st)
+{
+    mp_xml *root = mp_stanza_root(st);
+    if (strcmp(root->name, "iq") != 0)
+        return 1;
+    const char *type = mp_xml_get_attr(root, "type");
+    const char *id = mp_xml_get_attr(root, "id");
+    int req = type && (strcmp(type, "get") == 0 || strcmp(type, "set") == 0);
+    int resp = type && (strcmp(type, "result") == 0 || strcmp(type, "error") == 0);
+    int n = 0;
+    for (mp_xml *c = mp_xml_first_element(root); c; c = mp_xml_find_next(c, NULL, NULL))
+        n++;
+    if (!id || (!req && !resp) || (req && n != 1)) {
+        if (id && !resp)
+            send_iq_error(s, st, "modify", "bad-request");
+        return 0;
+    }
+    return 1;
+}
+
+static void handle_stanza(mp_session *s, mp_stanza *st)
+{
+    mp_xml *root = mp_stanza_root(st);
+    if (!root->ns || strcmp(root->ns, MP_NS_CLIENT) != 0 ||
+        (strcmp(root->name, "message") != 0 && strcmp(root->name, "presence") != 0 &&
+         strcmp(root->name, "iq") != 0)) {
+        c2s_close(s, "unsupported-stanza-type", NULL);
+        return;
+    }
+    if (!valid_stanza(s, st))
+        return;
+
+    if (!s->bound) {
+        mp_xml *child = mp_xml_first_element(root);
+        const char *type = mp_xml_get_attr(root, "type");
+        if (strcmp(root->name, "iq") == 0 && child && type && strcmp(type, "set") == 0 &&
+            child->ns && strcmp(child->ns, MP_NS_BIND) == 0 && strcmp(child->name, "bind") == 0) {
+            handle_bind(s, st, child);
+            return;
+        }
+        c2s_close(s, "not-authorized", "Bind a resource first");
+        return;
+    }
+
+    /* RFC 6120 §8.1.2.1: stamp 'from' with the full JID; a client may
+     * give its own full or bare JID, nothing else */
+    const char *from = mp_xml_get_attr(root, "from");
+    if (from && strcmp(from, s->jid.full) != 0 && strcmp(from, s->jid.bare) != 0) {
+        mp_jid fj;
+        int same = 0;
+        if (mp_jid_parse(&fj, from) == MAGPIE_OK) {
+            same = strcmp(fj.full, s->jid.full) == 0 || strcmp(fj.full, s->jid.bare) == 0;
+            mp_jid_free(&fj);
+        }
+        if (!same) {
+            c2s_close(s, "invalid-from", "The 'from' address is not yours");
+            return;
+        }
+    }
+    mp_xml_set_attr(st, root, "from", s->jid.full);
+
+    const char *to = mp_xml_get_attr(root, "to");
+    if (to) {
+        mp_jid tj;
+        if (mp_jid_parse(&tj, to) != MAGPIE_OK) {
+            mp_stanza *e = mp_stanza_copy(st);
+            mp_stanza_make_error(e, "modify", "jid-malformed", NULL);
+            mp_xml_set_attr(e, mp_stanza_root(e), "from", NULL);
+            mp_xml_set_attr(e, mp_stanza_root(e), "to", s->jid.full);
+            const char *t = mp_xml_get_attr(root, "type");
+            if (t && strcmp(t, "error") == 0)
+                mp_stanza_unref(e);
+            else
+                mp_session_send(s, e);
+            return;
+        }
+        mp_xml_set_attr(st, root, "to", tj.full);
+        mp_jid_free(&tj);
+    }
+
+    /* legacy session establishment (RFC 3921): accepted and ignored */
+    mp_xml *child = mp_xml_first_element(root);
+    if (strcmp(root->name, "iq") == 0 && !to && child && child->ns &&
+        strcmp(child->ns, MP_NS_SESSION) == 0) {
+        mp_stanza *r = mp_iq_result(st);
+        mp_xml_set_attr(r, mp_stanza_root(r), "from", NULL);
+        mp_session_send(s, r);
+        return;
+    }
+    if (strcmp(root->name, "iq") == 0 && child && child->ns && strcmp(child->ns, MP_NS_BIND) == 0) {
+        send_iq_error(s, st, "cancel", "not-allowed");
+        return;
+    }
+
+    if (mp_hook_run("stanza-in", s, st, NULL) == HOOK_HANDLED)
+        return;
+    mp_router_from_client(s, mp_stanza_ref(st));
+}
+
+static void on_stanza(void *ud, mp_stanza *st)
+{
+    mp_session *s = ud;
+    mp_xml *root = mp_stanza_root(st);
+    mp_stat_inc(MP_STAT_STANZAS_IN);
+    if (s->closing) {
+        mp_stanza_unref(st);
+        return;
+    }
+    const char *ns = root->ns ? root->ns : "";
+
+    if (strcmp(ns, MP_NS_TLS) == 0 && strcmp(root->name, "starttls") == 0) {
+        if (s->tls || s->authed) {
+            send_nonza(s, "failure", MP_NS_TLS, NULL, NULL);
+            c2s_close(s, NULL, NULL);
+        } else {
+            send_nonza(s, "proceed", MP_NS_TLS, NULL, NULL);
+            s->starttls_pending = 1;
+            bufferevent_disable(s->bev, EV_READ);
+            mp_xmlstream_stop(s->parser);
+        }
+    } else if (!s->tls && mp_server.cfg->require_tls) {
+        if (strcmp(ns, MP_NS_SASL) == 0 && strcmp(root->name, "auth") == 0) {
+            send_nonza(s, "failure", MP_NS_SASL, "encryption-required", NULL);
+            c2s_close(s, "policy-violation", "Use STARTTLS first");
+        } else {
+            c2s_close(s, "policy-violation", "Use STARTTLS first");
+        }
+    } else if (strcmp(ns, MP_NS_SASL) == 0 && !s->authed) {
+        if (!s->waiting_creds)
+            handle_sasl(s, st);
+    } else if (!s->authed) {
+        c2s_close(s, "not-authorized", "Authenticate first");
+    } else {
+        handle_stanza(s, st);
+    }
+    mp_stanza_unref(st);
+}
+
+/* ---- libevent callbacks ---- */
+
+static void c2s_read(struct bufferevent *bev, void *arg)
+{
+    mp_session *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    s->last_read = mp_now();
+    mp_session_ref(s);
+    while (!s->closing && !s->starttls_pending && !s->waiting_creds &&
+           evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t used = 0;
+        int rc = mp_xmlstream_feed(s->parser, v.iov_base, v.iov_len, &used);
+        if (rc == MAGPIE_OK)
+            evbuffer_drain(in, v.iov_len);
+        else if (rc == MAGPIE_AGAIN)
+            evbuffer_drain(in, used);
+        else
+            break;
+    }
+    if (s->starttls_pending)
+        evbuffer_drain(in, evbuffer_get_length(in));   /* RFC 6120 §5.4.3.3 */
+    s->parser_idle_since = mp_now();
+    /* backpressure: stop reading while our own output is not drained */
+    if (!s->closing && !s->dead &&
+        evbuffer_get_length(bufferevent_get_output(bev)) > mp_server.cfg->max_output_buffer / 2) {
+        bufferevent_disable(bev, EV_READ);
+        s->read_paused = 1;
+    }
+    mp_session_unref(s);
+}
+
+static void c2s_write(struct bufferevent *bev, void *arg)
+{
+    mp_session *s = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+        return;
+    if (s->closing) {
+        c2s_destroy(s);
+        return;
+    }
+    if (s->starttls_pending) {
+        if (start_tls(s) != MAGPIE_OK) {
+            mp_log(MP_LOG_WARN, "c2s %s: cannot start TLS", s->peer);
+            c2s_destroy(s);
+        }
+        return;
+    }
+    if (s->read_paused && !s->waiting_creds) {
+        s->read_paused = 0;
+        bufferevent_enable(bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+            c2s_read(bev, s);
+    }
+}
+
+static void c2s_event(struct bufferevent *bev, short what, void *arg)
+{
+    mp_session *s = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        s->tls_ready = 1;
+        mp_stat_inc(MP_STAT_TLS_HANDSHAKES);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long e = s->ssl ? bufferevent_get_openssl_error(bev) : 0;
+        if (e && !s->tls_ready) {
+            char buf[256];
+            ERR_error_string_n(e, buf, sizeof buf);
+            mp_stat_inc(MP_STAT_TLS_FAILURES);
+            mp_log(MP_LOG_DEBUG, "c2s %s: TLS handshake failed: %s", s->peer, buf);
+        } else if (e) {
+            char buf[256];
+            ERR_error_string_n(e, buf, sizeof buf);
+            mp_log(MP_LOG_DEBUG, "c2s %s: TLS error: %s", s->peer, buf);
+        } else {
+            mp_log(MP_LOG_DEBUG, "c2s %s: connection error: %s", s->peer,
+                   evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        }
+    } else {
+        mp_log(MP_LOG_DEBUG, "c2s %s: peer closed the connection%s", s->peer,
+               (what & BEV_EVENT_TIMEOUT) ? " (timeout)" : "");
+    }
+    mp_stat_inc(MP_STAT_PEER_CLOSED);
+    c2s_destroy(s);
+}
+
+static void negotiation_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mp_session *s = arg;
+    mp_log(MP_LOG_DEBUG, "c2s %s: negotiation not finished in time", s->peer);
+    c2s_close(s, "connection-timeout", "Negotiation took too long");
+}
+
+/* ---- accept ---- */
+
+static const struct mp_xmlstream_cb parser_cb = { on_open, on_stanza, on_close, on_error };
+
+void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
+{
+    const struct mp_config *cfg = mp_server.cfg;
+    if (w->shutting_down ||
+        atomic_fetch_add(&mp_server.connections, 1) >= cfg->max_connections) {
+        atomic_fetch_sub(&mp_server.connections, 1);
+        mp_stat_inc(MP_STAT_REFUSED);
+        close(fd);
+        return;
+    }
+    mp_stat_inc(MP_STAT_CONNECTIONS_TOTAL);
+    evutil_make_socket_nonblocking(fd);
+    mp_session *s = mp_calloc(1, sizeof *s);
+    atomic_init(&s->refs, 1);   /* the worker's reference */
+    s->w = w;
+    s->fd = fd;
+    s->last_read = mp_now();
+    s->parser_idle_since = s->last_read;
+
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        char host[48];
+        int port = 0;
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+            port = ntohs(a->sin6_port);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+            port = ntohs(a->sin_port);
+        }
+        snprintf(s->peer, sizeof s->peer, "%s:%d", host, port);
+    }
+
+    s->parser = mp_xmlstream_new(&mp_server.limits, &parser_cb, s);
+    struct event_base *base = mp_loop_base(w->loop);
+    if (direct_tls) {
+        s->ssl = mp_tls_new_ssl(cfg->hosts[0].domain);
+        if (s->ssl) {
+            s->bev = bufferevent_openssl_socket_new(base, fd, s->ssl, BUFFEREVENT_SSL_ACCEPTING, 0);
+            if (s->bev)
+                bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+        }
+        s->tls = 1;
+        s->direct_tls = 1;
+    } else {
+        s->bev = bufferevent_socket_new(base, fd, 0);
+    }
+    s->next = w->sessions;
+    if (w->sessions)
+        w->sessions->prev = s;
+    w->sessions = s;
+    w->n_sessions++;
+    if (!s->bev || !s->parser) {
+        mp_log(MP_LOG_ERROR, "c2s %s: cannot set up the connection", s->peer);
+        c2s_destroy(s);
+        return;
+    }
+    bufferevent_setcb(s->bev, c2s_read, c2s_write, c2s_event, s);
+    if (w->rate)
+        bufferevent_set_rate_limit(s->bev, w->rate);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    s->timer = evtimer_new(base, negotiation_timeout, s);
+    struct timeval tv = { cfg->negotiation_timeout, 0 };
+    evtimer_add(s->timer, &tv);
+    mp_log(MP_LOG_DEBUG, "c2s %s: connected%s", s->peer, direct_tls ? " (direct TLS)" : "");
+}
+
+void mp_c2s_shutdown_worker(struct mp_worker *w)
+{
+    w->shutting_down = 1;
+    if (w->n_sessions == 0) {
+        mp_loop_stop(w->loop);
+        return;
+    }
+    for (mp_session *s = w->sessions; s; s = s->next)
+        c2s_close(s, "system-shutdown", "The server is shutting down");
+}
+
+void mp_c2s_sweep(struct mp_worker *w)
+{
+    double now = mp_now();
+    for (mp_session *s = w->sessions; s; s = s->next)
+        if (!s->closing && s->parser && now - s->parser_idle_since > 10.0 &&
+            evbuffer_get_length(bufferevent_get_input(s->bev)) == 0)
+            mp_xmlstream_release(s->parser);
+}

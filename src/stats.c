@@ -1,0 +1,43 @@
+/* stats.c - core counters (relaxed atomics) and their text dump for
+ * magpiectl status. Module counters live in module.c. */
+#include "core.h"
+
+#include <event2/buffer.h>
+#include <unistd.h>
+
+static atomic_ullong counters[MP_STAT_COUNT];
+
+static const char *const names[MP_STAT_COUNT] = {
+    [MP_STAT_CONNECTIONS_TOTAL] = "connections_total",
+    [MP_STAT_TLS_HANDSHAKES] = "tls_handshakes",
+    [MP_STAT_TLS_FAILURES] = "tls_failures",
+    [MP_STAT_AUTH_SUCCESS] = "auth_success",
+    [MP_STAT_AUTH_FAILURES] = "auth_failures",
+    [MP_STAT_STANZAS_IN] = "stanzas_in",
+    [MP_STAT_STANZAS_OUT] = "stanzas_out",
+    [MP_STAT_STREAM_ERRORS] = "stream_errors",
+    [MP_STAT_PEER_CLOSED] = "peer_closed",
+    [MP_STAT_BOUNCES] = "bounces",
+    [MP_STAT_REFUSED] = "connections_refused",
+};
+
+void mp_stat_inc(enum mp_core_stat s)
+{
+    atomic_fetch_add_explicit(&counters[s], 1, memory_order_relaxed);
+}
+
+void mp_stats_write(struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "version %s\n", MAGPIE_VERSION_STRING);
+    evbuffer_add_printf(out, "pid %ld\n", (long)getpid());
+    evbuffer_add_printf(out, "uptime %.0f\n", mp_now() - mp_server.started);
+    evbuffer_add_printf(out, "workers %d\n", mp_server.n_workers);
+    evbuffer_add_printf(out, "connections %d\n", atomic_load(&mp_server.connections));
+    evbuffer_add_printf(out, "sessions %zu\n", mp_router_count());
+    evbuffer_add_printf(out, "modules %zu\n", mp_modules_count());
+    for (int i = 0; i < MP_STAT_COUNT; i++)
+        evbuffer_add_printf(out, "%s %llu\n", names[i],
+                            (unsigned long long)atomic_load_explicit(&counters[i],
+                                                                     memory_order_relaxed));
+    mp_module_counters_write(out);
+}
