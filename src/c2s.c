@@ -47,6 +47,7 @@ struct mp_session {
         dead : 1, starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1;
     char *host;                          /* stream's 'to', normalised */
     char stream_id[17];
+    char lang[36];                       /* client stream's xml:lang, "" if none */
     mp_sasl *sasl;
     int sasl_failures;
     char *user;                          /* authenticated username */
@@ -139,7 +140,7 @@ static void send_header(mp_session *s, const char *client_from)
         evbuffer_add_printf(out, "' to='");
         mp_xml_escape(out, client_from, strlen(client_from), 1);
     }
-    evbuffer_add_printf(out, "' version='1.0' xml:lang='en'>");
+    evbuffer_add_printf(out, "' version='1.0' xml:lang='%s'>", s->lang[0] ? s->lang : "en");
     s->header_sent = 1;
 }
 
@@ -391,6 +392,15 @@ static void on_open(void *ud, mp_stanza *hdr, const char *default_ns)
     int from_ok = from && mp_jid_parse(&fj, from) == MAGPIE_OK;
     if (from_ok)
         mp_jid_free(&fj);
+
+    /* RFC 6120 §4.7.4: keep the client's language tag if it looks like one
+     * (BCP 47 characters only); stanzas without xml:lang inherit it */
+    const char *lang = mp_xml_get_attr(root, "xml:lang");
+    s->lang[0] = '\0';
+    if (lang && *lang && strlen(lang) < sizeof s->lang &&
+        strspn(lang, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
+            strlen(lang))
+        memcpy(s->lang, lang, strlen(lang) + 1);
 
     if (to && mp_jid_nameprep(to, domain, sizeof domain) == MAGPIE_OK &&
         mp_host_is_local(domain)) {
@@ -761,6 +771,8 @@ static void handle_stanza(mp_session *s, mp_stanza *st)
         }
     }
     mp_xml_set_attr(st, root, "from", s->jid.full);
+    if (s->lang[0] && !mp_xml_get_attr(root, "xml:lang"))
+        mp_xml_set_attr(st, root, "xml:lang", s->lang);
 
     const char *to = mp_xml_get_attr(root, "to");
     if (to) {

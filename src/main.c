@@ -177,6 +177,8 @@ int main(int argc, char **argv)
 out_control:
     mp_control_stop();
 out_modules:
+    /* storage completions are posted to worker loops: drain it first */
+    mp_storage_close();
     mp_workers_free();
     mp_modules_unload();
     mp_router_free();
