@@ -64,4 +64,19 @@ int mp_xmlstream_release(mp_xmlstream *p);
 /* Bytes held by the parser (approximate), for accounting. */
 size_t mp_xmlstream_memory(const mp_xmlstream *p);
 
+/* ---- shared by xml.c and xmlstream.c only (tree building from expat) ---- */
+/* Separator of expat's namespace-processed names: "uri\xfflocal\xffprefix".
+ * 0xFF never occurs in UTF-8, so it cannot clash with a URI or name. */
+#define MP_XML_NS_SEP '\xff'
+/* A new stanza without a root (refcount 1, caller owns). */
+mp_stanza *mp_stanza_new_empty(void);
+void mp_stanza_set_root(mp_stanza *st, mp_xml *root);
+/* Builds the element for expat's (name, atts) in st's arena and appends it
+ * to parent (NULL: a detached root). Attribute names become "to",
+ * "xml:lang" or "URI|local". */
+mp_xml *mp_xml_build_element(mp_stanza *st, mp_xml *parent, const char *name,
+                             const char **atts);
+void mp_xml_split_name(const char *name, const char **uri, size_t *ulen,
+                       const char **local, size_t *llen);
+
 #endif

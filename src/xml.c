@@ -1,0 +1,871 @@
+/* xml.c - stanza trees: a reference-counted arena per stanza, tree
+ * building and queries, serialisation into evbuffers, and the RFC 6120
+ * stanza helpers (error replies, IQ results).
+ *
+ * Memory: the stanza struct is allocated together with a small first arena
+ * chunk (ARENA_FIRST bytes); later chunks double in size (capped), and a
+ * request larger than a chunk gets a chunk of its own. Nothing in a stanza
+ * is freed individually: mp_stanza_unref frees the chunks at refcount 0. */
+#include "core.h"
+#include "xmlstream.h"
+
+#include <event2/buffer.h>
+#include <expat.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_FIRST 512
+#define ARENA_CHUNK_MAX (64 * 1024)
+
+struct chunk {
+    struct chunk *prev;     /* older chunk (NULL for the embedded one) */
+    size_t size, used;
+    char data[];
+};
+
+struct mp_stanza {
+    atomic_int refs;
+    size_t total;           /* bytes allocated for the stanza, all chunks */
+    struct chunk *cur;      /* newest chunk: allocations come from here */
+    mp_xml *root;
+    struct chunk *first;    /* embedded first chunk, right after this struct */
+};
+
+/* Creates an empty stanza (no root) whose first chunk holds first_size
+ * bytes. Caller owns the reference. */
+static mp_stanza *stanza_alloc(size_t first_size)
+{
+    mp_stanza *st = mp_malloc(sizeof(*st) + sizeof(struct chunk) + first_size);
+    atomic_init(&st->refs, 1);
+    st->total = sizeof(*st) + sizeof(struct chunk) + first_size;
+    st->first = (struct chunk *)(st + 1);
+    st->first->prev = NULL;
+    st->first->size = first_size;
+    st->first->used = 0;
+    st->cur = st->first;
+    st->root = NULL;
+    return st;
+}
+
+/* Takes len bytes aligned to align from chunk c, or returns NULL if they
+ * do not fit. */
+static void *chunk_take(struct chunk *c, size_t len, size_t align)
+{
+    uintptr_t base = (uintptr_t)c->data;
+    size_t off = (size_t)(((base + c->used + align - 1) & ~(uintptr_t)(align - 1)) - base);
+    if (off > c->size || c->size - off < len)
+        return NULL;
+    c->used = off + len;
+    return c->data + off;
+}
+
+/* Bump allocation of len bytes aligned to align (a power of two) from the
+ * stanza's arena. Never returns NULL. */
+static void *arena_alloc(mp_stanza *st, size_t len, size_t align)
+{
+    struct chunk *c = st->cur;
+    void *r = chunk_take(c, len, align);
+    if (r)
+        return r;
+    size_t size = c->size * 2;
+    if (size > ARENA_CHUNK_MAX)
+        size = ARENA_CHUNK_MAX;
+    int oversized = size < len + align;
+    if (oversized)
+        size = len + align;
+    struct chunk *n = mp_malloc(sizeof(*n) + size);
+    n->size = size;
+    n->used = 0;
+    st->total += sizeof(*n) + size;
+    if (oversized && c->size - c->used > 64) {
+        /* a big block: keep allocating small things from the current chunk */
+        n->prev = c->prev;
+        c->prev = n;
+    } else {
+        n->prev = c;
+        st->cur = n;
+    }
+    return chunk_take(n, len, align);
+}
+
+/* Tries to grow the block [p, p+oldlen) - which must be the last allocation
+ * in the current chunk - by more bytes in place. Returns 1 on success. */
+static int arena_extend(mp_stanza *st, const char *p, size_t oldlen, size_t more)
+{
+    struct chunk *c = st->cur;
+    if (p + oldlen != c->data + c->used || c->size - c->used < more)
+        return 0;
+    c->used += more;
+    return 1;
+}
+
+static char *arena_strndup(mp_stanza *st, const char *s, size_t len)
+{
+    char *d = arena_alloc(st, len + 1, 1);
+    memcpy(d, s, len);
+    d[len] = '\0';
+    return d;
+}
+
+void *mp_stanza_alloc(mp_stanza *st, size_t len)
+{
+    return arena_alloc(st, len, alignof(max_align_t));
+}
+
+const char *mp_stanza_strdup(mp_stanza *st, const char *s)
+{
+    if (!s)
+        return NULL;
+    return arena_strndup(st, s, strlen(s));
+}
+
+/* Strings that occur in almost every stanza are not copied. */
+static const char *const common_strings[] = {
+    "", "to", "from", "id", "type", "xml:lang", MP_NS_CLIENT, MP_NS_SERVER,
+    "message", "presence", "iq", "body", "error", "result", "get", "set",
+    "query", "item", "jid", "name", "subscription", "node", "var", "x",
+    "show", "status", "priority", "thread", "subject", "chat", "groupchat",
+    "unavailable", "c", "hash", "ver", "stamp", "text",
+};
+
+/* Returns a string equal to s[0..len) that lives at least as long as st:
+ * a static copy for common names, else a copy in st's arena. */
+static const char *arena_intern(mp_stanza *st, const char *s, size_t len)
+{
+    if (len <= 16) {
+        for (size_t i = 0; i < sizeof(common_strings) / sizeof(*common_strings); i++) {
+            const char *c = common_strings[i];
+            if (strncmp(c, s, len) == 0 && c[len] == '\0')
+                return c;
+        }
+    } else if (len == sizeof(MP_NS_STANZA_ERRORS) - 1 &&
+               memcmp(s, MP_NS_STANZA_ERRORS, len) == 0) {
+        return MP_NS_STANZA_ERRORS;
+    }
+    return arena_strndup(st, s, len);
+}
+
+static mp_xml *node_new(mp_stanza *st, enum mp_xml_type type)
+{
+    mp_xml *n = arena_alloc(st, sizeof(*n), alignof(mp_xml));
+    memset(n, 0, sizeof(*n));
+    n->type = type;
+    return n;
+}
+
+static void link_child(mp_xml *parent, mp_xml *n)
+{
+    n->parent = parent;
+    if (parent->last_child)
+        parent->last_child->next = n;
+    else
+        parent->children = n;
+    parent->last_child = n;
+}
+
+mp_stanza *mp_stanza_new(const char *name, const char *ns)
+{
+    mp_stanza *st = stanza_alloc(ARENA_FIRST);
+    mp_xml *r = node_new(st, MP_XML_ELEMENT);
+    r->name = arena_intern(st, name, strlen(name));
+    r->ns = ns ? arena_intern(st, ns, strlen(ns)) : NULL;
+    st->root = r;
+    return st;
+}
+
+/* Internal (used by xmlstream.c): a new stanza with a given root already
+ * built by the caller via mp_stanza_set_root. */
+mp_stanza *mp_stanza_new_empty(void)
+{
+    return stanza_alloc(ARENA_FIRST);
+}
+
+void mp_stanza_set_root(mp_stanza *st, mp_xml *root)
+{
+    st->root = root;
+}
+
+mp_stanza *mp_stanza_ref(mp_stanza *st)
+{
+    atomic_fetch_add_explicit(&st->refs, 1, memory_order_relaxed);
+    return st;
+}
+
+void mp_stanza_unref(mp_stanza *st)
+{
+    if (!st)
+        return;
+    if (atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    struct chunk *c = st->cur;
+    while (c && c != st->first) {
+        struct chunk *prev = c->prev;
+        free(c);
+        c = prev;
+    }
+    /* oversized blocks may hang off the embedded chunk too */
+    c = st->first->prev;
+    while (c) {
+        struct chunk *prev = c->prev;
+        free(c);
+        c = prev;
+    }
+    free(st);
+}
+
+mp_xml *mp_stanza_root(const mp_stanza *st)
+{
+    return st->root;
+}
+
+size_t mp_stanza_size(const mp_stanza *st)
+{
+    return st->total;
+}
+
+mp_xml *mp_xml_add_child(mp_stanza *st, mp_xml *parent, const char *name, const char *ns)
+{
+    mp_xml *n = node_new(st, MP_XML_ELEMENT);
+    n->name = arena_intern(st, name, strlen(name));
+    if (!ns || (parent->ns && strcmp(ns, parent->ns) == 0))
+        n->ns = parent->ns;
+    else
+        n->ns = arena_intern(st, ns, strlen(ns));
+    link_child(parent, n);
+    return n;
+}
+
+/* Adds len bytes of text to parent; text following a text node is merged
+ * into it (grown in place when it is the arena's last allocation). */
+mp_xml *mp_xml_add_text(mp_stanza *st, mp_xml *parent, const char *text, size_t len)
+{
+    mp_xml *last = parent->last_child;
+    if (last && last->type == MP_XML_TEXT) {
+        if (len == 0)
+            return last;
+        if (arena_extend(st, last->text, last->text_len + 1, len)) {
+            char *t = (char *)last->text;
+            memcpy(t + last->text_len, text, len);
+            last->text_len += len;
+            t[last->text_len] = '\0';
+        } else {
+            char *t = arena_alloc(st, last->text_len + len + 1, 1);
+            memcpy(t, last->text, last->text_len);
+            memcpy(t + last->text_len, text, len);
+            last->text_len += len;
+            t[last->text_len] = '\0';
+            last->text = t;
+        }
+        return last;
+    }
+    mp_xml *n = node_new(st, MP_XML_TEXT);
+    n->text = arena_strndup(st, text, len);
+    n->text_len = len;
+    link_child(parent, n);
+    return n;
+}
+
+static void copy_attrs(mp_stanza *st, mp_xml *dst, const mp_xml *src)
+{
+    mp_xml_attr **tail = &dst->attrs;
+    for (const mp_xml_attr *a = src->attrs; a; a = a->next) {
+        mp_xml_attr *na = arena_alloc(st, sizeof(*na), alignof(mp_xml_attr));
+        na->name = arena_intern(st, a->name, strlen(a->name));
+        na->value = arena_intern(st, a->value, strlen(a->value));
+        na->next = NULL;
+        *tail = na;
+        tail = &na->next;
+    }
+}
+
+/* Deep-copies the children of src under dst (iteratively, so hostile
+ * depth cannot blow the stack). */
+static void copy_children(mp_stanza *st, mp_xml *dst, const mp_xml *src)
+{
+    const mp_xml *s = src->children;
+    mp_xml *d = dst;
+    while (s) {
+        mp_xml *n;
+        if (s->type == MP_XML_TEXT) {
+            n = node_new(st, MP_XML_TEXT);
+            n->text = arena_strndup(st, s->text, s->text_len);
+            n->text_len = s->text_len;
+            link_child(d, n);
+        } else {
+            n = node_new(st, MP_XML_ELEMENT);
+            n->name = arena_intern(st, s->name, strlen(s->name));
+            if (!s->ns)
+                n->ns = d->ns;
+            else if (d->ns && strcmp(s->ns, d->ns) == 0)
+                n->ns = d->ns;
+            else
+                n->ns = arena_intern(st, s->ns, strlen(s->ns));
+            copy_attrs(st, n, s);
+            link_child(d, n);
+            if (s->children) {
+                s = s->children;
+                d = n;
+                continue;
+            }
+        }
+        while (s && !s->next && s != src) {
+            s = s->parent;
+            d = d->parent;
+        }
+        if (!s || s == src)
+            break;
+        s = s->next;
+    }
+}
+
+mp_xml *mp_xml_add_copy(mp_stanza *st, mp_xml *parent, const mp_xml *src)
+{
+    if (src->type == MP_XML_TEXT)
+        return mp_xml_add_text(st, parent, src->text, src->text_len);
+    mp_xml *n = mp_xml_add_child(st, parent, src->name, src->ns);
+    copy_attrs(st, n, src);
+    copy_children(st, n, src);
+    return n;
+}
+
+mp_stanza *mp_stanza_copy(const mp_stanza *src)
+{
+    size_t hint = src->total - sizeof(*src);
+    if (hint < ARENA_FIRST)
+        hint = ARENA_FIRST;
+    if (hint > ARENA_CHUNK_MAX)
+        hint = ARENA_CHUNK_MAX;
+    mp_stanza *st = stanza_alloc(hint);
+    const mp_xml *r = src->root;
+    mp_xml *n = node_new(st, MP_XML_ELEMENT);
+    n->name = arena_intern(st, r->name, strlen(r->name));
+    n->ns = r->ns ? arena_intern(st, r->ns, strlen(r->ns)) : NULL;
+    copy_attrs(st, n, r);
+    st->root = n;
+    copy_children(st, n, r);
+    return st;
+}
+
+void mp_xml_set_attr(mp_stanza *st, mp_xml *el, const char *name, const char *value)
+{
+    mp_xml_attr **pp = &el->attrs;
+    for (; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, name) == 0)
+            break;
+    }
+    if (!value) {
+        if (*pp)
+            *pp = (*pp)->next;
+        return;
+    }
+    if (*pp) {
+        (*pp)->value = arena_intern(st, value, strlen(value));
+        return;
+    }
+    mp_xml_attr *a = arena_alloc(st, sizeof(*a), alignof(mp_xml_attr));
+    a->name = arena_intern(st, name, strlen(name));
+    a->value = arena_intern(st, value, strlen(value));
+    a->next = NULL;
+    *pp = a;
+}
+
+void mp_xml_remove(mp_xml *el)
+{
+    mp_xml *p = el->parent;
+    if (!p)
+        return;
+    mp_xml *prev = NULL;
+    for (mp_xml *c = p->children; c && c != el; c = c->next)
+        prev = c;
+    if (prev)
+        prev->next = el->next;
+    else
+        p->children = el->next;
+    if (p->last_child == el)
+        p->last_child = prev;
+    el->parent = NULL;
+    el->next = NULL;
+}
+
+const char *mp_xml_get_attr(const mp_xml *el, const char *name)
+{
+    for (const mp_xml_attr *a = el->attrs; a; a = a->next)
+        if (strcmp(a->name, name) == 0)
+            return a->value;
+    return NULL;
+}
+
+static int matches(const mp_xml *c, const char *name, const char *ns)
+{
+    if (c->type != MP_XML_ELEMENT)
+        return 0;
+    if (name && strcmp(c->name, name) != 0)
+        return 0;
+    if (ns && (!c->ns || strcmp(c->ns, ns) != 0))
+        return 0;
+    return 1;
+}
+
+mp_xml *mp_xml_find(const mp_xml *el, const char *name, const char *ns)
+{
+    for (mp_xml *c = el->children; c; c = c->next)
+        if (matches(c, name, ns))
+            return c;
+    return NULL;
+}
+
+mp_xml *mp_xml_find_next(const mp_xml *child, const char *name, const char *ns)
+{
+    for (mp_xml *c = child->next; c; c = c->next)
+        if (matches(c, name, ns))
+            return c;
+    return NULL;
+}
+
+mp_xml *mp_xml_first_element(const mp_xml *el)
+{
+    return mp_xml_find(el, NULL, NULL);
+}
+
+const char *mp_xml_text(mp_stanza *st, const mp_xml *el)
+{
+    size_t n = 0, total = 0;
+    const mp_xml *only = NULL;
+    for (const mp_xml *c = el->children; c; c = c->next) {
+        if (c->type == MP_XML_TEXT) {
+            n++;
+            total += c->text_len;
+            only = c;
+        }
+    }
+    if (n == 0)
+        return "";
+    if (n == 1)
+        return only->text;
+    char *t = arena_alloc(st, total + 1, 1), *p = t;
+    for (const mp_xml *c = el->children; c; c = c->next) {
+        if (c->type == MP_XML_TEXT) {
+            memcpy(p, c->text, c->text_len);
+            p += c->text_len;
+        }
+    }
+    *p = '\0';
+    return t;
+}
+
+/* ---- serialisation ---- */
+
+void mp_xml_escape(struct evbuffer *out, const char *s, size_t len, int quote)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *rep;
+        switch (s[i]) {
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '&': rep = "&amp;"; break;
+        case '"': rep = quote ? "&quot;" : NULL; break;
+        case '\'': rep = quote ? "&apos;" : NULL; break;
+        /* keep whitespace in attribute values from being normalised */
+        case '\t': rep = quote ? "&#9;" : NULL; break;
+        case '\n': rep = quote ? "&#10;" : NULL; break;
+        case '\r': rep = "&#13;"; break;
+        default: rep = NULL; break;
+        }
+        if (!rep)
+            continue;
+        if (i > start)
+            evbuffer_add(out, s + start, i - start);
+        evbuffer_add(out, rep, strlen(rep));
+        start = i + 1;
+    }
+    if (len > start)
+        evbuffer_add(out, s + start, len - start);
+}
+
+static int is_content_ns(const char *ns)
+{
+    return ns && (strcmp(ns, MP_NS_CLIENT) == 0 || strcmp(ns, MP_NS_SERVER) == 0);
+}
+
+static int same_ns(const char *a, const char *b)
+{
+    if (!a || !*a)
+        a = "";
+    if (!b || !*b)
+        b = "";
+    return a == b || strcmp(a, b) == 0;
+}
+
+/* For a namespaced attribute name "URI|local" returns the '|', else NULL. */
+static const char *ns_bar(const mp_xml_attr *a)
+{
+    return strrchr(a->name, '|');
+}
+
+static int same_uri(const mp_xml_attr *x, const char *xbar, const mp_xml_attr *y,
+                    const char *ybar)
+{
+    return xbar - x->name == ybar - y->name &&
+           memcmp(x->name, y->name, (size_t)(xbar - x->name)) == 0;
+}
+
+/* Writes one namespaced attribute "URI|local" as nsN:local, declaring
+ * xmlns:nsN on the element at the first attribute using that URI. */
+static void write_ns_attr(struct evbuffer *out, const mp_xml *el, const mp_xml_attr *a,
+                          const char *bar)
+{
+    int idx = 0, found = -1;
+    for (const mp_xml_attr *b = el->attrs; b != a; b = b->next) {
+        const char *bb = ns_bar(b);
+        if (!bb)
+            continue;
+        int first = 1;
+        for (const mp_xml_attr *c = el->attrs; c != b; c = c->next) {
+            const char *cb = ns_bar(c);
+            if (cb && same_uri(c, cb, b, bb)) {
+                first = 0;
+                break;
+            }
+        }
+        if (!first)
+            continue;
+        if (same_uri(b, bb, a, bar)) {
+            found = idx;
+            break;
+        }
+        idx++;
+    }
+    if (found >= 0) {
+        idx = found;
+    } else {
+        evbuffer_add_printf(out, " xmlns:ns%d='", idx);
+        mp_xml_escape(out, a->name, (size_t)(bar - a->name), 1);
+        evbuffer_add(out, "'", 1);
+    }
+    evbuffer_add_printf(out, " ns%d:%s='", idx, bar + 1);
+    mp_xml_escape(out, a->value, strlen(a->value), 1);
+    evbuffer_add(out, "'", 1);
+}
+
+/* The fixed prefix an element is written with, or NULL: inside a stream
+ * the stream: prefix is always bound, and the xml: prefix always is. */
+static const char *elem_prefix(const mp_xml *el, const char *stream_ns)
+{
+    if (!el->ns)
+        return NULL;
+    if (stream_ns && strcmp(el->ns, MP_NS_STREAMS) == 0)
+        return "stream:";
+    if (strcmp(el->ns, MP_NS_XML) == 0)
+        return "xml:";
+    return NULL;
+}
+
+/* Writes the start tag of el. in_force is the default namespace in force
+ * at el's parent; returns the default namespace in force for el's
+ * children. */
+static const char *write_start(const mp_xml *el, struct evbuffer *out, const char *in_force,
+                               const char *stream_ns, int is_root)
+{
+    const char *ns = el->ns;
+    const char *child_ns = in_force;
+    const char *prefix = elem_prefix(el, stream_ns);
+    evbuffer_add(out, "<", 1);
+    if (prefix)
+        evbuffer_add(out, prefix, strlen(prefix));
+    evbuffer_add(out, el->name, strlen(el->name));
+    if (!prefix && ns && *ns) {
+        child_ns = ns;
+        int omit = same_ns(ns, in_force) ||
+                   (is_root && is_content_ns(ns) && is_content_ns(in_force));
+        if (!omit) {
+            evbuffer_add(out, " xmlns='", 8);
+            mp_xml_escape(out, ns, strlen(ns), 1);
+            evbuffer_add(out, "'", 1);
+        }
+    }
+    for (const mp_xml_attr *a = el->attrs; a; a = a->next) {
+        const char *bar = ns_bar(a);
+        if (bar) {
+            write_ns_attr(out, el, a, bar);
+            continue;
+        }
+        evbuffer_add(out, " ", 1);
+        evbuffer_add(out, a->name, strlen(a->name));
+        evbuffer_add(out, "='", 2);
+        mp_xml_escape(out, a->value, strlen(a->value), 1);
+        evbuffer_add(out, "'", 1);
+    }
+    return child_ns;
+}
+
+static void write_end(const mp_xml *el, struct evbuffer *out, const char *stream_ns)
+{
+    const char *prefix = elem_prefix(el, stream_ns);
+    evbuffer_add(out, "</", 2);
+    if (prefix)
+        evbuffer_add(out, prefix, strlen(prefix));
+    evbuffer_add(out, el->name, strlen(el->name));
+    evbuffer_add(out, ">", 1);
+}
+
+/* Serialises el iteratively; the namespace in force for each open element
+ * is kept in a small growable stack. */
+void mp_xml_serialize(const mp_xml *el, struct evbuffer *out, const char *stream_ns)
+{
+    if (el->type == MP_XML_TEXT) {
+        mp_xml_escape(out, el->text, el->text_len, 0);
+        return;
+    }
+    const char *stack_local[32];
+    const char **stack = stack_local;
+    size_t cap = 32, depth = 0;
+    const mp_xml *n = el;
+    const char *in_force = stream_ns ? stream_ns : "";
+    for (;;) {
+        if (n->type == MP_XML_TEXT) {
+            mp_xml_escape(out, n->text, n->text_len, 0);
+        } else {
+            const char *child_ns = write_start(n, out, in_force, stream_ns, n == el);
+            if (!n->children) {
+                evbuffer_add(out, "/>", 2);
+            } else {
+                evbuffer_add(out, ">", 1);
+                if (depth == cap) {
+                    const char **ns2 = mp_malloc(2 * cap * sizeof(*ns2));
+                    memcpy(ns2, stack, cap * sizeof(*ns2));
+                    if (stack != stack_local)
+                        free(stack);
+                    stack = ns2;
+                    cap *= 2;
+                }
+                stack[depth++] = in_force;
+                in_force = child_ns;
+                n = n->children;
+                continue;
+            }
+        }
+        /* climb until a next sibling exists */
+        while (n != el && !n->next) {
+            n = n->parent;
+            in_force = stack[--depth];
+            write_end(n, out, stream_ns);
+        }
+        if (n == el)
+            break;
+        n = n->next;
+    }
+    if (stack != stack_local)
+        free(stack);
+}
+
+char *mp_xml_to_string(const mp_xml *el, const char *stream_ns)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        abort();
+    mp_xml_serialize(el, b, stream_ns);
+    size_t len = evbuffer_get_length(b);
+    char *s = mp_malloc(len + 1);
+    evbuffer_remove(b, s, len);
+    s[len] = '\0';
+    evbuffer_free(b);
+    return s;
+}
+
+/* ---- parsing one element from a string ---- */
+
+struct tree_builder {
+    mp_stanza *st;
+    mp_xml *cur;
+    int done, bad;
+};
+
+/* Splits an expat NS name "uri\xfflocal[\xffprefix]" into uri and local
+ * (uri "" when the name has no namespace). */
+void mp_xml_split_name(const char *name, const char **uri, size_t *ulen,
+                       const char **local, size_t *llen)
+{
+    const char *s1 = strchr(name, MP_XML_NS_SEP);
+    if (!s1) {
+        *uri = "";
+        *ulen = 0;
+        *local = name;
+        *llen = strlen(name);
+        return;
+    }
+    *uri = name;
+    *ulen = (size_t)(s1 - name);
+    *local = s1 + 1;
+    const char *s2 = strchr(*local, MP_XML_NS_SEP);
+    *llen = s2 ? (size_t)(s2 - *local) : strlen(*local);
+}
+
+/* Builds an element node for expat's name/atts in st under parent (NULL for
+ * the root). Returns the node. */
+mp_xml *mp_xml_build_element(mp_stanza *st, mp_xml *parent, const char *name,
+                             const char **atts)
+{
+    const char *uri, *local;
+    size_t ulen, llen;
+    mp_xml_split_name(name, &uri, &ulen, &local, &llen);
+    mp_xml *n = node_new(st, MP_XML_ELEMENT);
+    n->name = arena_intern(st, local, llen);
+    if (parent && parent->ns && strncmp(parent->ns, uri, ulen) == 0 && parent->ns[ulen] == '\0')
+        n->ns = parent->ns;
+    else
+        n->ns = arena_intern(st, uri, ulen);
+    mp_xml_attr **tail = &n->attrs;
+    for (size_t i = 0; atts[i]; i += 2) {
+        mp_xml_attr *a = arena_alloc(st, sizeof(*a), alignof(mp_xml_attr));
+        const char *au, *al;
+        size_t aulen, allen;
+        mp_xml_split_name(atts[i], &au, &aulen, &al, &allen);
+        if (aulen == 0) {
+            a->name = arena_intern(st, al, allen);
+        } else if (aulen == sizeof(MP_NS_XML) - 1 && memcmp(au, MP_NS_XML, aulen) == 0) {
+            char *nm = arena_alloc(st, allen + 5, 1);
+            memcpy(nm, "xml:", 4);
+            memcpy(nm + 4, al, allen);
+            nm[allen + 4] = '\0';
+            a->name = (allen == 4 && memcmp(al, "lang", 4) == 0) ? "xml:lang" : nm;
+        } else {
+            char *nm = arena_alloc(st, aulen + allen + 2, 1);
+            memcpy(nm, au, aulen);
+            nm[aulen] = '|';
+            memcpy(nm + aulen + 1, al, allen);
+            nm[aulen + allen + 1] = '\0';
+            a->name = nm;
+        }
+        a->value = arena_intern(st, atts[i + 1], strlen(atts[i + 1]));
+        a->next = NULL;
+        *tail = a;
+        tail = &a->next;
+    }
+    if (parent)
+        link_child(parent, n);
+    return n;
+}
+
+static void XMLCALL tb_start(void *ud, const XML_Char *name, const XML_Char **atts)
+{
+    struct tree_builder *tb = ud;
+    if (tb->done) {
+        tb->bad = 1;
+        return;
+    }
+    mp_xml *n = mp_xml_build_element(tb->st, tb->cur, name, atts);
+    if (!tb->cur)
+        tb->st->root = n;
+    tb->cur = n;
+}
+
+static void XMLCALL tb_end(void *ud, const XML_Char *name)
+{
+    struct tree_builder *tb = ud;
+    (void)name;
+    tb->cur = tb->cur->parent;
+    if (!tb->cur)
+        tb->done = 1;
+}
+
+static void XMLCALL tb_text(void *ud, const XML_Char *s, int len)
+{
+    struct tree_builder *tb = ud;
+    if (tb->cur)
+        mp_xml_add_text(tb->st, tb->cur, s, (size_t)len);
+}
+
+static void XMLCALL tb_refuse(void *ud)
+{
+    ((struct tree_builder *)ud)->bad = 1;
+}
+
+static void XMLCALL tb_doctype(void *ud, const XML_Char *n, const XML_Char *s,
+                               const XML_Char *p, int i)
+{
+    (void)n; (void)s; (void)p; (void)i;
+    tb_refuse(ud);
+}
+
+static void XMLCALL tb_pi(void *ud, const XML_Char *t, const XML_Char *d)
+{
+    (void)t; (void)d;
+    tb_refuse(ud);
+}
+
+static void XMLCALL tb_comment(void *ud, const XML_Char *d)
+{
+    (void)d;
+    tb_refuse(ud);
+}
+
+mp_stanza *mp_stanza_parse(const char *xml, size_t len)
+{
+    struct tree_builder tb = { .st = stanza_alloc(len < ARENA_FIRST ? ARENA_FIRST
+                                                  : (len > ARENA_CHUNK_MAX ? ARENA_CHUNK_MAX : len)) };
+    XML_Parser p = XML_ParserCreateNS("UTF-8", MP_XML_NS_SEP);
+    if (!p)
+        abort();
+    XML_SetReturnNSTriplet(p, XML_TRUE);
+    XML_SetParamEntityParsing(p, XML_PARAM_ENTITY_PARSING_NEVER);
+    XML_SetUserData(p, &tb);
+    XML_SetElementHandler(p, tb_start, tb_end);
+    XML_SetCharacterDataHandler(p, tb_text);
+    XML_SetStartDoctypeDeclHandler(p, tb_doctype);
+    XML_SetProcessingInstructionHandler(p, tb_pi);
+    XML_SetCommentHandler(p, tb_comment);
+    int ok = len <= INT32_MAX && XML_Parse(p, xml, (int)len, 1) == XML_STATUS_OK;
+    XML_ParserFree(p);
+    if (!ok || tb.bad || !tb.done) {
+        mp_stanza_unref(tb.st);
+        return NULL;
+    }
+    return tb.st;
+}
+
+/* ---- stanza helpers ---- */
+
+mp_stanza *mp_stanza_make_error(mp_stanza *st, const char *error_type,
+                                const char *condition, const char *text)
+{
+    mp_xml *r = st->root;
+    /* swap in place so attribute order is kept; names are static */
+    for (mp_xml_attr *a = r->attrs; a; a = a->next) {
+        if (strcmp(a->name, "to") == 0)
+            a->name = "from";
+        else if (strcmp(a->name, "from") == 0)
+            a->name = "to";
+    }
+    mp_xml_set_attr(st, r, "type", "error");
+    mp_xml *e = mp_xml_add_child(st, r, "error", NULL);
+    mp_xml_set_attr(st, e, "type", error_type);
+    mp_xml_add_child(st, e, condition, MP_NS_STANZA_ERRORS);
+    if (text) {
+        mp_xml *t = mp_xml_add_child(st, e, "text", MP_NS_STANZA_ERRORS);
+        mp_xml_set_attr(st, t, "xml:lang", "en");
+        mp_xml_add_text(st, t, text, strlen(text));
+    }
+    return st;
+}
+
+mp_stanza *mp_iq_result(const mp_stanza *req)
+{
+    const mp_xml *q = req->root;
+    mp_stanza *st = mp_stanza_new("iq", q->ns);
+    mp_xml *r = st->root;
+    const char *v;
+    r->attrs = NULL;
+    if ((v = mp_xml_get_attr(q, "from")))
+        mp_xml_set_attr(st, r, "to", v);
+    if ((v = mp_xml_get_attr(q, "to")))
+        mp_xml_set_attr(st, r, "from", v);
+    mp_xml_set_attr(st, r, "type", "result");
+    if ((v = mp_xml_get_attr(q, "id")))
+        mp_xml_set_attr(st, r, "id", v);
+    return st;
+}
