@@ -44,7 +44,7 @@ struct mp_session {
     SSL *ssl;                            /* NULL until TLS */
     mp_xmlstream *parser;
     unsigned tls : 1, direct_tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1,
-        dead : 1, starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1;
+        dead : 1, starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1, shut_wr : 1;
     char *host;                          /* stream's 'to', normalised */
     char stream_id[17];
     char lang[36];                       /* client stream's xml:lang, "" if none */
@@ -885,12 +885,32 @@ static void c2s_read(struct bufferevent *bev, void *arg)
     mp_session_unref(s);
 }
 
+/* Discards what a closing client still sends, so that closing the socket
+ * with unread input does not reset the connection before the client has
+ * read our stream error. */
+static void c2s_drain(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
 static void c2s_write(struct bufferevent *bev, void *arg)
 {
     mp_session *s = arg;
     if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
         return;
     if (s->closing) {
+        /* all written: half-close, then wait (up to the grace timer) for
+         * the client to close its side */
+        if (!s->shut_wr && s->fd >= 0) {
+            s->shut_wr = 1;
+            shutdown(s->fd, SHUT_WR);
+            bufferevent_setcb(bev, c2s_drain, NULL, c2s_event, s);
+            bufferevent_enable(bev, EV_READ);
+            c2s_drain(bev, s);
+            return;
+        }
         c2s_destroy(s);
         return;
     }
