@@ -16,6 +16,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <stdlib.h>
@@ -40,8 +41,10 @@ struct mp_session {
     struct mp_worker *w;
     struct mp_session *prev, *next;     /* worker's list */
     int fd;
-    struct bufferevent *bev;
-    SSL *ssl;                            /* NULL until TLS */
+    struct bufferevent *raw;             /* the socket, rate-limited */
+    struct bufferevent *bev;             /* raw, or the TLS filter over it */
+    SSL *ssl;                            /* NULL until TLS; owned by bev */
+    struct event *recheck;               /* polls the socket's output drain */
     mp_xmlstream *parser;
     unsigned tls : 1, direct_tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1,
         dead : 1, starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1, shut_wr : 1;
@@ -120,15 +123,38 @@ void *mp_session_data(mp_session *s, mp_module *m)
 
 /* ---- output ---- */
 
-static void out_str(mp_session *s, const char *str)
+/* Bytes queued towards the client: in the TLS filter and on the socket. */
+static size_t queued(mp_session *s)
 {
-    bufferevent_write(s->bev, str, strlen(str));
+    size_t n = evbuffer_get_length(bufferevent_get_output(s->bev));
+    if (s->raw != s->bev)
+        n += evbuffer_get_length(bufferevent_get_output(s->raw));
+    return n;
 }
+
+/* Output is composed in a per-thread scratch buffer and handed to the
+ * bufferevent in one piece: a TLS filter encrypts every addition as it
+ * comes, so one handover per stanza means one TLS record, not dozens. */
+static _Thread_local struct evbuffer *scratch;
+
+static struct evbuffer *out_begin(void)
+{
+    if (!scratch)
+        scratch = evbuffer_new();
+    return scratch;
+}
+
+static void out_commit(mp_session *s)
+{
+    if (evbuffer_get_length(scratch) > 0)
+        bufferevent_write_buffer(s->bev, scratch);
+}
+
 
 /* Writes our stream header (once per stream). */
 static void send_header(mp_session *s, const char *client_from)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = out_begin();
     const char *from = s->host ? s->host : mp_server.cfg->hosts[0].domain;
     mp_random_id(s->stream_id, sizeof s->stream_id);
     evbuffer_add_printf(out,
@@ -141,6 +167,7 @@ static void send_header(mp_session *s, const char *client_from)
         mp_xml_escape(out, client_from, strlen(client_from), 1);
     }
     evbuffer_add_printf(out, "' version='1.0' xml:lang='%s'>", s->lang[0] ? s->lang : "en");
+    out_commit(s);
     s->header_sent = 1;
 }
 
@@ -151,11 +178,11 @@ void mp_session_send(mp_session *s, mp_stanza *st)
         mp_stanza_unref(st);
         return;
     }
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    mp_xml_serialize(mp_stanza_root(st), out, MP_NS_CLIENT);
+    mp_xml_serialize(mp_stanza_root(st), out_begin(), MP_NS_CLIENT);
+    out_commit(s);
     mp_stanza_unref(st);
     mp_stat_inc(MP_STAT_STANZAS_OUT);
-    if (evbuffer_get_length(out) > mp_server.cfg->max_output_buffer) {
+    if (queued(s) > mp_server.cfg->max_output_buffer) {
         mp_log(MP_LOG_INFO, "c2s %s: output buffer over %zu bytes, closing", s->peer,
                mp_server.cfg->max_output_buffer);
         c2s_close(s, "resource-constraint", "Output buffer limit exceeded");
@@ -175,10 +202,11 @@ void mp_c2s_deliver(mp_session *s, mp_stanza *st)
 static void send_nonza(mp_session *s, const char *name, const char *ns, const char *child,
                        const char *text)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = out_begin();
     evbuffer_add_printf(out, "<%s xmlns='%s'", name, ns);
     if (!child && !text) {
         evbuffer_add_printf(out, "/>");
+        out_commit(s);
         return;
     }
     evbuffer_add_printf(out, ">");
@@ -187,6 +215,7 @@ static void send_nonza(mp_session *s, const char *name, const char *ns, const ch
     if (text)
         evbuffer_add_printf(out, "%s", text);
     evbuffer_add_printf(out, "</%s>", name);
+    out_commit(s);
 }
 
 /* ---- closing ---- */
@@ -215,7 +244,7 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
             mp_stat_inc(MP_STAT_STREAM_ERRORS);
             if (!s->header_sent)
                 send_header(s, NULL);
-            struct evbuffer *out = bufferevent_get_output(s->bev);
+            struct evbuffer *out = out_begin();
             evbuffer_add_printf(out, "<stream:error><%s xmlns='" MP_NS_STREAM_ERRORS "'/>",
                                 condition);
             if (text)
@@ -228,7 +257,8 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
                    text ? ": " : "", text ? text : "");
         }
         if (s->header_sent)
-            out_str(s, "</stream:stream>");
+            evbuffer_add_printf(out_begin(), "</stream:stream>");
+        out_commit(s);
         bufferevent_disable(s->bev, EV_READ);
         bufferevent_enable(s->bev, EV_WRITE);
     }
@@ -269,11 +299,17 @@ static void c2s_destroy(mp_session *s)
     if (s->timer)
         event_free(s->timer);
     s->timer = NULL;
+    if (s->recheck)
+        event_free(s->recheck);
+    s->recheck = NULL;
+    /* a TLS filter frees the socket bufferevent and the SSL with itself */
     if (s->bev)
         bufferevent_free(s->bev);
-    s->bev = NULL;
-    if (s->ssl)
+    else if (s->raw)
+        bufferevent_free(s->raw);
+    else if (s->ssl)
         SSL_free(s->ssl);
+    s->bev = s->raw = NULL;
     s->ssl = NULL;
     if (s->fd >= 0)
         close(s->fd);
@@ -371,11 +407,12 @@ static void send_features(mp_session *s)
         mp_stream_features_add(s, f, root, MP_FEATURES_POST_AUTH);
     }
     /* written with the stream: prefix the client expects */
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = out_begin();
     evbuffer_add_printf(out, "<stream:features>");
     for (mp_xml *c = root->children; c; c = c->next)
         mp_xml_serialize(c, out, MP_NS_CLIENT);
     evbuffer_add_printf(out, "</stream:features>");
+    out_commit(s);
     mp_stanza_unref(f);
 }
 
@@ -447,26 +484,39 @@ static void on_error(void *ud, const char *condition, const char *text)
 
 /* ---- STARTTLS ---- */
 
-/* Called once <proceed/> is flushed: replaces the plain bufferevent with a
- * TLS one on the same socket. */
-static int start_tls(mp_session *s)
+/* Puts a TLS filter over the socket bufferevent. The filter (not the socket
+ * one) re-reads what OpenSSL has already decrypted whenever reading is
+ * re-enabled, so rate limiting and backpressure on the socket never strand
+ * decrypted bytes. Returns MAGPIE_OK or MAGPIE_ERR. */
+static int tls_wrap(mp_session *s, const char *host)
 {
-    SSL *ssl = mp_tls_new_ssl(s->host);
+    SSL *ssl = mp_tls_new_ssl(host);
     if (!ssl)
         return MAGPIE_ERR;
-    bufferevent_free(s->bev);
-    s->ssl = ssl;
-    s->bev = bufferevent_openssl_socket_new(mp_loop_base(s->w->loop), s->fd, ssl,
-                                            BUFFEREVENT_SSL_ACCEPTING, 0);
-    if (!s->bev)
+    struct bufferevent *f = bufferevent_openssl_filter_new(
+        mp_loop_base(s->w->loop), s->raw, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!f) {
+        SSL_free(ssl);
         return MAGPIE_ERR;
-    bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
-    bufferevent_setcb(s->bev, c2s_read, c2s_write, c2s_event, s);
-    if (s->w->rate)
-        bufferevent_set_rate_limit(s->bev, s->w->rate);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    }
+    s->ssl = ssl;
+    s->bev = f;
+    bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
+    /* keep at most 64 KiB on the socket; the rest waits in the filter */
+    bufferevent_setwatermark(s->raw, EV_WRITE, 0, 65536);
+    bufferevent_setcb(f, c2s_read, c2s_write, c2s_event, s);
+    bufferevent_enable(f, EV_READ | EV_WRITE);
+    return MAGPIE_OK;
+}
+
+/* Called once <proceed/> is flushed: TLS over the same socket. */
+static int start_tls(mp_session *s)
+{
+    if (tls_wrap(s, s->host) != MAGPIE_OK)
+        return MAGPIE_ERR;
     s->tls = 1;
     s->starttls_pending = 0;
+    s->header_sent = 0;   /* a new stream starts (RFC 6120 §5.4.3.3) */
     mp_xmlstream_reset(s->parser);
     return MAGPIE_OK;
 }
@@ -496,13 +546,9 @@ static void creds_ready(void *ud, int rc, const struct mp_credentials *c)
         } else {
             sasl_finish(s, st, out, out_len);
         }
-        if (!s->closing && !s->dead) {
-            bufferevent_enable(s->bev, EV_READ);
-            s->read_paused = 0;
-            /* bytes that arrived meanwhile */
-            if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
-                c2s_read(s->bev, s);
-        }
+        /* bytes that arrived meanwhile */
+        if (!s->closing && !s->dead && evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+            c2s_read(s->bev, s);
     }
     mp_session_unref(s);
 }
@@ -520,9 +566,9 @@ static void sasl_finish(mp_session *s, enum mp_sasl_status st, unsigned char *ou
         break;
     case MP_SASL_NEED_CREDS: {
         const char *user = mp_sasl_username(s->sasl);
+        /* input that arrives meanwhile stays buffered (c2s_read does not
+         * parse while waiting_creds) */
         s->waiting_creds = 1;
-        bufferevent_disable(s->bev, EV_READ);
-        s->read_paused = 1;
         mp_session_ref(s);
         if (mp_account_get_credentials(s->host, user, creds_ready, s) != MAGPIE_OK)
             creds_ready(s, MAGPIE_ERR, NULL);
@@ -556,6 +602,7 @@ static void sasl_finish(mp_session *s, enum mp_sasl_status st, unsigned char *ou
         mp_stat_inc(MP_STAT_AUTH_SUCCESS);
         mp_log(MP_LOG_INFO, "c2s %s: authenticated %s@%s", s->peer, user, s->host);
         s->authed = 1;
+        s->header_sent = 0;   /* the client restarts the stream */
         mp_sasl_free(s->sasl);
         s->sasl = NULL;
         mp_xmlstream_reset(s->parser);
@@ -877,8 +924,7 @@ static void c2s_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, evbuffer_get_length(in));   /* RFC 6120 §5.4.3.3 */
     s->parser_idle_since = mp_now();
     /* backpressure: stop reading while our own output is not drained */
-    if (!s->closing && !s->dead &&
-        evbuffer_get_length(bufferevent_get_output(bev)) > mp_server.cfg->max_output_buffer / 2) {
+    if (!s->closing && !s->dead && queued(s) > mp_server.cfg->max_output_buffer / 2) {
         bufferevent_disable(bev, EV_READ);
         s->read_paused = 1;
     }
@@ -895,11 +941,33 @@ static void c2s_drain(struct bufferevent *bev, void *arg)
     evbuffer_drain(in, evbuffer_get_length(in));
 }
 
+static void recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mp_session *s = arg;
+    c2s_write(s->bev, s);
+}
+
+/* The TLS filter reports its own output drained, not the socket's: poll
+ * the socket's queue briefly when that matters (closing, resuming). */
+static void recheck_soon(mp_session *s)
+{
+    if (!s->recheck)
+        s->recheck = evtimer_new(mp_loop_base(s->w->loop), recheck_cb, s);
+    struct timeval tv = { 0, 20000 };
+    evtimer_add(s->recheck, &tv);
+}
+
 static void c2s_write(struct bufferevent *bev, void *arg)
 {
     mp_session *s = arg;
     if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
         return;
+    if ((s->closing || s->read_paused) && queued(s) != 0) {
+        recheck_soon(s);
+        return;
+    }
     if (s->closing) {
         /* all written: half-close, then wait (up to the grace timer) for
          * the client to close its side */
@@ -986,6 +1054,9 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
     }
     mp_stat_inc(MP_STAT_CONNECTIONS_TOTAL);
     evutil_make_socket_nonblocking(fd);
+    /* stanzas are small and latency matters: no Nagle delay */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     mp_session *s = mp_calloc(1, sizeof *s);
     atomic_init(&s->refs, 1);   /* the worker's reference */
     s->w = w;
@@ -1012,32 +1083,32 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
 
     s->parser = mp_xmlstream_new(&mp_server.limits, &parser_cb, s);
     struct event_base *base = mp_loop_base(w->loop);
-    if (direct_tls) {
-        s->ssl = mp_tls_new_ssl(cfg->hosts[0].domain);
-        if (s->ssl) {
-            s->bev = bufferevent_openssl_socket_new(base, fd, s->ssl, BUFFEREVENT_SSL_ACCEPTING, 0);
-            if (s->bev)
-                bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
-        }
-        s->tls = 1;
-        s->direct_tls = 1;
-    } else {
-        s->bev = bufferevent_socket_new(base, fd, 0);
-    }
+    s->raw = bufferevent_socket_new(base, fd, 0);
+    if (s->raw && w->rate)
+        bufferevent_set_rate_limit(s->raw, w->rate);
+    s->bev = s->raw;
     s->next = w->sessions;
     if (w->sessions)
         w->sessions->prev = s;
     w->sessions = s;
     w->n_sessions++;
-    if (!s->bev || !s->parser) {
+    if (!s->raw || !s->parser) {
         mp_log(MP_LOG_ERROR, "c2s %s: cannot set up the connection", s->peer);
         c2s_destroy(s);
         return;
     }
-    bufferevent_setcb(s->bev, c2s_read, c2s_write, c2s_event, s);
-    if (w->rate)
-        bufferevent_set_rate_limit(s->bev, w->rate);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    if (direct_tls) {
+        s->tls = 1;
+        s->direct_tls = 1;
+        if (tls_wrap(s, cfg->hosts[0].domain) != MAGPIE_OK) {
+            mp_log(MP_LOG_ERROR, "c2s %s: cannot set up TLS", s->peer);
+            c2s_destroy(s);
+            return;
+        }
+    } else {
+        bufferevent_setcb(s->bev, c2s_read, c2s_write, c2s_event, s);
+        bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    }
     s->timer = evtimer_new(base, negotiation_timeout, s);
     struct timeval tv = { cfg->negotiation_timeout, 0 };
     evtimer_add(s->timer, &tv);
