@@ -1,0 +1,1809 @@
+/* loadgen.c - magpie-loadgen: an XMPP c2s load generator (libevent + OpenSSL).
+ *
+ * Logs in K real sessions (TCP, stream header, STARTTLS, TLS handshake,
+ * stream restart, SASL SCRAM-SHA-1 / SCRAM-SHA-256 / PLAIN, bind, optional
+ * legacy session, initial presence) with a bounded number of logins in
+ * flight, holds them idle, then runs sender->receiver pairs at a fixed total
+ * message rate with a CLOCK_MONOTONIC timestamp in each body to measure
+ * delivery latency at the receiver.
+ *
+ * Process layout: the parent forks --procs children, each owning a
+ * contiguous slice of the user range and its own event loop.  Children send
+ * fixed-size binary reports up a pipe; the parent moves all of them through
+ * the phases together (login -> hold -> messaging -> quit), samples the
+ * server's RSS and CPU time (/proc/PID) between phases, and prints a human
+ * readable summary followed by one machine readable "RESULT key=value ..."
+ * line.
+ *
+ * Replies are recognised by a tiny incremental tag scanner (depth counting,
+ * quoted attribute values, PIs, comments, CDATA) over the bufferevent input
+ * buffer: a stanza is the byte range of one depth-1 element; it is handled
+ * with plain string searches.  This is enough for server replies, which are
+ * well-formed XML; it is not a validating parser.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+/* ------------------------------------------------------------------ */
+/* options */
+
+enum mech { MECH_SCRAM_SHA1, MECH_SCRAM_SHA256, MECH_PLAIN };
+enum sessmode { SESSION_AUTO, SESSION_ALWAYS, SESSION_NEVER };
+
+static struct {
+    const char *host;
+    int port;
+    const char *domain;
+    const char *users;          /* printf format with one %d/%ld */
+    const char *password;
+    long first_index;
+    long sessions;
+    int concurrency;
+    double hold;
+    double rate;
+    double duration;
+    long pairs;                 /* -1: sessions / 2 */
+    int server_pid;
+    int procs;
+    int src_addrs;              /* 0: auto (one per 20,000 sessions if > 20,000) */
+    enum mech mech;
+    enum sessmode session;
+    double login_timeout;
+    double login_phase_max;
+    double drain;
+    const char *resource;
+    int verbose;
+} opt = {
+    .host = "127.0.0.1", .port = 5222, .domain = "localhost", .users = "user%d",
+    .password = "password", .first_index = 1, .sessions = 100, .concurrency = 50,
+    .hold = 5, .rate = 100, .duration = 10, .pairs = -1, .server_pid = 0,
+    .procs = 1, .src_addrs = 0, .mech = MECH_SCRAM_SHA1, .session = SESSION_AUTO,
+    .login_timeout = 60, .login_phase_max = 1200, .drain = 5, .resource = "lg",
+    .verbose = 0,
+};
+
+static const char *mech_name(enum mech m)
+{
+    switch (m) {
+    case MECH_SCRAM_SHA1: return "SCRAM-SHA-1";
+    case MECH_SCRAM_SHA256: return "SCRAM-SHA-256";
+    default: return "PLAIN";
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* time and histograms */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Log-linear histogram of microsecond values: exact below 64 us, then 32
+ * sub-buckets per power of two (about 3% resolution). */
+#define HBUCKETS 1920
+struct hist {
+    uint64_t n, sum, max;
+    uint64_t b[HBUCKETS];
+};
+
+static unsigned hist_index(uint64_t v)
+{
+    if (v < 64)
+        return (unsigned)v;
+    int msb = 63 - __builtin_clzll(v);
+    unsigned sub = (unsigned)(v >> (msb - 5)) & 31u;
+    unsigned i = 64u + (unsigned)(msb - 6) * 32u + sub;
+    return i < HBUCKETS ? i : HBUCKETS - 1;
+}
+
+/* Representative (middle) value of bucket i. */
+static uint64_t hist_value(unsigned i)
+{
+    if (i < 64)
+        return i;
+    unsigned k = i - 64;
+    int msb = (int)(k / 32) + 6;
+    uint64_t lo = (uint64_t)(32 + k % 32) << (msb - 5);
+    return lo + ((1ull << (msb - 5)) >> 1);
+}
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+    h->n++;
+    h->sum += v;
+    if (v > h->max)
+        h->max = v;
+    h->b[hist_index(v)]++;
+}
+
+static void hist_merge(struct hist *d, const struct hist *s)
+{
+    d->n += s->n;
+    d->sum += s->sum;
+    if (s->max > d->max)
+        d->max = s->max;
+    for (unsigned i = 0; i < HBUCKETS; i++)
+        d->b[i] += s->b[i];
+}
+
+/* Value (us) at quantile q in [0,1]; 0 for an empty histogram. */
+static uint64_t hist_q(const struct hist *h, double q)
+{
+    if (h->n == 0)
+        return 0;
+    uint64_t target = (uint64_t)ceil(q * (double)h->n), acc = 0;
+    if (target == 0)
+        target = 1;
+    for (unsigned i = 0; i < HBUCKETS; i++) {
+        acc += h->b[i];
+        if (acc >= target) {
+            uint64_t v = hist_value(i);
+            return v > h->max ? h->max : v;
+        }
+    }
+    return h->max;
+}
+
+/* ------------------------------------------------------------------ */
+/* reports from children to the parent */
+
+enum reason {
+    R_CONNECT, R_TLS, R_STREAM, R_AUTH, R_BIND, R_CLOSED, R_TIMEOUT, R_STREAMERR, R_COUNT
+};
+static const char *reason_name[R_COUNT] = {
+    "connect", "tls", "stream", "auth", "bind", "closed", "timeout", "stream_error"
+};
+
+enum { REP_LOGIN = 1, REP_MSG = 2 };
+
+struct report {
+    int kind;
+    long ok, fail, dropped;
+    long reasons[R_COUNT];
+    uint64_t t0, t1;            /* phase window, CLOCK_MONOTONIC ns */
+    long sent, recv;
+    long pairs;
+    char first_err[240];
+    struct hist h;              /* login times or message latencies (us) */
+};
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads exactly len bytes; returns 0, or -1 on EOF/error. */
+static int read_full(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t r = read(fd, p, len);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            return -1;
+        p += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* small helpers: base64, SCRAM */
+
+/* Base64-encodes len bytes into a new NUL-terminated string (caller frees). */
+static char *b64_encode(const unsigned char *in, size_t len)
+{
+    char *out = malloc(4 * ((len + 2) / 3) + 1);
+    if (!out)
+        abort();
+    EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+    return out;
+}
+
+/* Decodes base64 text of length len into out (capacity cap).  Returns the
+ * decoded length or -1. */
+static int b64_decode(const char *in, size_t len, unsigned char *out, size_t cap)
+{
+    while (len && (in[len - 1] == ' ' || in[len - 1] == '\n' || in[len - 1] == '\r'))
+        len--;
+    if (len % 4 || (len / 4) * 3 > cap)
+        return -1;
+    if (len == 0)
+        return 0;
+    int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+    if (n < 0)
+        return -1;
+    if (in[len - 1] == '=')
+        n--;
+    if (len > 1 && in[len - 2] == '=')
+        n--;
+    return n;
+}
+
+static const EVP_MD *scram_md(void)
+{
+    return opt.mech == MECH_SCRAM_SHA256 ? EVP_sha256() : EVP_sha1();
+}
+
+/* ------------------------------------------------------------------ */
+/* sessions and the per-process engine */
+
+enum state {
+    S_NEW, S_CONNECTING, S_FEAT1, S_PROCEED, S_TLS, S_FEAT2, S_SASL1, S_SASL2,
+    S_FEAT3, S_BIND, S_SESSION, S_ONLINE, S_DEAD
+};
+
+static const char *state_name[] = {
+    "new", "connecting", "features", "starttls", "tls-handshake", "features-tls",
+    "sasl-challenge", "sasl-success", "features-bind", "bind", "session", "online", "dead"
+};
+
+struct sess {
+    long g;                     /* global session number (0-based) */
+    long user;                  /* user index: first_index + g */
+    enum state state;
+    int fd;
+    struct bufferevent *bev;
+    int depth;                  /* XML depth: 0 outside stream, 1 in stream */
+    size_t scan;                /* first unscanned byte of the input buffer */
+    uint64_t t_start;
+    unsigned need_session : 1;
+    unsigned tls : 1;
+    char *jid;                  /* bound full JID (malloc'd) */
+    char *scram_first_bare;     /* client-first-message-bare (malloc'd) */
+    unsigned char server_sig[EVP_MAX_MD_SIZE];
+    unsigned server_sig_len;
+};
+
+static struct {
+    struct event_base *base;
+    SSL_CTX *ssl;
+    struct sess *s;
+    long n;                     /* sessions in this process */
+    long g0;                    /* global number of s[0] */
+    long next;                  /* next session to start */
+    long inflight;
+    int conc;
+    int n_src;                  /* source addresses (0: don't bind) */
+    struct sockaddr_in dst;
+    int ctl;                    /* command pipe from parent */
+    int rep;                    /* report pipe to parent */
+    struct report login, msg;
+    int login_reported;
+    /* messaging */
+    int messaging;
+    long npairs;
+    double rate;
+    uint64_t msg_t0, msg_end, drain_end;
+    long rr;                    /* round-robin pair cursor */
+    struct event *msg_timer, *tick, *ctl_ev;
+    char *scratch;
+    size_t scratch_cap;
+    int errs_printed;
+} E;
+
+static void pump_logins(void);
+static void sess_send(struct sess *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sess_send(struct sess *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(bufferevent_get_output(s->bev), fmt, ap);
+    va_end(ap);
+}
+
+static void stream_header(struct sess *s)
+{
+    sess_send(s, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                 "xmlns:stream='http://etherx.jabber.org/streams' to='%s' "
+                 "version='1.0' xml:lang='en'>", opt.domain);
+}
+
+static void report_login_if_done(void)
+{
+    if (E.login_reported || E.login.ok + E.login.fail < E.n)
+        return;
+    E.login_reported = 1;
+    E.login.kind = REP_LOGIN;
+    E.login.t1 = mono_ns();
+    if (write_full(E.rep, &E.login, sizeof E.login) < 0)
+        exit(1);
+}
+
+/* Frees a bufferevent once its output (our closing </stream:stream>) has
+ * been written, or on any error. */
+static void closing_write(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    bufferevent_free(bev);
+}
+
+static void closing_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    bufferevent_free(bev);
+}
+
+static void sess_close(struct sess *s)
+{
+    if (s->bev) {
+        bufferevent_free(s->bev);   /* closes fd: BEV_OPT_CLOSE_ON_FREE */
+        s->bev = NULL;
+    } else if (s->fd >= 0) {
+        close(s->fd);
+    }
+    s->fd = -1;
+    free(s->scram_first_bare);
+    s->scram_first_bare = NULL;
+}
+
+/* Marks a session failed (during login) or dropped (after login), closes
+ * it and lets the next login start. */
+static void sess_fail(struct sess *s, enum reason r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void sess_fail(struct sess *s, enum reason r, const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+    if (s->state == S_DEAD)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int was_online = s->state == S_ONLINE;
+    sess_close(s);
+    s->state = S_DEAD;
+    if (was_online) {
+        E.login.dropped++;
+        E.msg.dropped++;
+    } else {
+        E.inflight--;
+        E.login.fail++;
+        E.login.reasons[r]++;
+    }
+    if (!E.login.first_err[0])
+        snprintf(E.login.first_err, sizeof E.login.first_err, "user %ld (%s): %s",
+                 s->user, reason_name[r], msg);
+    if (opt.verbose || E.errs_printed < 3) {
+        E.errs_printed++;
+        fprintf(stderr, "loadgen[%d]: user %ld %s: %s: %s\n", (int)getpid(), s->user,
+                was_online ? "dropped" : "login failed", reason_name[r], msg);
+    }
+    if (!was_online) {
+        pump_logins();
+        report_login_if_done();
+    }
+}
+
+static void go_online(struct sess *s)
+{
+    sess_send(s, "<presence/>");
+    s->state = S_ONLINE;
+    E.inflight--;
+    E.login.ok++;
+    hist_add(&E.login.h, (mono_ns() - s->t_start) / 1000);
+    free(s->scram_first_bare);
+    s->scram_first_bare = NULL;
+    pump_logins();
+    report_login_if_done();
+}
+
+/* ---- stanza helpers (st is a NUL-terminated copy of one element) ---- */
+
+/* Copies the element name of st into out. */
+static void st_name(const char *st, char *out, size_t cap)
+{
+    size_t i = 0;
+    st++;
+    while (*st && *st != ' ' && *st != '>' && *st != '/' && *st != '\t' &&
+           *st != '\n' && *st != '\r' && i + 1 < cap)
+        out[i++] = *st++;
+    out[i] = 0;
+}
+
+/* Finds attribute name in the opening tag of st and copies its value to out.
+ * Returns 1 if found. */
+static int st_attr(const char *st, const char *name, char *out, size_t cap)
+{
+    const char *end = strchr(st, '>');
+    size_t nl = strlen(name);
+    for (const char *p = st + 1; p && p < end; p++) {
+        p = strstr(p, name);
+        if (!p || p >= end)
+            return 0;
+        if ((p[-1] == ' ' || p[-1] == '\t' || p[-1] == '\n' || p[-1] == '\r') &&
+            p[nl] == '=' && (p[nl + 1] == '\'' || p[nl + 1] == '"')) {
+            char q = p[nl + 1];
+            const char *v = p + nl + 2, *ve = strchr(v, q);
+            if (!ve)
+                return 0;
+            size_t l = (size_t)(ve - v);
+            if (l >= cap)
+                l = cap - 1;
+            memcpy(out, v, l);
+            out[l] = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Returns the text content of the first <tag> element inside st (pointer
+ * into st, length in *len), or NULL. */
+static const char *st_child_text(const char *st, const char *tag, size_t *len)
+{
+    char open[64], close[64];
+    snprintf(open, sizeof open, "<%s", tag);
+    snprintf(close, sizeof close, "</%s>", tag);
+    size_t ol = strlen(open);
+    for (const char *p = strstr(st, open); p; p = strstr(p + 1, open)) {
+        if (p[ol] != '>' && p[ol] != ' ')
+            continue;
+        const char *gt = strchr(p, '>');
+        if (!gt || gt[-1] == '/')
+            return NULL;
+        const char *e = strstr(gt, close);
+        if (!e)
+            return NULL;
+        *len = (size_t)(e - gt - 1);
+        return gt + 1;
+    }
+    return NULL;
+}
+
+/* Text content of the root element of st. */
+static const char *st_text(const char *st, size_t *len)
+{
+    const char *gt = strchr(st, '>');
+    if (!gt || gt[-1] == '/') {
+        *len = 0;
+        return "";
+    }
+    const char *e = strrchr(st, '<');
+    *len = e > gt ? (size_t)(e - gt - 1) : 0;
+    return gt + 1;
+}
+
+/* Condition name of a stream error / SASL failure (first child element). */
+static void st_condition(const char *st, char *out, size_t cap)
+{
+    const char *gt = strchr(st, '>');
+    out[0] = 0;
+    if (!gt || gt[-1] == '/')
+        return;
+    const char *c = strchr(gt, '<');
+    if (c && c[1] != '/')
+        st_name(c, out, cap);
+}
+
+/* ---- SASL ---- */
+
+static void escape_saslname(char *out, size_t cap, const char *in)
+{
+    size_t o = 0;
+    for (; *in && o + 4 < cap; in++) {
+        if (*in == '=') { memcpy(out + o, "=3D", 3); o += 3; }
+        else if (*in == ',') { memcpy(out + o, "=2C", 3); o += 3; }
+        else out[o++] = *in;
+    }
+    out[o] = 0;
+}
+
+static void username(char *out, size_t cap, long user)
+{
+    snprintf(out, cap, opt.users, (int)user);
+}
+
+static void send_auth(struct sess *s)
+{
+    char user[128], esc[400];
+    username(user, sizeof user, s->user);
+    if (opt.mech == MECH_PLAIN) {
+        unsigned char buf[512];
+        size_t ul = strlen(user), pl = strlen(opt.password);
+        if (ul + pl + 2 > sizeof buf) {
+            sess_fail(s, R_AUTH, "credentials too long");
+            return;
+        }
+        buf[0] = 0;
+        memcpy(buf + 1, user, ul);
+        buf[1 + ul] = 0;
+        memcpy(buf + 2 + ul, opt.password, pl);
+        char *b = b64_encode(buf, ul + pl + 2);
+        sess_send(s, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>", b);
+        free(b);
+        s->state = S_SASL2;
+        return;
+    }
+    unsigned char rnd[18];
+    RAND_bytes(rnd, sizeof rnd);
+    char *nonce = b64_encode(rnd, sizeof rnd);
+    escape_saslname(esc, sizeof esc, user);
+    size_t l = strlen(esc) + strlen(nonce) + 8;
+    s->scram_first_bare = malloc(l);
+    if (!s->scram_first_bare)
+        abort();
+    snprintf(s->scram_first_bare, l, "n=%s,r=%s", esc, nonce);
+    free(nonce);
+    char first[600];
+    snprintf(first, sizeof first, "n,,%s", s->scram_first_bare);
+    char *b = b64_encode((unsigned char *)first, strlen(first));
+    sess_send(s, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='%s'>%s</auth>",
+              mech_name(opt.mech), b);
+    free(b);
+    s->state = S_SASL1;
+}
+
+/* Handles the SCRAM server-first-message (base64 text b64/len): derives the
+ * keys, sends client-final-message and keeps the expected ServerSignature. */
+static void scram_challenge(struct sess *s, const char *b64, size_t len)
+{
+    unsigned char sf[1024];
+    int sfl = b64_decode(b64, len, sf, sizeof sf - 1);
+    if (sfl <= 0) {
+        sess_fail(s, R_AUTH, "bad challenge base64");
+        return;
+    }
+    sf[sfl] = 0;
+    const char *r = NULL, *salt = NULL;
+    size_t rl = 0, saltl = 0;
+    long iter = 0;
+    for (char *p = (char *)sf; p && *p;) {
+        char *c = strchr(p, ',');
+        size_t fl = c ? (size_t)(c - p) : strlen(p);
+        if (fl > 2 && p[1] == '=') {
+            if (p[0] == 'r') { r = p + 2; rl = fl - 2; }
+            else if (p[0] == 's') { salt = p + 2; saltl = fl - 2; }
+            else if (p[0] == 'i') iter = strtol(p + 2, NULL, 10);
+        }
+        p = c ? c + 1 : NULL;
+    }
+    const char *cn = strstr(s->scram_first_bare, ",r=") + 3;
+    if (!r || !salt || iter <= 0 || iter > 10000000 || rl < strlen(cn) ||
+        memcmp(r, cn, strlen(cn)) != 0) {
+        sess_fail(s, R_AUTH, "bad server-first-message '%s'", (char *)sf);
+        return;
+    }
+    unsigned char saltbin[256];
+    int sl = b64_decode(salt, saltl, saltbin, sizeof saltbin);
+    if (sl <= 0) {
+        sess_fail(s, R_AUTH, "bad salt");
+        return;
+    }
+    const EVP_MD *md = scram_md();
+    unsigned dl = (unsigned)EVP_MD_get_size(md);
+    unsigned char salted[EVP_MAX_MD_SIZE], ckey[EVP_MAX_MD_SIZE], skey[EVP_MAX_MD_SIZE];
+    unsigned char stored[EVP_MAX_MD_SIZE], csig[EVP_MAX_MD_SIZE], proof[EVP_MAX_MD_SIZE];
+    unsigned hl;
+    if (!PKCS5_PBKDF2_HMAC(opt.password, (int)strlen(opt.password), saltbin, sl, (int)iter,
+                           md, (int)dl, salted)) {
+        sess_fail(s, R_AUTH, "PBKDF2 failed");
+        return;
+    }
+    HMAC(md, salted, (int)dl, (const unsigned char *)"Client Key", 10, ckey, &hl);
+    HMAC(md, salted, (int)dl, (const unsigned char *)"Server Key", 10, skey, &hl);
+    EVP_Digest(ckey, dl, stored, &hl, md, NULL);
+    char final_wo[600];
+    snprintf(final_wo, sizeof final_wo, "c=biws,r=%.*s", (int)rl, r);
+    size_t aml = strlen(s->scram_first_bare) + (size_t)sfl + strlen(final_wo) + 3;
+    char *am = malloc(aml);
+    if (!am)
+        abort();
+    snprintf(am, aml, "%s,%s,%s", s->scram_first_bare, (char *)sf, final_wo);
+    HMAC(md, stored, (int)dl, (unsigned char *)am, strlen(am), csig, &hl);
+    HMAC(md, skey, (int)dl, (unsigned char *)am, strlen(am), s->server_sig, &s->server_sig_len);
+    free(am);
+    for (unsigned i = 0; i < dl; i++)
+        proof[i] = ckey[i] ^ csig[i];
+    char *pb = b64_encode(proof, dl);
+    char final[800];
+    snprintf(final, sizeof final, "%s,p=%s", final_wo, pb);
+    free(pb);
+    char *fb = b64_encode((unsigned char *)final, strlen(final));
+    sess_send(s, "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</response>", fb);
+    free(fb);
+    s->state = S_SASL2;
+}
+
+/* Verifies the server-final-message "v=..." carried by <success/>. */
+static int scram_verify(struct sess *s, const char *b64, size_t len)
+{
+    unsigned char buf[256];
+    int l = b64_decode(b64, len, buf, sizeof buf - 1);
+    if (l < 3)
+        return -1;
+    buf[l] = 0;
+    if (buf[0] != 'v' || buf[1] != '=')
+        return -1;
+    unsigned char sig[EVP_MAX_MD_SIZE];
+    int sl = b64_decode((char *)buf + 2, strlen((char *)buf + 2), sig, sizeof sig);
+    if (sl != (int)s->server_sig_len || memcmp(sig, s->server_sig, (size_t)sl) != 0)
+        return -1;
+    return 0;
+}
+
+/* ---- TLS switch ---- */
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+/* Replaces the plain bufferevent by an OpenSSL one on the same socket.
+ * The plain one is disabled first so it cannot read handshake bytes. */
+static void start_tls(struct sess *s)
+{
+    bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    bufferevent_free(s->bev);   /* no CLOSE_ON_FREE: fd stays open */
+    s->bev = NULL;
+    SSL *ssl = SSL_new(E.ssl);
+    if (!ssl) {
+        sess_fail(s, R_TLS, "SSL_new failed");
+        return;
+    }
+    SSL_set_tlsext_host_name(ssl, opt.domain);
+    s->bev = bufferevent_openssl_socket_new(E.base, s->fd, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (!s->bev) {
+        SSL_free(ssl);
+        sess_fail(s, R_TLS, "bufferevent_openssl_socket_new failed");
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+    bufferevent_setcb(s->bev, on_read, NULL, on_event, s);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    s->tls = 1;
+    s->depth = 0;
+    s->scan = 0;
+    s->state = S_TLS;
+}
+
+/* ---- stanza dispatch ---- */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static void on_message(struct sess *s, const char *st)
+{
+    (void)s;
+    size_t bl;
+    const char *body = st_child_text(st, "body", &bl);
+    if (!body || bl < 3 || body[0] != 't' || body[1] != '=')
+        return;
+    uint64_t t = strtoull(body + 2, NULL, 10), now = mono_ns();
+    E.msg.recv++;
+    hist_add(&E.msg.h, now > t ? (now - t) / 1000 : 0);
+}
+
+/* Answers an iq get/set addressed to the client: ping gets a result,
+ * anything else service-unavailable. */
+static void on_iq(struct sess *s, const char *st)
+{
+    char type[16] = "", id[128] = "", from[512] = "";
+    st_attr(st, "type", type, sizeof type);
+    if (strcmp(type, "get") && strcmp(type, "set"))
+        return;
+    st_attr(st, "id", id, sizeof id);
+    int has_from = st_attr(st, "from", from, sizeof from);
+    char to[600] = "";
+    if (has_from)
+        snprintf(to, sizeof to, " to='%s'", from);
+    if (strstr(st, "urn:xmpp:ping"))
+        sess_send(s, "<iq type='result' id='%s'%s/>", id, to);
+    else
+        sess_send(s, "<iq type='error' id='%s'%s><error type='cancel'><service-unavailable "
+                     "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>", id, to);
+}
+
+/* Handles one complete depth-1 element.  Returns 1 if the caller must stop
+ * touching the session's bufferevent (closed, or replaced for TLS). */
+static int handle_stanza(struct sess *s, const char *st)
+{
+    char name[64], cond[64];
+    size_t tl;
+    const char *t;
+    st_name(st, name, sizeof name);
+    if (ends_with(name, ":error") && strstr(st, "http://etherx.jabber.org/streams")) {
+        st_condition(st, cond, sizeof cond);
+        sess_fail(s, R_STREAMERR, "stream error <%s/>", cond);
+        return 1;
+    }
+    switch (s->state) {
+    case S_FEAT1:
+        if (!strstr(st, "urn:ietf:params:xml:ns:xmpp-tls")) {
+            sess_fail(s, R_STREAM, "no STARTTLS offered");
+            return 1;
+        }
+        sess_send(s, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        s->state = S_PROCEED;
+        return 0;
+    case S_PROCEED:
+        if (strcmp(name, "proceed") != 0) {
+            sess_fail(s, R_TLS, "STARTTLS refused (<%s/>)", name);
+            return 1;
+        }
+        start_tls(s);
+        return 1;
+    case S_FEAT2: {
+        char want[64];
+        snprintf(want, sizeof want, ">%s<", mech_name(opt.mech));
+        if (!strstr(st, want)) {
+            sess_fail(s, R_AUTH, "mechanism %s not offered", mech_name(opt.mech));
+            return 1;
+        }
+        send_auth(s);
+        return s->state == S_DEAD;
+    }
+    case S_SASL1:
+        if (strcmp(name, "challenge") == 0) {
+            t = st_text(st, &tl);
+            scram_challenge(s, t, tl);
+            return s->state == S_DEAD;
+        }
+        st_condition(st, cond, sizeof cond);
+        sess_fail(s, R_AUTH, "<%s/> %s", name, cond);
+        return 1;
+    case S_SASL2:
+        if (strcmp(name, "success") != 0) {
+            st_condition(st, cond, sizeof cond);
+            sess_fail(s, R_AUTH, "<%s/> %s", name, cond);
+            return 1;
+        }
+        if (opt.mech != MECH_PLAIN) {
+            t = st_text(st, &tl);
+            if (scram_verify(s, t, tl) != 0) {
+                sess_fail(s, R_AUTH, "bad server signature");
+                return 1;
+            }
+        }
+        s->depth = 0;
+        stream_header(s);
+        s->state = S_FEAT3;
+        return 0;
+    case S_FEAT3: {
+        if (!strstr(st, "urn:ietf:params:xml:ns:xmpp-bind")) {
+            sess_fail(s, R_BIND, "no bind feature");
+            return 1;
+        }
+        const char *sess = strstr(st, "urn:ietf:params:xml:ns:xmpp-session");
+        if (opt.session == SESSION_ALWAYS)
+            s->need_session = 1;
+        else if (opt.session == SESSION_NEVER || !sess)
+            s->need_session = 0;
+        else
+            s->need_session = strstr(st, "<optional") == NULL;
+        sess_send(s, "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                     "<resource>%s%ld</resource></bind></iq>", opt.resource, s->user);
+        s->state = S_BIND;
+        return 0;
+    }
+    case S_BIND: {
+        char id[32] = "", type[16] = "";
+        st_attr(st, "id", id, sizeof id);
+        st_attr(st, "type", type, sizeof type);
+        if (strcmp(name, "iq") || strcmp(id, "bind1"))
+            return 0;
+        if (strcmp(type, "result")) {
+            st_condition(strstr(st, "<error") ? strstr(st, "<error") : st, cond, sizeof cond);
+            sess_fail(s, R_BIND, "bind %s %s", type, cond);
+            return 1;
+        }
+        t = st_child_text(st, "jid", &tl);
+        if (!t || !tl) {
+            sess_fail(s, R_BIND, "bind result without jid");
+            return 1;
+        }
+        free(s->jid);
+        s->jid = strndup(t, tl);
+        if (s->need_session) {
+            sess_send(s, "<iq type='set' id='sess1'><session "
+                         "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
+            s->state = S_SESSION;
+        } else {
+            go_online(s);
+        }
+        return 0;
+    }
+    case S_SESSION: {
+        char id[32] = "", type[16] = "";
+        st_attr(st, "id", id, sizeof id);
+        st_attr(st, "type", type, sizeof type);
+        if (strcmp(name, "iq") || strcmp(id, "sess1"))
+            return 0;
+        if (strcmp(type, "result")) {
+            sess_fail(s, R_BIND, "session %s", type);
+            return 1;
+        }
+        go_online(s);
+        return 0;
+    }
+    case S_ONLINE:
+        if (strcmp(name, "message") == 0)
+            on_message(s, st);
+        else if (strcmp(name, "iq") == 0)
+            on_iq(s, st);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* Copies bytes [0,len) of the input buffer into the scratch buffer as a
+ * NUL-terminated string, drains them, and dispatches the stanza. */
+static int deliver(struct sess *s, struct evbuffer *in, size_t len)
+{
+    if (len + 1 > E.scratch_cap) {
+        E.scratch_cap = (len + 1) * 2;
+        E.scratch = realloc(E.scratch, E.scratch_cap);
+        if (!E.scratch)
+            abort();
+    }
+    evbuffer_remove(in, E.scratch, len);
+    E.scratch[len] = 0;
+    s->scan = 0;
+    return handle_stanza(s, E.scratch);
+}
+
+enum { T_MORE, T_SKIP, T_OPEN, T_EMPTY, T_END };
+
+/* Classifies the markup starting at p[a] == '<' and sets *e to the index
+ * just past it.  T_MORE: incomplete, need more bytes. */
+static int tag_end(const unsigned char *p, size_t n, size_t a, size_t *e)
+{
+    const unsigned char *f;
+    if (a + 1 >= n)
+        return T_MORE;
+    if (p[a + 1] == '?') {
+        f = memmem(p + a + 2, n - a - 2, "?>", 2);
+        if (!f) return T_MORE;
+        *e = (size_t)(f - p) + 2;
+        return T_SKIP;
+    }
+    if (p[a + 1] == '!') {
+        if (n - a < 9)
+            return T_MORE;
+        const char *term = ">";
+        if (memcmp(p + a, "<!--", 4) == 0) term = "-->";
+        else if (memcmp(p + a, "<![CDATA[", 9) == 0) term = "]]>";
+        f = memmem(p + a + 2, n - a - 2, term, strlen(term));
+        if (!f) return T_MORE;
+        *e = (size_t)(f - p) + strlen(term);
+        return T_SKIP;
+    }
+    char q = 0;
+    for (size_t i = a + 1; i < n; i++) {
+        unsigned char c = p[i];
+        if (q) {
+            if (c == q) q = 0;
+        } else if (c == '\'' || c == '"') {
+            q = (char)c;
+        } else if (c == '>') {
+            *e = i + 1;
+            if (p[a + 1] == '/') return T_END;
+            return p[i - 1] == '/' ? T_EMPTY : T_OPEN;
+        }
+    }
+    return T_MORE;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct sess *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        size_t n = evbuffer_get_length(in), e = 0;
+        if (s->scan >= n)
+            return;
+        unsigned char *p = evbuffer_pullup(in, -1);
+        unsigned char *lt = memchr(p + s->scan, '<', n - s->scan);
+        if (!lt) {
+            if (s->depth <= 1) {
+                evbuffer_drain(in, n);
+                s->scan = 0;
+            } else {
+                s->scan = n;
+            }
+            return;
+        }
+        size_t a = (size_t)(lt - p);
+        if (s->depth <= 1 && a > 0) {   /* whitespace between stanzas */
+            evbuffer_drain(in, a);
+            s->scan = 0;
+            continue;
+        }
+        int k = tag_end(p, n, a, &e);
+        switch (k) {
+        case T_MORE:
+            s->scan = a;
+            return;
+        case T_SKIP:
+            if (s->depth <= 1) {
+                evbuffer_drain(in, e);
+                s->scan = 0;
+            } else {
+                s->scan = e;
+            }
+            break;
+        case T_END:
+            if (s->depth <= 1) {        /* </stream:stream>: answer it */
+                struct bufferevent *b = s->bev;
+                s->bev = NULL;
+                s->fd = -1;
+                bufferevent_disable(b, EV_READ);
+                evbuffer_add(bufferevent_get_output(b), "</stream:stream>", 16);
+                bufferevent_setcb(b, NULL, closing_write, closing_event, NULL);
+                sess_fail(s, R_CLOSED, "server closed the stream");
+                return;
+            }
+            s->depth--;
+            if (s->depth == 1) {
+                if (deliver(s, in, e))
+                    return;
+            } else {
+                s->scan = e;
+            }
+            break;
+        case T_EMPTY:
+            if (s->depth == 0) {
+                sess_fail(s, R_STREAM, "empty stream element");
+                return;
+            }
+            if (s->depth == 1) {
+                if (deliver(s, in, e))
+                    return;
+            } else {
+                s->scan = e;
+            }
+            break;
+        case T_OPEN:
+            if (s->depth == 0) {        /* stream header */
+                evbuffer_drain(in, e);
+                s->scan = 0;
+                s->depth = 1;
+                if (s->state == S_CONNECTING)
+                    s->state = S_FEAT1;
+                else if (s->state == S_TLS)
+                    s->state = S_FEAT2;
+            } else {
+                s->depth++;
+                s->scan = e;
+            }
+            break;
+        }
+    }
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct sess *s = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        if (s->state == S_TLS || s->state == S_CONNECTING)
+            stream_header(s);
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        char why[160];
+        unsigned long se = s->tls ? bufferevent_get_openssl_error(bev) : 0;
+        int err = EVUTIL_SOCKET_ERROR();
+        if (se)
+            ERR_error_string_n(se, why, sizeof why);
+        else if (what & BEV_EVENT_EOF)
+            snprintf(why, sizeof why, "connection closed by server");
+        else
+            snprintf(why, sizeof why, "%s", evutil_socket_error_to_string(err));
+        enum reason r = s->state == S_CONNECTING ? R_CONNECT
+                      : s->state == S_TLS ? R_TLS : R_CLOSED;
+        sess_fail(s, r, "%s (in %s)", why, state_name[s->state]);
+    }
+}
+
+/* ---- starting logins ---- */
+
+static void sess_start(struct sess *s)
+{
+    s->t_start = mono_ns();
+    s->state = S_CONNECTING;
+    s->depth = 0;
+    s->scan = 0;
+    s->tls = 0;
+    E.inflight++;
+    s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd < 0) {
+        sess_fail(s, R_CONNECT, "socket: %s", strerror(errno));
+        return;
+    }
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (E.n_src > 0) {
+        struct sockaddr_in src = { .sin_family = AF_INET };
+        src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(s->g % E.n_src));
+        setsockopt(s->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(s->fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            sess_fail(s, R_CONNECT, "bind %s: %s", inet_ntoa(src.sin_addr), strerror(errno));
+            return;
+        }
+    }
+    s->bev = bufferevent_socket_new(E.base, s->fd, 0);
+    if (!s->bev) {
+        sess_fail(s, R_CONNECT, "bufferevent_socket_new failed");
+        return;
+    }
+    bufferevent_setcb(s->bev, on_read, NULL, on_event, s);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&E.dst, sizeof E.dst) < 0) {
+        sess_fail(s, R_CONNECT, "connect: %s", strerror(errno));
+        return;
+    }
+}
+
+/* Starts logins until the concurrency limit is reached.  Guards against
+ * recursion: a session failing synchronously inside sess_start calls back. */
+static void pump_logins(void)
+{
+    static int busy;
+    if (busy)
+        return;
+    busy = 1;
+    while (E.inflight < E.conc && E.next < E.n)
+        sess_start(&E.s[E.next++]);
+    busy = 0;
+}
+
+/* Periodic check: fails logins that exceed the per-login timeout or the
+ * whole login phase limit. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what; (void)arg;
+    if (E.login_reported)
+        return;
+    uint64_t now = mono_ns(), lim = (uint64_t)(opt.login_timeout * 1e9);
+    int phase_over = now - E.login.t0 > (uint64_t)(opt.login_phase_max * 1e9);
+    for (long i = 0; i < E.next; i++) {
+        struct sess *s = &E.s[i];
+        if (s->state != S_ONLINE && s->state != S_DEAD && s->state != S_NEW &&
+            (phase_over || now - s->t_start > lim))
+            sess_fail(s, R_TIMEOUT, "login timed out (in %s)", state_name[s->state]);
+    }
+    if (phase_over) {
+        while (E.next < E.n) {
+            struct sess *s = &E.s[E.next++];
+            s->state = S_CONNECTING;    /* count as a failed login */
+            E.inflight++;
+            sess_fail(s, R_TIMEOUT, "login phase limit reached before start");
+        }
+    }
+}
+
+/* ---- messaging ---- */
+
+static void msg_report(void)
+{
+    event_del(E.msg_timer);
+    E.messaging = 0;
+    E.msg.kind = REP_MSG;
+    E.msg.t0 = E.msg_t0;
+    E.msg.t1 = mono_ns();
+    E.msg.pairs = E.npairs;
+    if (write_full(E.rep, &E.msg, sizeof E.msg) < 0)
+        exit(1);
+}
+
+/* Sends the messages due at this instant (rate * elapsed - sent), round
+ * robin over the pairs whose both ends are online; after the duration waits
+ * for outstanding deliveries up to the drain limit, then reports. */
+static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what; (void)arg;
+    uint64_t now = mono_ns();
+    if (now < E.msg_end || !E.drain_end) {
+        double el = (double)((now < E.msg_end ? now : E.msg_end) - E.msg_t0) / 1e9;
+        long due = (long)(E.rate * el) - E.msg.sent;
+        long tries = 0;
+        while (due > 0 && tries < E.npairs) {
+            struct sess *a = &E.s[2 * E.rr], *b = &E.s[2 * E.rr + 1];
+            E.rr = (E.rr + 1) % E.npairs;
+            if (a->state != S_ONLINE || b->state != S_ONLINE || !b->jid) {
+                tries++;
+                continue;
+            }
+            tries = 0;
+            sess_send(a, "<message to='%s' type='chat' id='m%ld'><body>t=%" PRIu64
+                         "</body></message>", b->jid, E.msg.sent, mono_ns());
+            E.msg.sent++;
+            due--;
+        }
+        if (tries >= E.npairs && E.npairs > 0 && due > 0 && now > E.msg_t0 + 1000000000ull) {
+            /* no pair left online: stop early */
+            E.msg_end = now;
+        }
+        if (now < E.msg_end)
+            return;
+        E.drain_end = now + (uint64_t)(opt.drain * 1e9);
+    }
+    if (E.msg.recv >= E.msg.sent || now >= E.drain_end)
+        msg_report();
+}
+
+static void start_messaging(void)
+{
+    E.messaging = 1;
+    E.msg_t0 = mono_ns();
+    E.msg_end = E.msg_t0 + (uint64_t)(opt.duration * 1e9);
+    E.drain_end = 0;
+    if (E.npairs == 0 || E.rate <= 0) {
+        E.msg_end = E.msg_t0;
+    }
+    struct timeval tv = { 0, 2000 };
+    event_add(E.msg_timer, &tv);
+}
+
+/* Commands from the parent: 'M' start messaging, 'Q' quit.  EOF: quit. */
+static void on_ctl(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what; (void)arg;
+    char c;
+    ssize_t r = read(fd, &c, 1);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (r <= 0 || c == 'Q') {
+        event_base_loopbreak(E.base);
+        return;
+    }
+    if (c == 'M')
+        start_messaging();
+}
+
+/* Body of one child process: sessions [g0, g0+n), pairs within them. */
+static int child_main(long g0, long n, long npairs, double rate, int conc, int n_src,
+                      int ctl, int rep)
+{
+    memset(&E, 0, sizeof E);
+    E.g0 = g0;
+    E.n = n;
+    E.npairs = npairs;
+    E.rate = rate;
+    E.conc = conc > 0 ? conc : 1;
+    E.n_src = n_src;
+    E.ctl = ctl;
+    E.rep = rep;
+    E.s = calloc((size_t)(n > 0 ? n : 1), sizeof *E.s);
+    if (!E.s)
+        return 1;
+    for (long i = 0; i < n; i++) {
+        E.s[i].g = g0 + i;
+        E.s[i].user = opt.first_index + g0 + i;
+        E.s[i].fd = -1;
+        E.s[i].state = S_NEW;
+    }
+    E.dst.sin_family = AF_INET;
+    E.dst.sin_port = htons((uint16_t)opt.port);
+    if (inet_pton(AF_INET, opt.host, &E.dst.sin_addr) != 1) {
+        fprintf(stderr, "loadgen: bad --host %s (IPv4 address expected)\n", opt.host);
+        return 1;
+    }
+    struct event_config *cfg = event_config_new();
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+    E.base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    E.ssl = SSL_CTX_new(TLS_client_method());
+    if (!E.base || !E.ssl)
+        return 1;
+    SSL_CTX_set_verify(E.ssl, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_mode(E.ssl, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(E.ssl, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_min_proto_version(E.ssl, TLS1_2_VERSION);
+
+    E.msg_timer = event_new(E.base, -1, EV_PERSIST, on_msg_timer, NULL);
+    E.tick = event_new(E.base, -1, EV_PERSIST, on_tick, NULL);
+    E.ctl_ev = event_new(E.base, ctl, EV_READ | EV_PERSIST, on_ctl, NULL);
+    struct timeval tv = { 0, 250000 };
+    event_add(E.tick, &tv);
+    event_add(E.ctl_ev, NULL);
+
+    E.login.t0 = mono_ns();
+    pump_logins();
+    report_login_if_done();
+    event_base_dispatch(E.base);
+    /* fast exit: the kernel closes the sockets */
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* parent: server sampling, orchestration, output */
+
+static long proc_rss_kb(int pid)
+{
+    char path[64], line[256];
+    long kb = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
+
+/* utime+stime of pid (all threads) in seconds, or -1. */
+static double proc_cpu_s(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    unsigned long ut = 0, st = 0;
+    /* fields after ')': 3 state ... 14 utime 15 stime */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static volatile sig_atomic_t got_signal;
+static void on_signal(int sig) { got_signal = sig; }
+
+struct child {
+    pid_t pid;
+    int ctl, rep;
+    long g0, n, pairs;
+    struct report login, msg;
+    int have_login, have_msg;
+};
+
+/* Waits until every live child has delivered a report of the given kind
+ * (stored into login/msg) or the deadline passes.  Returns how many came. */
+static int collect(struct child *c, int nc, int kind, double timeout_s)
+{
+    uint64_t deadline = mono_ns() + (uint64_t)(timeout_s * 1e9);
+    int got = 0;
+    for (int i = 0; i < nc; i++)
+        got += kind == REP_LOGIN ? c[i].have_login : c[i].have_msg;
+    struct report *tmp = malloc(sizeof *tmp);
+    if (!tmp)
+        abort();
+    while (got < nc) {
+        struct pollfd pf[256];
+        int idx[256], np = 0;
+        for (int i = 0; i < nc && np < 256; i++) {
+            int have = kind == REP_LOGIN ? c[i].have_login : c[i].have_msg;
+            if (!have && c[i].rep >= 0) {
+                pf[np].fd = c[i].rep;
+                pf[np].events = POLLIN;
+                idx[np++] = i;
+            }
+        }
+        if (np == 0 || got_signal)
+            break;
+        uint64_t now = mono_ns();
+        if (now >= deadline)
+            break;
+        int ms = (int)((deadline - now) / 1000000) + 1;
+        int r = poll(pf, (nfds_t)np, ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        for (int j = 0; j < np; j++) {
+            if (!pf[j].revents)
+                continue;
+            struct child *ch = &c[idx[j]];
+            if (read_full(ch->rep, tmp, sizeof *tmp) < 0) {
+                fprintf(stderr, "loadgen: child %d exited early\n", (int)ch->pid);
+                close(ch->rep);
+                ch->rep = -1;
+                continue;
+            }
+            if (tmp->kind == REP_LOGIN) {
+                ch->login = *tmp;
+                ch->have_login = 1;
+            } else {
+                ch->msg = *tmp;
+                ch->have_msg = 1;
+            }
+            if (tmp->kind == kind)
+                got++;
+        }
+    }
+    free(tmp);
+    return got;
+}
+
+static void broadcast(struct child *c, int nc, char cmd)
+{
+    for (int i = 0; i < nc; i++)
+        if (c[i].ctl >= 0 && write(c[i].ctl, &cmd, 1) != 1) {
+            close(c[i].ctl);
+            c[i].ctl = -1;
+        }
+}
+
+
+/* Sleeps up to secs, returning early on a signal. */
+static void nap(double secs)
+{
+    uint64_t end = mono_ns() + (uint64_t)(secs * 1e9);
+    while (!got_signal) {
+        uint64_t now = mono_ns();
+        if (now >= end)
+            break;
+        uint64_t left = end - now;
+        if (left > 200000000ull)
+            left = 200000000ull;
+        struct timespec ts = { (time_t)(left / 1000000000ull), (long)(left % 1000000000ull) };
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: magpie-loadgen [options]\n"
+"  --host ADDR          server IPv4 address (127.0.0.1)\n"
+"  --port N             c2s port (5222)\n"
+"  --domain D           XMPP domain (localhost)\n"
+"  --users FMT          user name format with one %%d (user%%d)\n"
+"  --password P         password of every account (password)\n"
+"  --first-index N      index of the first user (1)\n"
+"  --sessions K         sessions to log in (100)\n"
+"  --concurrency C      logins in flight, total over all procs (50)\n"
+"  --hold SECONDS       hold all sessions idle before messaging (5)\n"
+"  --pairs N            sender->receiver pairs (sessions/2); pair j: session 2j -> 2j+1\n"
+"  --rate R             total messages per second (100); 0: no messaging\n"
+"  --duration SECONDS   messaging time (10)\n"
+"  --drain SECONDS      wait for late deliveries after messaging (5)\n"
+"  --server-pid PID     sample the server's RSS and CPU time from /proc\n"
+"  --procs P            load generator processes, each with its own user slice (1)\n"
+"  --src-addrs N        bind to 127.0.0.2..127.0.0.(N+1) round robin; 0 auto:\n"
+"                       one per 20000 sessions when more than 20000 (0)\n"
+"  --mech M             scram-sha-1 | scram-sha-256 | plain (scram-sha-1)\n"
+"  --session MODE       legacy session iq: auto (when advertised and not optional),\n"
+"                       always, never (auto)\n"
+"  --resource R         resource prefix (lg); the user index is appended\n"
+"  --login-timeout S    per-login timeout (60)\n"
+"  --login-phase-max S  bound on the whole login phase (1200)\n"
+"  -v, --verbose        print every failure\n");
+}
+
+static double num(const char *s, const char *what)
+{
+    char *e;
+    double v = strtod(s, &e);
+    if (*s == 0 || *e || v < 0) {
+        fprintf(stderr, "loadgen: bad value for %s: %s\n", what, s);
+        exit(2);
+    }
+    return v;
+}
+
+static void parse_args(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "host", 1, 0, 'H' }, { "port", 1, 0, 'p' }, { "domain", 1, 0, 'd' },
+        { "users", 1, 0, 'u' }, { "password", 1, 0, 'w' }, { "first-index", 1, 0, 'f' },
+        { "sessions", 1, 0, 'k' }, { "concurrency", 1, 0, 'c' }, { "hold", 1, 0, 'h' },
+        { "rate", 1, 0, 'r' }, { "duration", 1, 0, 't' }, { "pairs", 1, 0, 'P' },
+        { "server-pid", 1, 0, 's' }, { "procs", 1, 0, 'n' }, { "src-addrs", 1, 0, 'a' },
+        { "mech", 1, 0, 'm' }, { "session", 1, 0, 'S' }, { "login-timeout", 1, 0, 'T' },
+        { "login-phase-max", 1, 0, 'L' }, { "drain", 1, 0, 'D' }, { "resource", 1, 0, 'R' },
+        { "verbose", 0, 0, 'v' }, { "help", 0, 0, '?' }, { 0, 0, 0, 0 }
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "v", lo, NULL)) != -1) {
+        switch (c) {
+        case 'H': opt.host = optarg; break;
+        case 'p': opt.port = (int)num(optarg, "--port"); break;
+        case 'd': opt.domain = optarg; break;
+        case 'u': opt.users = optarg; break;
+        case 'w': opt.password = optarg; break;
+        case 'f': opt.first_index = (long)num(optarg, "--first-index"); break;
+        case 'k': opt.sessions = (long)num(optarg, "--sessions"); break;
+        case 'c': opt.concurrency = (int)num(optarg, "--concurrency"); break;
+        case 'h': opt.hold = num(optarg, "--hold"); break;
+        case 'r': opt.rate = num(optarg, "--rate"); break;
+        case 't': opt.duration = num(optarg, "--duration"); break;
+        case 'P': opt.pairs = (long)num(optarg, "--pairs"); break;
+        case 's': opt.server_pid = (int)num(optarg, "--server-pid"); break;
+        case 'n': opt.procs = (int)num(optarg, "--procs"); break;
+        case 'a': opt.src_addrs = (int)num(optarg, "--src-addrs"); break;
+        case 'T': opt.login_timeout = num(optarg, "--login-timeout"); break;
+        case 'L': opt.login_phase_max = num(optarg, "--login-phase-max"); break;
+        case 'D': opt.drain = num(optarg, "--drain"); break;
+        case 'R': opt.resource = optarg; break;
+        case 'v': opt.verbose = 1; break;
+        case 'm':
+            if (!strcasecmp(optarg, "scram-sha-1")) opt.mech = MECH_SCRAM_SHA1;
+            else if (!strcasecmp(optarg, "scram-sha-256")) opt.mech = MECH_SCRAM_SHA256;
+            else if (!strcasecmp(optarg, "plain")) opt.mech = MECH_PLAIN;
+            else { fprintf(stderr, "loadgen: unknown --mech %s\n", optarg); exit(2); }
+            break;
+        case 'S':
+            if (!strcmp(optarg, "auto")) opt.session = SESSION_AUTO;
+            else if (!strcmp(optarg, "always")) opt.session = SESSION_ALWAYS;
+            else if (!strcmp(optarg, "never")) opt.session = SESSION_NEVER;
+            else { fprintf(stderr, "loadgen: unknown --session %s\n", optarg); exit(2); }
+            break;
+        case '?':
+        default:
+            usage(c == '?' && optind > 0 && !strcmp(argv[optind - 1], "--help") ? stdout : stderr);
+            exit(c == '?' && optind > 0 && !strcmp(argv[optind - 1], "--help") ? 0 : 2);
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        exit(2);
+    }
+    const char *pc = strchr(opt.users, '%');
+    if (!pc || strchr(pc + 1, '%') || (pc[1] != 'd' && pc[1] != 'i')) {
+        fprintf(stderr, "loadgen: --users needs exactly one %%d\n");
+        exit(2);
+    }
+    if (opt.procs < 1 || opt.procs > 256) {
+        fprintf(stderr, "loadgen: --procs must be 1..256\n");
+        exit(2);
+    }
+    if (opt.pairs < 0)
+        opt.pairs = opt.sessions / 2;
+    if (opt.pairs * 2 > opt.sessions) {
+        fprintf(stderr, "loadgen: --pairs %ld needs %ld sessions\n", opt.pairs, opt.pairs * 2);
+        exit(2);
+    }
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void kv_long(const char *k, long v, int ok)
+{
+    if (ok)
+        printf(" %s=%ld", k, v);
+    else
+        printf(" %s=na", k);
+}
+
+static void kv_double(const char *k, double v, int ok)
+{
+    if (ok)
+        printf(" %s=%.3f", k, v);
+    else
+        printf(" %s=na", k);
+}
+
+int main(int argc, char **argv)
+{
+    parse_args(argc, argv);
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    long per_proc = (opt.sessions + opt.procs - 1) / opt.procs;
+    if ((rlim_t)per_proc + 64 > rl.rlim_cur)
+        fprintf(stderr, "loadgen: warning: %ld sessions per process but RLIMIT_NOFILE is %lu; "
+                        "use more --procs\n", per_proc, (unsigned long)rl.rlim_cur);
+    int n_src = opt.src_addrs;
+    if (n_src == 0 && opt.sessions > 20000)
+        n_src = (int)((opt.sessions + 19999) / 20000);
+    if (n_src > 250)
+        n_src = 250;
+
+    int pid = opt.server_pid;
+    long rss0 = pid ? proc_rss_kb(pid) : -1;
+    double cpu0 = pid ? proc_cpu_s(pid) : -1;
+    if (pid && (rss0 < 0 || cpu0 < 0)) {
+        fprintf(stderr, "loadgen: cannot read /proc/%d (server pid)\n", pid);
+        return 2;
+    }
+
+    printf("magpie-loadgen: %s:%d domain %s, %ld sessions over %d proc(s), concurrency %d, %s, "
+           "%d source address(es)\n", opt.host, opt.port, opt.domain, opt.sessions, opt.procs,
+           opt.concurrency, mech_name(opt.mech), n_src ? n_src : 1);
+    fflush(stdout);
+
+    struct child *ch = calloc((size_t)opt.procs, sizeof *ch);
+    if (!ch)
+        return 1;
+    long g = 0, pairs_left = opt.pairs;
+    for (int i = 0; i < opt.procs; i++) {
+        long n = opt.sessions / opt.procs + (i < opt.sessions % opt.procs ? 1 : 0);
+        long want = opt.pairs / opt.procs + (i < opt.pairs % opt.procs ? 1 : 0);
+        if (want > n / 2) want = n / 2;
+        if (want > pairs_left) want = pairs_left;
+        pairs_left -= want;
+        ch[i].g0 = g;
+        ch[i].n = n;
+        ch[i].pairs = want;
+        g += n;
+    }
+    for (int i = 0; i < opt.procs && pairs_left > 0; i++) {   /* leftovers */
+        long room = ch[i].n / 2 - ch[i].pairs;
+        long add = room < pairs_left ? room : pairs_left;
+        ch[i].pairs += add;
+        pairs_left -= add;
+    }
+    long total_pairs = opt.pairs - pairs_left;
+    int conc_per = (opt.concurrency + opt.procs - 1) / opt.procs;
+
+    for (int i = 0; i < opt.procs; i++) {
+        int cp[2], rp[2];
+        if (pipe(cp) < 0 || pipe(rp) < 0) {
+            perror("pipe");
+            return 1;
+        }
+        fflush(stdout);
+        pid_t p = fork();
+        if (p < 0) {
+            perror("fork");
+            return 1;
+        }
+        if (p == 0) {
+            close(cp[1]);
+            close(rp[0]);
+            for (int j = 0; j < i; j++) {
+                close(ch[j].ctl);
+                close(ch[j].rep);
+            }
+            double rate = total_pairs ? opt.rate * (double)ch[i].pairs / (double)total_pairs : 0;
+            _exit(child_main(ch[i].g0, ch[i].n, ch[i].pairs, rate, conc_per, n_src, cp[0], rp[1]));
+        }
+        close(cp[0]);
+        close(rp[1]);
+        ch[i].pid = p;
+        ch[i].ctl = cp[1];
+        ch[i].rep = rp[0];
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    /* phase 1: logins */
+    uint64_t t_login0 = mono_ns();
+    collect(ch, opt.procs, REP_LOGIN, opt.login_phase_max + 60);
+    double cpu_login = pid ? proc_cpu_s(pid) : -1;
+    struct report L = { 0 };
+    uint64_t lt0 = UINT64_MAX, lt1 = 0;
+    int have_all_login = 1;
+    for (int i = 0; i < opt.procs; i++) {
+        if (!ch[i].have_login) {
+            have_all_login = 0;
+            L.fail += ch[i].n;
+            L.reasons[R_TIMEOUT] += ch[i].n;
+            continue;
+        }
+        struct report *r = &ch[i].login;
+        L.ok += r->ok;
+        L.fail += r->fail;
+        for (int k = 0; k < R_COUNT; k++)
+            L.reasons[k] += r->reasons[k];
+        hist_merge(&L.h, &r->h);
+        if (r->t0 < lt0) lt0 = r->t0;
+        if (r->t1 > lt1) lt1 = r->t1;
+        if (!L.first_err[0] && r->first_err[0])
+            memcpy(L.first_err, r->first_err, sizeof L.first_err);
+    }
+    if (lt0 == UINT64_MAX) { lt0 = t_login0; lt1 = mono_ns(); }
+    double login_s = (double)(lt1 - lt0) / 1e9;
+    double logins_ps = login_s > 0 ? (double)L.ok / login_s : 0;
+    printf("logins:   %ld ok, %ld failed in %.2f s = %.1f logins/s; login time p50 %.1f ms, "
+           "p99 %.1f ms, max %.1f ms\n", L.ok, L.fail, login_s, logins_ps,
+           (double)hist_q(&L.h, 0.5) / 1000, (double)hist_q(&L.h, 0.99) / 1000,
+           (double)L.h.max / 1000);
+    if (L.fail) {
+        printf("          failures:");
+        for (int k = 0; k < R_COUNT; k++)
+            if (L.reasons[k])
+                printf(" %s=%ld", reason_name[k], L.reasons[k]);
+        printf("\n          first: %s\n", L.first_err);
+    }
+    fflush(stdout);
+
+    /* phase 2: hold idle, then sample memory */
+    long rss_idle = -1;
+    double cpu_hold0 = cpu_login, cpu_idle = -1;
+    uint64_t th0 = mono_ns();
+    if (!got_signal && have_all_login)
+        nap(opt.hold);
+    double held = (double)(mono_ns() - th0) / 1e9;
+    if (pid) {
+        rss_idle = proc_rss_kb(pid);
+        cpu_idle = proc_cpu_s(pid);
+    }
+    double rss_per = (pid && L.ok > 0 && rss_idle >= 0) ? (double)(rss_idle - rss0) / (double)L.ok : 0;
+    int alive_login = cpu_login >= 0, alive_idle = rss_idle >= 0 && cpu_idle >= 0;
+    if (pid && !alive_idle)
+        printf("server:   process %d is gone (exited or crashed)\n", pid);
+    else if (pid)
+        printf("server:   RSS %ld kB before, %ld kB with %ld sessions idle = %.2f kB/session; "
+               "CPU %.3f s for logins = %.3f ms/login; %.3f s while idle %.0f s\n",
+               rss0, rss_idle, L.ok, rss_per, cpu_login - cpu0,
+               L.ok ? (cpu_login - cpu0) * 1000 / (double)L.ok : 0, cpu_idle - cpu_hold0, held);
+    fflush(stdout);
+
+    /* phase 3: messaging */
+    struct report M = { 0 };
+    double msg_s = 0, cpu_msg = -1, cpu_m0 = cpu_idle;
+    long rss_after = -1;
+    int did_msg = 0;
+    if (!got_signal && have_all_login) {
+        /* with no messaging the children report at once (drops during hold) */
+        did_msg = total_pairs > 0 && opt.rate > 0 && opt.duration > 0;
+        broadcast(ch, opt.procs, 'M');
+        collect(ch, opt.procs, REP_MSG, opt.duration + opt.drain + 60);
+        if (pid) {
+            cpu_msg = proc_cpu_s(pid);
+            rss_after = proc_rss_kb(pid);
+        }
+        uint64_t mt0 = UINT64_MAX, mt1 = 0;
+        for (int i = 0; i < opt.procs; i++) {
+            if (!ch[i].have_msg)
+                continue;
+            struct report *r = &ch[i].msg;
+            M.sent += r->sent;
+            M.recv += r->recv;
+            M.dropped += r->dropped;
+            hist_merge(&M.h, &r->h);
+            if (r->t0 < mt0) mt0 = r->t0;
+            if (r->t1 > mt1) mt1 = r->t1;
+        }
+        if (!did_msg) {
+            if (M.dropped)
+                printf("sessions: %ld dropped while idle\n", M.dropped);
+            goto quit;
+        }
+        msg_s = opt.duration;
+        double sent_ps = (double)M.sent / msg_s, recv_ps = (double)M.recv / msg_s;
+        printf("messages: %ld pairs, sent %ld (%.1f/s), received %ld (%.1f/s), lost %ld, "
+               "sessions dropped %ld\n", total_pairs, M.sent, sent_ps, M.recv, recv_ps,
+               M.sent - M.recv, M.dropped);
+        printf("latency:  p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms\n",
+               (double)hist_q(&M.h, 0.5) / 1000, (double)hist_q(&M.h, 0.9) / 1000,
+               (double)hist_q(&M.h, 0.99) / 1000, (double)M.h.max / 1000,
+               M.h.n ? (double)M.h.sum / (double)M.h.n / 1000 : 0);
+        if (pid && (cpu_msg < 0 || cpu_m0 < 0))
+            printf("server:   process %d is gone (exited or crashed)\n", pid);
+        else if (pid)
+            printf("server:   CPU %.3f s for messages = %.1f us/message; RSS after %ld kB\n",
+                   cpu_msg - cpu_m0, M.recv ? (cpu_msg - cpu_m0) * 1e6 / (double)M.recv : 0,
+                   rss_after);
+        fflush(stdout);
+    }
+
+quit:
+    /* phase 4: quit */
+    broadcast(ch, opt.procs, 'Q');
+    uint64_t qdeadline = mono_ns() + 10000000000ull;
+    int live = opt.procs;
+    while (live > 0) {
+        int st;
+        pid_t w = waitpid(-1, &st, WNOHANG);
+        if (w > 0) {
+            live--;
+            continue;
+        }
+        if (w < 0 && errno != EINTR)
+            break;
+        if (mono_ns() > qdeadline) {
+            for (int i = 0; i < opt.procs; i++)
+                kill(ch[i].pid, SIGKILL);
+            qdeadline = UINT64_MAX;
+        }
+        struct timespec ts = { 0, 20000000 };
+        nanosleep(&ts, NULL);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    double lg_cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    printf("loadgen:  %.2f s CPU in %d process(es)\n", lg_cpu, opt.procs);
+
+    printf("RESULT sessions=%ld procs=%d concurrency=%d mech=%s logins_ok=%ld login_failures=%ld",
+           opt.sessions, opt.procs, opt.concurrency, mech_name(opt.mech), L.ok, L.fail);
+    kv_double("login_secs", login_s, 1);
+    kv_double("logins_per_sec", logins_ps, 1);
+    kv_double("login_p50_ms", (double)hist_q(&L.h, 0.5) / 1000, L.h.n > 0);
+    kv_double("login_p99_ms", (double)hist_q(&L.h, 0.99) / 1000, L.h.n > 0);
+    printf(" pairs=%ld rate=%.1f duration=%.1f msgs_sent=%ld msgs_received=%ld msgs_lost=%ld"
+           " sessions_dropped=%ld", did_msg ? total_pairs : 0, opt.rate, opt.duration,
+           M.sent, M.recv, M.sent - M.recv, M.dropped + 0);
+    kv_double("msgs_sent_per_sec", msg_s > 0 ? (double)M.sent / msg_s : 0, did_msg);
+    kv_double("msgs_recv_per_sec", msg_s > 0 ? (double)M.recv / msg_s : 0, did_msg);
+    int hl = did_msg && M.h.n > 0;
+    kv_double("lat_p50_ms", (double)hist_q(&M.h, 0.5) / 1000, hl);
+    kv_double("lat_p90_ms", (double)hist_q(&M.h, 0.9) / 1000, hl);
+    kv_double("lat_p99_ms", (double)hist_q(&M.h, 0.99) / 1000, hl);
+    kv_double("lat_max_ms", (double)M.h.max / 1000, hl);
+    if (pid) {
+        int alive_msg = did_msg && cpu_msg >= 0 && cpu_m0 >= 0;
+        printf(" server_pid=%d server_alive=%d", pid, alive_idle && (!did_msg || alive_msg));
+        kv_long("rss_before_kb", rss0, 1);
+        kv_long("rss_idle_kb", rss_idle, alive_idle);
+        kv_long("rss_after_kb", rss_after, alive_msg && rss_after >= 0);
+        kv_double("rss_per_session_kb", rss_per, L.ok > 0 && alive_idle);
+        kv_double("server_cpu_login_s", cpu_login - cpu0, alive_login);
+        kv_double("server_cpu_per_login_ms", L.ok ? (cpu_login - cpu0) * 1000 / (double)L.ok : 0,
+                  L.ok > 0 && alive_login);
+        kv_double("server_cpu_idle_s", cpu_idle - cpu_hold0, alive_idle && alive_login);
+        kv_double("server_cpu_msg_s", cpu_msg - cpu_m0, alive_msg);
+        kv_double("server_cpu_per_msg_us",
+                  M.recv ? (cpu_msg - cpu_m0) * 1e6 / (double)M.recv : 0, alive_msg && M.recv > 0);
+    }
+    kv_double("loadgen_cpu_s", lg_cpu, 1);
+    if (got_signal)
+        printf(" interrupted=1");
+    printf("\n");
+    fflush(stdout);
+    free(ch);
+    return L.ok == 0 || got_signal ? 1 : 0;
+}

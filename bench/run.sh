@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# bench/run.sh - the same c2s load against Magpie and Prosody, side by side.
+#
+# For each server: a throwaway config in a temp dir, loopback only, non-default
+# ports, K accounts, then bench/magpie-loadgen with identical parameters and
+# --server-pid, then a table of both servers and the ratios Magpie/Prosody.
+# Everything started here is stopped on exit (trap), whatever happens.
+#
+# Parameters (environment):
+#   SESSIONS=2000      sessions to log in (and accounts to create)
+#   PAIRS=SESSIONS/2   sender->receiver pairs for the messaging phase
+#   RATE=1000          total messages per second
+#   DURATION=10        messaging seconds
+#   HOLD=10            seconds all sessions stay idle before RSS is sampled
+#   CONCURRENCY=100    logins in flight (total)
+#   PROCS=auto         loadgen processes (auto: one per 19,000 sessions)
+#   MECH=scram-sha-1   scram-sha-1 | scram-sha-256 | plain (Prosody 0.12 has no SHA-256)
+#   ITERATIONS=4096    PBKDF2 iterations stored for both servers' accounts
+#   SERVERS="magpie prosody"
+#   MAGPIE_WORKERS=1   magpied worker threads (1: a per-core comparison with
+#                      single-threaded Prosody; 0: one per core)
+#   MAGPIE_ACCOUNTS=auto  magpiectl | bulk (auto: magpiectl up to 5000 sessions)
+#   PROSODY_NAGLE=default default | off (network_settings.nagle = false)
+#   PROSODY_BACKEND=epoll epoll (0.12 default) | event (libevent via luaevent)
+#   PROSODY_EXTRA=""   extra global Prosody config lines, e.g. 'gc = { mode = "generational" }'
+#   MAGPIE_PORT=auto PROSODY_PORT=auto (auto: first free port from 45222 / 45322)
+#   DOMAIN=localhost PASSWORD=bench-pass
+#   LOADGEN_ARGS=""    extra loadgen options
+#   KEEP=0             1: keep the temp dir (configs, logs, loadgen output)
+set -euo pipefail
+# shellcheck disable=SC2059 # USERFMT is a printf format on purpose
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/.." && pwd)
+PY=/usr/bin/python3
+
+SESSIONS=${SESSIONS:-2000}
+PAIRS=${PAIRS:-$((SESSIONS / 2))}
+RATE=${RATE:-1000}
+DURATION=${DURATION:-10}
+HOLD=${HOLD:-10}
+CONCURRENCY=${CONCURRENCY:-100}
+PROCS=${PROCS:-auto}
+MECH=${MECH:-scram-sha-1}
+ITERATIONS=${ITERATIONS:-4096}
+SERVERS=${SERVERS:-magpie prosody}
+MAGPIE_WORKERS=${MAGPIE_WORKERS:-1}
+MAGPIE_ACCOUNTS=${MAGPIE_ACCOUNTS:-auto}
+PROSODY_NAGLE=${PROSODY_NAGLE:-default}
+PROSODY_BACKEND=${PROSODY_BACKEND:-epoll}
+PROSODY_EXTRA=${PROSODY_EXTRA:-}
+MAGPIE_PORT=${MAGPIE_PORT:-auto}
+PROSODY_PORT=${PROSODY_PORT:-auto}
+DOMAIN=${DOMAIN:-localhost}
+PASSWORD=${PASSWORD:-bench-pass}
+LOADGEN_ARGS=${LOADGEN_ARGS:-}
+KEEP=${KEEP:-0}
+USERFMT="bench%d"
+
+[ "$PROCS" = auto ] && PROCS=$(((SESSIONS + 18999) / 19000))
+if [ "$MAGPIE_ACCOUNTS" = auto ]; then
+    if [ "$SESSIONS" -le 5000 ]; then MAGPIE_ACCOUNTS=magpiectl; else MAGPIE_ACCOUNTS=bulk; fi
+fi
+
+LOADGEN="$TOP/bench/magpie-loadgen"
+TMP=$(mktemp -d /tmp/magpie-bench.XXXXXX)
+PIDS=()
+
+log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.2
+    done
+    log "pid $pid ignored SIGTERM for 10 s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? p
+    trap - EXIT INT TERM
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && stop_pid "$p"
+    done
+    wait 2>/dev/null || true
+    if [ "$KEEP" = 1 ]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Servers inherit the file limit: raise the soft limit to the hard one.
+ulimit -n "$(ulimit -Hn)"
+
+port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
+
+# wait_port PID PORT: until something accepts on 127.0.0.1:PORT (30 s).
+wait_port() {
+    local pid=$1 port=$2 i
+    for i in $(seq 1 150); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.2
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- magpie
+setup_magpie() {
+    local d=$TMP/magpie
+    mkdir -p "$d/state"
+    [ -x "$TOP/magpied" ] && [ -x "$TOP/magpiectl" ] || {
+        log "magpied/magpiectl not built: cd $TOP && make magpied magpiectl modules/mod_disco.la ..."
+        return 1
+    }
+    cat >"$d/magpie.conf" <<EOF
+state_dir = "$d/state";
+module_dir = "$TOP/modules/.libs";
+workers = $MAGPIE_WORKERS;
+log = { level = "warn"; file = "-"; };
+hosts = ( { domain = "$DOMAIN"; } );
+listeners = ( { type = "c2s"; address = "127.0.0.1"; port = $MAGPIE_PORT; } );
+storage = { driver = "sqlite"; };
+limits = { max_connections = $((SESSIONS + 1000)); negotiation_timeout = 120; };
+security = { require_tls = true; scram_iterations = $ITERATIONS; };
+modules = ( "disco", "ping", "version", "time" );
+EOF
+    local t0 t1 i
+    t0=$(date +%s.%N)
+    if [ "$MAGPIE_ACCOUNTS" = magpiectl ]; then
+        for ((i = 1; i <= SESSIONS; i++)); do
+            "$TOP/magpiectl" -c "$d/magpie.conf" user add "$(printf "$USERFMT" "$i")@$DOMAIN" \
+                --password "$PASSWORD" >/dev/null
+        done
+    else
+        # magpiectl creates the database and its schema; the rest in bulk
+        "$TOP/magpiectl" -c "$d/magpie.conf" user add "$(printf "$USERFMT" 1)@$DOMAIN" \
+            --password "$PASSWORD" >/dev/null
+        if [ "$SESSIONS" -gt 1 ]; then
+            $PY "$HERE/accounts.py" magpie "$d/state/magpie.db" "$DOMAIN" "$USERFMT" 2 \
+                $((SESSIONS - 1)) "$PASSWORD" "$ITERATIONS"
+        fi
+    fi
+    t1=$(date +%s.%N)
+    ACCT_SECS[magpie]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    log "magpie: $SESSIONS accounts ($MAGPIE_ACCOUNTS) in ${ACCT_SECS[magpie]} s"
+}
+
+start_magpie() {
+    local d=$TMP/magpie
+    "$TOP/magpied" -c "$d/magpie.conf" >"$d/magpied.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    SERVER_PORT=$MAGPIE_PORT
+}
+
+# ---------------------------------------------------------------- prosody
+setup_prosody() {
+    local d=$TMP/prosody
+    mkdir -p "$d/data" "$d/certs"
+    command -v lua5.4 >/dev/null && [ -f /usr/bin/prosody ] || {
+        log "prosody (Debian package) not installed"
+        return 1
+    }
+    # EC P-256 like Magpie's generated certificate, so handshakes cost the same
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN" \
+        -keyout "$d/certs/$DOMAIN.key" -out "$d/certs/$DOMAIN.crt" 2>/dev/null
+    local root="" nagle=""
+    [ "$(id -u)" = 0 ] && root="run_as_root = true"
+    [ "$PROSODY_NAGLE" = off ] && nagle="nagle = false;"
+    cat >"$d/prosody.cfg.lua" <<EOF
+-- throwaway config written by bench/run.sh
+$root
+pidfile = "$d/prosody.pid"
+data_path = "$d/data"
+certificates = "$d/certs"
+log = { { levels = { min = "warn" }, to = "file", filename = "$d/prosody.log" } }
+-- only what the benchmark exercises (and what Magpie loads: disco ping version time)
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "version", "time" }
+modules_disabled = { "s2s", "s2s_auth_certs", "s2s_bidi", "offline", "tombstones" }
+interfaces = { "127.0.0.1" }
+c2s_interfaces = { "127.0.0.1" }
+c2s_ports = { $PROSODY_PORT }
+c2s_direct_tls_ports = { }
+legacy_ssl_ports = { }
+s2s_ports = { }
+c2s_require_encryption = true
+authentication = "internal_hashed"
+storage = "internal"
+default_iteration_count = $ITERATIONS
+-- epoll is the 0.12 default (no select() 1024 limit); bigger accept backlog
+network_backend = "$PROSODY_BACKEND"
+network_settings = { tcp_backlog = 4096; $nagle }
+$PROSODY_EXTRA
+VirtualHost "$DOMAIN"
+  ssl = { certificate = "$d/certs/$DOMAIN.crt"; key = "$d/certs/$DOMAIN.key" }
+EOF
+    local t0 t1
+    t0=$(date +%s.%N)
+    $PY "$HERE/accounts.py" prosody "$d/data" "$DOMAIN" "$USERFMT" 1 "$SESSIONS" \
+        "$PASSWORD" "$ITERATIONS"
+    t1=$(date +%s.%N)
+    ACCT_SECS[prosody]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    log "prosody: $SESSIONS accounts (internal storage files) in ${ACCT_SECS[prosody]} s"
+}
+
+start_prosody() {
+    local d=$TMP/prosody
+    lua5.4 /usr/bin/prosody --config "$d/prosody.cfg.lua" -F >"$d/stdout.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    SERVER_PORT=$PROSODY_PORT
+}
+
+server_version() {
+    case $1 in
+    magpie) echo "magpie $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$TOP" diff --quiet 2>/dev/null || echo '+dirty'), magpied built $(date -r "$TOP/magpied" '+%F %T' 2>/dev/null) sha256 $(sha256sum "$TOP/magpied" 2>/dev/null | cut -c1-12)" ;;
+    prosody) echo "prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null), $(lua5.4 -v 2>&1 | awk '{print $1, $2}')" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- main
+[ -x "$LOADGEN" ] || (cd "$TOP" && make bench/magpie-loadgen >/dev/null) || {
+    log "cannot build $LOADGEN"
+    exit 1
+}
+# first_free_port BASE: BASE or the next free port above it (other people's
+# servers may share this machine)
+first_free_port() {
+    local p=$1
+    while ! port_free "$p" || ! port_free $((p + 1)); do p=$((p + 7)); done
+    echo "$p"
+}
+[ "$MAGPIE_PORT" = auto ] && MAGPIE_PORT=$(first_free_port 45222)
+[ "$PROSODY_PORT" = auto ] && PROSODY_PORT=$(first_free_port 45322)
+for p in $MAGPIE_PORT $PROSODY_PORT; do
+    port_free "$p" || { log "port $p is in use; set MAGPIE_PORT/PROSODY_PORT"; exit 1; }
+done
+
+declare -A ACCT_SECS RES
+echo "# bench/run.sh $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n): $(nproc) cores," \
+     "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+echo "# SESSIONS=$SESSIONS PAIRS=$PAIRS RATE=$RATE DURATION=$DURATION HOLD=$HOLD" \
+     "CONCURRENCY=$CONCURRENCY PROCS=$PROCS MECH=$MECH ITERATIONS=$ITERATIONS" \
+     "MAGPIE_WORKERS=$MAGPIE_WORKERS PROSODY_NAGLE=$PROSODY_NAGLE PROSODY_BACKEND=$PROSODY_BACKEND"
+
+for srv in $SERVERS; do
+    log "=== $srv: $(server_version "$srv")"
+    if ! "setup_$srv"; then
+        RES[$srv]="error=setup"
+        continue
+    fi
+    "start_$srv"
+    if ! wait_port "$SERVER_PID" "$SERVER_PORT"; then
+        log "$srv did not start; its log:"
+        tail -n 20 "$TMP/$srv"/*.log >&2 || true
+        RES[$srv]="error=start"
+        continue
+    fi
+    sleep 1   # let start-up allocations settle before the RSS baseline
+    port=$SERVER_PORT
+    # In the background so that a signal to this script is handled at once
+    # (bash runs traps only after a foreground command ends).
+    : >"$TMP/$srv.out"
+    # shellcheck disable=SC2086
+    "$LOADGEN" --host 127.0.0.1 --port "$port" --domain "$DOMAIN" --users "$USERFMT" \
+        --password "$PASSWORD" --first-index 1 --sessions "$SESSIONS" --pairs "$PAIRS" \
+        --concurrency "$CONCURRENCY" --hold "$HOLD" --rate "$RATE" --duration "$DURATION" \
+        --procs "$PROCS" --mech "$MECH" --server-pid "$SERVER_PID" $LOADGEN_ARGS \
+        >"$TMP/$srv.out" 2>&1 &
+    LG_PID=$!
+    PIDS=("$LG_PID" "${PIDS[@]}")    # stopped first on exit
+    tail -n +1 -f --pid="$LG_PID" "$TMP/$srv.out" | sed -u "s/^/  $srv | /" >&2 &
+    wait "$LG_PID" || true
+    wait $! 2>/dev/null || true
+    line=$(grep '^RESULT ' "$TMP/$srv.out" | tail -n 1 || true)
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "$srv died during the run; its log:"
+        tail -n 20 "$TMP/$srv"/*.log >&2 || true
+        line="$line server_died=1"
+    fi
+    RES[$srv]="${line#RESULT } accounts_secs=${ACCT_SECS[$srv]:-na}"
+    stop_pid "$SERVER_PID"
+done
+
+# ---------------------------------------------------------------- table
+echo
+for srv in $SERVERS; do echo "RESULT server=$srv ${RES[$srv]}"; done
+echo
+awk -v m="${RES[magpie]:-}" -v p="${RES[prosody]:-}" '
+function parse(s, a,   n, i, kv, f) {
+    n = split(s, f, " ")
+    for (i = 1; i <= n; i++) { split(f[i], kv, "="); a[kv[1]] = kv[2] }
+}
+function row(label, key, fmt,   a, b, r) {
+    a = (key in M) ? M[key] : "na"; b = (key in P) ? P[key] : "na"
+    r = (a != "na" && b != "na" && b + 0 != 0) ? sprintf("%.2f", a / b) : "-"
+    printf "%-34s %14s %14s %10s\n", label, \
+        (a == "na" ? a : sprintf(fmt, a)), (b == "na" ? b : sprintf(fmt, b)), r
+}
+BEGIN {
+    parse(m, M); parse(p, P)
+    printf "%-34s %14s %14s %10s\n", "metric", "magpie", "prosody", "M/P"
+    printf "%-34s %14s %14s %10s\n", "------", "------", "-------", "---"
+    row("logins ok", "logins_ok", "%d")
+    row("login failures", "login_failures", "%d")
+    row("logins/s (higher is better)", "logins_per_sec", "%.1f")
+    row("login time p50 ms", "login_p50_ms", "%.1f")
+    row("login time p99 ms", "login_p99_ms", "%.1f")
+    row("server CPU ms per login", "server_cpu_per_login_ms", "%.3f")
+    row("server RSS idle kB", "rss_idle_kb", "%d")
+    row("server RSS kB per session", "rss_per_session_kb", "%.2f")
+    row("server CPU s while idle (HOLD)", "server_cpu_idle_s", "%.2f")
+    row("messages sent/s", "msgs_sent_per_sec", "%.1f")
+    row("messages received/s", "msgs_recv_per_sec", "%.1f")
+    row("messages lost", "msgs_lost", "%d")
+    row("latency p50 ms", "lat_p50_ms", "%.3f")
+    row("latency p90 ms", "lat_p90_ms", "%.3f")
+    row("latency p99 ms", "lat_p99_ms", "%.3f")
+    row("latency max ms", "lat_max_ms", "%.3f")
+    row("server CPU us per message", "server_cpu_per_msg_us", "%.1f")
+    row("sessions dropped", "sessions_dropped", "%d")
+    row("loadgen CPU s", "loadgen_cpu_s", "%.2f")
+    row("account creation s", "accounts_secs", "%.1f")
+}'
