@@ -144,6 +144,13 @@ static struct evbuffer *out_begin(void)
     return scratch;
 }
 
+void mp_c2s_thread_exit(void)
+{
+    if (scratch)
+        evbuffer_free(scratch);
+    scratch = NULL;
+}
+
 static void out_commit(mp_session *s)
 {
     if (evbuffer_get_length(scratch) > 0)
@@ -699,10 +706,6 @@ static void send_iq_error(mp_session *s, mp_stanza *st, const char *type, const 
     mp_xml_set_attr(e, mp_stanza_root(e), "from", NULL);
     mp_session_send(s, e);
 }
-
-struct kick {
-    mp_session *s;
-};
 
 static void kick_run(void *arg)
 {

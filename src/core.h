@@ -124,6 +124,8 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls);
 void mp_c2s_deliver(mp_session *s, mp_stanza *st);
 /* Closes every session of w (shutdown). */
 void mp_c2s_shutdown_worker(struct mp_worker *w);
+/* Frees the calling worker thread's output scratch buffer. */
+void mp_c2s_thread_exit(void);
 /* Idle sweep of one worker: releases parsers of idle streams. */
 void mp_c2s_sweep(struct mp_worker *w);
 /* Session reference counting (atomic; the last unref frees the shell). */

@@ -209,10 +209,6 @@ static void to_server(mp_stanza *st)
     mp_stanza_unref(st);
 }
 
-struct account_iq {
-    mp_stanza *st;
-};
-
 static void account_iq_checked(void *ud, int rc)
 {
     mp_stanza *st = ud;
