@@ -316,10 +316,12 @@ static void c2s_destroy(mp_session *s)
         bufferevent_free(s->raw);
     else if (s->ssl)
         SSL_free(s->ssl);
+    /* the socket bufferevent closes the fd when libevent really frees it
+     * (possibly after the callback we are in returns) */
+    if (!s->raw && s->fd >= 0)
+        close(s->fd);
     s->bev = s->raw = NULL;
     s->ssl = NULL;
-    if (s->fd >= 0)
-        close(s->fd);
     s->fd = -1;
     if (s->parser)
         mp_xmlstream_free(s->parser);
@@ -1086,7 +1088,7 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
 
     s->parser = mp_xmlstream_new(&mp_server.limits, &parser_cb, s);
     struct event_base *base = mp_loop_base(w->loop);
-    s->raw = bufferevent_socket_new(base, fd, 0);
+    s->raw = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (s->raw && w->rate)
         bufferevent_set_rate_limit(s->raw, w->rate);
     s->bev = s->raw;
