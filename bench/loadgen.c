@@ -70,7 +70,7 @@ static struct {
     const char *host;
     int port;
     const char *domain;
-    const char *users;          /* printf format with one %d/%ld */
+    const char *users; /* printf format with one %d/%ld */
     const char *password;
     long first_index;
     long sessions;
@@ -78,10 +78,10 @@ static struct {
     double hold;
     double rate;
     double duration;
-    long pairs;                 /* -1: sessions / 2 */
+    long pairs; /* -1: sessions / 2 */
     int server_pid;
     int procs;
-    int src_addrs;              /* 0: auto (one per 20,000 sessions if > 20,000) */
+    int src_addrs; /* 0: auto (one per 20,000 sessions if > 20,000) */
     enum mech mech;
     enum sessmode session;
     double login_timeout;
@@ -90,20 +90,39 @@ static struct {
     const char *resource;
     int verbose;
 } opt = {
-    .host = "127.0.0.1", .port = 5222, .domain = "localhost", .users = "user%d",
-    .password = "password", .first_index = 1, .sessions = 100, .concurrency = 50,
-    .hold = 5, .rate = 100, .duration = 10, .pairs = -1, .server_pid = 0,
-    .procs = 1, .src_addrs = 0, .mech = MECH_SCRAM_SHA1, .session = SESSION_AUTO,
-    .login_timeout = 60, .login_phase_max = 1200, .drain = 5, .resource = "lg",
+    .host = "127.0.0.1",
+    .port = 5222,
+    .domain = "localhost",
+    .users = "user%d",
+    .password = "password",
+    .first_index = 1,
+    .sessions = 100,
+    .concurrency = 50,
+    .hold = 5,
+    .rate = 100,
+    .duration = 10,
+    .pairs = -1,
+    .server_pid = 0,
+    .procs = 1,
+    .src_addrs = 0,
+    .mech = MECH_SCRAM_SHA1,
+    .session = SESSION_AUTO,
+    .login_timeout = 60,
+    .login_phase_max = 1200,
+    .drain = 5,
+    .resource = "lg",
     .verbose = 0,
 };
 
 static const char *mech_name(enum mech m)
 {
     switch (m) {
-    case MECH_SCRAM_SHA1: return "SCRAM-SHA-1";
-    case MECH_SCRAM_SHA256: return "SCRAM-SHA-256";
-    default: return "PLAIN";
+    case MECH_SCRAM_SHA1:
+        return "SCRAM-SHA-1";
+    case MECH_SCRAM_SHA256:
+        return "SCRAM-SHA-256";
+    default:
+        return "PLAIN";
     }
 }
 
@@ -187,11 +206,18 @@ static uint64_t hist_q(const struct hist *h, double q)
 /* reports from children to the parent */
 
 enum reason {
-    R_CONNECT, R_TLS, R_STREAM, R_AUTH, R_BIND, R_CLOSED, R_TIMEOUT, R_STREAMERR, R_COUNT
+    R_CONNECT,
+    R_TLS,
+    R_STREAM,
+    R_AUTH,
+    R_BIND,
+    R_CLOSED,
+    R_TIMEOUT,
+    R_STREAMERR,
+    R_COUNT
 };
-static const char *reason_name[R_COUNT] = {
-    "connect", "tls", "stream", "auth", "bind", "closed", "timeout", "stream_error"
-};
+static const char *reason_name[R_COUNT] = {"connect", "tls",    "stream",  "auth",
+                                           "bind",    "closed", "timeout", "stream_error"};
 
 enum { REP_LOGIN = 1, REP_MSG = 2 };
 
@@ -199,11 +225,11 @@ struct report {
     int kind;
     long ok, fail, dropped;
     long reasons[R_COUNT];
-    uint64_t t0, t1;            /* phase window, CLOCK_MONOTONIC ns */
+    uint64_t t0, t1; /* phase window, CLOCK_MONOTONIC ns */
     long sent, recv;
     long pairs;
     char first_err[240];
-    struct hist h;              /* login times or message latencies (us) */
+    struct hist h; /* login times or message latencies (us) */
 };
 
 static int write_full(int fd, const void *buf, size_t len)
@@ -283,28 +309,39 @@ static const EVP_MD *scram_md(void)
 /* sessions and the per-process engine */
 
 enum state {
-    S_NEW, S_CONNECTING, S_FEAT1, S_PROCEED, S_TLS, S_FEAT2, S_SASL1, S_SASL2,
-    S_FEAT3, S_BIND, S_SESSION, S_ONLINE, S_DEAD
+    S_NEW,
+    S_CONNECTING,
+    S_FEAT1,
+    S_PROCEED,
+    S_TLS,
+    S_FEAT2,
+    S_SASL1,
+    S_SASL2,
+    S_FEAT3,
+    S_BIND,
+    S_SESSION,
+    S_ONLINE,
+    S_DEAD
 };
 
 static const char *state_name[] = {
-    "new", "connecting", "features", "starttls", "tls-handshake", "features-tls",
-    "sasl-challenge", "sasl-success", "features-bind", "bind", "session", "online", "dead"
-};
+    "new",          "connecting",     "features",     "starttls",      "tls-handshake",
+    "features-tls", "sasl-challenge", "sasl-success", "features-bind", "bind",
+    "session",      "online",         "dead"};
 
 struct sess {
-    long g;                     /* global session number (0-based) */
-    long user;                  /* user index: first_index + g */
+    long g;    /* global session number (0-based) */
+    long user; /* user index: first_index + g */
     enum state state;
     int fd;
     struct bufferevent *bev;
-    int depth;                  /* XML depth: 0 outside stream, 1 in stream */
-    size_t scan;                /* first unscanned byte of the input buffer */
+    int depth;   /* XML depth: 0 outside stream, 1 in stream */
+    size_t scan; /* first unscanned byte of the input buffer */
     uint64_t t_start;
     unsigned need_session : 1;
     unsigned tls : 1;
-    char *jid;                  /* bound full JID (malloc'd) */
-    char *scram_first_bare;     /* client-first-message-bare (malloc'd) */
+    char *jid;              /* bound full JID (malloc'd) */
+    char *scram_first_bare; /* client-first-message-bare (malloc'd) */
     unsigned char server_sig[EVP_MAX_MD_SIZE];
     unsigned server_sig_len;
 };
@@ -313,15 +350,15 @@ static struct {
     struct event_base *base;
     SSL_CTX *ssl;
     struct sess *s;
-    long n;                     /* sessions in this process */
-    long g0;                    /* global number of s[0] */
-    long next;                  /* next session to start */
+    long n;    /* sessions in this process */
+    long g0;   /* global number of s[0] */
+    long next; /* next session to start */
     long inflight;
     int conc;
-    int n_src;                  /* source addresses (0: don't bind) */
+    int n_src; /* source addresses (0: don't bind) */
     struct sockaddr_in dst;
-    int ctl;                    /* command pipe from parent */
-    int rep;                    /* report pipe to parent */
+    int ctl; /* command pipe from parent */
+    int rep; /* report pipe to parent */
     struct report login, msg;
     int login_reported;
     /* messaging */
@@ -329,7 +366,7 @@ static struct {
     long npairs;
     double rate;
     uint64_t msg_t0, msg_end, drain_end;
-    long rr;                    /* round-robin pair cursor */
+    long rr; /* round-robin pair cursor */
     struct event *msg_timer, *tick, *ctl_ev;
     char *scratch;
     size_t scratch_cap;
@@ -349,9 +386,11 @@ static void sess_send(struct sess *s, const char *fmt, ...)
 
 static void stream_header(struct sess *s)
 {
-    sess_send(s, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-                 "xmlns:stream='http://etherx.jabber.org/streams' to='%s' "
-                 "version='1.0' xml:lang='en'>", opt.domain);
+    sess_send(s,
+              "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+              "xmlns:stream='http://etherx.jabber.org/streams' to='%s' "
+              "version='1.0' xml:lang='en'>",
+              opt.domain);
 }
 
 static void report_login_if_done(void)
@@ -383,7 +422,7 @@ static void closing_event(struct bufferevent *bev, short what, void *arg)
 static void sess_close(struct sess *s)
 {
     if (s->bev) {
-        bufferevent_free(s->bev);   /* closes fd: BEV_OPT_CLOSE_ON_FREE */
+        bufferevent_free(s->bev); /* closes fd: BEV_OPT_CLOSE_ON_FREE */
         s->bev = NULL;
     } else if (s->fd >= 0) {
         close(s->fd);
@@ -418,8 +457,8 @@ static void sess_fail(struct sess *s, enum reason r, const char *fmt, ...)
         E.login.reasons[r]++;
     }
     if (!E.login.first_err[0])
-        snprintf(E.login.first_err, sizeof E.login.first_err, "user %ld (%s): %s",
-                 s->user, reason_name[r], msg);
+        snprintf(E.login.first_err, sizeof E.login.first_err, "user %ld (%s): %s", s->user,
+                 reason_name[r], msg);
     if (opt.verbose || E.errs_printed < 3) {
         E.errs_printed++;
         fprintf(stderr, "loadgen[%d]: user %ld %s: %s: %s\n", (int)getpid(), s->user,
@@ -451,8 +490,8 @@ static void st_name(const char *st, char *out, size_t cap)
 {
     size_t i = 0;
     st++;
-    while (*st && *st != ' ' && *st != '>' && *st != '/' && *st != '\t' &&
-           *st != '\n' && *st != '\r' && i + 1 < cap)
+    while (*st && *st != ' ' && *st != '>' && *st != '/' && *st != '\t' && *st != '\n' &&
+           *st != '\r' && i + 1 < cap)
         out[i++] = *st++;
     out[i] = 0;
 }
@@ -467,8 +506,8 @@ static int st_attr(const char *st, const char *name, char *out, size_t cap)
         p = strstr(p, name);
         if (!p || p >= end)
             return 0;
-        if ((p[-1] == ' ' || p[-1] == '\t' || p[-1] == '\n' || p[-1] == '\r') &&
-            p[nl] == '=' && (p[nl + 1] == '\'' || p[nl + 1] == '"')) {
+        if ((p[-1] == ' ' || p[-1] == '\t' || p[-1] == '\n' || p[-1] == '\r') && p[nl] == '=' &&
+            (p[nl + 1] == '\'' || p[nl + 1] == '"')) {
             char q = p[nl + 1];
             const char *v = p + nl + 2, *ve = strchr(v, q);
             if (!ve)
@@ -538,9 +577,14 @@ static void escape_saslname(char *out, size_t cap, const char *in)
 {
     size_t o = 0;
     for (; *in && o + 4 < cap; in++) {
-        if (*in == '=') { memcpy(out + o, "=3D", 3); o += 3; }
-        else if (*in == ',') { memcpy(out + o, "=2C", 3); o += 3; }
-        else out[o++] = *in;
+        if (*in == '=') {
+            memcpy(out + o, "=3D", 3);
+            o += 3;
+        } else if (*in == ',') {
+            memcpy(out + o, "=2C", 3);
+            o += 3;
+        } else
+            out[o++] = *in;
     }
     out[o] = 0;
 }
@@ -566,7 +610,8 @@ static void send_auth(struct sess *s)
         buf[1 + ul] = 0;
         memcpy(buf + 2 + ul, opt.password, pl);
         char *b = b64_encode(buf, ul + pl + 2);
-        sess_send(s, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>", b);
+        sess_send(s, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>",
+                  b);
         free(b);
         s->state = S_SASL2;
         return;
@@ -608,9 +653,14 @@ static void scram_challenge(struct sess *s, const char *b64, size_t len)
         char *c = strchr(p, ',');
         size_t fl = c ? (size_t)(c - p) : strlen(p);
         if (fl > 2 && p[1] == '=') {
-            if (p[0] == 'r') { r = p + 2; rl = fl - 2; }
-            else if (p[0] == 's') { salt = p + 2; saltl = fl - 2; }
-            else if (p[0] == 'i') iter = strtol(p + 2, NULL, 10);
+            if (p[0] == 'r') {
+                r = p + 2;
+                rl = fl - 2;
+            } else if (p[0] == 's') {
+                salt = p + 2;
+                saltl = fl - 2;
+            } else if (p[0] == 'i')
+                iter = strtol(p + 2, NULL, 10);
         }
         p = c ? c + 1 : NULL;
     }
@@ -631,8 +681,8 @@ static void scram_challenge(struct sess *s, const char *b64, size_t len)
     unsigned char salted[EVP_MAX_MD_SIZE], ckey[EVP_MAX_MD_SIZE], skey[EVP_MAX_MD_SIZE];
     unsigned char stored[EVP_MAX_MD_SIZE], csig[EVP_MAX_MD_SIZE], proof[EVP_MAX_MD_SIZE];
     unsigned hl;
-    if (!PKCS5_PBKDF2_HMAC(opt.password, (int)strlen(opt.password), saltbin, sl, (int)iter,
-                           md, (int)dl, salted)) {
+    if (!PKCS5_PBKDF2_HMAC(opt.password, (int)strlen(opt.password), saltbin, sl, (int)iter, md,
+                           (int)dl, salted)) {
         sess_fail(s, R_AUTH, "PBKDF2 failed");
         return;
     }
@@ -655,7 +705,7 @@ static void scram_challenge(struct sess *s, const char *b64, size_t len)
     char final[800];
     snprintf(final, sizeof final, "%s,p=%s", final_wo, pb);
     free(pb);
-    char *fb = b64_encode((unsigned char *)final, strlen(final));
+    char *fb = b64_encode((unsigned char *) final, strlen(final));
     sess_send(s, "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</response>", fb);
     free(fb);
     s->state = S_SASL2;
@@ -688,7 +738,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static void start_tls(struct sess *s)
 {
     bufferevent_disable(s->bev, EV_READ | EV_WRITE);
-    bufferevent_free(s->bev);   /* no CLOSE_ON_FREE: fd stays open */
+    bufferevent_free(s->bev); /* no CLOSE_ON_FREE: fd stays open */
     s->bev = NULL;
     SSL *ssl = SSL_new(E.ssl);
     if (!ssl) {
@@ -748,8 +798,10 @@ static void on_iq(struct sess *s, const char *st)
     if (strstr(st, "urn:xmpp:ping"))
         sess_send(s, "<iq type='result' id='%s'%s/>", id, to);
     else
-        sess_send(s, "<iq type='error' id='%s'%s><error type='cancel'><service-unavailable "
-                     "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>", id, to);
+        sess_send(s,
+                  "<iq type='error' id='%s'%s><error type='cancel'><service-unavailable "
+                  "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+                  id, to);
 }
 
 /* Handles one complete depth-1 element.  Returns 1 if the caller must stop
@@ -829,8 +881,10 @@ static int handle_stanza(struct sess *s, const char *st)
             s->need_session = 0;
         else
             s->need_session = strstr(st, "<optional") == NULL;
-        sess_send(s, "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                     "<resource>%s%ld</resource></bind></iq>", opt.resource, s->user);
+        sess_send(s,
+                  "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                  "<resource>%s%ld</resource></bind></iq>",
+                  opt.resource, s->user);
         s->state = S_BIND;
         return 0;
     }
@@ -912,7 +966,8 @@ static int tag_end(const unsigned char *p, size_t n, size_t a, size_t *e)
         return T_MORE;
     if (p[a + 1] == '?') {
         f = memmem(p + a + 2, n - a - 2, "?>", 2);
-        if (!f) return T_MORE;
+        if (!f)
+            return T_MORE;
         *e = (size_t)(f - p) + 2;
         return T_SKIP;
     }
@@ -920,10 +975,13 @@ static int tag_end(const unsigned char *p, size_t n, size_t a, size_t *e)
         if (n - a < 9)
             return T_MORE;
         const char *term = ">";
-        if (memcmp(p + a, "<!--", 4) == 0) term = "-->";
-        else if (memcmp(p + a, "<![CDATA[", 9) == 0) term = "]]>";
+        if (memcmp(p + a, "<!--", 4) == 0)
+            term = "-->";
+        else if (memcmp(p + a, "<![CDATA[", 9) == 0)
+            term = "]]>";
         f = memmem(p + a + 2, n - a - 2, term, strlen(term));
-        if (!f) return T_MORE;
+        if (!f)
+            return T_MORE;
         *e = (size_t)(f - p) + strlen(term);
         return T_SKIP;
     }
@@ -931,12 +989,14 @@ static int tag_end(const unsigned char *p, size_t n, size_t a, size_t *e)
     for (size_t i = a + 1; i < n; i++) {
         unsigned char c = p[i];
         if (q) {
-            if (c == q) q = 0;
+            if (c == q)
+                q = 0;
         } else if (c == '\'' || c == '"') {
             q = (char)c;
         } else if (c == '>') {
             *e = i + 1;
-            if (p[a + 1] == '/') return T_END;
+            if (p[a + 1] == '/')
+                return T_END;
             return p[i - 1] == '/' ? T_EMPTY : T_OPEN;
         }
     }
@@ -963,7 +1023,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             return;
         }
         size_t a = (size_t)(lt - p);
-        if (s->depth <= 1 && a > 0) {   /* whitespace between stanzas */
+        if (s->depth <= 1 && a > 0) { /* whitespace between stanzas */
             evbuffer_drain(in, a);
             s->scan = 0;
             continue;
@@ -982,7 +1042,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             }
             break;
         case T_END:
-            if (s->depth <= 1) {        /* </stream:stream>: answer it */
+            if (s->depth <= 1) { /* </stream:stream>: answer it */
                 struct bufferevent *b = s->bev;
                 s->bev = NULL;
                 s->fd = -1;
@@ -1013,7 +1073,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             }
             break;
         case T_OPEN:
-            if (s->depth == 0) {        /* stream header */
+            if (s->depth == 0) { /* stream header */
                 evbuffer_drain(in, e);
                 s->scan = 0;
                 s->depth = 1;
@@ -1049,8 +1109,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             snprintf(why, sizeof why, "connection closed by server");
         else
             snprintf(why, sizeof why, "%s", evutil_socket_error_to_string(err));
-        enum reason r = s->state == S_CONNECTING ? R_CONNECT
-                      : s->state == S_TLS ? R_TLS : R_CLOSED;
+        enum reason r = s->state == S_CONNECTING ? R_CONNECT : s->state == S_TLS ? R_TLS : R_CLOSED;
         sess_fail(s, r, "%s (in %s)", why, state_name[s->state]);
     }
 }
@@ -1073,7 +1132,7 @@ static void sess_start(struct sess *s)
     int one = 1;
     setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (E.n_src > 0) {
-        struct sockaddr_in src = { .sin_family = AF_INET };
+        struct sockaddr_in src = {.sin_family = AF_INET};
         src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(s->g % E.n_src));
         setsockopt(s->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
         if (bind(s->fd, (struct sockaddr *)&src, sizeof src) < 0) {
@@ -1111,7 +1170,9 @@ static void pump_logins(void)
  * whole login phase limit. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd; (void)what; (void)arg;
+    (void)fd;
+    (void)what;
+    (void)arg;
     if (E.login_reported)
         return;
     uint64_t now = mono_ns(), lim = (uint64_t)(opt.login_timeout * 1e9);
@@ -1125,7 +1186,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (phase_over) {
         while (E.next < E.n) {
             struct sess *s = &E.s[E.next++];
-            s->state = S_CONNECTING;    /* count as a failed login */
+            s->state = S_CONNECTING; /* count as a failed login */
             E.inflight++;
             sess_fail(s, R_TIMEOUT, "login phase limit reached before start");
         }
@@ -1151,7 +1212,9 @@ static void msg_report(void)
  * for outstanding deliveries up to the drain limit, then reports. */
 static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd; (void)what; (void)arg;
+    (void)fd;
+    (void)what;
+    (void)arg;
     uint64_t now = mono_ns();
     if (now < E.msg_end || !E.drain_end) {
         double el = (double)((now < E.msg_end ? now : E.msg_end) - E.msg_t0) / 1e9;
@@ -1165,8 +1228,9 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
                 continue;
             }
             tries = 0;
-            sess_send(a, "<message to='%s' type='chat' id='m%ld'><body>t=%" PRIu64
-                         "</body></message>", b->jid, E.msg.sent, mono_ns());
+            sess_send(a,
+                      "<message to='%s' type='chat' id='m%ld'><body>t=%" PRIu64 "</body></message>",
+                      b->jid, E.msg.sent, mono_ns());
             E.msg.sent++;
             due--;
         }
@@ -1191,14 +1255,15 @@ static void start_messaging(void)
     if (E.npairs == 0 || E.rate <= 0) {
         E.msg_end = E.msg_t0;
     }
-    struct timeval tv = { 0, 2000 };
+    struct timeval tv = {0, 2000};
     event_add(E.msg_timer, &tv);
 }
 
 /* Commands from the parent: 'M' start messaging, 'Q' quit.  EOF: quit. */
 static void on_ctl(evutil_socket_t fd, short what, void *arg)
 {
-    (void)what; (void)arg;
+    (void)what;
+    (void)arg;
     char c;
     ssize_t r = read(fd, &c, 1);
     if (r < 0 && (errno == EINTR || errno == EAGAIN))
@@ -1212,8 +1277,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Body of one child process: sessions [g0, g0+n), pairs within them. */
-static int child_main(long g0, long n, long npairs, double rate, int conc, int n_src,
-                      int ctl, int rep)
+static int child_main(long g0, long n, long npairs, double rate, int conc, int n_src, int ctl,
+                      int rep)
 {
     memset(&E, 0, sizeof E);
     E.g0 = g0;
@@ -1254,7 +1319,7 @@ static int child_main(long g0, long n, long npairs, double rate, int conc, int n
     E.msg_timer = event_new(E.base, -1, EV_PERSIST, on_msg_timer, NULL);
     E.tick = event_new(E.base, -1, EV_PERSIST, on_tick, NULL);
     E.ctl_ev = event_new(E.base, ctl, EV_READ | EV_PERSIST, on_ctl, NULL);
-    struct timeval tv = { 0, 250000 };
+    struct timeval tv = {0, 250000};
     event_add(E.tick, &tv);
     event_add(E.ctl_ev, NULL);
 
@@ -1308,7 +1373,10 @@ static double proc_cpu_s(int pid)
 }
 
 static volatile sig_atomic_t got_signal;
-static void on_signal(int sig) { got_signal = sig; }
+static void on_signal(int sig)
+{
+    got_signal = sig;
+}
 
 struct child {
     pid_t pid;
@@ -1385,7 +1453,6 @@ static void broadcast(struct child *c, int nc, char cmd)
         }
 }
 
-
 /* Sleeps up to secs, returning early on a signal. */
 static void nap(double secs)
 {
@@ -1397,39 +1464,40 @@ static void nap(double secs)
         uint64_t left = end - now;
         if (left > 200000000ull)
             left = 200000000ull;
-        struct timespec ts = { (time_t)(left / 1000000000ull), (long)(left % 1000000000ull) };
+        struct timespec ts = {(time_t)(left / 1000000000ull), (long)(left % 1000000000ull)};
         nanosleep(&ts, NULL);
     }
 }
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-"usage: magpie-loadgen [options]\n"
-"  --host ADDR          server IPv4 address (127.0.0.1)\n"
-"  --port N             c2s port (5222)\n"
-"  --domain D           XMPP domain (localhost)\n"
-"  --users FMT          user name format with one %%d (user%%d)\n"
-"  --password P         password of every account (password)\n"
-"  --first-index N      index of the first user (1)\n"
-"  --sessions K         sessions to log in (100)\n"
-"  --concurrency C      logins in flight, total over all procs (50)\n"
-"  --hold SECONDS       hold all sessions idle before messaging (5)\n"
-"  --pairs N            sender->receiver pairs (sessions/2); pair j: session 2j -> 2j+1\n"
-"  --rate R             total messages per second (100); 0: no messaging\n"
-"  --duration SECONDS   messaging time (10)\n"
-"  --drain SECONDS      wait for late deliveries after messaging (5)\n"
-"  --server-pid PID     sample the server's RSS and CPU time from /proc\n"
-"  --procs P            load generator processes, each with its own user slice (1)\n"
-"  --src-addrs N        bind to 127.0.0.2..127.0.0.(N+1) round robin; 0 auto:\n"
-"                       one per 20000 sessions when more than 20000 (0)\n"
-"  --mech M             scram-sha-1 | scram-sha-256 | plain (scram-sha-1)\n"
-"  --session MODE       legacy session iq: auto (when advertised and not optional),\n"
-"                       always, never (auto)\n"
-"  --resource R         resource prefix (lg); the user index is appended\n"
-"  --login-timeout S    per-login timeout (60)\n"
-"  --login-phase-max S  bound on the whole login phase (1200)\n"
-"  -v, --verbose        print every failure\n");
+    fprintf(
+        f,
+        "usage: magpie-loadgen [options]\n"
+        "  --host ADDR          server IPv4 address (127.0.0.1)\n"
+        "  --port N             c2s port (5222)\n"
+        "  --domain D           XMPP domain (localhost)\n"
+        "  --users FMT          user name format with one %%d (user%%d)\n"
+        "  --password P         password of every account (password)\n"
+        "  --first-index N      index of the first user (1)\n"
+        "  --sessions K         sessions to log in (100)\n"
+        "  --concurrency C      logins in flight, total over all procs (50)\n"
+        "  --hold SECONDS       hold all sessions idle before messaging (5)\n"
+        "  --pairs N            sender->receiver pairs (sessions/2); pair j: session 2j -> 2j+1\n"
+        "  --rate R             total messages per second (100); 0: no messaging\n"
+        "  --duration SECONDS   messaging time (10)\n"
+        "  --drain SECONDS      wait for late deliveries after messaging (5)\n"
+        "  --server-pid PID     sample the server's RSS and CPU time from /proc\n"
+        "  --procs P            load generator processes, each with its own user slice (1)\n"
+        "  --src-addrs N        bind to 127.0.0.2..127.0.0.(N+1) round robin; 0 auto:\n"
+        "                       one per 20000 sessions when more than 20000 (0)\n"
+        "  --mech M             scram-sha-1 | scram-sha-256 | plain (scram-sha-1)\n"
+        "  --session MODE       legacy session iq: auto (when advertised and not optional),\n"
+        "                       always, never (auto)\n"
+        "  --resource R         resource prefix (lg); the user index is appended\n"
+        "  --login-timeout S    per-login timeout (60)\n"
+        "  --login-phase-max S  bound on the whole login phase (1200)\n"
+        "  -v, --verbose        print every failure\n");
 }
 
 static double num(const char *s, const char *what)
@@ -1445,50 +1513,116 @@ static double num(const char *s, const char *what)
 
 static void parse_args(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        { "host", 1, 0, 'H' }, { "port", 1, 0, 'p' }, { "domain", 1, 0, 'd' },
-        { "users", 1, 0, 'u' }, { "password", 1, 0, 'w' }, { "first-index", 1, 0, 'f' },
-        { "sessions", 1, 0, 'k' }, { "concurrency", 1, 0, 'c' }, { "hold", 1, 0, 'h' },
-        { "rate", 1, 0, 'r' }, { "duration", 1, 0, 't' }, { "pairs", 1, 0, 'P' },
-        { "server-pid", 1, 0, 's' }, { "procs", 1, 0, 'n' }, { "src-addrs", 1, 0, 'a' },
-        { "mech", 1, 0, 'm' }, { "session", 1, 0, 'S' }, { "login-timeout", 1, 0, 'T' },
-        { "login-phase-max", 1, 0, 'L' }, { "drain", 1, 0, 'D' }, { "resource", 1, 0, 'R' },
-        { "verbose", 0, 0, 'v' }, { "help", 0, 0, '?' }, { 0, 0, 0, 0 }
-    };
+    static const struct option lo[] = {{"host", 1, 0, 'H'},
+                                       {"port", 1, 0, 'p'},
+                                       {"domain", 1, 0, 'd'},
+                                       {"users", 1, 0, 'u'},
+                                       {"password", 1, 0, 'w'},
+                                       {"first-index", 1, 0, 'f'},
+                                       {"sessions", 1, 0, 'k'},
+                                       {"concurrency", 1, 0, 'c'},
+                                       {"hold", 1, 0, 'h'},
+                                       {"rate", 1, 0, 'r'},
+                                       {"duration", 1, 0, 't'},
+                                       {"pairs", 1, 0, 'P'},
+                                       {"server-pid", 1, 0, 's'},
+                                       {"procs", 1, 0, 'n'},
+                                       {"src-addrs", 1, 0, 'a'},
+                                       {"mech", 1, 0, 'm'},
+                                       {"session", 1, 0, 'S'},
+                                       {"login-timeout", 1, 0, 'T'},
+                                       {"login-phase-max", 1, 0, 'L'},
+                                       {"drain", 1, 0, 'D'},
+                                       {"resource", 1, 0, 'R'},
+                                       {"verbose", 0, 0, 'v'},
+                                       {"help", 0, 0, '?'},
+                                       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "v", lo, NULL)) != -1) {
         switch (c) {
-        case 'H': opt.host = optarg; break;
-        case 'p': opt.port = (int)num(optarg, "--port"); break;
-        case 'd': opt.domain = optarg; break;
-        case 'u': opt.users = optarg; break;
-        case 'w': opt.password = optarg; break;
-        case 'f': opt.first_index = (long)num(optarg, "--first-index"); break;
-        case 'k': opt.sessions = (long)num(optarg, "--sessions"); break;
-        case 'c': opt.concurrency = (int)num(optarg, "--concurrency"); break;
-        case 'h': opt.hold = num(optarg, "--hold"); break;
-        case 'r': opt.rate = num(optarg, "--rate"); break;
-        case 't': opt.duration = num(optarg, "--duration"); break;
-        case 'P': opt.pairs = (long)num(optarg, "--pairs"); break;
-        case 's': opt.server_pid = (int)num(optarg, "--server-pid"); break;
-        case 'n': opt.procs = (int)num(optarg, "--procs"); break;
-        case 'a': opt.src_addrs = (int)num(optarg, "--src-addrs"); break;
-        case 'T': opt.login_timeout = num(optarg, "--login-timeout"); break;
-        case 'L': opt.login_phase_max = num(optarg, "--login-phase-max"); break;
-        case 'D': opt.drain = num(optarg, "--drain"); break;
-        case 'R': opt.resource = optarg; break;
-        case 'v': opt.verbose = 1; break;
+        case 'H':
+            opt.host = optarg;
+            break;
+        case 'p':
+            opt.port = (int)num(optarg, "--port");
+            break;
+        case 'd':
+            opt.domain = optarg;
+            break;
+        case 'u':
+            opt.users = optarg;
+            break;
+        case 'w':
+            opt.password = optarg;
+            break;
+        case 'f':
+            opt.first_index = (long)num(optarg, "--first-index");
+            break;
+        case 'k':
+            opt.sessions = (long)num(optarg, "--sessions");
+            break;
+        case 'c':
+            opt.concurrency = (int)num(optarg, "--concurrency");
+            break;
+        case 'h':
+            opt.hold = num(optarg, "--hold");
+            break;
+        case 'r':
+            opt.rate = num(optarg, "--rate");
+            break;
+        case 't':
+            opt.duration = num(optarg, "--duration");
+            break;
+        case 'P':
+            opt.pairs = (long)num(optarg, "--pairs");
+            break;
+        case 's':
+            opt.server_pid = (int)num(optarg, "--server-pid");
+            break;
+        case 'n':
+            opt.procs = (int)num(optarg, "--procs");
+            break;
+        case 'a':
+            opt.src_addrs = (int)num(optarg, "--src-addrs");
+            break;
+        case 'T':
+            opt.login_timeout = num(optarg, "--login-timeout");
+            break;
+        case 'L':
+            opt.login_phase_max = num(optarg, "--login-phase-max");
+            break;
+        case 'D':
+            opt.drain = num(optarg, "--drain");
+            break;
+        case 'R':
+            opt.resource = optarg;
+            break;
+        case 'v':
+            opt.verbose = 1;
+            break;
         case 'm':
-            if (!strcasecmp(optarg, "scram-sha-1")) opt.mech = MECH_SCRAM_SHA1;
-            else if (!strcasecmp(optarg, "scram-sha-256")) opt.mech = MECH_SCRAM_SHA256;
-            else if (!strcasecmp(optarg, "plain")) opt.mech = MECH_PLAIN;
-            else { fprintf(stderr, "loadgen: unknown --mech %s\n", optarg); exit(2); }
+            if (!strcasecmp(optarg, "scram-sha-1"))
+                opt.mech = MECH_SCRAM_SHA1;
+            else if (!strcasecmp(optarg, "scram-sha-256"))
+                opt.mech = MECH_SCRAM_SHA256;
+            else if (!strcasecmp(optarg, "plain"))
+                opt.mech = MECH_PLAIN;
+            else {
+                fprintf(stderr, "loadgen: unknown --mech %s\n", optarg);
+                exit(2);
+            }
             break;
         case 'S':
-            if (!strcmp(optarg, "auto")) opt.session = SESSION_AUTO;
-            else if (!strcmp(optarg, "always")) opt.session = SESSION_ALWAYS;
-            else if (!strcmp(optarg, "never")) opt.session = SESSION_NEVER;
-            else { fprintf(stderr, "loadgen: unknown --session %s\n", optarg); exit(2); }
+            if (!strcmp(optarg, "auto"))
+                opt.session = SESSION_AUTO;
+            else if (!strcmp(optarg, "always"))
+                opt.session = SESSION_ALWAYS;
+            else if (!strcmp(optarg, "never"))
+                opt.session = SESSION_NEVER;
+            else {
+                fprintf(stderr, "loadgen: unknown --session %s\n", optarg);
+                exit(2);
+            }
             break;
         case '?':
         default:
@@ -1552,8 +1686,10 @@ int main(int argc, char **argv)
     getrlimit(RLIMIT_NOFILE, &rl);
     long per_proc = (opt.sessions + opt.procs - 1) / opt.procs;
     if ((rlim_t)per_proc + 64 > rl.rlim_cur)
-        fprintf(stderr, "loadgen: warning: %ld sessions per process but RLIMIT_NOFILE is %lu; "
-                        "use more --procs\n", per_proc, (unsigned long)rl.rlim_cur);
+        fprintf(stderr,
+                "loadgen: warning: %ld sessions per process but RLIMIT_NOFILE is %lu; "
+                "use more --procs\n",
+                per_proc, (unsigned long)rl.rlim_cur);
     int n_src = opt.src_addrs;
     if (n_src == 0 && opt.sessions > 20000)
         n_src = (int)((opt.sessions + 19999) / 20000);
@@ -1569,8 +1705,9 @@ int main(int argc, char **argv)
     }
 
     printf("magpie-loadgen: %s:%d domain %s, %ld sessions over %d proc(s), concurrency %d, %s, "
-           "%d source address(es)\n", opt.host, opt.port, opt.domain, opt.sessions, opt.procs,
-           opt.concurrency, mech_name(opt.mech), n_src ? n_src : 1);
+           "%d source address(es)\n",
+           opt.host, opt.port, opt.domain, opt.sessions, opt.procs, opt.concurrency,
+           mech_name(opt.mech), n_src ? n_src : 1);
     fflush(stdout);
 
     struct child *ch = calloc((size_t)opt.procs, sizeof *ch);
@@ -1580,15 +1717,17 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.procs; i++) {
         long n = opt.sessions / opt.procs + (i < opt.sessions % opt.procs ? 1 : 0);
         long want = opt.pairs / opt.procs + (i < opt.pairs % opt.procs ? 1 : 0);
-        if (want > n / 2) want = n / 2;
-        if (want > pairs_left) want = pairs_left;
+        if (want > n / 2)
+            want = n / 2;
+        if (want > pairs_left)
+            want = pairs_left;
         pairs_left -= want;
         ch[i].g0 = g;
         ch[i].n = n;
         ch[i].pairs = want;
         g += n;
     }
-    for (int i = 0; i < opt.procs && pairs_left > 0; i++) {   /* leftovers */
+    for (int i = 0; i < opt.procs && pairs_left > 0; i++) { /* leftovers */
         long room = ch[i].n / 2 - ch[i].pairs;
         long add = room < pairs_left ? room : pairs_left;
         ch[i].pairs += add;
@@ -1632,7 +1771,7 @@ int main(int argc, char **argv)
     uint64_t t_login0 = mono_ns();
     collect(ch, opt.procs, REP_LOGIN, opt.login_phase_max + 60);
     double cpu_login = pid ? proc_cpu_s(pid) : -1;
-    struct report L = { 0 };
+    struct report L = {0};
     uint64_t lt0 = UINT64_MAX, lt1 = 0;
     int have_all_login = 1;
     for (int i = 0; i < opt.procs; i++) {
@@ -1648,18 +1787,23 @@ int main(int argc, char **argv)
         for (int k = 0; k < R_COUNT; k++)
             L.reasons[k] += r->reasons[k];
         hist_merge(&L.h, &r->h);
-        if (r->t0 < lt0) lt0 = r->t0;
-        if (r->t1 > lt1) lt1 = r->t1;
+        if (r->t0 < lt0)
+            lt0 = r->t0;
+        if (r->t1 > lt1)
+            lt1 = r->t1;
         if (!L.first_err[0] && r->first_err[0])
             memcpy(L.first_err, r->first_err, sizeof L.first_err);
     }
-    if (lt0 == UINT64_MAX) { lt0 = t_login0; lt1 = mono_ns(); }
+    if (lt0 == UINT64_MAX) {
+        lt0 = t_login0;
+        lt1 = mono_ns();
+    }
     double login_s = (double)(lt1 - lt0) / 1e9;
     double logins_ps = login_s > 0 ? (double)L.ok / login_s : 0;
     printf("logins:   %ld ok, %ld failed in %.2f s = %.1f logins/s; login time p50 %.1f ms, "
-           "p99 %.1f ms, max %.1f ms\n", L.ok, L.fail, login_s, logins_ps,
-           (double)hist_q(&L.h, 0.5) / 1000, (double)hist_q(&L.h, 0.99) / 1000,
-           (double)L.h.max / 1000);
+           "p99 %.1f ms, max %.1f ms\n",
+           L.ok, L.fail, login_s, logins_ps, (double)hist_q(&L.h, 0.5) / 1000,
+           (double)hist_q(&L.h, 0.99) / 1000, (double)L.h.max / 1000);
     if (L.fail) {
         printf("          failures:");
         for (int k = 0; k < R_COUNT; k++)
@@ -1680,7 +1824,8 @@ int main(int argc, char **argv)
         rss_idle = proc_rss_kb(pid);
         cpu_idle = proc_cpu_s(pid);
     }
-    double rss_per = (pid && L.ok > 0 && rss_idle >= 0) ? (double)(rss_idle - rss0) / (double)L.ok : 0;
+    double rss_per =
+        (pid && L.ok > 0 && rss_idle >= 0) ? (double)(rss_idle - rss0) / (double)L.ok : 0;
     int alive_login = cpu_login >= 0, alive_idle = rss_idle >= 0 && cpu_idle >= 0;
     if (pid && !alive_idle)
         printf("server:   process %d is gone (exited or crashed)\n", pid);
@@ -1692,7 +1837,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     /* phase 3: messaging */
-    struct report M = { 0 };
+    struct report M = {0};
     double msg_s = 0, cpu_msg = -1, cpu_m0 = cpu_idle;
     long rss_after = -1;
     int did_msg = 0;
@@ -1714,8 +1859,10 @@ int main(int argc, char **argv)
             M.recv += r->recv;
             M.dropped += r->dropped;
             hist_merge(&M.h, &r->h);
-            if (r->t0 < mt0) mt0 = r->t0;
-            if (r->t1 > mt1) mt1 = r->t1;
+            if (r->t0 < mt0)
+                mt0 = r->t0;
+            if (r->t1 > mt1)
+                mt1 = r->t1;
         }
         if (!did_msg) {
             if (M.dropped)
@@ -1725,8 +1872,8 @@ int main(int argc, char **argv)
         msg_s = opt.duration;
         double sent_ps = (double)M.sent / msg_s, recv_ps = (double)M.recv / msg_s;
         printf("messages: %ld pairs, sent %ld (%.1f/s), received %ld (%.1f/s), lost %ld, "
-               "sessions dropped %ld\n", total_pairs, M.sent, sent_ps, M.recv, recv_ps,
-               M.sent - M.recv, M.dropped);
+               "sessions dropped %ld\n",
+               total_pairs, M.sent, sent_ps, M.recv, recv_ps, M.sent - M.recv, M.dropped);
         printf("latency:  p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms\n",
                (double)hist_q(&M.h, 0.5) / 1000, (double)hist_q(&M.h, 0.9) / 1000,
                (double)hist_q(&M.h, 0.99) / 1000, (double)M.h.max / 1000,
@@ -1759,7 +1906,7 @@ quit:
                 kill(ch[i].pid, SIGKILL);
             qdeadline = UINT64_MAX;
         }
-        struct timespec ts = { 0, 20000000 };
+        struct timespec ts = {0, 20000000};
         nanosleep(&ts, NULL);
     }
     struct rusage ru;
@@ -1775,8 +1922,9 @@ quit:
     kv_double("login_p50_ms", (double)hist_q(&L.h, 0.5) / 1000, L.h.n > 0);
     kv_double("login_p99_ms", (double)hist_q(&L.h, 0.99) / 1000, L.h.n > 0);
     printf(" pairs=%ld rate=%.1f duration=%.1f msgs_sent=%ld msgs_received=%ld msgs_lost=%ld"
-           " sessions_dropped=%ld", did_msg ? total_pairs : 0, opt.rate, opt.duration,
-           M.sent, M.recv, M.sent - M.recv, M.dropped + 0);
+           " sessions_dropped=%ld",
+           did_msg ? total_pairs : 0, opt.rate, opt.duration, M.sent, M.recv, M.sent - M.recv,
+           M.dropped + 0);
     kv_double("msgs_sent_per_sec", msg_s > 0 ? (double)M.sent / msg_s : 0, did_msg);
     kv_double("msgs_recv_per_sec", msg_s > 0 ? (double)M.recv / msg_s : 0, did_msg);
     int hl = did_msg && M.h.n > 0;
@@ -1796,8 +1944,8 @@ quit:
                   L.ok > 0 && alive_login);
         kv_double("server_cpu_idle_s", cpu_idle - cpu_hold0, alive_idle && alive_login);
         kv_double("server_cpu_msg_s", cpu_msg - cpu_m0, alive_msg);
-        kv_double("server_cpu_per_msg_us",
-                  M.recv ? (cpu_msg - cpu_m0) * 1e6 / (double)M.recv : 0, alive_msg && M.recv > 0);
+        kv_double("server_cpu_per_msg_us", M.recv ? (cpu_msg - cpu_m0) * 1e6 / (double)M.recv : 0,
+                  alive_msg && M.recv > 0);
     }
     kv_double("loadgen_cpu_s", lg_cpu, 1);
     if (got_signal)

@@ -7,7 +7,7 @@
 #include <magpie/magpie.h>
 #include <string.h>
 
-#define NS_INFO "http://jabber.org/protocol/disco#info"
+#define NS_INFO  "http://jabber.org/protocol/disco#info"
 #define NS_ITEMS "http://jabber.org/protocol/disco#items"
 
 struct build {
@@ -48,7 +48,7 @@ static void info(mp_stanza *iq, enum mp_disco_scope scope)
     if (!plain_query(iq))
         return;
     mp_stanza *r = mp_iq_result(iq);
-    struct build b = { r, mp_xml_add_child(r, mp_stanza_root(r), "query", NS_INFO) };
+    struct build b = {r, mp_xml_add_child(r, mp_stanza_root(r), "query", NS_INFO)};
     mp_disco_identities_foreach(scope, add_identity, &b);
     mp_disco_features_foreach(scope, add_feature, &b);
     mp_iq_reply(r);
@@ -94,8 +94,8 @@ static int load(mp_module *m)
 }
 
 static const struct mp_option options[] = {
-    { "name", MP_OPT_STRING, "Magpie", "Name in the server's disco identity", 0, 0 },
-    { NULL, 0, NULL, NULL, 0, 0 },
+    {"name", MP_OPT_STRING, "Magpie", "Name in the server's disco identity", 0, 0},
+    {NULL, 0, NULL, NULL, 0, 0},
 };
 
 MP_MODULE_DECLARE("disco", "XEP-0030 Service Discovery", options, load, NULL, NULL);

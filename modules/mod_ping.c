@@ -13,7 +13,7 @@
 #define NS_PING "urn:xmpp:ping"
 
 struct ping_state {
-    double sent_at;   /* idle seconds when the ping went out; < 0: none */
+    double sent_at; /* idle seconds when the ping went out; < 0: none */
 };
 
 static mp_module *self;
@@ -36,7 +36,7 @@ static void check(mp_session *s, void *ud)
     double timeout = (double)mp_module_opt_int(self, "timeout");
     if (ps->sent_at >= 0) {
         if (idle < ps->sent_at) {
-            ps->sent_at = -1;   /* the client spoke since */
+            ps->sent_at = -1; /* the client spoke since */
         } else if (idle - ps->sent_at >= timeout) {
             mp_counter_add(timeouts, 1);
             mp_session_close(s, "connection-timeout", "No answer to ping");
@@ -100,11 +100,11 @@ static int load(mp_module *m)
 }
 
 static const struct mp_option options[] = {
-    { "interval", MP_OPT_INT, "300", "Seconds of client silence before the server pings it", 1,
-      86400 },
-    { "timeout", MP_OPT_INT, "60", "Seconds to wait for any answer before closing the stream", 1,
-      3600 },
-    { NULL, 0, NULL, NULL, 0, 0 },
+    {"interval", MP_OPT_INT, "300", "Seconds of client silence before the server pings it", 1,
+     86400},
+    {"timeout", MP_OPT_INT, "60", "Seconds to wait for any answer before closing the stream", 1,
+     3600},
+    {NULL, 0, NULL, NULL, 0, 0},
 };
 
 MP_MODULE_DECLARE("ping", "XEP-0199 XMPP Ping", options, load, NULL, NULL);

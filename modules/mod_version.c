@@ -30,9 +30,9 @@ static int load(mp_module *m)
 }
 
 static const struct mp_option options[] = {
-    { "name", MP_OPT_STRING, "Magpie", "Software name reported to clients", 0, 0 },
-    { "show_os", MP_OPT_BOOL, "false", "Also report the operating system (uname)", 0, 1 },
-    { NULL, 0, NULL, NULL, 0, 0 },
+    {"name", MP_OPT_STRING, "Magpie", "Software name reported to clients", 0, 0},
+    {"show_os", MP_OPT_BOOL, "false", "Also report the operating system (uname)", 0, 1},
+    {NULL, 0, NULL, NULL, 0, 0},
 };
 
 MP_MODULE_DECLARE("version", "XEP-0092 Software Version", options, load, NULL, NULL);

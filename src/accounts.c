@@ -76,12 +76,10 @@ int mp_account_passwd_sync(const char *host, const char *user, const char *passw
 
 int mp_account_list_sync(const char *host, void (*fn)(void *ud, const char *user), void *ud)
 {
-    return mp_kv_keys_sync(host, MP_ACCOUNTS_STORE, fn, ud) == MAGPIE_OK ? MAGPIE_OK
-                                                                           : MAGPIE_ERR;
+    return mp_kv_keys_sync(host, MP_ACCOUNTS_STORE, fn, ud) == MAGPIE_OK ? MAGPIE_OK : MAGPIE_ERR;
 }
 
-int mp_account_get_credentials_sync(const char *host, const char *user,
-                                    struct mp_credentials *c)
+int mp_account_get_credentials_sync(const char *host, const char *user, struct mp_credentials *c)
 {
     char *key = user ? mp_sasl_nodeprep(user) : NULL;
     void *data = NULL;
@@ -154,8 +152,7 @@ static int lookup(const char *host, const char *user, struct creds_req *r)
     return MAGPIE_OK;
 }
 
-int mp_account_get_credentials(const char *host, const char *user, mp_account_creds_cb cb,
-                               void *ud)
+int mp_account_get_credentials(const char *host, const char *user, mp_account_creds_cb cb, void *ud)
 {
     struct creds_req *r = mp_calloc(1, sizeof *r);
     r->creds_cb = cb;
@@ -163,8 +160,7 @@ int mp_account_get_credentials(const char *host, const char *user, mp_account_cr
     return lookup(host, user, r);
 }
 
-int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc),
-                      void *ud)
+int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc), void *ud)
 {
     struct creds_req *r = mp_calloc(1, sizeof *r);
     r->exists_cb = cb;

@@ -40,8 +40,7 @@ int mp_account_list_sync(const char *host, void (*fn)(void *ud, const char *user
 int mp_account_exists_sync(const char *host, const char *user);
 /* Reads an account's credentials into *c: MAGPIE_OK, MAGPIE_NOTFOUND or
  * MAGPIE_ERR (also for a stored value that does not decode). */
-int mp_account_get_credentials_sync(const char *host, const char *user,
-                                    struct mp_credentials *c);
+int mp_account_get_credentials_sync(const char *host, const char *user, struct mp_credentials *c);
 
 /* Asynchronous credential lookup (for SASL): cb gets rc MAGPIE_OK with c
  * set (valid during the callback only), or MAGPIE_NOTFOUND / MAGPIE_ERR
@@ -51,7 +50,6 @@ int mp_account_get_credentials(const char *host, const char *user, mp_account_cr
                                void *ud);
 /* Asynchronous existence check: cb gets MAGPIE_OK, MAGPIE_NOTFOUND or
  * MAGPIE_ERR. */
-int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc),
-                      void *ud);
+int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc), void *ud);
 
 #endif

@@ -24,7 +24,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_SASL_FAILURES 5
+#define MAX_SASL_FAILURES   5
 #define CLOSE_GRACE_SECONDS 2.0
 
 struct session_timer {
@@ -39,23 +39,23 @@ struct session_timer {
 struct mp_session {
     atomic_int refs;
     struct mp_worker *w;
-    struct mp_session *prev, *next;     /* worker's list */
+    struct mp_session *prev, *next; /* worker's list */
     int fd;
-    struct bufferevent *raw;             /* the socket, rate-limited */
-    struct bufferevent *bev;             /* raw, or the TLS filter over it */
-    SSL *ssl;                            /* NULL until TLS; owned by bev */
-    struct event *recheck;               /* polls the socket's output drain */
+    struct bufferevent *raw; /* the socket, rate-limited */
+    struct bufferevent *bev; /* raw, or the TLS filter over it */
+    SSL *ssl;                /* NULL until TLS; owned by bev */
+    struct event *recheck;   /* polls the socket's output drain */
     mp_xmlstream *parser;
-    unsigned tls : 1, direct_tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1,
-        dead : 1, starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1, shut_wr : 1;
-    char *host;                          /* stream's 'to', normalised */
+    unsigned tls : 1, direct_tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1, dead : 1,
+        starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1, shut_wr : 1;
+    char *host; /* stream's 'to', normalised */
     char stream_id[17];
-    char lang[36];                       /* client stream's xml:lang, "" if none */
+    char lang[36]; /* client stream's xml:lang, "" if none */
     mp_sasl *sasl;
     int sasl_failures;
-    char *user;                          /* authenticated username */
-    mp_jid jid;                          /* bound full JID */
-    struct event *timer;                 /* negotiation, then close grace */
+    char *user;          /* authenticated username */
+    mp_jid jid;          /* bound full JID */
+    struct event *timer; /* negotiation, then close grace */
     double last_read;
     double parser_idle_since;
     struct session_timer *timers;
@@ -157,7 +157,6 @@ static void out_commit(mp_session *s)
         bufferevent_write_buffer(s->bev, scratch);
 }
 
-
 /* Writes our stream header (once per stream). */
 static void send_header(mp_session *s, const char *client_from)
 {
@@ -255,10 +254,8 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
             evbuffer_add_printf(out, "<stream:error><%s xmlns='" MP_NS_STREAM_ERRORS "'/>",
                                 condition);
             if (text)
-                evbuffer_add_printf(out,
-                                    "<text xmlns='" MP_NS_STREAM_ERRORS
-                                    "' xml:lang='en'>%s</text>",
-                                    text);
+                evbuffer_add_printf(
+                    out, "<text xmlns='" MP_NS_STREAM_ERRORS "' xml:lang='en'>%s</text>", text);
             evbuffer_add_printf(out, "</stream:error>");
             mp_log(MP_LOG_DEBUG, "c2s %s: stream error %s%s%s", s->peer, condition,
                    text ? ": " : "", text ? text : "");
@@ -272,7 +269,7 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
     if (s->timer)
         event_free(s->timer);
     s->timer = evtimer_new(mp_loop_base(s->w->loop), close_timeout, s);
-    struct timeval tv = { (time_t)CLOSE_GRACE_SECONDS, 0 };
+    struct timeval tv = {(time_t)CLOSE_GRACE_SECONDS, 0};
     evtimer_add(s->timer, &tv);
 }
 
@@ -366,7 +363,7 @@ int mp_session_timer(mp_session *s, double secs, int repeat, mp_session_timer_fn
     t->ud = ud;
     t->repeat = repeat;
     t->ev = event_new(mp_loop_base(s->w->loop), -1, repeat ? EV_PERSIST : 0, session_timer_fire, t);
-    struct timeval tv = { (time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6) };
+    struct timeval tv = {(time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6)};
     event_add(t->ev, &tv);
     t->next = s->timers;
     s->timers = t;
@@ -448,8 +445,7 @@ static void on_open(void *ud, mp_stanza *hdr, const char *default_ns)
             strlen(lang))
         memcpy(s->lang, lang, strlen(lang) + 1);
 
-    if (to && mp_jid_nameprep(to, domain, sizeof domain) == MAGPIE_OK &&
-        mp_host_is_local(domain)) {
+    if (to && mp_jid_nameprep(to, domain, sizeof domain) == MAGPIE_OK && mp_host_is_local(domain)) {
         if (s->host && strcmp(s->host, domain) != 0) {
             c2s_close(s, "host-unknown", "The domain changed during negotiation");
             return;
@@ -458,8 +454,8 @@ static void on_open(void *ud, mp_stanza *hdr, const char *default_ns)
             s->host = mp_strdup(domain);
     } else {
         send_header(s, NULL);
-        c2s_close(s, "host-unknown", to ? "This server does not serve that domain"
-                                        : "The stream header has no 'to'");
+        c2s_close(s, "host-unknown",
+                  to ? "This server does not serve that domain" : "The stream header has no 'to'");
         return;
     }
     send_header(s, from_ok ? from : NULL);
@@ -525,7 +521,7 @@ static int start_tls(mp_session *s)
         return MAGPIE_ERR;
     s->tls = 1;
     s->starttls_pending = 0;
-    s->header_sent = 0;   /* a new stream starts (RFC 6120 §5.4.3.3) */
+    s->header_sent = 0; /* a new stream starts (RFC 6120 §5.4.3.3) */
     mp_xmlstream_reset(s->parser);
     return MAGPIE_OK;
 }
@@ -611,7 +607,7 @@ static void sasl_finish(mp_session *s, enum mp_sasl_status st, unsigned char *ou
         mp_stat_inc(MP_STAT_AUTH_SUCCESS);
         mp_log(MP_LOG_INFO, "c2s %s: authenticated %s@%s", s->peer, user, s->host);
         s->authed = 1;
-        s->header_sent = 0;   /* the client restarts the stream */
+        s->header_sent = 0; /* the client restarts the stream */
         mp_sasl_free(s->sasl);
         s->sasl = NULL;
         mp_xmlstream_reset(s->parser);
@@ -926,7 +922,7 @@ static void c2s_read(struct bufferevent *bev, void *arg)
             break;
     }
     if (s->starttls_pending)
-        evbuffer_drain(in, evbuffer_get_length(in));   /* RFC 6120 §5.4.3.3 */
+        evbuffer_drain(in, evbuffer_get_length(in)); /* RFC 6120 §5.4.3.3 */
     s->parser_idle_since = mp_now();
     /* backpressure: stop reading while our own output is not drained */
     if (!s->closing && !s->dead && queued(s) > mp_server.cfg->max_output_buffer / 2) {
@@ -960,7 +956,7 @@ static void recheck_soon(mp_session *s)
 {
     if (!s->recheck)
         s->recheck = evtimer_new(mp_loop_base(s->w->loop), recheck_cb, s);
-    struct timeval tv = { 0, 20000 };
+    struct timeval tv = {0, 20000};
     evtimer_add(s->recheck, &tv);
 }
 
@@ -1045,13 +1041,12 @@ static void negotiation_timeout(evutil_socket_t fd, short what, void *arg)
 
 /* ---- accept ---- */
 
-static const struct mp_xmlstream_cb parser_cb = { on_open, on_stanza, on_close, on_error };
+static const struct mp_xmlstream_cb parser_cb = {on_open, on_stanza, on_close, on_error};
 
 void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
 {
     const struct mp_config *cfg = mp_server.cfg;
-    if (w->shutting_down ||
-        atomic_fetch_add(&mp_server.connections, 1) >= cfg->max_connections) {
+    if (w->shutting_down || atomic_fetch_add(&mp_server.connections, 1) >= cfg->max_connections) {
         atomic_fetch_sub(&mp_server.connections, 1);
         mp_stat_inc(MP_STAT_REFUSED);
         close(fd);
@@ -1063,7 +1058,7 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     mp_session *s = mp_calloc(1, sizeof *s);
-    atomic_init(&s->refs, 1);   /* the worker's reference */
+    atomic_init(&s->refs, 1); /* the worker's reference */
     s->w = w;
     s->fd = fd;
     s->last_read = mp_now();
@@ -1115,7 +1110,7 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
         bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     }
     s->timer = evtimer_new(base, negotiation_timeout, s);
-    struct timeval tv = { cfg->negotiation_timeout, 0 };
+    struct timeval tv = {cfg->negotiation_timeout, 0};
     evtimer_add(s->timer, &tv);
     mp_log(MP_LOG_DEBUG, "c2s %s: connected%s", s->peer, direct_tls ? " (direct TLS)" : "");
 }

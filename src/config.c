@@ -30,8 +30,8 @@
 
 /* State shared by the validation helpers of one load. */
 struct cctx {
-    const char *path;     /* the file as given */
-    char *basedir;        /* absolute directory of the file */
+    const char *path; /* the file as given */
+    char *basedir;    /* absolute directory of the file */
     char *err;
     size_t errlen;
 };
@@ -59,8 +59,7 @@ static int cerr(struct cctx *x, const config_setting_t *s, const char *fmt, ...)
                      (unsigned)config_setting_source_line(s), msg);
         else /* an @include'd file, named relative to the include dir */
             snprintf(x->err, x->errlen, "%s%s%s:%u: %s", file[0] == '/' ? "" : x->basedir,
-                     file[0] == '/' ? "" : "/", file, (unsigned)config_setting_source_line(s),
-                     msg);
+                     file[0] == '/' ? "" : "/", file, (unsigned)config_setting_source_line(s), msg);
     } else {
         snprintf(x->err, x->errlen, "%s: %s", x->path, msg);
     }
@@ -143,8 +142,8 @@ static int get_string(struct cctx *x, const config_setting_t *g, const char *pre
 }
 
 /* Reads an optional integer member within [min, max]. */
-static int get_int(struct cctx *x, const config_setting_t *g, const char *prefix,
-                   const char *name, long long min, long long max, long long *out)
+static int get_int(struct cctx *x, const config_setting_t *g, const char *prefix, const char *name,
+                   long long min, long long max, long long *out)
 {
     config_setting_t *s = g ? config_setting_get_member(g, name) : NULL;
     char kp[256];
@@ -162,8 +161,8 @@ static int get_int(struct cctx *x, const config_setting_t *g, const char *prefix
     return MAGPIE_OK;
 }
 
-static int get_bool(struct cctx *x, const config_setting_t *g, const char *prefix,
-                    const char *name, int *out)
+static int get_bool(struct cctx *x, const config_setting_t *g, const char *prefix, const char *name,
+                    int *out)
 {
     config_setting_t *s = g ? config_setting_get_member(g, name) : NULL;
     char kp[256];
@@ -253,8 +252,9 @@ static int load_hosts(struct cctx *x, struct mp_config *c, const config_setting_
     int n;
 
     if (l == NULL)
-        return cerr(x, NULL, "'hosts' is missing: at least one host is required, "
-                             "e.g. hosts = ( { domain = \"localhost\"; } );");
+        return cerr(x, NULL,
+                    "'hosts' is missing: at least one host is required, "
+                    "e.g. hosts = ( { domain = \"localhost\"; } );");
     if (!config_setting_is_list(l))
         return cerr(x, l, "'hosts' must be a list ( { domain = \"...\"; }, ... )");
     n = config_setting_length(l);
@@ -279,8 +279,8 @@ static int load_hosts(struct cctx *x, struct mp_config *c, const config_setting_
             return cerr(x, h, "'%s.domain' is missing", prefix);
         if (strchr(domain, '@') || strchr(domain, '/') ||
             mp_jid_nameprep(domain, norm, sizeof(norm)) != MAGPIE_OK || norm[0] == '\0') {
-            cerr(x, config_setting_get_member(h, "domain"), "'%s.domain' is not a valid domain: '%s'",
-                 prefix, domain);
+            cerr(x, config_setting_get_member(h, "domain"),
+                 "'%s.domain' is not a valid domain: '%s'", prefix, domain);
             free(domain);
             return MAGPIE_ERR;
         }
@@ -288,15 +288,15 @@ static int load_hosts(struct cctx *x, struct mp_config *c, const config_setting_
         host->domain = mp_strdup(norm);
         for (size_t j = 0; j + 1 < c->n_hosts; j++) {
             if (strcmp(c->hosts[j].domain, host->domain) == 0)
-                return cerr(x, config_setting_get_member(h, "domain"),
-                            "duplicate host '%s'", host->domain);
+                return cerr(x, config_setting_get_member(h, "domain"), "duplicate host '%s'",
+                            host->domain);
         }
         if (get_string(x, h, prefix, "cert", 0, &host->cert_file) != MAGPIE_OK ||
             get_string(x, h, prefix, "key", 0, &host->key_file) != MAGPIE_OK)
             return MAGPIE_ERR;
         if (host->key_file != NULL && host->cert_file == NULL)
-            return cerr(x, config_setting_get_member(h, "key"),
-                        "'%s.key' given without '%s.cert'", prefix, prefix);
+            return cerr(x, config_setting_get_member(h, "key"), "'%s.key' given without '%s.cert'",
+                        prefix, prefix);
         /* a cert without key: one PEM holding both */
         if (host->cert_file != NULL && host->key_file == NULL)
             host->key_file = mp_strdup(host->cert_file);
@@ -372,8 +372,8 @@ static int load_listeners(struct cctx *x, struct mp_config *c, const config_sett
         if (inet_pton(AF_INET, li->address, addrbuf) != 1 &&
             inet_pton(AF_INET6, li->address, addrbuf) != 1)
             return cerr(x, config_setting_get_member(s, "address"),
-                        "'%s.address' must be a numeric IPv4 or IPv6 address, not \"%s\"",
-                        prefix, li->address);
+                        "'%s.address' must be a numeric IPv4 or IPv6 address, not \"%s\"", prefix,
+                        li->address);
         if (get_int(x, s, prefix, "port", 1, 65535, &port) != MAGPIE_OK)
             return MAGPIE_ERR;
         if (port < 0)
@@ -383,8 +383,8 @@ static int load_listeners(struct cctx *x, struct mp_config *c, const config_sett
             if (c->listeners[j].port == li->port &&
                 same_family(c->listeners[j].address, li->address))
                 return cerr(x, config_setting_get_member(s, "port"),
-                            "duplicate listener port %d (already used by listeners[%zu])",
-                            li->port, j);
+                            "duplicate listener port %d (already used by listeners[%zu])", li->port,
+                            j);
         }
     }
     return MAGPIE_OK;
@@ -394,7 +394,7 @@ static int load_storage(struct cctx *x, struct mp_config *c, const config_settin
 {
     static const char *const keys[] = {"driver", "sqlite", "mysql", "threads", NULL};
     static const char *const sqlite_keys[] = {"path", NULL};
-    static const char *const mysql_keys[] = {"host", "port", "user", "password",
+    static const char *const mysql_keys[] = {"host",     "port",   "user", "password",
                                              "database", "socket", NULL};
     config_setting_t *g, *sq, *my;
     long long v;
@@ -432,8 +432,10 @@ static int load_storage(struct cctx *x, struct mp_config *c, const config_settin
             if (check_keys(x, my, "storage.mysql", mysql_keys) != MAGPIE_OK ||
                 get_string(x, my, "storage.mysql", "host", 0, &c->mysql_host) != MAGPIE_OK ||
                 get_string(x, my, "storage.mysql", "user", 0, &c->mysql_user) != MAGPIE_OK ||
-                get_string(x, my, "storage.mysql", "password", 1, &c->mysql_password) != MAGPIE_OK ||
-                get_string(x, my, "storage.mysql", "database", 0, &c->mysql_database) != MAGPIE_OK ||
+                get_string(x, my, "storage.mysql", "password", 1, &c->mysql_password) !=
+                    MAGPIE_OK ||
+                get_string(x, my, "storage.mysql", "database", 0, &c->mysql_database) !=
+                    MAGPIE_OK ||
                 get_string(x, my, "storage.mysql", "socket", 0, &c->mysql_socket) != MAGPIE_OK)
                 return MAGPIE_ERR;
             v = c->mysql_port;
@@ -454,20 +456,20 @@ static int load_storage(struct cctx *x, struct mp_config *c, const config_settin
 }
 
 /* Reads an integer limit into a long long with its range. */
-#define LIMIT(name, lo, hi, field)                                              \
-    do {                                                                        \
-        long long v_ = (long long)(c->field);                                   \
-        if (get_int(x, g, "limits", name, lo, hi, &v_) != MAGPIE_OK)            \
-            return MAGPIE_ERR;                                                  \
-        c->field = (__typeof__(c->field))v_;                                    \
+#define LIMIT(name, lo, hi, field)                                                                 \
+    do {                                                                                           \
+        long long v_ = (long long)(c->field);                                                      \
+        if (get_int(x, g, "limits", name, lo, hi, &v_) != MAGPIE_OK)                               \
+            return MAGPIE_ERR;                                                                     \
+        c->field = (__typeof__(c->field))v_;                                                       \
     } while (0)
 
 static int load_limits(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
     static const char *const keys[] = {
-        "max_stanza_size", "max_depth", "max_attributes", "max_attribute_length",
-        "max_text_length", "max_sasl_size", "max_connections", "rate", "burst",
-        "max_output_buffer", "negotiation_timeout", NULL};
+        "max_stanza_size", "max_depth",         "max_attributes",      "max_attribute_length",
+        "max_text_length", "max_sasl_size",     "max_connections",     "rate",
+        "burst",           "max_output_buffer", "negotiation_timeout", NULL};
     config_setting_t *g;
 
     if (get_group(x, root, NULL, "limits", &g) != MAGPIE_OK)
@@ -492,8 +494,8 @@ static int load_limits(struct cctx *x, struct mp_config *c, const config_setting
 
 static int load_security(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
-    static const char *const keys[] = {"require_tls", "scram_iterations",
-                                       "channel_binding_strict", NULL};
+    static const char *const keys[] = {"require_tls", "scram_iterations", "channel_binding_strict",
+                                       NULL};
     config_setting_t *g;
     long long v;
 
@@ -600,8 +602,10 @@ static int load_modules(struct cctx *x, struct mp_config *c, const config_settin
                 return cerr(x, s, "'%s.name' is missing", prefix);
         }
         if (config_setting_type(ns) != CONFIG_TYPE_STRING)
-            return cerr(x, ns, "'%s' must be a module name (string) or a group "
-                               "{ name = \"...\"; option = value; }", prefix);
+            return cerr(x, ns,
+                        "'%s' must be a module name (string) or a group "
+                        "{ name = \"...\"; option = value; }",
+                        prefix);
         m->name = mp_strdup(config_setting_get_string(ns));
         c->n_modules++;
         if (!valid_module_name(m->name))
@@ -649,9 +653,9 @@ static void set_defaults(struct mp_config *c)
 
 static int load_root(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
-    static const char *const keys[] = {"state_dir", "module_dir", "workers", "log", "hosts",
-                                       "listeners", "storage", "limits", "security",
-                                       "modules", NULL};
+    static const char *const keys[] = {"state_dir", "module_dir", "workers", "log",
+                                       "hosts",     "listeners",  "storage", "limits",
+                                       "security",  "modules",    NULL};
     long long v = 0;
 
     if (check_keys(x, root, NULL, keys) != MAGPIE_OK)
@@ -706,8 +710,8 @@ struct mp_config *mp_config_load(const char *path, char *err, size_t errlen)
         else if (err && errlen)
             snprintf(err, errlen, "%s%s%s:%d: %s",
                      ef == NULL || ef[0] == '/' || strcmp(ef, path) == 0 ? "" : x.basedir,
-                     ef == NULL || ef[0] == '/' || strcmp(ef, path) == 0 ? "" : "/",
-                     ef ? ef : path, config_error_line(&cfg), config_error_text(&cfg));
+                     ef == NULL || ef[0] == '/' || strcmp(ef, path) == 0 ? "" : "/", ef ? ef : path,
+                     config_error_line(&cfg), config_error_text(&cfg));
         config_destroy(&cfg);
         free(x.basedir);
         return NULL;

@@ -9,22 +9,22 @@
 #include <stddef.h>
 
 struct mp_config_host {
-    char *domain;         /* normalised (nameprep) */
-    char *cert_file;      /* PEM; NULL: <state_dir>/<domain>.crt, generated
-                             self-signed on first start */
+    char *domain;    /* normalised (nameprep) */
+    char *cert_file; /* PEM; NULL: <state_dir>/<domain>.crt, generated
+                        self-signed on first start */
     char *key_file;
 };
 
 enum mp_listener_kind { MP_LISTEN_C2S = 0, MP_LISTEN_C2S_TLS = 1 };
 
 struct mp_config_listener {
-    enum mp_listener_kind kind;  /* "c2s" (STARTTLS) or "c2s_tls" (direct TLS, XEP-0368) */
-    char *address;               /* "0.0.0.0", "::", "127.0.0.1" */
+    enum mp_listener_kind kind; /* "c2s" (STARTTLS) or "c2s_tls" (direct TLS, XEP-0368) */
+    char *address;              /* "0.0.0.0", "::", "127.0.0.1" */
     int port;
 };
 
 struct mp_config_module {
-    char *name;                  /* "ping" -> mod_ping.so */
+    char *name; /* "ping" -> mod_ping.so */
     /* the module's option group in the config, kept for validation by the
      * module loader against the module's option table; NULL if none */
     struct mp_config_setting *options;
@@ -33,16 +33,16 @@ struct mp_config_module {
 /* One key=value from a module's option group, as written in the file. */
 struct mp_config_setting {
     char *name;
-    char *value;                 /* textual value (booleans "true"/"false") */
+    char *value; /* textual value (booleans "true"/"false") */
     int is_string, is_bool, is_int;
-    int line;                    /* line in file, for error messages */
+    int line; /* line in file, for error messages */
     struct mp_config_setting *next;
 };
 
 struct mp_config {
-    char *file;                  /* the path it was read from */
-    char *state_dir;             /* certificates, sqlite db, control socket */
-    char *module_dir;            /* where mod_*.so live */
+    char *file;       /* the path it was read from */
+    char *state_dir;  /* certificates, sqlite db, control socket */
+    char *module_dir; /* where mod_*.so live */
 
     struct mp_config_host *hosts;
     size_t n_hosts;
@@ -52,14 +52,14 @@ struct mp_config {
     size_t n_modules;
 
     /* storage */
-    char *storage_driver;        /* "sqlite" | "mysql" */
-    char *sqlite_path;           /* default <state_dir>/magpie.db */
+    char *storage_driver; /* "sqlite" | "mysql" */
+    char *sqlite_path;    /* default <state_dir>/magpie.db */
     char *mysql_host;
     int mysql_port;
     char *mysql_user;
     char *mysql_password;
     char *mysql_database;
-    char *mysql_socket;          /* optional unix socket */
+    char *mysql_socket; /* optional unix socket */
     int storage_threads;
 
     /* limits */
@@ -70,21 +70,21 @@ struct mp_config {
     size_t max_text;
     size_t max_sasl_size;
     int max_connections;
-    long rate_bytes_per_sec;     /* per connection read rate; 0 = unlimited */
+    long rate_bytes_per_sec; /* per connection read rate; 0 = unlimited */
     long rate_burst;
-    size_t max_output_buffer;    /* bytes queued to one client before it is cut off */
-    int negotiation_timeout;     /* seconds to finish STARTTLS+SASL+bind */
+    size_t max_output_buffer; /* bytes queued to one client before it is cut off */
+    int negotiation_timeout;  /* seconds to finish STARTTLS+SASL+bind */
 
     /* security */
-    int require_tls;             /* c2s STARTTLS required (default true) */
+    int require_tls; /* c2s STARTTLS required (default true) */
     int scram_iterations;
-    int channel_binding_strict;  /* refuse SCRAM gs2 "y" while -PLUS is offered */
+    int channel_binding_strict; /* refuse SCRAM gs2 "y" while -PLUS is offered */
 
     /* logging */
-    char *log_level;             /* debug|info|notice|warn|error */
-    char *log_file;              /* NULL or "-": stderr; "syslog" */
+    char *log_level; /* debug|info|notice|warn|error */
+    char *log_file;  /* NULL or "-": stderr; "syslog" */
 
-    int workers;                 /* 0 = number of cores */
+    int workers; /* 0 = number of cores */
 };
 
 /* Reads and validates path. On success returns a new config the caller

@@ -55,13 +55,13 @@ struct mp_worker {
     int id;
     mp_loop *loop;
     pthread_t thread;
-    struct evconnlistener **listeners;   /* one per configured listener */
+    struct evconnlistener **listeners; /* one per configured listener */
     size_t n_listeners;
-    void **listener_args;                /* worker.c's per-listener state */
-    struct mp_session *sessions;         /* every connection on this worker */
+    void **listener_args;        /* worker.c's per-listener state */
+    struct mp_session *sessions; /* every connection on this worker */
     size_t n_sessions;
-    struct event *sweep;                 /* periodic idle sweep */
-    struct ev_token_bucket_cfg *rate;    /* per-connection read rate, or NULL */
+    struct event *sweep;              /* periodic idle sweep */
+    struct ev_token_bucket_cfg *rate; /* per-connection read rate, or NULL */
     int shutting_down;
 };
 
@@ -69,11 +69,11 @@ struct mp_server {
     struct mp_config *cfg;
     struct mp_worker *workers;
     int n_workers;
-    double started;                      /* mp_now() at start */
+    double started; /* mp_now() at start */
     struct mp_xml_limits limits;
-    atomic_int connections;              /* open client connections */
-    atomic_int sessions;                 /* bound sessions */
-    atomic_int next_worker;              /* round robin for posted work */
+    atomic_int connections; /* open client connections */
+    atomic_int sessions;    /* bound sessions */
+    atomic_int next_worker; /* round robin for posted work */
     volatile int stopping;
 };
 
@@ -96,9 +96,9 @@ enum mp_core_stat {
     MP_STAT_STANZAS_IN,
     MP_STAT_STANZAS_OUT,
     MP_STAT_STREAM_ERRORS,
-    MP_STAT_PEER_CLOSED,       /* reset by peer, EOF, timeouts */
+    MP_STAT_PEER_CLOSED, /* reset by peer, EOF, timeouts */
     MP_STAT_BOUNCES,
-    MP_STAT_REFUSED,           /* connections over max_connections */
+    MP_STAT_REFUSED, /* connections over max_connections */
     MP_STAT_COUNT
 };
 void mp_stat_inc(enum mp_core_stat s);

@@ -102,8 +102,7 @@ static int domain_chars_ok(const char *d)
         label++;
         if (*p >= 0x80)
             ascii = 0;
-        else if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-                   *p == '_'))
+        else if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
             return 0;
     }
 }
@@ -148,15 +147,13 @@ int mp_jid_nameprep(const char *in, char *out, size_t outlen)
 
 /* Fills jid from prepared parts (local/resource may be NULL), allocating
  * its single buffer. */
-static void jid_build(mp_jid *jid, const char *local, const char *domain,
-                      const char *resource)
+static void jid_build(mp_jid *jid, const char *local, const char *domain, const char *resource)
 {
     size_t ll = local ? strlen(local) : 0, dl = strlen(domain);
     size_t rl = resource ? strlen(resource) : 0;
     size_t bl = (local ? ll + 1 : 0) + dl;
     size_t fl = bl + (resource ? rl + 1 : 0);
-    char *b = mp_malloc((local ? ll + 1 : 0) + dl + 1 + (resource ? rl + 1 : 0) + bl + 1 +
-                        fl + 1);
+    char *b = mp_malloc((local ? ll + 1 : 0) + dl + 1 + (resource ? rl + 1 : 0) + bl + 1 + fl + 1);
     char *p = b;
     jid->buf_ = b;
     jid->local = NULL;
@@ -239,8 +236,8 @@ int mp_jid_set(mp_jid *jid, const char *local, const char *domain, const char *r
     memset(jid, 0, sizeof(*jid));
     if (!domain)
         return MAGPIE_ERR;
-    return jid_from_parts(jid, local, local ? strlen(local) : 0, domain, strlen(domain),
-                          resource, resource ? strlen(resource) : 0);
+    return jid_from_parts(jid, local, local ? strlen(local) : 0, domain, strlen(domain), resource,
+                          resource ? strlen(resource) : 0);
 }
 
 int mp_jid_copy(mp_jid *dst, const mp_jid *src)

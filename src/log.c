@@ -12,10 +12,10 @@
 
 static atomic_int log_level = MP_LOG_INFO;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static FILE *log_fp;          /* NULL: stderr */
+static FILE *log_fp; /* NULL: stderr */
 static int log_syslog;
 
-static const char *const level_names[] = { "debug", "info", "notice", "warn", "error" };
+static const char *const level_names[] = {"debug", "info", "notice", "warn", "error"};
 
 int mp_log_level_parse(const char *name, enum mp_log_level *out)
 {
@@ -65,7 +65,7 @@ int mp_log_enabled(enum mp_log_level level)
 
 void mp_log(enum mp_log_level level, const char *fmt, ...)
 {
-    static const int syslog_prio[] = { LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR };
+    static const int syslog_prio[] = {LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR};
     if (!mp_log_enabled(level))
         return;
     char msg[1024];

@@ -29,36 +29,37 @@
 #define MAGPIE_SYSCONF_DIR "/usr/local/etc/magpie"
 #endif
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE   2
 #define PASSWORD_MAX 1024
 
 static const char *progname = "magpiectl";
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: %s [-c FILE] COMMAND [ARGS]\n"
-            "\n"
-            "Commands:\n"
-            "  user add USER@DOMAIN [--password P]   create an account\n"
-            "  user passwd USER@DOMAIN [--password P] change its password\n"
-            "  user del USER@DOMAIN                  delete an account\n"
-            "  user list DOMAIN                      list the accounts of a host\n"
-            "  check-config                          validate the configuration (core keys;\n"
-            "                                        'magpied --check-config' also checks modules)\n"
-            "  status                                show the running server's status\n"
-            "  reload                                make the server reload (as SIGHUP)\n"
-            "\n"
-            "Options:\n"
-            "  -c, --config FILE   configuration file (default: $MAGPIE_CONFIG,\n"
-            "                      else %s/magpie.conf)\n"
-            "  -h, --help          show this help\n"
-            "  -V, --version       show the version\n"
-            "\n"
-            "Without --password, the password is read from the terminal (not echoed,\n"
-            "asked twice) or, when stdin is not a terminal, as one line from stdin.\n"
-            "Exit status: 0 success, 1 failure, 2 usage error.\n",
-            progname, MAGPIE_SYSCONF_DIR);
+    fprintf(
+        out,
+        "Usage: %s [-c FILE] COMMAND [ARGS]\n"
+        "\n"
+        "Commands:\n"
+        "  user add USER@DOMAIN [--password P]   create an account\n"
+        "  user passwd USER@DOMAIN [--password P] change its password\n"
+        "  user del USER@DOMAIN                  delete an account\n"
+        "  user list DOMAIN                      list the accounts of a host\n"
+        "  check-config                          validate the configuration (core keys;\n"
+        "                                        'magpied --check-config' also checks modules)\n"
+        "  status                                show the running server's status\n"
+        "  reload                                make the server reload (as SIGHUP)\n"
+        "\n"
+        "Options:\n"
+        "  -c, --config FILE   configuration file (default: $MAGPIE_CONFIG,\n"
+        "                      else %s/magpie.conf)\n"
+        "  -h, --help          show this help\n"
+        "  -V, --version       show the version\n"
+        "\n"
+        "Without --password, the password is read from the terminal (not echoed,\n"
+        "asked twice) or, when stdin is not a terminal, as one line from stdin.\n"
+        "Exit status: 0 success, 1 failure, 2 usage error.\n",
+        progname, MAGPIE_SYSCONF_DIR);
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -149,8 +150,7 @@ static int control_command(const struct mp_config *cfg, const char *cmd)
     }
     close(fd);
     if (got == 0) {
-        fprintf(stderr, "%s: magpied closed the control connection without a reply\n",
-                progname);
+        fprintf(stderr, "%s: magpied closed the control connection without a reply\n", progname);
         return EXIT_FAILURE;
     }
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
@@ -240,8 +240,10 @@ static int get_password(const char *given, char *buf, size_t size)
     /* the accounts API refuses what SASLprep refuses: say why here */
     char *prepped = mp_sasl_saslprep(buf, 1);
     if (prepped == NULL) {
-        fprintf(stderr, "%s: the password is not valid UTF-8 or contains characters SASLprep "
-                        "(RFC 4013) prohibits\n", progname);
+        fprintf(stderr,
+                "%s: the password is not valid UTF-8 or contains characters SASLprep "
+                "(RFC 4013) prohibits\n",
+                progname);
         return MAGPIE_ERR;
     }
     explicit_bzero(prepped, strlen(prepped));
@@ -299,8 +301,8 @@ static int prepare_storage_dir(const struct mp_config *cfg)
 /* Splits and normalises "user@domain" into user/domain (nodeprep and
  * nameprep), checking that the domain is a configured host. Returns
  * MAGPIE_OK or MAGPIE_ERR (message printed). */
-static int parse_account(const struct mp_config *cfg, const char *arg, char *user,
-                         size_t userlen, char *domain, size_t domainlen)
+static int parse_account(const struct mp_config *cfg, const char *arg, char *user, size_t userlen,
+                         char *domain, size_t domainlen)
 {
     const char *at = strchr(arg, '@');
     char local[MP_JID_PART_MAX + 1];
@@ -326,8 +328,7 @@ static int parse_account(const struct mp_config *cfg, const char *arg, char *use
         return MAGPIE_ERR;
     }
     if (mp_config_host_find(cfg, domain) == NULL) {
-        fprintf(stderr, "%s: '%s' is not a host configured in %s\n", progname, domain,
-                cfg->file);
+        fprintf(stderr, "%s: '%s' is not a host configured in %s\n", progname, domain, cfg->file);
         return MAGPIE_ERR;
     }
     return MAGPIE_OK;
@@ -373,8 +374,7 @@ static int cmd_user(const char *config_path, int argc, char **argv)
             return usage_error("unknown option '%s'", argv[optind - 1]);
     }
     if (argc - optind != 1)
-        return usage_error(is_list ? "usage: user %s DOMAIN" : "usage: user %s USER@DOMAIN",
-                           sub);
+        return usage_error(is_list ? "usage: user %s DOMAIN" : "usage: user %s USER@DOMAIN", sub);
     target = argv[optind];
 
     cfg = load_config(config_path);
@@ -398,8 +398,7 @@ static int cmd_user(const char *config_path, int argc, char **argv)
     if (prepare_storage_dir(cfg) != MAGPIE_OK)
         goto out;
     if (mp_storage_open_sync_only(cfg, err, sizeof(err)) != MAGPIE_OK) {
-        fprintf(stderr, "%s: cannot open storage (%s): %s\n", progname, cfg->storage_driver,
-                err);
+        fprintf(stderr, "%s: cannot open storage (%s): %s\n", progname, cfg->storage_driver, err);
         goto out;
     }
     if (is_add) {
@@ -412,8 +411,7 @@ static int cmd_user(const char *config_path, int argc, char **argv)
             fprintf(stderr, "%s: could not create %s@%s (storage error, see above)\n", progname,
                     user, domain);
     } else if (is_passwd) {
-        rc = mp_account_passwd_sync(domain, user, password,
-                                    (unsigned)cfg->scram_iterations);
+        rc = mp_account_passwd_sync(domain, user, password, (unsigned)cfg->scram_iterations);
         if (rc == MAGPIE_OK)
             printf("password changed for %s@%s\n", user, domain);
         else if (rc == MAGPIE_NOTFOUND)
@@ -428,13 +426,12 @@ static int cmd_user(const char *config_path, int argc, char **argv)
         else if (rc == MAGPIE_NOTFOUND)
             fprintf(stderr, "%s: no such account %s@%s\n", progname, user, domain);
         else
-            fprintf(stderr, "%s: could not delete %s@%s (storage error)\n", progname, user,
-                    domain);
+            fprintf(stderr, "%s: could not delete %s@%s (storage error)\n", progname, user, domain);
     } else {
         rc = mp_account_list_sync(domain, print_user, NULL);
         if (rc != MAGPIE_OK)
-            fprintf(stderr, "%s: could not list the accounts of %s (storage error)\n",
-                    progname, domain);
+            fprintf(stderr, "%s: could not list the accounts of %s (storage error)\n", progname,
+                    domain);
     }
     mp_storage_close();
     if (rc == MAGPIE_OK)

@@ -85,11 +85,11 @@ static int ensure_dir(const char *path)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        { "config", required_argument, NULL, 'c' },
-        { "check-config", no_argument, NULL, 'C' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'v' },
-        { NULL, 0, NULL, 0 },
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'v'},
+        {NULL, 0, NULL, 0},
     };
     int check_only = 0, c;
     config_path = getenv("MAGPIE_CONFIG");
@@ -141,12 +141,12 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     mp_server.started = mp_now();
-    mp_server.limits = (struct mp_xml_limits){ cfg->max_stanza_size, cfg->max_depth,
-                                               cfg->max_attrs, cfg->max_attr_len, cfg->max_text };
+    mp_server.limits = (struct mp_xml_limits){cfg->max_stanza_size, cfg->max_depth, cfg->max_attrs,
+                                              cfg->max_attr_len, cfg->max_text};
     int rc = 1;
     main_loop = mp_loop_new();
     mp_loop_bind_thread(main_loop);
-    struct event *sigs[3] = { NULL, NULL, NULL };
+    struct event *sigs[3] = {NULL, NULL, NULL};
     if (ensure_dir(cfg->state_dir) != MAGPIE_OK)
         goto out;
     if (mp_storage_open(cfg, err, sizeof err) != MAGPIE_OK) {
@@ -159,7 +159,7 @@ int main(int argc, char **argv)
     mp_control_reload = reload;
     if (mp_control_start(main_loop, cfg) != MAGPIE_OK)
         goto out_modules;
-    const int signums[3] = { SIGTERM, SIGINT, SIGHUP };
+    const int signums[3] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
         sigs[i] = evsignal_new(mp_loop_base(main_loop), signums[i], on_signal, NULL);
         event_add(sigs[i], NULL);

@@ -18,10 +18,10 @@
 struct mp_module {
     const struct mp_module_desc *desc;
     void *handle;
-    int index;                  /* slot in session data arrays */
+    int index; /* slot in session data arrays */
     size_t n_opts;
-    long long *ival;            /* per option: int/bool value */
-    char **sval;                /* per option: string value */
+    long long *ival; /* per option: int/bool value */
+    char **sval;     /* per option: string value */
     void *data;
     int loaded;
 };
@@ -53,8 +53,8 @@ struct feature_entry {
 
 struct disco_entry {
     enum mp_disco_scope scope;
-    char *var;                        /* feature, or NULL for identities */
-    char *category, *type, *name;     /* identity */
+    char *var;                    /* feature, or NULL for identities */
+    char *category, *type, *name; /* identity */
     mp_module *m;
 };
 
@@ -67,8 +67,8 @@ struct mp_counter {
 
 static mp_module **modules;
 static size_t n_modules;
-static mp_table *hooks;       /* name -> struct hook_list */
-static mp_table *iqs;         /* "get|ns|scope" -> struct iq_entry */
+static mp_table *hooks; /* name -> struct hook_list */
+static mp_table *iqs;   /* "get|ns|scope" -> struct iq_entry */
 static struct feature_entry *features;
 static size_t n_features;
 static struct disco_entry *discos;
@@ -150,8 +150,9 @@ static int set_option(mp_module *m, size_t i, const char *value, char *err, size
         errno = 0;
         long long v = strtoll(value, &end, 10);
         if (errno || end == value || *end || v < o->min || v > o->max) {
-            snprintf(err, errlen, "option '%s' of module %s must be an integer between %lld and %lld",
-                     o->name, m->desc->name, o->min, o->max);
+            snprintf(err, errlen,
+                     "option '%s' of module %s must be an integer between %lld and %lld", o->name,
+                     m->desc->name, o->min, o->max);
             return MAGPIE_ERR;
         }
         m->ival[i] = v;
@@ -232,7 +233,7 @@ static mp_module *module_open(const struct mp_config *cfg, const struct mp_confi
             else
                 snprintf(err, errlen, "%s:%d: option '%s' of module %s must be %s", cfg->file,
                          s->line, s->name, cm->name,
-                         o->type == MP_OPT_BOOL ? "a boolean"
+                         o->type == MP_OPT_BOOL  ? "a boolean"
                          : o->type == MP_OPT_INT ? "an integer"
                                                  : "a string");
             module_free(m);
@@ -320,7 +321,7 @@ int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, voi
         l->v[pos] = l->v[pos - 1];
         pos--;
     }
-    l->v[pos] = (struct hook_entry){ priority, fn, ud, m };
+    l->v[pos] = (struct hook_entry){priority, fn, ud, m};
     l->n++;
     return MAGPIE_OK;
 }
@@ -332,7 +333,7 @@ int mp_hook_run(const char *hook, mp_session *s, mp_stanza *st, void *data)
     struct hook_list *l = mp_table_get(hooks, hook);
     if (!l)
         return HOOK_PASS;
-    struct mp_hook_event ev = { s, st, data };
+    struct mp_hook_event ev = {s, st, data};
     for (size_t i = 0; i < l->n; i++)
         if (l->v[i].fn(&ev, l->v[i].ud) == HOOK_HANDLED)
             return HOOK_HANDLED;
@@ -352,12 +353,12 @@ int mp_iq_register(mp_module *m, enum mp_iq_type type, const char *ns, enum mp_i
     char key[512];
     iq_key(key, sizeof key, type, ns, scope);
     if (mp_table_get(iqs, key)) {
-        mp_log(MP_LOG_ERROR, "module %s: an IQ handler for %s is already registered",
-               m->desc->name, ns);
+        mp_log(MP_LOG_ERROR, "module %s: an IQ handler for %s is already registered", m->desc->name,
+               ns);
         return MAGPIE_ERR;
     }
     struct iq_entry *e = mp_malloc(sizeof *e);
-    *e = (struct iq_entry){ fn, ud, m };
+    *e = (struct iq_entry){fn, ud, m};
     mp_table_put(iqs, key, e);
     return MAGPIE_OK;
 }
@@ -402,7 +403,7 @@ void mp_iq_reply_error(const mp_stanza *iq, const char *type, const char *condit
 int mp_stream_feature_add(mp_module *m, enum mp_feature_stage stage, mp_feature_fn fn, void *ud)
 {
     features = mp_realloc(features, (n_features + 1) * sizeof *features);
-    features[n_features++] = (struct feature_entry){ stage, fn, ud, m };
+    features[n_features++] = (struct feature_entry){stage, fn, ud, m};
     return MAGPIE_OK;
 }
 
@@ -423,15 +424,15 @@ static void disco_add(struct disco_entry e)
 
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var)
 {
-    disco_add((struct disco_entry){ scope, mp_strdup(var), NULL, NULL, NULL, m });
+    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m});
     return MAGPIE_OK;
 }
 
 int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *category,
                           const char *type, const char *name)
 {
-    disco_add((struct disco_entry){ scope, NULL, mp_strdup(category), mp_strdup(type),
-                                    name ? mp_strdup(name) : NULL, m });
+    disco_add((struct disco_entry){scope, NULL, mp_strdup(category), mp_strdup(type),
+                                   name ? mp_strdup(name) : NULL, m});
     return MAGPIE_OK;
 }
 
@@ -475,9 +476,9 @@ void mp_counter_add(mp_counter *c, uint64_t n)
 void mp_module_counters_write(struct evbuffer *out)
 {
     for (mp_counter *c = counters; c; c = c->next)
-        evbuffer_add_printf(out, "%s %llu\n", c->name,
-                            (unsigned long long)atomic_load_explicit(&c->value,
-                                                                     memory_order_relaxed));
+        evbuffer_add_printf(
+            out, "%s %llu\n", c->name,
+            (unsigned long long)atomic_load_explicit(&c->value, memory_order_relaxed));
 }
 
 /* ---- undo ---- */
@@ -513,7 +514,7 @@ static void strip_hooks(void *ud, const char *key, void *value)
 static void unregister_all(mp_module *m)
 {
     mp_table_foreach(hooks, strip_hooks, m);
-    struct iq_sweep sw = { m, NULL, 0 };
+    struct iq_sweep sw = {m, NULL, 0};
     mp_table_foreach(iqs, collect_iq, &sw);
     for (size_t i = 0; i < sw.n; i++) {
         free(mp_table_del(iqs, sw.keys[i]));

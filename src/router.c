@@ -19,11 +19,11 @@
 
 struct res_entry {
     char *resource;
-    mp_session *s;            /* referenced */
+    mp_session *s; /* referenced */
     struct mp_worker *w;
     int available;
     int priority;
-    mp_stanza *presence;      /* last available presence, referenced */
+    mp_stanza *presence; /* last available presence, referenced */
 };
 
 struct user_entry {
@@ -122,9 +122,9 @@ static void deliver_all(struct target *t, size_t n, mp_stanza *st)
 }
 
 enum select_rule {
-    SELECT_AVAILABLE,          /* every available resource */
-    SELECT_NONNEGATIVE,        /* available, priority >= 0 */
-    SELECT_HIGHEST,            /* available, priority >= 0, highest only */
+    SELECT_AVAILABLE,   /* every available resource */
+    SELECT_NONNEGATIVE, /* available, priority >= 0 */
+    SELECT_HIGHEST,     /* available, priority >= 0, highest only */
 };
 
 /* Collects referenced targets of bare JID by rule into a new array the
@@ -148,7 +148,7 @@ static size_t select_targets(const char *bare, enum select_rule rule, struct tar
                      (rule != SELECT_HIGHEST || r->priority == best);
             if (ok) {
                 mp_session_ref(r->s);
-                (*out)[n++] = (struct target){ r->s, r->w };
+                (*out)[n++] = (struct target){r->s, r->w};
             }
         }
     }
@@ -236,8 +236,8 @@ static void to_bare(mp_stanza *st, const mp_jid *to)
             mp_route_bounce(st, "cancel", "service-unavailable", NULL);
             return;
         }
-        n = select_targets(to->bare, is_type(type, "headline") ? SELECT_NONNEGATIVE : SELECT_HIGHEST,
-                           &t);
+        n = select_targets(to->bare,
+                           is_type(type, "headline") ? SELECT_NONNEGATIVE : SELECT_HIGHEST, &t);
         if (n > 0) {
             deliver_all(t, n, st);
         } else if (is_type(type, "headline")) {
@@ -281,12 +281,12 @@ static void to_bare(mp_stanza *st, const mp_jid *to)
 /* Stanza addressed to a full JID. */
 static void to_full(mp_stanza *st, const mp_jid *to)
 {
-    struct target t = { NULL, NULL };
+    struct target t = {NULL, NULL};
     pthread_rwlock_rdlock(&table_lock);
     struct user_entry *u = mp_table_get(users, to->bare);
     for (size_t i = 0; u && i < u->n; i++)
         if (strcmp(u->v[i].resource, to->resource) == 0) {
-            t = (struct target){ u->v[i].s, u->v[i].w };
+            t = (struct target){u->v[i].s, u->v[i].w};
             mp_session_ref(t.s);
             break;
         }
@@ -379,16 +379,15 @@ int mp_router_bind(mp_session *s, mp_session **replaced)
     for (size_t i = 0; i < u->n; i++)
         if (strcmp(u->v[i].resource, j->resource) == 0) {
             struct res_entry *r = &u->v[i];
-            *replaced = r->s;   /* the table's reference passes to the caller */
+            *replaced = r->s; /* the table's reference passes to the caller */
             if (r->presence)
                 mp_stanza_unref(r->presence);
-            *r = (struct res_entry){ r->resource, s, mp_session_worker(s), 0, 0, NULL };
+            *r = (struct res_entry){r->resource, s, mp_session_worker(s), 0, 0, NULL};
             pthread_rwlock_unlock(&table_lock);
             return MAGPIE_OK;
         }
     u->v = mp_realloc(u->v, (u->n + 1) * sizeof *u->v);
-    u->v[u->n++] =
-        (struct res_entry){ mp_strdup(j->resource), s, mp_session_worker(s), 0, 0, NULL };
+    u->v[u->n++] = (struct res_entry){mp_strdup(j->resource), s, mp_session_worker(s), 0, 0, NULL};
     atomic_fetch_add(&bound_count, 1);
     pthread_rwlock_unlock(&table_lock);
     return MAGPIE_OK;
@@ -473,8 +472,8 @@ void mp_sessions_foreach(const char *bare, void (*fn)(void *, const char *, int)
         v = mp_malloc(u->n * sizeof *v);
         for (size_t i = 0; i < u->n; i++)
             if (u->v[i].available)
-                v[n++] = (struct snap){ mp_strdup(mp_session_jid(u->v[i].s)->full),
-                                        u->v[i].priority };
+                v[n++] =
+                    (struct snap){mp_strdup(mp_session_jid(u->v[i].s)->full), u->v[i].priority};
     }
     pthread_rwlock_unlock(&table_lock);
     for (size_t i = 0; i < n; i++) {
@@ -543,7 +542,7 @@ static void client_presence(mp_session *s, mp_stanza *st)
         /* the sender is no longer available but still gets its own echo */
         t = mp_realloc(t, (n + 1) * sizeof *t);
         mp_session_ref(s);
-        t[n++] = (struct target){ s, mp_session_worker(s) };
+        t[n++] = (struct target){s, mp_session_worker(s)};
     }
     deliver_all(t, n, st);
     free(t);

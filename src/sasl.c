@@ -19,32 +19,32 @@ static const struct mech {
     enum mp_hash hash;
     int plus;
 } mechs[] = {
-    { "SCRAM-SHA-256-PLUS", 0, MP_HASH_SHA256, 1 },
-    { "SCRAM-SHA-1-PLUS", 0, MP_HASH_SHA1, 1 },
-    { "SCRAM-SHA-256", 0, MP_HASH_SHA256, 0 },
-    { "SCRAM-SHA-1", 0, MP_HASH_SHA1, 0 },
-    { "PLAIN", 1, MP_HASH_SHA256, 0 },
+    {"SCRAM-SHA-256-PLUS", 0, MP_HASH_SHA256, 1},
+    {"SCRAM-SHA-1-PLUS", 0, MP_HASH_SHA1, 1},
+    {"SCRAM-SHA-256", 0, MP_HASH_SHA256, 0},
+    {"SCRAM-SHA-1", 0, MP_HASH_SHA1, 0},
+    {"PLAIN", 1, MP_HASH_SHA256, 0},
 };
 #define NMECHS (sizeof mechs / sizeof mechs[0])
 
 struct mp_sasl {
     const struct mech *mech;
     int state;
-    int empty_seen;              /* an empty first message got an empty challenge */
+    int empty_seen; /* an empty first message got an empty challenge */
     struct mp_sasl_cb cb;
     const char *condition;
-    char *username;              /* nodeprep'd */
-    char *authzid;               /* NULL if none */
-    char *password;              /* PLAIN only, until credentials arrive */
-    char *gs2_header;            /* "n,," / "y,," / "p=...,a=...," */
+    char *username;   /* nodeprep'd */
+    char *authzid;    /* NULL if none */
+    char *password;   /* PLAIN only, until credentials arrive */
+    char *gs2_header; /* "n,," / "y,," / "p=...,a=...," */
     size_t gs2_len;
     const unsigned char *cbdata; /* points into cb; NULL unless p= */
     size_t cbdata_len;
     char *client_first_bare;
     char *server_first;
-    char *nonce;                 /* client nonce + server nonce */
+    char *nonce; /* client nonce + server nonce */
     char *test_nonce;
-    int known;                   /* real credentials were supplied */
+    int known; /* real credentials were supplied */
     struct mp_scram_key key;
 };
 
@@ -65,8 +65,7 @@ static void fake_credentials(const char *username, struct mp_credentials *c)
 {
     unsigned char mac[32];
     pthread_once(&fake_once, fake_init);
-    mp_scram_hmac(MP_HASH_SHA256, fake_secret, sizeof fake_secret, username,
-                  strlen(username), mac);
+    mp_scram_hmac(MP_HASH_SHA256, fake_secret, sizeof fake_secret, username, strlen(username), mac);
     memset(c, 0, sizeof *c);
     memcpy(c->salt, mac, 16);
     c->salt_len = 16;
@@ -280,7 +279,7 @@ static int is_attr(const char *f, size_t flen, char name)
  * a failure. */
 static enum mp_sasl_status scram_client_first(mp_sasl *s, const char *in, size_t len)
 {
-    struct fields fs = { in, in + len, 0 };
+    struct fields fs = {in, in + len, 0};
     const char *f;
     size_t flen;
     int has_cb = cb_available(&s->cb);
@@ -336,21 +335,21 @@ static enum mp_sasl_status scram_client_first(mp_sasl *s, const char *in, size_t
     if (!next_field(&fs, &f, &flen))
         return fail(s, "malformed-request");
     if (is_attr(f, flen, 'm'))
-        return fail(s, "malformed-request");   /* no mandatory extensions known */
+        return fail(s, "malformed-request"); /* no mandatory extensions known */
     if (!is_attr(f, flen, 'n') || flen == 2)
         return fail(s, "malformed-request");
     char *user = saslname_decode(f + 2, flen - 2);
     if (!user)
         return fail(s, "malformed-request");
-    if (!next_field(&fs, &f, &flen) || !is_attr(f, flen, 'r') ||
-        !nonce_valid(f + 2, flen - 2)) {
+    if (!next_field(&fs, &f, &flen) || !is_attr(f, flen, 'r') || !nonce_valid(f + 2, flen - 2)) {
         free(user);
         return fail(s, "malformed-request");
     }
     const char *cnonce = f + 2;
     size_t cnonce_len = flen - 2;
-    while (next_field(&fs, &f, &flen)) {          /* optional extensions */
-        if (flen < 2 || f[1] != '=' || !((f[0] >= 'a' && f[0] <= 'z') || (f[0] >= 'A' && f[0] <= 'Z'))) {
+    while (next_field(&fs, &f, &flen)) { /* optional extensions */
+        if (flen < 2 || f[1] != '=' ||
+            !((f[0] >= 'a' && f[0] <= 'z') || (f[0] >= 'A' && f[0] <= 'Z'))) {
             free(user);
             return fail(s, "malformed-request");
         }
@@ -404,7 +403,7 @@ static enum mp_sasl_status scram_server_first(mp_sasl *s, const struct mp_creden
 static enum mp_sasl_status scram_client_final(mp_sasl *s, const char *in, size_t len,
                                               unsigned char **out, size_t *out_len)
 {
-    struct fields fs = { in, in + len, 0 };
+    struct fields fs = {in, in + len, 0};
     const char *f, *c_val, *r_val, *proof_val = NULL;
     size_t flen, c_len, r_len, proof_len = 0, without_proof_len = 0;
     enum mp_hash h = s->mech->hash;
@@ -419,7 +418,7 @@ static enum mp_sasl_status scram_client_final(mp_sasl *s, const char *in, size_t
     r_val = f + 2;
     r_len = flen - 2;
     while (next_field(&fs, &f, &flen)) {
-        if (proof_val)   /* proof must be last */
+        if (proof_val) /* proof must be last */
             return fail(s, "malformed-request");
         if (is_attr(f, flen, 'p')) {
             proof_val = f + 2;
@@ -444,10 +443,10 @@ static enum mp_sasl_status scram_client_final(mp_sasl *s, const char *in, size_t
     }
 
     /* channel binding: gs2 header followed by the binding data for p= */
-    int cb_ok = cbind_len == s->gs2_len + s->cbdata_len &&
-                CRYPTO_memcmp(cbind, s->gs2_header, s->gs2_len) == 0 &&
-                (s->cbdata_len == 0 ||
-                 CRYPTO_memcmp(cbind + s->gs2_len, s->cbdata, s->cbdata_len) == 0);
+    int cb_ok =
+        cbind_len == s->gs2_len + s->cbdata_len &&
+        CRYPTO_memcmp(cbind, s->gs2_header, s->gs2_len) == 0 &&
+        (s->cbdata_len == 0 || CRYPTO_memcmp(cbind + s->gs2_len, s->cbdata, s->cbdata_len) == 0);
     free(cbind);
     int nonce_ok = r_len == strlen(s->nonce) && memcmp(r_val, s->nonce, r_len) == 0;
 
@@ -504,8 +503,7 @@ static enum mp_sasl_status plain_parse(mp_sasl *s, const unsigned char *in, size
         return fail(s, "malformed-request");
     const unsigned char *pw = z2 + 1;
     size_t zlen = (size_t)(z1 - in), alen = (size_t)(z2 - a), plen = len - (size_t)(pw - in);
-    if (memchr(pw, 0, plen) || alen == 0 || plen == 0 || zlen > 1023 || alen > 1023 ||
-        plen > 1023)
+    if (memchr(pw, 0, plen) || alen == 0 || plen == 0 || zlen > 1023 || alen > 1023 || plen > 1023)
         return fail(s, "malformed-request");
     char *user = mp_malloc(alen + 1);
     memcpy(user, a, alen);
@@ -535,8 +533,8 @@ static enum mp_sasl_status plain_verify(mp_sasl *s, const struct mp_credentials 
     struct mp_scram_key k;
     char *pw = mp_sasl_saslprep(s->password, 0);
     wipe_str(&s->password);
-    int ok = pw && mp_scram_derive_key(MP_HASH_SHA256, pw, c->salt, c->salt_len,
-                                       c->iterations, &k) == MAGPIE_OK;
+    int ok = pw && mp_scram_derive_key(MP_HASH_SHA256, pw, c->salt, c->salt_len, c->iterations,
+                                       &k) == MAGPIE_OK;
     if (pw) {
         OPENSSL_cleanse(pw, strlen(pw));
         free(pw);
@@ -590,8 +588,8 @@ enum mp_sasl_status mp_sasl_set_credentials(mp_sasl *s, const struct mp_credenti
         fake_credentials(s->username, &fake);
         c = &fake;
     }
-    enum mp_sasl_status st = s->mech->plain ? plain_verify(s, c)
-                                            : scram_server_first(s, c, out, out_len);
+    enum mp_sasl_status st =
+        s->mech->plain ? plain_verify(s, c) : scram_server_first(s, c, out, out_len);
     if (c == &fake)
         OPENSSL_cleanse(&fake, sizeof fake);
     return st;

@@ -12,7 +12,7 @@
 enum mp_hash { MP_HASH_SHA1 = 0, MP_HASH_SHA256 = 1, MP_HASH_COUNT };
 
 struct mp_scram_key {
-    unsigned char stored_key[32];   /* first digest-length bytes used */
+    unsigned char stored_key[32]; /* first digest-length bytes used */
     unsigned char server_key[32];
 };
 
@@ -34,11 +34,11 @@ int mp_credentials_decode(struct mp_credentials *c, const char *s, size_t len);
 
 /* Channel binding data the TLS layer offers for -PLUS mechanisms. */
 struct mp_sasl_cb {
-    int tls;                          /* stream is TLS-protected */
-    unsigned char exporter[32];       /* tls-exporter (RFC 9266), TLS 1.3 */
+    int tls;                    /* stream is TLS-protected */
+    unsigned char exporter[32]; /* tls-exporter (RFC 9266), TLS 1.3 */
     int has_exporter;
-    unsigned char endpoint[64];       /* tls-server-end-point (RFC 5929) */
-    size_t endpoint_len;              /* 0 if unavailable */
+    unsigned char endpoint[64]; /* tls-server-end-point (RFC 5929) */
+    size_t endpoint_len;        /* 0 if unavailable */
     /* Refuse the gs2 flag "y" while we offer channel binding (RFC 5802 §6
      * downgrade detection). Off by default: clients that only implement
      * tls-unique (undefined for TLS 1.3; e.g. slixmpp) send "y" to servers
@@ -48,11 +48,11 @@ struct mp_sasl_cb {
 };
 
 enum mp_sasl_status {
-    MP_SASL_CONTINUE,     /* send *out as <challenge/>, wait for <response/> */
-    MP_SASL_NEED_CREDS,   /* look up credentials of mp_sasl_username(), then
-                             call mp_sasl_set_credentials */
-    MP_SASL_SUCCESS,      /* send <success> with *out (may be empty) */
-    MP_SASL_FAILURE       /* send <failure> with mp_sasl_condition() */
+    MP_SASL_CONTINUE,   /* send *out as <challenge/>, wait for <response/> */
+    MP_SASL_NEED_CREDS, /* look up credentials of mp_sasl_username(), then
+                           call mp_sasl_set_credentials */
+    MP_SASL_SUCCESS,    /* send <success> with *out (may be empty) */
+    MP_SASL_FAILURE     /* send <failure> with mp_sasl_condition() */
 };
 
 typedef struct mp_sasl mp_sasl;
@@ -81,7 +81,7 @@ enum mp_sasl_status mp_sasl_step(mp_sasl *s, const unsigned char *in, size_t in_
 /* After MP_SASL_NEED_CREDS: the normalised (nodeprep) username and, for
  * PLAIN, the authorization identity. */
 const char *mp_sasl_username(const mp_sasl *s);
-const char *mp_sasl_authzid(const mp_sasl *s);   /* NULL if none */
+const char *mp_sasl_authzid(const mp_sasl *s); /* NULL if none */
 /* Supplies the account's credentials (NULL: no such account - the exchange
  * continues with fake data so failure looks the same, then fails with
  * not-authorized). Returns like mp_sasl_step. */
@@ -100,7 +100,7 @@ char *mp_base64_encode(const unsigned char *in, size_t len);
 int mp_base64_decode(const char *in, size_t len, unsigned char **out, size_t *out_len);
 
 /* ---- internals shared by sasl.c, scram.c, accounts.c and unit tests ---- */
-#define MP_SASL_MAX_INPUT 4096          /* larger client messages: malformed-request */
+#define MP_SASL_MAX_INPUT           4096 /* larger client messages: malformed-request */
 #define MP_SCRAM_DEFAULT_ITERATIONS 4096
 /* Strict UTF-8 check (no overlongs, surrogates, > U+10FFFF): 1 if valid. */
 int mp_sasl_utf8_valid(const unsigned char *s, size_t len);
@@ -114,15 +114,14 @@ char *mp_sasl_nodeprep(const char *in);
 char *mp_sasl_saslprep(const char *in, int stored);
 /* Like mp_credentials_derive with a given salt (1..16 bytes). */
 int mp_credentials_derive_salt(struct mp_credentials *c, const char *password,
-                               const unsigned char *salt, size_t salt_len,
-                               unsigned iterations);
+                               const unsigned char *salt, size_t salt_len, unsigned iterations);
 /* SaltedPassword -> StoredKey/ServerKey for hash h (RFC 5802 §3); the
  * password must already be SASLprep'd. Returns MAGPIE_OK or MAGPIE_ERR. */
 int mp_scram_derive_key(enum mp_hash h, const char *password, const unsigned char *salt,
                         size_t salt_len, unsigned iterations, struct mp_scram_key *k);
 /* HMAC and hash for h; out receives mp_scram_digest_len(h) bytes. */
-void mp_scram_hmac(enum mp_hash h, const void *key, size_t key_len, const void *data,
-                   size_t len, unsigned char *out);
+void mp_scram_hmac(enum mp_hash h, const void *key, size_t key_len, const void *data, size_t len,
+                   unsigned char *out);
 void mp_scram_hash(enum mp_hash h, const void *data, size_t len, unsigned char *out);
 
 /* ---- test hook (unit tests only): fixes the server nonce part used by the

@@ -23,8 +23,8 @@ size_t mp_scram_digest_len(enum mp_hash h)
     return h == MP_HASH_SHA1 ? 20 : 32;
 }
 
-void mp_scram_hmac(enum mp_hash h, const void *key, size_t key_len, const void *data,
-                   size_t len, unsigned char *out)
+void mp_scram_hmac(enum mp_hash h, const void *key, size_t key_len, const void *data, size_t len,
+                   unsigned char *out)
 {
     unsigned int olen = 0;
     if (!HMAC(hash_md(h), key, (int)key_len, data, len, out, &olen)) {
@@ -116,8 +116,8 @@ int mp_scram_derive_key(enum mp_hash h, const char *password, const unsigned cha
     size_t dl = mp_scram_digest_len(h);
     if (iterations == 0 || iterations > MAX_ITERATIONS)
         return MAGPIE_ERR;
-    if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len,
-                          (int)iterations, hash_md(h), (int)dl, salted) != 1)
+    if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, (int)iterations,
+                          hash_md(h), (int)dl, salted) != 1)
         return MAGPIE_ERR;
     memset(k, 0, sizeof *k);
     mp_scram_hmac(h, salted, dl, "Client Key", 10, client_key);
@@ -131,8 +131,7 @@ int mp_scram_derive_key(enum mp_hash h, const char *password, const unsigned cha
 /* Derives the keys of every hash from one salt. The password is SASLprep'd
  * as a stored string. */
 int mp_credentials_derive_salt(struct mp_credentials *c, const char *password,
-                               const unsigned char *salt, size_t salt_len,
-                               unsigned iterations)
+                               const unsigned char *salt, size_t salt_len, unsigned iterations)
 {
     if (salt_len == 0 || salt_len > sizeof c->salt || !password)
         return MAGPIE_ERR;
@@ -176,8 +175,8 @@ char *mp_credentials_encode(const struct mp_credentials *c)
     for (int i = 0; i < 5; i++)
         n += strlen(parts[i]) + 1;
     char *s = mp_malloc(n);
-    snprintf(s, n, "v1 %u %s %s %s %s %s", c->iterations, parts[0], parts[1], parts[2],
-             parts[3], parts[4]);
+    snprintf(s, n, "v1 %u %s %s %s %s %s", c->iterations, parts[0], parts[1], parts[2], parts[3],
+             parts[4]);
     for (int i = 0; i < 5; i++)
         free(parts[i]);
     return s;
@@ -185,8 +184,8 @@ char *mp_credentials_encode(const struct mp_credentials *c)
 
 /* Decodes one space-separated base64 field of exactly want bytes (or
  * 1..want bytes if !exact) into dst; advances *p. */
-static int decode_field(const char **p, const char *end, unsigned char *dst, size_t want,
-                        int exact, size_t *got)
+static int decode_field(const char **p, const char *end, unsigned char *dst, size_t want, int exact,
+                        size_t *got)
 {
     const char *s = *p;
     if (s >= end || *s != ' ')
@@ -259,8 +258,8 @@ char *mp_base64_encode(const unsigned char *in, size_t len)
 
 static int b64_char(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 /* Strict decoding: length a multiple of 4, only alphabet characters, at

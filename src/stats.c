@@ -36,8 +36,8 @@ void mp_stats_write(struct evbuffer *out)
     evbuffer_add_printf(out, "sessions %zu\n", mp_router_count());
     evbuffer_add_printf(out, "modules %zu\n", mp_modules_count());
     for (int i = 0; i < MP_STAT_COUNT; i++)
-        evbuffer_add_printf(out, "%s %llu\n", names[i],
-                            (unsigned long long)atomic_load_explicit(&counters[i],
-                                                                     memory_order_relaxed));
+        evbuffer_add_printf(
+            out, "%s %llu\n", names[i],
+            (unsigned long long)atomic_load_explicit(&counters[i], memory_order_relaxed));
     mp_module_counters_write(out);
 }

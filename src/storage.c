@@ -31,9 +31,16 @@
 #define APPEND_BATCH_MAX 128
 
 enum job_op {
-    OP_KV_GET, OP_KV_SET, OP_KV_DEL,
-    OP_MAP_GET, OP_MAP_SET, OP_MAP_DEL, OP_MAP_ALL,
-    OP_AR_APPEND, OP_AR_QUERY, OP_AR_DELETE
+    OP_KV_GET,
+    OP_KV_SET,
+    OP_KV_DEL,
+    OP_MAP_GET,
+    OP_MAP_SET,
+    OP_MAP_DEL,
+    OP_MAP_ALL,
+    OP_AR_APPEND,
+    OP_AR_QUERY,
+    OP_AR_DELETE
 };
 
 union job_cb {
@@ -49,20 +56,20 @@ union job_cb {
 struct job {
     struct job *next;
     enum job_op op;
-    mp_loop *loop;              /* where to call back; NULL: pool thread */
+    mp_loop *loop; /* where to call back; NULL: pool thread */
     union job_cb cb;
     void *ud;
     const char *host, *store, *key, *field, *with;
     const void *data;
     size_t len;
-    mp_archive_filter q;        /* q.with points into the allocation */
+    mp_archive_filter q; /* q.with points into the allocation */
     int64_t ts;
 
     int rc;
-    int64_t id;                 /* archive append result */
-    void *out;                  /* get result (malloc'd) */
+    int64_t id; /* archive append result */
+    void *out;  /* get result (malloc'd) */
     size_t outlen;
-    void *items;                /* mp_map_item[] or mp_archive_item[] */
+    void *items; /* mp_map_item[] or mp_archive_item[] */
     size_t n, cap;
 };
 
@@ -75,7 +82,7 @@ struct worker {
     pthread_cond_t cond;
     struct job *head, *tail;
     int stopping;
-    void *conn;                 /* NULL after a failed reconnect */
+    void *conn; /* NULL after a failed reconnect */
 };
 
 struct storage {
@@ -84,7 +91,7 @@ struct storage {
     struct worker *workers;
     size_t nworkers;
     pthread_mutex_t conns_lock;
-    void **free_conns;          /* connections for *_sync calls */
+    void **free_conns; /* connections for *_sync calls */
     size_t nfree, capfree;
 };
 
@@ -128,11 +135,11 @@ static const struct mp_storage_driver *driver_find(const char *name)
 static uint64_t key_hash(const char *host, const char *store, const char *key)
 {
     uint64_t h = 1469598103934665603ULL;
-    const char *parts[3] = { host, store, key };
+    const char *parts[3] = {host, store, key};
     for (int i = 0; i < 3; i++) {
         for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++)
             h = (h ^ *p) * 1099511628211ULL;
-        h = (h ^ 0xff) * 1099511628211ULL;   /* separator */
+        h = (h ^ 0xff) * 1099511628211ULL; /* separator */
     }
     return h;
 }
@@ -170,9 +177,8 @@ static void conn_put(struct storage *s, void *c)
 
 /* Allocates a job holding copies of the strings and data. Returns NULL
  * when an argument is invalid. The caller queues or frees it. */
-static struct job *job_new(enum job_op op, const char *host, const char *store,
-                           const char *key, const char *field, const char *with,
-                           const void *data, size_t len)
+static struct job *job_new(enum job_op op, const char *host, const char *store, const char *key,
+                           const char *field, const char *with, const void *data, size_t len)
 {
     if (!scope_ok(host, store, key))
         return NULL;
@@ -322,8 +328,8 @@ static void job_run(const struct mp_storage_driver *drv, void *conn, struct job 
         j->rc = drv->map_all(conn, j->host, j->store, j->key, collect_field, j);
         break;
     case OP_AR_APPEND:
-        j->rc = drv->archive_append(conn, j->host, j->store, j->key, j->ts, j->with,
-                                    j->data, j->len, &j->id);
+        j->rc = drv->archive_append(conn, j->host, j->store, j->key, j->ts, j->with, j->data,
+                                    j->len, &j->id);
         break;
     case OP_AR_QUERY:
         j->rc = drv->archive_query(conn, j->host, j->store, j->key, &j->q, collect_item, j);
@@ -354,8 +360,7 @@ static void job_deliver(void *arg)
     case OP_KV_GET:
     case OP_MAP_GET:
         if (j->cb.get)
-            j->cb.get(j->ud, rc, rc == MAGPIE_OK ? j->out : NULL,
-                      rc == MAGPIE_OK ? j->outlen : 0);
+            j->cb.get(j->ud, rc, rc == MAGPIE_OK ? j->out : NULL, rc == MAGPIE_OK ? j->outlen : 0);
         break;
     case OP_KV_SET:
     case OP_KV_DEL:
@@ -418,8 +423,8 @@ static void job_complete(struct job *j)
 /* Runs a run of n >= 2 archive appends in one transaction. If anything in
  * it fails, the transaction is rolled back and each append runs alone, so
  * one bad item cannot fail the others. */
-static void run_append_batch(const struct mp_storage_driver *drv, void *conn,
-                             struct job *first, size_t n)
+static void run_append_batch(const struct mp_storage_driver *drv, void *conn, struct job *first,
+                             size_t n)
 {
     struct job *j = first;
     int ok = conn && drv->begin(conn) == MAGPIE_OK;
@@ -458,7 +463,7 @@ static void *worker_main(void *arg)
         w->head = w->tail = NULL;
         pthread_mutex_unlock(&w->lock);
         if (!list)
-            break;                          /* stopping and drained */
+            break; /* stopping and drained */
 
         if (!w->conn) {
             char err[256] = "";
@@ -617,8 +622,7 @@ void mp_storage_close(void)
 
 /* ---- asynchronous API ---- */
 
-int mp_kv_get(const char *host, const char *store, const char *key,
-              mp_kv_get_cb cb, void *ud)
+int mp_kv_get(const char *host, const char *store, const char *key, mp_kv_get_cb cb, void *ud)
 {
     struct job *j = job_new(OP_KV_GET, host, store, key, NULL, NULL, NULL, 0);
     if (!j)
@@ -628,8 +632,8 @@ int mp_kv_get(const char *host, const char *store, const char *key,
     return job_submit(j);
 }
 
-int mp_kv_set(const char *host, const char *store, const char *key,
-              const void *data, size_t len, mp_store_done_cb cb, void *ud)
+int mp_kv_set(const char *host, const char *store, const char *key, const void *data, size_t len,
+              mp_store_done_cb cb, void *ud)
 {
     struct job *j = job_new(OP_KV_SET, host, store, key, NULL, NULL, data, len);
     if (!j)
@@ -639,8 +643,7 @@ int mp_kv_set(const char *host, const char *store, const char *key,
     return job_submit(j);
 }
 
-int mp_kv_del(const char *host, const char *store, const char *key,
-              mp_store_done_cb cb, void *ud)
+int mp_kv_del(const char *host, const char *store, const char *key, mp_store_done_cb cb, void *ud)
 {
     struct job *j = job_new(OP_KV_DEL, host, store, key, NULL, NULL, NULL, 0);
     if (!j)
@@ -650,8 +653,8 @@ int mp_kv_del(const char *host, const char *store, const char *key,
     return job_submit(j);
 }
 
-int mp_map_get(const char *host, const char *store, const char *key,
-               const char *field, mp_kv_get_cb cb, void *ud)
+int mp_map_get(const char *host, const char *store, const char *key, const char *field,
+               mp_kv_get_cb cb, void *ud)
 {
     if (!field)
         return MAGPIE_ERR;
@@ -663,9 +666,8 @@ int mp_map_get(const char *host, const char *store, const char *key,
     return job_submit(j);
 }
 
-int mp_map_set(const char *host, const char *store, const char *key,
-               const char *field, const void *data, size_t len,
-               mp_store_done_cb cb, void *ud)
+int mp_map_set(const char *host, const char *store, const char *key, const char *field,
+               const void *data, size_t len, mp_store_done_cb cb, void *ud)
 {
     if (!field)
         return MAGPIE_ERR;
@@ -677,8 +679,8 @@ int mp_map_set(const char *host, const char *store, const char *key,
     return job_submit(j);
 }
 
-int mp_map_del(const char *host, const char *store, const char *key,
-               const char *field, mp_store_done_cb cb, void *ud)
+int mp_map_del(const char *host, const char *store, const char *key, const char *field,
+               mp_store_done_cb cb, void *ud)
 {
     struct job *j = job_new(OP_MAP_DEL, host, store, key, field, NULL, NULL, 0);
     if (!j)
@@ -688,8 +690,7 @@ int mp_map_del(const char *host, const char *store, const char *key,
     return job_submit(j);
 }
 
-int mp_map_all(const char *host, const char *store, const char *key,
-               mp_map_all_cb cb, void *ud)
+int mp_map_all(const char *host, const char *store, const char *key, mp_map_all_cb cb, void *ud)
 {
     struct job *j = job_new(OP_MAP_ALL, host, store, key, NULL, NULL, NULL, 0);
     if (!j)
@@ -699,9 +700,8 @@ int mp_map_all(const char *host, const char *store, const char *key,
     return job_submit(j);
 }
 
-int mp_archive_append(const char *host, const char *store, const char *key,
-                      const char *with, const void *data, size_t len,
-                      mp_archive_append_cb cb, void *ud)
+int mp_archive_append(const char *host, const char *store, const char *key, const char *with,
+                      const void *data, size_t len, mp_archive_append_cb cb, void *ud)
 {
     struct job *j = job_new(OP_AR_APPEND, host, store, key, NULL, with, data, len);
     if (!j)
@@ -715,7 +715,7 @@ int mp_archive_append(const char *host, const char *store, const char *key,
 int mp_archive_query(const char *host, const char *store, const char *key,
                      const mp_archive_filter *q, mp_archive_query_cb cb, void *ud)
 {
-    mp_archive_filter none = { 0 };
+    mp_archive_filter none = {0};
     if (!q)
         q = &none;
     struct job *j = job_new(OP_AR_QUERY, host, store, key, NULL, q->with, NULL, 0);
@@ -728,8 +728,8 @@ int mp_archive_query(const char *host, const char *store, const char *key,
     return job_submit(j);
 }
 
-int mp_archive_delete(const char *host, const char *store, const char *key,
-                      int64_t up_to_id, mp_store_done_cb cb, void *ud)
+int mp_archive_delete(const char *host, const char *store, const char *key, int64_t up_to_id,
+                      mp_store_done_cb cb, void *ud)
 {
     struct job *j = job_new(OP_AR_DELETE, host, store, key, NULL, NULL, NULL, 0);
     if (!j)
@@ -761,8 +761,7 @@ static void sync_leave(struct storage *s, void *conn)
     pthread_rwlock_unlock(&st_lock);
 }
 
-int mp_kv_get_sync(const char *host, const char *store, const char *key,
-                   void **data, size_t *len)
+int mp_kv_get_sync(const char *host, const char *store, const char *key, void **data, size_t *len)
 {
     void *c;
     struct storage *s;
@@ -773,8 +772,8 @@ int mp_kv_get_sync(const char *host, const char *store, const char *key,
     return rc;
 }
 
-int mp_kv_set_sync(const char *host, const char *store, const char *key,
-                   const void *data, size_t len)
+int mp_kv_set_sync(const char *host, const char *store, const char *key, const void *data,
+                   size_t len)
 {
     void *c;
     struct storage *s;
@@ -796,8 +795,8 @@ int mp_kv_del_sync(const char *host, const char *store, const char *key)
     return rc;
 }
 
-int mp_kv_keys_sync(const char *host, const char *store,
-                    void (*fn)(void *ud, const char *key), void *ud)
+int mp_kv_keys_sync(const char *host, const char *store, void (*fn)(void *ud, const char *key),
+                    void *ud)
 {
     void *c;
     struct storage *s;
@@ -808,8 +807,8 @@ int mp_kv_keys_sync(const char *host, const char *store,
     return rc;
 }
 
-int mp_map_get_sync(const char *host, const char *store, const char *key,
-                    const char *field, void **data, size_t *len)
+int mp_map_get_sync(const char *host, const char *store, const char *key, const char *field,
+                    void **data, size_t *len)
 {
     void *c;
     struct storage *s;
@@ -821,13 +820,13 @@ int mp_map_get_sync(const char *host, const char *store, const char *key,
     return rc;
 }
 
-int mp_map_set_sync(const char *host, const char *store, const char *key,
-                    const char *field, const void *data, size_t len)
+int mp_map_set_sync(const char *host, const char *store, const char *key, const char *field,
+                    const void *data, size_t len)
 {
     void *c;
     struct storage *s;
-    if ((!data && len) || !name_ok(field, MP_STORAGE_MAX_FIELD) ||
-        !scope_ok(host, store, key) || !(s = sync_enter(&c)))
+    if ((!data && len) || !name_ok(field, MP_STORAGE_MAX_FIELD) || !scope_ok(host, store, key) ||
+        !(s = sync_enter(&c)))
         return MAGPIE_ERR;
     int rc = s->drv->map_set(c, host, store, key, field, data ? data : "", len);
     sync_leave(s, c);
@@ -835,8 +834,7 @@ int mp_map_set_sync(const char *host, const char *store, const char *key,
 }
 
 /* Returns MAGPIE_OK (also when nothing matched) or MAGPIE_ERR. */
-int mp_map_del_sync(const char *host, const char *store, const char *key,
-                    const char *field)
+int mp_map_del_sync(const char *host, const char *store, const char *key, const char *field)
 {
     void *c;
     struct storage *s;
@@ -848,9 +846,8 @@ int mp_map_del_sync(const char *host, const char *store, const char *key,
     return rc == MAGPIE_ERR ? MAGPIE_ERR : MAGPIE_OK;
 }
 
-int mp_archive_append_sync(const char *host, const char *store, const char *key,
-                           const char *with, const void *data, size_t len,
-                           int64_t *id)
+int mp_archive_append_sync(const char *host, const char *store, const char *key, const char *with,
+                           const void *data, size_t len, int64_t *id)
 {
     void *c;
     struct storage *s;
@@ -861,8 +858,7 @@ int mp_archive_append_sync(const char *host, const char *store, const char *key,
     if ((!data && len) || (with && !name_ok(with, MP_STORAGE_MAX_WITH)) ||
         !scope_ok(host, store, key) || !(s = sync_enter(&c)))
         return MAGPIE_ERR;
-    int rc = s->drv->archive_append(c, host, store, key, now_us(), with,
-                                    data ? data : "", len, id);
+    int rc = s->drv->archive_append(c, host, store, key, now_us(), with, data ? data : "", len, id);
     sync_leave(s, c);
     return rc;
 }
@@ -873,11 +869,11 @@ int mp_archive_query_sync(const char *host, const char *store, const char *key,
 {
     void *c;
     struct storage *s;
-    mp_archive_filter none = { 0 };
+    mp_archive_filter none = {0};
     if (!q)
         q = &none;
-    if (!fn || (q->with && !name_ok(q->with, MP_STORAGE_MAX_WITH)) ||
-        !scope_ok(host, store, key) || !(s = sync_enter(&c)))
+    if (!fn || (q->with && !name_ok(q->with, MP_STORAGE_MAX_WITH)) || !scope_ok(host, store, key) ||
+        !(s = sync_enter(&c)))
         return MAGPIE_ERR;
     int rc = s->drv->archive_query(c, host, store, key, q, fn, ud);
     sync_leave(s, c);
@@ -885,8 +881,7 @@ int mp_archive_query_sync(const char *host, const char *store, const char *key,
 }
 
 /* Returns MAGPIE_OK (also when nothing matched) or MAGPIE_ERR. */
-int mp_archive_delete_sync(const char *host, const char *store, const char *key,
-                           int64_t up_to_id)
+int mp_archive_delete_sync(const char *host, const char *store, const char *key, int64_t up_to_id)
 {
     void *c;
     struct storage *s;

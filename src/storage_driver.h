@@ -42,11 +42,11 @@ void mp_storage_close(void);
 
 /* Limits on names, in bytes, identical for every driver. Longer values are
  * refused with MAGPIE_ERR (keys are compared as bytes, case-sensitively). */
-#define MP_STORAGE_MAX_HOST 255
+#define MP_STORAGE_MAX_HOST  255
 #define MP_STORAGE_MAX_STORE 64
-#define MP_STORAGE_MAX_KEY 1024
+#define MP_STORAGE_MAX_KEY   1024
 #define MP_STORAGE_MAX_FIELD 1024
-#define MP_STORAGE_MAX_WITH 3071
+#define MP_STORAGE_MAX_WITH  3071
 
 /* ---- the driver vtable ----
  *
@@ -80,8 +80,8 @@ struct mp_storage_driver {
 
     /* *data is malloc'd (len + 1 bytes, NUL-terminated), caller frees;
      * MAGPIE_NOTFOUND when absent. */
-    int (*kv_get)(void *conn, const char *host, const char *store, const char *key,
-                  void **data, size_t *len);
+    int (*kv_get)(void *conn, const char *host, const char *store, const char *key, void **data,
+                  size_t *len);
     int (*kv_set)(void *conn, const char *host, const char *store, const char *key,
                   const void *data, size_t len);
     /* MAGPIE_NOTFOUND when no row was deleted. */
@@ -102,8 +102,7 @@ struct mp_storage_driver {
 
     /* ts in microseconds; with may be NULL. Sets *id. */
     int (*archive_append)(void *conn, const char *host, const char *store, const char *key,
-                          int64_t ts, const char *with, const void *data, size_t len,
-                          int64_t *id);
+                          int64_t ts, const char *with, const void *data, size_t len, int64_t *id);
     int (*archive_query)(void *conn, const char *host, const char *store, const char *key,
                          const mp_archive_filter *q, mp_sd_item_fn fn, void *ud);
     /* up_to_id 0: all. */

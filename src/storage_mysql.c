@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MY_LOST (-100)          /* internal: connection lost, may retry */
+#define MY_LOST  (-100) /* internal: connection lost, may retry */
 #define MAX_COLS 4
 
 /* ---- schema migrations: entry i brings the schema to version i + 1; each
@@ -52,18 +52,29 @@ static const char *const migration_1[] = {
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     NULL,
 };
-static const char *const *const migrations[] = { migration_1 };
+static const char *const *const migrations[] = {migration_1};
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
 enum {
-    S_KV_GET, S_KV_SET, S_KV_DEL, S_KV_KEYS,
-    S_MAP_GET, S_MAP_SET, S_MAP_DEL, S_MAP_DEL_ALL, S_MAP_ALL,
-    S_AR_APPEND, S_AR_QUERY, S_AR_QUERY_REV, S_AR_DELETE,
+    S_KV_GET,
+    S_KV_SET,
+    S_KV_DEL,
+    S_KV_KEYS,
+    S_MAP_GET,
+    S_MAP_SET,
+    S_MAP_DEL,
+    S_MAP_DEL_ALL,
+    S_MAP_ALL,
+    S_AR_APPEND,
+    S_AR_QUERY,
+    S_AR_QUERY_REV,
+    S_AR_DELETE,
     N_STMT
 };
 
-#define AR_WHERE " WHERE host = ? AND store = ? AND `key` = ? AND id > ? AND id < ?" \
-                 " AND (? IS NULL OR with_jid = ?)"
+#define AR_WHERE                                                                                   \
+    " WHERE host = ? AND store = ? AND `key` = ? AND id > ? AND id < ?"                            \
+    " AND (? IS NULL OR with_jid = ?)"
 
 static const char *const stmt_sql[N_STMT] = {
     [S_KV_GET] = "SELECT value FROM keyval WHERE host = ? AND store = ? AND `key` = ?",
@@ -81,10 +92,10 @@ static const char *const stmt_sql[N_STMT] = {
                   " ORDER BY field",
     [S_AR_APPEND] = "INSERT INTO archive (host, store, `key`, ts, with_jid, value)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-    [S_AR_QUERY] = "SELECT id, ts, with_jid, value FROM archive" AR_WHERE
-                   " ORDER BY id ASC LIMIT ?",
-    [S_AR_QUERY_REV] = "SELECT id, ts, with_jid, value FROM archive" AR_WHERE
-                       " ORDER BY id DESC LIMIT ?",
+    [S_AR_QUERY] =
+        "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id ASC LIMIT ?",
+    [S_AR_QUERY_REV] =
+        "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id DESC LIMIT ?",
     [S_AR_DELETE] = "DELETE FROM archive WHERE host = ? AND store = ? AND `key` = ?"
                     " AND id <= ?",
 };
@@ -106,7 +117,7 @@ struct my_col {
 
 struct my_conn {
     struct my_engine *e;
-    MYSQL *db;                  /* NULL after a failed reconnect */
+    MYSQL *db; /* NULL after a failed reconnect */
     MYSQL_STMT *stmt[N_STMT];
     int in_tx;
     struct my_col col[MAX_COLS];
@@ -190,10 +201,9 @@ static int link_open(struct my_conn *c, char *err, size_t errlen)
                   "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'");
     /* with a socket, host NULL makes the library use it */
     const char *host = e->socket ? NULL : (e->host ? e->host : "127.0.0.1");
-    if (!mysql_real_connect(db, host, e->user, e->password, e->database, e->port,
-                            e->socket, 0)) {
-        snprintf(err, errlen, "mysql: connect to %s: %s",
-                 e->socket ? e->socket : host, mysql_error(db));
+    if (!mysql_real_connect(db, host, e->user, e->password, e->database, e->port, e->socket, 0)) {
+        snprintf(err, errlen, "mysql: connect to %s: %s", e->socket ? e->socket : host,
+                 mysql_error(db));
         mysql_close(db);
         return MAGPIE_ERR;
     }
@@ -224,8 +234,8 @@ static void *my_connect(void *engine, char *err, size_t errlen)
 static int is_lost(unsigned e)
 {
     return e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST || e == CR_SERVER_LOST_EXTENDED ||
-           e == CR_CONNECTION_ERROR || e == CR_CONN_HOST_ERROR ||
-           e == ER_CONNECTION_KILLED || e == ER_SERVER_SHUTDOWN;
+           e == CR_CONNECTION_ERROR || e == CR_CONN_HOST_ERROR || e == ER_CONNECTION_KILLED ||
+           e == ER_SERVER_SHUTDOWN;
 }
 
 /* Classifies a failure: logs it and returns MY_LOST (connection dropped,
@@ -303,7 +313,7 @@ static int res_bind(struct my_conn *c, MYSQL_STMT *s, const char *spec)
             b->buffer_type = MYSQL_TYPE_LONGLONG;
             b->buffer = &col->i;
         } else {
-            b->buffer_type = MYSQL_TYPE_BLOB;   /* length only; fetched below */
+            b->buffer_type = MYSQL_TYPE_BLOB; /* length only; fetched below */
         }
     }
     if (mysql_stmt_bind_result(s, c->rb)) {
@@ -400,12 +410,12 @@ static void b_scope(MYSQL_BIND *p, unsigned long *l, const char *host, const cha
 
 /* Runs op once, and once more after a reconnect if the link was lost
  * outside a transaction. */
-#define WITH_RETRY(c, call)                                 \
-    do {                                                    \
-        int rc_ = (call);                                   \
-        if (rc_ == MY_LOST && !(c)->in_tx)                  \
-            rc_ = (call);                                   \
-        return rc_ == MY_LOST ? MAGPIE_ERR : rc_;           \
+#define WITH_RETRY(c, call)                                                                        \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ == MY_LOST && !(c)->in_tx)                                                         \
+            rc_ = (call);                                                                          \
+        return rc_ == MY_LOST ? MAGPIE_ERR : rc_;                                                  \
     } while (0)
 
 /* ---- migrations ---- */
@@ -449,8 +459,10 @@ static int my_migrate(void *conn, char *err, size_t errlen)
     int rc = MAGPIE_ERR;
     long long version = 0;
     MYSQL_STMT *s = NULL;
-    if (simple(c, "CREATE TABLE IF NOT EXISTS magpie_schema (version INT NOT NULL PRIMARY KEY)"
-                  " ENGINE=InnoDB", err, errlen) != MAGPIE_OK)
+    if (simple(c,
+               "CREATE TABLE IF NOT EXISTS magpie_schema (version INT NOT NULL PRIMARY KEY)"
+               " ENGINE=InnoDB",
+               err, errlen) != MAGPIE_OK)
         goto out;
     if (mysql_query(c->db, "SELECT COALESCE(MAX(version), 0) FROM magpie_schema") ||
         !(r = mysql_store_result(c->db))) {
@@ -461,8 +473,10 @@ static int my_migrate(void *conn, char *err, size_t errlen)
     version = row && row[0] ? strtoll(row[0], NULL, 10) : 0;
     mysql_free_result(r);
     if (version > (long long)N_MIGRATIONS) {
-        snprintf(err, errlen, "mysql: database schema version %lld is newer than this "
-                 "magpie supports (%zu)", version, N_MIGRATIONS);
+        snprintf(err, errlen,
+                 "mysql: database schema version %lld is newer than this "
+                 "magpie supports (%zu)",
+                 version, N_MIGRATIONS);
         goto out;
     }
     static const char ins[] = "INSERT INTO magpie_schema (version) VALUES (?)";
@@ -563,8 +577,8 @@ static int write_op(struct my_conn *c, int i, MYSQL_BIND *p, int want_change)
     return MAGPIE_OK;
 }
 
-static int kv_get_once(struct my_conn *c, const char *host, const char *store,
-                       const char *key, void **data, size_t *len)
+static int kv_get_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                       void **data, size_t *len)
 {
     MYSQL_BIND p[3];
     unsigned long l[3];
@@ -572,14 +586,14 @@ static int kv_get_once(struct my_conn *c, const char *host, const char *store,
     return get_value(c, S_KV_GET, p, data, len);
 }
 
-static int my_kv_get(void *conn, const char *host, const char *store, const char *key,
-                     void **data, size_t *len)
+static int my_kv_get(void *conn, const char *host, const char *store, const char *key, void **data,
+                     size_t *len)
 {
     WITH_RETRY((struct my_conn *)conn, kv_get_once(conn, host, store, key, data, len));
 }
 
-static int kv_set_once(struct my_conn *c, const char *host, const char *store,
-                       const char *key, const void *data, size_t len)
+static int kv_set_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                       const void *data, size_t len)
 {
     MYSQL_BIND p[4];
     unsigned long l[4];
@@ -607,8 +621,8 @@ static int my_kv_del(void *conn, const char *host, const char *store, const char
     WITH_RETRY((struct my_conn *)conn, kv_del_once(conn, host, store, key));
 }
 
-static int kv_keys_once(struct my_conn *c, const char *host, const char *store,
-                        mp_sd_key_fn fn, void *ud)
+static int kv_keys_once(struct my_conn *c, const char *host, const char *store, mp_sd_key_fn fn,
+                        void *ud)
 {
     MYSQL_BIND p[2];
     unsigned long l[2];
@@ -624,16 +638,15 @@ static int kv_keys_once(struct my_conn *c, const char *host, const char *store,
     return rc == 0 ? MAGPIE_OK : MAGPIE_ERR;
 }
 
-static int my_kv_keys(void *conn, const char *host, const char *store, mp_sd_key_fn fn,
-                      void *ud)
+static int my_kv_keys(void *conn, const char *host, const char *store, mp_sd_key_fn fn, void *ud)
 {
     WITH_RETRY((struct my_conn *)conn, kv_keys_once(conn, host, store, fn, ud));
 }
 
 /* ---- map ---- */
 
-static int map_get_once(struct my_conn *c, const char *host, const char *store,
-                        const char *key, const char *field, void **data, size_t *len)
+static int map_get_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                        const char *field, void **data, size_t *len)
 {
     MYSQL_BIND p[4];
     unsigned long l[4];
@@ -648,8 +661,8 @@ static int my_map_get(void *conn, const char *host, const char *store, const cha
     WITH_RETRY((struct my_conn *)conn, map_get_once(conn, host, store, key, field, data, len));
 }
 
-static int map_set_once(struct my_conn *c, const char *host, const char *store,
-                        const char *key, const char *field, const void *data, size_t len)
+static int map_set_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                        const char *field, const void *data, size_t len)
 {
     MYSQL_BIND p[5];
     unsigned long l[5];
@@ -665,8 +678,8 @@ static int my_map_set(void *conn, const char *host, const char *store, const cha
     WITH_RETRY((struct my_conn *)conn, map_set_once(conn, host, store, key, field, data, len));
 }
 
-static int map_del_once(struct my_conn *c, const char *host, const char *store,
-                        const char *key, const char *field)
+static int map_del_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                        const char *field)
 {
     MYSQL_BIND p[4];
     unsigned long l[4];
@@ -682,8 +695,8 @@ static int my_map_del(void *conn, const char *host, const char *store, const cha
     WITH_RETRY((struct my_conn *)conn, map_del_once(conn, host, store, key, field));
 }
 
-static int map_all_once(struct my_conn *c, const char *host, const char *store,
-                        const char *key, mp_sd_field_fn fn, void *ud)
+static int map_all_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                        mp_sd_field_fn fn, void *ud)
 {
     MYSQL_BIND p[3];
     unsigned long l[3];
@@ -707,9 +720,8 @@ static int my_map_all(void *conn, const char *host, const char *store, const cha
 
 /* ---- archive ---- */
 
-static int append_once(struct my_conn *c, const char *host, const char *store,
-                       const char *key, int64_t ts, const char *with, const void *data,
-                       size_t len, int64_t *id)
+static int append_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                       int64_t ts, const char *with, const void *data, size_t len, int64_t *id)
 {
     MYSQL_BIND p[6];
     unsigned long l[6];
@@ -734,15 +746,15 @@ static int my_archive_append(void *conn, const char *host, const char *store, co
                append_once(conn, host, store, key, ts, with, data, len, id));
 }
 
-static int query_once(struct my_conn *c, const char *host, const char *store,
-                      const char *key, const mp_archive_filter *q, mp_sd_item_fn fn, void *ud)
+static int query_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                      const mp_archive_filter *q, mp_sd_item_fn fn, void *ud)
 {
     MYSQL_BIND p[8];
     unsigned long l[8];
     long long after = q->after_id > 0 ? q->after_id : 0;
     long long before = q->before_id > 0 ? q->before_id : INT64_MAX;
-    long long limit = q->limit > 0 && q->limit < (size_t)INT64_MAX ? (long long)q->limit
-                                                                   : INT64_MAX;
+    long long limit =
+        q->limit > 0 && q->limit < (size_t)INT64_MAX ? (long long)q->limit : INT64_MAX;
     MYSQL_STMT *s;
     b_scope(p, l, host, store, key);
     b_i64(&p[3], &after);
@@ -773,8 +785,8 @@ static int my_archive_query(void *conn, const char *host, const char *store, con
     WITH_RETRY((struct my_conn *)conn, query_once(conn, host, store, key, q, fn, ud));
 }
 
-static int delete_once(struct my_conn *c, const char *host, const char *store,
-                       const char *key, int64_t up_to_id)
+static int delete_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                       int64_t up_to_id)
 {
     MYSQL_BIND p[4];
     unsigned long l[4];

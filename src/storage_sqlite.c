@@ -42,15 +42,28 @@ static const char *const migrations[] = {
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
 enum {
-    S_KV_GET, S_KV_SET, S_KV_DEL, S_KV_KEYS,
-    S_MAP_GET, S_MAP_SET, S_MAP_DEL, S_MAP_DEL_ALL, S_MAP_ALL,
-    S_AR_APPEND, S_AR_QUERY, S_AR_QUERY_REV, S_AR_DELETE,
-    S_BEGIN, S_COMMIT, S_ROLLBACK,
+    S_KV_GET,
+    S_KV_SET,
+    S_KV_DEL,
+    S_KV_KEYS,
+    S_MAP_GET,
+    S_MAP_SET,
+    S_MAP_DEL,
+    S_MAP_DEL_ALL,
+    S_MAP_ALL,
+    S_AR_APPEND,
+    S_AR_QUERY,
+    S_AR_QUERY_REV,
+    S_AR_DELETE,
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
     N_STMT
 };
 
-#define AR_WHERE " WHERE host = ?1 AND store = ?2 AND \"key\" = ?3 AND id > ?4 AND id < ?5" \
-                 " AND (?6 IS NULL OR with_jid = ?6)"
+#define AR_WHERE                                                                                   \
+    " WHERE host = ?1 AND store = ?2 AND \"key\" = ?3 AND id > ?4 AND id < ?5"                     \
+    " AND (?6 IS NULL OR with_jid = ?6)"
 
 static const char *const stmt_sql[N_STMT] = {
     [S_KV_GET] = "SELECT value FROM keyval WHERE host = ? AND store = ? AND \"key\" = ?",
@@ -68,10 +81,10 @@ static const char *const stmt_sql[N_STMT] = {
                   " ORDER BY field",
     [S_AR_APPEND] = "INSERT INTO archive (host, store, \"key\", ts, with_jid, value)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-    [S_AR_QUERY] = "SELECT id, ts, with_jid, value FROM archive" AR_WHERE
-                   " ORDER BY id ASC LIMIT ?7",
-    [S_AR_QUERY_REV] = "SELECT id, ts, with_jid, value FROM archive" AR_WHERE
-                       " ORDER BY id DESC LIMIT ?7",
+    [S_AR_QUERY] =
+        "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id ASC LIMIT ?7",
+    [S_AR_QUERY_REV] =
+        "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id DESC LIMIT ?7",
     [S_AR_DELETE] = "DELETE FROM archive WHERE host = ? AND store = ? AND \"key\" = ?"
                     " AND id <= ?",
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -126,9 +139,8 @@ static void *sq_connect(void *engine, char *err, size_t errlen)
 {
     struct sq_engine *e = engine;
     struct sq_conn *c = mp_calloc(1, sizeof *c);
-    int rc = sqlite3_open_v2(e->path, &c->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        e->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: %s: %s", e->path,
                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
@@ -138,8 +150,8 @@ static void *sq_connect(void *engine, char *err, size_t errlen)
     sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(c->db, 1);
     char *msg = NULL;
-    if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
-                     NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL,
+                     &msg) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: %s: %s", e->path, msg ? msg : "pragma failed");
         sqlite3_free(msg);
         sq_disconnect(c);
@@ -151,9 +163,8 @@ static void *sq_connect(void *engine, char *err, size_t errlen)
 /* The cached statement i, prepared on first use; NULL on error (logged). */
 static sqlite3_stmt *st_get(struct sq_conn *c, int i)
 {
-    if (!c->stmt[i] &&
-        sqlite3_prepare_v3(c->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                           &c->stmt[i], NULL) != SQLITE_OK) {
+    if (!c->stmt[i] && sqlite3_prepare_v3(c->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                          &c->stmt[i], NULL) != SQLITE_OK) {
         mp_log(MP_LOG_ERROR, "sqlite: prepare: %s", sqlite3_errmsg(c->db));
         return NULL;
     }
@@ -244,13 +255,16 @@ static int sq_migrate(void *conn, char *err, size_t errlen)
 {
     struct sq_conn *c = conn;
     sqlite3_stmt *s = NULL;
-    if (exec_script(c, "CREATE TABLE IF NOT EXISTS magpie_schema"
-                       " (version INTEGER NOT NULL PRIMARY KEY)", err, errlen) != MAGPIE_OK ||
+    if (exec_script(c,
+                    "CREATE TABLE IF NOT EXISTS magpie_schema"
+                    " (version INTEGER NOT NULL PRIMARY KEY)",
+                    err, errlen) != MAGPIE_OK ||
         exec_script(c, "BEGIN IMMEDIATE", err, errlen) != MAGPIE_OK)
         return MAGPIE_ERR;
     int64_t version = 0;
-    if (sqlite3_prepare_v2(c->db, "SELECT COALESCE(MAX(version), 0) FROM magpie_schema",
-                           -1, &s, NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+    if (sqlite3_prepare_v2(c->db, "SELECT COALESCE(MAX(version), 0) FROM magpie_schema", -1, &s,
+                           NULL) != SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_ROW) {
         snprintf(err, errlen, "sqlite: reading schema version: %s", sqlite3_errmsg(c->db));
         goto fail;
     }
@@ -258,12 +272,14 @@ static int sq_migrate(void *conn, char *err, size_t errlen)
     sqlite3_finalize(s);
     s = NULL;
     if (version > (int64_t)N_MIGRATIONS) {
-        snprintf(err, errlen, "sqlite: database schema version %lld is newer than this "
-                 "magpie supports (%zu)", (long long)version, N_MIGRATIONS);
+        snprintf(err, errlen,
+                 "sqlite: database schema version %lld is newer than this "
+                 "magpie supports (%zu)",
+                 (long long)version, N_MIGRATIONS);
         goto fail;
     }
-    if (sqlite3_prepare_v2(c->db, "INSERT INTO magpie_schema (version) VALUES (?)",
-                           -1, &s, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(c->db, "INSERT INTO magpie_schema (version) VALUES (?)", -1, &s, NULL) !=
+        SQLITE_OK) {
         snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(c->db));
         goto fail;
     }
@@ -314,8 +330,8 @@ static void sq_rollback(void *conn)
 
 /* ---- keyval ---- */
 
-static int sq_kv_get(void *conn, const char *host, const char *store, const char *key,
-                     void **data, size_t *len)
+static int sq_kv_get(void *conn, const char *host, const char *store, const char *key, void **data,
+                     size_t *len)
 {
     struct sq_conn *c = conn;
     sqlite3_stmt *s = st_get(c, S_KV_GET);
@@ -440,10 +456,9 @@ static int sq_archive_append(void *conn, const char *host, const char *store, co
     sqlite3_stmt *s = st_get(c, S_AR_APPEND);
     if (!s)
         return MAGPIE_ERR;
-    if (bind_scope(s, host, store, key) != SQLITE_OK ||
-        sqlite3_bind_int64(s, 4, ts) != SQLITE_OK ||
-        (with ? sqlite3_bind_text(s, 5, with, -1, SQLITE_STATIC)
-              : sqlite3_bind_null(s, 5)) != SQLITE_OK ||
+    if (bind_scope(s, host, store, key) != SQLITE_OK || sqlite3_bind_int64(s, 4, ts) != SQLITE_OK ||
+        (with ? sqlite3_bind_text(s, 5, with, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 5)) !=
+            SQLITE_OK ||
         bind_blob(s, 6, data, len) != SQLITE_OK)
         return fail(c, s, "archive_append");
     if (sqlite3_step(s) != SQLITE_DONE)
@@ -466,8 +481,8 @@ static int sq_archive_query(void *conn, const char *host, const char *store, con
     if (bind_scope(s, host, store, key) != SQLITE_OK ||
         sqlite3_bind_int64(s, 4, after) != SQLITE_OK ||
         sqlite3_bind_int64(s, 5, before) != SQLITE_OK ||
-        (q->with ? sqlite3_bind_text(s, 6, q->with, -1, SQLITE_STATIC)
-                 : sqlite3_bind_null(s, 6)) != SQLITE_OK ||
+        (q->with ? sqlite3_bind_text(s, 6, q->with, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 6)) !=
+            SQLITE_OK ||
         sqlite3_bind_int64(s, 7, limit) != SQLITE_OK)
         return fail(c, s, "archive_query");
     int rc;

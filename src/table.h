@@ -18,6 +18,7 @@ void *mp_table_put(mp_table *h, const char *key, void *value);
 void *mp_table_del(mp_table *h, const char *key);
 size_t mp_table_count(const mp_table *h);
 /* Calls fn for each entry; fn must not modify the map. */
-void mp_table_foreach(const mp_table *h, void (*fn)(void *ud, const char *key, void *value), void *ud);
+void mp_table_foreach(const mp_table *h, void (*fn)(void *ud, const char *key, void *value),
+                      void *ud);
 
 #endif

@@ -246,8 +246,8 @@ void mp_tls_channel_binding(SSL *ssl, struct mp_sasl_cb *cb)
     if (cert) {
         int md_nid = NID_undef;
         const EVP_MD *md = NULL;
-        if (OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL) &&
-            md_nid != NID_md5 && md_nid != NID_sha1 && md_nid != NID_undef)
+        if (OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL) && md_nid != NID_md5 &&
+            md_nid != NID_sha1 && md_nid != NID_undef)
             md = EVP_get_digestbynid(md_nid);
         if (!md)
             md = EVP_sha256();

@@ -18,7 +18,7 @@
 struct listener_arg {
     struct mp_worker *w;
     int direct_tls;
-    struct event *resume;   /* re-enables the listener after EMFILE */
+    struct event *resume; /* re-enables the listener after EMFILE */
 };
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -48,7 +48,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     evconnlistener_disable(l);
     if (!la->resume)
         la->resume = evtimer_new(evconnlistener_get_base(l), resume_listener, l);
-    struct timeval tv = { 1, 0 };
+    struct timeval tv = {1, 0};
     evtimer_add(la->resume, &tv);
 }
 
@@ -116,9 +116,10 @@ int mp_workers_start(void)
             return MAGPIE_ERR;
         struct event_base *base = mp_loop_base(w->loop);
         if (cfg->rate_bytes_per_sec > 0) {
-            struct timeval tick = { 0, 100000 };
+            struct timeval tick = {0, 100000};
             size_t rate = (size_t)cfg->rate_bytes_per_sec / 10;
-            size_t burst = (size_t)(cfg->rate_burst > 0 ? cfg->rate_burst : cfg->rate_bytes_per_sec);
+            size_t burst =
+                (size_t)(cfg->rate_burst > 0 ? cfg->rate_burst : cfg->rate_bytes_per_sec);
             w->rate = ev_token_bucket_cfg_new(rate ? rate : 1, burst, EV_RATE_LIMIT_MAX,
                                               EV_RATE_LIMIT_MAX, &tick);
         }
@@ -133,9 +134,8 @@ int mp_workers_start(void)
             la->w = w;
             la->direct_tls = cfg->listeners[j].kind == MP_LISTEN_C2S_TLS;
             w->listener_args[j] = la;
-            w->listeners[j] = evconnlistener_new(base, accept_cb, la,
-                                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
-                                                 fd);
+            w->listeners[j] = evconnlistener_new(
+                base, accept_cb, la, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
             if (!w->listeners[j]) {
                 close(fd);
                 free(la);
@@ -144,7 +144,7 @@ int mp_workers_start(void)
             evconnlistener_set_error_cb(w->listeners[j], accept_error_cb);
         }
         w->sweep = event_new(base, -1, EV_PERSIST, sweep_cb, w);
-        struct timeval tv = { 5, 0 };
+        struct timeval tv = {5, 0};
         event_add(w->sweep, &tv);
     }
     for (int i = 0; i < n; i++)

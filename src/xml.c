@@ -18,21 +18,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ARENA_FIRST 512
+#define ARENA_FIRST     512
 #define ARENA_CHUNK_MAX (64 * 1024)
 
 struct chunk {
-    struct chunk *prev;     /* older chunk (NULL for the embedded one) */
+    struct chunk *prev; /* older chunk (NULL for the embedded one) */
     size_t size, used;
     char data[];
 };
 
 struct mp_stanza {
     atomic_int refs;
-    size_t total;           /* bytes allocated for the stanza, all chunks */
-    struct chunk *cur;      /* newest chunk: allocations come from here */
+    size_t total;      /* bytes allocated for the stanza, all chunks */
+    struct chunk *cur; /* newest chunk: allocations come from here */
     mp_xml *root;
-    struct chunk *first;    /* embedded first chunk, right after this struct */
+    struct chunk *first; /* embedded first chunk, right after this struct */
 };
 
 /* Creates an empty stanza (no root) whose first chunk holds first_size
@@ -125,11 +125,12 @@ const char *mp_stanza_strdup(mp_stanza *st, const char *s)
 
 /* Strings that occur in almost every stanza are not copied. */
 static const char *const common_strings[] = {
-    "", "to", "from", "id", "type", "xml:lang", MP_NS_CLIENT, MP_NS_SERVER,
-    "message", "presence", "iq", "body", "error", "result", "get", "set",
-    "query", "item", "jid", "name", "subscription", "node", "var", "x",
-    "show", "status", "priority", "thread", "subject", "chat", "groupchat",
-    "unavailable", "c", "hash", "ver", "stamp", "text",
+    "",           "to",      "from",      "id",          "type",   "xml:lang", MP_NS_CLIENT,
+    MP_NS_SERVER, "message", "presence",  "iq",          "body",   "error",    "result",
+    "get",        "set",     "query",     "item",        "jid",    "name",     "subscription",
+    "node",       "var",     "x",         "show",        "status", "priority", "thread",
+    "subject",    "chat",    "groupchat", "unavailable", "c",      "hash",     "ver",
+    "stamp",      "text",
 };
 
 /* Returns a string equal to s[0..len) that lives at least as long as st:
@@ -142,8 +143,7 @@ static const char *arena_intern(mp_stanza *st, const char *s, size_t len)
             if (strncmp(c, s, len) == 0 && c[len] == '\0')
                 return c;
         }
-    } else if (len == sizeof(MP_NS_STANZA_ERRORS) - 1 &&
-               memcmp(s, MP_NS_STANZA_ERRORS, len) == 0) {
+    } else if (len == sizeof(MP_NS_STANZA_ERRORS) - 1 && memcmp(s, MP_NS_STANZA_ERRORS, len) == 0) {
         return MP_NS_STANZA_ERRORS;
     }
     return arena_strndup(st, s, len);
@@ -465,16 +465,34 @@ void mp_xml_escape(struct evbuffer *out, const char *s, size_t len, int quote)
     for (size_t i = 0; i < len; i++) {
         const char *rep;
         switch (s[i]) {
-        case '<': rep = "&lt;"; break;
-        case '>': rep = "&gt;"; break;
-        case '&': rep = "&amp;"; break;
-        case '"': rep = quote ? "&quot;" : NULL; break;
-        case '\'': rep = quote ? "&apos;" : NULL; break;
+        case '<':
+            rep = "&lt;";
+            break;
+        case '>':
+            rep = "&gt;";
+            break;
+        case '&':
+            rep = "&amp;";
+            break;
+        case '"':
+            rep = quote ? "&quot;" : NULL;
+            break;
+        case '\'':
+            rep = quote ? "&apos;" : NULL;
+            break;
         /* keep whitespace in attribute values from being normalised */
-        case '\t': rep = quote ? "&#9;" : NULL; break;
-        case '\n': rep = quote ? "&#10;" : NULL; break;
-        case '\r': rep = "&#13;"; break;
-        default: rep = NULL; break;
+        case '\t':
+            rep = quote ? "&#9;" : NULL;
+            break;
+        case '\n':
+            rep = quote ? "&#10;" : NULL;
+            break;
+        case '\r':
+            rep = "&#13;";
+            break;
+        default:
+            rep = NULL;
+            break;
         }
         if (!rep)
             continue;
@@ -507,8 +525,7 @@ static const char *ns_bar(const mp_xml_attr *a)
     return strrchr(a->name, '|');
 }
 
-static int same_uri(const mp_xml_attr *x, const char *xbar, const mp_xml_attr *y,
-                    const char *ybar)
+static int same_uri(const mp_xml_attr *x, const char *xbar, const mp_xml_attr *y, const char *ybar)
 {
     return xbar - x->name == ybar - y->name &&
            memcmp(x->name, y->name, (size_t)(xbar - x->name)) == 0;
@@ -580,8 +597,8 @@ static const char *write_start(const mp_xml *el, struct evbuffer *out, const cha
     evbuffer_add(out, el->name, strlen(el->name));
     if (!prefix && ns && *ns) {
         child_ns = ns;
-        int omit = same_ns(ns, in_force) ||
-                   (is_root && is_content_ns(ns) && is_content_ns(in_force));
+        int omit =
+            same_ns(ns, in_force) || (is_root && is_content_ns(ns) && is_content_ns(in_force));
         if (!omit) {
             evbuffer_add(out, " xmlns='", 8);
             mp_xml_escape(out, ns, strlen(ns), 1);
@@ -687,8 +704,8 @@ struct tree_builder {
 
 /* Splits an expat NS name "uri\xfflocal[\xffprefix]" into uri and local
  * (uri "" when the name has no namespace). */
-void mp_xml_split_name(const char *name, const char **uri, size_t *ulen,
-                       const char **local, size_t *llen)
+void mp_xml_split_name(const char *name, const char **uri, size_t *ulen, const char **local,
+                       size_t *llen)
 {
     const char *s1 = strchr(name, MP_XML_NS_SEP);
     if (!s1) {
@@ -707,8 +724,7 @@ void mp_xml_split_name(const char *name, const char **uri, size_t *ulen,
 
 /* Builds an element node for expat's name/atts in st under parent (NULL for
  * the root). Returns the node. */
-mp_xml *mp_xml_build_element(mp_stanza *st, mp_xml *parent, const char *name,
-                             const char **atts)
+mp_xml *mp_xml_build_element(mp_stanza *st, mp_xml *parent, const char *name, const char **atts)
 {
     const char *uri, *local;
     size_t ulen, llen;
@@ -785,16 +801,20 @@ static void XMLCALL tb_refuse(void *ud)
     ((struct tree_builder *)ud)->bad = 1;
 }
 
-static void XMLCALL tb_doctype(void *ud, const XML_Char *n, const XML_Char *s,
-                               const XML_Char *p, int i)
+static void XMLCALL tb_doctype(void *ud, const XML_Char *n, const XML_Char *s, const XML_Char *p,
+                               int i)
 {
-    (void)n; (void)s; (void)p; (void)i;
+    (void)n;
+    (void)s;
+    (void)p;
+    (void)i;
     tb_refuse(ud);
 }
 
 static void XMLCALL tb_pi(void *ud, const XML_Char *t, const XML_Char *d)
 {
-    (void)t; (void)d;
+    (void)t;
+    (void)d;
     tb_refuse(ud);
 }
 
@@ -806,8 +826,9 @@ static void XMLCALL tb_comment(void *ud, const XML_Char *d)
 
 mp_stanza *mp_stanza_parse(const char *xml, size_t len)
 {
-    struct tree_builder tb = { .st = stanza_alloc(len < ARENA_FIRST ? ARENA_FIRST
-                                                  : (len > ARENA_CHUNK_MAX ? ARENA_CHUNK_MAX : len)) };
+    struct tree_builder tb = {
+        .st = stanza_alloc(len < ARENA_FIRST ? ARENA_FIRST
+                                             : (len > ARENA_CHUNK_MAX ? ARENA_CHUNK_MAX : len))};
     XML_Parser p = XML_ParserCreateNS("UTF-8", MP_XML_NS_SEP);
     if (!p)
         abort();
@@ -830,8 +851,8 @@ mp_stanza *mp_stanza_parse(const char *xml, size_t len)
 
 /* ---- stanza helpers ---- */
 
-mp_stanza *mp_stanza_make_error(mp_stanza *st, const char *error_type,
-                                const char *condition, const char *text)
+mp_stanza *mp_stanza_make_error(mp_stanza *st, const char *error_type, const char *condition,
+                                const char *text)
 {
     mp_xml *r = st->root;
     /* swap in place so attribute order is kept; names are static */

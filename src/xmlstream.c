@@ -35,11 +35,11 @@ enum { ST_HEADER, ST_STREAM, ST_CLOSED, ST_ERROR };
 enum { HALT_NONE, HALT_STOP, HALT_RESET, HALT_ERROR };
 
 /* Defaults used when a limit is given as 0. */
-#define DEF_MAX_STANZA (256 * 1024)
-#define DEF_MAX_DEPTH 32
-#define DEF_MAX_ATTRS 64
+#define DEF_MAX_STANZA   (256 * 1024)
+#define DEF_MAX_DEPTH    32
+#define DEF_MAX_ATTRS    64
 #define DEF_MAX_ATTR_LEN 8192
-#define DEF_MAX_TEXT (256 * 1024)
+#define DEF_MAX_TEXT     (256 * 1024)
 
 /* Reparse deferral (expat >= 2.6.0, and distributions' 2.5.0 with the
  * CVE-2023-52425 fix): expat does not retry a partial token until the
@@ -65,21 +65,21 @@ static void set_deferral(XML_Parser x, XML_Bool on)
 #define MM_HDR 16
 
 struct mp_xmlstream {
-    XML_Parser parser;          /* NULL when released (or before the 1st feed) */
+    XML_Parser parser; /* NULL when released (or before the 1st feed) */
     struct mp_xml_limits lim;
     struct mp_xmlstream_cb cb;
     void *ud;
     int state;
-    int halt;                   /* why the current XML_Parse was stopped */
+    int halt; /* why the current XML_Parse was stopped */
     int in_feed;
-    int rebuilding;             /* parsing our own synthetic header */
-    unsigned depth;             /* open elements, stream element included */
-    uint64_t fed;               /* bytes given to the current expat parser */
-    uint64_t mark;              /* start of the current unit, see top */
-    uint64_t halt_pos;          /* end of the event where stop/reset hit */
-    mp_stanza *cur;             /* stanza being built */
-    mp_xml *node;               /* its innermost open element */
-    char *synth;                /* synthetic header for rebuilding */
+    int rebuilding;    /* parsing our own synthetic header */
+    unsigned depth;    /* open elements, stream element included */
+    uint64_t fed;      /* bytes given to the current expat parser */
+    uint64_t mark;     /* start of the current unit, see top */
+    uint64_t halt_pos; /* end of the event where stop/reset hit */
+    mp_stanza *cur;    /* stanza being built */
+    mp_xml *node;      /* its innermost open element */
+    char *synth;       /* synthetic header for rebuilding */
     size_t synth_len;
     /* header namespace declarations, collected before the header's start
      * handler: "prefix\0uri\0" pairs, prefix "" for the default */
@@ -87,8 +87,8 @@ struct mp_xmlstream {
     size_t decls_len;
     char *default_ns;
     const char *err_cond, *err_text;
-    size_t expat_mem;           /* bytes currently allocated by expat */
-    unsigned forced;            /* forced reparses since the last event */
+    size_t expat_mem; /* bytes currently allocated by expat */
+    unsigned forced;  /* forced reparses since the last event */
 };
 
 /* ---- expat memory accounting ---- */
@@ -136,7 +136,7 @@ static void mm_free(void *p)
     free(b);
 }
 
-static const XML_Memory_Handling_Suite mm_suite = { mm_malloc, mm_realloc, mm_free };
+static const XML_Memory_Handling_Suite mm_suite = {mm_malloc, mm_realloc, mm_free};
 
 /* ---- errors and halting ---- */
 
@@ -267,7 +267,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     p->forced = 0;
     if (halted(p))
         return;
-    unsigned level = ++p->depth;   /* 1 = stream, 2 = stanza root */
+    unsigned level = ++p->depth; /* 1 = stream, 2 = stanza root */
     if (level == 1) {
         if (p->rebuilding) {
             p->mark = event_end(p);
@@ -361,10 +361,13 @@ static void XMLCALL on_ns_start(void *ud, const XML_Char *prefix, const XML_Char
     add_decl(p, prefix, uri);
 }
 
-static void XMLCALL on_doctype(void *ud, const XML_Char *n, const XML_Char *s,
-                               const XML_Char *pub, int internal)
+static void XMLCALL on_doctype(void *ud, const XML_Char *n, const XML_Char *s, const XML_Char *pub,
+                               int internal)
 {
-    (void)n; (void)s; (void)pub; (void)internal;
+    (void)n;
+    (void)s;
+    (void)pub;
+    (void)internal;
     fail(ud, "restricted-xml", "DTDs are not allowed");
 }
 
@@ -372,13 +375,21 @@ static void XMLCALL on_entity(void *ud, const XML_Char *n, int pe, const XML_Cha
                               const XML_Char *b, const XML_Char *s, const XML_Char *pub,
                               const XML_Char *nn)
 {
-    (void)n; (void)pe; (void)v; (void)vl; (void)b; (void)s; (void)pub; (void)nn;
+    (void)n;
+    (void)pe;
+    (void)v;
+    (void)vl;
+    (void)b;
+    (void)s;
+    (void)pub;
+    (void)nn;
     fail(ud, "restricted-xml", "entity declarations are not allowed");
 }
 
 static void XMLCALL on_pi(void *ud, const XML_Char *t, const XML_Char *d)
 {
-    (void)t; (void)d;
+    (void)t;
+    (void)d;
     fail(ud, "restricted-xml", "processing instructions are not allowed");
 }
 
@@ -391,14 +402,18 @@ static void XMLCALL on_comment(void *ud, const XML_Char *d)
 static int on_extref(XML_Parser parser, const XML_Char *ctx, const XML_Char *base,
                      const XML_Char *sys, const XML_Char *pub)
 {
-    (void)ctx; (void)base; (void)sys; (void)pub;
+    (void)ctx;
+    (void)base;
+    (void)sys;
+    (void)pub;
     fail(XML_GetUserData(parser), "restricted-xml", "external entities are not allowed");
     return XML_STATUS_ERROR;
 }
 
 static void XMLCALL on_skipped(void *ud, const XML_Char *n, int pe)
 {
-    (void)n; (void)pe;
+    (void)n;
+    (void)pe;
     fail(ud, "restricted-xml", "entity references are not allowed");
 }
 
@@ -443,14 +458,14 @@ static void make_parser(mp_xmlstream *p)
         enum XML_Status s = XML_Parse(x, p->synth, (int)p->synth_len, 0);
         p->rebuilding = 0;
         if (s != XML_STATUS_OK || p->depth != 1)
-            abort();    /* we wrote it: cannot happen */
+            abort(); /* we wrote it: cannot happen */
         p->fed = p->synth_len;
         p->mark = p->fed;
     }
 }
 
-mp_xmlstream *mp_xmlstream_new(const struct mp_xml_limits *limits,
-                               const struct mp_xmlstream_cb *cb, void *ud)
+mp_xmlstream *mp_xmlstream_new(const struct mp_xml_limits *limits, const struct mp_xmlstream_cb *cb,
+                               void *ud)
 {
     mp_xmlstream *p = mp_calloc(1, sizeof(*p));
     p->lim = *limits;
@@ -504,7 +519,7 @@ void mp_xmlstream_reset(mp_xmlstream *p)
         p->halt_pos = event_end(p);
         p->halt = HALT_RESET;
         XML_StopParser(p->parser, XML_FALSE);
-        return;     /* the feed loop finishes the reset */
+        return; /* the feed loop finishes the reset */
     }
     clear_stream(p);
     p->state = ST_HEADER;
@@ -531,8 +546,8 @@ int mp_xmlstream_release(mp_xmlstream *p)
 
 size_t mp_xmlstream_memory(const mp_xmlstream *p)
 {
-    return sizeof(*p) + p->expat_mem + (p->synth ? p->synth_len + 1 : 0) +
-           p->decls_len + (p->cur ? mp_stanza_size(p->cur) : 0);
+    return sizeof(*p) + p->expat_mem + (p->synth ? p->synth_len + 1 : 0) + p->decls_len +
+           (p->cur ? mp_stanza_size(p->cur) : 0);
 }
 
 static const char *map_expat_error(enum XML_Error e)
@@ -600,9 +615,9 @@ int mp_xmlstream_feed(mp_xmlstream *p, const char *data, size_t len, size_t *con
             n = (size_t)(p->lim.max_stanza - used);
         if (n > INT32_MAX)
             n = INT32_MAX;
-        uint64_t base = p->fed;     /* expat index of data[off] */
-        int force = p->forced < FORCE_MAX &&
-                    (memchr(data + off, '>', n) || memchr(data + off, ';', n));
+        uint64_t base = p->fed; /* expat index of data[off] */
+        int force =
+            p->forced < FORCE_MAX && (memchr(data + off, '>', n) || memchr(data + off, ';', n));
         if (force) {
             p->forced++;
             set_deferral(p->parser, XML_FALSE);
@@ -615,7 +630,7 @@ int mp_xmlstream_feed(mp_xmlstream *p, const char *data, size_t len, size_t *con
             off += n;
             if (p->state == ST_CLOSED) {
                 drop_parser(p);
-                off = len;      /* the rest after </stream> is ignored */
+                off = len; /* the rest after </stream> is ignored */
                 break;
             }
             continue;
@@ -632,7 +647,7 @@ int mp_xmlstream_feed(mp_xmlstream *p, const char *data, size_t len, size_t *con
             rc = MAGPIE_AGAIN;
             break;
         }
-        if (p->state == ST_CLOSED) {   /* junk after </stream>: ignored */
+        if (p->state == ST_CLOSED) { /* junk after </stream>: ignored */
             drop_parser(p);
             off = len;
             break;

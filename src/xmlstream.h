@@ -10,11 +10,11 @@
 #include <magpie/xml.h>
 
 struct mp_xml_limits {
-    size_t max_stanza;      /* bytes of one depth-1 element, incl. markup */
-    unsigned max_depth;     /* element nesting inside a stanza (stanza = 1) */
-    unsigned max_attrs;     /* attributes per element */
-    size_t max_attr_len;    /* bytes of one attribute value */
-    size_t max_text;        /* bytes of one text node run */
+    size_t max_stanza;   /* bytes of one depth-1 element, incl. markup */
+    unsigned max_depth;  /* element nesting inside a stanza (stanza = 1) */
+    unsigned max_attrs;  /* attributes per element */
+    size_t max_attr_len; /* bytes of one attribute value */
+    size_t max_text;     /* bytes of one text node run */
 };
 
 struct mp_xmlstream_cb {
@@ -38,8 +38,8 @@ typedef struct mp_xmlstream mp_xmlstream;
 
 /* Returns a new parser (caller frees with mp_xmlstream_free). limits and cb
  * are copied. */
-mp_xmlstream *mp_xmlstream_new(const struct mp_xml_limits *limits,
-                               const struct mp_xmlstream_cb *cb, void *ud);
+mp_xmlstream *mp_xmlstream_new(const struct mp_xml_limits *limits, const struct mp_xmlstream_cb *cb,
+                               void *ud);
 void mp_xmlstream_free(mp_xmlstream *p);
 
 /* Feeds len bytes. Callbacks run from inside this call; a callback may call
@@ -74,9 +74,8 @@ void mp_stanza_set_root(mp_stanza *st, mp_xml *root);
 /* Builds the element for expat's (name, atts) in st's arena and appends it
  * to parent (NULL: a detached root). Attribute names become "to",
  * "xml:lang" or "URI|local". */
-mp_xml *mp_xml_build_element(mp_stanza *st, mp_xml *parent, const char *name,
-                             const char **atts);
-void mp_xml_split_name(const char *name, const char **uri, size_t *ulen,
-                       const char **local, size_t *llen);
+mp_xml *mp_xml_build_element(mp_stanza *st, mp_xml *parent, const char *name, const char **atts);
+void mp_xml_split_name(const char *name, const char **uri, size_t *ulen, const char **local,
+                       size_t *llen);
 
 #endif

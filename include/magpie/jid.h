@@ -8,14 +8,14 @@
 
 #include <stddef.h>
 
-#define MP_JID_PART_MAX 1023   /* bytes, per RFC 7622 §3.1 */
+#define MP_JID_PART_MAX 1023 /* bytes, per RFC 7622 §3.1 */
 
 typedef struct mp_jid {
-    char *local;     /* NULL if absent */
-    char *domain;    /* never NULL after a successful parse */
-    char *resource;  /* NULL if absent */
-    char *bare;      /* "local@domain" or "domain" */
-    char *full;      /* bare + "/resource" if a resource exists */
+    char *local;    /* NULL if absent */
+    char *domain;   /* never NULL after a successful parse */
+    char *resource; /* NULL if absent */
+    char *bare;     /* "local@domain" or "domain" */
+    char *full;     /* bare + "/resource" if a resource exists */
     /* all five point into one buffer owned by the struct */
     char *buf_;
 } mp_jid;

@@ -7,13 +7,13 @@
 #include <stdint.h>
 
 /* One return-code convention across the codebase. */
-#define MAGPIE_OK 0
-#define MAGPIE_ERR (-1)
-#define MAGPIE_AGAIN 1      /* not finished yet: call again / wait for more */
-#define MAGPIE_NOTFOUND 2   /* lookups: nothing stored under that key */
+#define MAGPIE_OK       0
+#define MAGPIE_ERR      (-1)
+#define MAGPIE_AGAIN    1 /* not finished yet: call again / wait for more */
+#define MAGPIE_NOTFOUND 2 /* lookups: nothing stored under that key */
 
 /* Results of hook handlers. */
-#define HOOK_PASS 0
+#define HOOK_PASS    0
 #define HOOK_HANDLED 1
 
 #define MAGPIE_VERSION_STRING "0.1.0"

@@ -23,8 +23,8 @@
 
 #define MP_MODULE_API_VERSION 1
 
-typedef struct mp_module mp_module;     /* a loaded module instance */
-typedef struct mp_session mp_session;   /* a client session (opaque) */
+typedef struct mp_module mp_module;   /* a loaded module instance */
+typedef struct mp_session mp_session; /* a client session (opaque) */
 
 /* ---- options ---- */
 enum mp_opt_type { MP_OPT_BOOL, MP_OPT_INT, MP_OPT_STRING };
@@ -32,25 +32,25 @@ enum mp_opt_type { MP_OPT_BOOL, MP_OPT_INT, MP_OPT_STRING };
 struct mp_option {
     const char *name;
     enum mp_opt_type type;
-    const char *def;     /* default, as it would be written in the config */
-    const char *doc;     /* one line, copied into the generated config */
-    long long min, max;  /* MP_OPT_INT bounds (inclusive) */
+    const char *def;    /* default, as it would be written in the config */
+    const char *doc;    /* one line, copied into the generated config */
+    long long min, max; /* MP_OPT_INT bounds (inclusive) */
 };
 
 /* ---- descriptor ---- */
 struct mp_module_desc {
-    unsigned api_version;        /* MP_MODULE_API_VERSION */
-    const char *name;            /* "ping" for mod_ping.so */
+    unsigned api_version; /* MP_MODULE_API_VERSION */
+    const char *name;     /* "ping" for mod_ping.so */
     const char *description;
-    const struct mp_option *options;  /* terminated by { NULL } or NULL */
-    int (*load)(mp_module *m);        /* MAGPIE_OK / MAGPIE_ERR */
-    void (*unload)(mp_module *m);     /* optional */
-    int (*reload)(mp_module *m);      /* optional, options re-read */
+    const struct mp_option *options; /* terminated by { NULL } or NULL */
+    int (*load)(mp_module *m);       /* MAGPIE_OK / MAGPIE_ERR */
+    void (*unload)(mp_module *m);    /* optional */
+    int (*reload)(mp_module *m);     /* optional, options re-read */
 };
 
-#define MP_MODULE_DECLARE(name_, desc_, opts_, load_, unload_, reload_)      \
-    const struct mp_module_desc mp_module_descriptor = {                     \
-        MP_MODULE_API_VERSION, name_, desc_, opts_, load_, unload_, reload_ }
+#define MP_MODULE_DECLARE(name_, desc_, opts_, load_, unload_, reload_)                            \
+    const struct mp_module_desc mp_module_descriptor = {                                           \
+        MP_MODULE_API_VERSION, name_, desc_, opts_, load_, unload_, reload_}
 
 /* Option values (validated by the core against the table; defaults apply). */
 long long mp_module_opt_int(mp_module *m, const char *name);
@@ -73,9 +73,9 @@ void *mp_module_data(mp_module *m);
  *                       HANDLED = taken (else remote-server-not-found)
  */
 struct mp_hook_event {
-    mp_session *session;   /* may be NULL */
-    mp_stanza *stanza;     /* may be NULL; borrowed: ref it to keep it */
-    void *data;            /* hook-specific */
+    mp_session *session; /* may be NULL */
+    mp_stanza *stanza;   /* may be NULL; borrowed: ref it to keep it */
+    void *data;          /* hook-specific */
 };
 typedef int (*mp_hook_fn)(struct mp_hook_event *ev, void *ud);
 int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, void *ud);
@@ -89,8 +89,8 @@ int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, voi
 enum mp_iq_type { MP_IQ_GET = 0, MP_IQ_SET = 1 };
 enum mp_iq_scope { MP_IQ_SERVER = 0, MP_IQ_ACCOUNT = 1 };
 typedef void (*mp_iq_fn)(mp_stanza *iq, void *ud);
-int mp_iq_register(mp_module *m, enum mp_iq_type type, const char *ns,
-                   enum mp_iq_scope scope, mp_iq_fn fn, void *ud);
+int mp_iq_register(mp_module *m, enum mp_iq_type type, const char *ns, enum mp_iq_scope scope,
+                   mp_iq_fn fn, void *ud);
 
 /* Routes reply (ownership taken) back to the requester. */
 void mp_iq_reply(mp_stanza *reply);
@@ -109,8 +109,8 @@ int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *va
 int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *category,
                           const char *type, const char *name);
 /* Iterates the registered features / identities of a scope (for mod_disco). */
-void mp_disco_features_foreach(enum mp_disco_scope scope,
-                               void (*fn)(void *ud, const char *var), void *ud);
+void mp_disco_features_foreach(enum mp_disco_scope scope, void (*fn)(void *ud, const char *var),
+                               void *ud);
 void mp_disco_identities_foreach(enum mp_disco_scope scope,
                                  void (*fn)(void *ud, const char *category, const char *type,
                                             const char *name),
@@ -128,7 +128,7 @@ void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full
                          void *ud);
 
 /* ---- sessions (only on the session's own worker) ---- */
-const mp_jid *mp_session_jid(mp_session *s);     /* full JID once bound */
+const mp_jid *mp_session_jid(mp_session *s); /* full JID once bound */
 /* Sends st to the client (ownership of the reference taken). */
 void mp_session_send(mp_session *s, mp_stanza *st);
 /* Seconds since the last byte was received from the client. */

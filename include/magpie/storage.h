@@ -26,34 +26,30 @@ typedef void (*mp_kv_get_cb)(void *ud, int rc, const void *data, size_t len);
 /* rc: MAGPIE_OK or MAGPIE_ERR. */
 typedef void (*mp_store_done_cb)(void *ud, int rc);
 
-int mp_kv_get(const char *host, const char *store, const char *key,
-              mp_kv_get_cb cb, void *ud);
-int mp_kv_set(const char *host, const char *store, const char *key,
-              const void *data, size_t len, mp_store_done_cb cb, void *ud);
-int mp_kv_del(const char *host, const char *store, const char *key,
+int mp_kv_get(const char *host, const char *store, const char *key, mp_kv_get_cb cb, void *ud);
+int mp_kv_set(const char *host, const char *store, const char *key, const void *data, size_t len,
               mp_store_done_cb cb, void *ud);
+int mp_kv_del(const char *host, const char *store, const char *key, mp_store_done_cb cb, void *ud);
 
 /* Sync: *data is malloc'd, caller frees. Returns MAGPIE_OK, MAGPIE_NOTFOUND
  * or MAGPIE_ERR. */
-int mp_kv_get_sync(const char *host, const char *store, const char *key,
-                   void **data, size_t *len);
-int mp_kv_set_sync(const char *host, const char *store, const char *key,
-                   const void *data, size_t len);
+int mp_kv_get_sync(const char *host, const char *store, const char *key, void **data, size_t *len);
+int mp_kv_set_sync(const char *host, const char *store, const char *key, const void *data,
+                   size_t len);
 /* Returns MAGPIE_OK, MAGPIE_NOTFOUND (no such key) or MAGPIE_ERR. */
 int mp_kv_del_sync(const char *host, const char *store, const char *key);
 /* Calls fn for every key of (host, store) in ascending byte order. */
-int mp_kv_keys_sync(const char *host, const char *store,
-                    void (*fn)(void *ud, const char *key), void *ud);
+int mp_kv_keys_sync(const char *host, const char *store, void (*fn)(void *ud, const char *key),
+                    void *ud);
 
 /* ---- map ---- */
-int mp_map_get(const char *host, const char *store, const char *key,
-               const char *field, mp_kv_get_cb cb, void *ud);
-int mp_map_set(const char *host, const char *store, const char *key,
-               const char *field, const void *data, size_t len,
-               mp_store_done_cb cb, void *ud);
+int mp_map_get(const char *host, const char *store, const char *key, const char *field,
+               mp_kv_get_cb cb, void *ud);
+int mp_map_set(const char *host, const char *store, const char *key, const char *field,
+               const void *data, size_t len, mp_store_done_cb cb, void *ud);
 /* field NULL deletes every field of key. */
-int mp_map_del(const char *host, const char *store, const char *key,
-               const char *field, mp_store_done_cb cb, void *ud);
+int mp_map_del(const char *host, const char *store, const char *key, const char *field,
+               mp_store_done_cb cb, void *ud);
 
 typedef struct mp_map_item {
     const char *field;
@@ -62,21 +58,19 @@ typedef struct mp_map_item {
 } mp_map_item;
 /* rc MAGPIE_OK with n items (possibly 0) or MAGPIE_ERR. */
 typedef void (*mp_map_all_cb)(void *ud, int rc, const mp_map_item *items, size_t n);
-int mp_map_all(const char *host, const char *store, const char *key,
-               mp_map_all_cb cb, void *ud);
+int mp_map_all(const char *host, const char *store, const char *key, mp_map_all_cb cb, void *ud);
 
-int mp_map_get_sync(const char *host, const char *store, const char *key,
-                    const char *field, void **data, size_t *len);
-int mp_map_set_sync(const char *host, const char *store, const char *key,
-                    const char *field, const void *data, size_t len);
-int mp_map_del_sync(const char *host, const char *store, const char *key,
-                    const char *field);
+int mp_map_get_sync(const char *host, const char *store, const char *key, const char *field,
+                    void **data, size_t *len);
+int mp_map_set_sync(const char *host, const char *store, const char *key, const char *field,
+                    const void *data, size_t len);
+int mp_map_del_sync(const char *host, const char *store, const char *key, const char *field);
 
 /* ---- archive ---- */
 typedef struct mp_archive_item {
-    int64_t id;          /* increasing within (host, store, key) */
-    int64_t ts;          /* unix time, microseconds */
-    const char *with;    /* free-form filter column (a JID), may be NULL */
+    int64_t id;       /* increasing within (host, store, key) */
+    int64_t ts;       /* unix time, microseconds */
+    const char *with; /* free-form filter column (a JID), may be NULL */
     const void *data;
     size_t len;
 } mp_archive_item;
@@ -84,32 +78,29 @@ typedef struct mp_archive_item {
 /* rc MAGPIE_OK with the new id, or MAGPIE_ERR (id 0). The item is durable
  * (committed) when the callback runs. */
 typedef void (*mp_archive_append_cb)(void *ud, int rc, int64_t id);
-int mp_archive_append(const char *host, const char *store, const char *key,
-                      const char *with, const void *data, size_t len,
-                      mp_archive_append_cb cb, void *ud);
+int mp_archive_append(const char *host, const char *store, const char *key, const char *with,
+                      const void *data, size_t len, mp_archive_append_cb cb, void *ud);
 
 typedef struct mp_archive_filter {
-    int64_t after_id;    /* only ids > after_id (0: from the start) */
-    int64_t before_id;   /* only ids < before_id (0: no bound) */
-    const char *with;    /* NULL: any */
-    size_t limit;        /* 0: no limit */
-    int reverse;         /* newest first */
+    int64_t after_id;  /* only ids > after_id (0: from the start) */
+    int64_t before_id; /* only ids < before_id (0: no bound) */
+    const char *with;  /* NULL: any */
+    size_t limit;      /* 0: no limit */
+    int reverse;       /* newest first */
 } mp_archive_filter;
 typedef void (*mp_archive_query_cb)(void *ud, int rc, const mp_archive_item *items, size_t n);
 int mp_archive_query(const char *host, const char *store, const char *key,
                      const mp_archive_filter *q, mp_archive_query_cb cb, void *ud);
 /* Deletes ids <= up_to_id (0: all) of key. */
-int mp_archive_delete(const char *host, const char *store, const char *key,
-                      int64_t up_to_id, mp_store_done_cb cb, void *ud);
+int mp_archive_delete(const char *host, const char *store, const char *key, int64_t up_to_id,
+                      mp_store_done_cb cb, void *ud);
 
-int mp_archive_append_sync(const char *host, const char *store, const char *key,
-                           const char *with, const void *data, size_t len,
-                           int64_t *id);
+int mp_archive_append_sync(const char *host, const char *store, const char *key, const char *with,
+                           const void *data, size_t len, int64_t *id);
 /* Sync query: fn is called per item, in order. */
 int mp_archive_query_sync(const char *host, const char *store, const char *key,
                           const mp_archive_filter *q,
                           void (*fn)(void *ud, const mp_archive_item *item), void *ud);
-int mp_archive_delete_sync(const char *host, const char *store, const char *key,
-                           int64_t up_to_id);
+int mp_archive_delete_sync(const char *host, const char *store, const char *key, int64_t up_to_id);
 
 #endif

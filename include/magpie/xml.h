@@ -12,33 +12,33 @@
 
 struct evbuffer;
 
-#define MP_NS_CLIENT "jabber:client"
-#define MP_NS_SERVER "jabber:server"
-#define MP_NS_STREAMS "http://etherx.jabber.org/streams"
+#define MP_NS_CLIENT        "jabber:client"
+#define MP_NS_SERVER        "jabber:server"
+#define MP_NS_STREAMS       "http://etherx.jabber.org/streams"
 #define MP_NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
 #define MP_NS_STANZA_ERRORS "urn:ietf:params:xml:ns:xmpp-stanzas"
-#define MP_NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
-#define MP_NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
-#define MP_NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
-#define MP_NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
-#define MP_NS_XML "http://www.w3.org/XML/1998/namespace"
+#define MP_NS_TLS           "urn:ietf:params:xml:ns:xmpp-tls"
+#define MP_NS_SASL          "urn:ietf:params:xml:ns:xmpp-sasl"
+#define MP_NS_BIND          "urn:ietf:params:xml:ns:xmpp-bind"
+#define MP_NS_SESSION       "urn:ietf:params:xml:ns:xmpp-session"
+#define MP_NS_XML           "http://www.w3.org/XML/1998/namespace"
 
 enum mp_xml_type { MP_XML_ELEMENT = 0, MP_XML_TEXT = 1 };
 
 typedef struct mp_xml_attr {
-    const char *name;   /* "to", "type", "xml:lang"; other namespaced
-                           attributes as "URI|local" */
-    const char *value;  /* unescaped */
+    const char *name;  /* "to", "type", "xml:lang"; other namespaced
+                          attributes as "URI|local" */
+    const char *value; /* unescaped */
     struct mp_xml_attr *next;
 } mp_xml_attr;
 
 typedef struct mp_xml {
     enum mp_xml_type type;
-    const char *name;   /* element: local name; text: NULL */
-    const char *ns;     /* element: namespace URI (never NULL for parsed
-                           elements; children built with ns NULL inherit
-                           the parent's namespace) */
-    const char *text;   /* text node: unescaped content, NUL-terminated */
+    const char *name; /* element: local name; text: NULL */
+    const char *ns;   /* element: namespace URI (never NULL for parsed
+                         elements; children built with ns NULL inherit
+                         the parent's namespace) */
+    const char *text; /* text node: unescaped content, NUL-terminated */
     size_t text_len;
     mp_xml_attr *attrs;
     struct mp_xml *parent, *children, *last_child, *next;
@@ -110,8 +110,8 @@ void mp_xml_escape(struct evbuffer *out, const char *s, size_t len, int quote);
 /* Turns st (owned, refcount 1) into an error reply in place: swaps to and
  * from, sets type='error' and adds <error type=...><condition xmlns=
  * stanzas/>[<text>]</error>. Returns st. */
-mp_stanza *mp_stanza_make_error(mp_stanza *st, const char *error_type,
-                                const char *condition, const char *text);
+mp_stanza *mp_stanza_make_error(mp_stanza *st, const char *error_type, const char *condition,
+                                const char *text);
 /* Returns a new <iq type='result'> reply (caller owns) to the IQ req:
  * same id, to = req's from, from = req's to. */
 mp_stanza *mp_iq_result(const mp_stanza *req);

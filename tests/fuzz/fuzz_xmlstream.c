@@ -73,14 +73,14 @@ static void f_error(void *ud, const char *cond, const char *text)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const struct mp_xmlstream_cb cb = { f_open, f_stanza, f_close, f_error };
-    struct mp_xml_limits lim = { 2048, 6, 6, 200, 300 };
+    static const struct mp_xmlstream_cb cb = {f_open, f_stanza, f_close, f_error};
+    struct mp_xml_limits lim = {2048, 6, 6, 200, 300};
     if (size < 2)
         return 0;
     unsigned seed = data[0] | (unsigned)data[1] << 8;
     data += 2;
     size -= 2;
-    struct log a = { 0 }, b = { 0 };
+    struct log a = {0}, b = {0};
     mp_xmlstream *p = mp_xmlstream_new(&lim, &cb, &a);
     mp_xmlstream_feed(p, (const char *)data, size, NULL);
     mp_xmlstream_free(p);

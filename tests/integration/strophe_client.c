@@ -168,8 +168,8 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
     }
     if (!c->finished) {
         fprintf(stderr, "strophe_client: %s (error %d%s%s)\n",
-                status == XMPP_CONN_FAIL ? "connection failed" : "disconnected early",
-                error, stream_error ? ", stream error " : "",
+                status == XMPP_CONN_FAIL ? "connection failed" : "disconnected early", error,
+                stream_error ? ", stream error " : "",
                 stream_error && stream_error->text ? stream_error->text : "");
         c->failed = 1;
     }
@@ -187,18 +187,12 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"jid", required_argument, NULL, 'j'},
-        {"password", required_argument, NULL, 'p'},
-        {"host", required_argument, NULL, 'H'},
-        {"port", required_argument, NULL, 'P'},
-        {"direct-tls", no_argument, NULL, 'd'},
-        {"to", required_argument, NULL, 't'},
-        {"body", required_argument, NULL, 'b'},
-        {"ping", no_argument, NULL, 'i'},
-        {"wait-message", no_argument, NULL, 'w'},
-        {"timeout", required_argument, NULL, 'T'},
-        {"verbose", no_argument, NULL, 'v'},
-        {NULL, 0, NULL, 0},
+        {"jid", required_argument, NULL, 'j'},    {"password", required_argument, NULL, 'p'},
+        {"host", required_argument, NULL, 'H'},   {"port", required_argument, NULL, 'P'},
+        {"direct-tls", no_argument, NULL, 'd'},   {"to", required_argument, NULL, 't'},
+        {"body", required_argument, NULL, 'b'},   {"ping", no_argument, NULL, 'i'},
+        {"wait-message", no_argument, NULL, 'w'}, {"timeout", required_argument, NULL, 'T'},
+        {"verbose", no_argument, NULL, 'v'},      {NULL, 0, NULL, 0},
     };
     struct client c;
     const char *jid = NULL, *password = NULL, *host = "127.0.0.1";
@@ -210,18 +204,41 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof(c));
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'j': jid = optarg; break;
-        case 'p': password = optarg; break;
-        case 'H': host = optarg; break;
-        case 'P': port = atoi(optarg); break;
-        case 'd': direct = 1; break;
-        case 't': c.to = optarg; break;
-        case 'b': c.body = optarg; break;
-        case 'i': c.want_ping = 1; break;
-        case 'w': c.wait_message = 1; break;
-        case 'T': timeout = atoi(optarg); break;
-        case 'v': c.verbose = 1; break;
-        default: usage();
+        case 'j':
+            jid = optarg;
+            break;
+        case 'p':
+            password = optarg;
+            break;
+        case 'H':
+            host = optarg;
+            break;
+        case 'P':
+            port = atoi(optarg);
+            break;
+        case 'd':
+            direct = 1;
+            break;
+        case 't':
+            c.to = optarg;
+            break;
+        case 'b':
+            c.body = optarg;
+            break;
+        case 'i':
+            c.want_ping = 1;
+            break;
+        case 'w':
+            c.wait_message = 1;
+            break;
+        case 'T':
+            timeout = atoi(optarg);
+            break;
+        case 'v':
+            c.verbose = 1;
+            break;
+        default:
+            usage();
         }
     }
     if (jid == NULL || password == NULL || port <= 0 || port > 65535)

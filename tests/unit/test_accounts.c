@@ -46,7 +46,7 @@ static int teardown(void **state)
     (void)state;
     char p[160];
     mp_storage_close();
-    const char *sfx[] = { "", "-wal", "-shm", "-journal" };
+    const char *sfx[] = {"", "-wal", "-shm", "-journal"};
     for (int i = 0; i < 4; i++) {
         snprintf(p, sizeof p, "%s%s", db, sfx[i]);
         unlink(p);
@@ -58,7 +58,7 @@ static int teardown(void **state)
 /* Checks that password verifies against stored credentials through PLAIN. */
 static int password_ok(const struct mp_credentials *c, const char *user, const char *password)
 {
-    struct mp_sasl_cb cb = { .tls = 1 };
+    struct mp_sasl_cb cb = {.tls = 1};
     char msg[256];
     size_t ul = strlen(user), pl = strlen(password);
     msg[0] = '\0';
@@ -98,7 +98,7 @@ static void test_sync_lifecycle(void **state)
 
     assert_int_equal(mp_account_get_credentials_sync(HOST, "alice", &c), MAGPIE_OK);
     assert_int_equal(c.iterations, MP_SCRAM_DEFAULT_ITERATIONS);
-    assert_true(password_ok(&c, "alice", "wonderland"));   /* AGAIN left it unchanged */
+    assert_true(password_ok(&c, "alice", "wonderland")); /* AGAIN left it unchanged */
     assert_false(password_ok(&c, "alice", "other"));
 
     /* stored value is the text encoding, keyed by the nodeprep'd name */
@@ -150,7 +150,7 @@ static void on_creds(void *ud, int rc, const struct mp_credentials *c)
     struct async_res *r = ud;
     r->calls++;
     r->rc = rc;
-    assert_true(mp_loop_current() == r->loop);   /* called back on our loop */
+    assert_true(mp_loop_current() == r->loop); /* called back on our loop */
     if (rc == MAGPIE_OK) {
         assert_non_null(c);
         r->pw_ok = password_ok(c, "dave", "secret");

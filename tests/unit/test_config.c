@@ -20,8 +20,8 @@
 #define TOP_SRCDIR "."
 #endif
 
-static char tmpdir[256];        /* realpath of a fresh directory */
-static char cfgpath[512];       /* tmpdir/test.conf */
+static char tmpdir[256];  /* realpath of a fresh directory */
+static char cfgpath[512]; /* tmpdir/test.conf */
 static char err[1024];
 
 static int setup(void **state)
@@ -156,12 +156,14 @@ static void test_minimal_and_nameprep(void **state)
     (void)state;
 
     c = load_text("hosts = ( { domain = \"Example.ORG\"; },\n"
-                  "          { domain = \"B\xc3\x9c" "CHER.example\"; } );\n");
+                  "          { domain = \"B\xc3\x9c"
+                  "CHER.example\"; } );\n");
     if (c == NULL)
         fail_msg("%s", err);
     assert_int_equal(c->n_hosts, 2);
     assert_string_equal(c->hosts[0].domain, "example.org");
-    assert_string_equal(c->hosts[1].domain, "b\xc3\xbc" "cher.example");   /* Nameprep */
+    assert_string_equal(c->hosts[1].domain, "b\xc3\xbc"
+                                            "cher.example"); /* Nameprep */
     assert_non_null(mp_config_host_find(c, "example.org"));
     assert_int_equal(c->n_listeners, 2);
     assert_int_equal(c->listeners[1].port, 5223);
@@ -215,11 +217,12 @@ static void test_relative_paths(void **state)
     struct mp_config *c;
     (void)state;
 
-    c = load_text("state_dir = \"state\";\n"
-                  "log = { file = \"logs/magpie.log\"; };\n"
-                  "hosts = ( { domain = \"a.example\"; cert = \"certs/a.pem\"; },\n"
-                  "          { domain = \"b.example\"; cert = \"/etc/b.crt\"; key = \"b.key\"; } );\n"
-                  "storage = { sqlite = { path = \"db/m.db\"; }; };\n");
+    c = load_text(
+        "state_dir = \"state\";\n"
+        "log = { file = \"logs/magpie.log\"; };\n"
+        "hosts = ( { domain = \"a.example\"; cert = \"certs/a.pem\"; },\n"
+        "          { domain = \"b.example\"; cert = \"/etc/b.crt\"; key = \"b.key\"; } );\n"
+        "storage = { sqlite = { path = \"db/m.db\"; }; };\n");
     if (c == NULL)
         fail_msg("%s", err);
     snprintf(want, sizeof(want), "%s/state", tmpdir);
@@ -228,7 +231,7 @@ static void test_relative_paths(void **state)
     assert_string_equal(c->log_file, want);
     snprintf(want, sizeof(want), "%s/certs/a.pem", tmpdir);
     assert_string_equal(c->hosts[0].cert_file, want);
-    assert_string_equal(c->hosts[0].key_file, want);   /* one PEM for both */
+    assert_string_equal(c->hosts[0].key_file, want); /* one PEM for both */
     assert_string_equal(c->hosts[1].cert_file, "/etc/b.crt");
     snprintf(want, sizeof(want), "%s/b.key", tmpdir);
     assert_string_equal(c->hosts[1].key_file, want);
@@ -259,13 +262,12 @@ static void test_unknown_keys(void **state)
 {
     (void)state;
     expect_error(HOSTS "\n"
-                 "stat_dir = \"/x\";\n",
+                       "stat_dir = \"/x\";\n",
                  3, "unknown key 'stat_dir'");
-    expect_error(HOSTS
-                 "limits = {\n"
-                 "    max_stanza_size = 65536;\n"
-                 "    max_stanzas = 5;\n"
-                 "};\n",
+    expect_error(HOSTS "limits = {\n"
+                       "    max_stanza_size = 65536;\n"
+                       "    max_stanzas = 5;\n"
+                       "};\n",
                  4, "unknown key 'limits.max_stanzas'");
     expect_error("hosts = (\n"
                  "  { domain = \"a.example\"; },\n"
@@ -380,13 +382,15 @@ static void test_listeners(void **state)
     expect_error(HOSTS "listeners = (\n  { type = \"s2s\"; port = 5269; }\n);\n", 3,
                  "'listeners[0].type' must be \"c2s\" or \"c2s_tls\", not \"s2s\"");
     expect_error(HOSTS "listeners = (\n  { type = \"c2s\"; port = 5222; },\n"
-                 "  { type = \"c2s_tls\"; port = 5222; }\n);\n",
+                       "  { type = \"c2s_tls\"; port = 5222; }\n);\n",
                  4, "duplicate listener port 5222 (already used by listeners[0])");
-    expect_error(HOSTS "listeners = ( { type = \"c2s\"; } );\n", 2, "'listeners[0].port' is missing");
+    expect_error(HOSTS "listeners = ( { type = \"c2s\"; } );\n", 2,
+                 "'listeners[0].port' is missing");
     expect_error(HOSTS "listeners = ( { type = \"c2s\"; port = 70000; } );\n", 2,
                  "'listeners[0].port' must be an integer between 1 and 65535");
-    expect_error(HOSTS "listeners = ( { type = \"c2s\"; address = \"localhost\"; port = 5222; } );\n",
-                 2, "'listeners[0].address' must be a numeric IPv4 or IPv6 address, not \"localhost\"");
+    expect_error(
+        HOSTS "listeners = ( { type = \"c2s\"; address = \"localhost\"; port = 5222; } );\n", 2,
+        "'listeners[0].address' must be a numeric IPv4 or IPv6 address, not \"localhost\"");
     expect_error(HOSTS "listeners = ( );\n", 2,
                  "'listeners' is empty: at least one listener is required");
 }
@@ -397,15 +401,14 @@ static void test_modules(void **state)
     struct mp_config_setting *o;
     (void)state;
 
-    c = load_text(HOSTS
-                  "modules = (\n"
-                  "  \"disco\",\n"
-                  "  { name = \"ping\";\n"
-                  "    interval = 300;\n"
-                  "    strict = true;\n"
-                  "    label = \"hello\"; },\n"
-                  "  \"time\"\n"
-                  ");\n");
+    c = load_text(HOSTS "modules = (\n"
+                        "  \"disco\",\n"
+                        "  { name = \"ping\";\n"
+                        "    interval = 300;\n"
+                        "    strict = true;\n"
+                        "    label = \"hello\"; },\n"
+                        "  \"time\"\n"
+                        ");\n");
     if (c == NULL)
         fail_msg("%s", err);
     assert_int_equal(c->n_modules, 3);
@@ -440,7 +443,8 @@ static void test_modules(void **state)
     assert_int_equal(c->n_modules, 0);
     mp_config_free(c);
 
-    expect_error(HOSTS "modules = ( \"ping\",\n  \"ping\" );\n", 3, "module 'ping' is listed twice");
+    expect_error(HOSTS "modules = ( \"ping\",\n  \"ping\" );\n", 3,
+                 "module 'ping' is listed twice");
     expect_error(HOSTS "modules = (\n  { interval = 5; }\n);\n", 3, "'modules[0].name' is missing");
     expect_error(HOSTS "modules = ( \"../evil\" );\n", 2,
                  "'modules[0]': bad module name \"../evil\" (lower-case letters, digits, '_')");
@@ -464,8 +468,8 @@ static void test_include(void **state)
     fputs("limits = {\n  burst = 1;\n};\n", f);
     fclose(f);
     assert_null(load_text(HOSTS "@include \"limits.inc\"\n"));
-    snprintf(want, sizeof(want), "%s:2: 'limits.burst' must be an integer between 1024 and 1073741824",
-             inc);
+    snprintf(want, sizeof(want),
+             "%s:2: 'limits.burst' must be an integer between 1024 and 1073741824", inc);
     assert_string_equal(err, want);
 }
 

@@ -33,8 +33,7 @@ static void expect_jid(const struct vec *v)
     assert_string_equal(j.full, v->full);
     /* bare is full without the resource */
     char bare[4096];
-    snprintf(bare, sizeof bare, "%s%s%s", v->local ? v->local : "", v->local ? "@" : "",
-             v->domain);
+    snprintf(bare, sizeof bare, "%s%s%s", v->local ? v->local : "", v->local ? "@" : "", v->domain);
     assert_string_equal(j.bare, bare);
     mp_jid_free(&j);
 }
@@ -43,27 +42,25 @@ static void parses_valid_jids(void **state)
 {
     (void)state;
     static const struct vec ok[] = {
-        { "juliet@example.com", "juliet", "example.com", NULL, "juliet@example.com" },
-        { "juliet@example.com/foo", "juliet", "example.com", "foo", "juliet@example.com/foo" },
-        { "juliet@example.com/foo bar", "juliet", "example.com", "foo bar",
-          "juliet@example.com/foo bar" },
-        { "juliet@example.com/foo@bar", "juliet", "example.com", "foo@bar",
-          "juliet@example.com/foo@bar" },
-        { "juliet@example.com/a/b", "juliet", "example.com", "a/b",
-          "juliet@example.com/a/b" },
-        { "example.com", NULL, "example.com", NULL, "example.com" },
-        { "example.com/foobar", NULL, "example.com", "foobar", "example.com/foobar" },
-        { "a.example.com/b@example.net", NULL, "a.example.com", "b@example.net",
-          "a.example.com/b@example.net" },
-        { "\xcf\x80@example.com", "\xcf\x80", "example.com", NULL, "\xcf\x80@example.com" },
-        { "foo\\20bar@example.com", "foo\\20bar", "example.com", NULL,
-          "foo\\20bar@example.com" },
-        { "localhost", NULL, "localhost", NULL, "localhost" },
-        { "u@127.0.0.1/r", "u", "127.0.0.1", "r", "u@127.0.0.1/r" },
-        { "m\xc3\xbcnchen.example/x", NULL, "m\xc3\xbcnchen.example", "x",
-          "m\xc3\xbcnchen.example/x" },
+        {"juliet@example.com", "juliet", "example.com", NULL, "juliet@example.com"},
+        {"juliet@example.com/foo", "juliet", "example.com", "foo", "juliet@example.com/foo"},
+        {"juliet@example.com/foo bar", "juliet", "example.com", "foo bar",
+         "juliet@example.com/foo bar"},
+        {"juliet@example.com/foo@bar", "juliet", "example.com", "foo@bar",
+         "juliet@example.com/foo@bar"},
+        {"juliet@example.com/a/b", "juliet", "example.com", "a/b", "juliet@example.com/a/b"},
+        {"example.com", NULL, "example.com", NULL, "example.com"},
+        {"example.com/foobar", NULL, "example.com", "foobar", "example.com/foobar"},
+        {"a.example.com/b@example.net", NULL, "a.example.com", "b@example.net",
+         "a.example.com/b@example.net"},
+        {"\xcf\x80@example.com", "\xcf\x80", "example.com", NULL, "\xcf\x80@example.com"},
+        {"foo\\20bar@example.com", "foo\\20bar", "example.com", NULL, "foo\\20bar@example.com"},
+        {"localhost", NULL, "localhost", NULL, "localhost"},
+        {"u@127.0.0.1/r", "u", "127.0.0.1", "r", "u@127.0.0.1/r"},
+        {"m\xc3\xbcnchen.example/x", NULL, "m\xc3\xbcnchen.example", "x",
+         "m\xc3\xbcnchen.example/x"},
         /* resource may contain characters nodeprep forbids */
-        { "a@b/<\"&'>:", "a", "b", "<\"&'>:", "a@b/<\"&'>:" },
+        {"a@b/<\"&'>:", "a", "b", "<\"&'>:", "a@b/<\"&'>:"},
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(*ok); i++)
         expect_jid(&ok[i]);
@@ -73,16 +70,17 @@ static void folds_case_of_local_and_domain_but_not_resource(void **state)
 {
     (void)state;
     static const struct vec v[] = {
-        { "JULIET@EXAMPLE.COM/Balcony", "juliet", "example.com", "Balcony",
-          "juliet@example.com/Balcony" },
-        { "Ju\xc3\x9fLiet@Example.Com", "jussliet", "example.com", NULL,
-          "jussliet@example.com" },
-        { "\xce\xa3\xce\x91@EXAMPLE.com/\xce\xa3", "\xcf\x83\xce\xb1", "example.com",
-          "\xce\xa3", "\xcf\x83\xce\xb1@example.com/\xce\xa3" },
+        {"JULIET@EXAMPLE.COM/Balcony", "juliet", "example.com", "Balcony",
+         "juliet@example.com/Balcony"},
+        {"Ju\xc3\x9fLiet@Example.Com", "jussliet", "example.com", NULL, "jussliet@example.com"},
+        {"\xce\xa3\xce\x91@EXAMPLE.com/\xce\xa3", "\xcf\x83\xce\xb1", "example.com", "\xce\xa3",
+         "\xcf\x83\xce\xb1@example.com/\xce\xa3"},
         /* NFKC: fullwidth letters become ASCII */
-        { "\xef\xbd\x81@example.com", "a", "example.com", NULL, "a@example.com" },
+        {"\xef\xbd\x81@example.com", "a", "example.com", NULL, "a@example.com"},
         /* soft hyphen is mapped to nothing */
-        { "a\xc2\xad" "b@example.com", "ab", "example.com", NULL, "ab@example.com" },
+        {"a\xc2\xad"
+         "b@example.com",
+         "ab", "example.com", NULL, "ab@example.com"},
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(*v); i++)
         expect_jid(&v[i]);
@@ -92,8 +90,8 @@ static void strips_one_trailing_dot_from_domain(void **state)
 {
     (void)state;
     static const struct vec v[] = {
-        { "example.com.", NULL, "example.com", NULL, "example.com" },
-        { "a@example.com./r.", "a", "example.com", "r.", "a@example.com/r." },
+        {"example.com.", NULL, "example.com", NULL, "example.com"},
+        {"a@example.com./r.", "a", "example.com", "r.", "a@example.com/r."},
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(*v); i++)
         expect_jid(&v[i]);
@@ -106,13 +104,13 @@ static void accepts_ip_literals(void **state)
 {
     (void)state;
     static const struct vec v[] = {
-        { "[::1]", NULL, "[::1]", NULL, "[::1]" },
-        { "user@[2001:DB8:0:0::1]/r", "user", "[2001:db8::1]", "r", "user@[2001:db8::1]/r" },
-        { "[::ffff:192.0.2.1]", NULL, "[::ffff:192.0.2.1]", NULL, "[::ffff:192.0.2.1]" },
+        {"[::1]", NULL, "[::1]", NULL, "[::1]"},
+        {"user@[2001:DB8:0:0::1]/r", "user", "[2001:db8::1]", "r", "user@[2001:db8::1]/r"},
+        {"[::ffff:192.0.2.1]", NULL, "[::ffff:192.0.2.1]", NULL, "[::ffff:192.0.2.1]"},
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(*v); i++)
         expect_jid(&v[i]);
-    const char *bad[] = { "[::1", "[]", "[example.com]", "[1.2.3.4]", "a@[::1]x", "[::g]" };
+    const char *bad[] = {"[::1", "[]", "[example.com]", "[1.2.3.4]", "a@[::1]x", "[::g]"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
         mp_jid j;
         if (mp_jid_parse(&j, bad[i]) != MAGPIE_ERR)
@@ -124,16 +122,35 @@ static void refuses_invalid_jids(void **state)
 {
     (void)state;
     const char *bad[] = {
-        "", "@example.com", "juliet@", "juliet@example.com/", "/foo", "example.com/",
-        "@", "@/", "juliet@/r",
-        "jul\"iet@example.com", "a b@example.com", "<x>@example.com", "a&b@example.com",
-        "a'b@example.com", "a:b@example.com",
-        "juliet@@example.com", "juliet@exa mple.com", "juliet@exa<mple.com",
-        "example..com", ".example.com", "a@example.com../r",
-        "\xff@example.com", "a@example.com/\xc3", "\xc0\xaf@example.com",
-        "a@example.com/\x07", "a@example.com/\xed\xa0\x80",
+        "",
+        "@example.com",
+        "juliet@",
+        "juliet@example.com/",
+        "/foo",
+        "example.com/",
+        "@",
+        "@/",
+        "juliet@/r",
+        "jul\"iet@example.com",
+        "a b@example.com",
+        "<x>@example.com",
+        "a&b@example.com",
+        "a'b@example.com",
+        "a:b@example.com",
+        "juliet@@example.com",
+        "juliet@exa mple.com",
+        "juliet@exa<mple.com",
+        "example..com",
+        ".example.com",
+        "a@example.com../r",
+        "\xff@example.com",
+        "a@example.com/\xc3",
+        "\xc0\xaf@example.com",
+        "a@example.com/\x07",
+        "a@example.com/\xed\xa0\x80",
         /* RandALCat mixed with LCat violates the bidi rule */
-        ("\xd7\x90" "a@example.com"),
+        ("\xd7\x90"
+         "a@example.com"),
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
         mp_jid j;
@@ -188,10 +205,10 @@ static void enforces_1023_byte_parts(void **state)
     assert_int_equal(strlen(dom), 1023);
     assert_int_equal(mp_jid_parse(&j, dom), MAGPIE_OK);
     mp_jid_free(&j);
-    strcat(dom, ".");   /* the trailing dot is stripped before counting */
+    strcat(dom, "."); /* the trailing dot is stripped before counting */
     assert_int_equal(mp_jid_parse(&j, dom), MAGPIE_OK);
     mp_jid_free(&j);
-    dom[1023] = 'x';    /* 1024 bytes */
+    dom[1023] = 'x'; /* 1024 bytes */
     assert_int_equal(mp_jid_parse(&j, dom), MAGPIE_ERR);
     /* a DNS label over 63 bytes */
     char *l64 = rep('e', 64);

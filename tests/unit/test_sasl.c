@@ -71,8 +71,8 @@ static enum mp_sasl_status creds_s(mp_sasl *s, const struct mp_credentials *c, c
     return st;
 }
 
-static const struct mp_sasl_cb no_tls = { 0 };
-static const struct mp_sasl_cb tls_only = { .tls = 1 };
+static const struct mp_sasl_cb no_tls = {0};
+static const struct mp_sasl_cb tls_only = {.tls = 1};
 
 static struct mp_sasl_cb tls_cb(void)
 {
@@ -90,9 +90,8 @@ static struct mp_sasl_cb tls_cb(void)
 
 /* ---- RFC test vectors ---- */
 
-static void run_vector(const char *mech, const char *salt, const char *cfirst,
-                       const char *snonce, const char *sfirst, const char *cfinal,
-                       const char *sfinal)
+static void run_vector(const char *mech, const char *salt, const char *cfirst, const char *snonce,
+                       const char *sfirst, const char *cfinal, const char *sfinal)
 {
     struct mp_credentials c;
     char *out;
@@ -142,13 +141,13 @@ static void test_rfc7677_vector(void **state)
 
 struct client_opts {
     const char *mech;
-    const struct mp_sasl_cb *cb;     /* server side channel binding */
-    const char *gs2;                 /* e.g. "n,,", "p=tls-exporter,," */
-    const unsigned char *cbdata;     /* what the client binds to (p= only) */
+    const struct mp_sasl_cb *cb; /* server side channel binding */
+    const char *gs2;             /* e.g. "n,,", "p=tls-exporter,," */
+    const unsigned char *cbdata; /* what the client binds to (p= only) */
     size_t cbdata_len;
-    const char *user;                /* as sent (already saslname-escaped) */
-    const char *password;            /* the client's password */
-    const struct mp_credentials *creds;  /* what the server knows, NULL: unknown */
+    const char *user;                   /* as sent (already saslname-escaped) */
+    const char *password;               /* the client's password */
+    const struct mp_credentials *creds; /* what the server knows, NULL: unknown */
     int tamper_nonce;
     int flip_proof;
 };
@@ -219,8 +218,9 @@ static void run_client(const struct client_opts *o, struct client_result *r)
     /* keys */
     unsigned char salted[64], ckey[64], skey[64], stored[64], csig[64], proof[64], ssig[64];
     unsigned int l;
-    assert_int_equal(PKCS5_PBKDF2_HMAC(o->password, (int)strlen(o->password), salt, slen, iter,
-                                       md, dl, salted), 1);
+    assert_int_equal(
+        PKCS5_PBKDF2_HMAC(o->password, (int)strlen(o->password), salt, slen, iter, md, dl, salted),
+        1);
     HMAC(md, salted, dl, (const unsigned char *)"Client Key", 10, ckey, &l);
     HMAC(md, salted, dl, (const unsigned char *)"Server Key", 10, skey, &l);
     EVP_Digest(ckey, (size_t)dl, stored, &l, md, NULL);
@@ -273,20 +273,29 @@ static void test_client_success_all_mechs(void **state)
     (void)state;
     struct mp_sasl_cb cb = tls_cb();
     struct client_result r;
-    const char *plain_mechs[] = { "SCRAM-SHA-1", "SCRAM-SHA-256" };
+    const char *plain_mechs[] = {"SCRAM-SHA-1", "SCRAM-SHA-256"};
     for (int i = 0; i < 2; i++) {
-        struct client_opts o = { .mech = plain_mechs[i], .cb = &no_tls, .gs2 = "n,,",
-                                 .user = "alice", .password = "s3cret pass", .creds = &alice };
+        struct client_opts o = {.mech = plain_mechs[i],
+                                .cb = &no_tls,
+                                .gs2 = "n,,",
+                                .user = "alice",
+                                .password = "s3cret pass",
+                                .creds = &alice};
         run_client(&o, &r);
         assert_int_equal(r.final, MP_SASL_SUCCESS);
         assert_true(r.server_sig_ok);
     }
     /* -PLUS with tls-exporter and tls-server-end-point */
-    const char *plus[] = { "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS" };
+    const char *plus[] = {"SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"};
     for (int i = 0; i < 2; i++) {
-        struct client_opts o = { .mech = plus[i], .cb = &cb, .gs2 = "p=tls-exporter,,",
-                                 .cbdata = cb.exporter, .cbdata_len = 32, .user = "alice",
-                                 .password = "s3cret pass", .creds = &alice };
+        struct client_opts o = {.mech = plus[i],
+                                .cb = &cb,
+                                .gs2 = "p=tls-exporter,,",
+                                .cbdata = cb.exporter,
+                                .cbdata_len = 32,
+                                .user = "alice",
+                                .password = "s3cret pass",
+                                .creds = &alice};
         run_client(&o, &r);
         assert_int_equal(r.final, MP_SASL_SUCCESS);
         assert_true(r.server_sig_ok);
@@ -302,8 +311,12 @@ static void test_wrong_password(void **state)
 {
     (void)state;
     struct client_result r;
-    struct client_opts o = { .mech = "SCRAM-SHA-256", .cb = &no_tls, .gs2 = "n,,",
-                             .user = "alice", .password = "s3cret pasS", .creds = &alice };
+    struct client_opts o = {.mech = "SCRAM-SHA-256",
+                            .cb = &no_tls,
+                            .gs2 = "n,,",
+                            .user = "alice",
+                            .password = "s3cret pasS",
+                            .creds = &alice};
     run_client(&o, &r);
     assert_int_equal(r.first, MP_SASL_NEED_CREDS);
     assert_int_equal(r.creds, MP_SASL_CONTINUE);
@@ -339,10 +352,14 @@ static void test_unknown_user(void **state)
 {
     (void)state;
     struct client_result r1, r2, r3, ok;
-    struct client_opts o = { .mech = "SCRAM-SHA-256", .cb = &no_tls, .gs2 = "n,,",
-                             .user = "mallory", .password = "whatever", .creds = NULL };
+    struct client_opts o = {.mech = "SCRAM-SHA-256",
+                            .cb = &no_tls,
+                            .gs2 = "n,,",
+                            .user = "mallory",
+                            .password = "whatever",
+                            .creds = NULL};
     run_client(&o, &r1);
-    assert_int_equal(r1.creds, MP_SASL_CONTINUE);   /* looks like a real account */
+    assert_int_equal(r1.creds, MP_SASL_CONTINUE); /* looks like a real account */
     assert_int_equal(r1.final, MP_SASL_FAILURE);
     assert_string_equal(r1.condition, "not-authorized");
     run_client(&o, &r2);
@@ -350,11 +367,17 @@ static void test_unknown_user(void **state)
     run_client(&o, &r3);
     char a[64], b[64], c[64], d[64];
     /* the fake salt is stable per user and differs between users */
-    assert_string_equal(salt_of(r1.server_first, a, sizeof a), salt_of(r2.server_first, b, sizeof b));
-    assert_string_not_equal(salt_of(r1.server_first, a, sizeof a), salt_of(r3.server_first, c, sizeof c));
+    assert_string_equal(salt_of(r1.server_first, a, sizeof a),
+                        salt_of(r2.server_first, b, sizeof b));
+    assert_string_not_equal(salt_of(r1.server_first, a, sizeof a),
+                            salt_of(r3.server_first, c, sizeof c));
     /* same shape as a real account: 16-byte salt, same iteration count */
-    struct client_opts real = { .mech = "SCRAM-SHA-256", .cb = &no_tls, .gs2 = "n,,",
-                                .user = "alice", .password = "s3cret pass", .creds = &alice };
+    struct client_opts real = {.mech = "SCRAM-SHA-256",
+                               .cb = &no_tls,
+                               .gs2 = "n,,",
+                               .user = "alice",
+                               .password = "s3cret pass",
+                               .creds = &alice};
     run_client(&real, &ok);
     assert_int_equal(strlen(salt_of(ok.server_first, d, sizeof d)), strlen(a));
     assert_string_equal(strstr(ok.server_first, ",i="), strstr(r1.server_first, ",i="));
@@ -369,9 +392,14 @@ static void test_channel_binding(void **state)
     memcpy(bad, cb.exporter, 32);
     bad[31] ^= 0x80;
     /* the client is bound to another TLS session (MITM) */
-    struct client_opts o = { .mech = "SCRAM-SHA-256-PLUS", .cb = &cb, .gs2 = "p=tls-exporter,,",
-                             .cbdata = bad, .cbdata_len = 32, .user = "alice",
-                             .password = "s3cret pass", .creds = &alice };
+    struct client_opts o = {.mech = "SCRAM-SHA-256-PLUS",
+                            .cb = &cb,
+                            .gs2 = "p=tls-exporter,,",
+                            .cbdata = bad,
+                            .cbdata_len = 32,
+                            .user = "alice",
+                            .password = "s3cret pass",
+                            .creds = &alice};
     run_client(&o, &r);
     assert_int_equal(r.creds, MP_SASL_CONTINUE);
     assert_int_equal(r.final, MP_SASL_FAILURE);
@@ -422,8 +450,12 @@ static void test_downgrade_y_flag(void **state)
     struct client_result r;
     cb.strict_downgrade = 1;
     /* we offer -PLUS, the client says "y" (thinks we don't): attack */
-    struct client_opts o = { .mech = "SCRAM-SHA-256", .cb = &cb, .gs2 = "y,,",
-                             .user = "alice", .password = "s3cret pass", .creds = &alice };
+    struct client_opts o = {.mech = "SCRAM-SHA-256",
+                            .cb = &cb,
+                            .gs2 = "y,,",
+                            .user = "alice",
+                            .password = "s3cret pass",
+                            .creds = &alice};
     run_client(&o, &r);
     assert_int_equal(r.first, MP_SASL_FAILURE);
     assert_string_equal(r.condition, "not-authorized");
@@ -461,7 +493,7 @@ static void test_mechanisms(void **state)
     assert_int_equal(mp_sasl_mechanisms(&no_tls, n, 8), 2);
     assert_string_equal(n[1], "SCRAM-SHA-1");
     assert_null(n[2]);
-    assert_int_equal(mp_sasl_mechanisms(&cb, n, 3), 2);   /* room for the NULL */
+    assert_int_equal(mp_sasl_mechanisms(&cb, n, 3), 2); /* room for the NULL */
     assert_null(n[2]);
 
     assert_int_equal(mp_sasl_channel_bindings(&cb, n, 8), 2);
@@ -538,14 +570,15 @@ static void test_plain(void **state)
     static const char nopw[] = "\0alice\0";
     assert_int_equal(plain(nopw, sizeof nopw - 1, &alice, 1, &cond, NULL, NULL), MP_SASL_FAILURE);
     static const char nouser[] = "\0\0s3cret pass";
-    assert_int_equal(plain(nouser, sizeof nouser - 1, &alice, 1, &cond, NULL, NULL), MP_SASL_FAILURE);
+    assert_int_equal(plain(nouser, sizeof nouser - 1, &alice, 1, &cond, NULL, NULL),
+                     MP_SASL_FAILURE);
     static const char badutf8[] = "\0al\xffice\0s3cret pass";
     assert_int_equal(plain(badutf8, sizeof badutf8 - 1, &alice, 1, &cond, NULL, NULL),
                      MP_SASL_FAILURE);
-    static const char badz[] = "\xc0\xaf\0alice\0s3cret pass";  /* overlong authzid */
+    static const char badz[] = "\xc0\xaf\0alice\0s3cret pass"; /* overlong authzid */
     assert_int_equal(plain(badz, sizeof badz - 1, &alice, 1, &cond, NULL, NULL), MP_SASL_FAILURE);
     assert_string_equal(cond, "malformed-request");
-    static const char at[] = "\0alice@x\0s3cret pass";   /* '@' is not nodeprep-valid */
+    static const char at[] = "\0alice@x\0s3cret pass"; /* '@' is not nodeprep-valid */
     assert_int_equal(plain(at, sizeof at - 1, &alice, 1, &cond, NULL, NULL), MP_SASL_FAILURE);
 }
 
@@ -557,13 +590,13 @@ static void test_saslprep(void **state)
     static const char nbsp[] = "\0alice\0s3cret\xc2\xa0pass";
     assert_int_equal(plain(nbsp, sizeof nbsp - 1, &alice, 1, &cond, NULL, NULL), MP_SASL_SUCCESS);
     struct mp_credentials a, b;
-    static const unsigned char salt[4] = { 1, 2, 3, 4 };
+    static const unsigned char salt[4] = {1, 2, 3, 4};
     assert_int_equal(mp_credentials_derive_salt(&a, "I\xc2\xadX", salt, 4, 100), MAGPIE_OK);
     assert_int_equal(mp_credentials_derive_salt(&b, "IX", salt, 4, 100), MAGPIE_OK);
     assert_memory_equal(&a.keys, &b.keys, sizeof a.keys);
     assert_int_equal(mp_credentials_derive(&a, "", 100), MAGPIE_ERR);
-    assert_int_equal(mp_credentials_derive(&a, "a\x07", 100), MAGPIE_ERR);  /* control char */
-    assert_int_equal(mp_credentials_derive(&a, "\xc3\x28", 100), MAGPIE_ERR);  /* bad UTF-8 */
+    assert_int_equal(mp_credentials_derive(&a, "a\x07", 100), MAGPIE_ERR);    /* control char */
+    assert_int_equal(mp_credentials_derive(&a, "\xc3\x28", 100), MAGPIE_ERR); /* bad UTF-8 */
 }
 
 /* ---- SCRAM details and malformed input ---- */
@@ -606,12 +639,12 @@ static void expect_first_fails(const char *msg, size_t len, const char *cond)
 static void test_malformed_first(void **state)
 {
     (void)state;
-    FIRST_FAILS("n,,r=abc", "malformed-request");           /* no username */
-    FIRST_FAILS("n,,n=user", "malformed-request");          /* no nonce */
+    FIRST_FAILS("n,,r=abc", "malformed-request");  /* no username */
+    FIRST_FAILS("n,,n=user", "malformed-request"); /* no nonce */
     FIRST_FAILS("n,,n=user,r=", "malformed-request");
     FIRST_FAILS("n,,n=,r=abc", "malformed-request");
-    FIRST_FAILS("x,,n=user,r=abc", "malformed-request");    /* bad gs2 flag */
-    FIRST_FAILS("n,n=user,r=abc", "malformed-request");     /* gs2 missing a field */
+    FIRST_FAILS("x,,n=user,r=abc", "malformed-request"); /* bad gs2 flag */
+    FIRST_FAILS("n,n=user,r=abc", "malformed-request");  /* gs2 missing a field */
     FIRST_FAILS("n,", "malformed-request");
     FIRST_FAILS("n", "malformed-request");
     FIRST_FAILS(",,n=user,r=abc", "malformed-request");
@@ -620,13 +653,15 @@ static void test_malformed_first(void **state)
     FIRST_FAILS("n,,n=user=,r=abc", "malformed-request");
     FIRST_FAILS("n,,m=ext,n=user,r=abc", "malformed-request");
     FIRST_FAILS("n,,n=user,r=abc,", "malformed-request");
-    FIRST_FAILS("n,,n=user,r=a\x7f" "b", "malformed-request");
+    FIRST_FAILS("n,,n=user,r=a\x7f"
+                "b",
+                "malformed-request");
     FIRST_FAILS("n,,n=user,r=abc,1=x", "malformed-request");
-    FIRST_FAILS("n,,n=us\0er,r=abc", "malformed-request");  /* NUL byte */
+    FIRST_FAILS("n,,n=us\0er,r=abc", "malformed-request"); /* NUL byte */
     FIRST_FAILS("n,,n=user,r=abc\0", "malformed-request");
     FIRST_FAILS("n,a=\xff,n=user,r=abc", "malformed-request"); /* bad UTF-8 authzid */
-    FIRST_FAILS("n,,n=user@host,r=abc", "not-authorized");  /* not a valid localpart */
-    FIRST_FAILS("n,,n=\xc3\x28,r=abc", "malformed-request"); /* bad UTF-8 */
+    FIRST_FAILS("n,,n=user@host,r=abc", "not-authorized");     /* not a valid localpart */
+    FIRST_FAILS("n,,n=\xc3\x28,r=abc", "malformed-request");   /* bad UTF-8 */
 
     /* huge input */
     size_t big = MP_SASL_MAX_INPUT + 1;
@@ -666,12 +701,12 @@ static void test_malformed_final(void **state)
     (void)state;
     const char *cond;
     static const char *bad[] = {
-        "r=%s,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=",                  /* no c= */
-        "c=biws,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=",                /* no r= */
-        "c=biws,r=%s",                                          /* no proof */
-        "c=biws,r=%s,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=,x=1",       /* proof not last */
-        "c=bi ws,r=%s,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=",           /* bad base64 */
-        "c=biws,r=%s,p=AAAA!AAAAAAAAAAAAAAAAAAAAAA=",           /* bad base64 */
+        "r=%s,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=",                        /* no c= */
+        "c=biws,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=",                      /* no r= */
+        "c=biws,r=%s",                                                /* no proof */
+        "c=biws,r=%s,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=,x=1",             /* proof not last */
+        "c=bi ws,r=%s,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=",                /* bad base64 */
+        "c=biws,r=%s,p=AAAA!AAAAAAAAAAAAAAAAAAAAAA=",                 /* bad base64 */
         "c=biws,r=%s,p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", /* wrong length */
         "c=biws,r=%s,p=AAA",
         "",
@@ -742,8 +777,8 @@ static void test_base64(void **state)
     out = b64d("=", &n);
     assert_int_equal(n, 0);
     free(out);
-    const char *bad[] = { "cGVuY2l", "cGVu Y2ls", "cGVuY2l\n", "cG=uY2ls", "cGVuY2=s",
-                          "cGVuY===", "cGVu\0Y2l", "cGVu*2ls" };
+    const char *bad[] = {"cGVuY2l",  "cGVu Y2ls", "cGVuY2l\n", "cG=uY2ls",
+                         "cGVuY2=s", "cGVuY===",  "cGVu\0Y2l", "cGVu*2ls"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         out = (unsigned char *)"x";
         if (mp_base64_decode(bad[i], 8, &out, &n) != MAGPIE_ERR)
@@ -773,8 +808,12 @@ static void test_credentials_codec(void **state)
     assert_memory_equal(d.keys[1].server_key, c.keys[1].server_key, 32);
     /* the decoded credentials work for SCRAM-SHA-1 and -256 */
     struct client_result r;
-    struct client_opts o = { .mech = "SCRAM-SHA-1", .cb = &no_tls, .gs2 = "n,,",
-                             .user = "u", .password = "pencil", .creds = &d };
+    struct client_opts o = {.mech = "SCRAM-SHA-1",
+                            .cb = &no_tls,
+                            .gs2 = "n,,",
+                            .user = "u",
+                            .password = "pencil",
+                            .creds = &d};
     run_client(&o, &r);
     assert_int_equal(r.final, MP_SASL_SUCCESS);
     o.mech = "SCRAM-SHA-256";

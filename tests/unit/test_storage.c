@@ -31,17 +31,16 @@ struct drv {
     int available;
     struct mp_config cfg;
     char host[64];
-    char dir[64];               /* sqlite temp dir */
+    char dir[64]; /* sqlite temp dir */
     char path[128];
-    char env[512];              /* mysql: copy of MAGPIE_TEST_MYSQL, split in place */
+    char env[512]; /* mysql: copy of MAGPIE_TEST_MYSQL, split in place */
 };
 
-#define NEED(st)                                                            \
-    struct drv *d = *(st);                                                  \
-    if (!d->available) {                                                    \
-        print_message("[  SKIP    ] %s: set MAGPIE_TEST_MYSQL (see tests/mariadb.sh)\n", \
-                      d->name);                                             \
-        skip();                                                             \
+#define NEED(st)                                                                                   \
+    struct drv *d = *(st);                                                                         \
+    if (!d->available) {                                                                           \
+        print_message("[  SKIP    ] %s: set MAGPIE_TEST_MYSQL (see tests/mariadb.sh)\n", d->name); \
+        skip();                                                                                    \
     }
 
 /* ---- helpers ---- */
@@ -102,10 +101,10 @@ static void collect_item(void *ud, const mp_archive_item *it)
     r->n++;
 }
 
-static void query(struct drv *d, const char *store, const char *key, int64_t after,
-                  int64_t before, const char *with, size_t limit, int reverse, struct items *r)
+static void query(struct drv *d, const char *store, const char *key, int64_t after, int64_t before,
+                  const char *with, size_t limit, int reverse, struct items *r)
 {
-    mp_archive_filter q = { after, before, with, limit, reverse };
+    mp_archive_filter q = {after, before, with, limit, reverse};
     memset(r, 0, sizeof *r);
     assert_int_equal(mp_archive_query_sync(d->host, store, key, &q, collect_item, r), MAGPIE_OK);
 }
@@ -136,7 +135,7 @@ static void aloop_init(struct aloop *a)
     assert_non_null(a->loop);
     mp_loop_bind_thread(a->loop);
     a->thread = pthread_self();
-    struct timeval tv = { 60, 0 };
+    struct timeval tv = {60, 0};
     a->timeout = event_new(mp_loop_base(a->loop), -1, 0, on_timeout, a);
     event_add(a->timeout, &tv);
 }
@@ -190,7 +189,7 @@ static int teardown_sqlite(void **state)
 {
     struct drv *d = *state;
     mp_storage_close();
-    const char *suffix[] = { "", "-wal", "-shm" };
+    const char *suffix[] = {"", "-wal", "-shm"};
     for (int i = 0; i < 3; i++) {
         char p[160];
         snprintf(p, sizeof p, "%s%s", d->path, suffix[i]);
@@ -210,7 +209,7 @@ static int setup_mysql(void **state)
     if (!env || !*env)
         return 0;
     snprintf(d->env, sizeof d->env, "%s", env);
-    char *f[5] = { 0 };
+    char *f[5] = {0};
     int n = 0;
     char *p = d->env;
     while (n < 5) {
@@ -268,7 +267,7 @@ static void test_kv_basic(void **state)
     assert_int_equal(mp_kv_set_sync(d->host, "kv", "alice", "one", 3), MAGPIE_OK);
     assert_int_equal(mp_kv_get_sync(d->host, "kv", "alice", &v, &n), MAGPIE_OK);
     assert_int_equal(n, 3);
-    assert_string_equal(v, "one");          /* NUL-terminated for convenience */
+    assert_string_equal(v, "one"); /* NUL-terminated for convenience */
     free(v);
 
     /* overwrite, longer then shorter */
@@ -300,7 +299,7 @@ static void test_kv_basic(void **state)
 static void test_kv_binary(void **state)
 {
     NEED(state);
-    unsigned char small[] = { 'a', 0, 'b', 0, 0, 0xff, 0x80, '\'', '"', '\\', 0 };
+    unsigned char small[] = {'a', 0, 'b', 0, 0, 0xff, 0x80, '\'', '"', '\\', 0};
     void *v;
     size_t n;
     assert_int_equal(mp_kv_set_sync(d->host, "bin", "k", small, sizeof small), MAGPIE_OK);
@@ -334,13 +333,13 @@ static void test_kv_binary(void **state)
 static void test_kv_keys_order(void **state)
 {
     NEED(state);
-    const char *in[] = { "b", "a", "B", "a b", "\xc3\xa9", "z", "ab", "A" };
-    const char *want[] = { "A", "B", "a", "a b", "ab", "b", "z", "\xc3\xa9" };
+    const char *in[] = {"b", "a", "B", "a b", "\xc3\xa9", "z", "ab", "A"};
+    const char *want[] = {"A", "B", "a", "a b", "ab", "b", "z", "\xc3\xa9"};
     for (size_t i = 0; i < 8; i++)
         assert_int_equal(mp_kv_set_sync(d->host, "order", in[i], "v", 1), MAGPIE_OK);
     assert_int_equal(mp_kv_set_sync(d->host, "order2", "zz", "v", 1), MAGPIE_OK);
     assert_int_equal(mp_kv_set_sync("other.example", "order", "0", "v", 1), MAGPIE_OK);
-    struct collect c = { 0 };
+    struct collect c = {0};
     assert_int_equal(mp_kv_keys_sync(d->host, "order", collect_key, &c), MAGPIE_OK);
     assert_int_equal(c.n, 8);
     for (size_t i = 0; i < 8; i++)
@@ -358,11 +357,9 @@ static void test_map_sync(void **state)
     NEED(state);
     void *v;
     size_t n;
-    assert_int_equal(mp_map_get_sync(d->host, "roster", "alice", "bob@x", &v, &n),
-                     MAGPIE_NOTFOUND);
+    assert_int_equal(mp_map_get_sync(d->host, "roster", "alice", "bob@x", &v, &n), MAGPIE_NOTFOUND);
     assert_int_equal(mp_map_set_sync(d->host, "roster", "alice", "bob@x", "B", 1), MAGPIE_OK);
-    assert_int_equal(mp_map_set_sync(d->host, "roster", "alice", "carol@x", "C\0c", 3),
-                     MAGPIE_OK);
+    assert_int_equal(mp_map_set_sync(d->host, "roster", "alice", "carol@x", "C\0c", 3), MAGPIE_OK);
     assert_int_equal(mp_map_set_sync(d->host, "roster", "dave", "bob@x", "D", 1), MAGPIE_OK);
     assert_int_equal(mp_map_get_sync(d->host, "roster", "alice", "carol@x", &v, &n), MAGPIE_OK);
     assert_int_equal(n, 3);
@@ -375,8 +372,7 @@ static void test_map_sync(void **state)
     free(v);
     /* field delete */
     assert_int_equal(mp_map_del_sync(d->host, "roster", "alice", "bob@x"), MAGPIE_OK);
-    assert_int_equal(mp_map_get_sync(d->host, "roster", "alice", "bob@x", &v, &n),
-                     MAGPIE_NOTFOUND);
+    assert_int_equal(mp_map_get_sync(d->host, "roster", "alice", "bob@x", &v, &n), MAGPIE_NOTFOUND);
     assert_int_equal(mp_map_get_sync(d->host, "roster", "dave", "bob@x", &v, &n), MAGPIE_OK);
     free(v);
     /* deleting nothing is fine */
@@ -386,8 +382,7 @@ static void test_map_sync(void **state)
     assert_int_equal(mp_map_del_sync(d->host, "roster", "alice", NULL), MAGPIE_OK);
     assert_int_equal(mp_map_get_sync(d->host, "roster", "alice", "carol@x", &v, &n),
                      MAGPIE_NOTFOUND);
-    assert_int_equal(mp_map_get_sync(d->host, "roster", "alice", "eve@x", &v, &n),
-                     MAGPIE_NOTFOUND);
+    assert_int_equal(mp_map_get_sync(d->host, "roster", "alice", "eve@x", &v, &n), MAGPIE_NOTFOUND);
     assert_int_equal(mp_map_get_sync(d->host, "roster", "dave", "bob@x", &v, &n), MAGPIE_OK);
     free(v);
 }
@@ -404,8 +399,9 @@ static void test_archive_sync(void **state)
         char buf[16];
         snprintf(buf, sizeof buf, "m%d", i);
         const char *with = i % 3 == 0 ? "a@x" : i % 3 == 1 ? "b@x" : NULL;
-        assert_int_equal(mp_archive_append_sync(d->host, "mam", "alice", with, buf,
-                                                strlen(buf), &ids[i]), MAGPIE_OK);
+        assert_int_equal(
+            mp_archive_append_sync(d->host, "mam", "alice", with, buf, strlen(buf), &ids[i]),
+            MAGPIE_OK);
         assert_true(ids[i] > prev);
         prev = ids[i];
     }
@@ -480,8 +476,7 @@ static void test_archive_sync(void **state)
 
     /* empty and binary payloads */
     int64_t id;
-    assert_int_equal(mp_archive_append_sync(d->host, "mam", "carol", NULL, "", 0, &id),
-                     MAGPIE_OK);
+    assert_int_equal(mp_archive_append_sync(d->host, "mam", "carol", NULL, "", 0, &id), MAGPIE_OK);
     assert_int_equal(mp_archive_append_sync(d->host, "mam", "carol", NULL, "a\0b", 3, &id),
                      MAGPIE_OK);
     query(d, "mam", "carol", 0, 0, NULL, 0, 0, &r);
@@ -495,7 +490,7 @@ struct basic {
     struct aloop a;
     int step_get1, step_get2, step_all, step_mapget, step_app, step_query, step_del;
     int64_t app_id;
-    int order;                  /* sequence of completions on the kv key */
+    int order; /* sequence of completions on the kv key */
     int seq_set, seq_get1, seq_del, seq_get2;
 };
 
@@ -551,7 +546,10 @@ static void b_all(void *ud, int rc, const mp_map_item *items, size_t n)
     assert_string_equal(items[1].field, "f2");
     assert_string_equal(items[2].field, "f3");
     assert_int_equal(items[1].len, 3);
-    assert_memory_equal(items[1].data, "2\0" "2", 3);
+    assert_memory_equal(items[1].data,
+                        "2\0"
+                        "2",
+                        3);
     b->step_all = 1;
     aloop_done(&b->a);
 }
@@ -625,7 +623,10 @@ static void test_async_basic(void **state)
     assert_int_equal(mp_kv_get(d->host, "akv", "k", b_get1, &b), MAGPIE_OK);
     assert_int_equal(mp_kv_del(d->host, "akv", "k", b_del, &b), MAGPIE_OK);
     assert_int_equal(mp_kv_get(d->host, "akv", "k", b_get2, &b), MAGPIE_OK);
-    assert_int_equal(mp_map_set(d->host, "amap", "k", "f2", "2\0" "2", 3, b_mapset, &b),
+    assert_int_equal(mp_map_set(d->host, "amap", "k", "f2",
+                                "2\0"
+                                "2",
+                                3, b_mapset, &b),
                      MAGPIE_OK);
     assert_int_equal(mp_map_set(d->host, "amap", "k", "f3", "3", 1, b_mapset, &b), MAGPIE_OK);
     assert_int_equal(mp_map_set(d->host, "amap", "k", "f1", "1", 1, b_mapset, &b), MAGPIE_OK);
@@ -668,7 +669,7 @@ static void test_async_basic(void **state)
 struct order {
     struct aloop a;
     const char *host;
-    int next_cb;                /* index expected by the next append callback */
+    int next_cb; /* index expected by the next append callback */
     int64_t last_id;
     int bad;
     int get_seen;
@@ -689,7 +690,7 @@ static void o_append(void *ud, int rc, int64_t id)
     if (oa->i % 50 == 0) {
         /* committed when the callback runs: another connection sees it */
         struct items r;
-        mp_archive_filter q = { id - 1, 0, NULL, 1, 0 };
+        mp_archive_filter q = {id - 1, 0, NULL, 1, 0};
         memset(&r, 0, sizeof r);
         if (mp_archive_query_sync(o->host, "ord", "q", &q, collect_item, &r) != MAGPIE_OK ||
             r.n != 1 || r.id[0] != id)
@@ -736,11 +737,12 @@ static void test_async_ordering(void **state)
         args[i].o = &o;
         args[i].i = i;
         snprintf(buf, sizeof buf, "%d", i);
-        assert_int_equal(mp_archive_append(d->host, "ord", "q", i % 2 ? "w@x" : NULL,
-                                           buf, strlen(buf), o_append, &args[i]), MAGPIE_OK);
+        assert_int_equal(mp_archive_append(d->host, "ord", "q", i % 2 ? "w@x" : NULL, buf,
+                                           strlen(buf), o_append, &args[i]),
+                         MAGPIE_OK);
         if (i % 5 == 0) {
-            assert_int_equal(mp_kv_set(d->host, "ordkv", "k", buf, strlen(buf), o_set,
-                                       &args[i]), MAGPIE_OK);
+            assert_int_equal(mp_kv_set(d->host, "ordkv", "k", buf, strlen(buf), o_set, &args[i]),
+                             MAGPIE_OK);
             assert_int_equal(mp_kv_get(d->host, "ordkv", "k", o_get, &args[i]), MAGPIE_OK);
             o.a.pending += 2;
         }
@@ -795,8 +797,8 @@ static void test_async_no_loop(void **state)
 {
     NEED(state);
     mp_loop_bind_thread(NULL);
-    struct noloop n = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 1,
-                        pthread_self(), -5 };
+    struct noloop n = {
+        PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 1, pthread_self(), -5};
     assert_int_equal(mp_kv_set(d->host, "noloop", "k", "v", 1, nl_done, &n), MAGPIE_OK);
     pthread_mutex_lock(&n.m);
     while (!n.done)
@@ -812,7 +814,7 @@ static void test_async_no_loop(void **state)
 
 /* Several threads, each with its own loop, hammer the store at once; all
  * append to one shared key too. Each thread's items keep their order. */
-#define N_THREADS 4
+#define N_THREADS    4
 #define N_PER_THREAD 150
 
 struct hammer {
@@ -874,10 +876,9 @@ static void *hammer_main(void *arg)
         snprintf(val, sizeof val, "t%d-%d", h->t, i);
         int rc = mp_kv_set(h->d->host, "hammer", key, val, strlen(val), h_done, &args[i]);
         rc |= mp_kv_get(h->d->host, "hammer", key, h_get, &args[i]);
-        rc |= mp_map_set(h->d->host, "hammer", "shared", key, val, strlen(val), h_done,
-                         &args[i]);
-        rc |= mp_archive_append(h->d->host, "hammer", "shared", NULL, val, strlen(val),
-                                h_append, &args[i]);
+        rc |= mp_map_set(h->d->host, "hammer", "shared", key, val, strlen(val), h_done, &args[i]);
+        rc |= mp_archive_append(h->d->host, "hammer", "shared", NULL, val, strlen(val), h_append,
+                                &args[i]);
         if (rc != MAGPIE_OK)
             atomic_fetch_add(h->errors, 1);
         h->a.pending += 4;
@@ -912,7 +913,7 @@ static void test_async_concurrent(void **state)
     assert_int_equal(nkeys, N_THREADS * N_PER_THREAD);
 
     /* the shared archive: every thread's items, each thread's in order */
-    int next[N_THREADS] = { 0 };
+    int next[N_THREADS] = {0};
     int64_t after = 0;
     size_t total = 0;
     struct items r;
@@ -982,21 +983,19 @@ static void test_reopen(void **state)
     int64_t id;
     assert_int_equal(mp_kv_set_sync(d->host, "reopen", "k", "persist", 7), MAGPIE_OK);
     assert_int_equal(mp_map_set_sync(d->host, "reopen", "k", "f", "F", 1), MAGPIE_OK);
-    assert_int_equal(mp_archive_append_sync(d->host, "reopen", "k", NULL, "a1", 2, &id),
-                     MAGPIE_OK);
+    assert_int_equal(mp_archive_append_sync(d->host, "reopen", "k", NULL, "a1", 2, &id), MAGPIE_OK);
 
     /* an async write still queued at close time is run, not dropped */
     mp_loop_bind_thread(NULL);
     assert_int_equal(mp_kv_set(d->host, "reopen", "late", "L", 1, NULL, NULL), MAGPIE_OK);
     mp_storage_close();
-    mp_storage_close();                         /* harmless twice */
+    mp_storage_close(); /* harmless twice */
     assert_int_equal(mp_kv_set_sync(d->host, "reopen", "k", "x", 1), MAGPIE_ERR);
-    assert_int_equal(mp_kv_set(d->host, "reopen", "k", "x", 1, never_called, NULL),
-                     MAGPIE_ERR);
+    assert_int_equal(mp_kv_set(d->host, "reopen", "k", "x", 1, never_called, NULL), MAGPIE_ERR);
 
-    open_or_fail(d);                            /* migrations are a no-op now */
+    open_or_fail(d); /* migrations are a no-op now */
     char err[128];
-    assert_int_equal(mp_storage_open(&d->cfg, err, sizeof err), MAGPIE_ERR);   /* twice */
+    assert_int_equal(mp_storage_open(&d->cfg, err, sizeof err), MAGPIE_ERR); /* twice */
     void *v;
     size_t n;
     assert_int_equal(mp_kv_get_sync(d->host, "reopen", "k", &v, &n), MAGPIE_OK);
@@ -1036,8 +1035,7 @@ static void test_sync_only(void **state)
     mp_storage_close();
     char err[256] = "";
     assert_int_equal(mp_storage_open_sync_only(&d->cfg, err, sizeof err), MAGPIE_OK);
-    assert_int_equal(mp_kv_set(d->host, "synconly", "k", "x", 1, never_called, NULL),
-                     MAGPIE_ERR);
+    assert_int_equal(mp_kv_set(d->host, "synconly", "k", "x", 1, never_called, NULL), MAGPIE_ERR);
     assert_int_equal(mp_kv_set_sync(d->host, "synconly", "k", "x", 1), MAGPIE_OK);
     void *v;
     size_t n;
@@ -1068,7 +1066,8 @@ static void kill_own_connections(struct drv *d)
                                        d->cfg.mysql_socket, 0));
     assert_int_equal(mysql_query(m, "SELECT id FROM information_schema.processlist"
                                     " WHERE user = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
-                                    " AND id <> CONNECTION_ID()"), 0);
+                                    " AND id <> CONNECTION_ID()"),
+                     0);
     MYSQL_RES *res = mysql_store_result(m);
     assert_non_null(res);
     MYSQL_ROW row;
@@ -1081,7 +1080,7 @@ static void kill_own_connections(struct drv *d)
     }
     mysql_free_result(res);
     mysql_close(m);
-    assert_true(killed >= 4);       /* 3 pool threads + at least one sync connection */
+    assert_true(killed >= 4); /* 3 pool threads + at least one sync connection */
 }
 
 struct reco {
@@ -1116,7 +1115,7 @@ static void test_mysql_reconnect(void **state)
     aloop_init(&r.a);
     for (int i = 0; i < 30; i++) {
         char key[16];
-        snprintf(key, sizeof key, "k%d", i);    /* spread over all pool threads */
+        snprintf(key, sizeof key, "k%d", i); /* spread over all pool threads */
         assert_int_equal(mp_archive_append(d->host, "reco", key, NULL, "x", 1, reco_append, &r),
                          MAGPIE_OK);
     }
@@ -1125,26 +1124,19 @@ static void test_mysql_reconnect(void **state)
     assert_int_equal(r.ok, 30);
 }
 
-#define SUITE                                                   \
-    cmocka_unit_test(test_kv_basic),                            \
-    cmocka_unit_test(test_kv_binary),                           \
-    cmocka_unit_test(test_kv_keys_order),                       \
-    cmocka_unit_test(test_map_sync),                            \
-    cmocka_unit_test(test_archive_sync),                        \
-    cmocka_unit_test(test_async_basic),                         \
-    cmocka_unit_test(test_async_ordering),                      \
-    cmocka_unit_test(test_async_no_loop),                       \
-    cmocka_unit_test(test_async_concurrent),                    \
-    cmocka_unit_test(test_limits),                              \
-    cmocka_unit_test(test_reopen),                              \
-    cmocka_unit_test(test_sync_only),                           \
-    cmocka_unit_test(test_bad_config),                          \
-    cmocka_unit_test(test_mysql_reconnect)
+#define SUITE                                                                                      \
+    cmocka_unit_test(test_kv_basic), cmocka_unit_test(test_kv_binary),                             \
+        cmocka_unit_test(test_kv_keys_order), cmocka_unit_test(test_map_sync),                     \
+        cmocka_unit_test(test_archive_sync), cmocka_unit_test(test_async_basic),                   \
+        cmocka_unit_test(test_async_ordering), cmocka_unit_test(test_async_no_loop),               \
+        cmocka_unit_test(test_async_concurrent), cmocka_unit_test(test_limits),                    \
+        cmocka_unit_test(test_reopen), cmocka_unit_test(test_sync_only),                           \
+        cmocka_unit_test(test_bad_config), cmocka_unit_test(test_mysql_reconnect)
 
 int main(void)
 {
     mp_log_setup(getenv("MAGPIE_TEST_LOG") ? getenv("MAGPIE_TEST_LOG") : "error", NULL);
-    const struct CMUnitTest tests[] = { SUITE };
+    const struct CMUnitTest tests[] = {SUITE};
     int failed = 0;
     failed += cmocka_run_group_tests_name("storage/sqlite", tests, setup_sqlite, teardown_sqlite);
     failed += cmocka_run_group_tests_name("storage/mysql", tests, setup_mysql, teardown_mysql);

@@ -199,11 +199,10 @@ static void namespaced_attributes_get_prefix_declarations(void **state)
 static void parse_serialise_round_trip_is_stable(void **state)
 {
     (void)state;
-    const char *in =
-        "<iq xmlns='jabber:client' type='set' id='a1' xml:lang='en'>"
-        "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'>"
-        "<item id='x'><entry xmlns='http://www.w3.org/2005/Atom'>t &amp; &lt;u&gt;"
-        "<title>T</title>\n tail</entry></item></publish></pubsub></iq>";
+    const char *in = "<iq xmlns='jabber:client' type='set' id='a1' xml:lang='en'>"
+                     "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'>"
+                     "<item id='x'><entry xmlns='http://www.w3.org/2005/Atom'>t &amp; &lt;u&gt;"
+                     "<title>T</title>\n tail</entry></item></publish></pubsub></iq>";
     mp_stanza *a = parse(in);
     char *s1 = ser(a, NULL);
     mp_stanza *b = parse(s1);
@@ -321,9 +320,9 @@ static void find_and_remove_children(void **state)
     assert_null(mp_xml_find(r, "b", "urn:r"));
     assert_non_null(mp_xml_find(r, "b", "urn:o"));
     assert_ptr_equal(mp_xml_first_element(r), a1);
-    mp_xml_remove(mp_xml_find(r, "c", NULL));   /* last child */
-    mp_xml_remove(a1);                          /* middle */
-    mp_xml_remove(r->children);                 /* first: the text */
+    mp_xml_remove(mp_xml_find(r, "c", NULL)); /* last child */
+    mp_xml_remove(a1);                        /* middle */
+    mp_xml_remove(r->children);               /* first: the text */
     assert_ser(st, "urn:r", "<r><b xmlns='urn:o'/><a n='2'/></r>");
     mp_xml *n = mp_xml_add_child(st, r, "d", NULL);
     assert_ptr_equal(r->last_child, n);
@@ -335,7 +334,8 @@ static void text_concatenates_direct_text_children(void **state)
 {
     (void)state;
     mp_stanza *st = parse("<a xmlns='u'>one<b>skip</b>two<![CDATA[<3]]></a>");
-    assert_string_equal(mp_xml_text(st, mp_stanza_root(st)), "one" "two<3");
+    assert_string_equal(mp_xml_text(st, mp_stanza_root(st)), "one"
+                                                             "two<3");
     mp_stanza *e = mp_stanza_new("e", "u");
     assert_string_equal(mp_xml_text(e, mp_stanza_root(e)), "");
     /* adjacent text additions merge */

@@ -22,7 +22,7 @@ struct rec {
     const char *cond;
     /* actions taken from inside callbacks */
     mp_xmlstream *p;
-    int stop_after_stanza;      /* stop after this many stanzas (0: never) */
+    int stop_after_stanza; /* stop after this many stanzas (0: never) */
     int reset_after_stanza;
     int stop_on_open;
 };
@@ -78,10 +78,14 @@ static void cb_error(void *ud, const char *cond, const char *text)
     logf_(r, "error %s (%s)\n", cond, text);
 }
 
-static const struct mp_xmlstream_cb CB = { cb_open, cb_stanza, cb_close, cb_error };
+static const struct mp_xmlstream_cb CB = {cb_open, cb_stanza, cb_close, cb_error};
 
 static struct mp_xml_limits LIM = {
-    .max_stanza = 4096, .max_depth = 8, .max_attrs = 8, .max_attr_len = 256, .max_text = 1024,
+    .max_stanza = 4096,
+    .max_depth = 8,
+    .max_attrs = 8,
+    .max_attr_len = 256,
+    .max_text = 1024,
 };
 
 static mp_xmlstream *new_parser(struct rec *r)
@@ -97,18 +101,18 @@ static int feed_str(mp_xmlstream *p, const char *s)
     return mp_xmlstream_feed(p, s, strlen(s), &used);
 }
 
-#define HDR "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " \
-            "xmlns:stream='http://etherx.jabber.org/streams' to='example.com' " \
-            "version='1.0' xml:lang='en'>"
+#define HDR                                                                                        \
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "                                   \
+    "xmlns:stream='http://etherx.jabber.org/streams' to='example.com' "                            \
+    "version='1.0' xml:lang='en'>"
 
 static const char *CONV =
-    HDR
-    "<message to='a@example.com' type='chat' id='m1'><body>Hello &amp; &lt;bye&gt;"
-    " \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80</body></message>\n"
-    "<iq type='get' id='i1'><query xmlns='jabber:iq:roster'/></iq>"
-    "<presence xml:lang='fr'><status>l&#224;</status></presence>"
-    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>"
-    "</stream:stream>";
+    HDR "<message to='a@example.com' type='chat' id='m1'><body>Hello &amp; &lt;bye&gt;"
+        " \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80</body></message>\n"
+        "<iq type='get' id='i1'><query xmlns='jabber:iq:roster'/></iq>"
+        "<presence xml:lang='fr'><status>l&#224;</status></presence>"
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>"
+        "</stream:stream>";
 
 /* Parses s in one feed into r; returns the log. */
 static const char *run_whole(struct rec *r, const char *s)
@@ -168,10 +172,11 @@ static void cap_stanza(void *ud, mp_stanza *st)
 static void stanza_tree_carries_namespaces_and_lang(void **state)
 {
     (void)state;
-    struct mp_xmlstream_cb cb = { cap_open, cap_stanza, NULL, NULL };
+    struct mp_xmlstream_cb cb = {cap_open, cap_stanza, NULL, NULL};
     mp_xmlstream *p = mp_xmlstream_new(&LIM, &cb, NULL);
     assert_int_equal(feed_str(p, HDR "<message xml:lang='de' xmlns:x='urn:x' x:a='1'>"
-                                     "<body>b</body><x:y/></message>"), MAGPIE_OK);
+                                     "<body>b</body><x:y/></message>"),
+                     MAGPIE_OK);
     assert_string_equal(captured_ns, "jabber:client|en");
     assert_non_null(captured);
     mp_xml *r = mp_stanza_root(captured);
@@ -226,8 +231,10 @@ static void stanza_is_delivered_when_its_last_byte_arrives(void **state)
 {
     (void)state;
     char buf[2048];
-    snprintf(buf, sizeof buf, "<message to='%0200d' id='%0200d'><body>%0300d&amp;\xe2\x82\xac"
-             "</body><x xmlns='urn:x' a='>' b='%0100d'/></message>", 1, 2, 3, 4);
+    snprintf(buf, sizeof buf,
+             "<message to='%0200d' id='%0200d'><body>%0300d&amp;\xe2\x82\xac"
+             "</body><x xmlns='urn:x' a='>' b='%0100d'/></message>",
+             1, 2, 3, 4);
     struct rec r;
     mp_xmlstream *p = new_parser(&r);
     const char *h = "<stream:stream xmlns='jabber:client' "
@@ -260,7 +267,7 @@ static void whitespace_keepalives_are_ignored(void **state)
     struct rec r;
     mp_xmlstream *p = new_parser(&r);
     assert_int_equal(feed_str(p, HDR), MAGPIE_OK);
-    for (int i = 0; i < 10000; i++)  /* far more than max_stanza bytes */
+    for (int i = 0; i < 10000; i++) /* far more than max_stanza bytes */
         assert_int_equal(feed_str(p, " \r\n\t"), MAGPIE_OK);
     assert_int_equal(feed_str(p, "<presence/>  \n "), MAGPIE_OK);
     assert_int_equal(mp_xmlstream_release(p), MAGPIE_OK);
@@ -462,7 +469,7 @@ static void oversized_stanza_in_one_feed_is_policy_violation(void **state)
 static void oversized_stanza_in_small_feeds_is_cut_off_early(void **state)
 {
     (void)state;
-    const char *starts[] = { "<message to='", "<message><body>", "<message" };
+    const char *starts[] = {"<message to='", "<message><body>", "<message"};
     struct mp_xml_limits saved = LIM;
     LIM.max_attr_len = 1 << 20;
     LIM.max_text = 1 << 20;
@@ -498,7 +505,8 @@ static void oversized_stream_header_is_policy_violation(void **state)
     struct rec r;
     mp_xmlstream *p = new_parser(&r);
     assert_int_equal(feed_str(p, "<stream:stream xmlns:stream='http://etherx.jabber.org/"
-                                 "streams' to='"), MAGPIE_OK);
+                                 "streams' to='"),
+                     MAGPIE_OK);
     int rc = MAGPIE_OK;
     for (int i = 0; i < 10000 && rc == MAGPIE_OK; i++)
         rc = feed_str(p, "aaaa");
@@ -525,8 +533,7 @@ static void attribute_count_limit(void **state)
     struct rec r;
     run_whole(&r, HDR "<a a1='' a2='' a3='' a4='' a5='' a6='' a7='' a8=''/>");
     assert_int_equal(r.errors, 0);
-    expect_error("<a a1='' a2='' a3='' a4='' a5='' a6='' a7='' a8='' a9=''/>",
-                 "policy-violation");
+    expect_error("<a a1='' a2='' a3='' a4='' a5='' a6='' a7='' a8='' a9=''/>", "policy-violation");
     expect_error("<a><b a1='' a2='' a3='' a4='' a5='' a6='' a7='' a8='' a9=''/></a>",
                  "policy-violation");
 }
@@ -715,7 +722,7 @@ static void parser_memory_is_accounted(void **state)
     size_t m0 = mp_xmlstream_memory(p);
     assert_int_equal(feed_str(p, HDR), MAGPIE_OK);
     size_t m1 = mp_xmlstream_memory(p);
-    assert_true(m1 > m0 + 4096);     /* expat's buffers and hash tables */
+    assert_true(m1 > m0 + 4096); /* expat's buffers and hash tables */
     assert_int_equal(mp_xmlstream_release(p), MAGPIE_OK);
     assert_true(mp_xmlstream_memory(p) < m0 + 512);
     mp_xmlstream_free(p);
