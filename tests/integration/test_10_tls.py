@@ -3,8 +3,11 @@
 and STARTTLS), SIGHUP reloads certificates for new connections, and TLS
 renegotiation is refused."""
 
+import base64
 import hashlib
 import os
+import re
+import select
 import signal
 import socket
 import ssl
@@ -12,6 +15,7 @@ import subprocess
 import time
 
 from common import MagpieServer, Results, RawClient, parse_args, check, closeall
+from magpie_fixture import Scram
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -117,6 +121,92 @@ def t04_renegotiation_refused(srv):
           'server did not refuse renegotiation: %s' % out[-800:])
 
 
+def t05_scram_plus_tls_server_end_point(srv):
+    """SCRAM-*-PLUS with real tls-server-end-point data of the connection,
+    over STARTTLS and direct TLS; tampered binding data is refused."""
+    for mech in ('SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS'):
+        for direct in (False, True):
+            c = RawClient(srv.tls_port if direct else srv.c2s_port, direct_tls=direct)
+            try:
+                c.open_stream()
+                if not direct:
+                    c.starttls()
+                check(mech in c.mechanisms(), '%s not offered: %s' % (mech, c.mechanisms()))
+                ok = c.auth('alice', 'pw', mech)
+                check(ok, '%s (direct TLS %s) failed: %s' % (mech, direct, c.sasl_failure))
+                c.open_stream()
+                c.bind('plus')
+            finally:
+                closeall(c)
+    c = RawClient(srv.tls_port, direct_tls=True)
+    try:
+        c.open_stream()
+        good = c.tls_server_end_point()
+        bad = bytes([good[0] ^ 1]) + good[1:]
+        ok = c.auth('alice', 'pw', 'SCRAM-SHA-256-PLUS', cb_data=bad)
+        check(not ok and c.sasl_failure == 'not-authorized',
+              'tampered channel binding: ok=%s failure=%s' % (ok, c.sasl_failure))
+    finally:
+        closeall(c)
+
+
+def read_until(p, needle, timeout=10):
+    """Reads p's stdout until needle (bytes, or a tuple of alternatives)
+    appears; returns all read."""
+    buf = b''
+    deadline = time.time() + timeout
+    fd = p.stdout.fileno()
+    needles = needle if isinstance(needle, tuple) else (needle,)
+    while not any(n in buf for n in needles):
+        left = deadline - time.time()
+        check(left > 0, 'timeout waiting for %r; got %r' % (needle, buf[-400:]))
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            d = os.read(fd, 65536)
+            check(d, 'EOF waiting for %r; got %r' % (needle, buf[-400:]))
+            buf += d
+    return buf
+
+
+def t06_scram_plus_tls_exporter(srv):
+    """SCRAM-SHA-256-PLUS with tls-exporter (RFC 9266) on TLS 1.3: the
+    exporter value comes from OpenSSL's s_client on the same connection."""
+    p = subprocess.Popen(['openssl', 's_client', '-connect', '127.0.0.1:%d' % srv.tls_port,
+                          '-servername', 'localhost', '-tls1_3', '-ign_eof',
+                          '-keymatexport', 'EXPORTER-Channel-Binding', '-keymatexportlen', '32'],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        out = read_until(p, b'Keying material:')
+        while b'\n' not in out.split(b'Keying material:')[1]:
+            out += read_until(p, b'\n')
+        hexval = out.split(b'Keying material:')[1].split()[0].decode()
+        exporter = bytes.fromhex(hexval)
+        check(len(exporter) == 32, 'bad exporter %r' % hexval)
+
+        def send(x):
+            p.stdin.write(x.encode())
+            p.stdin.flush()
+        send("<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
+             "xmlns:stream='http://etherx.jabber.org/streams'>")
+        feats = read_until(p, b'</stream:features>').decode(errors='replace')
+        check('SCRAM-SHA-256-PLUS' in feats and "type='tls-exporter'" in feats,
+              'no -PLUS / tls-exporter offered: %s' % feats[-600:])
+        sc = Scram('alice', 'pw', 'SCRAM-SHA-256-PLUS', cb_name='tls-exporter', cb_data=exporter)
+        send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>%s</auth>"
+             % base64.b64encode(sc.first()).decode())
+        ch = read_until(p, b'</challenge>').decode()
+        server_first = base64.b64decode(re.search(r'<challenge[^>]*>([^<]*)</challenge>', ch).group(1))
+        send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</response>"
+             % base64.b64encode(sc.final(server_first)).decode())
+        text = read_until(p, (b'</success>', b'</failure>')).decode(errors='replace')
+        m = re.search(r'<success[^>]*>([^<]*)</success>', text)
+        check(m is not None, 'tls-exporter SCRAM-PLUS failed: %s' % text[-300:])
+        check(sc.verify(base64.b64decode(m.group(1))), 'bad server signature')
+    finally:
+        p.kill()
+        p.wait()
+
+
 srv = MagpieServer(args.builddir, workers=args.workers)
 with srv:
     srv.add_user('alice', 'pw')
@@ -124,4 +214,7 @@ with srv:
     R.run('10-2 SNI selects the host certificate (STARTTLS)', t02_sni_starttls, srv, server=srv)
     R.run('10-3 SIGHUP reloads certificates; open streams keep working', t03_sighup_reloads_certificates, srv, server=srv)
     R.run('10-4 TLS renegotiation is refused', t04_renegotiation_refused, srv, server=srv)
+    R.run('10-5 SCRAM -PLUS with tls-server-end-point; tampered binding refused',
+          t05_scram_plus_tls_server_end_point, srv, server=srv)
+    R.run('10-6 SCRAM-SHA-256-PLUS with tls-exporter (TLS 1.3)', t06_scram_plus_tls_exporter, srv, server=srv)
 R.exit()

@@ -369,16 +369,19 @@ def _saslname(s):
 
 
 class Scram:
-    """Client side of SCRAM-SHA-1 / SCRAM-SHA-256 (RFC 5802, 7677), without
-    channel binding (gs2 flag 'n')."""
+    """Client side of SCRAM-SHA-1 / SCRAM-SHA-256 (RFC 5802, 7677). With
+    cb_name and cb_data (the -PLUS variants) the gs2 header is
+    'p=<cb_name>,,' and the channel binding data goes into c=."""
 
-    def __init__(self, user, password, mech='SCRAM-SHA-256', nonce=None):
+    def __init__(self, user, password, mech='SCRAM-SHA-256', nonce=None, cb_name=None,
+                 cb_data=b''):
         self.hname = {'SCRAM-SHA-1': 'sha1', 'SCRAM-SHA-256': 'sha256',
-                      'SCRAM-SHA-512': 'sha512'}[mech]
+                      'SCRAM-SHA-512': 'sha512'}[mech[:-5] if mech.endswith('-PLUS') else mech]
         self.user = user
         self.password = password.encode('utf-8')
         self.cnonce = nonce or base64.b64encode(secrets.token_bytes(18)).decode()
-        self.gs2 = 'n,,'
+        self.gs2 = 'p=%s,,' % cb_name if cb_name else 'n,,'
+        self.cb_data = cb_data if cb_name else b''
         self.client_first_bare = 'n=%s,r=%s' % (_saslname(user), self.cnonce)
         self.server_signature = None
 
@@ -397,7 +400,8 @@ class Scram:
         salted = hashlib.pbkdf2_hmac(self.hname, self.password, salt, it)
         client_key = self._hmac(salted, b'Client Key')
         stored_key = hashlib.new(self.hname, client_key).digest()
-        without_proof = 'c=%s,r=%s' % (base64.b64encode(self.gs2.encode()).decode(), nonce)
+        without_proof = 'c=%s,r=%s' % (base64.b64encode(self.gs2.encode() + self.cb_data).decode(),
+                                       nonce)
         auth_msg = ','.join([self.client_first_bare, sf, without_proof]).encode()
         sig = self._hmac(stored_key, auth_msg)
         proof = bytes(a ^ b for a, b in zip(client_key, sig))
@@ -689,9 +693,25 @@ class RawClient:
         self._wrap_tls()
         return self.open_stream()
 
-    def auth(self, user, password, mechanism='SCRAM-SHA-256', authzid=None):
+    def tls_server_end_point(self):
+        """RFC 5929 channel binding data of this TLS connection: the hash of
+        the server certificate (SHA-256 unless its signature uses a
+        stronger hash)."""
+        der = self.sock.getpeercert(binary_form=True)
+        out = subprocess.run(['openssl', 'x509', '-inform', 'DER', '-noout', '-text'],
+                             input=der, capture_output=True).stdout.decode()
+        algo = 'sha256'
+        for h in ('sha384', 'sha512'):
+            if ('ecdsa-with-%s' % h.upper()) in out or ('%sWithRSAEncryption' % h) in out:
+                algo = h
+        return hashlib.new(algo, der).digest()
+
+    def auth(self, user, password, mechanism='SCRAM-SHA-256', authzid=None, cb_name=None,
+             cb_data=None):
         """SASL authentication. Returns True on success; on failure returns
-        False and sets self.sasl_failure to the condition."""
+        False and sets self.sasl_failure to the condition. For -PLUS
+        mechanisms cb_name defaults to tls-server-end-point with the data of
+        this connection (cb_data overrides it, e.g. to tamper with it)."""
         self.sasl_failure = None
         self.mechanism = mechanism
         if mechanism == 'PLAIN':
@@ -700,7 +720,11 @@ class RawClient:
                       % base64.b64encode(payload).decode())
             el = self.wait_for(pred=lambda e: ns(e.tag) == NS_SASL)
             return self._sasl_outcome(el)
-        scram = Scram(user, password, mechanism)
+        if mechanism.endswith('-PLUS'):
+            cb_name = cb_name or 'tls-server-end-point'
+            if cb_data is None:
+                cb_data = self.tls_server_end_point()
+        scram = Scram(user, password, mechanism, cb_name=cb_name, cb_data=cb_data or b'')
         self.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='%s'>%s</auth>"
                   % (mechanism, base64.b64encode(scram.first()).decode()))
         el = self.wait_for(pred=lambda e: ns(e.tag) == NS_SASL)
