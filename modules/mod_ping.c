@@ -13,7 +13,8 @@
 #define NS_PING "urn:xmpp:ping"
 
 struct ping_state {
-    double sent_at; /* idle seconds when the ping went out; < 0: none */
+    double sent_at; /* monotonic time the ping went out; < 0: none */
+    mp_timer *timer; /* one per session, armed for the next due check */
 };
 
 static mp_module *self;
@@ -25,41 +26,55 @@ static void pong(mp_stanza *iq, void *ud)
     mp_iq_reply(mp_iq_result(iq));
 }
 
+static double monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs when something may be due: a silent client to ping, or a ping
+ * whose answer is overdue. Re-arms the session's timer for the next such
+ * moment, so an idle session costs one timer expiry per interval. */
 static void check(mp_session *s, void *ud)
 {
     (void)ud;
     struct ping_state *ps = mp_session_data(s, self);
     if (!ps)
         return;
+    double now = monotonic();
     double idle = mp_session_idle_seconds(s);
     double interval = (double)mp_module_opt_int(self, "interval");
     double timeout = (double)mp_module_opt_int(self, "timeout");
+    if (ps->sent_at >= 0 && now - idle > ps->sent_at)
+        ps->sent_at = -1; /* the client spoke since the ping */
     if (ps->sent_at >= 0) {
-        if (idle < ps->sent_at) {
-            ps->sent_at = -1; /* the client spoke since */
-        } else if (idle - ps->sent_at >= timeout) {
+        if (now - ps->sent_at >= timeout) {
             mp_counter_add(timeouts, 1);
             mp_session_close(s, "connection-timeout", "No answer to ping");
             return;
-        } else {
-            return;
         }
+        mp_timer_set(ps->timer, timeout - (now - ps->sent_at));
+        return;
     }
-    if (idle >= interval) {
-        const mp_jid *j = mp_session_jid(s);
-        char id[24] = "ping-";
-        mp_random_id(id + 5, sizeof id - 5);
-        mp_stanza *p = mp_stanza_new("iq", MP_NS_CLIENT);
-        mp_xml *root = mp_stanza_root(p);
-        mp_xml_set_attr(p, root, "type", "get");
-        mp_xml_set_attr(p, root, "id", id);
-        mp_xml_set_attr(p, root, "from", j->domain);
-        mp_xml_set_attr(p, root, "to", j->full);
-        mp_xml_add_child(p, root, "ping", NS_PING);
-        ps->sent_at = idle;
-        mp_counter_add(pings_sent, 1);
-        mp_session_send(s, p);
+    if (idle < interval) {
+        mp_timer_set(ps->timer, interval - idle);
+        return;
     }
+    const mp_jid *j = mp_session_jid(s);
+    char id[24] = "ping-";
+    mp_random_id(id + 5, sizeof id - 5);
+    mp_stanza *p = mp_stanza_new("iq", MP_NS_CLIENT);
+    mp_xml *root = mp_stanza_root(p);
+    mp_xml_set_attr(p, root, "type", "get");
+    mp_xml_set_attr(p, root, "id", id);
+    mp_xml_set_attr(p, root, "from", j->domain);
+    mp_xml_set_attr(p, root, "to", j->full);
+    mp_xml_add_child(p, root, "ping", NS_PING);
+    ps->sent_at = now;
+    mp_counter_add(pings_sent, 1);
+    mp_session_send(s, p);
+    mp_timer_set(ps->timer, timeout);
 }
 
 static int session_started(struct mp_hook_event *ev, void *ud)
@@ -69,11 +84,13 @@ static int session_started(struct mp_hook_event *ev, void *ud)
     if (!ps)
         return HOOK_PASS;
     ps->sent_at = -1;
+    ps->timer = mp_session_timer(ev->session, (double)mp_module_opt_int(self, "interval"), 0,
+                                 check, NULL);
+    if (!ps->timer) {
+        free(ps);
+        return HOOK_PASS;
+    }
     mp_session_set_data(ev->session, self, ps);
-    long long interval = mp_module_opt_int(self, "interval");
-    long long timeout = mp_module_opt_int(self, "timeout");
-    long long period = (interval < timeout ? interval : timeout);
-    mp_session_timer(ev->session, period > 1 ? (double)period / 2.0 : 1.0, 1, check, NULL);
     return HOOK_PASS;
 }
 

@@ -27,13 +27,13 @@
 #define MAX_SASL_FAILURES   5
 #define CLOSE_GRACE_SECONDS 2.0
 
-struct session_timer {
+struct mp_timer {
     struct event *ev;
     mp_session *s;
     mp_session_timer_fn fn;
     void *ud;
     int repeat;
-    struct session_timer *next;
+    struct mp_timer *next;
 };
 
 struct mp_session {
@@ -58,7 +58,7 @@ struct mp_session {
     struct event *timer; /* negotiation, then close grace */
     double last_read;
     double parser_idle_since;
-    struct session_timer *timers;
+    struct mp_timer *timers;
     void **mod_data;
     size_t n_mod_data;
     char peer[64];
@@ -295,7 +295,7 @@ static void c2s_destroy(mp_session *s)
     s->dead = 1;
     s->closing = 1;
     while (s->timers) {
-        struct session_timer *t = s->timers;
+        struct mp_timer *t = s->timers;
         s->timers = t->next;
         event_free(t->ev);
         free(t);
@@ -346,28 +346,45 @@ static void session_timer_fire(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct session_timer *t = arg;
+    struct mp_timer *t = arg;
     mp_session *s = t->s;
     if (s->dead || s->closing)
         return;
     t->fn(s, t->ud);
 }
 
-int mp_session_timer(mp_session *s, double secs, int repeat, mp_session_timer_fn fn, void *ud)
+static struct timeval to_tv(double secs)
+{
+    if (secs < 0)
+        secs = 0;
+    struct timeval tv = {(time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6)};
+    return tv;
+}
+
+mp_timer *mp_session_timer(mp_session *s, double secs, int repeat, mp_session_timer_fn fn,
+                           void *ud)
 {
     if (s->dead)
-        return MAGPIE_ERR;
-    struct session_timer *t = mp_calloc(1, sizeof *t);
+        return NULL;
+    mp_timer *t = mp_calloc(1, sizeof *t);
     t->s = s;
     t->fn = fn;
     t->ud = ud;
     t->repeat = repeat;
     t->ev = event_new(mp_loop_base(s->w->loop), -1, repeat ? EV_PERSIST : 0, session_timer_fire, t);
-    struct timeval tv = {(time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6)};
+    struct timeval tv = to_tv(secs);
     event_add(t->ev, &tv);
     t->next = s->timers;
     s->timers = t;
-    return MAGPIE_OK;
+    return t;
+}
+
+void mp_timer_set(mp_timer *t, double secs)
+{
+    if (t->s->dead)
+        return;
+    struct timeval tv = to_tv(secs);
+    event_add(t->ev, &tv);
 }
 
 /* ---- stream header and features ---- */

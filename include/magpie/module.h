@@ -136,9 +136,17 @@ double mp_session_idle_seconds(mp_session *s);
 /* Closes the stream with a stream error condition (NULL: clean close). */
 void mp_session_close(mp_session *s, const char *condition, const char *text);
 /* Runs fn(s, ud) after secs seconds on the session's worker; repeat != 0
- * re-arms it. Cancelled automatically when the session ends. */
+ * re-arms it with the same period. Returns a handle owned by the session
+ * (freed automatically when the session ends), or NULL if the session is
+ * gone. */
 typedef void (*mp_session_timer_fn)(mp_session *s, void *ud);
-int mp_session_timer(mp_session *s, double secs, int repeat, mp_session_timer_fn fn, void *ud);
+typedef struct mp_timer mp_timer;
+mp_timer *mp_session_timer(mp_session *s, double secs, int repeat, mp_session_timer_fn fn,
+                           void *ud);
+/* (Re)schedules a timer to fire once after secs seconds, replacing any
+ * pending expiry: lets a module keep one timer per session and fire it
+ * only when something is due. */
+void mp_timer_set(mp_timer *t, double secs);
 /* Per-session module data slot (freed by the module in session-ended). */
 void mp_session_set_data(mp_session *s, mp_module *m, void *data);
 void *mp_session_data(mp_session *s, mp_module *m);
