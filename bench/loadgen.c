@@ -88,6 +88,7 @@ static struct {
     double login_phase_max;
     double drain;
     const char *resource;
+    const char *go_file; /* wait for this file to exist before the hold */
     int verbose;
 } opt = {
     .host = "127.0.0.1",
@@ -111,6 +112,7 @@ static struct {
     .login_phase_max = 1200,
     .drain = 5,
     .resource = "lg",
+    .go_file = NULL,
     .verbose = 0,
 };
 
@@ -1453,6 +1455,20 @@ static void broadcast(struct child *c, int nc, char cmd)
         }
 }
 
+/* Waits until path exists, at most secs (early on a signal).  Returns 1 if
+ * it exists. */
+static int wait_file(const char *path, double secs)
+{
+    uint64_t end = mono_ns() + (uint64_t)(secs * 1e9);
+    while (!got_signal && access(path, F_OK) != 0) {
+        if (mono_ns() >= end)
+            return 0;
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    return access(path, F_OK) == 0;
+}
+
 /* Sleeps up to secs, returning early on a signal. */
 static void nap(double secs)
 {
@@ -1497,6 +1513,9 @@ static void usage(FILE *f)
         "  --resource R         resource prefix (lg); the user index is appended\n"
         "  --login-timeout S    per-login timeout (60)\n"
         "  --login-phase-max S  bound on the whole login phase (1200)\n"
+        "  --go-file PATH       after the login phase, wait until PATH exists (at most\n"
+        "                       --login-phase-max s) before the hold: a barrier between\n"
+        "                       independent load generators (bench/multi-node.sh)\n"
         "  -v, --verbose        print every failure\n");
 }
 
@@ -1534,6 +1553,7 @@ static void parse_args(int argc, char **argv)
                                        {"login-phase-max", 1, 0, 'L'},
                                        {"drain", 1, 0, 'D'},
                                        {"resource", 1, 0, 'R'},
+                                       {"go-file", 1, 0, 'G'},
                                        {"verbose", 0, 0, 'v'},
                                        {"help", 0, 0, '?'},
                                        {0, 0, 0, 0}};
@@ -1596,6 +1616,9 @@ static void parse_args(int argc, char **argv)
             break;
         case 'R':
             opt.resource = optarg;
+            break;
+        case 'G':
+            opt.go_file = optarg;
             break;
         case 'v':
             opt.verbose = 1;
@@ -1817,6 +1840,12 @@ int main(int argc, char **argv)
     long rss_idle = -1;
     double cpu_hold0 = cpu_login, cpu_idle = -1;
     uint64_t th0 = mono_ns();
+    if (opt.go_file && !got_signal && have_all_login) {
+        int go = wait_file(opt.go_file, opt.login_phase_max);
+        printf("go:       %s after %.1f s idle\n", go ? "go file found" : "no go file, going on",
+               (double)(mono_ns() - th0) / 1e9);
+        fflush(stdout);
+    }
     if (!got_signal && have_all_login)
         nap(opt.hold);
     double held = (double)(mono_ns() - th0) / 1e9;
