@@ -34,6 +34,8 @@ double mp_now(void);
 void mp_random_bytes(void *buf, size_t len);
 /* strdup that aborts on OOM. */
 char *mp_strdup(const char *s);
+/* Copies n bytes into a new buffer with a NUL after them (caller frees). */
+char *mp_memdup0(const void *p, size_t n);
 void *mp_malloc(size_t n);
 void *mp_calloc(size_t n, size_t m);
 void *mp_realloc(void *p, size_t n);

@@ -326,9 +326,7 @@ static enum mp_sasl_status scram_client_first(mp_sasl *s, const char *in, size_t
             return fail(s, "malformed-request");
     }
     s->gs2_len = (size_t)(fs.p - in);
-    s->gs2_header = mp_malloc(s->gs2_len + 1);
-    memcpy(s->gs2_header, in, s->gs2_len);
-    s->gs2_header[s->gs2_len] = '\0';
+    s->gs2_header = mp_memdup0(in, s->gs2_len);
 
     /* client-first-message-bare: [reserved-mext ","] username "," nonce ["," extensions] */
     const char *bare = fs.p;
@@ -359,12 +357,8 @@ static enum mp_sasl_status scram_client_first(mp_sasl *s, const char *in, size_t
     if (!s->username)
         return fail(s, "not-authorized");
     size_t blen = (size_t)(fs.end - bare);
-    s->client_first_bare = mp_malloc(blen + 1);
-    memcpy(s->client_first_bare, bare, blen);
-    s->client_first_bare[blen] = '\0';
-    s->nonce = mp_malloc(cnonce_len + 1);
-    memcpy(s->nonce, cnonce, cnonce_len);
-    s->nonce[cnonce_len] = '\0';
+    s->client_first_bare = mp_memdup0(bare, blen);
+    s->nonce = mp_memdup0(cnonce, cnonce_len);
     s->state = ST_NEED_CREDS;
     return MP_SASL_NEED_CREDS;
 }
@@ -505,9 +499,7 @@ static enum mp_sasl_status plain_parse(mp_sasl *s, const unsigned char *in, size
     size_t zlen = (size_t)(z1 - in), alen = (size_t)(z2 - a), plen = len - (size_t)(pw - in);
     if (memchr(pw, 0, plen) || alen == 0 || plen == 0 || zlen > 1023 || alen > 1023 || plen > 1023)
         return fail(s, "malformed-request");
-    char *user = mp_malloc(alen + 1);
-    memcpy(user, a, alen);
-    user[alen] = '\0';
+    char *user = mp_memdup0(a, alen);
     s->username = mp_sasl_nodeprep(user);
     free(user);
     if (!s->username)
@@ -515,13 +507,9 @@ static enum mp_sasl_status plain_parse(mp_sasl *s, const unsigned char *in, size
     if (zlen > 0) {
         if (!mp_sasl_utf8_valid(in, zlen))
             return fail(s, "malformed-request");
-        s->authzid = mp_malloc(zlen + 1);
-        memcpy(s->authzid, in, zlen);
-        s->authzid[zlen] = '\0';
+        s->authzid = mp_memdup0(in, zlen);
     }
-    s->password = mp_malloc(plen + 1);
-    memcpy(s->password, pw, plen);
-    s->password[plen] = '\0';
+    s->password = mp_memdup0(pw, plen);
     s->state = ST_NEED_CREDS;
     return MP_SASL_NEED_CREDS;
 }

@@ -227,10 +227,7 @@ static int read_value(struct sq_conn *c, sqlite3_stmt *s, void **data, size_t *l
         return fail(c, s, "read");
     const void *b = sqlite3_column_blob(s, 0);
     size_t n = (size_t)sqlite3_column_bytes(s, 0);
-    char *out = mp_malloc(n + 1);
-    if (n)
-        memcpy(out, b, n);
-    out[n] = '\0';
+    char *out = mp_memdup0(b, n);
     st_done(s);
     *data = out;
     *len = n;

@@ -66,6 +66,15 @@ void *mp_realloc(void *p, size_t n)
     return p;
 }
 
+char *mp_memdup0(const void *p, size_t n)
+{
+    char *d = mp_malloc(n + 1);
+    if (n)
+        memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
 char *mp_strdup(const char *s)
 {
     char *d = strdup(s);
