@@ -11,6 +11,7 @@
 #include "accounts.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -1063,13 +1064,16 @@ static const struct mp_xmlstream_cb parser_cb = {on_open, on_stanza, on_close, o
 void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
 {
     const struct mp_config *cfg = mp_server.cfg;
-    if (w->shutting_down || atomic_fetch_add(&mp_server.connections, 1) >= cfg->max_connections) {
+    int open_now = atomic_fetch_add(&mp_server.connections, 1);
+    if (w->shutting_down || open_now >= cfg->max_connections) {
         atomic_fetch_sub(&mp_server.connections, 1);
         mp_stat_inc(MP_STAT_REFUSED);
         close(fd);
         return;
     }
     mp_stat_inc(MP_STAT_CONNECTIONS_TOTAL);
+    if (open_now + 1 > atomic_load_explicit(&mp_server.connections_peak, memory_order_relaxed))
+        atomic_store_explicit(&mp_server.connections_peak, open_now + 1, memory_order_relaxed);
     evutil_make_socket_nonblocking(fd);
     /* stanzas are small and latency matters: no Nagle delay */
     int one = 1;
@@ -1146,8 +1150,13 @@ void mp_c2s_shutdown_worker(struct mp_worker *w)
 void mp_c2s_sweep(struct mp_worker *w)
 {
     double now = mp_now();
+    size_t released = 0;
     for (mp_session *s = w->sessions; s; s = s->next)
         if (!s->closing && s->parser && now - s->parser_idle_since > 10.0 &&
-            evbuffer_get_length(bufferevent_get_input(s->bev)) == 0)
-            mp_xmlstream_release(s->parser);
+            evbuffer_get_length(bufferevent_get_input(s->bev)) == 0 &&
+            mp_xmlstream_release(s->parser) == MAGPIE_OK && mp_xmlstream_memory(s->parser) < 1024)
+            released++;
+    /* freed parsers sit between live allocations: give their pages back */
+    if (released >= 256)
+        malloc_trim(0);
 }

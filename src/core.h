@@ -74,6 +74,7 @@ struct mp_server {
     double started; /* mp_now() at start */
     struct mp_xml_limits limits;
     atomic_int connections; /* open client connections */
+    atomic_int connections_peak; /* highest since the last heap trim */
     atomic_int sessions;    /* bound sessions */
     atomic_int next_worker; /* round robin for posted work */
     volatile int stopping;

