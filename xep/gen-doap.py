@@ -21,30 +21,7 @@ import re
 import sys
 from xml.sax.saxutils import escape, quoteattr
 
-KEYS = ('number', 'name', 'version', 'status', 'module')
-
-
-def read_manifest(path):
-    """key: value lines; '#' comments; 'note' may repeat. Raises ValueError."""
-    m = {'note': []}
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith('#'):
-                continue
-            if ':' not in line:
-                raise ValueError('%s:%d: expected "key: value"' % (path, n))
-            k, v = (x.strip() for x in line.split(':', 1))
-            if k == 'note':
-                m['note'].append(v)
-            else:
-                m[k] = v
-    for k in KEYS:
-        if not m.get(k):
-            raise ValueError('%s: missing %s' % (path, k))
-    if m['status'] not in ('complete', 'partial'):
-        raise ValueError('%s: status must be complete or partial, not %r' % (path, m['status']))
-    return m
+from manifest import read_manifest  # noqa: E402  (xep/manifest.py, shared with tests/conformance/run.py)
 
 
 def sort_key(m):

@@ -58,6 +58,8 @@ except ImportError:                  # pragma: no cover
     magpie_fixture = None
 
 XEPDIR = os.path.join(SRCDIR, 'xep')
+sys.path.insert(0, XEPDIR)
+from manifest import read_manifest  # noqa: E402  (xep/manifest.py, shared with gen-doap.py)
 NS_TEST = 'urn:x-magpie:conformance'
 NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas'
 
@@ -878,33 +880,6 @@ COMMANDS = {
 # ---------------------------------------------------------------------------
 # manifests
 
-MANIFEST_KEYS = ('number', 'name', 'version', 'status', 'module')
-
-
-def read_manifest(path):
-    """key: value lines (# comments); 'note' may repeat."""
-    m = {'note': []}
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith('#'):
-                continue
-            if ':' not in line:
-                raise ScriptError('%s:%d: expected "key: value"' % (path, n))
-            k, v = line.split(':', 1)
-            k, v = k.strip(), v.strip()
-            if k == 'note':
-                m['note'].append(v)
-            else:
-                m[k] = v
-    for k in MANIFEST_KEYS:
-        if k not in m:
-            raise ScriptError('%s: missing key %s' % (path, k))
-    if m['status'] not in ('complete', 'partial'):
-        raise ScriptError('%s: status must be complete or partial' % path)
-    return m
-
-
 def check_manifests():
     """Every spec folder has a valid manifest and at least one script.
     Returns a list of (spec, reason) problems."""
@@ -919,7 +894,7 @@ def check_manifests():
             continue
         try:
             read_manifest(man)
-        except ScriptError as e:
+        except ValueError as e:
             problems.append((spec, str(e)))
         if not convs:
             problems.append((spec, 'manifest without any conformance script (*.conv)'))
