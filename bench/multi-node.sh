@@ -71,19 +71,9 @@ GO="$TMP/go"
 PIDS=()                    # every process started here, stopped in this order
 declare -a PORT CONF NPID LPID RSS0
 
-log() { printf '[multi-node %s] %s\n' "$(date +%T)" "$*" >&2; }
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.2
-    done
-    log "pid $pid ignored SIGTERM for 10 s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-}
+LOG_TAG=multi-node
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
 # children PID: the direct children of a process we started (loadgen workers)
 children() { cat "/proc/$1/task/$1/children" 2>/dev/null || true; }

@@ -66,19 +66,9 @@ LOADGEN="$TOP/bench/magpie-loadgen"
 TMP=$(mktemp -d /tmp/magpie-bench.XXXXXX)
 PIDS=()
 
-log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.2
-    done
-    log "pid $pid ignored SIGTERM for 10 s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-}
+LOG_TAG=run.sh
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
 cleanup() {
     local rc=$? p
