@@ -307,16 +307,13 @@ static void c2s_destroy(mp_session *s)
     if (s->recheck)
         event_free(s->recheck);
     s->recheck = NULL;
-    /* a TLS filter frees the socket bufferevent and the SSL with itself */
+    /* bev is the socket bufferevent or the TLS filter over it; the filter
+     * frees the socket bufferevent and the SSL with itself, and the socket
+     * bufferevent closes the fd when libevent really frees it (possibly
+     * after the callback we are in returns). No bev: the fd is ours. */
     if (s->bev)
         bufferevent_free(s->bev);
-    else if (s->raw)
-        bufferevent_free(s->raw);
-    else if (s->ssl)
-        SSL_free(s->ssl);
-    /* the socket bufferevent closes the fd when libevent really frees it
-     * (possibly after the callback we are in returns) */
-    if (!s->raw && s->fd >= 0)
+    else if (s->fd >= 0)
         close(s->fd);
     s->bev = s->raw = NULL;
     s->ssl = NULL;
