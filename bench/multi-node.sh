@@ -199,7 +199,8 @@ log = { level = "$LOG_LEVEL"; file = "-"; };
 hosts = ( { domain = "$DOMAIN"; } );
 listeners = ( { type = "c2s"; address = "127.0.0.1"; port = ${PORT[$i]}; } );
 storage = { driver = "sqlite"; };
-limits = { max_connections = $((SESSIONS + 500)); negotiation_timeout = 300; };
+limits = { max_connections = $((SESSIONS + 500)); negotiation_timeout = 300;
+           max_connections_per_address = $((SESSIONS + 500)); connection_burst_per_address = $((SESSIONS + 500)); connection_rate_per_address = 100000; };
 security = { require_tls = true; scram_iterations = $ITERATIONS; };
 modules = ( "disco", "ping", "version", "time" );
 EOF

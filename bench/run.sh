@@ -119,7 +119,8 @@ log = { level = "warn"; file = "-"; };
 hosts = ( { domain = "$DOMAIN"; } );
 listeners = ( { type = "c2s"; address = "127.0.0.1"; port = $MAGPIE_PORT; } );
 storage = { driver = "sqlite"; };
-limits = { max_connections = $((SESSIONS + 1000)); negotiation_timeout = 120; };
+limits = { max_connections = $((SESSIONS + 1000)); negotiation_timeout = 120;
+           max_connections_per_address = $((SESSIONS + 1000)); connection_burst_per_address = $((SESSIONS + 1000)); connection_rate_per_address = 100000; };
 security = { require_tls = true; scram_iterations = $ITERATIONS; };
 modules = ( "disco", "ping", "version", "time" );
 EOF

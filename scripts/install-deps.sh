@@ -13,7 +13,8 @@ PACKAGES="build-essential autoconf automake libtool pkg-config git
 libexpat1-dev libevent-dev libssl-dev libconfig-dev libidn11-dev
 libsqlite3-dev libmariadb-dev libcmocka-dev libstrophe-dev
 mariadb-server mariadb-client python3 python3-slixmpp prosody sqlite3
-openssl ca-certificates procps"
+openssl ca-certificates procps
+clang libclang-rt-14-dev"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -7,8 +7,10 @@
 # 2. builds out of tree, twice: build/ (normal) and build-asan/
 #    (./configure --enable-sanitizers: AddressSanitizer + UBSan)
 # 3. runs tests/run-all.sh: everything against build-asan/ (unit tests,
-#    all integration tests, conformance), then unit tests, a quick
-#    integration subset and conformance against build/
+#    all integration tests, conformance, and the libFuzzer targets for a
+#    short fixed time each: tests/fuzz/run.sh, built with clang in
+#    build-asan/fuzz/), then unit tests, a quick integration subset and
+#    conformance against build/
 # 4. ends with ONE line "N passed, M failed" summing both; exits non-zero
 #    if anything failed (a build failure counts as a failure).
 #
@@ -17,7 +19,9 @@
 # sources (git ls-files) in build/.src is configured instead.
 #
 # Environment: SKIP_DEPS=1 skips the package installation; JOBS=N make
-# parallelism (default: number of CPUs); ONLY=asan|normal runs one build.
+# parallelism (default: number of CPUs); ONLY=asan|normal runs one build;
+# MAGPIE_FUZZ_SECONDS=N fuzzes each target N seconds (default 20; 0 skips
+# the fuzz stage).
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,11 +93,13 @@ suite() {
   $name: $p passed, $f failed"
 }
 
+FUZZ_ARG=--fuzz
+[ "${MAGPIE_FUZZ_SECONDS:-20}" = 0 ] && FUZZ_ARG=""
 if [ "$ONLY" != normal ]; then
     if build build-asan --enable-sanitizers; then
         ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0} \
         UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-            suite "sanitizer build (build-asan)" build-asan
+            suite "sanitizer build (build-asan)" build-asan $FUZZ_ARG
     else
         echo "FAIL build: sanitizer build failed"
         TOTAL_FAILED=$((TOTAL_FAILED + 1))

@@ -6,7 +6,15 @@
  * thread. Other threads hold references (router table, queued deliveries,
  * storage callbacks) through an atomic reference count; the last reference
  * frees the struct, while sockets, TLS, parser and timers are released on
- * the owning thread when the stream ends (c2s_destroy). */
+ * the owning thread when the stream ends (c2s_destroy).
+ *
+ * Backpressure (pressure.c): a client's output buffer is a bounded queue.
+ * Above limits.max_output_buffer it is marked congested, and whoever sends
+ * to it stops being read after the current stanza, until it drains to half
+ * (the router notes the recipient's queue at delivery; on_stanza collects
+ * the notes). The client itself is cut off only if it reads nothing for
+ * limits.output_stall_timeout while over the limit. The same pausing
+ * applies when a worker's queue or the storage queue is over its bound. */
 #include "core.h"
 #include "accounts.h"
 
@@ -48,12 +56,22 @@ struct mp_session {
     struct event *recheck;   /* polls the socket's output drain */
     mp_xmlstream *parser;
     unsigned tls : 1, direct_tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1, dead : 1,
-        starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1, shut_wr : 1;
+        starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1, shut_wr : 1,
+        addr_counted : 1;
+    unsigned blocked;       /* full queues this session waits on before reading again */
+    struct mp_waitq *outq;  /* congested while the output is over the limit */
+    struct event *stall;    /* output_stall_timeout check while congested */
+    struct evbuffer_cb_entry *out_cb; /* output_cb on the socket's output */
+    uint64_t written;       /* bytes the socket has taken, ever */
+    uint64_t stall_mark;    /* `written` when the stall check was armed */
+    char addr_key[64];      /* per-address accounting key (addrlimit.c) */
     char *host; /* stream's 'to', normalised */
     char stream_id[17];
     char lang[36]; /* client stream's xml:lang, "" if none */
     mp_sasl *sasl;
     int sasl_failures;
+    mp_timer *auth_timer; /* delays a throttled SASL failure answer */
+    int auth_delayed;     /* a failure answer waits for auth_timer */
     char *user;          /* authenticated username */
     mp_jid jid;          /* bound full JID */
     struct event *timer; /* negotiation, then close grace */
@@ -66,6 +84,9 @@ struct mp_session {
 };
 
 static void c2s_read(struct bufferevent *bev, void *arg);
+static void update_reading(mp_session *s);
+static int may_read(const mp_session *s);
+static void handle_nonza_or_stanza(mp_session *s, mp_stanza *st);
 static void c2s_write(struct bufferevent *bev, void *arg);
 static void c2s_event(struct bufferevent *bev, short what, void *arg);
 static void c2s_close(mp_session *s, const char *condition, const char *text);
@@ -87,12 +108,18 @@ void mp_session_unref(mp_session *s)
     free(s->host);
     free(s->user);
     free(s->mod_data);
+    mp_waitq_unref(s->outq);
     free(s);
 }
 
 struct mp_worker *mp_session_worker(mp_session *s)
 {
     return s->w;
+}
+
+struct mp_waitq *mp_session_outq(mp_session *s)
+{
+    return s->outq;
 }
 
 const mp_jid *mp_session_jid(mp_session *s)
@@ -190,19 +217,60 @@ void mp_session_send(mp_session *s, mp_stanza *st)
     mp_stanza_unref(st);
     mp_stat_inc(MP_STAT_STANZAS_OUT);
     if (queued(s) > mp_server.cfg->max_output_buffer) {
-        mp_log(MP_LOG_INFO, "c2s %s: output buffer over %zu bytes, closing", s->peer,
-               mp_server.cfg->max_output_buffer);
-        c2s_close(s, "resource-constraint", "Output buffer limit exceeded");
+        if (!mp_waitq_congested(s->outq)) {
+            mp_log(MP_LOG_DEBUG, "c2s %s: output buffer over %zu bytes, pausing its senders",
+                   s->peer, mp_server.cfg->max_output_buffer);
+            mp_waitq_set(s->outq, 1);
+            s->stall_mark = s->written;
+            struct timeval tv = {mp_server.cfg->output_stall_timeout, 0};
+            evtimer_add(s->stall, &tv);
+        }
+        mp_pressure_note(s->outq);
     }
 }
 
-void mp_c2s_deliver(mp_session *s, mp_stanza *st)
+int mp_c2s_deliver(mp_session *s, mp_stanza *st)
 {
-    if (s->dead || s->closing || !s->bound) {
-        mp_router_undeliverable(st);
+    if (s->dead || s->closing || !s->bound)
+        return MAGPIE_ERR;
+    mp_session_send(s, st);
+    return MAGPIE_OK;
+}
+
+/* Output progress: counts what the socket takes, and lifts the congestion
+ * mark once the output is down to half the limit. */
+static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    mp_session *s = arg;
+    if (info->n_deleted == 0)
+        return;
+    s->written += info->n_deleted;
+    if (mp_waitq_congested(s->outq) && queued(s) <= mp_server.cfg->max_output_buffer / 2) {
+        evtimer_del(s->stall);
+        mp_waitq_set(s->outq, 0);
+    }
+}
+
+/* Fires output_stall_timeout after the output went over the limit: a client
+ * that read nothing since is cut off; one that reads is given more time. */
+static void stall_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mp_session *s = arg;
+    if (s->dead || s->closing || !mp_waitq_congested(s->outq))
+        return;
+    if (s->written == s->stall_mark) {
+        mp_log(MP_LOG_INFO, "c2s %s: read nothing of a full output buffer for %d s, closing",
+               s->peer, mp_server.cfg->output_stall_timeout);
+        mp_stat_inc(MP_STAT_OUTPUT_STALLED);
+        c2s_close(s, "resource-constraint", "Output buffer full and not being read");
         return;
     }
-    mp_session_send(s, st);
+    s->stall_mark = s->written;
+    struct timeval tv = {mp_server.cfg->output_stall_timeout, 0};
+    evtimer_add(s->stall, &tv);
 }
 
 /* Sends a SASL/TLS nonza <name xmlns=ns>[<child/>][text]</name>. */
@@ -242,6 +310,7 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
     if (s->closing || s->dead)
         return;
     s->closing = 1;
+    mp_waitq_set(s->outq, 0); /* what it is sent now is dropped: nobody waits */
     if (s->bound) {
         /* stop routing to this session at once */
         mp_router_unbind(s);
@@ -254,9 +323,12 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
             struct evbuffer *out = out_begin();
             evbuffer_add_printf(out, "<stream:error><%s xmlns='" MP_NS_STREAM_ERRORS "'/>",
                                 condition);
-            if (text)
-                evbuffer_add_printf(
-                    out, "<text xmlns='" MP_NS_STREAM_ERRORS "' xml:lang='en'>%s</text>", text);
+            if (text) {
+                evbuffer_add_printf(out,
+                                    "<text xmlns='" MP_NS_STREAM_ERRORS "' xml:lang='en'>");
+                mp_xml_escape(out, text, strlen(text), 0);
+                evbuffer_add_printf(out, "</text>");
+            }
             evbuffer_add_printf(out, "</stream:error>");
             mp_log(MP_LOG_DEBUG, "c2s %s: stream error %s%s%s", s->peer, condition,
                    text ? ": " : "", text ? text : "");
@@ -307,10 +379,21 @@ static void c2s_destroy(mp_session *s)
     if (s->recheck)
         event_free(s->recheck);
     s->recheck = NULL;
+    if (s->stall)
+        event_free(s->stall);
+    s->stall = NULL;
+    /* nobody may wait for this output any more */
+    mp_waitq_set(s->outq, 0);
+    if (s->addr_counted)
+        mp_addrlimit_release(s->addr_key);
+    s->addr_counted = 0;
     /* bev is the socket bufferevent or the TLS filter over it; the filter
      * frees the socket bufferevent and the SSL with itself, and the socket
      * bufferevent closes the fd when libevent really frees it (possibly
      * after the callback we are in returns). No bev: the fd is ours. */
+    if (s->out_cb)
+        evbuffer_remove_cb_entry(bufferevent_get_output(s->raw), s->out_cb);
+    s->out_cb = NULL;
     if (s->bev)
         bufferevent_free(s->bev);
     else if (s->fd >= 0)
@@ -541,9 +624,34 @@ static int start_tls(mp_session *s)
     return MAGPIE_OK;
 }
 
-/* ---- SASL ---- */
+/* ---- SASL ----
+ *
+ * Three things suspend a stream in the middle of SASL: the credentials
+ * lookup (storage), a key derivation (PLAIN's PBKDF2, on the auth pool,
+ * never on this loop), and a throttled failure answer (authguard.c). Each
+ * sets waiting_creds: the parser stops at the current element and nothing
+ * more is read until sasl_resume. Lookups and derivations hold a session
+ * reference and check dead/closing when they complete; the delay is a
+ * session timer, which dies with the session. */
 
 static void sasl_finish(mp_session *s, enum mp_sasl_status st, unsigned char *out, size_t out_len);
+
+/* Suspends parsing and reading until sasl_resume. */
+static void sasl_wait(mp_session *s)
+{
+    s->waiting_creds = 1;
+    mp_xmlstream_stop(s->parser); /* no-op outside the parser */
+    if (s->bev)
+        bufferevent_disable(s->bev, EV_READ);
+}
+
+/* After a wait ended: reads and parses what arrived meanwhile, unless the
+ * step just taken started another wait. */
+static void sasl_resume(mp_session *s)
+{
+    if (!s->closing && !s->dead && !s->waiting_creds)
+        update_reading(s);
+}
 
 static void creds_ready(void *ud, int rc, const struct mp_credentials *c)
 {
@@ -566,11 +674,130 @@ static void creds_ready(void *ud, int rc, const struct mp_credentials *c)
         } else {
             sasl_finish(s, st, out, out_len);
         }
-        /* bytes that arrived meanwhile */
-        if (!s->closing && !s->dead && evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
-            c2s_read(s->bev, s);
+        sasl_resume(s);
     }
     mp_session_unref(s);
+}
+
+/* A key derivation on the auth pool; owns d and a session reference. */
+struct derive_job {
+    mp_session *s;
+    mp_sasl *sasl; /* the exchange it was taken from */
+    struct mp_sasl_derive *d;
+};
+
+/* Pool thread: touches only the derivation (and the atomic reference
+ * count), never the rest of the session. */
+static void derive_work(void *arg)
+{
+    struct derive_job *j = arg;
+    /* the worker drops its reference when the stream is destroyed: if ours
+     * is the last one, nobody waits for the result (a client that sent its
+     * <auth/> and hung up), so its PBKDF2 is skipped */
+    if (atomic_load_explicit(&j->s->refs, memory_order_acquire) > 1)
+        mp_sasl_derive_run(j->d);
+}
+
+/* Back on the session's worker (rc MAGPIE_ERR: cancelled at shutdown). */
+static void derive_done(void *arg, int rc)
+{
+    struct derive_job *j = arg;
+    mp_session *s = j->s;
+    if (!s->dead && !s->closing && s->sasl == j->sasl && s->waiting_creds && !s->auth_delayed) {
+        s->waiting_creds = 0;
+        unsigned char *out = NULL;
+        size_t out_len = 0;
+        enum mp_sasl_status st =
+            mp_sasl_derived(s->sasl, rc == MAGPIE_OK ? j->d : NULL, &out, &out_len);
+        sasl_finish(s, st, out, out_len);
+        sasl_resume(s);
+    }
+    mp_sasl_derive_free(j->d);
+    free(j);
+    mp_session_unref(s);
+}
+
+/* Hands the pending derivation of s->sasl to the auth pool; if the pool is
+ * full (security.auth_queue) the login fails at once with
+ * temporary-auth-failure. */
+static void sasl_derive(mp_session *s)
+{
+    struct derive_job *j = mp_calloc(1, sizeof *j);
+    j->s = s;
+    j->sasl = s->sasl;
+    j->d = mp_sasl_take_derive(s->sasl);
+    mp_session_ref(s);
+    int rc =
+        j->d ? mp_workpool_submit(mp_server.auth_pool, derive_work, derive_done, j) : MAGPIE_ERR;
+    if (rc == MAGPIE_OK) {
+        sasl_wait(s);
+        return;
+    }
+    if (rc == MAGPIE_AGAIN) {
+        mp_stat_inc(MP_STAT_AUTH_POOL_REJECTED);
+        mp_log(MP_LOG_WARN, "c2s %s: key derivation queue full, login refused for now", s->peer);
+    } else {
+        mp_log(MP_LOG_WARN, "c2s %s: cannot queue a key derivation", s->peer);
+    }
+    mp_sasl_derive_free(j->d);
+    free(j);
+    mp_session_unref(s);
+    unsigned char *out = NULL;
+    size_t out_len = 0;
+    enum mp_sasl_status st = mp_sasl_derived(s->sasl, NULL, &out, &out_len);
+    sasl_finish(s, st, out, out_len);
+}
+
+/* Sends the failure answer of s->sasl and ends the exchange; closes the
+ * stream after MAX_SASL_FAILURES. */
+static void sasl_fail_answer(mp_session *s)
+{
+    send_nonza(s, "failure", MP_NS_SASL, mp_sasl_condition(s->sasl), NULL);
+    mp_stat_inc(MP_STAT_AUTH_FAILURES);
+    mp_log(MP_LOG_INFO, "c2s %s: authentication failed (%s)", s->peer, mp_sasl_condition(s->sasl));
+    mp_sasl_free(s->sasl);
+    s->sasl = NULL;
+    if (++s->sasl_failures >= MAX_SASL_FAILURES)
+        c2s_close(s, "not-authorized", "Too many authentication failures");
+}
+
+/* Session timer: a throttled failure answer is due. */
+static void auth_delay_fire(mp_session *s, void *ud)
+{
+    (void)ud;
+    if (!s->auth_delayed || !s->sasl)
+        return;
+    s->auth_delayed = 0;
+    s->waiting_creds = 0;
+    sasl_fail_answer(s);
+    sasl_resume(s);
+}
+
+/* Counts a failed login (wrong password, unknown account) against the
+ * peer's address and the account; returns the seconds its answer must
+ * wait (0: none). */
+static double sasl_throttle(mp_session *s)
+{
+    const char *user = mp_sasl_username(s->sasl);
+    char *account = NULL;
+    if (user && s->host) {
+        size_t n = strlen(user) + strlen(s->host) + 2;
+        account = mp_malloc(n);
+        snprintf(account, n, "%s@%s", user, s->host);
+    }
+    double delay = mp_authguard_failure(mp_server.auth_guard, s->peer, account, mp_now());
+    free(account);
+    return delay;
+}
+
+/* A successful login: the account's failure count starts over. */
+static void sasl_unthrottle(mp_session *s, const char *user)
+{
+    size_t n = strlen(user) + strlen(s->host) + 2;
+    char *account = mp_malloc(n);
+    snprintf(account, n, "%s@%s", user, s->host);
+    mp_authguard_success(mp_server.auth_guard, account);
+    free(account);
 }
 
 /* Acts on a SASL step result; takes out. */
@@ -586,14 +813,15 @@ static void sasl_finish(mp_session *s, enum mp_sasl_status st, unsigned char *ou
         break;
     case MP_SASL_NEED_CREDS: {
         const char *user = mp_sasl_username(s->sasl);
-        /* input that arrives meanwhile stays buffered (c2s_read does not
-         * parse while waiting_creds) */
-        s->waiting_creds = 1;
+        sasl_wait(s);
         mp_session_ref(s);
         if (mp_account_get_credentials(s->host, user, creds_ready, s) != MAGPIE_OK)
             creds_ready(s, MAGPIE_ERR, NULL);
         break;
     }
+    case MP_SASL_NEED_DERIVE:
+        sasl_derive(s);
+        break;
     case MP_SASL_SUCCESS: {
         const char *user = mp_sasl_username(s->sasl);
         const char *authzid = mp_sasl_authzid(s->sasl);
@@ -614,6 +842,7 @@ static void sasl_finish(mp_session *s, enum mp_sasl_status st, unsigned char *ou
                 break;
             }
         }
+        sasl_unthrottle(s, user);
         s->user = mp_strdup(user);
         if (b64)
             send_nonza(s, "success", MP_NS_SASL, NULL, b64);
@@ -625,19 +854,28 @@ static void sasl_finish(mp_session *s, enum mp_sasl_status st, unsigned char *ou
         s->header_sent = 0; /* the client restarts the stream */
         mp_sasl_free(s->sasl);
         s->sasl = NULL;
+        mp_xmlstream_set_limits(s->parser, &mp_server.limits); /* pre-auth ones until now */
         mp_xmlstream_reset(s->parser);
         break;
     }
-    case MP_SASL_FAILURE:
-        send_nonza(s, "failure", MP_NS_SASL, mp_sasl_condition(s->sasl), NULL);
-        mp_stat_inc(MP_STAT_AUTH_FAILURES);
-        mp_log(MP_LOG_INFO, "c2s %s: authentication failed (%s)", s->peer,
-               mp_sasl_condition(s->sasl));
-        mp_sasl_free(s->sasl);
-        s->sasl = NULL;
-        if (++s->sasl_failures >= MAX_SASL_FAILURES)
-            c2s_close(s, "not-authorized", "Too many authentication failures");
+    case MP_SASL_FAILURE: {
+        double delay = mp_sasl_bad_credentials(s->sasl) ? sasl_throttle(s) : 0;
+        if (delay > 0) {
+            /* too many recent failures from this address or for this
+             * account: the answer (and anything after it) waits */
+            mp_stat_inc(MP_STAT_AUTH_DELAYED);
+            mp_log(MP_LOG_INFO, "c2s %s: failed login, answer delayed %.0f s", s->peer, delay);
+            sasl_wait(s);
+            s->auth_delayed = 1;
+            if (!s->auth_timer)
+                s->auth_timer = mp_session_timer(s, delay, 0, auth_delay_fire, NULL);
+            else
+                mp_timer_set(s->auth_timer, delay);
+            break;
+        }
+        sasl_fail_answer(s);
         break;
+    }
     }
     free(b64);
 }
@@ -875,15 +1113,66 @@ static void handle_stanza(mp_session *s, mp_stanza *st)
     mp_router_from_client(s, mp_stanza_ref(st));
 }
 
+static void unblock_run(void *arg)
+{
+    mp_session *s = arg;
+    if (s->blocked > 0)
+        s->blocked--;
+    if (!s->dead)
+        update_reading(s);
+    mp_session_unref(s);
+}
+
+/* A queue this session waited on has drained (any thread): resume it on
+ * its own worker, never from inside the drainer's call stack. */
+static void unblock_wake(void *arg)
+{
+    mp_session *s = arg;
+    if (mp_loop_post(s->w->loop, unblock_run, s) != MAGPIE_OK)
+        mp_session_unref(s);
+}
+
+/* After one of s's stanzas was handled: if handling it added to queues
+ * that are over their bound, s stops being read until each has drained. */
+static void wait_for_pressure(mp_session *s)
+{
+    struct mp_waitq *q[8];
+    size_t n = mp_pressure_take(q, 8);
+    for (size_t i = 0; i < n; i++) {
+        if (q[i] != s->outq && !s->closing) {
+            mp_session_ref(s);
+            if (mp_waitq_wait(q[i], unblock_wake, s) == MAGPIE_OK)
+                s->blocked++;
+            else
+                mp_session_unref(s);
+        }
+        mp_waitq_unref(q[i]);
+    }
+    if (s->blocked > 0 && !s->closing) {
+        mp_stat_inc(MP_STAT_SENDERS_PAUSED);
+        mp_xmlstream_stop(s->parser);
+        bufferevent_disable(s->bev, EV_READ);
+    }
+}
+
 static void on_stanza(void *ud, mp_stanza *st)
 {
     mp_session *s = ud;
-    mp_xml *root = mp_stanza_root(st);
     mp_stat_inc(MP_STAT_STANZAS_IN);
     if (s->closing) {
         mp_stanza_unref(st);
         return;
     }
+    mp_pressure_begin();
+    handle_nonza_or_stanza(s, st);
+    wait_for_pressure(s);
+}
+
+/* Dispatches one depth-1 element of the stream by negotiation state.
+ * Takes st. */
+static void handle_nonza_or_stanza(mp_session *s, mp_stanza *st)
+{
+    mp_xml *root = mp_stanza_root(st);
     const char *ns = root->ns ? root->ns : "";
 
     if (strcmp(ns, MP_NS_TLS) == 0 && strcmp(root->name, "starttls") == 0) {
@@ -922,8 +1211,7 @@ static void c2s_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     s->last_read = mp_now();
     mp_session_ref(s);
-    while (!s->closing && !s->starttls_pending && !s->waiting_creds &&
-           evbuffer_get_length(in) > 0) {
+    while (may_read(s) && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
@@ -940,11 +1228,31 @@ static void c2s_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, evbuffer_get_length(in)); /* RFC 6120 §5.4.3.3 */
     s->parser_idle_since = mp_now();
     /* backpressure: stop reading while our own output is not drained */
-    if (!s->closing && !s->dead && queued(s) > mp_server.cfg->max_output_buffer / 2) {
-        bufferevent_disable(bev, EV_READ);
+    if (!s->closing && !s->dead && queued(s) > mp_server.cfg->max_output_buffer / 2)
         s->read_paused = 1;
-    }
+    /* nothing more is read from the socket while parsing is suspended
+     * (credentials lookup, STARTTLS, a full queue): input stays bounded */
+    if (!s->closing && !s->dead && !may_read(s))
+        bufferevent_disable(bev, EV_READ);
     mp_session_unref(s);
+}
+
+/* Whether s's input is to be read and parsed now. */
+static int may_read(const mp_session *s)
+{
+    return !s->closing && !s->dead && !s->starttls_pending && !s->waiting_creds &&
+           !s->read_paused && s->blocked == 0;
+}
+
+/* Re-enables reading once nothing holds it back, parsing what was already
+ * buffered. */
+static void update_reading(mp_session *s)
+{
+    if (!s->bev || !may_read(s))
+        return;
+    bufferevent_enable(s->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+        c2s_read(s->bev, s);
 }
 
 /* Discards what a closing client still sends, so that closing the socket
@@ -1005,11 +1313,9 @@ static void c2s_write(struct bufferevent *bev, void *arg)
         }
         return;
     }
-    if (s->read_paused && !s->waiting_creds) {
+    if (s->read_paused) {
         s->read_paused = 0;
-        bufferevent_enable(bev, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
-            c2s_read(bev, s);
+        update_reading(s);
     }
 }
 
@@ -1068,6 +1374,20 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
         close(fd);
         return;
     }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char key[64] = "";
+    int have_peer = getpeername(fd, (struct sockaddr *)&ss, &sl) == 0;
+    if (have_peer) {
+        mp_addrlimit_key((struct sockaddr *)&ss, key, sizeof key);
+        if (mp_addrlimit_acquire(key) != MAGPIE_OK) {
+            atomic_fetch_sub(&mp_server.connections, 1);
+            mp_stat_inc(MP_STAT_REFUSED_ADDRESS);
+            mp_log(MP_LOG_DEBUG, "c2s: refused a connection from %s (per-address limit)", key);
+            close(fd);
+            return;
+        }
+    }
     mp_stat_inc(MP_STAT_CONNECTIONS_TOTAL);
     if (open_now + 1 > atomic_load_explicit(&mp_server.connections_peak, memory_order_relaxed))
         atomic_store_explicit(&mp_server.connections_peak, open_now + 1, memory_order_relaxed);
@@ -1081,10 +1401,9 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
     s->fd = fd;
     s->last_read = mp_now();
     s->parser_idle_since = s->last_read;
-
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+    if (have_peer) {
+        memcpy(s->addr_key, key, sizeof s->addr_key);
+        s->addr_counted = 1;
         char host[48];
         int port = 0;
         if (ss.ss_family == AF_INET6) {
@@ -1099,11 +1418,15 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
         snprintf(s->peer, sizeof s->peer, "%s:%d", host, port);
     }
 
-    s->parser = mp_xmlstream_new(&mp_server.limits, &parser_cb, s);
+    s->parser = mp_xmlstream_new(&mp_server.preauth_limits, &parser_cb, s);
     struct event_base *base = mp_loop_base(w->loop);
+    s->outq = mp_waitq_new();
+    s->stall = evtimer_new(base, stall_check, s);
     s->raw = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (s->raw && w->rate)
         bufferevent_set_rate_limit(s->raw, w->rate);
+    if (s->raw)
+        s->out_cb = evbuffer_add_cb(bufferevent_get_output(s->raw), output_cb, s);
     s->bev = s->raw;
     s->next = w->sessions;
     if (w->sessions)
@@ -1148,12 +1471,18 @@ void mp_c2s_sweep(struct mp_worker *w)
 {
     double now = mp_now();
     size_t released = 0;
-    for (mp_session *s = w->sessions; s; s = s->next)
-        if (!s->closing && s->parser && now - s->parser_idle_since > 10.0 &&
-            evbuffer_get_length(bufferevent_get_input(s->bev)) == 0 &&
-            mp_xmlstream_release(s->parser) == MAGPIE_OK && mp_xmlstream_memory(s->parser) < 1024)
+    for (mp_session *s = w->sessions; s; s = s->next) {
+        if (s->closing || !s->parser || now - s->parser_idle_since <= 10.0 ||
+            evbuffer_get_length(bufferevent_get_input(s->bev)) != 0)
+            continue;
+        /* count only parsers freed now, not ones released by an earlier sweep */
+        size_t before = mp_xmlstream_memory(s->parser);
+        if (mp_xmlstream_release(s->parser) == MAGPIE_OK && mp_xmlstream_memory(s->parser) < before)
             released++;
+    }
     /* freed parsers sit between live allocations: give their pages back */
     if (released >= 256)
         malloc_trim(0);
+    if (w->id == 0)
+        mp_addrlimit_prune();
 }

@@ -469,7 +469,10 @@ static int load_limits(struct cctx *x, struct mp_config *c, const config_setting
     static const char *const keys[] = {
         "max_stanza_size", "max_depth",         "max_attributes",      "max_attribute_length",
         "max_text_length", "max_sasl_size",     "max_connections",     "rate",
-        "burst",           "max_output_buffer", "negotiation_timeout", NULL};
+        "burst",           "max_output_buffer", "negotiation_timeout", "output_stall_timeout",
+        "max_stanza_memory", "max_elements", "preauth_max_stanza_size", "preauth_max_elements",
+        "max_connections_per_address", "connection_rate_per_address",
+        "connection_burst_per_address", "worker_queue", "storage_queue", NULL};
     config_setting_t *g;
 
     if (get_group(x, root, NULL, "limits", &g) != MAGPIE_OK)
@@ -489,12 +492,30 @@ static int load_limits(struct cctx *x, struct mp_config *c, const config_setting
     LIMIT("burst", 1024, 1073741824, rate_burst);
     LIMIT("max_output_buffer", 4096, 1073741824, max_output_buffer);
     LIMIT("negotiation_timeout", 1, 3600, negotiation_timeout);
+    LIMIT("output_stall_timeout", 1, 3600, output_stall_timeout);
+    LIMIT("max_stanza_memory", 4096, 1073741824, max_stanza_memory);
+    LIMIT("max_elements", 8, 1048576, max_elements);
+    LIMIT("preauth_max_stanza_size", 1024, 1048576, preauth_max_stanza_size);
+    LIMIT("preauth_max_elements", 4, 4096, preauth_max_elements);
+    LIMIT("max_connections_per_address", 1, 10000000, max_connections_per_address);
+    LIMIT("connection_rate_per_address", 1, 1000000, connection_rate_per_address);
+    LIMIT("connection_burst_per_address", 1, 10000000, connection_burst_per_address);
+    LIMIT("worker_queue", 64, 100000000, worker_queue);
+    LIMIT("storage_queue", 16, 100000000, storage_queue);
+    if (c->preauth_max_stanza_size < c->max_sasl_size + 256)
+        return cerr(x, config_setting_get_member(g, "preauth_max_stanza_size"),
+                    "'limits.preauth_max_stanza_size' (%zu) must exceed 'limits.max_sasl_size' "
+                    "(%zu) by at least 256 bytes",
+                    c->preauth_max_stanza_size, c->max_sasl_size);
     return MAGPIE_OK;
 }
 
 static int load_security(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
-    static const char *const keys[] = {"require_tls", "scram_iterations", "channel_binding_strict",
+    static const char *const keys[] = {"require_tls",        "scram_iterations",
+                                       "channel_binding_strict", "auth_threads",
+                                       "auth_queue",         "auth_failures_free",
+                                       "auth_delay_max",     "auth_failure_window",
                                        NULL};
     config_setting_t *g;
     long long v;
@@ -512,6 +533,26 @@ static int load_security(struct cctx *x, struct mp_config *c, const config_setti
     if (get_int(x, g, "security", "scram_iterations", 4096, 10000000, &v) != MAGPIE_OK)
         return MAGPIE_ERR;
     c->scram_iterations = (int)v;
+    v = c->auth_threads;
+    if (get_int(x, g, "security", "auth_threads", 1, 64, &v) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    c->auth_threads = (int)v;
+    v = c->auth_queue;
+    if (get_int(x, g, "security", "auth_queue", 1, 1000000, &v) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    c->auth_queue = (int)v;
+    v = c->auth_failures_free;
+    if (get_int(x, g, "security", "auth_failures_free", 0, 1000, &v) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    c->auth_failures_free = (int)v;
+    v = (long long)c->auth_delay_max;
+    if (get_int(x, g, "security", "auth_delay_max", 0, 3600, &v) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    c->auth_delay_max = (double)v;
+    v = c->auth_failure_window;
+    if (get_int(x, g, "security", "auth_failure_window", 1, 86400, &v) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    c->auth_failure_window = (int)v;
     return MAGPIE_OK;
 }
 
@@ -647,8 +688,23 @@ static void set_defaults(struct mp_config *c)
     c->rate_burst = 262144;
     c->max_output_buffer = 1048576;
     c->negotiation_timeout = 30;
+    c->output_stall_timeout = 30;
+    c->max_stanza_memory = 1048576;
+    c->max_elements = 8192;
+    c->preauth_max_stanza_size = 10240;
+    c->preauth_max_elements = 32;
+    c->max_connections_per_address = 256;
+    c->connection_rate_per_address = 64;
+    c->connection_burst_per_address = 256;
+    c->worker_queue = 65536;
+    c->storage_queue = 16384;
     c->require_tls = 1;
     c->scram_iterations = 10000;
+    c->auth_threads = 2;
+    c->auth_queue = 1024;
+    c->auth_failures_free = 3;
+    c->auth_delay_max = 30;
+    c->auth_failure_window = 600;
 }
 
 static int load_root(struct cctx *x, struct mp_config *c, const config_setting_t *root)

@@ -26,6 +26,11 @@ void mp_loop_bind_thread(mp_loop *loop);
 void mp_loop_run(mp_loop *loop);
 /* Thread-safe: asks loop to return from mp_loop_run once its queue is empty. */
 void mp_loop_stop(mp_loop *loop);
+/* Sets the soft bound of the loop's posted-call queue (0: none): above it,
+ * posting notes the loop's waitq (pressure.c) so the sender is paused. */
+void mp_loop_set_bound(mp_loop *loop, size_t bound);
+/* Calls posted and not yet run. */
+size_t mp_loop_pending(mp_loop *loop);
 
 /* ---- util.c ---- */
 /* Monotonic clock in seconds. */
@@ -39,6 +44,75 @@ char *mp_memdup0(const void *p, size_t n);
 void *mp_malloc(size_t n);
 void *mp_calloc(size_t n, size_t m);
 void *mp_realloc(void *p, size_t n);
+
+/* ---- pressure.c: backpressure between bounded queues and their senders ---- */
+struct mp_waitq;
+/* A new waitq, not congested, one reference owned by the caller. */
+struct mp_waitq *mp_waitq_new(void);
+struct mp_waitq *mp_waitq_ref(struct mp_waitq *q);
+/* Drops a reference; the last one wakes any waiters and frees q. */
+void mp_waitq_unref(struct mp_waitq *q);
+/* The owner marks its queue over (1) or back under (0) its bound. Clearing
+ * runs every registered wake function once, on the calling thread. */
+void mp_waitq_set(struct mp_waitq *q, int congested);
+int mp_waitq_congested(const struct mp_waitq *q);
+/* Registers wake(arg) to run when q is cleared. Returns MAGPIE_OK, or
+ * MAGPIE_AGAIN (nothing registered) if q is not congested any more. */
+int mp_waitq_wait(struct mp_waitq *q, void (*wake)(void *), void *arg);
+/* Starts collecting notes on the calling thread (for one peer's stanza). */
+void mp_pressure_begin(void);
+/* While collecting: notes that the work being done for the current peer
+ * added to q while it is congested (no-op otherwise, and when not
+ * collecting); takes a reference on q. */
+void mp_pressure_note(struct mp_waitq *q);
+/* Ends collecting: moves up to max notes into out (the caller gets their
+ * references), forgets the rest; returns how many. */
+size_t mp_pressure_take(struct mp_waitq **out, size_t max);
+
+/* ---- workpool.c: threads for CPU-heavy jobs off the event loops ---- */
+typedef struct mp_workpool mp_workpool;
+/* Starts threads (>= 1) that run submitted jobs; at most max_queued jobs
+ * wait for a thread. Returns a new pool (free with mp_workpool_free) or
+ * NULL (logged). */
+mp_workpool *mp_workpool_new(const char *name, int threads, size_t max_queued);
+/* Queues work(arg) for a pool thread; then done(arg, MAGPIE_OK) runs on the
+ * calling thread's loop (mp_loop_current; on the pool thread if there is
+ * none). Returns MAGPIE_OK (done will run exactly once), MAGPIE_AGAIN
+ * (queue full) or MAGPIE_ERR (pool stopping); then done never runs. */
+int mp_workpool_submit(mp_workpool *p, void (*work)(void *), void (*done)(void *, int), void *arg);
+/* Jobs waiting for a thread. */
+size_t mp_workpool_queued(mp_workpool *p);
+/* Stops the pool: jobs not yet started are cancelled (their done gets
+ * MAGPIE_ERR, posted like the others), running ones finish; then joins the
+ * threads. Call before the loops that receive completions are freed. */
+void mp_workpool_free(mp_workpool *p);
+
+/* ---- authguard.c: throttling of failed logins (see the file) ---- */
+enum { MP_AUTHGUARD_ADDRESS = 0, MP_AUTHGUARD_ACCOUNT = 1, MP_AUTHGUARD_KINDS };
+#define MP_AUTHGUARD_MAX_ENTRIES 65536 /* per table */
+typedef struct mp_authguard mp_authguard;
+/* A new guard (thread-safe; free with mp_authguard_free): failures_free
+ * failures within window seconds are answered at once, later ones after
+ * 1 s doubling up to delay_max; max_entries bounds each table. */
+mp_authguard *mp_authguard_new(unsigned failures_free, double delay_max, double window,
+                               size_t max_entries);
+void mp_authguard_free(mp_authguard *g);
+/* Counts a failed login from peer ("host:port"; NULL or unparsable: no
+ * address count) for account ("user@host", or NULL) at time now
+ * (mp_now()). Returns the seconds to delay the failure answer (0: none). */
+double mp_authguard_failure(mp_authguard *g, const char *peer, const char *account, double now);
+/* A successful login of account: its count starts over. */
+void mp_authguard_success(mp_authguard *g, const char *account);
+/* Failures counted now for an address ("host:port") or an account. */
+unsigned mp_authguard_failures(mp_authguard *g, int kind, const char *what, double now);
+/* Per kind: entries over the free failures (throttled) and all entries. */
+void mp_authguard_stats(mp_authguard *g, double now, size_t *throttled, size_t *entries);
+/* The delay after the failures-th failure (pure arithmetic). */
+double mp_authguard_delay(unsigned failures, unsigned failures_free, double delay_max);
+/* The address part of "host:port" as raw bytes: 4 for IPv4 (also
+ * IPv4-mapped IPv6), 8 for an IPv6 /64. out holds 16. MAGPIE_OK or
+ * MAGPIE_ERR. */
+int mp_authguard_addr_key(const char *peer, unsigned char *out, size_t *out_len);
 
 /* ---- the server (main.c, worker.c) ---- */
 #include <openssl/ssl.h>
@@ -72,11 +146,14 @@ struct mp_server {
     struct mp_worker *workers;
     int n_workers;
     double started; /* mp_now() at start */
-    struct mp_xml_limits limits;
+    struct mp_xml_limits limits;         /* parser limits once authenticated */
+    struct mp_xml_limits preauth_limits; /* ... and before (small) */
     atomic_int connections; /* open client connections */
     atomic_int connections_peak; /* highest since the last heap trim */
     atomic_int sessions;    /* bound sessions */
     atomic_int next_worker; /* round robin for posted work */
+    mp_workpool *auth_pool;   /* PBKDF2 of logins (security.auth_threads) */
+    mp_authguard *auth_guard; /* failed-login throttling */
     volatile int stopping;
 };
 
@@ -102,11 +179,30 @@ enum mp_core_stat {
     MP_STAT_PEER_CLOSED, /* reset by peer, EOF, timeouts */
     MP_STAT_BOUNCES,
     MP_STAT_REFUSED, /* connections over max_connections */
+    MP_STAT_AUTH_DELAYED,       /* failure answers delayed by throttling */
+    MP_STAT_AUTH_POOL_REJECTED, /* logins refused: key derivation queue full */
+    MP_STAT_REFUSED_ADDRESS, /* over the per-address count or rate */
+    MP_STAT_SENDERS_PAUSED,  /* times a session stopped being read for a full queue */
+    MP_STAT_OUTPUT_STALLED,  /* clients cut off for not reading a full output buffer */
     MP_STAT_COUNT
 };
 void mp_stat_inc(enum mp_core_stat s);
 /* Writes "name value\n" lines of every counter (core and modules). */
 void mp_stats_write(struct evbuffer *out);
+
+/* ---- addrlimit.c: per-address connection count and rate ---- */
+/* Writes the address's accounting key ("192.0.2.1", "2001:db8::/64"). */
+struct sockaddr;
+void mp_addrlimit_key(const struct sockaddr *sa, char *key, size_t len);
+/* Counts a new connection from key: MAGPIE_OK, or MAGPIE_ERR when the
+ * address holds too many or opens them too fast (nothing counted). */
+int mp_addrlimit_acquire(const char *key);
+/* Forgets one connection of key (once per successful acquire). */
+void mp_addrlimit_release(const char *key);
+/* Drops entries with no connection and a full bucket. */
+void mp_addrlimit_prune(void);
+size_t mp_addrlimit_count(void);
+void mp_addrlimit_free(void);
 
 /* ---- tls.c ---- */
 /* Loads (or generates self-signed) certificates for every host and builds
@@ -123,8 +219,12 @@ void mp_tls_channel_binding(SSL *ssl, struct mp_sasl_cb *cb);
 /* ---- c2s.c ---- */
 /* Takes an accepted socket on worker w; direct_tls for XEP-0368 ports. */
 void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls);
-/* Delivers st (reference taken over) to session s; runs on s's worker. */
-void mp_c2s_deliver(mp_session *s, mp_stanza *st);
+/* Delivers st to session s; runs on s's worker. Returns MAGPIE_OK (st
+ * taken), or MAGPIE_ERR if s cannot take stanzas any more (closing, not
+ * bound): st stays the caller's. */
+int mp_c2s_deliver(mp_session *s, mp_stanza *st);
+/* The waitq marking s's output as over its limit (pressure.c). */
+struct mp_waitq *mp_session_outq(mp_session *s);
 /* Closes every session of w (shutdown). */
 void mp_c2s_shutdown_worker(struct mp_worker *w);
 /* Frees the calling worker thread's output scratch buffer. */

@@ -4,7 +4,13 @@
  * Posting appends to a mutex-protected list and activates a libevent user
  * event; the owning thread drains the whole list in one callback. The lock
  * is held only to splice the list, so posters never wait on the consumer's
- * work. */
+ * work.
+ *
+ * The queue is bounded softly: a post always succeeds (a stanza in flight
+ * is never dropped), but while more than `bound` calls wait, the loop's
+ * waitq is congested and the senders who keep adding are paused by the
+ * stream layer (see pressure.c) until the loop has worked the queue down
+ * to half the bound. */
 #include "core.h"
 
 #include <event2/event.h>
@@ -24,6 +30,9 @@ struct mp_loop {
     pthread_mutex_t lock;
     struct post *head, *tail;
     int stopping;
+    atomic_size_t pending; /* posted, not yet run */
+    size_t bound;          /* 0: unbounded */
+    struct mp_waitq *full;
 };
 
 static _Thread_local mp_loop *current_loop;
@@ -48,8 +57,11 @@ static void drain(evutil_socket_t fd, short what, void *arg)
         struct post *next = p->next;
         p->fn(p->arg);
         free(p);
+        atomic_fetch_sub_explicit(&loop->pending, 1, memory_order_relaxed);
         p = next;
     }
+    if (loop->bound && atomic_load_explicit(&loop->pending, memory_order_relaxed) <= loop->bound / 2)
+        mp_waitq_set(loop->full, 0);
     if (stopping)
         event_base_loopbreak(loop->base);
 }
@@ -67,6 +79,7 @@ mp_loop *mp_loop_new(void)
     }
     pthread_mutex_init(&loop->lock, NULL);
     loop->wake = event_new(loop->base, -1, 0, drain, loop);
+    loop->full = mp_waitq_new();
     return loop;
 }
 
@@ -79,6 +92,7 @@ void mp_loop_free(mp_loop *loop)
     event_free(loop->wake);
     event_base_free(loop->base);
     pthread_mutex_destroy(&loop->lock);
+    mp_waitq_unref(loop->full);
     if (current_loop == loop)
         current_loop = NULL;
     free(loop);
@@ -114,8 +128,23 @@ int mp_loop_post(mp_loop *loop, void (*fn)(void *), void *arg)
         loop->head = p;
     loop->tail = p;
     pthread_mutex_unlock(&loop->lock);
+    size_t n = atomic_fetch_add_explicit(&loop->pending, 1, memory_order_relaxed) + 1;
+    if (loop->bound && n > loop->bound) {
+        mp_waitq_set(loop->full, 1);
+        mp_pressure_note(loop->full);
+    }
     event_active(loop->wake, 0, 0);
     return MAGPIE_OK;
+}
+
+void mp_loop_set_bound(mp_loop *loop, size_t bound)
+{
+    loop->bound = bound;
+}
+
+size_t mp_loop_pending(mp_loop *loop)
+{
+    return atomic_load_explicit(&loop->pending, memory_order_relaxed);
 }
 
 void mp_loop_run(mp_loop *loop)

@@ -161,8 +161,17 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     mp_server.started = mp_now();
-    mp_server.limits = (struct mp_xml_limits){cfg->max_stanza_size, cfg->max_depth, cfg->max_attrs,
-                                              cfg->max_attr_len, cfg->max_text};
+    mp_server.limits = (struct mp_xml_limits){
+        cfg->max_stanza_size, cfg->max_depth,    cfg->max_attrs,        cfg->max_attr_len,
+        cfg->max_text,        cfg->max_elements, cfg->max_stanza_memory};
+    /* before authentication: small stanzas, built memory and text in proportion */
+    mp_server.preauth_limits = mp_server.limits;
+    mp_server.preauth_limits.max_stanza = cfg->preauth_max_stanza_size;
+    mp_server.preauth_limits.max_elements = cfg->preauth_max_elements;
+    if (cfg->max_text > cfg->preauth_max_stanza_size)
+        mp_server.preauth_limits.max_text = cfg->preauth_max_stanza_size;
+    if (cfg->max_stanza_memory > 4 * cfg->preauth_max_stanza_size)
+        mp_server.preauth_limits.max_memory = 4 * cfg->preauth_max_stanza_size;
     int rc = 1;
     main_loop = mp_loop_new();
     mp_loop_bind_thread(main_loop);
@@ -173,6 +182,13 @@ int main(int argc, char **argv)
         mp_log(MP_LOG_ERROR, "storage: %s", err);
         goto out;
     }
+    /* logins: PBKDF2 off the event loops, and failed-login throttling */
+    mp_server.auth_pool = mp_workpool_new("auth", cfg->auth_threads, (size_t)cfg->auth_queue);
+    mp_server.auth_guard =
+        mp_authguard_new((unsigned)cfg->auth_failures_free, cfg->auth_delay_max,
+                         (double)cfg->auth_failure_window, MP_AUTHGUARD_MAX_ENTRIES);
+    if (!mp_server.auth_pool)
+        goto out_storage;
     if (mp_tls_init(cfg) != MAGPIE_OK || mp_router_init() != MAGPIE_OK ||
         mp_modules_load(cfg) != MAGPIE_OK)
         goto out_storage;
@@ -204,11 +220,19 @@ out_control:
 out_modules:
     /* storage completions are posted to worker loops: drain it first */
     mp_storage_close();
+    /* and so are key derivations: cancel what waits, join the threads */
+    mp_workpool_free(mp_server.auth_pool);
+    mp_server.auth_pool = NULL;
     mp_workers_free();
     mp_modules_unload();
     mp_router_free();
+    mp_addrlimit_free();
 out_storage:
     mp_storage_close();
+    mp_workpool_free(mp_server.auth_pool);
+    mp_server.auth_pool = NULL;
+    mp_authguard_free(mp_server.auth_guard);
+    mp_server.auth_guard = NULL;
     mp_tls_shutdown();
 out:
     for (int i = 0; i < 3; i++)

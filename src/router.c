@@ -8,6 +8,15 @@
  * calling worker, else through that worker's FIFO queue), so what one
  * sender sends to one recipient keeps its order.
  *
+ * A stanza is immutable once routed: every recipient gets a reference to
+ * the same tree (and a per-recipient change is a copy of the envelope,
+ * mp_stanza_copy_envelope). The sessions one stanza is handed to form a
+ * fan-out; if none of them can take it (they went away meanwhile), the
+ * stanza is undeliverable, and that is handled once, by the last attempt.
+ * Delivery notes the recipient's output queue and the worker queue for
+ * backpressure (pressure.c), so a sender that floods a slow recipient is
+ * paused instead of the recipient being cut off.
+ *
  * Stanzas for domains this server does not host go to the "route-remote"
  * hook (federation will take them) and otherwise bounce with
  * remote-server-not-found. */
@@ -41,9 +50,17 @@ struct target {
     struct mp_worker *w;
 };
 
+/* One stanza handed to `pending` sessions. */
+struct fanout {
+    atomic_int pending;
+    atomic_int delivered;
+    mp_stanza *st; /* referenced */
+};
+
 struct delivery {
     mp_session *s;
     mp_stanza *st;
+    struct fanout *fo;
 };
 
 int mp_router_init(void)
@@ -87,38 +104,86 @@ int mp_host_is_local(const char *domain)
 
 /* ---- delivery ---- */
 
+static struct fanout *fanout_new(mp_stanza *st, int n)
+{
+    struct fanout *fo = mp_malloc(sizeof *fo);
+    atomic_init(&fo->pending, n);
+    atomic_init(&fo->delivered, 0);
+    fo->st = mp_stanza_ref(st);
+    return fo;
+}
+
+/* Records one attempt of fo; the last one frees fo, and if no attempt
+ * succeeded, runs the undeliverable rules for the stanza, once. */
+static void fanout_done(struct fanout *fo, int delivered)
+{
+    if (delivered)
+        atomic_store_explicit(&fo->delivered, 1, memory_order_relaxed);
+    if (atomic_fetch_sub_explicit(&fo->pending, 1, memory_order_acq_rel) != 1)
+        return;
+    if (atomic_load_explicit(&fo->delivered, memory_order_relaxed))
+        mp_stanza_unref(fo->st);
+    else
+        mp_router_undeliverable(fo->st);
+    free(fo);
+}
+
+/* Hands st (taken) to s on its own worker and records the attempt. */
+static void deliver_here(mp_session *s, mp_stanza *st, struct fanout *fo)
+{
+    int ok = mp_c2s_deliver(s, st) == MAGPIE_OK;
+    if (!ok)
+        mp_stanza_unref(st);
+    fanout_done(fo, ok);
+    mp_session_unref(s);
+}
+
 static void delivery_run(void *arg)
 {
     struct delivery *d = arg;
-    mp_c2s_deliver(d->s, d->st);
-    mp_session_unref(d->s);
+    deliver_here(d->s, d->st, d->fo);
     free(d);
 }
 
-/* Hands st (taken) to session s (reference taken) on worker w. */
-static void deliver(mp_session *s, struct mp_worker *w, mp_stanza *st)
+/* Hands st (taken) to session s (reference taken) on worker w, as one
+ * attempt of fo. */
+static void deliver(mp_session *s, struct mp_worker *w, mp_stanza *st, struct fanout *fo)
 {
     if (w->loop == mp_loop_current()) {
-        mp_c2s_deliver(s, st);
-        mp_session_unref(s);
+        deliver_here(s, st, fo);
         return;
     }
+    /* a recipient that is not reading pauses whoever keeps sending to it */
+    mp_pressure_note(mp_session_outq(s));
     struct delivery *d = mp_malloc(sizeof *d);
     d->s = s;
     d->st = st;
+    d->fo = fo;
     if (mp_loop_post(w->loop, delivery_run, d) != MAGPIE_OK) {
         mp_stanza_unref(st);
+        fanout_done(fo, 0);
         mp_session_unref(s);
         free(d);
     }
 }
 
-/* Delivers st (taken) to every target (references taken). */
+/* Delivers st (taken) to every target (references taken) as one fan-out;
+ * with no target, st is simply released. */
 static void deliver_all(struct target *t, size_t n, mp_stanza *st)
 {
-    for (size_t i = 0; i < n; i++)
-        deliver(t[i].s, t[i].w, mp_stanza_ref(st));
+    if (n > 0) {
+        struct fanout *fo = fanout_new(st, (int)n);
+        for (size_t i = 0; i < n; i++)
+            deliver(t[i].s, t[i].w, mp_stanza_ref(st), fo);
+    }
     mp_stanza_unref(st);
+}
+
+/* Delivers st (taken) to one session (reference taken). */
+static void deliver_one(mp_session *s, struct mp_worker *w, mp_stanza *st)
+{
+    struct fanout *fo = fanout_new(st, 1);
+    deliver(s, w, st, fo);
 }
 
 enum select_rule {
@@ -292,7 +357,7 @@ static void to_full(mp_stanza *st, const mp_jid *to)
         }
     pthread_rwlock_unlock(&table_lock);
     if (t.s) {
-        deliver(t.s, t.w, st);
+        deliver_one(t.s, t.w, st);
         return;
     }
     mp_router_undeliverable(st);
@@ -547,10 +612,11 @@ static void client_presence(mp_session *s, mp_stanza *st)
     deliver_all(t, n, st);
     free(t);
     for (size_t i = 0; i < n_others; i++) {
-        mp_stanza *c = mp_stanza_copy(others[i].st);
+        /* the stored presence is shared: a new envelope carries the 'to' */
+        mp_stanza *c = mp_stanza_copy_envelope(others[i].st);
         mp_xml_set_attr(c, mp_stanza_root(c), "to", j->full);
         mp_session_ref(s);
-        deliver(s, mp_session_worker(s), c);
+        deliver_one(s, mp_session_worker(s), c);
         mp_stanza_unref(others[i].st);
     }
     free(others);

@@ -1,7 +1,8 @@
 /* sasl.c - server side SASL exchanges: SCRAM-SHA-1/256 with and without
  * channel binding (RFC 5802, RFC 7677, RFC 9266, RFC 5929) and PLAIN
  * (RFC 4616). Pure state machine: the stream code feeds decoded client
- * messages, looks up credentials when asked, and sends what comes out. */
+ * messages, looks up credentials when asked, runs key derivations where it
+ * likes (a thread pool, or inline in tests) and sends what comes out. */
 #include "core.h"
 #include "sasl.h"
 
@@ -11,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { ST_START, ST_NEED_CREDS, ST_FINAL, ST_DONE };
+enum { ST_START, ST_NEED_CREDS, ST_NEED_DERIVE, ST_FINAL, ST_DONE };
 
 static const struct mech {
     const char *name;
@@ -44,7 +45,21 @@ struct mp_sasl {
     char *server_first;
     char *nonce; /* client nonce + server nonce */
     char *test_nonce;
-    int known; /* real credentials were supplied */
+    int known;     /* real credentials were supplied */
+    int bad_creds; /* the last failure is a wrong password/unknown account */
+    struct mp_scram_key key;
+    struct mp_sasl_derive *derive; /* PLAIN: pending, until taken */
+};
+
+/* A key derivation, self-contained so that it can run on another thread
+ * while (or after) the exchange goes away. */
+struct mp_sasl_derive {
+    enum mp_hash hash;
+    unsigned iterations;
+    size_t salt_len;
+    unsigned char salt[16];
+    char *password; /* SASLprep'd */
+    int rc;         /* MAGPIE_OK once derived; MAGPIE_ERR before or on error */
     struct mp_scram_key key;
 };
 
@@ -164,6 +179,7 @@ void mp_sasl_free(mp_sasl *s)
     free(s->server_first);
     free(s->nonce);
     free(s->test_nonce);
+    mp_sasl_derive_free(s->derive);
     OPENSSL_cleanse(s, sizeof *s);
     free(s);
 }
@@ -189,11 +205,27 @@ const char *mp_sasl_condition(const mp_sasl *s)
     return s->condition;
 }
 
+int mp_sasl_bad_credentials(const mp_sasl *s)
+{
+    return s->bad_creds;
+}
+
+/* Ends the exchange with condition; not counted by login throttling. */
 static enum mp_sasl_status fail(mp_sasl *s, const char *condition)
 {
     s->state = ST_DONE;
     s->condition = condition;
+    s->bad_creds = 0;
     wipe_str(&s->password);
+    return MP_SASL_FAILURE;
+}
+
+/* Ends the exchange with not-authorized for wrong credentials (password,
+ * account or username): counted by login throttling. */
+static enum mp_sasl_status fail_creds(mp_sasl *s)
+{
+    fail(s, "not-authorized");
+    s->bad_creds = 1;
     return MP_SASL_FAILURE;
 }
 
@@ -355,7 +387,7 @@ static enum mp_sasl_status scram_client_first(mp_sasl *s, const char *in, size_t
     s->username = mp_sasl_nodeprep(user);
     free(user);
     if (!s->username)
-        return fail(s, "not-authorized");
+        return fail_creds(s);
     size_t blen = (size_t)(fs.end - bare);
     s->client_first_bare = mp_memdup0(bare, blen);
     s->nonce = mp_memdup0(cnonce, cnonce_len);
@@ -466,7 +498,9 @@ static enum mp_sasl_status scram_client_final(mp_sasl *s, const char *in, size_t
 
     if (!cb_ok || !nonce_ok || !proof_ok || !s->known) {
         free(auth);
-        return fail(s, "not-authorized");
+        /* a channel-binding mismatch (or a stale nonce) is answered the
+         * same but says nothing about the password: not counted */
+        return cb_ok && nonce_ok ? fail_creds(s) : fail(s, "not-authorized");
     }
     unsigned char server_sig[32];
     mp_scram_hmac(h, s->key.server_key, dl, auth, alen, server_sig);
@@ -503,7 +537,7 @@ static enum mp_sasl_status plain_parse(mp_sasl *s, const unsigned char *in, size
     s->username = mp_sasl_nodeprep(user);
     free(user);
     if (!s->username)
-        return fail(s, "not-authorized");
+        return fail_creds(s);
     if (zlen > 0) {
         if (!mp_sasl_utf8_valid(in, zlen))
             return fail(s, "malformed-request");
@@ -514,23 +548,70 @@ static enum mp_sasl_status plain_parse(mp_sasl *s, const unsigned char *in, size
     return MP_SASL_NEED_CREDS;
 }
 
-/* Verifies the PLAIN password against c by deriving StoredKey (SHA-256)
- * with c's salt and iterations. */
-static enum mp_sasl_status plain_verify(mp_sasl *s, const struct mp_credentials *c)
+/* Prepares the PLAIN check against c: StoredKey (SHA-256) must be derived
+ * from the password with c's salt and iterations, which is left to the
+ * caller (mp_sasl_take_derive). */
+static enum mp_sasl_status plain_prepare(mp_sasl *s, const struct mp_credentials *c)
 {
-    struct mp_scram_key k;
     char *pw = mp_sasl_saslprep(s->password, 0);
     wipe_str(&s->password);
-    int ok = pw && mp_scram_derive_key(MP_HASH_SHA256, pw, c->salt, c->salt_len, c->iterations,
-                                       &k) == MAGPIE_OK;
-    if (pw) {
-        OPENSSL_cleanse(pw, strlen(pw));
-        free(pw);
-    }
-    ok = ok && CRYPTO_memcmp(k.stored_key, c->keys[MP_HASH_SHA256].stored_key, 32) == 0;
-    OPENSSL_cleanse(&k, sizeof k);
+    if (!pw)
+        return fail_creds(s); /* no stored password can match */
+    struct mp_sasl_derive *d = mp_calloc(1, sizeof *d);
+    d->hash = MP_HASH_SHA256;
+    d->iterations = c->iterations;
+    d->salt_len = c->salt_len;
+    memcpy(d->salt, c->salt, c->salt_len);
+    d->password = pw;
+    d->rc = MAGPIE_ERR;
+    s->key = c->keys[MP_HASH_SHA256];
+    s->derive = d;
+    s->state = ST_NEED_DERIVE;
+    return MP_SASL_NEED_DERIVE;
+}
+
+struct mp_sasl_derive *mp_sasl_take_derive(mp_sasl *s)
+{
+    struct mp_sasl_derive *d = s->derive;
+    s->derive = NULL;
+    return d;
+}
+
+void mp_sasl_derive_run(struct mp_sasl_derive *d)
+{
+    d->rc = mp_scram_derive_key(d->hash, d->password, d->salt, d->salt_len, d->iterations, &d->key);
+}
+
+unsigned mp_sasl_derive_iterations(const struct mp_sasl_derive *d)
+{
+    return d->iterations;
+}
+
+void mp_sasl_derive_free(struct mp_sasl_derive *d)
+{
+    if (!d)
+        return;
+    wipe_str(&d->password);
+    OPENSSL_cleanse(d, sizeof *d);
+    free(d);
+}
+
+/* Compares the derived StoredKey with the account's (constant time). */
+enum mp_sasl_status mp_sasl_derived(mp_sasl *s, const struct mp_sasl_derive *d, unsigned char **out,
+                                    size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (s->state != ST_NEED_DERIVE || s->derive)
+        return fail(s, "aborted");
+    if (!d)
+        return fail(s, "temporary-auth-failure");
+    size_t dl = mp_scram_digest_len(d->hash);
+    int ok = d->rc == MAGPIE_OK && d->hash == MP_HASH_SHA256 &&
+             CRYPTO_memcmp(d->key.stored_key, s->key.stored_key, dl) == 0;
+    OPENSSL_cleanse(&s->key, sizeof s->key);
     if (!ok || !s->known)
-        return fail(s, "not-authorized");
+        return fail_creds(s);
     s->state = ST_DONE;
     return MP_SASL_SUCCESS;
 }
@@ -542,7 +623,7 @@ enum mp_sasl_status mp_sasl_step(mp_sasl *s, const unsigned char *in, size_t in_
 {
     *out = NULL;
     *out_len = 0;
-    if (s->state == ST_DONE || s->state == ST_NEED_CREDS)
+    if (s->state == ST_DONE || s->state == ST_NEED_CREDS || s->state == ST_NEED_DERIVE)
         return fail(s, "aborted");
     if (in_len > MP_SASL_MAX_INPUT || (in_len > 0 && !in))
         return fail(s, "malformed-request");
@@ -577,7 +658,7 @@ enum mp_sasl_status mp_sasl_set_credentials(mp_sasl *s, const struct mp_credenti
         c = &fake;
     }
     enum mp_sasl_status st =
-        s->mech->plain ? plain_verify(s, c) : scram_server_first(s, c, out, out_len);
+        s->mech->plain ? plain_prepare(s, c) : scram_server_first(s, c, out, out_len);
     if (c == &fake)
         OPENSSL_cleanse(&fake, sizeof fake);
     return st;

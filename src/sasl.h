@@ -48,11 +48,14 @@ struct mp_sasl_cb {
 };
 
 enum mp_sasl_status {
-    MP_SASL_CONTINUE,   /* send *out as <challenge/>, wait for <response/> */
-    MP_SASL_NEED_CREDS, /* look up credentials of mp_sasl_username(), then
-                           call mp_sasl_set_credentials */
-    MP_SASL_SUCCESS,    /* send <success> with *out (may be empty) */
-    MP_SASL_FAILURE     /* send <failure> with mp_sasl_condition() */
+    MP_SASL_CONTINUE,    /* send *out as <challenge/>, wait for <response/> */
+    MP_SASL_NEED_CREDS,  /* look up credentials of mp_sasl_username(), then
+                            call mp_sasl_set_credentials */
+    MP_SASL_NEED_DERIVE, /* a key derivation (PBKDF2) must run: take it with
+                            mp_sasl_take_derive, run it (on any thread) with
+                            mp_sasl_derive_run, then call mp_sasl_derived */
+    MP_SASL_SUCCESS,     /* send <success> with *out (may be empty) */
+    MP_SASL_FAILURE      /* send <failure> with mp_sasl_condition() */
 };
 
 typedef struct mp_sasl mp_sasl;
@@ -84,13 +87,47 @@ const char *mp_sasl_username(const mp_sasl *s);
 const char *mp_sasl_authzid(const mp_sasl *s); /* NULL if none */
 /* Supplies the account's credentials (NULL: no such account - the exchange
  * continues with fake data so failure looks the same, then fails with
- * not-authorized). Returns like mp_sasl_step. */
+ * not-authorized). Returns like mp_sasl_step; never derives a key itself:
+ * PLAIN answers MP_SASL_NEED_DERIVE (also for unknown accounts, against
+ * the fake credentials, so both cost the same). SCRAM needs no derivation
+ * here (the stored keys are used as they are). */
 enum mp_sasl_status mp_sasl_set_credentials(mp_sasl *s, const struct mp_credentials *c,
                                             unsigned char **out, size_t *out_len);
+
+/* A pending key derivation: a self-contained copy of the work (prepared
+ * password, salt, iteration count) and, once run, its result. It does not
+ * point into the exchange, so it may outlive it (the stream may close
+ * while a pool thread runs it). */
+struct mp_sasl_derive;
+/* After MP_SASL_NEED_DERIVE: hands the derivation over (the caller frees it
+ * with mp_sasl_derive_free). NULL if none is pending. */
+struct mp_sasl_derive *mp_sasl_take_derive(mp_sasl *s);
+/* Runs PBKDF2 and the key hashes: touches only d, so any thread may call
+ * it. Costs the stored iteration count (up to 10,000,000). */
+void mp_sasl_derive_run(struct mp_sasl_derive *d);
+/* Iterations d will (or did) cost. */
+unsigned mp_sasl_derive_iterations(const struct mp_sasl_derive *d);
+/* Wipes and frees d (NULL is fine). */
+void mp_sasl_derive_free(struct mp_sasl_derive *d);
+/* Completes the exchange with the result of mp_sasl_derive_run on the
+ * derivation taken from s (d == NULL: it could not run, the exchange fails
+ * with "temporary-auth-failure"). Returns MP_SASL_SUCCESS or
+ * MP_SASL_FAILURE; *out is always NULL. Does not free d. */
+enum mp_sasl_status mp_sasl_derived(mp_sasl *s, const struct mp_sasl_derive *d, unsigned char **out,
+                                    size_t *out_len);
+
 /* RFC 6120 §6.5 condition for the last failure (never NULL): "not-authorized",
  * "malformed-request", "invalid-mechanism", "encryption-required",
- * "invalid-authzid", "incorrect-encoding", "aborted". */
+ * "invalid-authzid", "incorrect-encoding", "aborted",
+ * "temporary-auth-failure". */
 const char *mp_sasl_condition(const mp_sasl *s);
+/* 1 if the last failure was a wrong password, an unknown account or an
+ * impossible username: what login throttling counts. 0 for protocol errors
+ * and for a failed channel-binding check on -PLUS (wrong or missing binding
+ * data, or a gs2 flag that does not fit): such an answer reveals nothing
+ * about the password, and a man in the middle must not be able to lock an
+ * account out. */
+int mp_sasl_bad_credentials(const mp_sasl *s);
 
 /* base64 helpers (OpenSSL EVP). decode returns MAGPIE_ERR on bad input
  * (strict: no whitespace, padding required; a lone "=" decodes to empty);

@@ -19,6 +19,11 @@ static const char *const names[MP_STAT_COUNT] = {
     [MP_STAT_PEER_CLOSED] = "peer_closed",
     [MP_STAT_BOUNCES] = "bounces",
     [MP_STAT_REFUSED] = "connections_refused",
+    [MP_STAT_AUTH_DELAYED] = "auth_delayed",
+    [MP_STAT_AUTH_POOL_REJECTED] = "auth_pool_rejected",
+    [MP_STAT_REFUSED_ADDRESS] = "connections_refused_address",
+    [MP_STAT_SENDERS_PAUSED] = "senders_paused",
+    [MP_STAT_OUTPUT_STALLED] = "output_stall_disconnects",
 };
 
 void mp_stat_inc(enum mp_core_stat s)
@@ -39,5 +44,10 @@ void mp_stats_write(struct evbuffer *out)
         evbuffer_add_printf(
             out, "%s %llu\n", names[i],
             (unsigned long long)atomic_load_explicit(&counters[i], memory_order_relaxed));
+    size_t throttled[MP_AUTHGUARD_KINDS];
+    mp_authguard_stats(mp_server.auth_guard, mp_now(), throttled, NULL);
+    evbuffer_add_printf(out, "auth_throttled_addresses %zu\n", throttled[MP_AUTHGUARD_ADDRESS]);
+    evbuffer_add_printf(out, "auth_throttled_accounts %zu\n", throttled[MP_AUTHGUARD_ACCOUNT]);
+    evbuffer_add_printf(out, "auth_pool_queued %zu\n", mp_workpool_queued(mp_server.auth_pool));
     mp_module_counters_write(out);
 }

@@ -14,6 +14,11 @@
  * The *_sync calls borrow a connection from a small free list (opening a
  * new one when it is empty) and run the driver on the caller's thread.
  *
+ * The job queue is bounded softly (limits.storage_queue): a submit always
+ * succeeds, but while more jobs wait than the bound, the storage waitq is
+ * congested and the sessions whose stanzas keep adding jobs are paused by
+ * the stream layer (pressure.c) until the pool has worked it down to half.
+ *
  * Locking: `st_lock` (rwlock) guards the `st` pointer. Calls take it for
  * reading; mp_storage_close takes it for writing only to detach `st`, so it
  * waits for running sync calls, then drains and joins the pool. */
@@ -93,6 +98,9 @@ struct storage {
     pthread_mutex_t conns_lock;
     void **free_conns; /* connections for *_sync calls */
     size_t nfree, capfree;
+    atomic_size_t queued; /* async jobs submitted, not yet completed */
+    size_t bound;         /* limits.storage_queue (0: none) */
+    struct mp_waitq *full;
 };
 
 static pthread_rwlock_t st_lock = PTHREAD_RWLOCK_INITIALIZER;
@@ -248,6 +256,10 @@ static int job_submit(struct job *j)
         pthread_cond_signal(&w->cond);
     }
     pthread_mutex_unlock(&w->lock);
+    if (!stopping && atomic_fetch_add(&st->queued, 1) + 1 > st->bound && st->bound) {
+        mp_waitq_set(st->full, 1);
+        mp_pressure_note(st->full);
+    }
     pthread_rwlock_unlock(&st_lock);
     if (stopping) {
         free(j);
@@ -487,8 +499,11 @@ static void *worker_main(void *arg)
             while (j != e) {
                 struct job *next = j->next;
                 job_complete(j);
+                atomic_fetch_sub(&w->s->queued, 1);
                 j = next;
             }
+            if (w->s->bound && atomic_load(&w->s->queued) <= w->s->bound / 2)
+                mp_waitq_set(w->s->full, 0);
         }
     }
     return NULL;
@@ -506,6 +521,7 @@ static void storage_free(struct storage *s)
     if (s->engine)
         s->drv->fini(s->engine);
     pthread_mutex_destroy(&s->conns_lock);
+    mp_waitq_unref(s->full);
     free(s->workers);
     free(s);
 }
@@ -547,6 +563,8 @@ static int storage_open(const struct mp_config *cfg, int with_pool, char *err, s
     }
     struct storage *s = mp_calloc(1, sizeof *s);
     s->drv = drv;
+    s->full = mp_waitq_new();
+    s->bound = cfg->storage_queue > 0 ? (size_t)cfg->storage_queue : 0;
     pthread_mutex_init(&s->conns_lock, NULL);
     s->engine = drv->init(cfg, err, errlen);
     if (!s->engine)

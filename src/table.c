@@ -1,7 +1,13 @@
-/* hash.c - separate chaining, power-of-two buckets, FNV-1a, grows at load 1. */
+/* table.c - separate chaining, power-of-two buckets, grows at load 1.
+ *
+ * Keys are hashed with SipHash-1-3 under a random per-process key, so a
+ * peer that chooses keys (JIDs, addresses) cannot precompute collisions
+ * and turn a lookup into a walk of one long chain. */
 #include "core.h"
 #include "table.h"
 
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,14 +23,66 @@ struct mp_table {
     size_t nbuckets, count;
 };
 
-static unsigned fnv1a(const char *s)
+static uint64_t sip_k0, sip_k1;
+static pthread_once_t sip_once = PTHREAD_ONCE_INIT;
+
+static void sip_init(void)
 {
-    unsigned h = 2166136261u;
-    while (*s) {
-        h ^= (unsigned char)*s++;
-        h *= 16777619u;
+    uint64_t k[2];
+    mp_random_bytes(k, sizeof k);
+    sip_k0 = k[0];
+    sip_k1 = k[1];
+}
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = ROTL(v1, 13);                                                                         \
+        v1 ^= v0;                                                                                  \
+        v0 = ROTL(v0, 32);                                                                         \
+        v2 += v3;                                                                                  \
+        v3 = ROTL(v3, 16);                                                                         \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = ROTL(v3, 21);                                                                         \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = ROTL(v1, 17);                                                                         \
+        v1 ^= v2;                                                                                  \
+        v2 = ROTL(v2, 32);                                                                         \
+    } while (0)
+
+/* SipHash-1-3 (one compression round, three finalisation rounds) of the
+ * NUL-terminated string s under the process key. */
+static unsigned key_hash(const char *s)
+{
+    pthread_once(&sip_once, sip_init);
+    size_t len = strlen(s);
+    uint64_t v0 = 0x736f6d6570736575ULL ^ sip_k0, v1 = 0x646f72616e646f6dULL ^ sip_k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ sip_k0, v3 = 0x7465646279746573ULL ^ sip_k1;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t full = len & ~(size_t)7;
+    for (size_t i = 0; i < full; i += 8) {
+        uint64_t m = 0;
+        for (int b = 7; b >= 0; b--)
+            m = (m << 8) | p[i + (size_t)b];
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
     }
-    return h;
+    uint64_t last = (uint64_t)len << 56;
+    for (size_t i = full; i < len; i++)
+        last |= (uint64_t)p[i] << (8 * (i - full));
+    v3 ^= last;
+    SIPROUND;
+    v0 ^= last;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    uint64_t h = v0 ^ v1 ^ v2 ^ v3;
+    return (unsigned)(h ^ (h >> 32));
 }
 
 mp_table *mp_table_new(size_t initial)
@@ -66,7 +124,7 @@ static struct entry **find(const mp_table *h, const char *key, unsigned hv)
 
 void *mp_table_get(const mp_table *h, const char *key)
 {
-    struct entry *e = *find(h, key, fnv1a(key));
+    struct entry *e = *find(h, key, key_hash(key));
     return e ? e->value : NULL;
 }
 
@@ -90,7 +148,7 @@ static void grow(mp_table *h)
 
 void *mp_table_put(mp_table *h, const char *key, void *value)
 {
-    unsigned hv = fnv1a(key);
+    unsigned hv = key_hash(key);
     struct entry **pp = find(h, key, hv);
     if (*pp) {
         void *old = (*pp)->value;
@@ -111,7 +169,7 @@ void *mp_table_put(mp_table *h, const char *key, void *value)
 
 void *mp_table_del(mp_table *h, const char *key)
 {
-    struct entry **pp = find(h, key, fnv1a(key));
+    struct entry **pp = find(h, key, key_hash(key));
     struct entry *e = *pp;
     if (!e)
         return NULL;

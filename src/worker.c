@@ -114,6 +114,7 @@ int mp_workers_start(void)
         w->loop = mp_loop_new();
         if (!w->loop)
             return MAGPIE_ERR;
+        mp_loop_set_bound(w->loop, (size_t)cfg->worker_queue);
         struct event_base *base = mp_loop_base(w->loop);
         if (cfg->rate_bytes_per_sec > 0) {
             struct timeval tick = {0, 100000};

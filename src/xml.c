@@ -4,8 +4,19 @@
  *
  * Memory: the stanza struct is allocated together with a small first arena
  * chunk (ARENA_FIRST bytes); later chunks double in size (capped), and a
- * request larger than a chunk gets a chunk of its own. Nothing in a stanza
- * is freed individually: mp_stanza_unref frees the chunks at refcount 0. */
+ * request of half a chunk or more gets a block of its own. Nothing in a stanza
+ * is freed individually: mp_stanza_unref frees the chunks at refcount 0.
+ * Text appended piece by piece grows by doubling (mp_xml_add_text), so a
+ * text costs at most a few times its size, however many pieces it came in.
+ *
+ * Sharing: a stanza with refcount > 1 is only read. The one lazily computed
+ * value, the concatenated text of an element with several text children
+ * (mp_xml_text), is cached on the element; the cache is filled for the
+ * whole tree when the stanza becomes shared (mp_stanza_ref from 1 to 2), so
+ * readers of a shared stanza never write. An envelope copy
+ * (mp_stanza_copy_envelope) has a root of its own whose children are the
+ * original's: their ->parent is the original root, so tree walks here
+ * count depth instead of comparing parents. */
 #include "core.h"
 #include "xmlstream.h"
 
@@ -29,9 +40,12 @@ struct chunk {
 
 struct mp_stanza {
     atomic_int refs;
+    int text_dirty;    /* an element may lack its concatenated-text cache */
     size_t total;      /* bytes allocated for the stanza, all chunks */
     struct chunk *cur; /* newest chunk: allocations come from here */
     mp_xml *root;
+    mp_stanza *base;     /* envelope copy: the stanza whose children the
+                            root shares (a reference is held), else NULL */
     struct chunk *first; /* embedded first chunk, right after this struct */
 };
 
@@ -48,6 +62,8 @@ static mp_stanza *stanza_alloc(size_t first_size)
     st->first->used = 0;
     st->cur = st->first;
     st->root = NULL;
+    st->base = NULL;
+    st->text_dirty = 0;
     return st;
 }
 
@@ -64,7 +80,9 @@ static void *chunk_take(struct chunk *c, size_t len, size_t align)
 }
 
 /* Bump allocation of len bytes aligned to align (a power of two) from the
- * stanza's arena. Never returns NULL. */
+ * stanza's arena. A request of half a chunk or more gets an exact block of
+ * its own, so big texts are not followed by an almost empty chunk. Never
+ * returns NULL. */
 static void *arena_alloc(mp_stanza *st, size_t len, size_t align)
 {
     struct chunk *c = st->cur;
@@ -74,7 +92,7 @@ static void *arena_alloc(mp_stanza *st, size_t len, size_t align)
     size_t size = c->size * 2;
     if (size > ARENA_CHUNK_MAX)
         size = ARENA_CHUNK_MAX;
-    int oversized = size < len + align;
+    int oversized = size / 2 < len + align;
     if (oversized)
         size = len + align;
     struct chunk *n = mp_malloc(sizeof(*n) + size);
@@ -189,9 +207,15 @@ void mp_stanza_set_root(mp_stanza *st, mp_xml *root)
     st->root = root;
 }
 
+static void text_seal(mp_stanza *st);
+
+/* Taking the first extra reference shares the stanza: while the caller is
+ * still its only owner, the concatenated texts are cached (text_seal) so
+ * that no reader has to write. */
 mp_stanza *mp_stanza_ref(mp_stanza *st)
 {
-    atomic_fetch_add_explicit(&st->refs, 1, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&st->refs, 1, memory_order_acq_rel) == 1 && st->text_dirty)
+        text_seal(st);
     return st;
 }
 
@@ -214,7 +238,9 @@ void mp_stanza_unref(mp_stanza *st)
         free(c);
         c = prev;
     }
+    mp_stanza *base = st->base;
     free(st);
+    mp_stanza_unref(base);
 }
 
 mp_xml *mp_stanza_root(const mp_stanza *st)
@@ -227,8 +253,25 @@ size_t mp_stanza_size(const mp_stanza *st)
     return st->total;
 }
 
+static void copy_children(mp_stanza *st, mp_xml *dst, const mp_xml *src);
+
+/* Copy-on-write for the root of an envelope copy: before its child list
+ * changes, the shared children (whose ->parent is the original's root) are
+ * replaced by copies in st. */
+static void own_children(mp_stanza *st, mp_xml *el)
+{
+    if (!el->children || el->children->parent == el)
+        return;
+    const mp_xml *orig = el->children->parent;
+    el->children = el->last_child = NULL;
+    el->text = NULL;
+    el->text_len = 0;
+    copy_children(st, el, orig);
+}
+
 mp_xml *mp_xml_add_child(mp_stanza *st, mp_xml *parent, const char *name, const char *ns)
 {
+    own_children(st, parent);
     mp_xml *n = node_new(st, MP_XML_ELEMENT);
     n->name = arena_intern(st, name, strlen(name));
     if (!ns || (parent->ns && strcmp(ns, parent->ns) == 0))
@@ -239,29 +282,51 @@ mp_xml *mp_xml_add_child(mp_stanza *st, mp_xml *parent, const char *name, const 
     return n;
 }
 
+/* The text of parent is about to change: its cached concatenation goes,
+ * and if parent may now have several text children the stanza must
+ * compute it again before it is shared. */
+static void text_changed(mp_stanza *st, mp_xml *parent, const mp_xml *changed)
+{
+    parent->text = NULL;
+    parent->text_len = 0;
+    if (parent->children && parent->children != changed)
+        st->text_dirty = 1;
+}
+
 /* Adds len bytes of text to parent; text following a text node is merged
- * into it (grown in place when it is the arena's last allocation). */
+ * into it. The merged text grows in place when it is the arena's last
+ * allocation, else moves to a block of twice the size (text_cap_log2
+ * remembers the capacity), so n pieces cost O(total), not O(n * total). */
 mp_xml *mp_xml_add_text(mp_stanza *st, mp_xml *parent, const char *text, size_t len)
 {
+    own_children(st, parent);
     mp_xml *last = parent->last_child;
     if (last && last->type == MP_XML_TEXT) {
         if (len == 0)
             return last;
-        if (arena_extend(st, last->text, last->text_len + 1, len)) {
-            char *t = (char *)last->text;
-            memcpy(t + last->text_len, text, len);
-            last->text_len += len;
-            t[last->text_len] = '\0';
-        } else {
-            char *t = arena_alloc(st, last->text_len + len + 1, 1);
-            memcpy(t, last->text, last->text_len);
-            memcpy(t + last->text_len, text, len);
-            last->text_len += len;
-            t[last->text_len] = '\0';
-            last->text = t;
+        text_changed(st, parent, last);
+        size_t need = last->text_len + len + 1;
+        size_t cap = last->text_cap_log2 ? (size_t)1 << last->text_cap_log2 : last->text_len + 1;
+        if (need > cap) {
+            if (arena_extend(st, last->text, cap, need - cap)) {
+                last->text_cap_log2 = 0; /* the block is now exactly need bytes */
+            } else {
+                unsigned lg = 6;
+                while (((size_t)1 << lg) < need)
+                    lg++;
+                char *t = arena_alloc(st, (size_t)1 << lg, 1);
+                memcpy(t, last->text, last->text_len);
+                last->text = t;
+                last->text_cap_log2 = lg;
+            }
         }
+        char *t = (char *)last->text;
+        memcpy(t + last->text_len, text, len);
+        last->text_len += len;
+        t[last->text_len] = '\0';
         return last;
     }
+    text_changed(st, parent, NULL);
     mp_xml *n = node_new(st, MP_XML_TEXT);
     n->text = arena_strndup(st, text, len);
     n->text_len = len;
@@ -283,17 +348,21 @@ static void copy_attrs(mp_stanza *st, mp_xml *dst, const mp_xml *src)
 }
 
 /* Deep-copies the children of src under dst (iteratively, so hostile
- * depth cannot blow the stack). */
+ * depth cannot blow the stack; climbing counts depth, as src's children
+ * may have another ->parent when src is an envelope copy's root). */
 static void copy_children(mp_stanza *st, mp_xml *dst, const mp_xml *src)
 {
     const mp_xml *s = src->children;
     mp_xml *d = dst;
+    size_t depth = 0;
     while (s) {
         mp_xml *n;
         if (s->type == MP_XML_TEXT) {
             n = node_new(st, MP_XML_TEXT);
             n->text = arena_strndup(st, s->text, s->text_len);
             n->text_len = s->text_len;
+            if (d->children)
+                st->text_dirty = 1;
             link_child(d, n);
         } else {
             n = node_new(st, MP_XML_ELEMENT);
@@ -309,21 +378,22 @@ static void copy_children(mp_stanza *st, mp_xml *dst, const mp_xml *src)
             if (s->children) {
                 s = s->children;
                 d = n;
+                depth++;
                 continue;
             }
         }
-        while (s && !s->next && s != src) {
+        while (!s->next && depth > 0) {
             s = s->parent;
             d = d->parent;
+            depth--;
         }
-        if (!s || s == src)
-            break;
         s = s->next;
     }
 }
 
 mp_xml *mp_xml_add_copy(mp_stanza *st, mp_xml *parent, const mp_xml *src)
 {
+    own_children(st, parent);
     if (src->type == MP_XML_TEXT)
         return mp_xml_add_text(st, parent, src->text, src->text_len);
     mp_xml *n = mp_xml_add_child(st, parent, src->name, src->ns);
@@ -350,6 +420,35 @@ mp_stanza *mp_stanza_copy(const mp_stanza *src)
     return st;
 }
 
+/* The root is new (its attribute list copied, names and values shared with
+ * st, which the copy keeps alive through its reference); the children are
+ * st's own nodes. Taking the reference seals st's texts first if st was
+ * unshared, so the copy's readers never write either. */
+mp_stanza *mp_stanza_copy_envelope(mp_stanza *st)
+{
+    mp_stanza *c = stanza_alloc(ARENA_FIRST - 256);
+    c->base = mp_stanza_ref(st);
+    const mp_xml *r = st->root;
+    mp_xml *n = node_new(c, MP_XML_ELEMENT);
+    n->name = r->name;
+    n->ns = r->ns;
+    mp_xml_attr **tail = &n->attrs;
+    for (const mp_xml_attr *a = r->attrs; a; a = a->next) {
+        mp_xml_attr *na = arena_alloc(c, sizeof(*na), alignof(mp_xml_attr));
+        na->name = a->name;
+        na->value = a->value;
+        na->next = NULL;
+        *tail = na;
+        tail = &na->next;
+    }
+    n->children = r->children;
+    n->last_child = r->last_child;
+    n->text = r->text;
+    n->text_len = r->text_len;
+    c->root = n;
+    return c;
+}
+
 void mp_xml_set_attr(mp_stanza *st, mp_xml *el, const char *name, const char *value)
 {
     mp_xml_attr **pp = &el->attrs;
@@ -373,6 +472,31 @@ void mp_xml_set_attr(mp_stanza *st, mp_xml *el, const char *name, const char *va
     *pp = a;
 }
 
+/* Rewrites el's cached text (if any) after a text child left: the
+ * remaining texts are shorter, so they fit in the cache's own block. */
+static void text_recache_shorter(mp_xml *el)
+{
+    if (!el->text)
+        return;
+    size_t n = 0;
+    for (const mp_xml *c = el->children; c; c = c->next)
+        n += c->type == MP_XML_TEXT;
+    if (n < 2) {
+        el->text = NULL;
+        el->text_len = 0;
+        return;
+    }
+    char *t = (char *)el->text, *o = t;
+    for (const mp_xml *c = el->children; c; c = c->next) {
+        if (c->type == MP_XML_TEXT) {
+            memcpy(o, c->text, c->text_len);
+            o += c->text_len;
+        }
+    }
+    *o = '\0';
+    el->text_len = (size_t)(o - t);
+}
+
 void mp_xml_remove(mp_xml *el)
 {
     mp_xml *p = el->parent;
@@ -389,6 +513,8 @@ void mp_xml_remove(mp_xml *el)
         p->last_child = prev;
     el->parent = NULL;
     el->next = NULL;
+    if (el->type == MP_XML_TEXT)
+        text_recache_shorter(p);
 }
 
 const char *mp_xml_get_attr(const mp_xml *el, const char *name)
@@ -431,30 +557,99 @@ mp_xml *mp_xml_first_element(const mp_xml *el)
     return mp_xml_find(el, NULL, NULL);
 }
 
-const char *mp_xml_text(mp_stanza *st, const mp_xml *el)
+/* Concatenates el's direct text children into dst (total + 1 bytes). */
+static void text_concat(char *dst, const mp_xml *el)
 {
-    size_t n = 0, total = 0;
-    const mp_xml *only = NULL;
+    for (const mp_xml *c = el->children; c; c = c->next) {
+        if (c->type == MP_XML_TEXT) {
+            memcpy(dst, c->text, c->text_len);
+            dst += c->text_len;
+        }
+    }
+    *dst = '\0';
+}
+
+/* Counts el's direct text children, sums their lengths, and points *only
+ * at the last one. */
+static size_t text_children(const mp_xml *el, size_t *total, const mp_xml **only)
+{
+    size_t n = 0;
+    *total = 0;
     for (const mp_xml *c = el->children; c; c = c->next) {
         if (c->type == MP_XML_TEXT) {
             n++;
-            total += c->text_len;
-            only = c;
+            *total += c->text_len;
+            *only = c;
         }
     }
+    return n;
+}
+
+/* Fills the concatenated-text cache of every element of st that has
+ * several text children. Only while st has a single owner. */
+static void text_seal(mp_stanza *st)
+{
+    mp_xml *n = st->root;
+    size_t depth = 0;
+    while (n) {
+        if (n->type == MP_XML_ELEMENT && !n->text) {
+            size_t total;
+            const mp_xml *only;
+            if (text_children(n, &total, &only) > 1) {
+                char *t = arena_alloc(st, total + 1, 1);
+                text_concat(t, n);
+                n->text = t;
+                n->text_len = total;
+            }
+        }
+        /* shared children of an envelope root belong to the sealed base */
+        if (n->type == MP_XML_ELEMENT && n->children && n->children->parent == n) {
+            n = n->children;
+            depth++;
+            continue;
+        }
+        while (depth > 0 && !n->next) {
+            n = n->parent;
+            depth--;
+        }
+        n = depth > 0 ? n->next : NULL;
+    }
+    st->text_dirty = 0;
+}
+
+/* Last resort when a shared stanza lacks a cache (it was changed while
+ * shared, against the rules): a per-thread buffer, valid until the next
+ * such call on this thread. Never reached through the API's own paths. */
+static _Thread_local char *text_scratch;
+static _Thread_local size_t text_scratch_cap;
+
+const char *mp_xml_text(mp_stanza *st, const mp_xml *el)
+{
+    size_t total;
+    const mp_xml *only = NULL;
+    size_t n = text_children(el, &total, &only);
     if (n == 0)
         return "";
     if (n == 1)
         return only->text;
-    char *t = arena_alloc(st, total + 1, 1), *p = t;
-    for (const mp_xml *c = el->children; c; c = c->next) {
-        if (c->type == MP_XML_TEXT) {
-            memcpy(p, c->text, c->text_len);
-            p += c->text_len;
-        }
+    if (el->text)
+        return el->text;
+    if (atomic_load_explicit(&st->refs, memory_order_acquire) == 1) {
+        /* single owner: cache it (el must belong to st) */
+        char *t = arena_alloc(st, total + 1, 1);
+        text_concat(t, el);
+        mp_xml *w = (mp_xml *)el;
+        w->text = t;
+        w->text_len = total;
+        return t;
     }
-    *p = '\0';
-    return t;
+    if (text_scratch_cap < total + 1) {
+        free(text_scratch);
+        text_scratch_cap = total + 1;
+        text_scratch = mp_malloc(text_scratch_cap);
+    }
+    text_concat(text_scratch, el);
+    return text_scratch;
 }
 
 /* ---- serialisation ---- */
@@ -525,46 +720,53 @@ static const char *ns_bar(const mp_xml_attr *a)
     return strrchr(a->name, '|');
 }
 
-static int same_uri(const mp_xml_attr *x, const char *xbar, const mp_xml_attr *y, const char *ybar)
+/* The distinct attribute namespaces declared on the element being written,
+ * nsN being the URI at index N. One table serves a whole serialisation. */
+struct ns_table {
+    struct ns_uri {
+        const char *s;
+        size_t len;
+    } * v, local[16];
+    size_t n, cap;
+};
+
+/* Returns the index of URI s[0..len) on the current element, adding it
+ * (and setting *is_new) if it is not declared there yet. */
+static size_t ns_index(struct ns_table *t, const char *s, size_t len, int *is_new)
 {
-    return xbar - x->name == ybar - y->name &&
-           memcmp(x->name, y->name, (size_t)(xbar - x->name)) == 0;
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->v[i].len == len && memcmp(t->v[i].s, s, len) == 0) {
+            *is_new = 0;
+            return i;
+        }
+    }
+    if (t->n == t->cap) {
+        struct ns_uri *v = mp_malloc(2 * t->cap * sizeof(*v));
+        memcpy(v, t->v, t->n * sizeof(*v));
+        if (t->v != t->local)
+            free(t->v);
+        t->v = v;
+        t->cap *= 2;
+    }
+    t->v[t->n].s = s;
+    t->v[t->n].len = len;
+    *is_new = 1;
+    return t->n++;
 }
 
 /* Writes one namespaced attribute "URI|local" as nsN:local, declaring
  * xmlns:nsN on the element at the first attribute using that URI. */
-static void write_ns_attr(struct evbuffer *out, const mp_xml *el, const mp_xml_attr *a,
+static void write_ns_attr(struct evbuffer *out, struct ns_table *t, const mp_xml_attr *a,
                           const char *bar)
 {
-    int idx = 0, found = -1;
-    for (const mp_xml_attr *b = el->attrs; b != a; b = b->next) {
-        const char *bb = ns_bar(b);
-        if (!bb)
-            continue;
-        int first = 1;
-        for (const mp_xml_attr *c = el->attrs; c != b; c = c->next) {
-            const char *cb = ns_bar(c);
-            if (cb && same_uri(c, cb, b, bb)) {
-                first = 0;
-                break;
-            }
-        }
-        if (!first)
-            continue;
-        if (same_uri(b, bb, a, bar)) {
-            found = idx;
-            break;
-        }
-        idx++;
-    }
-    if (found >= 0) {
-        idx = found;
-    } else {
-        evbuffer_add_printf(out, " xmlns:ns%d='", idx);
+    int is_new;
+    size_t idx = ns_index(t, a->name, (size_t)(bar - a->name), &is_new);
+    if (is_new) {
+        evbuffer_add_printf(out, " xmlns:ns%zu='", idx);
         mp_xml_escape(out, a->name, (size_t)(bar - a->name), 1);
         evbuffer_add(out, "'", 1);
     }
-    evbuffer_add_printf(out, " ns%d:%s='", idx, bar + 1);
+    evbuffer_add_printf(out, " ns%zu:%s='", idx, bar + 1);
     mp_xml_escape(out, a->value, strlen(a->value), 1);
     evbuffer_add(out, "'", 1);
 }
@@ -583,10 +785,10 @@ static const char *elem_prefix(const mp_xml *el, const char *stream_ns)
 }
 
 /* Writes the start tag of el. in_force is the default namespace in force
- * at el's parent; returns the default namespace in force for el's
- * children. */
+ * at el's parent ("" for none); returns the default namespace in force
+ * for el's children. */
 static const char *write_start(const mp_xml *el, struct evbuffer *out, const char *in_force,
-                               const char *stream_ns, int is_root)
+                               const char *stream_ns, int is_root, struct ns_table *t)
 {
     const char *ns = el->ns;
     const char *child_ns = in_force;
@@ -604,11 +806,17 @@ static const char *write_start(const mp_xml *el, struct evbuffer *out, const cha
             mp_xml_escape(out, ns, strlen(ns), 1);
             evbuffer_add(out, "'", 1);
         }
+    } else if (!prefix && ns) {
+        /* no namespace: undeclare the default one in force, if any */
+        child_ns = "";
+        if (*in_force)
+            evbuffer_add(out, " xmlns=''", 9);
     }
+    t->n = 0;
     for (const mp_xml_attr *a = el->attrs; a; a = a->next) {
         const char *bar = ns_bar(a);
         if (bar) {
-            write_ns_attr(out, el, a, bar);
+            write_ns_attr(out, t, a, bar);
             continue;
         }
         evbuffer_add(out, " ", 1);
@@ -630,54 +838,65 @@ static void write_end(const mp_xml *el, struct evbuffer *out, const char *stream
     evbuffer_add(out, ">", 1);
 }
 
-/* Serialises el iteratively; the namespace in force for each open element
- * is kept in a small growable stack. */
+/* Serialises el iteratively. Each open element is kept on a small growable
+ * stack with the namespace in force at its parent, and closing climbs that
+ * stack rather than ->parent: the children of an envelope copy's root
+ * point at another root. */
 void mp_xml_serialize(const mp_xml *el, struct evbuffer *out, const char *stream_ns)
 {
     if (el->type == MP_XML_TEXT) {
         mp_xml_escape(out, el->text, el->text_len, 0);
         return;
     }
-    const char *stack_local[32];
-    const char **stack = stack_local;
+    struct open_el {
+        const mp_xml *el;
+        const char *in_force; /* at its parent */
+    } stack_local[32], *stack = stack_local;
     size_t cap = 32, depth = 0;
+    struct ns_table t = {.v = NULL, .n = 0, .cap = 16};
+    t.v = t.local;
     const mp_xml *n = el;
     const char *in_force = stream_ns ? stream_ns : "";
     for (;;) {
         if (n->type == MP_XML_TEXT) {
             mp_xml_escape(out, n->text, n->text_len, 0);
         } else {
-            const char *child_ns = write_start(n, out, in_force, stream_ns, n == el);
+            const char *child_ns = write_start(n, out, in_force, stream_ns, n == el, &t);
             if (!n->children) {
                 evbuffer_add(out, "/>", 2);
             } else {
                 evbuffer_add(out, ">", 1);
                 if (depth == cap) {
-                    const char **ns2 = mp_malloc(2 * cap * sizeof(*ns2));
-                    memcpy(ns2, stack, cap * sizeof(*ns2));
+                    struct open_el *s2 = mp_malloc(2 * cap * sizeof(*s2));
+                    memcpy(s2, stack, cap * sizeof(*s2));
                     if (stack != stack_local)
                         free(stack);
-                    stack = ns2;
+                    stack = s2;
                     cap *= 2;
                 }
-                stack[depth++] = in_force;
+                stack[depth].el = n;
+                stack[depth].in_force = in_force;
+                depth++;
                 in_force = child_ns;
                 n = n->children;
                 continue;
             }
         }
         /* climb until a next sibling exists */
-        while (n != el && !n->next) {
-            n = n->parent;
-            in_force = stack[--depth];
+        while (depth > 0 && !n->next) {
+            depth--;
+            n = stack[depth].el;
+            in_force = stack[depth].in_force;
             write_end(n, out, stream_ns);
         }
-        if (n == el)
+        if (depth == 0)
             break;
         n = n->next;
     }
     if (stack != stack_local)
         free(stack);
+    if (t.v != t.local)
+        free(t.v);
 }
 
 char *mp_xml_to_string(const mp_xml *el, const char *stream_ns)
@@ -700,7 +919,17 @@ struct tree_builder {
     mp_stanza *st;
     mp_xml *cur;
     int done, bad;
+    char *text; /* the text run being read (expat hands it in pieces) */
+    size_t text_len, text_cap;
 };
+
+/* Adds the pending text run to the current element as one text node. */
+static void tb_flush(struct tree_builder *tb)
+{
+    if (tb->text_len && tb->cur)
+        mp_xml_add_text(tb->st, tb->cur, tb->text, tb->text_len);
+    tb->text_len = 0;
+}
 
 /* Splits an expat NS name "uri\xfflocal[\xffprefix]" into uri and local
  * (uri "" when the name has no namespace). */
@@ -774,6 +1003,7 @@ static void XMLCALL tb_start(void *ud, const XML_Char *name, const XML_Char **at
         tb->bad = 1;
         return;
     }
+    tb_flush(tb);
     mp_xml *n = mp_xml_build_element(tb->st, tb->cur, name, atts);
     if (!tb->cur)
         tb->st->root = n;
@@ -784,6 +1014,7 @@ static void XMLCALL tb_end(void *ud, const XML_Char *name)
 {
     struct tree_builder *tb = ud;
     (void)name;
+    tb_flush(tb);
     tb->cur = tb->cur->parent;
     if (!tb->cur)
         tb->done = 1;
@@ -792,8 +1023,17 @@ static void XMLCALL tb_end(void *ud, const XML_Char *name)
 static void XMLCALL tb_text(void *ud, const XML_Char *s, int len)
 {
     struct tree_builder *tb = ud;
-    if (tb->cur)
-        mp_xml_add_text(tb->st, tb->cur, s, (size_t)len);
+    if (!tb->cur || len <= 0)
+        return;
+    if (tb->text_cap - tb->text_len < (size_t)len) {
+        size_t cap = tb->text_cap ? tb->text_cap : 256;
+        while (cap - tb->text_len < (size_t)len)
+            cap *= 2;
+        tb->text = mp_realloc(tb->text, cap);
+        tb->text_cap = cap;
+    }
+    memcpy(tb->text + tb->text_len, s, (size_t)len);
+    tb->text_len += (size_t)len;
 }
 
 static void XMLCALL tb_refuse(void *ud)
@@ -826,9 +1066,8 @@ static void XMLCALL tb_comment(void *ud, const XML_Char *d)
 
 mp_stanza *mp_stanza_parse(const char *xml, size_t len)
 {
-    struct tree_builder tb = {
-        .st = stanza_alloc(len < ARENA_FIRST ? ARENA_FIRST
-                                             : (len > ARENA_CHUNK_MAX ? ARENA_CHUNK_MAX : len))};
+    /* chunks grow as needed; a big text gets a block of its own */
+    struct tree_builder tb = {.st = stanza_alloc(ARENA_FIRST)};
     XML_Parser p = XML_ParserCreateNS("UTF-8", MP_XML_NS_SEP);
     if (!p)
         abort();
@@ -842,6 +1081,7 @@ mp_stanza *mp_stanza_parse(const char *xml, size_t len)
     XML_SetCommentHandler(p, tb_comment);
     int ok = len <= INT32_MAX && XML_Parse(p, xml, (int)len, 1) == XML_STATUS_OK;
     XML_ParserFree(p);
+    free(tb.text);
     if (!ok || tb.bad || !tb.done) {
         mp_stanza_unref(tb.st);
         return NULL;

@@ -14,6 +14,13 @@
  * token) nor the stanza arena can grow past the limit, whether the bytes
  * come in one call or one at a time.
  *
+ * Memory built, not only bytes read: expat reports a text run in pieces
+ * (each newline, entity or buffer end starts a new callback), so the run
+ * is gathered in a per-parser buffer that grows by doubling and goes into
+ * the tree as one text node when the next tag arrives. The stanza's arena
+ * plus that buffer is capped (max_memory), and so is its element count
+ * (max_elements): a few bytes of markup per element build far more.
+ *
  * Idle streams: mp_xmlstream_release frees the expat parser between
  * stanzas. The next feed creates a new one and feeds it a synthetic stream
  * header reproducing the original's qualified name and namespace
@@ -40,6 +47,13 @@ enum { HALT_NONE, HALT_STOP, HALT_RESET, HALT_ERROR };
 #define DEF_MAX_ATTRS    64
 #define DEF_MAX_ATTR_LEN 8192
 #define DEF_MAX_TEXT     (256 * 1024)
+#define DEF_MAX_ELEMENTS 8192
+/* max_memory defaults to DEF_MEMORY_FACTOR * max_stanza + DEF_MEMORY_SLACK */
+#define DEF_MEMORY_FACTOR 4
+#define DEF_MEMORY_SLACK  (16 * 1024)
+
+/* A text buffer larger than this is freed when its stanza is complete. */
+#define TEXT_KEEP 4096
 
 /* Reparse deferral (expat >= 2.6.0, and distributions' 2.5.0 with the
  * CVE-2023-52425 fix): expat does not retry a partial token until the
@@ -79,7 +93,12 @@ struct mp_xmlstream {
     uint64_t halt_pos; /* end of the event where stop/reset hit */
     mp_stanza *cur;    /* stanza being built */
     mp_xml *node;      /* its innermost open element */
-    char *synth;       /* synthetic header for rebuilding */
+    unsigned elements; /* elements in cur */
+    char *text;        /* text run not yet in the tree, see top */
+    size_t text_len, text_cap;
+    struct mp_xml_limits next_lim; /* set_limits during a stanza */
+    int lim_pending;
+    char *synth; /* synthetic header for rebuilding */
     size_t synth_len;
     /* header namespace declarations, collected before the header's start
      * handler: "prefix\0uri\0" pairs, prefix "" for the default */
@@ -261,6 +280,53 @@ static int check_attrs(mp_xmlstream *p, const char **atts)
     return 0;
 }
 
+/* Fails the stream if the stanza being built takes more than max_memory
+ * (its arena plus the pending text). Returns -1 then. */
+static int check_memory(mp_xmlstream *p)
+{
+    if (mp_stanza_size(p->cur) + p->text_len > p->lim.max_memory) {
+        fail(p, "policy-violation", "stanza takes too much memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Adds the pending text run to the open element as one text node. */
+static void flush_text(mp_xmlstream *p)
+{
+    if (!p->text_len)
+        return;
+    mp_xml_add_text(p->cur, p->node, p->text, p->text_len);
+    p->text_len = 0;
+}
+
+static void free_text(mp_xmlstream *p)
+{
+    free(p->text);
+    p->text = NULL;
+    p->text_len = p->text_cap = 0;
+}
+
+/* On a stanza root, only the unqualified from/to/id/type are its
+ * addressing; qualified ones ("URI|to", whatever the URI) are dropped so
+ * they cannot be forwarded as a look-alike (ns0:to). */
+static void drop_qualified_addressing(mp_xml *root)
+{
+    static const char *const names[] = {"from", "to", "id", "type"};
+    for (mp_xml_attr **pp = &root->attrs; *pp;) {
+        const char *bar = strrchr((*pp)->name, '|');
+        int drop = 0;
+        for (size_t i = 0; bar && i < sizeof(names) / sizeof(*names); i++)
+            drop |= strcmp(bar + 1, names[i]) == 0;
+        if (drop)
+            *pp = (*pp)->next;
+        else
+            pp = &(*pp)->next;
+    }
+}
+
+static void apply_limits(mp_xmlstream *p, const struct mp_xml_limits *limits);
+
 static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 {
     mp_xmlstream *p = ud;
@@ -295,10 +361,18 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
         p->mark = (uint64_t)XML_GetCurrentByteIndex(p->parser);
         p->cur = mp_stanza_new_empty();
         p->node = mp_xml_build_element(p->cur, NULL, name, atts);
+        drop_qualified_addressing(p->node);
         mp_stanza_set_root(p->cur, p->node);
+        p->elements = 1;
     } else {
+        if (++p->elements > p->lim.max_elements) {
+            fail(p, "policy-violation", "too many elements in a stanza");
+            return;
+        }
+        flush_text(p);
         p->node = mp_xml_build_element(p->cur, p->node, name, atts);
     }
+    check_memory(p);
 }
 
 static void XMLCALL on_end(void *ud, const XML_Char *name)
@@ -317,6 +391,9 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
             p->cb.close(p->ud);
         return;
     }
+    flush_text(p);
+    if (check_memory(p) < 0)
+        return;
     if (level > 2) {
         p->node = p->node->parent;
         return;
@@ -325,6 +402,12 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
     p->cur = NULL;
     p->node = NULL;
     p->mark = event_end(p);
+    if (p->text_cap > TEXT_KEEP)
+        free_text(p);
+    if (p->lim_pending) {
+        p->lim_pending = 0;
+        apply_limits(p, &p->next_lim);
+    }
     if (p->cb.stanza)
         p->cb.stanza(p->ud, st);
     else
@@ -338,9 +421,21 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
     if (halted(p))
         return;
     if (p->depth >= 2) {
-        mp_xml *t = mp_xml_add_text(p->cur, p->node, s, (size_t)len);
-        if (t->text_len > p->lim.max_text)
+        size_t n = (size_t)len;
+        if (p->text_len + n > p->lim.max_text) {
             fail(p, "policy-violation", "text too long");
+            return;
+        }
+        if (p->text_cap - p->text_len < n) {
+            size_t cap = p->text_cap ? p->text_cap : 256;
+            while (cap - p->text_len < n)
+                cap *= 2;
+            p->text = mp_realloc(p->text, cap);
+            p->text_cap = cap;
+        }
+        memcpy(p->text + p->text_len, s, n);
+        p->text_len += n;
+        check_memory(p);
         return;
     }
     /* between stanzas only whitespace (keepalives) is allowed */
@@ -464,10 +559,9 @@ static void make_parser(mp_xmlstream *p)
     }
 }
 
-mp_xmlstream *mp_xmlstream_new(const struct mp_xml_limits *limits, const struct mp_xmlstream_cb *cb,
-                               void *ud)
+/* Makes limits (0 = default) the ones in force. */
+static void apply_limits(mp_xmlstream *p, const struct mp_xml_limits *limits)
 {
-    mp_xmlstream *p = mp_calloc(1, sizeof(*p));
     p->lim = *limits;
     if (!p->lim.max_stanza)
         p->lim.max_stanza = DEF_MAX_STANZA;
@@ -479,6 +573,17 @@ mp_xmlstream *mp_xmlstream_new(const struct mp_xml_limits *limits, const struct 
         p->lim.max_attr_len = DEF_MAX_ATTR_LEN;
     if (!p->lim.max_text)
         p->lim.max_text = DEF_MAX_TEXT;
+    if (!p->lim.max_elements)
+        p->lim.max_elements = DEF_MAX_ELEMENTS;
+    if (!p->lim.max_memory)
+        p->lim.max_memory = DEF_MEMORY_FACTOR * p->lim.max_stanza + DEF_MEMORY_SLACK;
+}
+
+mp_xmlstream *mp_xmlstream_new(const struct mp_xml_limits *limits, const struct mp_xmlstream_cb *cb,
+                               void *ud)
+{
+    mp_xmlstream *p = mp_calloc(1, sizeof(*p));
+    apply_limits(p, limits);
     p->cb = *cb;
     p->ud = ud;
     p->state = ST_HEADER;
@@ -492,6 +597,11 @@ static void clear_stream(mp_xmlstream *p)
     mp_stanza_unref(p->cur);
     p->cur = NULL;
     p->node = NULL;
+    free_text(p);
+    if (p->lim_pending) {
+        p->lim_pending = 0;
+        apply_limits(p, &p->next_lim);
+    }
     free(p->synth);
     p->synth = NULL;
     p->synth_len = 0;
@@ -501,6 +611,20 @@ static void clear_stream(mp_xmlstream *p)
     free(p->default_ns);
     p->default_ns = NULL;
     p->depth = 0;
+}
+
+/* Inside a stanza the new limits wait for its end (on_end), so the stanza
+ * is judged by one set of limits; between stanzas they apply at once, and
+ * the feed loop uses the new max_stanza for the bytes that follow. */
+void mp_xmlstream_set_limits(mp_xmlstream *p, const struct mp_xml_limits *limits)
+{
+    if (p->cur) {
+        p->next_lim = *limits;
+        p->lim_pending = 1;
+        return;
+    }
+    p->lim_pending = 0;
+    apply_limits(p, limits);
 }
 
 void mp_xmlstream_free(mp_xmlstream *p)
@@ -534,20 +658,25 @@ void mp_xmlstream_stop(mp_xmlstream *p)
     XML_StopParser(p->parser, XML_FALSE);
 }
 
+/* Also frees the text buffer (empty between stanzas). */
 int mp_xmlstream_release(mp_xmlstream *p)
 {
-    if (!p->parser)
+    if (!p->parser) {
+        if (!p->cur)
+            free_text(p);
         return MAGPIE_OK;
+    }
     if (p->in_feed || p->state != ST_STREAM || p->depth != 1 || p->fed != p->mark)
         return MAGPIE_AGAIN;
     drop_parser(p);
+    free_text(p);
     return MAGPIE_OK;
 }
 
 size_t mp_xmlstream_memory(const mp_xmlstream *p)
 {
     return sizeof(*p) + p->expat_mem + (p->synth ? p->synth_len + 1 : 0) + p->decls_len +
-           (p->cur ? mp_stanza_size(p->cur) : 0);
+           p->text_cap + (p->cur ? mp_stanza_size(p->cur) : 0);
 }
 
 static const char *map_expat_error(enum XML_Error e)

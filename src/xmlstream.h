@@ -9,12 +9,19 @@
 #include <stddef.h>
 #include <magpie/xml.h>
 
+/* A limit of 0 takes the default: 256 KiB stanza, depth 32, 64 attributes
+ * of 8 KiB, 256 KiB text, 8192 elements, memory 4 x max_stanza + 16 KiB.
+ * Exceeding any is a policy-violation stream error. */
 struct mp_xml_limits {
     size_t max_stanza;   /* bytes of one depth-1 element, incl. markup */
     unsigned max_depth;  /* element nesting inside a stanza (stanza = 1) */
     unsigned max_attrs;  /* attributes per element */
     size_t max_attr_len; /* bytes of one attribute value */
     size_t max_text;     /* bytes of one text node run */
+    /* What a stanza may build, not only what it may send: */
+    unsigned max_elements; /* elements in one stanza, its root included */
+    size_t max_memory;     /* arena bytes of the stanza being built
+                              (mp_stanza_size) plus text not yet added */
 };
 
 struct mp_xmlstream_cb {
@@ -41,6 +48,11 @@ typedef struct mp_xmlstream mp_xmlstream;
 mp_xmlstream *mp_xmlstream_new(const struct mp_xml_limits *limits, const struct mp_xmlstream_cb *cb,
                                void *ud);
 void mp_xmlstream_free(mp_xmlstream *p);
+
+/* Replaces the limits (copied) from the next stanza on: a stanza being read
+ * keeps the limits it started with (pre-auth -> post-auth). May be called
+ * from a callback. */
+void mp_xmlstream_set_limits(mp_xmlstream *p, const struct mp_xml_limits *limits);
 
 /* Feeds len bytes. Callbacks run from inside this call; a callback may call
  * mp_xmlstream_reset or mp_xmlstream_stop on p (feeding then stops at that

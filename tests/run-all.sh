@@ -1,13 +1,17 @@
 #!/bin/bash
 # run-all.sh - runs the whole test suite against one build tree.
 #
-#   tests/run-all.sh [--quick] [--only unit|integration|conformance] BUILDDIR
+#   tests/run-all.sh [--quick] [--fuzz] [--only unit|integration|conformance|fuzz] BUILDDIR
 #
 # 1. the cmocka unit tests: every program BUILDDIR/tests/unit/test_*
 #    (build them first: make check TESTS=)
 # 2. the integration tests tests/integration/test_*.py (real magpied
 #    processes; routing with workers=1 and workers=2; MariaDB storage)
 # 3. the conformance runner tests/conformance/run.py, if present
+# 4. with --fuzz (scripts/test.sh passes it for the sanitizer build only):
+#    tests/fuzz/run.sh, every libFuzzer target for MAGPIE_FUZZ_SECONDS
+#    (default 20) each, built with clang in BUILDDIR/fuzz; one PASS/FAIL
+#    line per target
 #
 # --quick runs a subset of the integration tests (all with workers=2), for
 # a second build. Every test prints PASS/FAIL; failures are repeated at the
@@ -23,18 +27,20 @@ SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-/usr/bin/python3}
 SCRIPT_TIMEOUT=${MAGPIE_TEST_TIMEOUT:-900}
 QUICK=0
+FUZZ=0
 ONLY=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1; shift ;;
+    --fuzz) FUZZ=1; shift ;;
     --only) ONLY=$2; shift 2 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "run-all.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
 done
-[ $# -eq 1 ] || { echo "usage: $0 [--quick] [--only unit|integration|conformance] BUILDDIR" >&2; exit 2; }
+[ $# -eq 1 ] || { echo "usage: $0 [--quick] [--fuzz] [--only unit|integration|conformance|fuzz] BUILDDIR" >&2; exit 2; }
 BUILDDIR=$(cd "$1" && pwd) || exit 2
 export MAGPIE_BUILDDIR="$BUILDDIR"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0}
@@ -193,12 +199,18 @@ run_conformance() {
     fi
 }
 
+# ---- 4. fuzzing (libFuzzer, clang; ASan/UBSan)
+run_fuzz() {
+    run_script "fuzz" tests/fuzz/run.sh -b "$BUILDDIR/fuzz" "${MAGPIE_FUZZ_SECONDS:-20}"
+}
+
 case "$ONLY" in
-"") run_unit; run_integration; run_conformance ;;
+"") run_unit; run_integration; run_conformance; [ $FUZZ -eq 1 ] && run_fuzz ;;
 unit) run_unit ;;
 integration) run_integration ;;
 conformance) run_conformance ;;
-*) echo "run-all.sh: --only unit|integration|conformance" >&2; exit 2 ;;
+fuzz) run_fuzz ;;
+*) echo "run-all.sh: --only unit|integration|conformance|fuzz" >&2; exit 2 ;;
 esac
 
 echo

@@ -4,7 +4,10 @@
  * text nodes. Every string in the tree lives in the stanza's arena and is
  * freed with it, so fan-out (MUC, presence broadcast) shares one stanza by
  * taking references instead of copying. A stanza shared by several owners
- * (refcount > 1) must not be modified: take mp_stanza_copy() first. */
+ * (refcount > 1) must not be modified: take mp_stanza_copy() first, or
+ * mp_stanza_copy_envelope() to change only the root's attributes (a
+ * different 'to' per recipient). Reading a shared stanza, mp_xml_text
+ * included, never writes to it, so several threads may read one stanza. */
 #ifndef MAGPIE_XML_H
 #define MAGPIE_XML_H
 
@@ -34,11 +37,15 @@ typedef struct mp_xml_attr {
 
 typedef struct mp_xml {
     enum mp_xml_type type;
-    const char *name; /* element: local name; text: NULL */
-    const char *ns;   /* element: namespace URI (never NULL for parsed
-                         elements; children built with ns NULL inherit
-                         the parent's namespace) */
-    const char *text; /* text node: unescaped content, NUL-terminated */
+    unsigned text_cap_log2; /* internal (text node: buffer capacity as a
+                               power of two once grown, 0 = exact) */
+    const char *name;       /* element: local name; text: NULL */
+    const char *ns;         /* element: namespace URI (never NULL for parsed
+                               elements, "" for no namespace; children built
+                               with ns NULL inherit the parent's namespace) */
+    const char *text;       /* text node: unescaped content, NUL-terminated;
+                               element: internal cache of mp_xml_text (NULL
+                               unless it has several text children) */
     size_t text_len;
     mp_xml_attr *attrs;
     struct mp_xml *parent, *children, *last_child, *next;
@@ -60,26 +67,39 @@ void mp_stanza_unref(mp_stanza *st);
 
 /* Deep copy, refcount 1, owned by the caller (to modify a shared stanza). */
 mp_stanza *mp_stanza_copy(const mp_stanza *st);
+/* Cheap per-recipient copy: a new stanza (refcount 1, owned by the caller)
+ * whose root is a fresh copy of st's root (name, namespace, attributes)
+ * and whose children are st's own nodes, shared; the copy holds a
+ * reference on st until it is freed. Set, replace or remove the root's
+ * attributes freely. The shared children must never be modified (nor
+ * passed to mp_xml_remove); adding or copying a child into the root
+ * first copies them (copy-on-write). Their ->parent is st's root, not the
+ * copy's. mp_stanza_size counts the copy's own bytes only. */
+mp_stanza *mp_stanza_copy_envelope(mp_stanza *st);
 
 /* The root element. */
 mp_xml *mp_stanza_root(const mp_stanza *st);
 
-/* Bytes the stanza occupies (arena size), for accounting and limits. */
+/* Bytes the stanza's arena occupies, for accounting and limits (an
+ * envelope copy: its own bytes, not those it shares). */
 size_t mp_stanza_size(const mp_stanza *st);
 
 /* Allocates len bytes / copies a string into the stanza's arena. */
 void *mp_stanza_alloc(mp_stanza *st, size_t len);
 const char *mp_stanza_strdup(mp_stanza *st, const char *s);
 
-/* Tree building. The returned nodes belong to the stanza. ns NULL means
- * "same namespace as parent". */
+/* Tree building, on an unshared stanza only. The returned nodes belong to
+ * the stanza. ns NULL means "same namespace as parent", "" no namespace.
+ * mp_xml_add_text merges with a preceding text node; adding text in many
+ * pieces costs amortised O(total length). */
 mp_xml *mp_xml_add_child(mp_stanza *st, mp_xml *parent, const char *name, const char *ns);
 mp_xml *mp_xml_add_text(mp_stanza *st, mp_xml *parent, const char *text, size_t len);
 /* Adds a deep copy of src (from any stanza) as last child of parent. */
 mp_xml *mp_xml_add_copy(mp_stanza *st, mp_xml *parent, const mp_xml *src);
 /* Sets (value copied), replaces, or with value NULL removes an attribute. */
 void mp_xml_set_attr(mp_stanza *st, mp_xml *el, const char *name, const char *value);
-/* Unlinks el from its parent (memory stays in the arena). */
+/* Unlinks el from its parent (memory stays in the arena). Not on the
+ * shared children of an envelope copy. */
 void mp_xml_remove(mp_xml *el);
 
 /* Queries. */
@@ -91,15 +111,21 @@ mp_xml *mp_xml_find(const mp_xml *el, const char *name, const char *ns);
 mp_xml *mp_xml_find_next(const mp_xml *child, const char *name, const char *ns);
 /* First child element, or NULL. */
 mp_xml *mp_xml_first_element(const mp_xml *el);
-/* Concatenated text of el's direct text children; returns a string in the
- * stanza's arena ("" if none). */
+/* Concatenated text of el's direct text children (el in st); returns a
+ * string that lives as long as st ("" if none). Never writes to a shared
+ * stanza: an element with several text children gets its concatenation
+ * cached while st has one owner (here, or when it is first shared). */
 const char *mp_xml_text(mp_stanza *st, const mp_xml *el);
 
 /* Serialisation. Writes el into out. stream_ns is the default namespace in
  * force where el is written (e.g. "jabber:client" inside a c2s stream): an
  * element whose ns equals it gets no xmlns attribute; the root also omits
  * it when its ns is jabber:client or jabber:server and stream_ns is one of
- * those two (a stanza written into another stream keeps its meaning). */
+ * those two (a stanza written into another stream keeps its meaning). An
+ * element in no namespace (ns "") under a default namespace is written
+ * with xmlns=''. Namespaced attributes ("URI|local") are written as
+ * nsN:local with one xmlns:nsN declaration per distinct URI on that
+ * element. */
 void mp_xml_serialize(const mp_xml *el, struct evbuffer *out, const char *stream_ns);
 /* Same, into a malloc'd NUL-terminated string the caller frees. */
 char *mp_xml_to_string(const mp_xml *el, const char *stream_ns);

@@ -13,7 +13,8 @@ Python standard library only (run with /usr/bin/python3).
         err = c.wait_for('message', lambda e: e.get('type') == 'error')
 
 MagpieServer(builddir, workers=1, storage='sqlite', mysql=None,
-             extra_config='', modules=None, limits=None, hosts=None)
+             extra_config='', modules=None, limits=None, hosts=None,
+             security=None)
   builddir   the build tree holding magpied, magpiectl and modules/.libs
   storage    'sqlite' (a file in the temp state dir) or 'mysql'
   mysql      "host:port:user:password:database" (what tests/mariadb.sh
@@ -22,6 +23,10 @@ MagpieServer(builddir, workers=1, storage='sqlite', mysql=None,
              preformatted libconfig entries (strings starting with '{')
   limits     dict merged into the limits group
              (default max_stanza_size 65536, negotiation_timeout 30)
+  security   dict merged into the security group (default
+             auth_failures_free 1000: the suites fail logins on purpose
+             from one address, and throttled answers would outlast their
+             timeouts; tests of throttling set it lower)
   extra_config  text appended verbatim to the config file
 
 Attributes/methods: .c2s_port .tls_port .host .state_dir .config_path
@@ -115,6 +120,15 @@ def _cfgstr(s):
     return '"' + str(s).replace('\\', '\\\\').replace('"', '\\"') + '"'
 
 
+def _cfgval(v):
+    """A libconfig scalar."""
+    if isinstance(v, bool):
+        return 'true' if v else 'false'
+    if isinstance(v, str):
+        return _cfgstr(v)
+    return str(v)
+
+
 class ServerError(Exception):
     pass
 
@@ -124,7 +138,7 @@ class MagpieServer:
 
     def __init__(self, builddir=None, workers=1, storage='sqlite', mysql=None,
                  extra_config='', modules=None, limits=None, hosts=None,
-                 log_level='debug', start_timeout=None):
+                 log_level='debug', start_timeout=None, security=None):
         self.builddir = os.path.abspath(builddir or default_builddir())
         self.workers = workers
         self.storage = storage
@@ -134,6 +148,9 @@ class MagpieServer:
         self.limits = {'max_stanza_size': 65536, 'negotiation_timeout': 30}
         if limits:
             self.limits.update(limits)
+        self.security = {'auth_failures_free': 1000}
+        if security:
+            self.security.update(security)
         self.hosts = hosts or ['localhost', 'example.test']
         self.log_level = log_level
         self.start_timeout = start_timeout or float(os.environ.get('MAGPIE_START_TIMEOUT', '60'))
@@ -174,6 +191,7 @@ class MagpieServer:
             mods.append(m if m.lstrip().startswith('{') else _cfgstr(m))
         limits = ' '.join('%s = %s;' % (k, v if not isinstance(v, str) else _cfgstr(v))
                           for k, v in self.limits.items())
+        security = ' '.join('%s = %s;' % (k, _cfgval(v)) for k, v in self.security.items())
         return '\n'.join([
             '# written by tests/lib/magpie_fixture.py',
             'state_dir = %s;' % _cfgstr(self.state_dir),
@@ -185,6 +203,7 @@ class MagpieServer:
             '              { type = "c2s_tls"; address = "127.0.0.1"; port = %d; } );' % self.tls_port,
             storage,
             'limits = { %s };' % limits,
+            'security = { %s };' % security,
             'modules = ( %s );' % ', '.join(mods),
             self.extra_config,
             '',

@@ -72,6 +72,12 @@ static int password_ok(const struct mp_credentials *c, const char *user, const c
                      MP_SASL_NEED_CREDS);
     enum mp_sasl_status st = mp_sasl_set_credentials(s, c, &out, &out_len);
     free(out);
+    if (st == MP_SASL_NEED_DERIVE) { /* the key derivation, inline */
+        struct mp_sasl_derive *d = mp_sasl_take_derive(s);
+        mp_sasl_derive_run(d);
+        st = mp_sasl_derived(s, d, &out, &out_len);
+        mp_sasl_derive_free(d);
+    }
     mp_sasl_free(s);
     return st == MP_SASL_SUCCESS;
 }

@@ -155,6 +155,7 @@ struct client_opts {
 struct client_result {
     enum mp_sasl_status first, creds, final;
     const char *condition;
+    int bad_creds; /* mp_sasl_bad_credentials at the end */
     char server_first[512];
     int server_sig_ok;
 };
@@ -257,6 +258,7 @@ static void run_client(const struct client_opts *o, struct client_result *r)
     free(out);
 done:
     r->condition = mp_sasl_condition(s);
+    r->bad_creds = mp_sasl_bad_credentials(s);
     mp_sasl_free(s);
 }
 
@@ -322,18 +324,26 @@ static void test_wrong_password(void **state)
     assert_int_equal(r.creds, MP_SASL_CONTINUE);
     assert_int_equal(r.final, MP_SASL_FAILURE);
     assert_string_equal(r.condition, "not-authorized");
+    assert_true(r.bad_creds); /* counted by login throttling */
     /* right password, damaged proof */
     o.password = "s3cret pass";
     o.flip_proof = 1;
     run_client(&o, &r);
     assert_int_equal(r.final, MP_SASL_FAILURE);
     assert_string_equal(r.condition, "not-authorized");
-    /* right proof, wrong nonce echoed */
+    assert_true(r.bad_creds);
+    /* right proof, wrong nonce echoed: a protocol error, not a guess */
     o.flip_proof = 0;
     o.tamper_nonce = 1;
     run_client(&o, &r);
     assert_int_equal(r.final, MP_SASL_FAILURE);
     assert_string_equal(r.condition, "not-authorized");
+    assert_false(r.bad_creds);
+    /* a success is no failure */
+    o.tamper_nonce = 0;
+    run_client(&o, &r);
+    assert_int_equal(r.final, MP_SASL_SUCCESS);
+    assert_false(r.bad_creds);
 }
 
 /* Splits "r=..,s=..,i=.." and returns the s= value (static buffer). */
@@ -362,6 +372,7 @@ static void test_unknown_user(void **state)
     assert_int_equal(r1.creds, MP_SASL_CONTINUE); /* looks like a real account */
     assert_int_equal(r1.final, MP_SASL_FAILURE);
     assert_string_equal(r1.condition, "not-authorized");
+    assert_true(r1.bad_creds);
     run_client(&o, &r2);
     o.user = "trudy";
     run_client(&o, &r3);
@@ -404,19 +415,30 @@ static void test_channel_binding(void **state)
     assert_int_equal(r.creds, MP_SASL_CONTINUE);
     assert_int_equal(r.final, MP_SASL_FAILURE);
     assert_string_equal(r.condition, "not-authorized");
+    /* a binding mismatch is not a failed password: not throttled */
+    assert_false(r.bad_creds);
+    /* ... even with a wrong password on top (the answer says nothing) */
+    o.password = "wrong";
+    run_client(&o, &r);
+    assert_int_equal(r.final, MP_SASL_FAILURE);
+    assert_false(r.bad_creds);
+    o.password = "s3cret pass";
     /* c= carries only the gs2 header, no binding data */
     o.cbdata_len = 0;
     run_client(&o, &r);
     assert_int_equal(r.final, MP_SASL_FAILURE);
+    assert_false(r.bad_creds);
     /* binding data of the other type */
     o.cbdata = cb.endpoint;
     o.cbdata_len = 32;
     run_client(&o, &r);
     assert_int_equal(r.final, MP_SASL_FAILURE);
+    assert_false(r.bad_creds);
     /* an unknown or unavailable binding type */
     o.gs2 = "p=tls-unique,,";
     run_client(&o, &r);
     assert_int_equal(r.first, MP_SASL_FAILURE);
+    assert_false(r.bad_creds);
     struct mp_sasl_cb endpoint_only = cb;
     endpoint_only.has_exporter = 0;
     o.cb = &endpoint_only;
@@ -533,7 +555,17 @@ static enum mp_sasl_status plain(const char *msg, size_t len, const struct mp_cr
         if (authz)
             strcpy(authz, mp_sasl_authzid(s) ? mp_sasl_authzid(s) : "(none)");
         st = mp_sasl_set_credentials(s, known ? c : NULL, &out, &out_len);
-        free(out);
+        assert_null(out);
+        if (st == MP_SASL_NEED_DERIVE) {
+            /* what a pool thread does, done inline */
+            struct mp_sasl_derive *d = mp_sasl_take_derive(s);
+            assert_non_null(d);
+            assert_null(mp_sasl_take_derive(s));
+            mp_sasl_derive_run(d);
+            st = mp_sasl_derived(s, d, &out, &out_len);
+            assert_null(out);
+            mp_sasl_derive_free(d);
+        }
     }
     *cond = mp_sasl_condition(s);
     mp_sasl_free(s);
@@ -580,6 +612,112 @@ static void test_plain(void **state)
     assert_string_equal(cond, "malformed-request");
     static const char at[] = "\0alice@x\0s3cret pass"; /* '@' is not nodeprep-valid */
     assert_int_equal(plain(at, sizeof at - 1, &alice, 1, &cond, NULL, NULL), MP_SASL_FAILURE);
+}
+
+/* The split PLAIN API: set_credentials never derives; the derivation is a
+ * self-contained job that may outlive the exchange. */
+static void test_plain_split(void **state)
+{
+    (void)state;
+    static const char ok[] = "\0alice\0s3cret pass";
+    static const char bad[] = "\0alice\0wrong";
+    unsigned char *out;
+    size_t out_len;
+
+    /* known account, right password */
+    mp_sasl *s = mp_sasl_new("PLAIN", &tls_only);
+    assert_int_equal(mp_sasl_step(s, (const unsigned char *)ok, sizeof ok - 1, &out, &out_len),
+                     MP_SASL_NEED_CREDS);
+    assert_int_equal(mp_sasl_set_credentials(s, &alice, &out, &out_len), MP_SASL_NEED_DERIVE);
+    assert_null(out);
+    /* nothing may be fed meanwhile */
+    struct mp_sasl_derive *d = mp_sasl_take_derive(s);
+    assert_non_null(d);
+    assert_int_equal(mp_sasl_derive_iterations(d), alice.iterations);
+    mp_sasl_derive_run(d);
+    assert_int_equal(mp_sasl_derived(s, d, &out, &out_len), MP_SASL_SUCCESS);
+    assert_false(mp_sasl_bad_credentials(s));
+    /* a second completion is refused */
+    assert_int_equal(mp_sasl_derived(s, d, &out, &out_len), MP_SASL_FAILURE);
+    assert_string_equal(mp_sasl_condition(s), "aborted");
+    mp_sasl_derive_free(d);
+    mp_sasl_free(s);
+
+    /* wrong password: counted */
+    s = mp_sasl_new("PLAIN", &tls_only);
+    assert_int_equal(mp_sasl_step(s, (const unsigned char *)bad, sizeof bad - 1, &out, &out_len),
+                     MP_SASL_NEED_CREDS);
+    assert_int_equal(mp_sasl_set_credentials(s, &alice, &out, &out_len), MP_SASL_NEED_DERIVE);
+    d = mp_sasl_take_derive(s);
+    mp_sasl_derive_run(d);
+    assert_int_equal(mp_sasl_derived(s, d, &out, &out_len), MP_SASL_FAILURE);
+    assert_string_equal(mp_sasl_condition(s), "not-authorized");
+    assert_true(mp_sasl_bad_credentials(s));
+    mp_sasl_derive_free(d);
+    mp_sasl_free(s);
+
+    /* unknown account: derives too (same cost), then fails, counted */
+    s = mp_sasl_new("PLAIN", &tls_only);
+    assert_int_equal(mp_sasl_step(s, (const unsigned char *)ok, sizeof ok - 1, &out, &out_len),
+                     MP_SASL_NEED_CREDS);
+    assert_int_equal(mp_sasl_set_credentials(s, NULL, &out, &out_len), MP_SASL_NEED_DERIVE);
+    d = mp_sasl_take_derive(s);
+    assert_int_equal(mp_sasl_derive_iterations(d), alice.iterations);
+    mp_sasl_derive_run(d);
+    assert_int_equal(mp_sasl_derived(s, d, &out, &out_len), MP_SASL_FAILURE);
+    assert_true(mp_sasl_bad_credentials(s));
+    mp_sasl_derive_free(d);
+    mp_sasl_free(s);
+
+    /* the step in between is refused; the derivation outlives the exchange */
+    s = mp_sasl_new("PLAIN", &tls_only);
+    assert_int_equal(mp_sasl_step(s, (const unsigned char *)ok, sizeof ok - 1, &out, &out_len),
+                     MP_SASL_NEED_CREDS);
+    assert_int_equal(mp_sasl_set_credentials(s, &alice, &out, &out_len), MP_SASL_NEED_DERIVE);
+    d = mp_sasl_take_derive(s);
+    mp_sasl_free(s);
+    mp_sasl_derive_run(d); /* still valid: a copy of the work */
+    mp_sasl_derive_free(d);
+
+    /* could not run (pool full): temporary failure, not counted */
+    s = mp_sasl_new("PLAIN", &tls_only);
+    assert_int_equal(mp_sasl_step(s, (const unsigned char *)ok, sizeof ok - 1, &out, &out_len),
+                     MP_SASL_NEED_CREDS);
+    assert_int_equal(mp_sasl_set_credentials(s, &alice, &out, &out_len), MP_SASL_NEED_DERIVE);
+    d = mp_sasl_take_derive(s);
+    assert_int_equal(mp_sasl_derived(s, NULL, &out, &out_len), MP_SASL_FAILURE);
+    assert_string_equal(mp_sasl_condition(s), "temporary-auth-failure");
+    assert_false(mp_sasl_bad_credentials(s));
+    mp_sasl_derive_free(d);
+    mp_sasl_free(s);
+
+    /* feeding while the derivation is pending aborts; freeing with an
+     * untaken derivation releases it */
+    s = mp_sasl_new("PLAIN", &tls_only);
+    assert_int_equal(mp_sasl_step(s, (const unsigned char *)ok, sizeof ok - 1, &out, &out_len),
+                     MP_SASL_NEED_CREDS);
+    assert_int_equal(mp_sasl_set_credentials(s, &alice, &out, &out_len), MP_SASL_NEED_DERIVE);
+    assert_int_equal(mp_sasl_step(s, (const unsigned char *)"x", 1, &out, &out_len),
+                     MP_SASL_FAILURE);
+    assert_string_equal(mp_sasl_condition(s), "aborted");
+    mp_sasl_free(s);
+
+    /* a username nodeprep refuses: counted (address only in c2s) */
+    static const char at[] = "\0alice@x\0s3cret pass";
+    s = mp_sasl_new("PLAIN", &tls_only);
+    assert_int_equal(mp_sasl_step(s, (const unsigned char *)at, sizeof at - 1, &out, &out_len),
+                     MP_SASL_FAILURE);
+    assert_true(mp_sasl_bad_credentials(s));
+    assert_null(mp_sasl_username(s));
+    mp_sasl_free(s);
+    /* malformed: not counted */
+    static const char one_nul[] = "alice\0s3cret pass";
+    s = mp_sasl_new("PLAIN", &tls_only);
+    assert_int_equal(
+        mp_sasl_step(s, (const unsigned char *)one_nul, sizeof one_nul - 1, &out, &out_len),
+        MP_SASL_FAILURE);
+    assert_false(mp_sasl_bad_credentials(s));
+    mp_sasl_free(s);
 }
 
 /* SASLprep: a no-break space in the password maps to a space. */
@@ -862,6 +1000,7 @@ int main(void)
         cmocka_unit_test(test_downgrade_y_flag),
         cmocka_unit_test(test_mechanisms),
         cmocka_unit_test(test_plain),
+        cmocka_unit_test(test_plain_split),
         cmocka_unit_test(test_saslprep),
         cmocka_unit_test(test_scram_names),
         cmocka_unit_test(test_malformed_first),

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core.h"
 
@@ -440,6 +441,219 @@ static void iq_result_answers_request(void **state)
     mp_stanza_unref(res);
 }
 
+/* ---- hostile input and shared stanzas ---- */
+
+/* Text added in pieces through the API is grown by doubling, never
+ * re-copied per piece: two elements appended to in turn (so neither text
+ * is ever the arena's last allocation) keep the arena linear. */
+static void add_text_in_pieces_is_amortised(void **state)
+{
+    (void)state;
+    mp_stanza *st = mp_stanza_new("a", "urn:t");
+    mp_xml *r = mp_stanza_root(st);
+    mp_xml *x = mp_xml_add_child(st, r, "x", NULL), *y = mp_xml_add_child(st, r, "y", NULL);
+    size_t base = mp_stanza_size(st), n = 40000;
+    for (size_t i = 1; i <= n; i++) {
+        mp_xml_add_text(st, x, "x", 1);
+        mp_xml_add_text(st, y, "yy", 2);
+        /* doubling: at most ~4x the text, plus a partly used arena chunk */
+        if (mp_stanza_size(st) > base + 4 * 3 * i + 72 * 1024)
+            fail_msg("%zu bytes of text built %zu bytes", 3 * i, mp_stanza_size(st) - base);
+    }
+    assert_int_equal(x->children->text_len, n);
+    assert_int_equal(y->children->text_len, 2 * n);
+    assert_int_equal(strlen(mp_xml_text(st, y)), 2 * n);
+    assert_true(x->children == x->last_child && y->children == y->last_child);
+    mp_stanza_unref(st);
+}
+
+/* Parsing a text that expat hands over in thousands of pieces (every
+ * newline is a callback) builds one text node of the text's size. */
+static void parse_text_in_pieces_is_linear(void **state)
+{
+    (void)state;
+    size_t na = 16384, nl = 4096;
+    char *s = malloc(na + nl + 32);
+    strcpy(s, "<body>");
+    memset(s + 6, 'A', na);
+    memset(s + 6 + na, '\n', nl);
+    strcpy(s + 6 + na + nl, "</body>");
+    mp_stanza *st = parse(s);
+    mp_xml *r = mp_stanza_root(st);
+    assert_ptr_equal(r->children, r->last_child);
+    assert_int_equal(r->children->text_len, na + nl);
+    print_message("%zu bytes of text: arena %zu bytes\n", na + nl, mp_stanza_size(st));
+    assert_true(mp_stanza_size(st) < na + nl + 4096);
+    mp_stanza_unref(st);
+    free(s);
+}
+
+/* Reading the text of a shared stanza never writes to it: several
+ * workers may read one stanza at once. */
+static void text_of_shared_stanza_is_read_only(void **state)
+{
+    (void)state;
+    mp_stanza *st = parse("<message xmlns='jabber:client'><body>one<x/>two<y/>"
+                          "three</body><s>a<t>b</t>c</s></message>");
+    mp_xml *body = mp_xml_find(mp_stanza_root(st), "body", NULL);
+    mp_xml *sub = mp_xml_find(mp_stanza_root(st), "s", NULL);
+    mp_stanza_ref(st); /* now shared */
+    size_t size = mp_stanza_size(st);
+    const char *t = mp_xml_text(st, body);
+    assert_string_equal(t, "onetwothree");
+    for (int i = 0; i < 2000; i++) {
+        assert_ptr_equal(mp_xml_text(st, body), t);
+        assert_string_equal(mp_xml_text(st, sub), "ac");
+    }
+    assert_int_equal(mp_stanza_size(st), size);
+    mp_stanza_unref(st);
+    mp_stanza_unref(st);
+
+    /* built by hand: sharing seals the texts too */
+    mp_stanza *b = mp_stanza_new("m", "urn:m");
+    mp_xml *r = mp_stanza_root(b);
+    mp_xml_add_text(b, r, "ab", 2);
+    mp_xml_add_child(b, r, "c", NULL);
+    mp_xml_add_text(b, r, "cd", 2);
+    assert_string_equal(mp_xml_text(b, r), "abcd"); /* unshared: cached */
+    mp_xml_add_text(b, r, "ef", 2);                 /* invalidates */
+    mp_stanza_ref(b);
+    size = mp_stanza_size(b);
+    t = mp_xml_text(b, r);
+    assert_string_equal(t, "abcdef");
+    for (int i = 0; i < 2000; i++)
+        assert_ptr_equal(mp_xml_text(b, r), t);
+    assert_int_equal(mp_stanza_size(b), size);
+    mp_stanza_unref(b);
+    /* unshared again: removing a text child keeps the text right */
+    mp_xml_remove(r->children);
+    assert_string_equal(mp_xml_text(b, r), "cdef");
+    mp_stanza_unref(b);
+}
+
+/* The per-recipient envelope copy: a fresh root, children shared. */
+static void copy_envelope_shares_children(void **state)
+{
+    (void)state;
+    const char *src =
+        "<message xmlns='jabber:client' to='room@muc/x' from='a@b/c' type='groupchat'>"
+        "<body>hi<b/>there</body><x xmlns='urn:x'><deep><er>t</er></deep></x>"
+        "</message>";
+    for (int order = 0; order < 2; order++) {
+        mp_stanza *st = parse(src);
+        char *before = ser(st, MP_NS_CLIENT);
+        mp_stanza *c = mp_stanza_copy_envelope(st);
+        mp_xml *r = mp_stanza_root(st), *cr = mp_stanza_root(c);
+        assert_ptr_not_equal(r, cr);
+        assert_ptr_equal(cr->children, r->children);
+        assert_ptr_equal(cr->last_child, r->last_child);
+        mp_xml_set_attr(c, cr, "to", "member@b/r");
+        mp_xml_set_attr(c, cr, "from", "room@muc/nick");
+        assert_ser(st, MP_NS_CLIENT, before);
+        assert_ser(c, MP_NS_CLIENT,
+                   "<message to='member@b/r' from='room@muc/nick' type='groupchat'>"
+                   "<body>hi<b/>there</body><x xmlns='urn:x'><deep><er>t</er></deep></x>"
+                   "</message>");
+        assert_string_equal(mp_xml_text(c, mp_xml_find(cr, "body", NULL)), "hithere");
+        /* serialising a shared child on its own, and a deep copy of the copy */
+        char *x = mp_xml_to_string(mp_xml_find(cr, "x", NULL), MP_NS_CLIENT);
+        assert_string_equal(x, "<x xmlns='urn:x'><deep><er>t</er></deep></x>");
+        free(x);
+        mp_stanza *d = mp_stanza_copy(c);
+        assert_ser(d, MP_NS_CLIENT,
+                   "<message to='member@b/r' from='room@muc/nick' type='groupchat'>"
+                   "<body>hi<b/>there</body><x xmlns='urn:x'><deep><er>t</er></deep></x>"
+                   "</message>");
+        mp_stanza_unref(d);
+        /* adding to the copy's root copies its children first */
+        mp_stanza *e = mp_stanza_copy_envelope(st);
+        mp_xml_add_child(e, mp_stanza_root(e), "extra", "urn:e");
+        assert_ptr_not_equal(mp_stanza_root(e)->children, r->children);
+        assert_ser(st, MP_NS_CLIENT, before);
+        mp_stanza_unref(e);
+        /* a copy of a copy */
+        mp_stanza *cc = mp_stanza_copy_envelope(c);
+        assert_ptr_equal(mp_stanza_root(cc)->children, r->children);
+        assert_string_equal(mp_xml_get_attr(mp_stanza_root(cc), "to"), "member@b/r");
+        if (order == 0) {
+            mp_stanza_unref(st);
+            assert_ser(c, MP_NS_CLIENT,
+                       "<message to='member@b/r' from='room@muc/nick' type='groupchat'>"
+                       "<body>hi<b/>there</body><x xmlns='urn:x'><deep><er>t</er></deep></x>"
+                       "</message>");
+            mp_stanza_unref(c);
+            mp_stanza_unref(cc);
+        } else {
+            mp_stanza_unref(cc);
+            mp_stanza_unref(c);
+            assert_ser(st, MP_NS_CLIENT, before);
+            mp_stanza_unref(st);
+        }
+        free(before);
+    }
+}
+
+/* An element in no namespace under a default namespace keeps xmlns=''. */
+static void no_namespace_child_keeps_empty_xmlns(void **state)
+{
+    (void)state;
+    mp_stanza *st = parse("<message xmlns='jabber:client'><body xmlns=''>x<i>y</i></body>"
+                          "<body>z</body></message>");
+    mp_xml *b = mp_xml_find(mp_stanza_root(st), "body", "");
+    assert_non_null(b);
+    assert_string_equal(b->ns, "");
+    assert_ser(st, MP_NS_CLIENT,
+               "<message><body xmlns=''>x<i>y</i></body><body>z</body></message>");
+    char *s = ser(st, NULL);
+    mp_stanza *p = parse(s);
+    assert_non_null(mp_xml_find(mp_stanza_root(p), "body", ""));
+    assert_non_null(mp_xml_find(mp_stanza_root(p), "body", MP_NS_CLIENT));
+    free(s);
+    mp_stanza_unref(p);
+    mp_stanza_unref(st);
+    /* at the top level of a stream with no default namespace: nothing */
+    st = parse("<a xmlns=''/>");
+    assert_ser(st, NULL, "<a/>");
+    mp_stanza_unref(st);
+}
+
+/* Writing namespace declarations is not cubic in the attribute count:
+ * 3,000 attributes in distinct namespaces took seconds. */
+static void namespaced_attributes_serialise_in_linear_time(void **state)
+{
+    (void)state;
+    mp_stanza *st = mp_stanza_new("x", "urn:a");
+    mp_xml *r = mp_stanza_root(st);
+    size_t n = 3000;
+    mp_xml_attr **tail = &r->attrs;
+    for (size_t i = 0; i < n; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "urn:n%zu|a", i % (n / 2));
+        mp_xml_attr *a = mp_stanza_alloc(st, sizeof(*a));
+        a->name = mp_stanza_strdup(st, name);
+        a->value = i < n / 2 ? "1" : "2";
+        a->next = NULL;
+        *tail = a;
+        tail = &a->next;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char *s = ser(st, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    print_message("%zu namespaced attributes serialised in %.1f ms\n", n, ms);
+    assert_true(ms < 500);
+    /* each namespace declared once, and reused by its second attribute */
+    size_t decls = 0;
+    for (const char *p = s; (p = strstr(p, " xmlns:ns")); p++)
+        decls++;
+    assert_int_equal(decls, n / 2);
+    assert_non_null(strstr(s, " xmlns:ns1499='urn:n1499' ns1499:a='1'"));
+    assert_non_null(strstr(s, " ns0:a='2'"));
+    free(s);
+    mp_stanza_unref(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -465,6 +679,12 @@ int main(void)
         cmocka_unit_test(deep_trees_serialise_and_copy_without_recursion),
         cmocka_unit_test(make_error_swaps_addresses_and_adds_condition),
         cmocka_unit_test(iq_result_answers_request),
+        cmocka_unit_test(add_text_in_pieces_is_amortised),
+        cmocka_unit_test(parse_text_in_pieces_is_linear),
+        cmocka_unit_test(text_of_shared_stanza_is_read_only),
+        cmocka_unit_test(copy_envelope_shares_children),
+        cmocka_unit_test(no_namespace_child_keeps_empty_xmlns),
+        cmocka_unit_test(namespaced_attributes_serialise_in_linear_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

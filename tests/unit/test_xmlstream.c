@@ -290,6 +290,8 @@ static void text_at_stream_level_is_refused(void **state)
 
 /* Feeds s after a header in one go and in single bytes; both must end in
  * exactly one error with condition cond, and no stanza. */
+static char rlast_log[4096]; /* log of expect_error's last one-feed run */
+
 static void expect_error(const char *body, const char *cond)
 {
     struct rec r;
@@ -297,8 +299,9 @@ static void expect_error(const char *body, const char *cond)
     strcpy(s, HDR);
     strcat(s, body);
     run_whole(&r, s);
+    snprintf(rlast_log, sizeof rlast_log, "%.4000s", r.log);
     if (r.errors != 1 || strcmp(r.cond, cond) != 0)
-        fail_msg("%s: got %s", body, r.log);
+        fail_msg("%.200s: got %s", body, r.log);
     assert_int_equal(r.stanzas, 0);
 
     mp_xmlstream *p = new_parser(&r);
@@ -728,6 +731,314 @@ static void parser_memory_is_accounted(void **state)
     mp_xmlstream_free(p);
 }
 
+/* ---- hostile input: memory built per byte received ---- */
+
+/* Feeds s in pieces of step bytes (the last one shorter) and, if ratio,
+ * checks after each piece that the parser holds at most 4 bytes per byte
+ * fed above what it held before (plus slack for expat's buffers). Stops at
+ * the first error callback. Returns the highest memory seen above base. */
+static size_t feed_bounded(struct rec *r, const char *s, size_t n, size_t step, int ratio)
+{
+    mp_xmlstream *p = r->p;
+    size_t base = mp_xmlstream_memory(p), peak = 0;
+    for (size_t off = 0; off < n && !r->errors; off += step) {
+        size_t k = n - off < step ? n - off : step;
+        mp_xmlstream_feed(p, s + off, k, NULL);
+        size_t m = mp_xmlstream_memory(p);
+        size_t over = m > base ? m - base : 0;
+        if (over > peak)
+            peak = over;
+        if (ratio && over > 4 * (off + k) + 16384)
+            fail_msg("after %zu bytes the parser holds %zu bytes more", off + k, over);
+    }
+    return peak;
+}
+
+static void quiet_stanza(void *ud, mp_stanza *st)
+{
+    ((struct rec *)ud)->stanzas++;
+    mp_stanza_unref(st);
+}
+
+/* A body of 64 KiB of 'A' and 16,384 newlines, never finished: expat
+ * reports every newline as a callback of its own. The text must not be
+ * copied again per piece (that took 1.19 GB). */
+static void text_in_pieces_costs_linear_memory(void **state)
+{
+    (void)state;
+    struct mp_xml_limits saved = LIM;
+    LIM.max_stanza = 256 * 1024;
+    LIM.max_text = 256 * 1024;
+    LIM.max_memory = 1024 * 1024;
+    size_t na = 64 * 1024, nl = 16384;
+    const char *pre = "<message><body>";
+    size_t n = strlen(pre) + na + nl;
+    char *s = malloc(n + 32);
+    strcpy(s, pre);
+    memset(s + strlen(pre), 'A', na);
+    memset(s + strlen(pre) + na, '\n', nl);
+    strcpy(s + n, "</body></message>");
+    size_t steps[] = {1, 7, 1000, 65536};
+    struct mp_xmlstream_cb quiet = {NULL, quiet_stanza, NULL, cb_error};
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        struct rec r;
+        memset(&r, 0, sizeof r);
+        mp_xmlstream *p = r.p = mp_xmlstream_new(&LIM, &quiet, &r);
+        assert_int_equal(feed_str(p, HDR), MAGPIE_OK);
+        size_t peak = feed_bounded(&r, s, n, steps[i], 1);
+        assert_int_equal(r.errors, 0);
+        print_message("step %zu: peak %zu bytes above the header for %zu bytes\n", steps[i], peak,
+                      n);
+        assert_int_equal(feed_str(p, "</body></message>"), MAGPIE_OK);
+        assert_int_equal(r.stanzas, 1);
+        mp_xmlstream_free(p);
+    }
+    /* the delivered stanza: one text node, arena about the text's size */
+    struct mp_xmlstream_cb cb = {NULL, cap_stanza, NULL, cb_error};
+    struct rec r;
+    memset(&r, 0, sizeof r);
+    mp_xmlstream *p = mp_xmlstream_new(&LIM, &cb, &r);
+    captured = NULL;
+    assert_int_equal(feed_str(p, HDR), MAGPIE_OK);
+    for (size_t off = 0; off < n + strlen("</body></message>"); off += 4096) {
+        size_t k = n + 17 - off < 4096 ? n + 17 - off : 4096;
+        assert_int_equal(mp_xmlstream_feed(p, s + off, k, NULL), MAGPIE_OK);
+    }
+    assert_non_null(captured);
+    mp_xml *body = mp_xml_find(mp_stanza_root(captured), "body", NULL);
+    assert_non_null(body);
+    assert_non_null(body->children);
+    assert_ptr_equal(body->children, body->last_child);
+    assert_int_equal(body->children->text_len, na + nl);
+    assert_true(mp_stanza_size(captured) < na + nl + 4096);
+    mp_stanza_unref(captured);
+    mp_xmlstream_free(p);
+    free(s);
+    LIM = saved;
+}
+
+/* Entities and newlines inside one text run give one text node. */
+static void text_run_is_one_node(void **state)
+{
+    (void)state;
+    struct mp_xmlstream_cb cb = {NULL, cap_stanza, NULL, NULL};
+    mp_xmlstream *p = mp_xmlstream_new(&LIM, &cb, NULL);
+    captured = NULL;
+    assert_int_equal(feed_str(p, HDR "<message><body>a&amp;b\nc\r\n&#65;<![CDATA[<]]>"
+                                     "</body></message>"),
+                     MAGPIE_OK);
+    assert_non_null(captured);
+    mp_xml *b = mp_xml_find(mp_stanza_root(captured), "body", NULL);
+    assert_ptr_equal(b->children, b->last_child);
+    assert_string_equal(b->children->text, "a&b\nc\nA<");
+    assert_string_equal(mp_xml_text(captured, b), "a&b\nc\nA<");
+    mp_stanza_unref(captured);
+    mp_xmlstream_free(p);
+}
+
+/* Feeds HDR + body with limits lim in one feed and byte by byte (memory
+ * checked after every byte); each must end in exactly one error cond, and
+ * the parser's memory above the header never passes lim.max_memory plus
+ * expat's own buffers. */
+static void expect_bounded_error(const struct mp_xml_limits *lim, const char *body,
+                                 const char *cond, const char *text_part)
+{
+    struct mp_xml_limits saved = LIM;
+    LIM = *lim;
+    expect_error(body, cond);
+    if (text_part && !strstr(rlast_log, text_part))
+        fail_msg("%s: error text lacks '%s': %s", cond, text_part, rlast_log);
+    struct rec r;
+    mp_xmlstream *p = new_parser(&r);
+    assert_int_equal(feed_str(p, HDR), MAGPIE_OK);
+    size_t peak = feed_bounded(&r, body, strlen(body), 1, 0);
+    assert_int_equal(r.errors, 1);
+    assert_string_equal(r.cond, cond);
+    size_t cap = (lim->max_memory ? lim->max_memory : 4 * lim->max_stanza) + 32768;
+    if (peak > cap)
+        fail_msg("peak %zu above the header, cap %zu", peak, cap);
+    mp_xmlstream_free(p);
+    LIM = saved;
+}
+
+/* Repeats unit n times between pre and post; caller frees. */
+static char *repeat(const char *pre, const char *unit, size_t n, const char *post)
+{
+    size_t lp = strlen(pre), lu = strlen(unit), lq = strlen(post);
+    char *s = malloc(lp + lu * n + lq + 1), *o = s;
+    memcpy(o, pre, lp);
+    o += lp;
+    for (size_t i = 0; i < n; i++, o += lu)
+        memcpy(o, unit, lu);
+    memcpy(o, post, lq + 1);
+    return s;
+}
+
+/* The element count and the built size are capped, not only bytes read:
+ * 260 KB of <a/> inside <auth> built a ~5.8 MB arena. */
+static void built_size_is_capped(void **state)
+{
+    (void)state;
+    struct mp_xml_limits lim = {.max_stanza = 64 * 1024,
+                                .max_depth = 8,
+                                .max_attrs = 16,
+                                .max_attr_len = 256,
+                                .max_text = 64 * 1024,
+                                .max_elements = 100,
+                                .max_memory = 32 * 1024};
+    struct rec r;
+    struct mp_xml_limits saved = LIM;
+    LIM = lim;
+    /* at the limits: root + 99 children, accepted */
+    char *s = repeat(HDR "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>", "<a/>", 99, "</auth>");
+    run_whole(&r, s);
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.stanzas, 1);
+    free(s);
+    LIM = saved;
+
+    /* wide: one element too many */
+    s = repeat("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>", "<a/>", 100, "</auth>");
+    expect_bounded_error(&lim, s, "policy-violation", "elements");
+    free(s);
+    /* deep and wide at once */
+    s = repeat("<a>", "<b><c><d/></c></b>", 40, "</a>");
+    expect_bounded_error(&lim, s, "policy-violation", "elements");
+    free(s);
+    /* many attributes on few elements: memory, not count, is the limit */
+    s = repeat("<a>",
+               "<b a1='x' a2='x' a3='x' a4='x' a5='x' a6='x' a7='x' a8='x' a9='x' a10='x' "
+               "a11='x' a12='x' a13='x' a14='x' a15='x' a16='x'/>",
+               90, "</a>");
+    expect_bounded_error(&lim, s, "policy-violation", "memory");
+    free(s);
+    /* huge text: within max_text but over the memory cap */
+    struct mp_xml_limits big = lim;
+    big.max_stanza = 128 * 1024;
+    big.max_text = 60 * 1024;
+    s = repeat("<message><body>", "A\n&amp;", 12000, "</body></message>");
+    expect_bounded_error(&big, s, "policy-violation", "memory");
+    free(s);
+    /* namespaced attributes with a long namespace name declared once */
+    char ns[1024 + 64];
+    memset(ns, 'u', 1024);
+    ns[1024] = '\0';
+    char head[1200];
+    snprintf(head, sizeof head, "<message xmlns:x='urn:%s'>", ns);
+    s = repeat(head, "<a x:b=''/>", 90, "</message>");
+    expect_bounded_error(&lim, s, "policy-violation", "memory");
+    free(s);
+    /* defaults (0) still cap: elements default is 8192 */
+    struct mp_xml_limits dflt = {.max_stanza = 256 * 1024};
+    s = repeat(HDR "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>", "<a/>", 60000, "</auth>");
+    LIM = dflt;
+    run_whole(&r, s);
+    assert_int_equal(r.errors, 1);
+    assert_string_equal(r.cond, "policy-violation");
+    assert_non_null(strstr(r.log, "elements"));
+    LIM = saved;
+    free(s);
+}
+
+static int switch_limits_at;
+static struct mp_xml_limits switch_to;
+
+static void cb_stanza_switch(void *ud, mp_stanza *st)
+{
+    struct rec *r = ud;
+    cb_stanza(ud, st);
+    if (r->stanzas == switch_limits_at)
+        mp_xmlstream_set_limits(r->p, &switch_to);
+}
+
+/* Limits change between stanzas (pre-auth -> post-auth), from a callback
+ * or between feeds, and never for the stanza being read. */
+static void limits_switch_at_stanza_boundary(void **state)
+{
+    (void)state;
+    struct mp_xml_limits small = LIM, large = LIM;
+    small.max_stanza = 1024;
+    small.max_elements = 4;
+    large.max_stanza = 8192;
+    large.max_elements = 64;
+    large.max_text = 8192;
+    char *wide = repeat("<iq>", "<a/>", 10, "</iq>"); /* 11 elements */
+    char *longer = stanza_of_size(2000);
+
+    /* from inside the stanza callback, as after SASL success */
+    struct mp_xmlstream_cb cb = {cb_open, cb_stanza_switch, cb_close, cb_error};
+    struct rec r;
+    memset(&r, 0, sizeof r);
+    r.p = mp_xmlstream_new(&small, &cb, &r);
+    switch_limits_at = 1;
+    switch_to = large;
+    assert_int_equal(feed_str(r.p, HDR "<auth/>"), MAGPIE_OK);
+    assert_int_equal(feed_str(r.p, wide), MAGPIE_OK);
+    assert_int_equal(feed_str(r.p, longer), MAGPIE_OK);
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.stanzas, 3);
+    mp_xmlstream_free(r.p);
+
+    /* the small limits apply before the switch */
+    memset(&r, 0, sizeof r);
+    r.p = mp_xmlstream_new(&small, &cb, &r);
+    switch_limits_at = 0;
+    assert_int_equal(feed_str(r.p, HDR), MAGPIE_OK);
+    assert_int_equal(feed_str(r.p, wide), MAGPIE_ERR);
+    assert_string_equal(r.cond, "policy-violation");
+    mp_xmlstream_free(r.p);
+    memset(&r, 0, sizeof r);
+    r.p = mp_xmlstream_new(&small, &cb, &r);
+    assert_int_equal(feed_str(r.p, HDR), MAGPIE_OK);
+    assert_int_equal(feed_str(r.p, longer), MAGPIE_ERR);
+    mp_xmlstream_free(r.p);
+
+    /* set in the middle of a stanza: that stanza keeps the old limits,
+     * the next one gets the new ones */
+    memset(&r, 0, sizeof r);
+    r.p = mp_xmlstream_new(&large, &cb, &r);
+    assert_int_equal(feed_str(r.p, HDR "<iq><a/><a/><a/><a/>"), MAGPIE_OK);
+    mp_xmlstream_set_limits(r.p, &small);
+    assert_int_equal(feed_str(r.p, "<a/><a/></iq>"), MAGPIE_OK);
+    assert_int_equal(r.stanzas, 1);
+    assert_int_equal(feed_str(r.p, "<presence/>"), MAGPIE_OK);
+    assert_int_equal(feed_str(r.p, wide), MAGPIE_ERR);
+    assert_int_equal(r.stanzas, 2);
+    mp_xmlstream_free(r.p);
+
+    /* survives release/rebuild and a stream reset */
+    memset(&r, 0, sizeof r);
+    r.p = mp_xmlstream_new(&small, &cb, &r);
+    assert_int_equal(feed_str(r.p, HDR), MAGPIE_OK);
+    mp_xmlstream_set_limits(r.p, &large);
+    assert_int_equal(mp_xmlstream_release(r.p), MAGPIE_OK);
+    mp_xmlstream_reset(r.p);
+    assert_int_equal(feed_str(r.p, HDR), MAGPIE_OK);
+    assert_int_equal(feed_str(r.p, wide), MAGPIE_OK);
+    assert_int_equal(feed_str(r.p, longer), MAGPIE_OK);
+    assert_int_equal(r.errors, 0);
+    mp_xmlstream_free(r.p);
+    free(wide);
+    free(longer);
+}
+
+/* Only unqualified from/to/id/type on a stanza root address it: qualified
+ * ones (any namespace, jabber:client included) are dropped there. */
+static void qualified_addressing_attributes_are_dropped_on_root(void **state)
+{
+    (void)state;
+    struct rec r;
+    run_whole(&r, HDR "<message xmlns:x='urn:x' xmlns:c='jabber:client' x:to='evil@x' "
+                      "to='good@x' c:from='evil@y' x:type='groupchat' x:id='i' c:to='e' "
+                      "x:other='kept'><body x:to='kept2'>b</body></message>");
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.stanzas, 1);
+    if (!strstr(r.log, "stanza <message xmlns='jabber:client' to='good@x' "
+                       "xmlns:ns0='urn:x' ns0:other='kept'><body xmlns:ns0='urn:x' "
+                       "ns0:to='kept2'>b</body></message>"))
+        fail_msg("%s", r.log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -762,6 +1073,11 @@ int main(void)
         cmocka_unit_test(rebuild_keeps_custom_prefixes_and_default_namespace),
         cmocka_unit_test(data_after_stream_close_is_ignored),
         cmocka_unit_test(parser_memory_is_accounted),
+        cmocka_unit_test(text_in_pieces_costs_linear_memory),
+        cmocka_unit_test(text_run_is_one_node),
+        cmocka_unit_test(built_size_is_capped),
+        cmocka_unit_test(limits_switch_at_stanza_boundary),
+        cmocka_unit_test(qualified_addressing_attributes_are_dropped_on_root),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

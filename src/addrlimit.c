@@ -1,0 +1,141 @@
+/* addrlimit.c - per-address connection limits: how many connections one
+ * address may hold at once (limits.max_connections_per_address) and how
+ * fast it may open new ones (a token bucket: connection_rate_per_address
+ * per second, connection_burst_per_address at once). An IPv4 address
+ * counts alone; IPv6 addresses count per /64, the block one subscriber
+ * usually gets. Loopback is not exempt: the limits are the operator's.
+ *
+ * One table for all workers, under a mutex held for a lookup and an
+ * update only. Entries with no open connection stay while their bucket
+ * refills (so closing and reopening does not reset the rate) and are
+ * pruned by mp_addrlimit_prune. */
+#include "core.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct addr_entry {
+    int open;      /* connections held now */
+    double tokens; /* new connections allowed now */
+    double last;   /* when tokens was computed */
+};
+
+static mp_table *addrs;
+static pthread_mutex_t addr_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void mp_addrlimit_key(const struct sockaddr *sa, char *key, size_t len)
+{
+    if (sa->sa_family == AF_INET6) {
+        struct in6_addr a = ((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&a)) {
+            inet_ntop(AF_INET, &a.s6_addr[12], key, (socklen_t)len);
+            return;
+        }
+        memset(&a.s6_addr[8], 0, 8);
+        char buf[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &a, buf, sizeof buf);
+        snprintf(key, len, "%s/64", buf);
+    } else if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, key, (socklen_t)len);
+    } else {
+        snprintf(key, len, "local");
+    }
+}
+
+/* Refills e's bucket up to the burst at the configured rate. */
+static void refill(struct addr_entry *e, double now)
+{
+    const struct mp_config *cfg = mp_server.cfg;
+    e->tokens += (now - e->last) * cfg->connection_rate_per_address;
+    if (e->tokens > cfg->connection_burst_per_address)
+        e->tokens = cfg->connection_burst_per_address;
+    e->last = now;
+}
+
+int mp_addrlimit_acquire(const char *key)
+{
+    const struct mp_config *cfg = mp_server.cfg;
+    double now = mp_now();
+    int rc = MAGPIE_OK;
+    pthread_mutex_lock(&addr_lock);
+    if (!addrs)
+        addrs = mp_table_new(256);
+    struct addr_entry *e = mp_table_get(addrs, key);
+    if (!e) {
+        e = mp_calloc(1, sizeof *e);
+        e->tokens = cfg->connection_burst_per_address;
+        e->last = now;
+        mp_table_put(addrs, key, e);
+    }
+    refill(e, now);
+    if (e->open >= cfg->max_connections_per_address || e->tokens < 1.0) {
+        rc = MAGPIE_ERR;
+    } else {
+        e->open++;
+        e->tokens -= 1.0;
+    }
+    pthread_mutex_unlock(&addr_lock);
+    return rc;
+}
+
+void mp_addrlimit_release(const char *key)
+{
+    pthread_mutex_lock(&addr_lock);
+    struct addr_entry *e = addrs ? mp_table_get(addrs, key) : NULL;
+    if (e && e->open > 0)
+        e->open--;
+    pthread_mutex_unlock(&addr_lock);
+}
+
+struct prune_ctx {
+    double now;
+    char **dead;
+    size_t n, cap;
+};
+
+static void collect_idle(void *ud, const char *key, void *value)
+{
+    struct prune_ctx *c = ud;
+    struct addr_entry *e = value;
+    refill(e, c->now);
+    if (e->open == 0 && e->tokens >= mp_server.cfg->connection_burst_per_address) {
+        if (c->n == c->cap) {
+            c->cap = c->cap ? 2 * c->cap : 64;
+            c->dead = mp_realloc(c->dead, c->cap * sizeof *c->dead);
+        }
+        c->dead[c->n++] = mp_strdup(key);
+    }
+}
+
+void mp_addrlimit_prune(void)
+{
+    struct prune_ctx c = {mp_now(), NULL, 0, 0};
+    pthread_mutex_lock(&addr_lock);
+    if (addrs)
+        mp_table_foreach(addrs, collect_idle, &c);
+    for (size_t i = 0; i < c.n; i++) {
+        free(mp_table_del(addrs, c.dead[i]));
+        free(c.dead[i]);
+    }
+    pthread_mutex_unlock(&addr_lock);
+    free(c.dead);
+}
+
+size_t mp_addrlimit_count(void)
+{
+    pthread_mutex_lock(&addr_lock);
+    size_t n = addrs ? mp_table_count(addrs) : 0;
+    pthread_mutex_unlock(&addr_lock);
+    return n;
+}
+
+void mp_addrlimit_free(void)
+{
+    pthread_mutex_lock(&addr_lock);
+    mp_table_free(addrs, free);
+    addrs = NULL;
+    pthread_mutex_unlock(&addr_lock);
+}

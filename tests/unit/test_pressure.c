@@ -1,0 +1,159 @@
+/* test_pressure.c - backpressure primitives (pressure.c) and the bounded
+ * cross-thread loop queue (loop.c). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "core.h"
+
+static int woken;
+
+static void wake(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void wait_refused_when_not_congested(void **state)
+{
+    (void)state;
+    struct mp_waitq *q = mp_waitq_new();
+    int n = 0;
+    assert_int_equal(mp_waitq_wait(q, wake, &n), MAGPIE_AGAIN);
+    mp_waitq_set(q, 0);
+    assert_int_equal(n, 0);
+    mp_waitq_unref(q);
+}
+
+static void clearing_wakes_every_waiter_once(void **state)
+{
+    (void)state;
+    struct mp_waitq *q = mp_waitq_new();
+    int a = 0, b = 0;
+    mp_waitq_set(q, 1);
+    assert_true(mp_waitq_congested(q));
+    assert_int_equal(mp_waitq_wait(q, wake, &a), MAGPIE_OK);
+    assert_int_equal(mp_waitq_wait(q, wake, &b), MAGPIE_OK);
+    mp_waitq_set(q, 1); /* marking again wakes nobody */
+    assert_int_equal(a + b, 0);
+    mp_waitq_set(q, 0);
+    assert_int_equal(a, 1);
+    assert_int_equal(b, 1);
+    mp_waitq_set(q, 0); /* already clear: nobody is woken twice */
+    assert_int_equal(a + b, 2);
+    mp_waitq_unref(q);
+}
+
+static void last_reference_wakes_waiters(void **state)
+{
+    (void)state;
+    struct mp_waitq *q = mp_waitq_new();
+    int a = 0;
+    mp_waitq_set(q, 1);
+    assert_int_equal(mp_waitq_wait(q, wake, &a), MAGPIE_OK);
+    mp_waitq_unref(q); /* the owner went away: the waiter must not hang */
+    assert_int_equal(a, 1);
+}
+
+static void notes_only_while_collecting_and_only_congested(void **state)
+{
+    (void)state;
+    struct mp_waitq *q = mp_waitq_new(), *r = mp_waitq_new(), *out[8];
+    mp_waitq_set(q, 1);
+    mp_pressure_note(q); /* not collecting: ignored */
+    mp_pressure_begin();
+    assert_int_equal(mp_pressure_take(out, 8), 0);
+    mp_pressure_begin();
+    mp_pressure_note(r); /* not congested: ignored */
+    mp_pressure_note(q);
+    mp_pressure_note(q); /* once per queue */
+    size_t n = mp_pressure_take(out, 8);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(out[0], q);
+    /* the note holds a reference: q survives its owner's unref */
+    mp_waitq_unref(q);
+    assert_true(mp_waitq_congested(out[0]));
+    mp_waitq_unref(out[0]);
+    mp_waitq_unref(r);
+}
+
+/* ---- the loop queue ---- */
+
+struct ctx {
+    mp_loop *loop;
+    int ran;
+};
+
+static void job(void *arg)
+{
+    ((struct ctx *)arg)->ran++;
+}
+
+static void stop_job(void *arg)
+{
+    mp_loop_stop(((struct ctx *)arg)->loop);
+}
+
+static void *run_loop(void *arg)
+{
+    mp_loop_run(((struct ctx *)arg)->loop);
+    return NULL;
+}
+
+static void loop_queue_over_bound_pauses_then_releases(void **state)
+{
+    (void)state;
+    struct ctx c = {mp_loop_new(), 0};
+    mp_loop_set_bound(c.loop, 64);
+    struct mp_waitq *out[8];
+    /* a sender posts 100 calls to a loop that is not running yet */
+    mp_pressure_begin();
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(mp_loop_post(c.loop, job, &c), MAGPIE_OK);
+    assert_int_equal(mp_loop_pending(c.loop), 100);
+    size_t n = mp_pressure_take(out, 8);
+    assert_int_equal(n, 1); /* the loop's queue was noted as full */
+    woken = 0;
+    assert_int_equal(mp_waitq_wait(out[0], wake, &woken), MAGPIE_OK);
+    /* nothing was dropped: every call runs, and the sender is woken */
+    mp_loop_post(c.loop, stop_job, &c);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_loop, &c), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(c.ran, 100);
+    assert_int_equal(woken, 1);
+    assert_false(mp_waitq_congested(out[0]));
+    mp_waitq_unref(out[0]);
+    mp_loop_free(c.loop);
+}
+
+static void loop_queue_under_bound_notes_nothing(void **state)
+{
+    (void)state;
+    struct ctx c = {mp_loop_new(), 0};
+    mp_loop_set_bound(c.loop, 64);
+    struct mp_waitq *out[8];
+    mp_pressure_begin();
+    for (int i = 0; i < 64; i++)
+        mp_loop_post(c.loop, job, &c);
+    assert_int_equal(mp_pressure_take(out, 8), 0);
+    mp_loop_free(c.loop); /* runs what is queued */
+    assert_int_equal(c.ran, 64);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(wait_refused_when_not_congested),
+        cmocka_unit_test(clearing_wakes_every_waiter_once),
+        cmocka_unit_test(last_reference_wakes_waiters),
+        cmocka_unit_test(notes_only_while_collecting_and_only_congested),
+        cmocka_unit_test(loop_queue_over_bound_pauses_then_releases),
+        cmocka_unit_test(loop_queue_under_bound_notes_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
