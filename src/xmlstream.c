@@ -208,6 +208,13 @@ static void synth_addn(mp_xmlstream *p, size_t *cap, const char *s, size_t len, 
             rep = "&amp;";
         else if (escape && *s == '<')
             rep = "&lt;";
+        /* attribute values normalise raw whitespace to spaces: keep it */
+        else if (escape && *s == '\t')
+            rep = "&#9;";
+        else if (escape && *s == '\n')
+            rep = "&#10;";
+        else if (escape && *s == '\r')
+            rep = "&#13;";
         size_t n = rep ? strlen(rep) : 1;
         if (p->synth_len + n + 1 > *cap) {
             *cap = (*cap + n) * 2;

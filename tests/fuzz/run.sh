@@ -213,7 +213,9 @@ run_target() {
         $dict ${FUZZ_EXTRA:-} "$corpus" "$seeds" $extra_seeds >"$log" 2>&1
     rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    stats=$(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE)' "$log" | tail -n 1 |
+    # -fork mode prints no final stats: its last "#N: cov: .. ft: .. corp: .." line
+    [ -n "$runs" ] || runs=$(grep -oE '^#[0-9]+: cov:' "$log" | tail -n 1 | tr -dc '0-9')
+    stats=$(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE|: cov:)' "$log" | tail -n 1 |
         grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' | sed 's/corp:/corpus/')
     if [ $rc -eq 0 ] && [ -n "$runs" ] && ! ls "$art"/* >/dev/null 2>&1; then
         echo "PASS fuzz $t ($runs runs, $stats)"

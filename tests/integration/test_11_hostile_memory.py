@@ -41,7 +41,7 @@ import threading
 import time
 
 from common import (MagpieServer, Results, RawClient, XMPPError, parse_args, check, tostr,
-                    closeall, online, sync, body_of, local, wait_until)
+                    closeall, sync, body_of, wait_until)
 
 def _extra(ap):
     ap.add_argument('--only', default='', help='comma-separated case numbers, e.g. 1,4')
@@ -391,7 +391,7 @@ class Case:
         except Exception as e:
             lines = [l for l in str(e).splitlines() if l.strip()]
             raise AssertionError('server with limits %s did not start: %s' % (
-                self.limits, ' / '.join(lines[:1] + lines[-2:]) if lines else repr(e)))
+                self.limits, ' / '.join(lines[:1] + lines[-1:]) if lines else repr(e)))
         try:
             self.canary = Canary(self.srv)
         except BaseException:

@@ -653,6 +653,30 @@ static void release_and_rebuild_gives_identical_stanzas(void **state)
     assert_string_equal(r.log, whole.log);
 }
 
+/* The rebuilt header must declare the same namespaces: whitespace in a
+ * namespace URI is written as character references, not raw (an attribute
+ * value normalises raw tabs and newlines to spaces). Found by fuzzing. */
+static void release_keeps_whitespace_in_namespace_uris(void **state)
+{
+    (void)state;
+    static const char *conv =
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+        "xmlns:x='urn:a&#10;b&#9;c&#13;d' to='localhost' version='1.0'>"
+        "<message><x:y/></message><message><x:y/></message>";
+    struct rec whole, r;
+    run_whole(&whole, conv);
+    mp_xmlstream *p = new_parser(&r);
+    const char *first_end = strstr(conv, "</message>") + strlen("</message>");
+    size_t n1 = (size_t)(first_end - conv);
+    for (size_t i = 0; i < n1; i++)
+        assert_int_equal(mp_xmlstream_feed(p, conv + i, 1, NULL), MAGPIE_OK);
+    assert_int_equal(mp_xmlstream_release(p), MAGPIE_OK);
+    assert_int_equal(feed_str(p, first_end), MAGPIE_OK);
+    assert_string_equal(r.log, whole.log);
+    assert_non_null(strstr(r.log, "urn:a&#10;b&#9;c&#13;d"));
+    mp_xmlstream_free(p);
+}
+
 static void release_refused_inside_stanza(void **state)
 {
     (void)state;
@@ -1070,6 +1094,7 @@ int main(void)
         cmocka_unit_test(stop_in_callback_returns_rest_unconsumed),
         cmocka_unit_test(release_and_rebuild_gives_identical_stanzas),
         cmocka_unit_test(release_refused_inside_stanza),
+        cmocka_unit_test(release_keeps_whitespace_in_namespace_uris),
         cmocka_unit_test(rebuild_keeps_custom_prefixes_and_default_namespace),
         cmocka_unit_test(data_after_stream_close_is_ignored),
         cmocka_unit_test(parser_memory_is_accounted),
