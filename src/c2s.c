@@ -91,6 +91,7 @@ static void c2s_write(struct bufferevent *bev, void *arg);
 static void c2s_event(struct bufferevent *bev, short what, void *arg);
 static void c2s_close(mp_session *s, const char *condition, const char *text);
 static void c2s_destroy(mp_session *s);
+static void stall_check(evutil_socket_t fd, short what, void *arg);
 
 /* ---- references ---- */
 
@@ -222,6 +223,8 @@ void mp_session_send(mp_session *s, mp_stanza *st)
                    s->peer, mp_server.cfg->max_output_buffer);
             mp_waitq_set(s->outq, 1);
             s->stall_mark = s->written;
+            if (!s->stall) /* made on first use: most sessions never need it */
+                s->stall = evtimer_new(mp_loop_base(s->w->loop), stall_check, s);
             struct timeval tv = {mp_server.cfg->output_stall_timeout, 0};
             evtimer_add(s->stall, &tv);
         }
@@ -247,7 +250,8 @@ static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
         return;
     s->written += info->n_deleted;
     if (mp_waitq_congested(s->outq) && queued(s) <= mp_server.cfg->max_output_buffer / 2) {
-        evtimer_del(s->stall);
+        if (s->stall)
+            evtimer_del(s->stall);
         mp_waitq_set(s->outq, 0);
     }
 }
@@ -1421,7 +1425,6 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
     s->parser = mp_xmlstream_new(&mp_server.preauth_limits, &parser_cb, s);
     struct event_base *base = mp_loop_base(w->loop);
     s->outq = mp_waitq_new();
-    s->stall = evtimer_new(base, stall_check, s);
     s->raw = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (s->raw && w->rate)
         bufferevent_set_rate_limit(s->raw, w->rate);
