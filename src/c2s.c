@@ -58,23 +58,23 @@ struct mp_session {
     unsigned tls : 1, direct_tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1, dead : 1,
         starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1, shut_wr : 1,
         addr_counted : 1;
-    unsigned blocked;       /* full queues this session waits on before reading again */
-    struct mp_waitq *outq;  /* congested while the output is over the limit */
-    struct event *stall;    /* output_stall_timeout check while congested */
+    unsigned blocked;                 /* full queues this session waits on before reading again */
+    struct mp_waitq *outq;            /* congested while the output is over the limit */
+    struct event *stall;              /* output_stall_timeout check while congested */
     struct evbuffer_cb_entry *out_cb; /* output_cb on the socket's output */
-    uint64_t written;       /* bytes the socket has taken, ever */
-    uint64_t stall_mark;    /* `written` when the stall check was armed */
-    char addr_key[64];      /* per-address accounting key (addrlimit.c) */
-    char *host; /* stream's 'to', normalised */
+    uint64_t written;                 /* bytes the socket has taken, ever */
+    uint64_t stall_mark;              /* `written` when the stall check was armed */
+    char addr_key[64];                /* per-address accounting key (addrlimit.c) */
+    char *host;                       /* stream's 'to', normalised */
     char stream_id[17];
     char lang[36]; /* client stream's xml:lang, "" if none */
     mp_sasl *sasl;
     int sasl_failures;
     mp_timer *auth_timer; /* delays a throttled SASL failure answer */
     int auth_delayed;     /* a failure answer waits for auth_timer */
-    char *user;          /* authenticated username */
-    mp_jid jid;          /* bound full JID */
-    struct event *timer; /* negotiation, then close grace */
+    char *user;           /* authenticated username */
+    mp_jid jid;           /* bound full JID */
+    struct event *timer;  /* negotiation, then close grace */
     double last_read;
     double parser_idle_since;
     struct mp_timer *timers;
@@ -328,8 +328,7 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
             evbuffer_add_printf(out, "<stream:error><%s xmlns='" MP_NS_STREAM_ERRORS "'/>",
                                 condition);
             if (text) {
-                evbuffer_add_printf(out,
-                                    "<text xmlns='" MP_NS_STREAM_ERRORS "' xml:lang='en'>");
+                evbuffer_add_printf(out, "<text xmlns='" MP_NS_STREAM_ERRORS "' xml:lang='en'>");
                 mp_xml_escape(out, text, strlen(text), 0);
                 evbuffer_add_printf(out, "</text>");
             }
@@ -446,8 +445,7 @@ static struct timeval to_tv(double secs)
     return tv;
 }
 
-mp_timer *mp_session_timer(mp_session *s, double secs, int repeat, mp_session_timer_fn fn,
-                           void *ud)
+mp_timer *mp_session_timer(mp_session *s, double secs, int repeat, mp_session_timer_fn fn, void *ud)
 {
     if (s->dead)
         return NULL;

@@ -455,24 +455,41 @@ static int load_storage(struct cctx *x, struct mp_config *c, const config_settin
     return MAGPIE_OK;
 }
 
-/* Reads an integer limit into a long long with its range. */
-#define LIMIT(name, lo, hi, field)                                                                 \
+/* Reads the integer key group.name into c->field, within [lo, hi]; returns
+ * from the calling loader on error. Needs x, g and c in scope. */
+#define INT_KEY(group, name, lo, hi, field)                                                        \
     do {                                                                                           \
         long long v_ = (long long)(c->field);                                                      \
-        if (get_int(x, g, "limits", name, lo, hi, &v_) != MAGPIE_OK)                               \
+        if (get_int(x, g, group, name, lo, hi, &v_) != MAGPIE_OK)                                  \
             return MAGPIE_ERR;                                                                     \
         c->field = (__typeof__(c->field))v_;                                                       \
     } while (0)
+#define LIMIT(name, lo, hi, field) INT_KEY("limits", name, lo, hi, field)
 
 static int load_limits(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
-    static const char *const keys[] = {
-        "max_stanza_size", "max_depth",         "max_attributes",      "max_attribute_length",
-        "max_text_length", "max_sasl_size",     "max_connections",     "rate",
-        "burst",           "max_output_buffer", "negotiation_timeout", "output_stall_timeout",
-        "max_stanza_memory", "max_elements", "preauth_max_stanza_size", "preauth_max_elements",
-        "max_connections_per_address", "connection_rate_per_address",
-        "connection_burst_per_address", "worker_queue", "storage_queue", NULL};
+    static const char *const keys[] = {"max_stanza_size",
+                                       "max_depth",
+                                       "max_attributes",
+                                       "max_attribute_length",
+                                       "max_text_length",
+                                       "max_sasl_size",
+                                       "max_connections",
+                                       "rate",
+                                       "burst",
+                                       "max_output_buffer",
+                                       "negotiation_timeout",
+                                       "output_stall_timeout",
+                                       "max_stanza_memory",
+                                       "max_elements",
+                                       "preauth_max_stanza_size",
+                                       "preauth_max_elements",
+                                       "max_connections_per_address",
+                                       "connection_rate_per_address",
+                                       "connection_burst_per_address",
+                                       "worker_queue",
+                                       "storage_queue",
+                                       NULL};
     config_setting_t *g;
 
     if (get_group(x, root, NULL, "limits", &g) != MAGPIE_OK)
@@ -512,13 +529,11 @@ static int load_limits(struct cctx *x, struct mp_config *c, const config_setting
 
 static int load_security(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
-    static const char *const keys[] = {"require_tls",        "scram_iterations",
-                                       "channel_binding_strict", "auth_threads",
-                                       "auth_queue",         "auth_failures_free",
-                                       "auth_delay_max",     "auth_failure_window",
-                                       NULL};
+    static const char *const keys[] = {
+        "require_tls",    "scram_iterations",    "channel_binding_strict",
+        "auth_threads",   "auth_queue",          "auth_failures_free",
+        "auth_delay_max", "auth_failure_window", NULL};
     config_setting_t *g;
-    long long v;
 
     if (get_group(x, root, NULL, "security", &g) != MAGPIE_OK)
         return MAGPIE_ERR;
@@ -529,30 +544,12 @@ static int load_security(struct cctx *x, struct mp_config *c, const config_setti
         get_bool(x, g, "security", "channel_binding_strict", &c->channel_binding_strict) !=
             MAGPIE_OK)
         return MAGPIE_ERR;
-    v = c->scram_iterations;
-    if (get_int(x, g, "security", "scram_iterations", 4096, 10000000, &v) != MAGPIE_OK)
-        return MAGPIE_ERR;
-    c->scram_iterations = (int)v;
-    v = c->auth_threads;
-    if (get_int(x, g, "security", "auth_threads", 1, 64, &v) != MAGPIE_OK)
-        return MAGPIE_ERR;
-    c->auth_threads = (int)v;
-    v = c->auth_queue;
-    if (get_int(x, g, "security", "auth_queue", 1, 1000000, &v) != MAGPIE_OK)
-        return MAGPIE_ERR;
-    c->auth_queue = (int)v;
-    v = c->auth_failures_free;
-    if (get_int(x, g, "security", "auth_failures_free", 0, 1000, &v) != MAGPIE_OK)
-        return MAGPIE_ERR;
-    c->auth_failures_free = (int)v;
-    v = (long long)c->auth_delay_max;
-    if (get_int(x, g, "security", "auth_delay_max", 0, 3600, &v) != MAGPIE_OK)
-        return MAGPIE_ERR;
-    c->auth_delay_max = (double)v;
-    v = c->auth_failure_window;
-    if (get_int(x, g, "security", "auth_failure_window", 1, 86400, &v) != MAGPIE_OK)
-        return MAGPIE_ERR;
-    c->auth_failure_window = (int)v;
+    INT_KEY("security", "scram_iterations", 4096, 10000000, scram_iterations);
+    INT_KEY("security", "auth_threads", 1, 64, auth_threads);
+    INT_KEY("security", "auth_queue", 1, 1000000, auth_queue);
+    INT_KEY("security", "auth_failures_free", 0, 1000, auth_failures_free);
+    INT_KEY("security", "auth_delay_max", 0, 3600, auth_delay_max);
+    INT_KEY("security", "auth_failure_window", 1, 86400, auth_failure_window);
     return MAGPIE_OK;
 }
 

@@ -114,6 +114,15 @@ double mp_authguard_delay(unsigned failures, unsigned failures_free, double dela
  * MAGPIE_ERR. */
 int mp_authguard_addr_key(const char *peer, unsigned char *out, size_t *out_len);
 
+/* ---- fanout.c: one stanza handed to several recipients ---- */
+struct mp_fanout;
+/* A fan-out of n hand-overs of st (a reference is taken). When the last
+ * one is recorded and none succeeded, undeliverable(st) runs once, on that
+ * thread, and takes the reference; otherwise it is dropped. */
+struct mp_fanout *mp_fanout_new(mp_stanza *st, int n, void (*undeliverable)(mp_stanza *st));
+/* Records one hand-over (delivered: it succeeded); the last frees fo. */
+void mp_fanout_done(struct mp_fanout *fo, int delivered);
+
 /* ---- the server (main.c, worker.c) ---- */
 #include <openssl/ssl.h>
 #include "config.h"

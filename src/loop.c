@@ -60,7 +60,8 @@ static void drain(evutil_socket_t fd, short what, void *arg)
         atomic_fetch_sub_explicit(&loop->pending, 1, memory_order_relaxed);
         p = next;
     }
-    if (loop->bound && atomic_load_explicit(&loop->pending, memory_order_relaxed) <= loop->bound / 2)
+    if (loop->bound &&
+        atomic_load_explicit(&loop->pending, memory_order_relaxed) <= loop->bound / 2)
         mp_waitq_set(loop->full, 0);
     if (stopping)
         event_base_loopbreak(loop->base);

@@ -50,17 +50,10 @@ struct target {
     struct mp_worker *w;
 };
 
-/* One stanza handed to `pending` sessions. */
-struct fanout {
-    atomic_int pending;
-    atomic_int delivered;
-    mp_stanza *st; /* referenced */
-};
-
 struct delivery {
     mp_session *s;
     mp_stanza *st;
-    struct fanout *fo;
+    struct mp_fanout *fo;
 };
 
 int mp_router_init(void)
@@ -104,37 +97,13 @@ int mp_host_is_local(const char *domain)
 
 /* ---- delivery ---- */
 
-static struct fanout *fanout_new(mp_stanza *st, int n)
-{
-    struct fanout *fo = mp_malloc(sizeof *fo);
-    atomic_init(&fo->pending, n);
-    atomic_init(&fo->delivered, 0);
-    fo->st = mp_stanza_ref(st);
-    return fo;
-}
-
-/* Records one attempt of fo; the last one frees fo, and if no attempt
- * succeeded, runs the undeliverable rules for the stanza, once. */
-static void fanout_done(struct fanout *fo, int delivered)
-{
-    if (delivered)
-        atomic_store_explicit(&fo->delivered, 1, memory_order_relaxed);
-    if (atomic_fetch_sub_explicit(&fo->pending, 1, memory_order_acq_rel) != 1)
-        return;
-    if (atomic_load_explicit(&fo->delivered, memory_order_relaxed))
-        mp_stanza_unref(fo->st);
-    else
-        mp_router_undeliverable(fo->st);
-    free(fo);
-}
-
 /* Hands st (taken) to s on its own worker and records the attempt. */
-static void deliver_here(mp_session *s, mp_stanza *st, struct fanout *fo)
+static void deliver_here(mp_session *s, mp_stanza *st, struct mp_fanout *fo)
 {
     int ok = mp_c2s_deliver(s, st) == MAGPIE_OK;
     if (!ok)
         mp_stanza_unref(st);
-    fanout_done(fo, ok);
+    mp_fanout_done(fo, ok);
     mp_session_unref(s);
 }
 
@@ -147,7 +116,7 @@ static void delivery_run(void *arg)
 
 /* Hands st (taken) to session s (reference taken) on worker w, as one
  * attempt of fo. */
-static void deliver(mp_session *s, struct mp_worker *w, mp_stanza *st, struct fanout *fo)
+static void deliver(mp_session *s, struct mp_worker *w, mp_stanza *st, struct mp_fanout *fo)
 {
     if (w->loop == mp_loop_current()) {
         deliver_here(s, st, fo);
@@ -161,7 +130,7 @@ static void deliver(mp_session *s, struct mp_worker *w, mp_stanza *st, struct fa
     d->fo = fo;
     if (mp_loop_post(w->loop, delivery_run, d) != MAGPIE_OK) {
         mp_stanza_unref(st);
-        fanout_done(fo, 0);
+        mp_fanout_done(fo, 0);
         mp_session_unref(s);
         free(d);
     }
@@ -172,7 +141,7 @@ static void deliver(mp_session *s, struct mp_worker *w, mp_stanza *st, struct fa
 static void deliver_all(struct target *t, size_t n, mp_stanza *st)
 {
     if (n > 0) {
-        struct fanout *fo = fanout_new(st, (int)n);
+        struct mp_fanout *fo = mp_fanout_new(st, (int)n, mp_router_undeliverable);
         for (size_t i = 0; i < n; i++)
             deliver(t[i].s, t[i].w, mp_stanza_ref(st), fo);
     }
@@ -182,7 +151,7 @@ static void deliver_all(struct target *t, size_t n, mp_stanza *st)
 /* Delivers st (taken) to one session (reference taken). */
 static void deliver_one(mp_session *s, struct mp_worker *w, mp_stanza *st)
 {
-    struct fanout *fo = fanout_new(st, 1);
+    struct mp_fanout *fo = mp_fanout_new(st, 1, mp_router_undeliverable);
     deliver(s, w, st, fo);
 }
 

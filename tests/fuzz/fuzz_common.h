@@ -29,8 +29,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "core.h"
 #include "xmlstream.h"
+
+/* Aborts with the failed condition, so libFuzzer reports the input. */
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
 
 /* Input accounting for the memory bound. */
 struct fuzz_fed {

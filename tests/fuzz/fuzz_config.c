@@ -19,13 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-            abort();                                                                             \
-        }                                                                                        \
-    } while (0)
+#include "fuzz_common.h"
 
 static char dir[64], path[96];
 
@@ -42,7 +36,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     /* in memory if possible: one file write and read per input */
     const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/magpie-fuzz-config.XXXXXX", tmp && strlen(tmp) < 30 ? tmp : "/tmp");
+    snprintf(dir, sizeof dir, "%s/magpie-fuzz-config.XXXXXX",
+             tmp && strlen(tmp) < 30 ? tmp : "/tmp");
     if (!mkdtemp(dir))
         abort();
     snprintf(path, sizeof path, "%s/magpie.conf", dir);

@@ -18,13 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-            abort();                                                                             \
-        }                                                                                        \
-    } while (0)
+#include "fuzz_common.h"
 
 static int streq(const char *a, const char *b)
 {
@@ -51,7 +45,8 @@ static void check_parts(const mp_jid *j)
     CHECK(!strpbrk(j->domain, "@/"));
     snprintf(buf, sizeof buf, "%s%s%s", j->local ? j->local : "", j->local ? "@" : "", j->domain);
     CHECK(strcmp(buf, j->bare) == 0);
-    snprintf(buf, sizeof buf, "%s%s%s", j->bare, j->resource ? "/" : "", j->resource ? j->resource : "");
+    snprintf(buf, sizeof buf, "%s%s%s", j->bare, j->resource ? "/" : "",
+             j->resource ? j->resource : "");
     CHECK(strcmp(buf, j->full) == 0);
 }
 

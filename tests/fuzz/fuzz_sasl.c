@@ -30,13 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-            abort();                                                                             \
-        }                                                                                        \
-    } while (0)
+#include "fuzz_common.h"
 
 static const char *const mech_names[] = {"SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS",
                                          "SCRAM-SHA-256-PLUS", "PLAIN"};

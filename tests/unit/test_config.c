@@ -120,8 +120,23 @@ static void test_default_config(void **state)
     assert_int_equal(c->rate_burst, 262144);
     assert_int_equal(c->max_output_buffer, 1048576);
     assert_int_equal(c->negotiation_timeout, 30);
+    assert_int_equal(c->output_stall_timeout, 30);
+    assert_int_equal(c->max_stanza_memory, 1048576);
+    assert_int_equal(c->max_elements, 8192);
+    assert_int_equal(c->preauth_max_stanza_size, 10240);
+    assert_int_equal(c->preauth_max_elements, 32);
+    assert_int_equal(c->max_connections_per_address, 256);
+    assert_int_equal(c->connection_rate_per_address, 64);
+    assert_int_equal(c->connection_burst_per_address, 256);
+    assert_int_equal(c->worker_queue, 65536);
+    assert_int_equal(c->storage_queue, 16384);
     assert_true(c->require_tls);
     assert_int_equal(c->scram_iterations, 10000);
+    assert_int_equal(c->auth_threads, 2);
+    assert_int_equal(c->auth_queue, 1024);
+    assert_int_equal(c->auth_failures_free, 3);
+    assert_true(c->auth_delay_max == 30);
+    assert_int_equal(c->auth_failure_window, 600);
     assert_string_equal(c->log_level, "info");
     assert_string_equal(c->log_file, "-");
     assert_int_equal(c->workers, 0);
@@ -308,6 +323,14 @@ static void test_bad_types_and_ranges(void **state)
                  "'storage.driver' must be \"sqlite\" or \"mysql\", not \"postgres\"");
     expect_error(HOSTS "storage = { mysql = { port = 0; }; };\n", 2,
                  "'storage.mysql.port' must be an integer between 1 and 65535");
+    expect_error(
+        HOSTS "limits = {\n  max_sasl_size = 16384;\n  preauth_max_stanza_size = 16000;\n};\n", 4,
+        "'limits.preauth_max_stanza_size' (16000) must exceed 'limits.max_sasl_size' (16384) "
+        "by at least 256 bytes");
+    expect_error(HOSTS "limits = { max_connections_per_address = 0; };\n", 2,
+                 "'limits.max_connections_per_address' must be an integer between 1 and 10000000");
+    expect_error(HOSTS "security = { auth_threads = 0; };\n", 2,
+                 "'security.auth_threads' must be an integer between 1 and 64");
     expect_error(HOSTS "security = { scram_iterations = 100; };\n", 2,
                  "'security.scram_iterations' must be an integer between 4096 and 10000000");
 }

@@ -1,5 +1,6 @@
-/* test_pressure.c - backpressure primitives (pressure.c) and the bounded
- * cross-thread loop queue (loop.c). */
+/* test_pressure.c - delivery mechanisms: backpressure primitives
+ * (pressure.c), the bounded cross-thread loop queue (loop.c) and the
+ * accounting of one stanza handed to several recipients (fanout.c). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -145,6 +146,81 @@ static void loop_queue_under_bound_notes_nothing(void **state)
     assert_int_equal(c.ran, 64);
 }
 
+/* ---- fan-out ---- */
+
+static int undeliverable_runs;
+static mp_stanza *undeliverable_got;
+
+static void undeliverable(mp_stanza *st)
+{
+    undeliverable_runs++;
+    undeliverable_got = st;
+    mp_stanza_unref(st);
+}
+
+static void fanout_all_failed_is_undeliverable_once(void **state)
+{
+    (void)state;
+    undeliverable_runs = 0;
+    mp_stanza *st = mp_stanza_new("message", MP_NS_CLIENT);
+    struct mp_fanout *fo = mp_fanout_new(st, 3, undeliverable);
+    mp_fanout_done(fo, 0);
+    mp_fanout_done(fo, 0);
+    assert_int_equal(undeliverable_runs, 0); /* not before the last attempt */
+    mp_fanout_done(fo, 0);
+    assert_int_equal(undeliverable_runs, 1);
+    assert_ptr_equal(undeliverable_got, st);
+    mp_stanza_unref(st); /* the caller's own reference; ASan checks the count */
+}
+
+static void fanout_one_delivered_is_not_undeliverable(void **state)
+{
+    (void)state;
+    undeliverable_runs = 0;
+    for (int which = 0; which < 3; which++) {
+        mp_stanza *st = mp_stanza_new("message", MP_NS_CLIENT);
+        struct mp_fanout *fo = mp_fanout_new(st, 3, undeliverable);
+        for (int i = 0; i < 3; i++)
+            mp_fanout_done(fo, i == which);
+        mp_stanza_unref(st);
+    }
+    assert_int_equal(undeliverable_runs, 0);
+}
+
+struct fanout_race {
+    struct mp_fanout *fo;
+    int delivered;
+};
+
+static void *fanout_thread(void *arg)
+{
+    struct fanout_race *r = arg;
+    mp_fanout_done(r->fo, r->delivered);
+    return NULL;
+}
+
+static void fanout_attempts_on_many_threads(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    for (int round = 0; round < 200; round++) {
+        undeliverable_runs = 0;
+        int any = round % 2; /* odd rounds: one attempt succeeds */
+        mp_stanza *st = mp_stanza_new("message", MP_NS_CLIENT);
+        struct mp_fanout *fo = mp_fanout_new(st, N, undeliverable);
+        pthread_t t[N];
+        struct fanout_race r[N];
+        for (int i = 0; i < N; i++) {
+            r[i] = (struct fanout_race){fo, any && i == round % N};
+            assert_int_equal(pthread_create(&t[i], NULL, fanout_thread, &r[i]), 0);
+        }
+        for (int i = 0; i < N; i++)
+            pthread_join(t[i], NULL);
+        assert_int_equal(undeliverable_runs, any ? 0 : 1);
+        mp_stanza_unref(st);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +230,9 @@ int main(void)
         cmocka_unit_test(notes_only_while_collecting_and_only_congested),
         cmocka_unit_test(loop_queue_over_bound_pauses_then_releases),
         cmocka_unit_test(loop_queue_under_bound_notes_nothing),
+        cmocka_unit_test(fanout_all_failed_is_undeliverable_once),
+        cmocka_unit_test(fanout_one_delivered_is_not_undeliverable),
+        cmocka_unit_test(fanout_attempts_on_many_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
