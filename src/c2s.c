@@ -128,8 +128,13 @@ const mp_jid *mp_session_jid(mp_session *s)
     return &s->jid;
 }
 
+/* A session the server is not reading (paused for backpressure, waiting
+ * for a credentials lookup or key derivation) is not idle: its silence is
+ * ours, and e.g. mod_ping must not take it for a dead peer. */
 double mp_session_idle_seconds(mp_session *s)
 {
+    if (!s->closing && !s->dead && !may_read(s))
+        return 0;
     return mp_now() - s->last_read;
 }
 
