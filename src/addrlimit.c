@@ -11,9 +11,6 @@
  * pruned by mp_addrlimit_prune. */
 #include "core.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,25 +22,6 @@ struct addr_entry {
 
 static mp_table *addrs;
 static pthread_mutex_t addr_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void mp_addrlimit_key(const struct sockaddr *sa, char *key, size_t len)
-{
-    if (sa->sa_family == AF_INET6) {
-        struct in6_addr a = ((const struct sockaddr_in6 *)sa)->sin6_addr;
-        if (IN6_IS_ADDR_V4MAPPED(&a)) {
-            inet_ntop(AF_INET, &a.s6_addr[12], key, (socklen_t)len);
-            return;
-        }
-        memset(&a.s6_addr[8], 0, 8);
-        char buf[INET6_ADDRSTRLEN];
-        inet_ntop(AF_INET6, &a, buf, sizeof buf);
-        snprintf(key, len, "%s/64", buf);
-    } else if (sa->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, key, (socklen_t)len);
-    } else {
-        snprintf(key, len, "local");
-    }
-}
 
 /* Refills e's bucket up to the burst at the configured rate. */
 static void refill(struct addr_entry *e, double now)

@@ -1,5 +1,6 @@
-/* authguard.c - throttling of failed logins, per remote address (an IPv4
- * address or an IPv6 /64) and per account (username@host).
+/* authguard.c - throttling of failed logins, per remote address (the
+ * per-address key of mp_addr_key: an IPv4 address or an IPv6 /64) and per
+ * account (username@host).
  *
  * Each kind has a bounded table of failure counts. A count starts over
  * after `window` seconds without a failure; past `failures_free` failures
@@ -17,8 +18,6 @@
 #include "core.h"
 #include "sasl.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,42 +54,6 @@ double mp_authguard_delay(unsigned failures, unsigned failures_free, double dela
         return delay_max;
     double d = (double)(1u << over);
     return d < delay_max ? d : delay_max;
-}
-
-int mp_authguard_addr_key(const char *peer, unsigned char *out, size_t *out_len)
-{
-    char host[64];
-    if (!peer)
-        return MAGPIE_ERR;
-    const char *colon = strrchr(peer, ':');
-    size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
-    if (n == 0 || n >= sizeof host)
-        return MAGPIE_ERR;
-    memcpy(host, peer, n);
-    host[n] = '\0';
-    if (host[0] == '[' && n >= 2 && host[n - 1] == ']') { /* "[v6]:port" */
-        memmove(host, host + 1, n - 2);
-        host[n - 2] = '\0';
-    }
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (inet_pton(AF_INET, host, &a4) == 1) {
-        memcpy(out, &a4, 4);
-        *out_len = 4;
-        return MAGPIE_OK;
-    }
-    if (inet_pton(AF_INET6, host, &a6) == 1) {
-        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(a6.s6_addr, mapped, 12) == 0) { /* ::ffff:a.b.c.d is IPv4 */
-            memcpy(out, a6.s6_addr + 12, 4);
-            *out_len = 4;
-        } else {
-            memcpy(out, a6.s6_addr, 8); /* the /64 */
-            *out_len = 8;
-        }
-        return MAGPIE_OK;
-    }
-    return MAGPIE_ERR;
 }
 
 mp_authguard *mp_authguard_new(unsigned failures_free, double delay_max, double window,
@@ -228,16 +191,15 @@ static unsigned count_failure(mp_authguard *g, struct table *t, const unsigned c
     return e->failures;
 }
 
-double mp_authguard_failure(mp_authguard *g, const char *peer, const char *account, double now)
+double mp_authguard_failure(mp_authguard *g, const char *addr, const char *account, double now)
 {
-    unsigned char raw[16], key[KEY_LEN];
-    size_t raw_len;
+    unsigned char key[KEY_LEN];
     double delay = 0;
     if (!g)
         return 0;
     pthread_mutex_lock(&g->lock);
-    if (mp_authguard_addr_key(peer, raw, &raw_len) == MAGPIE_OK) {
-        make_key(g, MP_AUTHGUARD_ADDRESS, raw, raw_len, key);
+    if (addr && *addr) {
+        make_key(g, MP_AUTHGUARD_ADDRESS, addr, strlen(addr), key);
         unsigned n = count_failure(g, &g->t[MP_AUTHGUARD_ADDRESS], key, now);
         delay = mp_authguard_delay(n, g->failures_free, g->delay_max);
     }
@@ -268,17 +230,10 @@ void mp_authguard_success(mp_authguard *g, const char *account)
 
 unsigned mp_authguard_failures(mp_authguard *g, int kind, const char *what, double now)
 {
-    unsigned char raw[16], key[KEY_LEN];
-    size_t raw_len;
+    unsigned char key[KEY_LEN];
     if (!g || !what || kind < 0 || kind >= MP_AUTHGUARD_KINDS)
         return 0;
-    if (kind == MP_AUTHGUARD_ADDRESS) {
-        if (mp_authguard_addr_key(what, raw, &raw_len) != MAGPIE_OK)
-            return 0;
-        make_key(g, kind, raw, raw_len, key);
-    } else {
-        make_key(g, kind, what, strlen(what), key);
-    }
+    make_key(g, kind, what, strlen(what), key);
     pthread_mutex_lock(&g->lock);
     struct entry *e = find(&g->t[kind], key);
     unsigned n = e && now - e->last <= g->window ? e->failures : 0;

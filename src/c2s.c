@@ -792,7 +792,7 @@ static double sasl_throttle(mp_session *s)
         account = mp_malloc(n);
         snprintf(account, n, "%s@%s", user, s->host);
     }
-    double delay = mp_authguard_failure(mp_server.auth_guard, s->peer, account, mp_now());
+    double delay = mp_authguard_failure(mp_server.auth_guard, s->addr_key, account, mp_now());
     free(account);
     return delay;
 }
@@ -1386,7 +1386,7 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
     char key[64] = "";
     int have_peer = getpeername(fd, (struct sockaddr *)&ss, &sl) == 0;
     if (have_peer) {
-        mp_addrlimit_key((struct sockaddr *)&ss, key, sizeof key);
+        mp_addr_key((struct sockaddr *)&ss, key, sizeof key);
         if (mp_addrlimit_acquire(key) != MAGPIE_OK) {
             atomic_fetch_sub(&mp_server.connections, 1);
             mp_stat_inc(MP_STAT_REFUSED_ADDRESS);

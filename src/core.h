@@ -44,6 +44,11 @@ char *mp_memdup0(const void *p, size_t n);
 void *mp_malloc(size_t n);
 void *mp_calloc(size_t n, size_t m);
 void *mp_realloc(void *p, size_t n);
+/* Writes the per-address accounting key of a peer: its IPv4 address
+ * ("192.0.2.1", also for IPv4-mapped IPv6) or its IPv6 /64
+ * ("2001:db8:1:2::/64"); "local" for other families. */
+struct sockaddr;
+void mp_addr_key(const struct sockaddr *sa, char *key, size_t len);
 
 /* ---- pressure.c: backpressure between bounded queues and their senders ---- */
 struct mp_waitq;
@@ -97,22 +102,18 @@ typedef struct mp_authguard mp_authguard;
 mp_authguard *mp_authguard_new(unsigned failures_free, double delay_max, double window,
                                size_t max_entries);
 void mp_authguard_free(mp_authguard *g);
-/* Counts a failed login from peer ("host:port"; NULL or unparsable: no
- * address count) for account ("user@host", or NULL) at time now
+/* Counts a failed login from the address addr (its mp_addr_key; NULL or
+ * "": no address count) for account ("user@host", or NULL) at time now
  * (mp_now()). Returns the seconds to delay the failure answer (0: none). */
-double mp_authguard_failure(mp_authguard *g, const char *peer, const char *account, double now);
+double mp_authguard_failure(mp_authguard *g, const char *addr, const char *account, double now);
 /* A successful login of account: its count starts over. */
 void mp_authguard_success(mp_authguard *g, const char *account);
-/* Failures counted now for an address ("host:port") or an account. */
+/* Failures counted now for an address (its mp_addr_key) or an account. */
 unsigned mp_authguard_failures(mp_authguard *g, int kind, const char *what, double now);
 /* Per kind: entries over the free failures (throttled) and all entries. */
 void mp_authguard_stats(mp_authguard *g, double now, size_t *throttled, size_t *entries);
 /* The delay after the failures-th failure (pure arithmetic). */
 double mp_authguard_delay(unsigned failures, unsigned failures_free, double delay_max);
-/* The address part of "host:port" as raw bytes: 4 for IPv4 (also
- * IPv4-mapped IPv6), 8 for an IPv6 /64. out holds 16. MAGPIE_OK or
- * MAGPIE_ERR. */
-int mp_authguard_addr_key(const char *peer, unsigned char *out, size_t *out_len);
 
 /* ---- fanout.c: one stanza handed to several recipients ---- */
 struct mp_fanout;
@@ -154,15 +155,15 @@ struct mp_server {
     struct mp_config *cfg;
     struct mp_worker *workers;
     int n_workers;
-    double started; /* mp_now() at start */
+    double started;                      /* mp_now() at start */
     struct mp_xml_limits limits;         /* parser limits once authenticated */
     struct mp_xml_limits preauth_limits; /* ... and before (small) */
-    atomic_int connections; /* open client connections */
-    atomic_int connections_peak; /* highest since the last heap trim */
-    atomic_int sessions;    /* bound sessions */
-    atomic_int next_worker; /* round robin for posted work */
-    mp_workpool *auth_pool;   /* PBKDF2 of logins (security.auth_threads) */
-    mp_authguard *auth_guard; /* failed-login throttling */
+    atomic_int connections;              /* open client connections */
+    atomic_int connections_peak;         /* highest since the last heap trim */
+    atomic_int sessions;                 /* bound sessions */
+    atomic_int next_worker;              /* round robin for posted work */
+    mp_workpool *auth_pool;              /* PBKDF2 of logins (security.auth_threads) */
+    mp_authguard *auth_guard;            /* failed-login throttling */
     volatile int stopping;
 };
 
@@ -187,12 +188,12 @@ enum mp_core_stat {
     MP_STAT_STREAM_ERRORS,
     MP_STAT_PEER_CLOSED, /* reset by peer, EOF, timeouts */
     MP_STAT_BOUNCES,
-    MP_STAT_REFUSED, /* connections over max_connections */
+    MP_STAT_REFUSED,            /* connections over max_connections */
     MP_STAT_AUTH_DELAYED,       /* failure answers delayed by throttling */
     MP_STAT_AUTH_POOL_REJECTED, /* logins refused: key derivation queue full */
-    MP_STAT_REFUSED_ADDRESS, /* over the per-address count or rate */
-    MP_STAT_SENDERS_PAUSED,  /* times a session stopped being read for a full queue */
-    MP_STAT_OUTPUT_STALLED,  /* clients cut off for not reading a full output buffer */
+    MP_STAT_REFUSED_ADDRESS,    /* over the per-address count or rate */
+    MP_STAT_SENDERS_PAUSED,     /* times a session stopped being read for a full queue */
+    MP_STAT_OUTPUT_STALLED,     /* clients cut off for not reading a full output buffer */
     MP_STAT_COUNT
 };
 void mp_stat_inc(enum mp_core_stat s);
@@ -200,9 +201,6 @@ void mp_stat_inc(enum mp_core_stat s);
 void mp_stats_write(struct evbuffer *out);
 
 /* ---- addrlimit.c: per-address connection count and rate ---- */
-/* Writes the address's accounting key ("192.0.2.1", "2001:db8::/64"). */
-struct sockaddr;
-void mp_addrlimit_key(const struct sockaddr *sa, char *key, size_t len);
 /* Counts a new connection from key: MAGPIE_OK, or MAGPIE_ERR when the
  * address holds too many or opens them too fast (nothing counted). */
 int mp_addrlimit_acquire(const char *key);
