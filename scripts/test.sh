@@ -3,7 +3,8 @@
 #
 #   ./scripts/test.sh              (as root on a fresh Debian 12; .ci/run calls it)
 #
-# 1. installs the dependencies (scripts/install-deps.sh)
+# 1. installs what the tests need (scripts/install-deps.sh test: MariaDB,
+#    slixmpp, libstrophe, cmocka, clang for the fuzz stage; no Prosody)
 # 2. builds out of tree, twice: build/ (normal) and build-asan/
 #    (./configure --enable-sanitizers: AddressSanitizer + UBSan)
 # 3. runs tests/run-all.sh: everything against build-asan/ (unit tests,
@@ -34,7 +35,7 @@ SUMMARY=""
 T0=$(date +%s)
 
 if [ "${SKIP_DEPS:-0}" != 1 ]; then
-    ./scripts/install-deps.sh || { echo "test.sh: dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
+    ./scripts/install-deps.sh test || { echo "test.sh: dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
 # the source tree to configure from
