@@ -228,6 +228,7 @@ struct report {
     long ok, fail, dropped;
     long reasons[R_COUNT];
     uint64_t t0, t1; /* phase window, CLOCK_MONOTONIC ns */
+    uint64_t last_send, last_recv; /* when the last message was sent / received */
     long sent, recv;
     long pairs;
     char first_err[240];
@@ -781,6 +782,7 @@ static void on_message(struct sess *s, const char *st)
         return;
     uint64_t t = strtoull(body + 2, NULL, 10), now = mono_ns();
     E.msg.recv++;
+    E.msg.last_recv = now;
     hist_add(&E.msg.h, now > t ? (now - t) / 1000 : 0);
 }
 
@@ -1234,6 +1236,7 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
                       "<message to='%s' type='chat' id='m%ld'><body>t=%" PRIu64 "</body></message>",
                       b->jid, E.msg.sent, mono_ns());
             E.msg.sent++;
+            E.msg.last_send = mono_ns();
             due--;
         }
         if (tries >= E.npairs && E.npairs > 0 && due > 0 && now > E.msg_t0 + 1000000000ull) {
@@ -1867,7 +1870,7 @@ int main(int argc, char **argv)
 
     /* phase 3: messaging */
     struct report M = {0};
-    double msg_s = 0, cpu_msg = -1, cpu_m0 = cpu_idle;
+    double msg_s = 0, send_s = 0, sent_ps = 0, recv_ps = 0, cpu_msg = -1, cpu_m0 = cpu_idle;
     long rss_after = -1;
     int did_msg = 0;
     if (!got_signal && have_all_login) {
@@ -1879,7 +1882,7 @@ int main(int argc, char **argv)
             cpu_msg = proc_cpu_s(pid);
             rss_after = proc_rss_kb(pid);
         }
-        uint64_t mt0 = UINT64_MAX, mt1 = 0;
+        uint64_t mt0 = UINT64_MAX, mt1 = 0, last_send = 0, last_recv = 0;
         for (int i = 0; i < opt.procs; i++) {
             if (!ch[i].have_msg)
                 continue;
@@ -1892,17 +1895,28 @@ int main(int argc, char **argv)
                 mt0 = r->t0;
             if (r->t1 > mt1)
                 mt1 = r->t1;
+            if (r->last_send > last_send)
+                last_send = r->last_send;
+            if (r->last_recv > last_recv)
+                last_recv = r->last_recv;
         }
         if (!did_msg) {
             if (M.dropped)
                 printf("sessions: %ld dropped while idle\n", M.dropped);
             goto quit;
         }
-        msg_s = opt.duration;
-        double sent_ps = (double)M.sent / msg_s, recv_ps = (double)M.recv / msg_s;
-        printf("messages: %ld pairs, sent %ld (%.1f/s), received %ld (%.1f/s), lost %ld, "
-               "sessions dropped %ld\n",
-               total_pairs, M.sent, sent_ps, M.recv, recv_ps, M.sent - M.recv, M.dropped);
+        /* rates over the measured windows: from the start of messaging to
+         * the last message sent, and to the last message received (not the
+         * configured --duration: a server that falls behind delivers over a
+         * longer time, a sender stopped early sends over a shorter one) */
+        send_s = M.sent && last_send > mt0 ? (double)(last_send - mt0) / 1e9 : 0;
+        msg_s = M.recv && last_recv > mt0 ? (double)(last_recv - mt0) / 1e9 : 0;
+        sent_ps = send_s > 0 ? (double)M.sent / send_s : 0;
+        recv_ps = msg_s > 0 ? (double)M.recv / msg_s : 0;
+        printf("messages: %ld pairs, sent %ld in %.2f s (%.1f/s), received %ld in %.2f s (%.1f/s), "
+               "lost %ld, sessions dropped %ld\n",
+               total_pairs, M.sent, send_s, sent_ps, M.recv, msg_s, recv_ps, M.sent - M.recv,
+               M.dropped);
         printf("latency:  p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms\n",
                (double)hist_q(&M.h, 0.5) / 1000, (double)hist_q(&M.h, 0.9) / 1000,
                (double)hist_q(&M.h, 0.99) / 1000, (double)M.h.max / 1000,
@@ -1954,8 +1968,10 @@ quit:
            " sessions_dropped=%ld",
            did_msg ? total_pairs : 0, opt.rate, opt.duration, M.sent, M.recv, M.sent - M.recv,
            M.dropped + 0);
-    kv_double("msgs_sent_per_sec", msg_s > 0 ? (double)M.sent / msg_s : 0, did_msg);
-    kv_double("msgs_recv_per_sec", msg_s > 0 ? (double)M.recv / msg_s : 0, did_msg);
+    kv_double("msgs_sent_per_sec", sent_ps, did_msg);
+    kv_double("msgs_recv_per_sec", recv_ps, did_msg);
+    kv_double("msgs_send_secs", send_s, did_msg);
+    kv_double("msgs_recv_secs", msg_s, did_msg);
     int hl = did_msg && M.h.n > 0;
     kv_double("lat_p50_ms", (double)hist_q(&M.h, 0.5) / 1000, hl);
     kv_double("lat_p90_ms", (double)hist_q(&M.h, 0.9) / 1000, hl);

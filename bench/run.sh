@@ -27,6 +27,8 @@
 #   DOMAIN=localhost PASSWORD=bench-pass
 #   LOADGEN_ARGS=""    extra loadgen options
 #   KEEP=0             1: keep the temp dir (configs, logs, loadgen output)
+#   SKIP_DEPS=0        1: do not install Prosody (scripts/install-deps.sh bench)
+#                      when SERVERS includes prosody and it is missing
 set -euo pipefail
 # shellcheck disable=SC2059 # USERFMT is a printf format on purpose
 
@@ -58,6 +60,16 @@ KEEP=${KEEP:-0}
 USERFMT="bench%d"
 
 [ "$PROCS" = auto ] && PROCS=$(((SESSIONS + 18999) / 19000))
+
+# Prosody is installed only here, for the side-by-side run (not by the
+# server's or the tests' set-up); install-deps.sh stops the system service
+# the package would start, so that it does not hold port 5222.
+case " $SERVERS " in
+*" prosody "*)
+    if [ "${SKIP_DEPS:-0}" != 1 ] && ! { command -v lua5.4 >/dev/null && [ -f /usr/bin/prosody ]; }; then
+        "$TOP/scripts/install-deps.sh" bench
+    fi ;;
+esac
 if [ "$MAGPIE_ACCOUNTS" = auto ]; then
     if [ "$SESSIONS" -le 5000 ]; then MAGPIE_ACCOUNTS=magpiectl; else MAGPIE_ACCOUNTS=bulk; fi
 fi

@@ -1,20 +1,48 @@
 #!/bin/sh
-# install-deps.sh - installs everything needed to build, run and test Magpie
-# on Debian 12 (bookworm). Idempotent and non-interactive: when every package
-# is already installed it does nothing (not even apt-get update).
+# install-deps.sh - installs what one task needs on Debian 12 (bookworm).
 #
-# Installing mariadb-server and prosody would normally start their system
-# services; a temporary policy-rc.d forbids that, and if one was started
-# anyway by this installation it is stopped again. The tests run their own
+#   scripts/install-deps.sh run     build and run the server (scripts/run-server.sh)
+#   scripts/install-deps.sh test    build twice and run the whole test suite
+#                                   (scripts/test.sh): adds cmocka, libstrophe,
+#                                   MariaDB, slixmpp, clang for the fuzz stage
+#   scripts/install-deps.sh bench   the benchmark side by side with Prosody
+#                                   (bench/run.sh): adds Prosody
+#
+# Several profiles may be given. Only "bench" installs Prosody, only "test"
+# installs mariadb-server and clang. Idempotent and non-interactive: when
+# every package is already installed it does nothing (not even apt-get
+# update).
+#
+# Installing mariadb-server or prosody would normally start their system
+# services. During the installation a policy-rc.d that forbids service
+# start-up is put in place (an existing one, which may allow them, is moved
+# aside and restored afterwards), and any mariadbd or prosody process that
+# was not running before is stopped again afterwards: through the service
+# manager first, then by signalling the processes themselves, and the
+# script fails if one is still alive. The tests and benchmarks run their own
 # throwaway mariadbd/prosody on loopback ports.
 set -eu
 
-PACKAGES="build-essential autoconf automake libtool pkg-config git
+RUN_PACKAGES="build-essential autoconf automake libtool pkg-config
 libexpat1-dev libevent-dev libssl-dev libconfig-dev libidn11-dev
-libsqlite3-dev libmariadb-dev libcmocka-dev libstrophe-dev
-mariadb-server mariadb-client python3 python3-slixmpp prosody sqlite3
-openssl ca-certificates procps
+libsqlite3-dev libmariadb-dev openssl ca-certificates procps"
+TEST_PACKAGES="$RUN_PACKAGES git libcmocka-dev libstrophe-dev
+mariadb-server mariadb-client python3 python3-slixmpp sqlite3
 clang libclang-rt-14-dev"
+BENCH_PACKAGES="$RUN_PACKAGES python3 prosody lua5.4"
+
+[ $# -ge 1 ] || { echo "usage: $0 run|test|bench..." >&2; exit 2; }
+PACKAGES=""
+for profile in "$@"; do
+    case "$profile" in
+    run) PACKAGES="$PACKAGES $RUN_PACKAGES" ;;
+    test) PACKAGES="$PACKAGES $TEST_PACKAGES" ;;
+    bench) PACKAGES="$PACKAGES $BENCH_PACKAGES" ;;
+    *) echo "install-deps.sh: unknown profile '$profile' (run, test or bench)" >&2; exit 2 ;;
+    esac
+done
+# shellcheck disable=SC2086 # split on purpose
+PACKAGES=$(echo $PACKAGES | tr ' ' '\n' | sort -u | tr '\n' ' ')
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -35,33 +63,56 @@ for p in $PACKAGES; do
     esac
 done
 if [ -z "$missing" ]; then
-    echo "install-deps.sh: all packages already installed"
+    echo "install-deps.sh ($*): all packages already installed"
     exit 0
 fi
-echo "install-deps.sh: installing:$missing"
+echo "install-deps.sh ($*): installing:$missing"
 
-running_before() {
-    pidof "$1" >/dev/null 2>&1
+# The PIDs of the system services' daemons, one per line: mariadbd (or
+# mysqld), and Prosody, which runs as "lua5.x /usr/bin/prosody ..." (the
+# interpreter may be given with its full path) or as "prosody".
+service_pids() {
+    case "$1" in
+    mariadb)
+        pgrep -x mariadbd 2>/dev/null || true
+        pgrep -x mysqld 2>/dev/null || true ;;
+    prosody)
+        for pid in $(pgrep -f 'prosody' 2>/dev/null || true); do
+            [ "$pid" = "$$" ] && continue
+            comm=$(ps -o comm= -p "$pid" 2>/dev/null || true)
+            args=$(ps -o args= -p "$pid" 2>/dev/null || true)
+            case "$comm" in
+            lua*|prosody) ;;
+            *) continue ;;
+            esac
+            case "$args" in
+            *prosody*) echo "$pid" ;;
+            esac
+        done ;;
+    esac
 }
-mariadb_was_running=no
-prosody_was_running=no
-running_before mariadbd && mariadb_was_running=yes
-pgrep -f '^lua[0-9.]* /usr/bin/prosody' >/dev/null 2>&1 && prosody_was_running=yes
+MARIADB_BEFORE=$(service_pids mariadb | sort -u | tr '\n' ' ')
+PROSODY_BEFORE=$(service_pids prosody | sort -u | tr '\n' ' ')
 
-# forbid service start-up during installation
+# forbid service start-up during installation (an existing policy-rc.d,
+# which may well allow it, is moved aside meanwhile)
 policy=/usr/sbin/policy-rc.d
-created_policy=no
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-    $SUDO chmod 755 "$policy"
-    created_policy=yes
+saved_policy=""
+if [ -e "$policy" ] || [ -L "$policy" ]; then
+    saved_policy="$policy.magpie-install-deps.$$"
+    $SUDO mv "$policy" "$saved_policy"
 fi
+printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+$SUDO chmod 755 "$policy"
 cleanup() {
-    if [ "$created_policy" = yes ]; then
-        $SUDO rm -f "$policy"
+    $SUDO rm -f "$policy"
+    if [ -n "$saved_policy" ]; then
+        $SUDO mv "$saved_policy" "$policy"
+        saved_policy=""
     fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup; exit 1' INT TERM
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
@@ -69,19 +120,50 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing
 
-# stop what this installation may have started anyway
-stop_service() {
-    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        $SUDO systemctl stop "$1" >/dev/null 2>&1 || true
-        $SUDO systemctl disable "$1" >/dev/null 2>&1 || true
-    elif command -v service >/dev/null 2>&1; then
-        $SUDO service "$1" stop >/dev/null 2>&1 || true
-    fi
+# new_pids NAME BEFORE: the service's PIDs that were not in BEFORE
+new_pids() {
+    for pid in $(service_pids "$1"); do
+        case " $2 " in
+        *" $pid "*) ;;
+        *) echo "$pid" ;;
+        esac
+    done
 }
-if [ "$mariadb_was_running" = no ] && running_before mariadbd; then
-    stop_service mariadb
-fi
-if [ "$prosody_was_running" = no ] && pgrep -f '^lua[0-9.]* /usr/bin/prosody' >/dev/null 2>&1; then
-    stop_service prosody
-fi
+
+# stop what this installation started anyway: the service manager first
+# (so that it does not restart it), then the processes themselves
+stop_new() {
+    name=$1 before=$2 unit=$3
+    pids=$(new_pids "$name" "$before")
+    [ -n "$pids" ] || return 0
+    echo "install-deps.sh: the installation started $name (pid $(echo "$pids" | tr "\n" " ")); stopping it"
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        $SUDO systemctl stop "$unit" >/dev/null 2>&1 || true
+        $SUDO systemctl disable "$unit" >/dev/null 2>&1 || true
+    fi
+    if command -v service >/dev/null 2>&1; then
+        $SUDO service "$unit" stop >/dev/null 2>&1 || true
+    fi
+    for sig in TERM TERM TERM KILL; do
+        pids=$(new_pids "$name" "$before")
+        [ -n "$pids" ] || return 0
+        # shellcheck disable=SC2086
+        $SUDO kill -s "$sig" $pids 2>/dev/null || true
+        i=0
+        while [ $i -lt 20 ] && [ -n "$(new_pids "$name" "$before")" ]; do
+            sleep 0.5
+            i=$((i + 1))
+        done
+    done
+    pids=$(new_pids "$name" "$before")
+    if [ -n "$pids" ]; then
+        echo "install-deps.sh: could not stop $name (pid $(echo "$pids" | tr "\n" " "))" >&2
+        return 1
+    fi
+    echo "install-deps.sh: stopped $name"
+}
+failed=0
+stop_new mariadb "$MARIADB_BEFORE" mariadb || failed=1
+stop_new prosody "$PROSODY_BEFORE" prosody || failed=1
+[ $failed -eq 0 ] || exit 1
 echo "install-deps.sh: done"

@@ -3,7 +3,8 @@
 #
 #   ./scripts/run-server.sh            (as root on a fresh Debian 12)
 #
-# Installs the dependencies, builds in the source tree (./autogen.sh &&
+# Installs what building and running needs (scripts/install-deps.sh run:
+# no Prosody, no MariaDB server, no clang), builds in the source tree (./autogen.sh &&
 # ./configure && make), writes var/magpie.conf (unless it exists: edit it
 # freely, it is kept), prints how to add an account and connect, and execs
 # magpied with that config. Stop it with Ctrl-C (SIGTERM/SIGINT).
@@ -17,7 +18,7 @@ cd "$ROOT"
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}
 
 if [ "${SKIP_DEPS:-0}" != 1 ]; then
-    ./scripts/install-deps.sh
+    ./scripts/install-deps.sh run
 fi
 
 [ -x configure ] || ./autogen.sh

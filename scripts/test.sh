@@ -3,7 +3,8 @@
 #
 #   ./scripts/test.sh              (as root on a fresh Debian 12; .ci/run calls it)
 #
-# 1. installs the dependencies (scripts/install-deps.sh)
+# 1. installs what the tests need (scripts/install-deps.sh test: MariaDB,
+#    slixmpp, libstrophe, cmocka, clang for the fuzz stage; no Prosody)
 # 2. builds out of tree, twice: build/ (normal) and build-asan/
 #    (./configure --enable-sanitizers: AddressSanitizer + UBSan)
 # 3. runs tests/run-all.sh: everything against build-asan/ (unit tests,
@@ -11,8 +12,9 @@
 #    short fixed time each: tests/fuzz/run.sh, built with clang in
 #    build-asan/fuzz/), then unit tests, a quick integration subset and
 #    conformance against build/
-# 4. ends with ONE line "N passed, M failed" summing both; exits non-zero
-#    if anything failed (a build failure counts as a failure).
+# 4. ends with ONE line "N passed, M failed, K skipped" summing both
+#    (skipped: tests that do not apply to a run, which fail nothing); exits
+#    non-zero if anything failed (a build failure counts as a failure).
 #
 # Out-of-tree builds need an unconfigured source tree; if the tree was
 # configured in place (e.g. by scripts/run-server.sh), a clean copy of the
@@ -30,11 +32,12 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}
 ONLY=${ONLY:-}
 TOTAL_PASSED=0
 TOTAL_FAILED=0
+TOTAL_SKIPPED=0
 SUMMARY=""
 T0=$(date +%s)
 
 if [ "${SKIP_DEPS:-0}" != 1 ]; then
-    ./scripts/install-deps.sh || { echo "test.sh: dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
+    ./scripts/install-deps.sh test || { echo "test.sh: dependency installation failed"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 fi
 
 # the source tree to configure from
@@ -48,13 +51,13 @@ if [ -f "$ROOT/config.status" ] || [ -f "$ROOT/Makefile" ]; then
         | grep -zv -e '^build/' -e '^build-asan/' \
         | xargs -0 -r cp -p --parents -t "$SRC" 2>/dev/null) || {
         echo "test.sh: cannot copy the sources (is this a git checkout?)"
-        echo "0 passed, 1 failed"
+        echo "0 passed, 1 failed, 0 skipped"
         exit 1
     }
 fi
 if [ ! -x "$SRC/configure" ]; then
     echo "=== ./autogen.sh"
-    (cd "$SRC" && ./autogen.sh) || { echo "test.sh: autogen.sh failed"; echo "0 passed, 1 failed"; exit 1; }
+    (cd "$SRC" && ./autogen.sh) || { echo "test.sh: autogen.sh failed"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 fi
 
 # build DIR CONFIGURE-ARGS... : configure and build one tree, with the unit
@@ -73,11 +76,12 @@ build() {
 
 # suite NAME DIR RUN-ALL-ARGS... : build results + run-all.sh, add up counts
 suite() {
-    local name=$1 dir=$2 log line p f
+    local name=$1 dir=$2 log line p f s
     shift 2
     log="$ROOT/$dir/run-all.log"
     "$ROOT/tests/run-all.sh" "$@" "$ROOT/$dir" 2>&1 | tee "$log"
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$log" | tail -n 1)
+    s=0
     if [ -z "$line" ]; then
         p=0
         f=1
@@ -86,11 +90,15 @@ suite() {
         p=${line%% passed*}
         f=${line#*, }
         f=${f%% failed*}
+        case "$line" in
+        *skipped) s=${line##*failed, }; s=${s%% skipped*} ;;
+        esac
     fi
     TOTAL_PASSED=$((TOTAL_PASSED + p))
     TOTAL_FAILED=$((TOTAL_FAILED + f))
+    TOTAL_SKIPPED=$((TOTAL_SKIPPED + s))
     SUMMARY="$SUMMARY
-  $name: $p passed, $f failed"
+  $name: $p passed, $f failed, $s skipped"
 }
 
 FUZZ_ARG=--fuzz
@@ -120,5 +128,5 @@ fi
 
 echo
 echo "=== test.sh finished in $(( $(date +%s) - T0 ))s:$SUMMARY"
-echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
+echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed, $TOTAL_SKIPPED skipped"
 [ "$TOTAL_FAILED" -eq 0 ]

@@ -1013,7 +1013,7 @@ static void handle_bind(mp_session *s, mp_stanza *st, mp_xml *bind)
     mp_xml *j = mp_xml_add_child(reply, b, "jid", NULL);
     mp_xml_add_text(reply, j, s->jid.full, strlen(s->jid.full));
     mp_session_send(s, reply);
-    mp_log(MP_LOG_INFO, "c2s %s: bound %s", s->peer, s->jid.full);
+    mp_log(MP_LOG_INFO, "c2s %s: bound %s on worker %d", s->peer, s->jid.full, s->w->id);
     mp_hook_run("session-started", s, NULL, NULL);
 }
 
@@ -1484,7 +1484,7 @@ void mp_c2s_sweep(struct mp_worker *w)
         /* count only parsers freed now, not ones released by an earlier sweep */
         size_t before = mp_xmlstream_memory(s->parser);
         if (mp_xmlstream_release(s->parser) == MAGPIE_OK && mp_xmlstream_memory(s->parser) < before)
-            released++;
+            released++, mp_log(MP_LOG_DEBUG, "c2s %s: idle parser released, %zu -> %zu bytes", s->peer, before, mp_xmlstream_memory(s->parser));
     }
     /* freed parsers sit between live allocations: give their pages back */
     if (released >= 256)

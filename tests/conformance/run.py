@@ -283,7 +283,7 @@ class MagpieTarget:
     """magpied started through tests/lib/magpie_fixture.py."""
     name = 'magpie'
 
-    def __init__(self, builddir, config_lines):
+    def __init__(self, builddir, config_lines, workers=1):
         if magpie_fixture is None:
             raise RuntimeError('tests/lib/magpie_fixture.py not importable')
         self.overrides = []
@@ -298,7 +298,7 @@ class MagpieTarget:
             def config_text(self):
                 return apply_overrides(super().config_text(), overrides)
 
-        self.srv = Server(builddir)
+        self.srv = Server(builddir, workers=workers)
         self.host, self.domain = '127.0.0.1', 'localhost'
 
     def start(self):
@@ -927,6 +927,8 @@ def main():
     ap = argparse.ArgumentParser(description='Magpie conformance runner')
     ap.add_argument('--builddir', default=os.environ.get('MAGPIE_BUILDDIR', SRCDIR))
     ap.add_argument('--server', choices=('magpie', 'prosody'), default='magpie')
+    ap.add_argument('--workers', type=int, default=1,
+                    help='magpied worker threads (a script\'s config: header may override)')
     ap.add_argument('-v', action='count', default=0)
     ap.add_argument('-k', action='store_true', help='keep temp dirs')
     ap.add_argument('scripts', nargs='*')
@@ -965,7 +967,7 @@ def main():
             sc.headers.get('prosody-config', [])
         Target = MagpieTarget if a.server == 'magpie' else ProsodyTarget
         try:
-            target = Target(a.builddir, cfg)
+            target = Target(a.builddir, cfg, **({'workers': a.workers} if a.server == 'magpie' else {}))
             target.start()
         except Exception as e:   # noqa: BLE001
             for t in tests:

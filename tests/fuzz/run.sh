@@ -80,7 +80,7 @@ fail_all() {
 }
 
 # ---- build
-command -v "$CC" >/dev/null 2>&1 || fail_all "$CC not found (scripts/install-deps.sh installs clang and libclang-rt-14-dev)"
+command -v "$CC" >/dev/null 2>&1 || fail_all "$CC not found (scripts/install-deps.sh test installs clang and libclang-rt-14-dev)"
 PKGS="expat libevent libevent_openssl libevent_pthreads openssl libconfig libidn sqlite3"
 if pkg-config --exists libmariadb; then PKGS="$PKGS libmariadb"; else PKGS="$PKGS mysqlclient"; fi
 PKG_CFLAGS=$(pkg-config --cflags $PKGS) || fail_all "pkg-config $PKGS failed"

@@ -12,7 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 
 from magpie_fixture import (  # noqa: E402,F401
-    MagpieServer, RawClient, Results, XMPPError, ServerError, check, child,
+    MagpieServer, RawClient, Results, Skip, XMPPError, ServerError, check, child,
     error_condition, local, ns, tostr, NS_CLIENT, NS_STANZAS, NS_STREAMS, SRCDIR)
 
 PING = "<ping xmlns='urn:xmpp:ping'/>"
@@ -47,8 +47,24 @@ def online(srv, user, password, resource, priority=0, direct_tls=False, domain='
 
 
 def no_message(c, timeout=1.0, pred=None):
-    """Asserts c receives no <message/> (matching pred) within timeout."""
-    m = c.wait_for('message', pred, timeout=timeout, raise_=False)
+    """Asserts c receives no <message/> (matching pred) within timeout, and
+    that c is still connected and served: a dead or closed client receives
+    nothing either, which must not pass for "nothing was delivered"."""
+    no_stanza(c, 'message', timeout, pred)
+
+
+def no_stanza(c, name, timeout=1.0, pred=None):
+    """no_message for any element name ('iq', 'presence', ...)."""
+    m = c.wait_for(name, pred, timeout=timeout, raise_=False)
+    check(m is None, 'unexpected message: %s' % (tostr(m) if m is not None else ''))
+    check(not c.closed and not c.stream_closed,
+          'no message arrived, but the client is no longer connected (stream error %r)'
+          % c.stream_error)
+    try:
+        sync(c, c.domain)
+    except XMPPError as e:
+        raise AssertionError('no message arrived, but the client does not get answers either: %s' % e)
+    m = c.wait_for(name, pred, timeout=0, raise_=False)
     check(m is None, 'unexpected message: %s' % (tostr(m) if m is not None else ''))
 
 

@@ -11,6 +11,7 @@
  *   PING ok | PING error
  *   SENT <to>
  *   MESSAGE <from> <body>
+ *   AUTHFAIL <condition>            (a SASL <failure/> received, from the RECV log)
  *   DONE
  *
  * usage: strophe_client --jid JID --password PW --host H --port P
@@ -52,6 +53,13 @@ static void log_handler(void *ud, xmpp_log_level_t level, const char *area, cons
         }
         c->mech[n] = '\0';
         printf("MECH %s\n", c->mech);
+        fflush(stdout);
+    }
+    /* RECV: <failure xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><not-authorized/>... */
+    if (strstr(msg, "RECV:") != NULL && (p = strstr(msg, "<failure")) != NULL &&
+        strstr(p, "urn:ietf:params:xml:ns:xmpp-sasl") != NULL && (p = strchr(p + 1, '<')) != NULL) {
+        p++;
+        printf("AUTHFAIL %.*s\n", (int)strcspn(p, " />"), p);
         fflush(stdout);
     }
 }

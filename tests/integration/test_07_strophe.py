@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """07: a libstrophe (C) client: logs in over STARTTLS and over direct TLS
 (SCRAM-SHA-256 chosen by libstrophe), sends a message to a raw-client peer,
-pings the server; and receives a message; a wrong password fails."""
+pings the server; and receives a message; a wrong password fails with a
+SASL <not-authorized/>. Its sanitizer output fails the test."""
 
 import os
-import subprocess
 
 from common import (MagpieServer, Results, parse_args, check, tostr, closeall,
                     online, body_of)
@@ -16,11 +16,8 @@ R = Results('[workers=%d]' % args.workers)
 def strophe(srv, *extra, timeout=60):
     exe = os.path.join(srv.builddir, 'tests', 'integration', 'strophe_client')
     check(os.path.exists(exe), '%s not built (make tests/integration/strophe_client)' % exe)
-    env = dict(os.environ)
-    env.setdefault('ASAN_OPTIONS', 'detect_leaks=1')
-    p = subprocess.run([exe, '--host', '127.0.0.1'] + list(extra), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=timeout, env=env)
-    return p
+    # its sanitizer output (it is built with the tree's flags) fails the test
+    return srv.run_tool([exe, '--host', '127.0.0.1'] + list(extra), timeout=timeout)
 
 
 def lines(p, key):
@@ -91,6 +88,12 @@ def t04_strophe_wrong_password(srv):
                 '--ping', '--timeout', '20')
     check(p.returncode != 0, 'login with a wrong password succeeded: %s' % p.stdout)
     check(not lines(p, 'BOUND'), 'bound with a wrong password')
+    # an authentication failure, not any failure (refused connection, TLS, timeout)
+    # (libstrophe may try a second mechanism: every attempt must fail so)
+    af = lines(p, 'AUTHFAIL')
+    check(af and set(af) == {'not-authorized'},
+          'expected a SASL <failure><not-authorized/>, got AUTHFAIL %s\nstdout: %s\nstderr: %s'
+          % (lines(p, 'AUTHFAIL'), p.stdout, p.stderr[-1500:]))
 
 
 TESTS = [t01_strophe_starttls, t02_strophe_direct_tls, t03_strophe_receives, t04_strophe_wrong_password]

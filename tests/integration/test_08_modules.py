@@ -94,10 +94,12 @@ def check_config(modules):
     srv = MagpieServer(args.builddir, modules=modules)
     srv.module_dir = module_dir(srv)
     srv.write_config()
-    p = subprocess.run([srv.magpied, '--check-config', '-c', srv.config_path],
-                       capture_output=True, text=True, env=srv._env())
+    p = srv.run_tool([srv.magpied, '--check-config', '-c', srv.config_path])
     text = srv.config_text()
-    srv.cleanup()
+    reports = srv.sanitizer_reports()
+    srv.cleanup(force_keep=bool(reports))
+    # a sanitizer report fails the test, whatever the exit status
+    check(not reports, 'sanitizer report from magpied --check-config:\n' + '\n'.join(reports))
     return p, text
 
 

@@ -3,6 +3,7 @@
 without bound (fair scheduling, per-connection read rate, bounded output
 buffers with backpressure), and TLS below 1.2 is refused."""
 
+import os
 import socket
 import ssl
 import threading
@@ -24,17 +25,46 @@ def rss_kib(pid):
     return 0
 
 
-def flood(sock, seconds, blob, stop):
-    """Writes blob to sock for up to seconds (never reads)."""
+def flood(sock, seconds, blob, stop, stats):
+    """Writes blob to sock for up to seconds (never reads). stats gets
+    'marks': (time, bytes accepted by the kernel so far) pairs, and 'cut':
+    the error if the server closed the connection."""
     end = time.time() + seconds
     sock.settimeout(0.5)
+    total, off = 0, 0
+    stats['marks'] = [(time.time(), 0)]
+    stats['cut'] = None
     while time.time() < end and not stop.is_set():
         try:
-            sock.sendall(blob)
-        except socket.timeout:
+            n = sock.send(blob[off:])
+        except (socket.timeout, ssl.SSLWantWriteError):
             continue
-        except OSError:
+        except OSError as e:
+            stats['cut'] = e
             return
+        total += n
+        off = (off + n) % len(blob)
+        stats['marks'].append((time.time(), total))
+
+
+def stanzas_in(srv):
+    st = srv.ctl('status').stdout
+    return int(dict(l.split(' ', 1) for l in st.splitlines() if ' ' in l).get('stanzas_in', '0'))
+
+
+def flood_rate(stats, after):
+    """Bytes per second the flooder got through from `after` seconds into
+    the flood to its end: once the socket buffers are full, the rate at
+    which the server reads it."""
+    marks = stats['marks']
+    t_start = marks[0][0] + after
+    tail = [m for m in marks if m[0] >= t_start]
+    base = [m for m in marks if m[0] < t_start]
+    if not tail or not base:
+        return 0.0
+    t0, b0 = base[-1]
+    t1, b1 = marks[-1]
+    return (b1 - b0) / max(t1 - t0, 1e-3)
 
 
 def t01_flood_does_not_delay_others(srv):
@@ -48,8 +78,10 @@ def t01_flood_does_not_delay_others(srv):
         # output backpressure are exercised
         one = "<message to='flooder@localhost' type='chat'><body>%s</body></message>" % ('x' * 900)
         blob = (one * 64).encode()
+        in0 = stanzas_in(srv)
         stop = threading.Event()
-        th = threading.Thread(target=flood, args=(f.sock, 8, blob, stop))
+        stats = {}
+        th = threading.Thread(target=flood, args=(f.sock, 8, blob, stop, stats))
         th.start()
         time.sleep(1.0)
         rtts = []
@@ -61,12 +93,29 @@ def t01_flood_does_not_delay_others(srv):
             rtts.append(time.time() - t0)
             time.sleep(0.1)
         peak = rss_kib(srv.pid)
-        stop.set()
-        th.join()
+        th.join()           # the flood runs its 8 s
+        peak = max(peak, rss_kib(srv.pid))
         worst = max(rtts)
         check(worst < 1.0, 'a flood on another connection delayed delivery to %.2fs (rtts %s)'
               % (worst, ['%.3f' % r for r in rtts]))
         check(peak - base < 64 * 1024, 'server grew by %d KiB during the flood' % (peak - base))
+        # the flooder itself was slowed to about limits.rate (or cut off):
+        # the server took in at most burst + rate x 8 s worth of its
+        # stanzas (counted by the server, whatever the socket buffers
+        # hold), and after 3 s (buffers full) the flooder got through only
+        # what the server read
+        stanzas = stanzas_in(srv) - in0
+        if stats['cut'] is None:
+            total = stats['marks'][-1][1]
+            rate = flood_rate(stats, 3.0)
+            allowed = (BURST + 8 * RATE) * 3 // 2 // len(one) + 100
+            if os.environ.get('MAGPIE_TEST_VERBOSE'):
+                print('    flooder: %.0f bytes/s after 3 s, %d bytes in all; server read %d stanzas'
+                      ' (allowed %d)' % (rate, total, stanzas, allowed))
+            check(stanzas <= allowed, 'the flooder was neither slowed nor cut off: the server read %d'
+                  ' stanzas in 8 s, more than (burst + 8 s x rate) x 1.5 allows (%d)' % (stanzas, allowed))
+            check(rate <= 3 * RATE, 'the flooder was neither slowed nor cut off: %.0f bytes/s in the'
+                  ' last 5 s (limits.rate %d), %d bytes in all' % (rate, RATE, total))
         sync(c)
     finally:
         closeall(f, c, d)
@@ -104,8 +153,10 @@ def t02_tls_below_1_2_refused(srv):
     raise AssertionError('server did not count a failed TLS handshake')
 
 
+RATE = 65536
+BURST = 131072
 srv = MagpieServer(args.builddir, workers=args.workers,
-                   limits={'rate': 65536, 'burst': 131072, 'max_output_buffer': 262144})
+                   limits={'rate': RATE, 'burst': BURST, 'max_output_buffer': 262144})
 with srv:
     for u in ('flooder', 'carol', 'dave'):
         srv.add_user(u, 'pw')

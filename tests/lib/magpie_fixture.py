@@ -14,7 +14,7 @@ Python standard library only (run with /usr/bin/python3).
 
 MagpieServer(builddir, workers=1, storage='sqlite', mysql=None,
              extra_config='', modules=None, limits=None, hosts=None,
-             security=None)
+             security=None, log_level='debug', log_file='-')
   builddir   the build tree holding magpied, magpiectl and modules/.libs
   storage    'sqlite' (a file in the temp state dir) or 'mysql'
   mysql      "host:port:user:password:database" (what tests/mariadb.sh
@@ -27,7 +27,10 @@ MagpieServer(builddir, workers=1, storage='sqlite', mysql=None,
              auth_failures_free 1000: the suites fail logins on purpose
              from one address, and throttled answers would outlast their
              timeouts; tests of throttling set it lower)
+  hosts      domain names, or preformatted libconfig groups ('{ domain = ...; cert = ...; }')
   extra_config  text appended verbatim to the config file
+  log_level, log_file  the log group ('-': standard error, which .log reads;
+             sanitizer reports always go there)
 
 Attributes/methods: .c2s_port .tls_port .host .state_dir .config_path
 .add_user(user, password, domain='localhost') .ctl(*args) .start() .stop()
@@ -138,7 +141,7 @@ class MagpieServer:
 
     def __init__(self, builddir=None, workers=1, storage='sqlite', mysql=None,
                  extra_config='', modules=None, limits=None, hosts=None,
-                 log_level='debug', start_timeout=None, security=None):
+                 log_level='debug', start_timeout=None, security=None, log_file='-'):
         self.builddir = os.path.abspath(builddir or default_builddir())
         self.workers = workers
         self.storage = storage
@@ -153,6 +156,7 @@ class MagpieServer:
             self.security.update(security)
         self.hosts = hosts or ['localhost', 'example.test']
         self.log_level = log_level
+        self.log_file = log_file
         self.start_timeout = start_timeout or float(os.environ.get('MAGPIE_START_TIMEOUT', '60'))
         self.host = '127.0.0.1'
         self.magpied = os.path.join(self.builddir, 'magpied')
@@ -174,7 +178,8 @@ class MagpieServer:
 
     # ---- configuration
     def config_text(self):
-        hosts = ', '.join('{ domain = %s; }' % _cfgstr(h) for h in self.hosts)
+        hosts = ', '.join(h if h.lstrip().startswith('{') else '{ domain = %s; }' % _cfgstr(h)
+                          for h in self.hosts)
         if self.storage == 'sqlite':
             storage = 'storage = { driver = "sqlite"; sqlite = { path = %s; }; };' % \
                 _cfgstr(os.path.join(self.state_dir, 'magpie.db'))
@@ -197,7 +202,7 @@ class MagpieServer:
             'state_dir = %s;' % _cfgstr(self.state_dir),
             'module_dir = %s;' % _cfgstr(self.module_dir),
             'workers = %d;' % self.workers,
-            'log = { level = %s; file = "-"; };' % _cfgstr(self.log_level),
+            'log = { level = %s; file = %s; };' % (_cfgstr(self.log_level), _cfgstr(self.log_file)),
             'hosts = ( %s );' % hosts,
             'listeners = ( { type = "c2s"; address = "127.0.0.1"; port = %d; },' % self.c2s_port,
             '              { type = "c2s_tls"; address = "127.0.0.1"; port = %d; } );' % self.tls_port,
@@ -364,6 +369,32 @@ class MagpieServer:
             raise ServerError('magpiectl %s failed (%d): %s%s'
                               % (' '.join(cmd[3:]), p.returncode, p.stdout, p.stderr))
         return p
+
+    def run_tool(self, cmd, timeout=60, **kw):
+        """Runs another program a test needs (magpied --check-config, a test
+        client such as tests/integration/strophe_client) with the sanitizer
+        environment; returns CompletedProcess (text, stdout and stderr
+        captured). A sanitizer report in its output is kept like one of
+        magpied's: Results.run then fails the test."""
+        kw.setdefault('stdout', subprocess.PIPE)
+        kw.setdefault('stderr', subprocess.PIPE)
+        kw.setdefault('env', self._env())
+        p = subprocess.run([str(a) for a in cmd], text=True, timeout=timeout, **kw)
+        name = os.path.basename(str(cmd[0]))
+        for out in (p.stdout, p.stderr):
+            for r in find_sanitizer_reports(out or ''):
+                self._ctl_reports.append('%s: %s' % (name, r))
+        return p
+
+    def wait_log(self, pattern, timeout=10.0, start=0):
+        """Waits until the server log (from offset start) matches the regular
+        expression pattern; returns the match or None."""
+        deadline = time.time() + timeout
+        while True:
+            m = re.search(pattern, self.log[start:])
+            if m or time.time() >= deadline:
+                return m
+            time.sleep(0.05)
 
     def add_user(self, user, password, domain='localhost'):
         jid = user if '@' in user else '%s@%s' % (user, domain)
@@ -859,13 +890,20 @@ class RawClient:
 # ---------------------------------------------------------------------------
 # result reporting shared by the integration scripts
 
+class Skip(Exception):
+    """Raised by a test that does not apply in this run (e.g. cross-worker
+    routing with one worker): reported as 'SKIP <name>: <reason>'."""
+
+
 class Results:
-    """Collects PASS/FAIL lines: one line per test, 'PASS <name>' or
-    'FAIL <name>: <reason>'. run-all.sh counts lines starting with PASS/FAIL."""
+    """Collects PASS/FAIL/SKIP lines: one line per test, 'PASS <name>',
+    'FAIL <name>: <reason>' or 'SKIP <name>: <reason>'. run-all.sh counts
+    lines starting with PASS/FAIL/SKIP."""
 
     def __init__(self, suffix=''):
         self.passed = 0
         self.failed = 0
+        self.skipped = 0
         self.suffix = suffix
 
     def run(self, name, fn, *args, server=None, **kw):
@@ -874,8 +912,11 @@ class Results:
         full = name + (' ' + self.suffix if self.suffix else '')
         t0 = time.time()
         reason = None
+        skipped = None
         try:
             fn(*args, **kw)
+        except Skip as e:
+            skipped = str(e) or 'not applicable'
         except AssertionError as e:
             reason = 'assertion failed: %s' % (e or traceback.format_exc().strip().splitlines()[-2])
         except Exception as e:
@@ -888,6 +929,10 @@ class Results:
                 reason = (reason + '; ' if reason else '') + \
                     'magpied died (exit %s); log tail:\n%s' % (server.proc.returncode, server.log_tail(30))
         dt = time.time() - t0
+        if reason is None and skipped is not None:
+            self.skipped += 1
+            print('SKIP %s: %s' % (full, skipped), flush=True)
+            return True
         if reason is None:
             self.passed += 1
             print('PASS %s (%.1fs)' % (full, dt), flush=True)
