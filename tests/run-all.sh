@@ -192,7 +192,7 @@ run_integration() {
             for w in 1 2; do
                 run_script "integration $t [workers=$w]" "$PYTHON" "tests/integration/test_$t.py" "$BUILDDIR" --workers $w
             done ;;
-        13_fanout)
+        14_fanout)
             run_script "integration $t [workers=2]" "$PYTHON" "tests/integration/test_$t.py" "$BUILDDIR" --workers 2 ;;
         *)
             run_script "integration $t" "$PYTHON" "tests/integration/test_$t.py" "$BUILDDIR" --workers 1 ;;

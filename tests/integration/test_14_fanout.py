@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""13: a stanza handed to several sessions is handled as one.
+"""14: a stanza handed to several sessions is handled as one.
 
 A message to a bare JID goes to every resource with the highest priority
 (RFC 6121 8.5.2.1.1). When one of those resources goes away while the
@@ -8,7 +8,7 @@ second time to the resource that stayed); when all of them go away, the
 undeliverable rules run once (one bounce, never two).
 
 Each round: bob is online twice at priority 0, alice sends a burst to bob's
-bare JID while one (13-1) or both (13-2) of bob's connections are dropped.
+bare JID while one (14-1) or both (14-2) of bob's connections are dropped.
 Every message must then be received exactly once per surviving resource
 that was online for it, or bounced at most once, and never lost.
 
@@ -101,8 +101,8 @@ srv = MagpieServer(args.builddir, workers=args.workers,
 with srv:
     for u in ('alice', 'bob'):
         srv.add_user(u, u + '-pw')
-    R.run('13-1 a resource dropped during a burst to the bare JID: no duplicate at the other',
+    R.run('14-1 a resource dropped during a burst to the bare JID: no duplicate at the other',
           rounds, srv, False, server=srv)
-    R.run('13-2 both resources dropped during a burst: each message bounced at most once',
+    R.run('14-2 both resources dropped during a burst: each message bounced at most once',
           rounds, srv, True, server=srv)
 R.exit()
