@@ -87,6 +87,7 @@ static struct {
     double login_timeout;
     double login_phase_max;
     double drain;
+    int window; /* closed loop: messages in flight per pair (0: open loop at --rate) */
     const char *resource;
     const char *go_file; /* wait for this file to exist before the hold */
     int verbose;
@@ -773,9 +774,10 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+static void send_test_message(struct sess *a, struct sess *b);
+
 static void on_message(struct sess *s, const char *st)
 {
-    (void)s;
     size_t bl;
     const char *body = st_child_text(st, "body", &bl);
     if (!body || bl < 3 || body[0] != 't' || body[1] != '=')
@@ -784,6 +786,11 @@ static void on_message(struct sess *s, const char *st)
     E.msg.recv++;
     E.msg.last_recv = now;
     hist_add(&E.msg.h, now > t ? (now - t) / 1000 : 0);
+    /* closed loop: the pair's sender sends the next one */
+    long i = (long)(s - E.s);
+    if (opt.window > 0 && E.messaging && now < E.msg_end && (i & 1) && i / 2 < E.npairs &&
+        E.s[i - 1].state == S_ONLINE)
+        send_test_message(&E.s[i - 1], s);
 }
 
 /* Answers an iq get/set addressed to the client: ping gets a result,
@@ -1211,6 +1218,15 @@ static void msg_report(void)
         exit(1);
 }
 
+/* Sends one timestamped message from a to b's full JID. */
+static void send_test_message(struct sess *a, struct sess *b)
+{
+    sess_send(a, "<message to='%s' type='chat' id='m%ld'><body>t=%" PRIu64 "</body></message>",
+              b->jid, E.msg.sent, mono_ns());
+    E.msg.sent++;
+    E.msg.last_send = mono_ns();
+}
+
 /* Sends the messages due at this instant (rate * elapsed - sent), round
  * robin over the pairs whose both ends are online; after the duration waits
  * for outstanding deliveries up to the drain limit, then reports. */
@@ -1222,7 +1238,7 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
     uint64_t now = mono_ns();
     if (now < E.msg_end || !E.drain_end) {
         double el = (double)((now < E.msg_end ? now : E.msg_end) - E.msg_t0) / 1e9;
-        long due = (long)(E.rate * el) - E.msg.sent;
+        long due = opt.window > 0 ? 0 : (long)(E.rate * el) - E.msg.sent;
         long tries = 0;
         while (due > 0 && tries < E.npairs) {
             struct sess *a = &E.s[2 * E.rr], *b = &E.s[2 * E.rr + 1];
@@ -1232,11 +1248,7 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
                 continue;
             }
             tries = 0;
-            sess_send(a,
-                      "<message to='%s' type='chat' id='m%ld'><body>t=%" PRIu64 "</body></message>",
-                      b->jid, E.msg.sent, mono_ns());
-            E.msg.sent++;
-            E.msg.last_send = mono_ns();
+            send_test_message(a, b);
             due--;
         }
         if (tries >= E.npairs && E.npairs > 0 && due > 0 && now > E.msg_t0 + 1000000000ull) {
@@ -1259,6 +1271,15 @@ static void start_messaging(void)
     E.drain_end = 0;
     if (E.npairs == 0 || E.rate <= 0) {
         E.msg_end = E.msg_t0;
+    } else if (opt.window > 0) {
+        /* closed loop: fill every pair's window; arrivals keep it full */
+        for (long j = 0; j < E.npairs; j++) {
+            struct sess *a = &E.s[2 * j], *b = &E.s[2 * j + 1];
+            if (a->state != S_ONLINE || b->state != S_ONLINE || !b->jid)
+                continue;
+            for (int k = 0; k < opt.window; k++)
+                send_test_message(a, b);
+        }
     }
     struct timeval tv = {0, 2000};
     event_add(E.msg_timer, &tv);
@@ -1506,6 +1527,9 @@ static void usage(FILE *f)
         "  --rate R             total messages per second (100); 0: no messaging\n"
         "  --duration SECONDS   messaging time (10)\n"
         "  --drain SECONDS      wait for late deliveries after messaging (5)\n"
+        "  --window W           closed loop: each pair keeps W messages in flight, the next\n"
+        "                       sent when one arrives, for --duration (--rate only has to be\n"
+        "                       > 0); measures the server's maximum throughput (0: off)\n"
         "  --server-pid PID     sample the server's RSS and CPU time from /proc\n"
         "  --procs P            load generator processes, each with its own user slice (1)\n"
         "  --src-addrs N        bind to 127.0.0.2..127.0.0.(N+1) round robin; 0 auto:\n"
@@ -1555,6 +1579,7 @@ static void parse_args(int argc, char **argv)
                                        {"login-timeout", 1, 0, 'T'},
                                        {"login-phase-max", 1, 0, 'L'},
                                        {"drain", 1, 0, 'D'},
+                                       {"window", 1, 0, 'W'},
                                        {"resource", 1, 0, 'R'},
                                        {"go-file", 1, 0, 'G'},
                                        {"verbose", 0, 0, 'v'},
@@ -1616,6 +1641,9 @@ static void parse_args(int argc, char **argv)
             break;
         case 'D':
             opt.drain = num(optarg, "--drain");
+            break;
+        case 'W':
+            opt.window = (int)num(optarg, "--window");
             break;
         case 'R':
             opt.resource = optarg;
