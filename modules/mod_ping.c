@@ -13,7 +13,7 @@
 #define NS_PING "urn:xmpp:ping"
 
 struct ping_state {
-    double sent_at; /* monotonic time the ping went out; < 0: none */
+    double sent_at;  /* monotonic time the ping went out; < 0: none */
     mp_timer *timer; /* one per session, armed for the next due check */
 };
 
@@ -84,8 +84,7 @@ static void session_started(mp_session *s, void *ud)
     if (!ps)
         return;
     ps->sent_at = -1;
-    ps->timer =
-        mp_session_timer(s, (double)mp_module_opt_int(self, "interval"), 0, check, NULL);
+    ps->timer = mp_session_timer(s, (double)mp_module_opt_int(self, "interval"), 0, check, NULL);
     if (!ps->timer) {
         free(ps);
         return;

@@ -609,8 +609,7 @@ const char *mp_domain_name(const mp_domain *d)
     return d->name;
 }
 
-int mp_domain_iq_register(mp_domain *d, enum mp_iq_type type, const char *ns, mp_iq_fn fn,
-                          void *ud)
+int mp_domain_iq_register(mp_domain *d, enum mp_iq_type type, const char *ns, mp_iq_fn fn, void *ud)
 {
     char key[512];
     iq_key(key, sizeof key, type, ns, 0);
@@ -631,8 +630,7 @@ static void domain_disco_add(mp_domain *d, struct disco_entry e)
     d->discos[d->n_discos++] = e;
 }
 
-int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type,
-                             const char *name)
+int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type, const char *name)
 {
     domain_disco_add(d, (struct disco_entry){0, NULL, mp_strdup(category), mp_strdup(type),
                                              name ? mp_strdup(name) : NULL, d->m});
@@ -686,7 +684,8 @@ void mp_domain_deliver(mp_domain *d, mp_stanza *st)
 {
     const struct mp_envelope *env = mp_stanza_envelope(st);
     int req = env->kind == MP_KIND_IQ && (env->type == MP_TYPE_GET || env->type == MP_TYPE_SET);
-    if (req && (iq_dispatch_in(d->iqs, st, 0) == MAGPIE_OK || domain_disco_info(d, st) == MAGPIE_OK)) {
+    if (req &&
+        (iq_dispatch_in(d->iqs, st, 0) == MAGPIE_OK || domain_disco_info(d, st) == MAGPIE_OK)) {
         mp_stanza_unref(st);
         return;
     }

@@ -256,8 +256,8 @@ void mp_route_bounce(mp_stanza *st, const char *type, const char *condition, con
 
 static int is_subscription(enum mp_stanza_type type)
 {
-    return type == MP_TYPE_SUBSCRIBE || type == MP_TYPE_SUBSCRIBED ||
-           type == MP_TYPE_UNSUBSCRIBE || type == MP_TYPE_UNSUBSCRIBED;
+    return type == MP_TYPE_SUBSCRIBE || type == MP_TYPE_SUBSCRIBED || type == MP_TYPE_UNSUBSCRIBE ||
+           type == MP_TYPE_UNSUBSCRIBED;
 }
 
 static int is_request(enum mp_stanza_type type)
@@ -314,9 +314,8 @@ static void to_bare(mp_stanza *st)
             mp_route_bounce(st, "cancel", "service-unavailable", NULL);
             return;
         }
-        n = select_targets(to->bare,
-                           type == MP_TYPE_HEADLINE ? SELECT_NONNEGATIVE : SELECT_HIGHEST, buf,
-                           &heap, &t);
+        n = select_targets(to->bare, type == MP_TYPE_HEADLINE ? SELECT_NONNEGATIVE : SELECT_HIGHEST,
+                           buf, &heap, &t);
         if (n > 0) {
             deliver_all(t, n, st);
         } else if (type == MP_TYPE_HEADLINE) {

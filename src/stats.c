@@ -71,9 +71,8 @@ void mp_stats_write(struct evbuffer *out)
     evbuffer_add_printf(out, "sessions %zu\n", mp_router_count());
     evbuffer_add_printf(out, "modules %zu\n", mp_modules_count());
     for (int i = 0; i < MP_STAT_COUNT; i++)
-        evbuffer_add_printf(
-            out, "%s %llu\n", names[i],
-            (unsigned long long)mp_stat_get((enum mp_core_stat)i));
+        evbuffer_add_printf(out, "%s %llu\n", names[i],
+                            (unsigned long long)mp_stat_get((enum mp_core_stat)i));
     size_t throttled[MP_AUTHGUARD_KINDS];
     mp_authguard_stats(mp_server.auth_guard, mp_now(), throttled, NULL);
     evbuffer_add_printf(out, "auth_throttled_addresses %zu\n", throttled[MP_AUTHGUARD_ADDRESS]);

@@ -46,7 +46,7 @@ struct chunk {
 
 struct mp_stanza {
     atomic_int refs;
-    int text_dirty;    /* an element may lack its concatenated-text cache */
+    int text_dirty;     /* an element may lack its concatenated-text cache */
     unsigned env_stale; /* ENV_* fields of env to recompute */
     struct mp_envelope env;
     size_t total;      /* bytes allocated for the stanza, all chunks */
@@ -1256,8 +1256,8 @@ mp_stanza *mp_stanza_make_error(mp_stanza *st, const char *error_type, const cha
     st->env.to_bad = st->env.from_bad;
     st->env.from_bad = bad;
     unsigned stale = st->env_stale;
-    st->env_stale = (stale & ENV_META) | ((stale & ENV_TO) ? ENV_FROM : 0) |
-                    ((stale & ENV_FROM) ? ENV_TO : 0);
+    st->env_stale =
+        (stale & ENV_META) | ((stale & ENV_TO) ? ENV_FROM : 0) | ((stale & ENV_FROM) ? ENV_TO : 0);
     mp_xml_set_attr(st, r, "type", "error");
     mp_xml *e = mp_xml_add_child(st, r, "error", NULL);
     mp_xml_set_attr(st, e, "type", error_type);

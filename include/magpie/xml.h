@@ -67,17 +67,26 @@ enum mp_stanza_type {
     MP_TYPE_NONE = 0, /* no type attribute (message: normal; presence: available) */
     MP_TYPE_OTHER,    /* a value this server does not know */
     MP_TYPE_ERROR,
-    MP_TYPE_NORMAL, MP_TYPE_CHAT, MP_TYPE_GROUPCHAT, MP_TYPE_HEADLINE,
-    MP_TYPE_UNAVAILABLE, MP_TYPE_SUBSCRIBE, MP_TYPE_SUBSCRIBED, MP_TYPE_UNSUBSCRIBE,
-    MP_TYPE_UNSUBSCRIBED, MP_TYPE_PROBE,
-    MP_TYPE_GET, MP_TYPE_SET, MP_TYPE_RESULT,
+    MP_TYPE_NORMAL,
+    MP_TYPE_CHAT,
+    MP_TYPE_GROUPCHAT,
+    MP_TYPE_HEADLINE,
+    MP_TYPE_UNAVAILABLE,
+    MP_TYPE_SUBSCRIBE,
+    MP_TYPE_SUBSCRIBED,
+    MP_TYPE_UNSUBSCRIBE,
+    MP_TYPE_UNSUBSCRIBED,
+    MP_TYPE_PROBE,
+    MP_TYPE_GET,
+    MP_TYPE_SET,
+    MP_TYPE_RESULT,
 };
 struct mp_envelope {
     enum mp_stanza_kind kind;
     enum mp_stanza_type type;
-    const char *id; /* NULL if absent */
-    mp_jid to;      /* to.domain NULL: no 'to' (or malformed: to_bad) */
-    mp_jid from;    /* likewise */
+    const char *id;                    /* NULL if absent */
+    mp_jid to;                         /* to.domain NULL: no 'to' (or malformed: to_bad) */
+    mp_jid from;                       /* likewise */
     unsigned to_bad : 1, from_bad : 1; /* present but not a valid JID */
 };
 
