@@ -13,7 +13,7 @@
 #define NS_PING "urn:xmpp:ping"
 
 struct ping_state {
-    double sent_at; /* monotonic time the ping went out; < 0: none */
+    double sent_at;  /* monotonic time the ping went out; < 0: none */
     mp_timer *timer; /* one per session, armed for the next due check */
 };
 
@@ -77,30 +77,32 @@ static void check(mp_session *s, void *ud)
     mp_timer_set(ps->timer, timeout);
 }
 
-static int session_started(struct mp_hook_event *ev, void *ud)
+static void session_started(mp_session *s, void *ud)
 {
     (void)ud;
     struct ping_state *ps = malloc(sizeof *ps);
     if (!ps)
-        return HOOK_PASS;
+        return;
     ps->sent_at = -1;
-    ps->timer = mp_session_timer(ev->session, (double)mp_module_opt_int(self, "interval"), 0,
-                                 check, NULL);
+    ps->timer = mp_session_timer(s, (double)mp_module_opt_int(self, "interval"), 0, check, NULL);
     if (!ps->timer) {
         free(ps);
-        return HOOK_PASS;
+        return;
     }
-    mp_session_set_data(ev->session, self, ps);
-    return HOOK_PASS;
+    mp_session_set_data(s, self, ps);
 }
 
-static int session_ended(struct mp_hook_event *ev, void *ud)
+static void session_ended(mp_session *s, void *ud)
 {
     (void)ud;
-    free(mp_session_data(ev->session, self));
-    mp_session_set_data(ev->session, self, NULL);
-    return HOOK_PASS;
+    free(mp_session_data(s, self));
+    mp_session_set_data(s, self, NULL);
 }
+
+static const struct mp_notify notify = {
+    .session_started = session_started,
+    .session_ended = session_ended,
+};
 
 static int load(mp_module *m)
 {
@@ -108,8 +110,7 @@ static int load(mp_module *m)
     pings_sent = mp_counter_new(m, "sent", "Pings sent to silent clients");
     timeouts = mp_counter_new(m, "timeouts", "Streams closed for not answering a ping");
     mp_disco_feature_add(m, MP_DISCO_SERVER, NS_PING);
-    mp_hook_add(m, "session-started", 0, session_started, NULL);
-    mp_hook_add(m, "session-ended", 0, session_ended, NULL);
+    mp_notify_add(m, &notify, NULL);
     if (mp_iq_register(m, MP_IQ_GET, NS_PING, MP_IQ_SERVER, pong, NULL) != MAGPIE_OK ||
         mp_iq_register(m, MP_IQ_GET, NS_PING, MP_IQ_ACCOUNT, pong, NULL) != MAGPIE_OK)
         return MAGPIE_ERR;

@@ -47,6 +47,7 @@ struct mp_timer {
 
 struct mp_session {
     atomic_int refs;
+    uint64_t id; /* mp_session_id */
     struct mp_worker *w;
     struct mp_session *prev, *next; /* worker's list */
     int fd;
@@ -94,6 +95,13 @@ static void c2s_destroy(mp_session *s);
 static void stall_check(evutil_socket_t fd, short what, void *arg);
 
 /* ---- references ---- */
+
+static atomic_uint_fast64_t next_session_id = 1;
+
+uint64_t mp_session_id(mp_session *s)
+{
+    return s->id;
+}
 
 void mp_session_ref(mp_session *s)
 {
@@ -367,7 +375,7 @@ static void c2s_destroy(mp_session *s)
         return;
     struct mp_worker *w = s->w;
     if (s->bound) {
-        mp_hook_run("session-ended", s, NULL, NULL);
+        mp_notify_session_ended(s);
         if (!s->closing)
             mp_router_unbind(s);
         s->bound = 0;
@@ -972,10 +980,16 @@ static void kick_run(void *arg)
         /* the router entry already belongs to the new session */
         old->bound = 0;
         atomic_fetch_sub(&mp_server.sessions, 1);
-        mp_hook_run("session-ended", old, NULL, NULL);
+        mp_notify_session_ended(old);
         c2s_close(old, "conflict", "Replaced by new connection");
     }
     mp_session_unref(old);
+}
+
+void mp_c2s_replaced(mp_session *old)
+{
+    mp_session_ref(old);
+    kick_run(old);
 }
 
 static void handle_bind(mp_session *s, mp_stanza *st, mp_xml *bind)
@@ -1014,7 +1028,7 @@ static void handle_bind(mp_session *s, mp_stanza *st, mp_xml *bind)
     mp_xml_add_text(reply, j, s->jid.full, strlen(s->jid.full));
     mp_session_send(s, reply);
     mp_log(MP_LOG_INFO, "c2s %s: bound %s on worker %d", s->peer, s->jid.full, s->w->id);
-    mp_hook_run("session-started", s, NULL, NULL);
+    mp_notify_session_started(s);
 }
 
 /* ---- stanzas ---- */
@@ -1078,7 +1092,7 @@ static void handle_stanza(mp_session *s, mp_stanza *st)
             return;
         }
     }
-    mp_xml_set_attr(st, root, "from", s->jid.full);
+    mp_stanza_set_from(st, &s->jid);
     if (s->lang[0] && !mp_xml_get_attr(root, "xml:lang"))
         mp_xml_set_attr(st, root, "xml:lang", s->lang);
 
@@ -1097,7 +1111,7 @@ static void handle_stanza(mp_session *s, mp_stanza *st)
                 mp_session_send(s, e);
             return;
         }
-        mp_xml_set_attr(st, root, "to", tj.full);
+        mp_stanza_set_to(st, &tj);
         mp_jid_free(&tj);
     }
 
@@ -1115,7 +1129,7 @@ static void handle_stanza(mp_session *s, mp_stanza *st)
         return;
     }
 
-    if (mp_hook_run("stanza-in", s, st, NULL) == HOOK_HANDLED)
+    if (mp_filters_run(MP_FILTER_IN, s, st) == MP_FILTER_STOP)
         return;
     mp_router_from_client(s, mp_stanza_ref(st));
 }
@@ -1404,6 +1418,7 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     mp_session *s = mp_calloc(1, sizeof *s);
     atomic_init(&s->refs, 1); /* the worker's reference */
+    s->id = atomic_fetch_add(&next_session_id, 1);
     s->w = w;
     s->fd = fd;
     s->last_read = mp_now();

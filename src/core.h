@@ -196,7 +196,14 @@ enum mp_core_stat {
     MP_STAT_OUTPUT_STALLED,     /* clients cut off for not reading a full output buffer */
     MP_STAT_COUNT
 };
+/* Counts one event in the calling thread's slot (no shared cache line). */
 void mp_stat_inc(enum mp_core_stat s);
+/* A counter's value: the sum of every slot. */
+uint64_t mp_stat_get(enum mp_core_stat s);
+/* The calling thread's counter slot, 0..MP_STAT_SLOTS-1 (module counters
+ * use the same slots). */
+#define MP_STAT_SLOTS 16
+int mp_stat_slot(void);
 /* Writes "name value\n" lines of every counter (core and modules). */
 void mp_stats_write(struct evbuffer *out);
 
@@ -238,6 +245,9 @@ void mp_c2s_shutdown_worker(struct mp_worker *w);
 void mp_c2s_thread_exit(void);
 /* Idle sweep of one worker: releases parsers of idle streams. */
 void mp_c2s_sweep(struct mp_worker *w);
+/* Kicks a session whose directory entry a newer bind took (conflict);
+ * runs on old's worker, old referenced by the caller for the call. */
+void mp_c2s_replaced(mp_session *old);
 /* Session reference counting (atomic; the last unref frees the shell). */
 void mp_session_ref(mp_session *s);
 void mp_session_unref(mp_session *s);
@@ -246,14 +256,14 @@ struct mp_worker *mp_session_worker(mp_session *s);
 /* ---- router.c ---- */
 int mp_router_init(void);
 void mp_router_free(void);
-/* Registers a bound session under its full JID. If a session with the same
- * full JID exists it is returned (referenced) in *replaced for the caller
- * to kick with a conflict error. */
+/* Frees the calling worker's session registry (worker exit). */
+void mp_router_thread_exit(void);
+/* Registers a bound session (on its own worker) under its full JID. If a
+ * session with the same full JID exists on this worker it is returned
+ * (referenced) in *replaced for the caller to kick with a conflict error;
+ * one on another worker is kicked there (mp_c2s_replaced). */
 int mp_router_bind(mp_session *s, mp_session **replaced);
 void mp_router_unbind(mp_session *s);
-/* Records presence of a session: available flag, priority, and the last
- * available presence stanza (ref taken, may be NULL). */
-void mp_router_set_presence(mp_session *s, int available, int priority, mp_stanza *presence);
 /* Handles a stanza from a bound client (from already stamped). Takes st. */
 void mp_router_from_client(mp_session *s, mp_stanza *st);
 /* Applies RFC 6121 §8.5.3.2 to st (taken), whose full-JID recipient is gone. */
@@ -263,11 +273,37 @@ size_t mp_router_count(void);
 /* Sends a stanza error reply for st (taken) unless st is itself an error. */
 void mp_route_bounce(mp_stanza *st, const char *type, const char *condition, const char *text);
 
+/* ---- presence.c: last available presence of each session, kept on the
+ * session's worker (every call runs there) ---- */
+/* Stores st (a reference is taken) as session id's last available
+ * presence; NULL forgets it. */
+void mp_presence_store(uint64_t id, mp_stanza *st);
+/* The stored presence of id (borrowed), or NULL. */
+mp_stanza *mp_presence_last(uint64_t id);
+void mp_presence_forget(uint64_t id);
+void mp_presence_thread_exit(void);
+
 /* ---- module.c ---- */
 int mp_modules_load(const struct mp_config *cfg);
 void mp_modules_unload(void);
 /* Runs hook handlers; returns HOOK_HANDLED or HOOK_PASS. */
 int mp_hook_run(const char *hook, mp_session *s, mp_stanza *st, void *data);
+/* Runs every handler of a hook whatever they return (notifications). */
+void mp_hook_run_all(const char *hook, mp_session *s, mp_stanza *st, void *data);
+/* Runs the filters of dir (then, inbound, the "stanza-in" hook) on st
+ * (borrowed); MP_FILTER_PASS or MP_FILTER_STOP. */
+int mp_filters_run(enum mp_filter_dir dir, mp_session *s, mp_stanza *st);
+/* Typed notifications (module.h, struct mp_notify), then the string hook
+ * of the same name where one exists; every subscriber is called. */
+void mp_notify_session_started(mp_session *s);
+void mp_notify_session_ended(mp_session *s);
+void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available);
+void mp_notify_account_deleted(const char *domain, const char *user);
+/* The module-served domain named name (normalised), or NULL. */
+mp_domain *mp_domain_find(const char *name);
+/* Hands st (taken) to d on the calling worker: its IQ handlers, its disco
+ * answer, then its handler; unanswered requests bounce. */
+void mp_domain_deliver(mp_domain *d, mp_stanza *st);
 /* Finds the IQ handler for (type, ns, scope); returns MAGPIE_OK and calls it,
  * or MAGPIE_NOTFOUND. Does not take iq (handler gets a borrowed ref). */
 int mp_iq_dispatch(mp_stanza *iq, enum mp_iq_scope scope);

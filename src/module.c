@@ -58,9 +58,41 @@ struct disco_entry {
     mp_module *m;
 };
 
+struct filter_entry {
+    int priority;
+    mp_filter_fn fn;
+    void *ud;
+    mp_module *m;
+};
+
+struct filter_list {
+    struct filter_entry *v;
+    size_t n;
+};
+
+struct notify_entry {
+    const struct mp_notify *n;
+    void *ud;
+    mp_module *m;
+};
+
+struct mp_domain {
+    char *name;
+    mp_domain_fn fn;
+    void *ud;
+    mp_module *m;
+    mp_table *iqs; /* "type|ns" -> struct iq_entry */
+    struct disco_entry *discos;
+    size_t n_discos;
+};
+
+struct counter_slot {
+    atomic_ullong v;
+} __attribute__((aligned(64))); /* one cache line per thread slot */
+
 struct mp_counter {
     char *name, *help;
-    atomic_ullong value;
+    struct counter_slot *value; /* MP_STAT_SLOTS per-thread slots, summed on read */
     mp_module *m;
     struct mp_counter *next;
 };
@@ -74,6 +106,10 @@ static size_t n_features;
 static struct disco_entry *discos;
 static size_t n_discos;
 static struct mp_counter *counters;
+static struct filter_list filters[2]; /* by enum mp_filter_dir */
+static struct notify_entry *notifies;
+static size_t n_notifies;
+static mp_table *domains; /* name -> mp_domain */
 
 size_t mp_modules_count(void)
 {
@@ -251,6 +287,7 @@ int mp_modules_load(const struct mp_config *cfg)
     char err[PATH_MAX * 2];
     hooks = mp_table_new(32);
     iqs = mp_table_new(64);
+    domains = mp_table_new(8);
     for (size_t i = 0; i < cfg->n_modules; i++) {
         for (size_t j = 0; j < n_modules; j++)
             if (strcmp(modules[j]->desc->name, cfg->modules[i].name) == 0) {
@@ -299,6 +336,15 @@ void mp_modules_unload(void)
     mp_table_free(hooks, free_hook_list);
     mp_table_free(iqs, free);
     hooks = iqs = NULL;
+    mp_table_free(domains, NULL); /* emptied by unregister_all */
+    domains = NULL;
+    for (int d = 0; d < 2; d++) {
+        free(filters[d].v);
+        filters[d] = (struct filter_list){NULL, 0};
+    }
+    free(notifies);
+    notifies = NULL;
+    n_notifies = 0;
     free(features);
     features = NULL;
     free(discos);
@@ -326,6 +372,14 @@ int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, voi
     return MAGPIE_OK;
 }
 
+void mp_hook_run_all(const char *hook, mp_session *s, mp_stanza *st, void *data)
+{
+    struct hook_list *l = hooks ? mp_table_get(hooks, hook) : NULL;
+    struct mp_hook_event ev = {s, st, data};
+    for (size_t i = 0; l && i < l->n; i++)
+        l->v[i].fn(&ev, l->v[i].ud);
+}
+
 int mp_hook_run(const char *hook, mp_session *s, mp_stanza *st, void *data)
 {
     if (!hooks)
@@ -338,6 +392,74 @@ int mp_hook_run(const char *hook, mp_session *s, mp_stanza *st, void *data)
         if (l->v[i].fn(&ev, l->v[i].ud) == HOOK_HANDLED)
             return HOOK_HANDLED;
     return HOOK_PASS;
+}
+
+/* ---- filters and notifications ---- */
+
+int mp_filter_add(mp_module *m, enum mp_filter_dir dir, int priority, mp_filter_fn fn, void *ud)
+{
+    if (dir != MP_FILTER_IN && dir != MP_FILTER_OUT)
+        return MAGPIE_ERR;
+    struct filter_list *l = &filters[dir];
+    l->v = mp_realloc(l->v, (l->n + 1) * sizeof *l->v);
+    size_t pos = l->n;
+    /* sorted by decreasing priority; equal priorities in order added */
+    while (pos > 0 && l->v[pos - 1].priority < priority) {
+        l->v[pos] = l->v[pos - 1];
+        pos--;
+    }
+    l->v[pos] = (struct filter_entry){priority, fn, ud, m};
+    l->n++;
+    return MAGPIE_OK;
+}
+
+int mp_filters_run(enum mp_filter_dir dir, mp_session *s, mp_stanza *st)
+{
+    const struct filter_list *l = &filters[dir];
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].fn(s, st, l->v[i].ud) == MP_FILTER_STOP)
+            return MP_FILTER_STOP;
+    /* the older string hook, after the typed filters */
+    if (dir == MP_FILTER_IN && mp_hook_run("stanza-in", s, st, NULL) == HOOK_HANDLED)
+        return MP_FILTER_STOP;
+    return MP_FILTER_PASS;
+}
+
+int mp_notify_add(mp_module *m, const struct mp_notify *n, void *ud)
+{
+    notifies = mp_realloc(notifies, (n_notifies + 1) * sizeof *notifies);
+    notifies[n_notifies++] = (struct notify_entry){n, ud, m};
+    return MAGPIE_OK;
+}
+
+void mp_notify_session_started(mp_session *s)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->session_started)
+            notifies[i].n->session_started(s, notifies[i].ud);
+    mp_hook_run_all("session-started", s, NULL, NULL);
+}
+
+void mp_notify_session_ended(mp_session *s)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->session_ended)
+            notifies[i].n->session_ended(s, notifies[i].ud);
+    mp_hook_run_all("session-ended", s, NULL, NULL);
+}
+
+void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->presence_changed)
+            notifies[i].n->presence_changed(s, presence, available, notifies[i].ud);
+}
+
+void mp_notify_account_deleted(const char *domain, const char *user)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->account_deleted)
+            notifies[i].n->account_deleted(domain, user, notifies[i].ud);
 }
 
 /* ---- IQ handlers ---- */
@@ -363,27 +485,33 @@ int mp_iq_register(mp_module *m, enum mp_iq_type type, const char *ns, enum mp_i
     return MAGPIE_OK;
 }
 
-int mp_iq_dispatch(mp_stanza *iq, enum mp_iq_scope scope)
+/* Finds the handler of iq in table (keys from iq_key with scope) and
+ * calls it: MAGPIE_OK, or MAGPIE_NOTFOUND. */
+static int iq_dispatch_in(mp_table *table, mp_stanza *iq, int scope)
 {
-    mp_xml *root = mp_stanza_root(iq);
-    const char *type = mp_xml_get_attr(root, "type");
-    mp_xml *child = mp_xml_first_element(root);
-    if (!iqs || !type || !child)
+    const struct mp_envelope *env = mp_stanza_envelope(iq);
+    mp_xml *child = mp_xml_first_element(mp_stanza_root(iq));
+    if (!table || !child)
         return MAGPIE_NOTFOUND;
     int t;
-    if (strcmp(type, "get") == 0)
+    if (env->type == MP_TYPE_GET)
         t = MP_IQ_GET;
-    else if (strcmp(type, "set") == 0)
+    else if (env->type == MP_TYPE_SET)
         t = MP_IQ_SET;
     else
         return MAGPIE_NOTFOUND;
     char key[512];
     iq_key(key, sizeof key, t, child->ns ? child->ns : "", scope);
-    struct iq_entry *e = mp_table_get(iqs, key);
+    struct iq_entry *e = mp_table_get(table, key);
     if (!e)
         return MAGPIE_NOTFOUND;
     e->fn(iq, e->ud);
     return MAGPIE_OK;
+}
+
+int mp_iq_dispatch(mp_stanza *iq, enum mp_iq_scope scope)
+{
+    return iq_dispatch_in(iqs, iq, scope);
 }
 
 void mp_iq_reply(mp_stanza *reply)
@@ -453,6 +581,155 @@ void mp_disco_identities_foreach(enum mp_disco_scope scope,
             fn(ud, discos[i].category, discos[i].type, discos[i].name);
 }
 
+/* ---- service domains ---- */
+
+mp_domain *mp_domain_add(mp_module *m, const char *name, mp_domain_fn fn, void *ud)
+{
+    char norm[MP_JID_PART_MAX + 1];
+    if (!fn || mp_jid_nameprep(name, norm, sizeof norm) != MAGPIE_OK) {
+        mp_log(MP_LOG_ERROR, "module %s: '%s' is not a valid domain", m->desc->name, name);
+        return NULL;
+    }
+    if (mp_host_is_local(norm) || mp_table_get(domains, norm)) {
+        mp_log(MP_LOG_ERROR, "module %s: domain %s is already served", m->desc->name, norm);
+        return NULL;
+    }
+    mp_domain *d = mp_calloc(1, sizeof *d);
+    d->name = mp_strdup(norm);
+    d->fn = fn;
+    d->ud = ud;
+    d->m = m;
+    d->iqs = mp_table_new(8);
+    mp_table_put(domains, norm, d);
+    return d;
+}
+
+const char *mp_domain_name(const mp_domain *d)
+{
+    return d->name;
+}
+
+int mp_domain_iq_register(mp_domain *d, enum mp_iq_type type, const char *ns, mp_iq_fn fn, void *ud)
+{
+    char key[512];
+    iq_key(key, sizeof key, type, ns, 0);
+    if (mp_table_get(d->iqs, key)) {
+        mp_log(MP_LOG_ERROR, "module %s: an IQ handler for %s on %s is already registered",
+               d->m->desc->name, ns, d->name);
+        return MAGPIE_ERR;
+    }
+    struct iq_entry *e = mp_malloc(sizeof *e);
+    *e = (struct iq_entry){fn, ud, d->m};
+    mp_table_put(d->iqs, key, e);
+    return MAGPIE_OK;
+}
+
+static void domain_disco_add(mp_domain *d, struct disco_entry e)
+{
+    d->discos = mp_realloc(d->discos, (d->n_discos + 1) * sizeof *d->discos);
+    d->discos[d->n_discos++] = e;
+}
+
+int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type, const char *name)
+{
+    domain_disco_add(d, (struct disco_entry){0, NULL, mp_strdup(category), mp_strdup(type),
+                                             name ? mp_strdup(name) : NULL, d->m});
+    return MAGPIE_OK;
+}
+
+int mp_domain_disco_feature(mp_domain *d, const char *var)
+{
+    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m});
+    return MAGPIE_OK;
+}
+
+mp_domain *mp_domain_find(const char *name)
+{
+    return domains && mp_table_count(domains) ? mp_table_get(domains, name) : NULL;
+}
+
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+
+/* Answers a disco#info query to d (without node) from its registrations. */
+static int domain_disco_info(mp_domain *d, mp_stanza *iq)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(iq);
+    mp_xml *q = mp_xml_first_element(mp_stanza_root(iq));
+    if (env->type != MP_TYPE_GET || !q || strcmp(q->name, "query") != 0 || !q->ns ||
+        strcmp(q->ns, NS_DISCO_INFO) != 0 || d->n_discos == 0)
+        return MAGPIE_NOTFOUND;
+    if (mp_xml_get_attr(q, "node")) {
+        mp_iq_reply_error(iq, "cancel", "item-not-found");
+        return MAGPIE_OK;
+    }
+    mp_stanza *r = mp_iq_result(iq);
+    mp_xml *rq = mp_xml_add_child(r, mp_stanza_root(r), "query", NS_DISCO_INFO);
+    for (size_t i = 0; i < d->n_discos; i++)
+        if (!d->discos[i].var) {
+            mp_xml *id = mp_xml_add_child(r, rq, "identity", NULL);
+            mp_xml_set_attr(r, id, "category", d->discos[i].category);
+            mp_xml_set_attr(r, id, "type", d->discos[i].type);
+            if (d->discos[i].name)
+                mp_xml_set_attr(r, id, "name", d->discos[i].name);
+        }
+    mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", NS_DISCO_INFO);
+    for (size_t i = 0; i < d->n_discos; i++)
+        if (d->discos[i].var && strcmp(d->discos[i].var, NS_DISCO_INFO) != 0)
+            mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", d->discos[i].var);
+    mp_iq_reply(r);
+    return MAGPIE_OK;
+}
+
+void mp_domain_deliver(mp_domain *d, mp_stanza *st)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    int req = env->kind == MP_KIND_IQ && (env->type == MP_TYPE_GET || env->type == MP_TYPE_SET);
+    if (req &&
+        (iq_dispatch_in(d->iqs, st, 0) == MAGPIE_OK || domain_disco_info(d, st) == MAGPIE_OK)) {
+        mp_stanza_unref(st);
+        return;
+    }
+    if (d->fn(st, d->ud) == HOOK_HANDLED) {
+        mp_stanza_unref(st);
+        return;
+    }
+    if (req)
+        mp_route_bounce(st, "cancel", "service-unavailable", NULL);
+    else
+        mp_stanza_unref(st);
+}
+
+static void domain_free(mp_domain *d)
+{
+    mp_table_free(d->iqs, free);
+    for (size_t i = 0; i < d->n_discos; i++) {
+        free(d->discos[i].var);
+        free(d->discos[i].category);
+        free(d->discos[i].type);
+        free(d->discos[i].name);
+    }
+    free(d->discos);
+    free(d->name);
+    free(d);
+}
+
+struct domain_sweep {
+    mp_module *m;
+    mp_domain **v;
+    size_t n;
+};
+
+static void collect_domain(void *ud, const char *key, void *value)
+{
+    (void)key;
+    struct domain_sweep *sw = ud;
+    mp_domain *d = value;
+    if (d->m == sw->m) {
+        sw->v = mp_realloc(sw->v, (sw->n + 1) * sizeof *sw->v);
+        sw->v[sw->n++] = d;
+    }
+}
+
 /* ---- counters ---- */
 
 mp_counter *mp_counter_new(mp_module *m, const char *name, const char *help)
@@ -462,6 +739,11 @@ mp_counter *mp_counter_new(mp_module *m, const char *name, const char *help)
     snprintf(full, sizeof full, "%s_%s", m->desc->name, name);
     c->name = mp_strdup(full);
     c->help = mp_strdup(help ? help : "");
+    c->value = aligned_alloc(64, MP_STAT_SLOTS * sizeof *c->value);
+    if (!c->value)
+        abort();
+    for (int i = 0; i < MP_STAT_SLOTS; i++)
+        atomic_init(&c->value[i].v, 0);
     c->m = m;
     c->next = counters;
     counters = c;
@@ -470,15 +752,17 @@ mp_counter *mp_counter_new(mp_module *m, const char *name, const char *help)
 
 void mp_counter_add(mp_counter *c, uint64_t n)
 {
-    atomic_fetch_add_explicit(&c->value, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->value[mp_stat_slot()].v, n, memory_order_relaxed);
 }
 
 void mp_module_counters_write(struct evbuffer *out)
 {
-    for (mp_counter *c = counters; c; c = c->next)
-        evbuffer_add_printf(
-            out, "%s %llu\n", c->name,
-            (unsigned long long)atomic_load_explicit(&c->value, memory_order_relaxed));
+    for (mp_counter *c = counters; c; c = c->next) {
+        unsigned long long sum = 0;
+        for (int i = 0; i < MP_STAT_SLOTS; i++)
+            sum += atomic_load_explicit(&c->value[i].v, memory_order_relaxed);
+        evbuffer_add_printf(out, "%s %llu\n", c->name, sum);
+    }
 }
 
 /* ---- undo ---- */
@@ -514,6 +798,25 @@ static void strip_hooks(void *ud, const char *key, void *value)
 static void unregister_all(mp_module *m)
 {
     mp_table_foreach(hooks, strip_hooks, m);
+    for (int d = 0; d < 2; d++) {
+        size_t j = 0;
+        for (size_t i = 0; i < filters[d].n; i++)
+            if (filters[d].v[i].m != m)
+                filters[d].v[j++] = filters[d].v[i];
+        filters[d].n = j;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].m != m)
+            notifies[k++] = notifies[i];
+    n_notifies = k;
+    struct domain_sweep ds = {m, NULL, 0};
+    mp_table_foreach(domains, collect_domain, &ds);
+    for (size_t i = 0; i < ds.n; i++) {
+        mp_table_del(domains, ds.v[i]->name);
+        domain_free(ds.v[i]);
+    }
+    free(ds.v);
     struct iq_sweep sw = {m, NULL, 0};
     mp_table_foreach(iqs, collect_iq, &sw);
     for (size_t i = 0; i < sw.n; i++) {
@@ -544,6 +847,7 @@ static void unregister_all(mp_module *m)
             *pp = c->next;
             free(c->name);
             free(c->help);
+            free(c->value);
             free(c);
         } else {
             pp = &c->next;

@@ -191,3 +191,106 @@ void mp_table_foreach(const mp_table *h, void (*fn)(void *, const char *, void *
         for (struct entry *e = h->buckets[i]; e; e = e->next)
             fn(ud, e->key, e->value);
 }
+
+/* ---- id map ---- */
+
+struct idslot {
+    uint64_t id; /* 0: empty */
+    void *value;
+};
+
+struct mp_idmap {
+    struct idslot *v;
+    size_t cap, n; /* cap: power of two */
+};
+
+static size_t id_hash(uint64_t id, size_t cap)
+{
+    return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 17) & (cap - 1);
+}
+
+mp_idmap *mp_idmap_new(void)
+{
+    mp_idmap *m = mp_calloc(1, sizeof *m);
+    m->cap = 64;
+    m->v = mp_calloc(m->cap, sizeof *m->v);
+    return m;
+}
+
+void mp_idmap_free(mp_idmap *m)
+{
+    if (!m)
+        return;
+    free(m->v);
+    free(m);
+}
+
+size_t mp_idmap_count(const mp_idmap *m)
+{
+    return m->n;
+}
+
+void *mp_idmap_get(const mp_idmap *m, uint64_t id)
+{
+    for (size_t i = id_hash(id, m->cap);; i = (i + 1) & (m->cap - 1)) {
+        if (m->v[i].id == id)
+            return m->v[i].value;
+        if (m->v[i].id == 0)
+            return NULL;
+    }
+}
+
+static void idmap_grow(mp_idmap *m)
+{
+    struct idslot *old = m->v;
+    size_t oc = m->cap;
+    m->cap *= 2;
+    m->v = mp_calloc(m->cap, sizeof *m->v);
+    for (size_t j = 0; j < oc; j++)
+        if (old[j].id) {
+            size_t i = id_hash(old[j].id, m->cap);
+            while (m->v[i].id)
+                i = (i + 1) & (m->cap - 1);
+            m->v[i] = old[j];
+        }
+    free(old);
+}
+
+void *mp_idmap_put(mp_idmap *m, uint64_t id, void *value)
+{
+    if ((m->n + 1) * 4 > m->cap * 3)
+        idmap_grow(m);
+    size_t i = id_hash(id, m->cap);
+    for (; m->v[i].id; i = (i + 1) & (m->cap - 1))
+        if (m->v[i].id == id) {
+            void *prev = m->v[i].value;
+            m->v[i].value = value;
+            return prev;
+        }
+    m->v[i] = (struct idslot){id, value};
+    m->n++;
+    return NULL;
+}
+
+void *mp_idmap_del(mp_idmap *m, uint64_t id)
+{
+    size_t mask = m->cap - 1, i = id_hash(id, m->cap);
+    while (m->v[i].id != id) {
+        if (m->v[i].id == 0)
+            return NULL;
+        i = (i + 1) & mask;
+    }
+    void *value = m->v[i].value;
+    m->n--;
+    /* backward-shift deletion: no tombstones */
+    for (size_t j = (i + 1) & mask; m->v[j].id; j = (j + 1) & mask) {
+        size_t home = id_hash(m->v[j].id, m->cap);
+        /* move j into the hole at i if its home is not in (i, j] */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->v[i] = m->v[j];
+            i = j;
+        }
+    }
+    m->v[i] = (struct idslot){0, NULL};
+    return value;
+}

@@ -97,6 +97,7 @@ static void *worker_main(void *arg)
     struct mp_worker *w = arg;
     mp_loop_run(w->loop);
     mp_c2s_thread_exit();
+    mp_router_thread_exit();
     return NULL;
 }
 

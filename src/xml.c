@@ -38,9 +38,17 @@ struct chunk {
     char data[];
 };
 
+/* Stale envelope fields (bits of env_stale). */
+#define ENV_META 1u /* kind, type, id */
+#define ENV_TO   2u
+#define ENV_FROM 4u
+#define ENV_ALL  (ENV_META | ENV_TO | ENV_FROM)
+
 struct mp_stanza {
     atomic_int refs;
-    int text_dirty;    /* an element may lack its concatenated-text cache */
+    int text_dirty;     /* an element may lack its concatenated-text cache */
+    unsigned env_stale; /* ENV_* fields of env to recompute */
+    struct mp_envelope env;
     size_t total;      /* bytes allocated for the stanza, all chunks */
     struct chunk *cur; /* newest chunk: allocations come from here */
     mp_xml *root;
@@ -64,6 +72,8 @@ static mp_stanza *stanza_alloc(size_t first_size)
     st->root = NULL;
     st->base = NULL;
     st->text_dirty = 0;
+    st->env_stale = ENV_ALL;
+    memset(&st->env, 0, sizeof st->env);
     return st;
 }
 
@@ -210,13 +220,142 @@ void mp_stanza_set_root(mp_stanza *st, mp_xml *root)
 static void text_seal(mp_stanza *st);
 
 /* Taking the first extra reference shares the stanza: while the caller is
- * still its only owner, the concatenated texts are cached (text_seal) so
- * that no reader has to write. */
+ * still its only owner, the concatenated texts are cached (text_seal) and
+ * the envelope is completed, so that no reader has to write. */
 mp_stanza *mp_stanza_ref(mp_stanza *st)
 {
-    if (atomic_fetch_add_explicit(&st->refs, 1, memory_order_acq_rel) == 1 && st->text_dirty)
-        text_seal(st);
+    if (atomic_fetch_add_explicit(&st->refs, 1, memory_order_acq_rel) == 1) {
+        if (st->text_dirty)
+            text_seal(st);
+        if (st->env_stale)
+            mp_stanza_envelope(st);
+    }
     return st;
+}
+
+/* ---- envelope ---- */
+
+/* Copies src into dst with every string in st's arena (dst->buf_ NULL, so
+ * mp_jid_free is a no-op on it). */
+static void jid_to_arena(mp_stanza *st, mp_jid *dst, const mp_jid *src)
+{
+    memset(dst, 0, sizeof *dst);
+    if (!src || !src->domain)
+        return;
+    size_t fl = strlen(src->full), bl = strlen(src->bare);
+    dst->full = arena_alloc(st, fl + 1, 1);
+    memcpy(dst->full, src->full, fl + 1);
+    dst->bare = arena_alloc(st, bl + 1, 1);
+    memcpy(dst->bare, src->full, bl);
+    dst->bare[bl] = '\0';
+    dst->domain = dst->bare + (src->local ? strlen(src->local) + 1 : 0);
+    if (src->local) {
+        size_t ll = strlen(src->local);
+        dst->local = arena_alloc(st, ll + 1, 1);
+        memcpy(dst->local, src->local, ll + 1);
+    }
+    if (src->resource)
+        dst->resource = dst->full + bl + 1;
+}
+
+/* Parses attribute value v into *j (arena); sets *bad if v is invalid. */
+static void env_jid(mp_stanza *st, const char *v, mp_jid *j, int *bad)
+{
+    memset(j, 0, sizeof *j);
+    *bad = 0;
+    if (!v)
+        return;
+    mp_jid tmp;
+    if (mp_jid_parse(&tmp, v) != MAGPIE_OK) {
+        *bad = 1;
+        return;
+    }
+    jid_to_arena(st, j, &tmp);
+    mp_jid_free(&tmp);
+}
+
+static enum mp_stanza_type type_parse(const char *t)
+{
+    static const struct {
+        const char *s;
+        enum mp_stanza_type t;
+    } v[] = {
+        {"error", MP_TYPE_ERROR},
+        {"normal", MP_TYPE_NORMAL},
+        {"chat", MP_TYPE_CHAT},
+        {"groupchat", MP_TYPE_GROUPCHAT},
+        {"headline", MP_TYPE_HEADLINE},
+        {"unavailable", MP_TYPE_UNAVAILABLE},
+        {"subscribe", MP_TYPE_SUBSCRIBE},
+        {"subscribed", MP_TYPE_SUBSCRIBED},
+        {"unsubscribe", MP_TYPE_UNSUBSCRIBE},
+        {"unsubscribed", MP_TYPE_UNSUBSCRIBED},
+        {"probe", MP_TYPE_PROBE},
+        {"get", MP_TYPE_GET},
+        {"set", MP_TYPE_SET},
+        {"result", MP_TYPE_RESULT},
+    };
+    if (!t)
+        return MP_TYPE_NONE;
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        if (strcmp(v[i].s, t) == 0)
+            return v[i].t;
+    return MP_TYPE_OTHER;
+}
+
+const struct mp_envelope *mp_stanza_envelope(mp_stanza *st)
+{
+    unsigned stale = st->env_stale;
+    if (!stale)
+        return &st->env;
+    mp_xml *r = st->root;
+    int bad;
+    if (stale & ENV_META) {
+        const char *n = r ? r->name : "";
+        st->env.kind = strcmp(n, "message") == 0    ? MP_KIND_MESSAGE
+                       : strcmp(n, "presence") == 0 ? MP_KIND_PRESENCE
+                       : strcmp(n, "iq") == 0       ? MP_KIND_IQ
+                                                    : MP_KIND_OTHER;
+        st->env.type = type_parse(r ? mp_xml_get_attr(r, "type") : NULL);
+        st->env.id = r ? mp_xml_get_attr(r, "id") : NULL;
+    }
+    if (stale & ENV_TO) {
+        env_jid(st, r ? mp_xml_get_attr(r, "to") : NULL, &st->env.to, &bad);
+        st->env.to_bad = (unsigned)bad;
+    }
+    if (stale & ENV_FROM) {
+        env_jid(st, r ? mp_xml_get_attr(r, "from") : NULL, &st->env.from, &bad);
+        st->env.from_bad = (unsigned)bad;
+    }
+    st->env_stale = 0;
+    return &st->env;
+}
+
+/* Marks the envelope field fed by root attribute name stale. */
+static void env_touch(mp_stanza *st, const char *name)
+{
+    if (strcmp(name, "to") == 0)
+        st->env_stale |= ENV_TO;
+    else if (strcmp(name, "from") == 0)
+        st->env_stale |= ENV_FROM;
+    else if (strcmp(name, "type") == 0 || strcmp(name, "id") == 0)
+        st->env_stale |= ENV_META;
+}
+
+void mp_stanza_set_to(mp_stanza *st, const mp_jid *jid)
+{
+    mp_xml_set_attr(st, st->root, "to", jid ? jid->full : NULL);
+    jid_to_arena(st, &st->env.to, jid);
+    st->env.to_bad = 0;
+    st->env_stale &= ~ENV_TO;
+}
+
+void mp_stanza_set_from(mp_stanza *st, const mp_jid *jid)
+{
+    mp_xml_set_attr(st, st->root, "from", jid ? jid->full : NULL);
+    jid_to_arena(st, &st->env.from, jid);
+    st->env.from_bad = 0;
+    st->env_stale &= ~ENV_FROM;
 }
 
 void mp_stanza_unref(mp_stanza *st)
@@ -446,11 +585,18 @@ mp_stanza *mp_stanza_copy_envelope(mp_stanza *st)
     n->text = r->text;
     n->text_len = r->text_len;
     c->root = n;
+    if (!st->env_stale) {
+        /* the strings live in st's arena, which c keeps alive */
+        c->env = st->env;
+        c->env_stale = 0;
+    }
     return c;
 }
 
 void mp_xml_set_attr(mp_stanza *st, mp_xml *el, const char *name, const char *value)
 {
+    if (el == st->root)
+        env_touch(st, name);
     mp_xml_attr **pp = &el->attrs;
     for (; *pp; pp = &(*pp)->next) {
         if (strcmp((*pp)->name, name) == 0)
@@ -1102,6 +1248,16 @@ mp_stanza *mp_stanza_make_error(mp_stanza *st, const char *error_type, const cha
         else if (strcmp(a->name, "from") == 0)
             a->name = "to";
     }
+    /* the prepared JIDs swap with them */
+    mp_jid j = st->env.to;
+    st->env.to = st->env.from;
+    st->env.from = j;
+    unsigned bad = st->env.to_bad;
+    st->env.to_bad = st->env.from_bad;
+    st->env.from_bad = bad;
+    unsigned stale = st->env_stale;
+    st->env_stale =
+        (stale & ENV_META) | ((stale & ENV_TO) ? ENV_FROM : 0) | ((stale & ENV_FROM) ? ENV_TO : 0);
     mp_xml_set_attr(st, r, "type", "error");
     mp_xml *e = mp_xml_add_child(st, r, "error", NULL);
     mp_xml_set_attr(st, e, "type", error_type);

@@ -62,7 +62,8 @@ void *mp_module_data(mp_module *m);
 
 /* ---- hooks ----
  * Named events run handlers in decreasing priority until one returns
- * HOOK_HANDLED. Core hooks:
+ * HOOK_HANDLED. New code should prefer the typed filters and
+ * notifications above: a misspelt hook name is never called. Core hooks:
  *   "session-started"   (session, NULL)  after resource binding
  *   "session-ended"     (session, NULL)  before the session is freed
  *   "stanza-in"         (session, stanza) every stanza from a client, after
@@ -79,6 +80,47 @@ struct mp_hook_event {
 };
 typedef int (*mp_hook_fn)(struct mp_hook_event *ev, void *ud);
 int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, void *ud);
+
+/* ---- stanza filters ----
+ * Typed, ordered, may stop a stanza (carbons, archiving, blocking,
+ * stream-management counters attach here). Filters run on the session's
+ * own worker, in decreasing priority (equal priorities: in the order
+ * added), until one returns MP_FILTER_STOP.
+ *   MP_FILTER_IN   every stanza from a bound client, 'from' stamped and
+ *                  the envelope prepared, before routing. The stanza is
+ *                  not shared yet: an inbound filter may modify it.
+ *                  STOP: not routed (the filter answers if needed).
+ *   MP_FILTER_OUT  every routed stanza about to be written to a session.
+ *                  The stanza may be shared: do not modify it (send a
+ *                  copy instead and STOP). STOP: not written, and counted
+ *                  as delivered (no bounce, no offline storage).
+ * The stanza is borrowed: take a reference to keep it. */
+enum mp_filter_dir { MP_FILTER_IN = 0, MP_FILTER_OUT = 1 };
+#define MP_FILTER_PASS 0
+#define MP_FILTER_STOP 1
+typedef int (*mp_filter_fn)(mp_session *s, mp_stanza *st, void *ud);
+int mp_filter_add(mp_module *m, enum mp_filter_dir dir, int priority, mp_filter_fn fn, void *ud);
+
+/* ---- notifications ----
+ * Typed events that always reach every subscriber (nothing can stop them;
+ * the order among subscribers is the order of subscription). Fill the
+ * members you need and leave the others NULL; n must stay valid while the
+ * module is loaded (a static const struct).
+ *   session_started   after resource binding, on the session's worker
+ *   session_ended     before the session is freed, on its worker
+ *   presence_changed  a bound client sent presence without 'to'
+ *                     (available = 0 for type='unavailable'), on its
+ *                     worker, before it is broadcast
+ *   account_deleted   an account was deleted by this server process
+ *                     (magpiectl deletes in storage directly and does not
+ *                     reach it yet), on any thread */
+struct mp_notify {
+    void (*session_started)(mp_session *s, void *ud);
+    void (*session_ended)(mp_session *s, void *ud);
+    void (*presence_changed)(mp_session *s, mp_stanza *presence, int available, void *ud);
+    void (*account_deleted)(const char *domain, const char *user, void *ud);
+};
+int mp_notify_add(mp_module *m, const struct mp_notify *n, void *ud);
 
 /* ---- IQ handlers ----
  * Keyed by (type, namespace of the IQ's child element, scope): one hash
@@ -116,6 +158,30 @@ void mp_disco_identities_foreach(enum mp_disco_scope scope,
                                             const char *name),
                                  void *ud);
 
+/* ---- service domains ----
+ * A module serves a domain of its own (a MUC service, upload, the device
+ * gateway, a component): every stanza whose 'to' has that domainpart
+ * (domain, domain/res, node@domain, node@domain/res) comes to it.
+ * Stanzas for one bare 'to' JID (one room, one device) always run on the
+ * same worker, chosen by a hash of it, in arrival order per sender.
+ * IQ get/set go first to the handlers registered for the domain
+ * (mp_domain_iq_register, one hash lookup); a disco#info query with no
+ * handler is answered from the domain's disco identities and features;
+ * everything else goes to fn, which returns HOOK_HANDLED, or HOOK_PASS
+ * to have the core bounce a request with service-unavailable. The stanza
+ * is borrowed (take a reference to keep it). Domains are registered in
+ * load() only, and must not be a virtual host. */
+typedef struct mp_domain mp_domain;
+typedef int (*mp_domain_fn)(mp_stanza *st, void *ud);
+/* Returns the domain's handle, or NULL (invalid, a host, or taken). */
+mp_domain *mp_domain_add(mp_module *m, const char *domain, mp_domain_fn fn, void *ud);
+int mp_domain_iq_register(mp_domain *d, enum mp_iq_type type, const char *ns, mp_iq_fn fn,
+                          void *ud);
+int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type,
+                             const char *name);
+int mp_domain_disco_feature(mp_domain *d, const char *var);
+const char *mp_domain_name(const mp_domain *d);
+
 /* ---- routing and hosts ---- */
 /* Routes st (ownership taken) by its 'to' as if the server sent it; 'from'
  * must already be set. Safe from any worker thread. */
@@ -129,6 +195,14 @@ void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full
 
 /* ---- sessions (only on the session's own worker) ---- */
 const mp_jid *mp_session_jid(mp_session *s); /* full JID once bound */
+/* A session's id: stable for its life, never reused. To keep work for a
+ * session across an asynchronous call (storage, a timer of the module's
+ * own), keep the id, not the pointer, and look it up again when the
+ * callback runs on the session's worker (storage callbacks do):
+ * mp_session_find returns the bound session with that id owned by the
+ * calling worker, or NULL once it has ended (or is closing). */
+uint64_t mp_session_id(mp_session *s);
+mp_session *mp_session_find(uint64_t id);
 /* Sends st to the client (ownership of the reference taken). */
 void mp_session_send(mp_session *s, mp_stanza *st);
 /* Seconds since the last byte was received from the client. */

@@ -12,6 +12,7 @@
 #define MAGPIE_XML_H
 
 #include <stddef.h>
+#include <magpie/jid.h>
 
 struct evbuffer;
 
@@ -53,6 +54,42 @@ typedef struct mp_xml {
 
 typedef struct mp_stanza mp_stanza;
 
+/* ---- the envelope: what routing reads, parsed once ----
+ * Kind, type, id and the prepared 'to'/'from' JIDs of a stanza, computed
+ * once and carried with it, so nothing downstream re-parses attributes.
+ * Setting a root attribute (to, from, type, id) with mp_xml_set_attr marks
+ * that field stale; it is recomputed on the next mp_stanza_envelope while
+ * the caller is the stanza's only owner, and at the latest when the stanza
+ * first becomes shared (mp_stanza_ref from 1 to 2), so a shared stanza's
+ * envelope is only read. Its strings live in the stanza's arena. */
+enum mp_stanza_kind { MP_KIND_OTHER = 0, MP_KIND_MESSAGE, MP_KIND_PRESENCE, MP_KIND_IQ };
+enum mp_stanza_type {
+    MP_TYPE_NONE = 0, /* no type attribute (message: normal; presence: available) */
+    MP_TYPE_OTHER,    /* a value this server does not know */
+    MP_TYPE_ERROR,
+    MP_TYPE_NORMAL,
+    MP_TYPE_CHAT,
+    MP_TYPE_GROUPCHAT,
+    MP_TYPE_HEADLINE,
+    MP_TYPE_UNAVAILABLE,
+    MP_TYPE_SUBSCRIBE,
+    MP_TYPE_SUBSCRIBED,
+    MP_TYPE_UNSUBSCRIBE,
+    MP_TYPE_UNSUBSCRIBED,
+    MP_TYPE_PROBE,
+    MP_TYPE_GET,
+    MP_TYPE_SET,
+    MP_TYPE_RESULT,
+};
+struct mp_envelope {
+    enum mp_stanza_kind kind;
+    enum mp_stanza_type type;
+    const char *id;                    /* NULL if absent */
+    mp_jid to;                         /* to.domain NULL: no 'to' (or malformed: to_bad) */
+    mp_jid from;                       /* likewise */
+    unsigned to_bad : 1, from_bad : 1; /* present but not a valid JID */
+};
+
 /* Returns a new stanza, refcount 1, whose root element is <name xmlns=ns>.
  * The caller owns the reference. Never returns NULL (aborts on OOM). */
 mp_stanza *mp_stanza_new(const char *name, const char *ns);
@@ -79,6 +116,16 @@ mp_stanza *mp_stanza_copy_envelope(mp_stanza *st);
 
 /* The root element. */
 mp_xml *mp_stanza_root(const mp_stanza *st);
+
+/* The stanza's envelope (see above), valid while st lives. Computes stale
+ * fields first, which writes to st: call it on an unshared stanza or on a
+ * shared one (whose envelope was sealed when it became shared). */
+const struct mp_envelope *mp_stanza_envelope(mp_stanza *st);
+/* Sets the root's 'to' / 'from' to jid's full form and the envelope's
+ * prepared JID from jid (copied into the arena, no preparation redone);
+ * jid NULL removes the attribute. Unshared stanzas only. */
+void mp_stanza_set_to(mp_stanza *st, const mp_jid *jid);
+void mp_stanza_set_from(mp_stanza *st, const mp_jid *jid);
 
 /* Bytes the stanza's arena occupies, for accounting and limits (an
  * envelope copy: its own bytes, not those it shares). */

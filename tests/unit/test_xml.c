@@ -654,6 +654,75 @@ static void namespaced_attributes_serialise_in_linear_time(void **state)
     mp_stanza_unref(st);
 }
 
+/* The envelope is parsed once, follows attribute changes, survives an
+ * envelope copy and swaps with the addresses of an error reply. */
+static void envelope_is_parsed_once_and_follows_changes(void **state)
+{
+    (void)state;
+    const char *x = "<message xmlns='jabber:client' type='chat' id='m1' "
+                    "to='Juliet@Example.COM/Balcony' from='romeo@example.net/orchard'>"
+                    "<body>hi</body></message>";
+    mp_stanza *st = mp_stanza_parse(x, strlen(x));
+    assert_non_null(st);
+    const struct mp_envelope *e = mp_stanza_envelope(st);
+    assert_int_equal(e->kind, MP_KIND_MESSAGE);
+    assert_int_equal(e->type, MP_TYPE_CHAT);
+    assert_string_equal(e->id, "m1");
+    assert_string_equal(e->to.full, "juliet@example.com/Balcony");
+    assert_string_equal(e->to.bare, "juliet@example.com");
+    assert_string_equal(e->to.local, "juliet");
+    assert_string_equal(e->to.domain, "example.com");
+    assert_string_equal(e->to.resource, "Balcony");
+    assert_string_equal(e->from.full, "romeo@example.net/orchard");
+    assert_true(e == mp_stanza_envelope(st));
+
+    /* a changed 'to' is re-read; a bad one is flagged */
+    mp_xml_set_attr(st, mp_stanza_root(st), "to", "a@@b");
+    e = mp_stanza_envelope(st);
+    assert_true(e->to_bad);
+    assert_null(e->to.domain);
+    mp_jid j;
+    assert_int_equal(mp_jid_parse(&j, "nurse@example.com"), MAGPIE_OK);
+    mp_stanza_set_to(st, &j);
+    mp_jid_free(&j);
+    e = mp_stanza_envelope(st);
+    assert_false(e->to_bad);
+    assert_string_equal(e->to.bare, "nurse@example.com");
+    assert_null(e->to.resource);
+    assert_string_equal(mp_xml_get_attr(mp_stanza_root(st), "to"), "nurse@example.com");
+
+    /* an envelope copy starts with the original's envelope */
+    mp_stanza *c = mp_stanza_copy_envelope(st);
+    assert_string_equal(mp_stanza_envelope(c)->to.full, "nurse@example.com");
+    mp_xml_set_attr(c, mp_stanza_root(c), "to", "tybalt@example.org/x");
+    assert_string_equal(mp_stanza_envelope(c)->to.full, "tybalt@example.org/x");
+    assert_string_equal(mp_stanza_envelope(st)->to.full, "nurse@example.com");
+    mp_stanza_unref(c);
+
+    /* an error reply swaps the prepared addresses */
+    mp_stanza *err = mp_stanza_copy(st);
+    mp_stanza_envelope(err);
+    mp_stanza_make_error(err, "cancel", "service-unavailable", NULL);
+    e = mp_stanza_envelope(err);
+    assert_int_equal(e->type, MP_TYPE_ERROR);
+    assert_string_equal(e->to.full, "romeo@example.net/orchard");
+    assert_string_equal(e->from.full, "nurse@example.com");
+    mp_stanza_unref(err);
+
+    const char *p = "<presence xmlns='jabber:client' type='subscribe' to='x@y'/>";
+    mp_stanza *pr = mp_stanza_parse(p, strlen(p));
+    /* sharing completes the envelope: readers never write */
+    mp_stanza_ref(pr);
+    e = mp_stanza_envelope(pr);
+    assert_int_equal(e->kind, MP_KIND_PRESENCE);
+    assert_int_equal(e->type, MP_TYPE_SUBSCRIBE);
+    assert_null(e->from.domain);
+    assert_false(e->from_bad);
+    mp_stanza_unref(pr);
+    mp_stanza_unref(pr);
+    mp_stanza_unref(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -685,6 +754,7 @@ int main(void)
         cmocka_unit_test(copy_envelope_shares_children),
         cmocka_unit_test(no_namespace_child_keeps_empty_xmlns),
         cmocka_unit_test(namespaced_attributes_serialise_in_linear_time),
+        cmocka_unit_test(envelope_is_parsed_once_and_follows_changes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

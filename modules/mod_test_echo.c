@@ -1,0 +1,173 @@
+/* mod_test_echo - a test module (built, never installed): serves a service
+ * domain of its own and exercises the typed filters and notifications.
+ *
+ * - The domain (option `domain`, default echo.localhost) answers disco#info
+ *   from its own identity and features, ping through a per-domain IQ
+ *   handler, and echoes every message back to its sender.
+ * - Inbound filters at priorities 20, 10, 10 (registered in the order
+ *   10 "a", 20 "b", 10 "c") each add <f n='...'/> to a message whose body is
+ *   "filter-order", so the echo shows the order they ran in: b, a, c. A
+ *   filter at priority 30 stops messages whose body is "drop-me".
+ * - An outbound filter stops messages whose body is "hide-me".
+ * - Two notification subscribers count session starts/ends and presence
+ *   changes; IQ get <stats xmlns='urn:magpie:test:echo'/> to the domain
+ *   answers with both counts, and with how many sessions were found again
+ *   by id (mp_session_find) when they started. */
+#include <magpie/magpie.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#define NS_ECHO "urn:magpie:test:echo"
+#define NS_PING "urn:xmpp:ping"
+
+static mp_domain *dom;
+
+struct counts {
+    atomic_int started, ended, presence;
+};
+static struct counts subs[2];
+static atomic_int found_by_id;
+
+static const char *body_of(mp_stanza *st)
+{
+    mp_xml *b = mp_xml_find(mp_stanza_root(st), "body", NULL);
+    return b ? mp_xml_text(st, b) : "";
+}
+
+/* ---- the domain ---- */
+
+static int echo(mp_stanza *st, void *ud)
+{
+    (void)ud;
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    if (env->kind != MP_KIND_MESSAGE || env->type == MP_TYPE_ERROR || !env->from.domain)
+        return HOOK_PASS;
+    mp_stanza *r = mp_stanza_copy(st);
+    mp_stanza_set_to(r, &env->from);
+    mp_stanza_set_from(r, &env->to);
+    mp_route(r);
+    return HOOK_HANDLED;
+}
+
+static void pong(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    mp_iq_reply(mp_iq_result(iq));
+}
+
+static void stats(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    mp_stanza *r = mp_iq_result(iq);
+    mp_xml *q = mp_xml_add_child(r, mp_stanza_root(r), "stats", NS_ECHO);
+    char v[32];
+    const char *names[2] = {"a", "b"};
+    for (int i = 0; i < 2; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "started-%s", names[i]);
+        snprintf(v, sizeof v, "%d", atomic_load(&subs[i].started));
+        mp_xml_set_attr(r, q, k, v);
+        snprintf(k, sizeof k, "ended-%s", names[i]);
+        snprintf(v, sizeof v, "%d", atomic_load(&subs[i].ended));
+        mp_xml_set_attr(r, q, k, v);
+        snprintf(k, sizeof k, "presence-%s", names[i]);
+        snprintf(v, sizeof v, "%d", atomic_load(&subs[i].presence));
+        mp_xml_set_attr(r, q, k, v);
+    }
+    snprintf(v, sizeof v, "%d", atomic_load(&found_by_id));
+    mp_xml_set_attr(r, q, "found-by-id", v);
+    mp_iq_reply(r);
+}
+
+/* ---- filters ---- */
+
+static int to_us(mp_stanza *st)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    return env->kind == MP_KIND_MESSAGE && env->to.domain &&
+           strcmp(env->to.domain, mp_domain_name(dom)) == 0;
+}
+
+static int mark(mp_session *s, mp_stanza *st, void *ud)
+{
+    (void)s;
+    if (to_us(st) && strcmp(body_of(st), "filter-order") == 0)
+        mp_xml_set_attr(st, mp_xml_add_child(st, mp_stanza_root(st), "f", NS_ECHO), "n", ud);
+    return MP_FILTER_PASS;
+}
+
+static int drop(mp_session *s, mp_stanza *st, void *ud)
+{
+    (void)s;
+    (void)ud;
+    return to_us(st) && strcmp(body_of(st), "drop-me") == 0 ? MP_FILTER_STOP : MP_FILTER_PASS;
+}
+
+static int hide(mp_session *s, mp_stanza *st, void *ud)
+{
+    (void)s;
+    (void)ud;
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    int from_us = env->from.domain && strcmp(env->from.domain, mp_domain_name(dom)) == 0;
+    return from_us && strcmp(body_of(st), "hide-me") == 0 ? MP_FILTER_STOP : MP_FILTER_PASS;
+}
+
+/* ---- notifications ---- */
+
+static void started(mp_session *s, void *ud)
+{
+    struct counts *c = ud;
+    atomic_fetch_add(&c->started, 1);
+    if (c == &subs[0] && mp_session_find(mp_session_id(s)) == s)
+        atomic_fetch_add(&found_by_id, 1);
+}
+
+static void ended(mp_session *s, void *ud)
+{
+    (void)s;
+    atomic_fetch_add(&((struct counts *)ud)->ended, 1);
+}
+
+static void presence(mp_session *s, mp_stanza *p, int available, void *ud)
+{
+    (void)s;
+    (void)p;
+    (void)available;
+    atomic_fetch_add(&((struct counts *)ud)->presence, 1);
+}
+
+static const struct mp_notify watch = {
+    .session_started = started,
+    .session_ended = ended,
+    .presence_changed = presence,
+};
+
+static int load(mp_module *m)
+{
+    dom = mp_domain_add(m, mp_module_opt_str(m, "domain"), echo, NULL);
+    if (!dom)
+        return MAGPIE_ERR;
+    mp_domain_disco_identity(dom, "component", "generic", "Echo service");
+    mp_domain_disco_feature(dom, NS_ECHO);
+    mp_domain_disco_feature(dom, NS_PING);
+    mp_filter_add(m, MP_FILTER_IN, 10, mark, "a");
+    mp_filter_add(m, MP_FILTER_IN, 20, mark, "b");
+    mp_filter_add(m, MP_FILTER_IN, 10, mark, "c");
+    mp_filter_add(m, MP_FILTER_IN, 30, drop, NULL);
+    mp_filter_add(m, MP_FILTER_OUT, 0, hide, NULL);
+    mp_notify_add(m, &watch, &subs[0]);
+    mp_notify_add(m, &watch, &subs[1]);
+    if (mp_domain_iq_register(dom, MP_IQ_GET, NS_PING, pong, NULL) != MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_GET, NS_ECHO, stats, NULL) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    return MAGPIE_OK;
+}
+
+static const struct mp_option options[] = {
+    {"domain", MP_OPT_STRING, "echo.localhost", "The service domain to serve", 0, 0},
+    {NULL, 0, NULL, NULL, 0, 0},
+};
+
+MP_MODULE_DECLARE("test_echo", "Test: a service domain, filters and notifications", options, load,
+                  NULL, NULL);
