@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""13: entities and hooks, with the test module mod_test_echo: a module
+"""15: entities and hooks, with the test module mod_test_echo: a module
 serves a service domain of its own (every stanza to it and its sub-JIDs
 reaches the module; per-domain IQ handlers and disco, next to the main
 host's own disco); typed inbound filters run in priority order and can stop
@@ -123,7 +123,7 @@ def main():
                            modules=['disco', 'ping', 'version', 'time', 'test_echo'])
         srv.__enter__()
     except Exception as e:
-        R.fail('13.00 domains_server_start', e)
+        R.fail('15.00 domains_server_start', e)
         R.exit()
     a = None
     try:
@@ -131,14 +131,14 @@ def main():
         srv.add_user('bob', 'bob-pw')
         a = online(srv, 'alice', 'alice-pw', 'dom')
         for i, t in enumerate(TESTS, 1):
-            R.run('13.%02d domains_%s' % (i, t.__name__.split('_', 1)[1]), t, srv, a, server=srv)
+            R.run('15.%02d domains_%s' % (i, t.__name__.split('_', 1)[1]), t, srv, a, server=srv)
     except Exception as e:
-        R.fail('13.00 domains_setup', e)
+        R.fail('15.00 domains_setup', e)
     closeall(a)
     try:
         srv.__exit__(None, None, None)
     except Exception as e:
-        R.fail('13.99 domains_clean_shutdown', e)
+        R.fail('15.99 domains_clean_shutdown', e)
     R.exit()
 
 
