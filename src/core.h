@@ -217,12 +217,38 @@ SSL *mp_tls_new_ssl(const char *default_host);
 void mp_tls_channel_binding(SSL *ssl, struct mp_sasl_cb *cb);
 
 /* ---- c2s.c ---- */
+struct mp_transport;
 /* Takes an accepted socket on worker w; direct_tls for XEP-0368 ports. */
 void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls);
+/* Starts a client stream over transport t (taken) on worker w, from the
+ * calling thread, which must be w's. Returns the session (owned by the
+ * worker until the stream ends: take a reference to keep it) or NULL. */
+mp_session *mp_c2s_open(struct mp_worker *w, struct mp_transport *t);
 /* Delivers st to session s; runs on s's worker. Returns MAGPIE_OK (st
  * taken), or MAGPIE_ERR if s cannot take stanzas any more (closing, not
  * bound): st stays the caller's. */
 int mp_c2s_deliver(mp_session *s, mp_stanza *st);
+/* Stanzas a detached session keeps for its next connection; beyond, a
+ * delivery fails (the router's undeliverable rules apply). */
+#define MP_SESSION_QUEUE_MAX 4096
+/* The session's stable id (unique in this process, never reused). */
+uint64_t mp_session_id(mp_session *s);
+/* On s's worker: separates bound session s from its connection (freed
+ * without a closing tag, as when a resumable client vanishes); s stays
+ * bound and routable, and what is sent to it waits on it (bounded) until a
+ * connection is attached, or it ends after timeout seconds (waiting
+ * stanzas then go through the undeliverable rules). Not from inside s's
+ * own stanza handling. MAGPIE_OK, or MAGPIE_ERR (not bound, closing, or
+ * already detached). */
+int mp_c2s_detach(mp_session *s, double timeout);
+/* On from's worker: detached session s takes over from's connection (from
+ * is authenticated as the same account, not bound, its stream open), from
+ * any worker: s moves to from's worker if needed. Waiting stanzas are
+ * written first, in order, once each; later ones follow; from's shell
+ * ends. Safe from inside from's stanza handling (XEP-0198 <resume/>).
+ * MAGPIE_OK (done, or under way across workers: if s is gone by then,
+ * from's stream is closed) or MAGPIE_ERR (nothing done). */
+int mp_c2s_takeover(mp_session *s, mp_session *from);
 /* The waitq marking s's output as over its limit (pressure.c). */
 struct mp_waitq *mp_session_outq(mp_session *s);
 /* Closes every session of w (shutdown). */
