@@ -136,6 +136,7 @@ struct mp_worker {
     void **listener_args;        /* worker.c's per-listener state */
     struct mp_session *sessions; /* every connection on this worker */
     size_t n_sessions;
+    struct mp_conn *conns; /* connections on module listeners (listener.c) */
     struct event *sweep;              /* periodic idle sweep */
     struct ev_token_bucket_cfg *rate; /* per-connection read rate, or NULL */
     int shutting_down;
@@ -261,6 +262,20 @@ void mp_c2s_sweep(struct mp_worker *w);
 void mp_session_ref(mp_session *s);
 void mp_session_unref(mp_session *s);
 struct mp_worker *mp_session_worker(mp_session *s);
+
+/* ---- listener.c: listeners registered by modules ---- */
+struct mp_conn;
+struct mp_listener_reg;
+size_t mp_listeners_count(void);
+/* The i-th registration and where it listens. */
+const struct mp_listener_reg *mp_listener_get(size_t i, const char **address, int *port);
+/* Forgets every registration (after the modules are unloaded). */
+void mp_listeners_clear(void);
+/* Takes a socket accepted on reg's listener by worker w. */
+void mp_listener_accept(struct mp_worker *w, const struct mp_listener_reg *reg, int fd);
+/* Ends every module-listener connection of w (shutdown, on w's thread). */
+void mp_listener_shutdown_worker(struct mp_worker *w);
+void mp_listener_thread_exit(void);
 
 /* ---- router.c ---- */
 int mp_router_init(void);
