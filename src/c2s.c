@@ -79,6 +79,7 @@ struct mp_session {
     double last_read;
     double parser_idle_since;
     double detach_deadline; /* when a detached session ends */
+    double resume_timeout;  /* > 0: losing the connection detaches */
     struct mp_timer *timers;
     void **mod_data;
     size_t n_mod_data;
@@ -1308,6 +1309,9 @@ static void on_event(void *ud, enum mp_transport_event ev)
     if (ev == MP_TRANSPORT_TLS_READY)
         return;
     mp_stat_inc(MP_STAT_PEER_CLOSED);
+    /* a resumable session outlives the connection it just lost */
+    if (s->resume_timeout > 0 && mp_c2s_detach(s, s->resume_timeout) == MAGPIE_OK)
+        return;
     c2s_destroy(s);
 }
 
@@ -1473,6 +1477,11 @@ static void drop_connection(mp_session *s)
     s->addr_counted = 0;
     s->read_paused = 0;
     atomic_fetch_sub(&mp_server.connections, 1);
+}
+
+void mp_c2s_set_resumable(mp_session *s, double timeout)
+{
+    s->resume_timeout = timeout;
 }
 
 int mp_c2s_detach(mp_session *s, double timeout)

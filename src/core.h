@@ -242,6 +242,10 @@ uint64_t mp_session_id(mp_session *s);
  * own stanza handling. MAGPIE_OK, or MAGPIE_ERR (not bound, closing, or
  * already detached). */
 int mp_c2s_detach(mp_session *s, double timeout);
+/* timeout > 0: when s, bound, loses its connection (EOF, error) it is
+ * detached for timeout seconds instead of ended (XEP-0198 resumption
+ * enabled); 0: it ends (the default). On s's worker. */
+void mp_c2s_set_resumable(mp_session *s, double timeout);
 /* On from's worker: detached session s takes over from's connection (from
  * is authenticated as the same account, not bound, its stream open), from
  * any worker: s moves to from's worker if needed. Waiting stanzas are

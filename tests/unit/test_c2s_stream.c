@@ -485,6 +485,36 @@ static void test_takeover_across_workers(void **state)
     client_close(&b);
 }
 
+/* A resumable session that loses its connection is detached, not ended:
+ * what is sent meanwhile waits for the connection that takes it over. */
+static void test_resumable_survives_disconnect(void **state)
+{
+    (void)state;
+    struct client a, b, c;
+    client_open(&a, 1);
+    login(&a, "watch");
+    mp_session *s = a.s;
+    mp_session_ref(s);
+    mp_c2s_set_resumable(s, 60);
+    client_close(&a); /* the peer vanishes: the transport is freed */
+    client_open(&b, 1);
+    login(&b, "pc");
+    send_str(&b, "<message to='alice@" HOST "/watch' type='chat'><body>r1</body></message>");
+    send_str(&b, "<message to='alice@" HOST "/pc' type='chat'><body>sync</body></message>");
+    expect_clean(&b, "<body>sync</body>", "error");
+    client_open(&c, 1);
+    authenticate(&c);
+    assert_int_equal(mp_c2s_takeover(s, c.s), MAGPIE_OK);
+    expect(&c, "<body>r1</body>");
+    mp_c2s_set_resumable(s, 0);
+    mp_session_unref(s);
+    client_close(&c); /* not resumable any more: it ends */
+    send_str(&b, "<message to='alice@" HOST "/watch' type='chat' id='gone'><body>x</body>"
+                 "</message>");
+    expect(&b, "type='error'");
+    client_close(&b);
+}
+
 /* A detached session that is not taken over in time ends; what waited for
  * it goes through the undeliverable rules (an error to the sender). */
 static void test_detached_expires(void **state)
@@ -511,6 +541,7 @@ int main(void)
         cmocka_unit_test(test_stanza_before_auth),   cmocka_unit_test(test_stanza_before_bind),
         cmocka_unit_test(test_wrong_password),       cmocka_unit_test(test_not_well_formed),
         cmocka_unit_test(test_detach_and_takeover),  cmocka_unit_test(test_takeover_across_workers),
+        cmocka_unit_test(test_resumable_survives_disconnect),
         cmocka_unit_test(test_detached_expires),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
