@@ -1,12 +1,19 @@
 /* c2s.c - client-to-server streams (RFC 6120): TCP and direct TLS
  * connections, STARTTLS, SASL, resource binding, and stanza intake.
  *
- * Every connection is one struct mp_session owned by the worker that
- * accepted it: all of its I/O and state changes happen on that worker's
- * thread. Other threads hold references (router table, queued deliveries,
- * storage callbacks) through an atomic reference count; the last reference
- * frees the struct, while sockets, TLS, parser and timers are released on
- * the owning thread when the stream ends (c2s_destroy).
+ * A session (struct mp_session, stable id) carries its stream over one
+ * connection, a transport (transport.h); the stream code never sees a
+ * socket. A bound session can be detached from its connection and another
+ * connection attached later, on any worker (mp_c2s_detach,
+ * mp_c2s_takeover: what XEP-0198 resumption needs); stanzas for it wait on
+ * the session meanwhile, bounded, and are written to the new connection
+ * first, in order, once each.
+ *
+ * A session is owned by one worker at a time: all of its I/O and state
+ * changes happen on that worker's thread. Other threads hold references (router table, queued
+ * deliveries, storage callbacks) through an atomic reference count; the last reference frees the
+ * struct, while sockets, TLS, parser and timers are released on the owning thread when the stream
+ * ends (c2s_destroy).
  *
  * Backpressure (pressure.c): a client's output buffer is a bounded queue.
  * Above limits.max_output_buffer it is marked congested, and whoever sends
@@ -17,17 +24,12 @@
  * applies when a worker's queue or the storage queue is over its bound. */
 #include "core.h"
 #include "accounts.h"
+#include "transport.h"
 
-#include <errno.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
-#include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -42,31 +44,29 @@ struct mp_timer {
     mp_session_timer_fn fn;
     void *ud;
     int repeat;
+    double secs; /* period, to re-arm it on another worker */
     struct mp_timer *next;
 };
 
 struct mp_session {
     atomic_int refs;
-    uint64_t id; /* mp_session_id */
-    struct mp_worker *w;
+    uint64_t id;                    /* stable for the session's life, unique in the process */
+    struct mp_worker *w;            /* owner; changes only by a handover (takeover) */
     struct mp_session *prev, *next; /* worker's list */
-    int fd;
-    struct bufferevent *raw; /* the socket, rate-limited */
-    struct bufferevent *bev; /* raw, or the TLS filter over it */
-    SSL *ssl;                /* NULL until TLS; owned by bev */
-    struct event *recheck;   /* polls the socket's output drain */
-    mp_xmlstream *parser;
-    unsigned tls : 1, direct_tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1, dead : 1,
-        starttls_pending : 1, read_paused : 1, waiting_creds : 1, tls_ready : 1, shut_wr : 1,
-        addr_counted : 1;
-    unsigned blocked;                 /* full queues this session waits on before reading again */
-    struct mp_waitq *outq;            /* congested while the output is over the limit */
-    struct event *stall;              /* output_stall_timeout check while congested */
-    struct evbuffer_cb_entry *out_cb; /* output_cb on the socket's output */
-    uint64_t written;                 /* bytes the socket has taken, ever */
-    uint64_t stall_mark;              /* `written` when the stall check was armed */
-    char addr_key[64];                /* per-address accounting key (addrlimit.c) */
-    char *host;                       /* stream's 'to', normalised */
+    struct mp_transport *t;         /* the connection (transport.h); NULL: detached */
+    mp_xmlstream *parser;           /* the connection's stream; NULL while detached */
+    /* stanzas waiting while detached: a ring of references, oldest first */
+    mp_stanza **pending;
+    size_t pending_head, pending_n, pending_cap;
+    unsigned tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1, dead : 1,
+        starttls_pending : 1, read_paused : 1, waiting_creds : 1, addr_counted : 1;
+    unsigned blocked;      /* full queues this session waits on before reading again */
+    struct mp_waitq *outq; /* congested while the output is over the limit */
+    struct event *stall;   /* output_stall_timeout check while congested */
+    uint64_t written;      /* bytes the socket has taken, ever */
+    uint64_t stall_mark;   /* `written` when the stall check was armed */
+    char addr_key[64];     /* per-address accounting key (addrlimit.c) */
+    char *host;            /* stream's 'to', normalised */
     char stream_id[17];
     char lang[36]; /* client stream's xml:lang, "" if none */
     mp_sasl *sasl;
@@ -78,30 +78,26 @@ struct mp_session {
     struct event *timer;  /* negotiation, then close grace */
     double last_read;
     double parser_idle_since;
+    double detach_deadline; /* when a detached session ends */
+    double resume_timeout;  /* > 0: losing the connection detaches */
     struct mp_timer *timers;
     void **mod_data;
     size_t n_mod_data;
     char peer[64];
 };
 
-static void c2s_read(struct bufferevent *bev, void *arg);
+static void c2s_read(void *ud);
 static void update_reading(mp_session *s);
 static int may_read(const mp_session *s);
 static void handle_nonza_or_stanza(mp_session *s, mp_stanza *st);
-static void c2s_write(struct bufferevent *bev, void *arg);
-static void c2s_event(struct bufferevent *bev, short what, void *arg);
 static void c2s_close(mp_session *s, const char *condition, const char *text);
 static void c2s_destroy(mp_session *s);
 static void stall_check(evutil_socket_t fd, short what, void *arg);
+static int pending_push(mp_session *s, mp_stanza *st);
 
 /* ---- references ---- */
 
 static atomic_uint_fast64_t next_session_id = 1;
-
-uint64_t mp_session_id(mp_session *s)
-{
-    return s->id;
-}
 
 void mp_session_ref(mp_session *s)
 {
@@ -114,6 +110,7 @@ void mp_session_unref(mp_session *s)
         return;
     /* only plain memory is left: the owner released I/O in c2s_destroy */
     mp_jid_free(&s->jid);
+    free(s->pending);
     free(s->host);
     free(s->user);
     free(s->mod_data);
@@ -124,6 +121,11 @@ void mp_session_unref(mp_session *s)
 struct mp_worker *mp_session_worker(mp_session *s)
 {
     return s->w;
+}
+
+uint64_t mp_session_id(mp_session *s)
+{
+    return s->id;
 }
 
 struct mp_waitq *mp_session_outq(mp_session *s)
@@ -165,13 +167,10 @@ void *mp_session_data(mp_session *s, mp_module *m)
 
 /* ---- output ---- */
 
-/* Bytes queued towards the client: in the TLS filter and on the socket. */
+/* Bytes queued towards the client, in every layer of the transport. */
 static size_t queued(mp_session *s)
 {
-    size_t n = evbuffer_get_length(bufferevent_get_output(s->bev));
-    if (s->raw != s->bev)
-        n += evbuffer_get_length(bufferevent_get_output(s->raw));
-    return n;
+    return s->t ? s->t->ops->queued(s->t) : 0;
 }
 
 /* Output is composed in a per-thread scratch buffer and handed to the
@@ -195,8 +194,10 @@ void mp_c2s_thread_exit(void)
 
 static void out_commit(mp_session *s)
 {
-    if (evbuffer_get_length(scratch) > 0)
-        bufferevent_write_buffer(s->bev, scratch);
+    if (s->t)
+        s->t->ops->write(s->t, scratch);
+    else
+        evbuffer_drain(scratch, evbuffer_get_length(scratch));
 }
 
 /* Writes our stream header (once per stream). */
@@ -219,11 +220,19 @@ static void send_header(mp_session *s, const char *client_from)
     s->header_sent = 1;
 }
 
-/* Sends st (taken) to the client. */
+/* Sends st (taken) to the client; while detached it waits on the session
+ * (dropped, logged, if that queue is full). */
 void mp_session_send(mp_session *s, mp_stanza *st)
 {
     if (s->dead || s->closing) {
         mp_stanza_unref(st);
+        return;
+    }
+    if (!s->t) {
+        if (pending_push(s, st) != MAGPIE_OK) {
+            mp_log(MP_LOG_WARN, "c2s %s: detached session's queue full, stanza dropped", s->peer);
+            mp_stanza_unref(st);
+        }
         return;
     }
     mp_xml_serialize(mp_stanza_root(st), out_begin(), MP_NS_CLIENT);
@@ -245,23 +254,50 @@ void mp_session_send(mp_session *s, mp_stanza *st)
     }
 }
 
+struct forward {
+    mp_session *s; /* referenced */
+    mp_stanza *st;
+};
+
+static void forward_run(void *arg)
+{
+    struct forward *f = arg;
+    if (mp_c2s_deliver(f->s, f->st) != MAGPIE_OK)
+        mp_router_undeliverable(f->st);
+    mp_session_unref(f->s);
+    free(f);
+}
+
 int mp_c2s_deliver(mp_session *s, mp_stanza *st)
 {
     if (s->dead || s->closing || !s->bound)
         return MAGPIE_ERR;
+    if (s->w->loop != mp_loop_current()) {
+        /* the session moved to another worker (takeover) after the router
+         * picked this one: pass it on, after what it sent there already */
+        struct forward *f = mp_malloc(sizeof *f);
+        f->s = s;
+        f->st = st;
+        mp_session_ref(s);
+        if (mp_loop_post(s->w->loop, forward_run, f) != MAGPIE_OK) {
+            mp_session_unref(s);
+            free(f);
+            return MAGPIE_ERR;
+        }
+        return MAGPIE_OK;
+    }
+    if (!s->t && s->pending_n >= MP_SESSION_QUEUE_MAX)
+        return MAGPIE_ERR; /* the router treats it as undeliverable */
     mp_session_send(s, st);
     return MAGPIE_OK;
 }
 
-/* Output progress: counts what the socket takes, and lifts the congestion
+/* Output progress: counts what the peer takes, and lifts the congestion
  * mark once the output is down to half the limit. */
-static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+static void on_progress(void *arg, size_t n)
 {
-    (void)buf;
     mp_session *s = arg;
-    if (info->n_deleted == 0)
-        return;
-    s->written += info->n_deleted;
+    s->written += n;
     if (mp_waitq_congested(s->outq) && queued(s) <= mp_server.cfg->max_output_buffer / 2) {
         if (s->stall)
             evtimer_del(s->stall);
@@ -332,7 +368,7 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
         /* stop routing to this session at once */
         mp_router_unbind(s);
     }
-    if (s->bev) {
+    if (s->t) {
         if (condition) {
             mp_stat_inc(MP_STAT_STREAM_ERRORS);
             if (!s->header_sent)
@@ -352,8 +388,7 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
         if (s->header_sent)
             evbuffer_add_printf(out_begin(), "</stream:stream>");
         out_commit(s);
-        bufferevent_disable(s->bev, EV_READ);
-        bufferevent_enable(s->bev, EV_WRITE);
+        s->t->ops->shutdown(s->t);
     }
     if (s->timer)
         event_free(s->timer);
@@ -383,6 +418,13 @@ static void c2s_destroy(mp_session *s)
     }
     s->dead = 1;
     s->closing = 1;
+    /* stanzas that waited for a connection that never came back */
+    while (s->pending_n > 0) {
+        mp_stanza *st = s->pending[s->pending_head];
+        s->pending_head = (s->pending_head + 1) % s->pending_cap;
+        s->pending_n--;
+        mp_router_undeliverable(st);
+    }
     while (s->timers) {
         struct mp_timer *t = s->timers;
         s->timers = t->next;
@@ -392,9 +434,6 @@ static void c2s_destroy(mp_session *s)
     if (s->timer)
         event_free(s->timer);
     s->timer = NULL;
-    if (s->recheck)
-        event_free(s->recheck);
-    s->recheck = NULL;
     if (s->stall)
         event_free(s->stall);
     s->stall = NULL;
@@ -403,20 +442,10 @@ static void c2s_destroy(mp_session *s)
     if (s->addr_counted)
         mp_addrlimit_release(s->addr_key);
     s->addr_counted = 0;
-    /* bev is the socket bufferevent or the TLS filter over it; the filter
-     * frees the socket bufferevent and the SSL with itself, and the socket
-     * bufferevent closes the fd when libevent really frees it (possibly
-     * after the callback we are in returns). No bev: the fd is ours. */
-    if (s->out_cb)
-        evbuffer_remove_cb_entry(bufferevent_get_output(s->raw), s->out_cb);
-    s->out_cb = NULL;
-    if (s->bev)
-        bufferevent_free(s->bev);
-    else if (s->fd >= 0)
-        close(s->fd);
-    s->bev = s->raw = NULL;
-    s->ssl = NULL;
-    s->fd = -1;
+    int had_conn = s->t != NULL; /* a detached session's was counted off */
+    if (s->t)
+        s->t->ops->free(s->t);
+    s->t = NULL;
     if (s->parser)
         mp_xmlstream_free(s->parser);
     s->parser = NULL;
@@ -431,7 +460,8 @@ static void c2s_destroy(mp_session *s)
     if (s->next)
         s->next->prev = s->prev;
     w->n_sessions--;
-    atomic_fetch_sub(&mp_server.connections, 1);
+    if (had_conn)
+        atomic_fetch_sub(&mp_server.connections, 1);
     mp_session_unref(s);
     if (w->shutting_down && w->n_sessions == 0)
         mp_loop_stop(w->loop);
@@ -467,6 +497,7 @@ mp_timer *mp_session_timer(mp_session *s, double secs, int repeat, mp_session_ti
     t->fn = fn;
     t->ud = ud;
     t->repeat = repeat;
+    t->secs = secs;
     t->ev = event_new(mp_loop_base(s->w->loop), -1, repeat ? EV_PERSIST : 0, session_timer_fire, t);
     struct timeval tv = to_tv(secs);
     event_add(t->ev, &tv);
@@ -479,6 +510,7 @@ void mp_timer_set(mp_timer *t, double secs)
 {
     if (t->s->dead)
         return;
+    t->secs = secs;
     struct timeval tv = to_tv(secs);
     event_add(t->ev, &tv);
 }
@@ -498,8 +530,9 @@ static void send_features(mp_session *s)
     if (!s->authed && (s->tls || !cfg->require_tls)) {
         struct mp_sasl_cb cb;
         memset(&cb, 0, sizeof cb);
-        if (s->ssl)
-            mp_tls_channel_binding(s->ssl, &cb);
+        cb.tls = s->tls;
+        if (s->t)
+            s->t->ops->channel_binding(s->t, &cb);
         const char *mechs[8];
         int n = mp_sasl_mechanisms(&cb, mechs, 8);
         mp_xml *m = mp_xml_add_child(f, root, "mechanisms", MP_NS_SASL);
@@ -602,35 +635,10 @@ static void on_error(void *ud, const char *condition, const char *text)
 
 /* ---- STARTTLS ---- */
 
-/* Puts a TLS filter over the socket bufferevent. The filter (not the socket
- * one) re-reads what OpenSSL has already decrypted whenever reading is
- * re-enabled, so rate limiting and backpressure on the socket never strand
- * decrypted bytes. Returns MAGPIE_OK or MAGPIE_ERR. */
-static int tls_wrap(mp_session *s, const char *host)
-{
-    SSL *ssl = mp_tls_new_ssl(host);
-    if (!ssl)
-        return MAGPIE_ERR;
-    struct bufferevent *f = bufferevent_openssl_filter_new(
-        mp_loop_base(s->w->loop), s->raw, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (!f) {
-        SSL_free(ssl);
-        return MAGPIE_ERR;
-    }
-    s->ssl = ssl;
-    s->bev = f;
-    bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
-    /* keep at most 64 KiB on the socket; the rest waits in the filter */
-    bufferevent_setwatermark(s->raw, EV_WRITE, 0, 65536);
-    bufferevent_setcb(f, c2s_read, c2s_write, c2s_event, s);
-    bufferevent_enable(f, EV_READ | EV_WRITE);
-    return MAGPIE_OK;
-}
-
 /* Called once <proceed/> is flushed: TLS over the same socket. */
 static int start_tls(mp_session *s)
 {
-    if (tls_wrap(s, s->host) != MAGPIE_OK)
+    if (!s->t->ops->start_tls || s->t->ops->start_tls(s->t, s->host) != MAGPIE_OK)
         return MAGPIE_ERR;
     s->tls = 1;
     s->starttls_pending = 0;
@@ -656,8 +664,8 @@ static void sasl_wait(mp_session *s)
 {
     s->waiting_creds = 1;
     mp_xmlstream_stop(s->parser); /* no-op outside the parser */
-    if (s->bev)
-        bufferevent_disable(s->bev, EV_READ);
+    if (s->t)
+        s->t->ops->set_reading(s->t, 0);
 }
 
 /* After a wait ended: reads and parses what arrived meanwhile, unless the
@@ -936,8 +944,9 @@ static void handle_sasl(mp_session *s, mp_stanza *st)
         const char *mech = mp_xml_get_attr(root, "mechanism");
         struct mp_sasl_cb cb;
         memset(&cb, 0, sizeof cb);
-        if (s->ssl)
-            mp_tls_channel_binding(s->ssl, &cb);
+        cb.tls = s->tls;
+        if (s->t)
+            s->t->ops->channel_binding(s->t, &cb);
         cb.strict_downgrade = mp_server.cfg->channel_binding_strict;
         s->sasl = mech ? mp_sasl_new(mech, &cb) : NULL;
         if (!s->sasl) {
@@ -1172,7 +1181,8 @@ static void wait_for_pressure(mp_session *s)
     if (s->blocked > 0 && !s->closing) {
         mp_stat_inc(MP_STAT_SENDERS_PAUSED);
         mp_xmlstream_stop(s->parser);
-        bufferevent_disable(s->bev, EV_READ);
+        if (s->t)
+            s->t->ops->set_reading(s->t, 0);
     }
 }
 
@@ -1203,7 +1213,8 @@ static void handle_nonza_or_stanza(mp_session *s, mp_stanza *st)
         } else {
             send_nonza(s, "proceed", MP_NS_TLS, NULL, NULL);
             s->starttls_pending = 1;
-            bufferevent_disable(s->bev, EV_READ);
+            s->t->ops->set_reading(s->t, 0);
+            s->t->ops->watch_drain(s->t);
             mp_xmlstream_stop(s->parser);
         }
     } else if (!s->tls && mp_server.cfg->require_tls) {
@@ -1224,12 +1235,15 @@ static void handle_nonza_or_stanza(mp_session *s, mp_stanza *st)
     mp_stanza_unref(st);
 }
 
-/* ---- libevent callbacks ---- */
+/* ---- transport callbacks ---- */
 
-static void c2s_read(struct bufferevent *bev, void *arg)
+/* Bytes arrived: parse what may be parsed now. */
+static void c2s_read(void *ud)
 {
-    mp_session *s = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    mp_session *s = ud;
+    if (!s->t)
+        return;
+    struct evbuffer *in = s->t->ops->input(s->t);
     s->last_read = mp_now();
     mp_session_ref(s);
     while (may_read(s) && evbuffer_get_length(in) > 0) {
@@ -1245,16 +1259,19 @@ static void c2s_read(struct bufferevent *bev, void *arg)
         else
             break;
     }
-    if (s->starttls_pending)
+    if (s->starttls_pending && s->t)
         evbuffer_drain(in, evbuffer_get_length(in)); /* RFC 6120 §5.4.3.3 */
     s->parser_idle_since = mp_now();
     /* backpressure: stop reading while our own output is not drained */
-    if (!s->closing && !s->dead && queued(s) > mp_server.cfg->max_output_buffer / 2)
+    if (!s->closing && !s->dead && !s->read_paused &&
+        queued(s) > mp_server.cfg->max_output_buffer / 2) {
         s->read_paused = 1;
-    /* nothing more is read from the socket while parsing is suspended
-     * (credentials lookup, STARTTLS, a full queue): input stays bounded */
-    if (!s->closing && !s->dead && !may_read(s))
-        bufferevent_disable(bev, EV_READ);
+        s->t->ops->watch_drain(s->t);
+    }
+    /* nothing more is read while parsing is suspended (credentials
+     * lookup, STARTTLS, a full queue): input stays bounded */
+    if (!s->closing && !s->dead && s->t && !may_read(s))
+        s->t->ops->set_reading(s->t, 0);
     mp_session_unref(s);
 }
 
@@ -1269,64 +1286,19 @@ static int may_read(const mp_session *s)
  * buffered. */
 static void update_reading(mp_session *s)
 {
-    if (!s->bev || !may_read(s))
+    if (!s->t || !may_read(s))
         return;
-    bufferevent_enable(s->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
-        c2s_read(s->bev, s);
+    s->t->ops->set_reading(s->t, 1);
+    if (evbuffer_get_length(s->t->ops->input(s->t)) > 0)
+        c2s_read(s);
 }
 
-/* Discards what a closing client still sends, so that closing the socket
- * with unread input does not reset the connection before the client has
- * read our stream error. */
-static void c2s_drain(struct bufferevent *bev, void *arg)
+/* What we wrote has left (asked for by STARTTLS and by read pausing). */
+static void on_drained(void *ud)
 {
-    (void)arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    evbuffer_drain(in, evbuffer_get_length(in));
-}
-
-static void recheck_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    mp_session *s = arg;
-    c2s_write(s->bev, s);
-}
-
-/* The TLS filter reports its own output drained, not the socket's: poll
- * the socket's queue briefly when that matters (closing, resuming). */
-static void recheck_soon(mp_session *s)
-{
-    if (!s->recheck)
-        s->recheck = evtimer_new(mp_loop_base(s->w->loop), recheck_cb, s);
-    struct timeval tv = {0, 20000};
-    evtimer_add(s->recheck, &tv);
-}
-
-static void c2s_write(struct bufferevent *bev, void *arg)
-{
-    mp_session *s = arg;
-    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+    mp_session *s = ud;
+    if (s->closing || s->dead)
         return;
-    if ((s->closing || s->read_paused) && queued(s) != 0) {
-        recheck_soon(s);
-        return;
-    }
-    if (s->closing) {
-        /* all written: half-close, then wait (up to the grace timer) for
-         * the client to close its side */
-        if (!s->shut_wr && s->fd >= 0) {
-            s->shut_wr = 1;
-            shutdown(s->fd, SHUT_WR);
-            bufferevent_setcb(bev, c2s_drain, NULL, c2s_event, s);
-            bufferevent_enable(bev, EV_READ);
-            c2s_drain(bev, s);
-            return;
-        }
-        c2s_destroy(s);
-        return;
-    }
     if (s->starttls_pending) {
         if (start_tls(s) != MAGPIE_OK) {
             mp_log(MP_LOG_WARN, "c2s %s: cannot start TLS", s->peer);
@@ -1340,37 +1312,19 @@ static void c2s_write(struct bufferevent *bev, void *arg)
     }
 }
 
-static void c2s_event(struct bufferevent *bev, short what, void *arg)
+static void on_event(void *ud, enum mp_transport_event ev)
 {
-    mp_session *s = arg;
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED) {
-        s->tls_ready = 1;
-        mp_stat_inc(MP_STAT_TLS_HANDSHAKES);
+    mp_session *s = ud;
+    if (ev == MP_TRANSPORT_TLS_READY)
         return;
-    }
-    if (what & BEV_EVENT_ERROR) {
-        unsigned long e = s->ssl ? bufferevent_get_openssl_error(bev) : 0;
-        if (e && !s->tls_ready) {
-            char buf[256];
-            ERR_error_string_n(e, buf, sizeof buf);
-            mp_stat_inc(MP_STAT_TLS_FAILURES);
-            mp_log(MP_LOG_DEBUG, "c2s %s: TLS handshake failed: %s", s->peer, buf);
-        } else if (e) {
-            char buf[256];
-            ERR_error_string_n(e, buf, sizeof buf);
-            mp_log(MP_LOG_DEBUG, "c2s %s: TLS error: %s", s->peer, buf);
-        } else {
-            mp_log(MP_LOG_DEBUG, "c2s %s: connection error: %s", s->peer,
-                   evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-        }
-    } else {
-        mp_log(MP_LOG_DEBUG, "c2s %s: peer closed the connection%s", s->peer,
-               (what & BEV_EVENT_TIMEOUT) ? " (timeout)" : "");
-    }
     mp_stat_inc(MP_STAT_PEER_CLOSED);
+    /* a resumable session outlives the connection it just lost */
+    if (s->resume_timeout > 0 && mp_c2s_detach(s, s->resume_timeout) == MAGPIE_OK)
+        return;
     c2s_destroy(s);
 }
+
+static const struct mp_transport_up c2s_up = {c2s_read, on_drained, on_progress, on_event};
 
 static void negotiation_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -1384,6 +1338,47 @@ static void negotiation_timeout(evutil_socket_t fd, short what, void *arg)
 /* ---- accept ---- */
 
 static const struct mp_xmlstream_cb parser_cb = {on_open, on_stanza, on_close, on_error};
+
+/* Starts the stream of a new connection t (taken) on worker w, counted in
+ * mp_server.connections already. Returns the new session (the worker holds
+ * its reference). */
+static mp_session *c2s_start(struct mp_worker *w, struct mp_transport *t)
+{
+    const struct mp_config *cfg = mp_server.cfg;
+    mp_session *s = mp_calloc(1, sizeof *s);
+    atomic_init(&s->refs, 1); /* the worker's reference */
+    s->id = atomic_fetch_add(&next_session_id, 1);
+    s->w = w;
+    s->t = t;
+    s->tls = t->secure;
+    memcpy(s->peer, t->peer, sizeof s->peer);
+    s->last_read = mp_now();
+    s->parser_idle_since = s->last_read;
+    s->parser = mp_xmlstream_new(&mp_server.preauth_limits, &parser_cb, s);
+    s->outq = mp_waitq_new();
+    s->next = w->sessions;
+    if (w->sessions)
+        w->sessions->prev = s;
+    w->sessions = s;
+    w->n_sessions++;
+    mp_transport_set_up(t, &c2s_up, s);
+    if (!s->parser) {
+        mp_log(MP_LOG_ERROR, "c2s %s: cannot set up the connection", s->peer);
+        c2s_destroy(s);
+        return NULL;
+    }
+    s->timer = evtimer_new(mp_loop_base(w->loop), negotiation_timeout, s);
+    struct timeval tv = {cfg->negotiation_timeout, 0};
+    evtimer_add(s->timer, &tv);
+    t->ops->set_reading(t, 1);
+    return s;
+}
+
+mp_session *mp_c2s_open(struct mp_worker *w, struct mp_transport *t)
+{
+    atomic_fetch_add(&mp_server.connections, 1);
+    return c2s_start(w, t);
+}
 
 void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
 {
@@ -1412,69 +1407,283 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
     mp_stat_inc(MP_STAT_CONNECTIONS_TOTAL);
     if (open_now + 1 > atomic_load_explicit(&mp_server.connections_peak, memory_order_relaxed))
         atomic_store_explicit(&mp_server.connections_peak, open_now + 1, memory_order_relaxed);
-    evutil_make_socket_nonblocking(fd);
-    /* stanzas are small and latency matters: no Nagle delay */
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    mp_session *s = mp_calloc(1, sizeof *s);
-    atomic_init(&s->refs, 1); /* the worker's reference */
-    s->id = atomic_fetch_add(&next_session_id, 1);
-    s->w = w;
-    s->fd = fd;
-    s->last_read = mp_now();
-    s->parser_idle_since = s->last_read;
-    if (have_peer) {
+    struct mp_transport *t =
+        mp_transport_tcp_new(mp_loop_base(w->loop), fd, w->rate, direct_tls, cfg->hosts[0].domain);
+    if (!t) {
+        if (have_peer)
+            mp_addrlimit_release(key);
+        atomic_fetch_sub(&mp_server.connections, 1);
+        return;
+    }
+    mp_session *s = c2s_start(w, t);
+    if (s && have_peer) {
         memcpy(s->addr_key, key, sizeof s->addr_key);
         s->addr_counted = 1;
-        char host[48];
-        int port = 0;
-        if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-            port = ntohs(a->sin6_port);
-        } else {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-            port = ntohs(a->sin_port);
-        }
-        snprintf(s->peer, sizeof s->peer, "%s:%d", host, port);
+    } else if (have_peer) {
+        mp_addrlimit_release(key);
     }
+    if (s)
+        mp_log(MP_LOG_DEBUG, "c2s %s: connected%s", s->peer, direct_tls ? " (direct TLS)" : "");
+}
 
-    s->parser = mp_xmlstream_new(&mp_server.preauth_limits, &parser_cb, s);
-    struct event_base *base = mp_loop_base(w->loop);
-    s->outq = mp_waitq_new();
-    s->raw = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (s->raw && w->rate)
-        bufferevent_set_rate_limit(s->raw, w->rate);
-    if (s->raw)
-        s->out_cb = evbuffer_add_cb(bufferevent_get_output(s->raw), output_cb, s);
-    s->bev = s->raw;
+/* ---- sessions that outlive connections ---- */
+
+/* Queues st (taken) on a detached session. MAGPIE_OK, or MAGPIE_ERR when
+ * MP_SESSION_QUEUE_MAX stanzas wait already (st not taken). The ring grows
+ * by doubling, so this allocates only while detached and rarely. */
+static int pending_push(mp_session *s, mp_stanza *st)
+{
+    if (s->pending_n >= MP_SESSION_QUEUE_MAX)
+        return MAGPIE_ERR;
+    if (s->pending_n == s->pending_cap) {
+        size_t cap = s->pending_cap ? 2 * s->pending_cap : 16;
+        mp_stanza **v = mp_malloc(cap * sizeof *v);
+        for (size_t i = 0; i < s->pending_n; i++)
+            v[i] = s->pending[(s->pending_head + i) % s->pending_cap];
+        free(s->pending);
+        s->pending = v;
+        s->pending_cap = cap;
+        s->pending_head = 0;
+    }
+    s->pending[(s->pending_head + s->pending_n) % s->pending_cap] = st;
+    s->pending_n++;
+    return MAGPIE_OK;
+}
+
+static void detach_expired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mp_session *s = arg;
+    mp_log(MP_LOG_DEBUG, "c2s %s: detached session %" PRIu64 " expired", s->peer, s->id);
+    c2s_destroy(s);
+}
+
+/* (Re)arms the end of detached session s, on its current worker. */
+static void arm_detach_timer(mp_session *s)
+{
+    if (s->timer)
+        event_free(s->timer);
+    s->timer = evtimer_new(mp_loop_base(s->w->loop), detach_expired, s);
+    struct timeval tv = to_tv(s->detach_deadline - mp_now());
+    evtimer_add(s->timer, &tv);
+}
+
+/* Frees s's connection-side state: transport, parser, output accounting. */
+static void drop_connection(mp_session *s)
+{
+    if (s->t)
+        s->t->ops->free(s->t);
+    s->t = NULL;
+    if (s->parser)
+        mp_xmlstream_free(s->parser);
+    s->parser = NULL;
+    if (s->stall)
+        evtimer_del(s->stall);
+    mp_waitq_set(s->outq, 0);
+    if (s->addr_counted)
+        mp_addrlimit_release(s->addr_key);
+    s->addr_counted = 0;
+    s->read_paused = 0;
+    atomic_fetch_sub(&mp_server.connections, 1);
+}
+
+void mp_c2s_set_resumable(mp_session *s, double timeout)
+{
+    s->resume_timeout = timeout;
+}
+
+int mp_c2s_detach(mp_session *s, double timeout)
+{
+    if (s->dead || s->closing || !s->bound || !s->t)
+        return MAGPIE_ERR;
+    mp_log(MP_LOG_DEBUG, "c2s %s: session %" PRIu64 " (%s) detached", s->peer, s->id, s->jid.full);
+    drop_connection(s);
+    s->detach_deadline = mp_now() + timeout;
+    arm_detach_timer(s);
+    return MAGPIE_OK;
+}
+
+static void resume_reading_run(void *arg)
+{
+    mp_session *s = arg;
+    if (!s->dead)
+        update_reading(s);
+    mp_session_unref(s);
+}
+
+/* On s's (now) own worker: s takes from's connection and open stream,
+ * writes what waited, and from's shell ends. */
+static void adopt(mp_session *s, mp_session *from)
+{
+    if (s->dead || s->closing || s->t || from->dead || from->closing || !from->t) {
+        c2s_close(from, "not-authorized", "The session to resume is gone");
+        if (!s->dead && !s->closing && !s->t)
+            arm_detach_timer(s); /* still detached: it ends in its own time */
+        return;
+    }
+    if (s->timer)
+        event_free(s->timer);
+    s->timer = NULL;
+    s->t = from->t;
+    s->parser = from->parser;
+    from->t = NULL;
+    from->parser = NULL;
+    mp_transport_set_up(s->t, &c2s_up, s);
+    mp_xmlstream_stop(s->parser); /* if from was being fed: stop there */
+    mp_xmlstream_set_ud(s->parser, s);
+    s->tls = from->tls;
+    s->header_sent = from->header_sent;
+    memcpy(s->lang, from->lang, sizeof s->lang);
+    memcpy(s->peer, from->peer, sizeof s->peer);
+    memcpy(s->addr_key, from->addr_key, sizeof s->addr_key);
+    s->addr_counted = from->addr_counted;
+    from->addr_counted = 0;
+    s->last_read = s->parser_idle_since = mp_now();
+    c2s_destroy(from); /* the connection (and its count) went to s */
+    mp_log(MP_LOG_DEBUG, "c2s %s: session %" PRIu64 " (%s) attached, %zu stanza(s) waited", s->peer,
+           s->id, s->jid.full, s->pending_n);
+    /* what waited goes first, in order, once each */
+    while (s->pending_n > 0 && s->t) {
+        mp_stanza *st = s->pending[s->pending_head];
+        s->pending_head = (s->pending_head + 1) % s->pending_cap;
+        s->pending_n--;
+        mp_session_send(s, st);
+    }
+    free(s->pending);
+    s->pending = NULL;
+    s->pending_cap = s->pending_head = 0;
+    /* input already buffered is parsed from the loop, never from inside
+     * the feed that may have called us */
+    mp_session_ref(s);
+    if (mp_loop_post(s->w->loop, resume_reading_run, s) != MAGPIE_OK)
+        mp_session_unref(s);
+}
+
+struct handover {
+    mp_session *s, *from; /* referenced */
+    struct mp_worker *to;
+    mp_stanza *presence; /* s's last presence, carried along (referenced) */
+    struct mp_worker *from_worker; /* s's worker before the move */
+};
+
+static void handover_end(struct handover *h)
+{
+    mp_session_unref(h->s);
+    mp_session_unref(h->from);
+    mp_stanza_unref(h->presence);
+    free(h);
+}
+
+/* On the new worker: s arrives, with its timers; then adopt. */
+static void handover_in(void *arg)
+{
+    struct handover *h = arg;
+    mp_session *s = h->s;
+    struct mp_worker *w = h->to;
+    s->prev = NULL;
     s->next = w->sessions;
     if (w->sessions)
         w->sessions->prev = s;
     w->sessions = s;
     w->n_sessions++;
-    if (!s->raw || !s->parser) {
-        mp_log(MP_LOG_ERROR, "c2s %s: cannot set up the connection", s->peer);
-        c2s_destroy(s);
+    for (struct mp_timer *t = s->timers; t; t = t->next) {
+        int pending = t->repeat || evtimer_pending(t->ev, NULL);
+        event_free(t->ev);
+        t->ev =
+            event_new(mp_loop_base(w->loop), -1, t->repeat ? EV_PERSIST : 0, session_timer_fire, t);
+        if (pending) {
+            struct timeval tv = to_tv(t->secs);
+            event_add(t->ev, &tv);
+        }
+    }
+    if (s->stall) {
+        event_free(s->stall);
+        s->stall = NULL;
+    }
+    mp_router_session_arrive(s, h->from_worker, h->presence);
+    adopt(s, h->from);
+    handover_end(h);
+}
+
+/* The new worker could not take s: from's stream ends there. */
+static void handover_refused(void *arg)
+{
+    struct handover *h = arg;
+    c2s_close(h->from, "not-authorized", "The session to resume is gone");
+    handover_end(h);
+}
+
+/* On s's old worker: s leaves it (if still detached) for h->to. */
+static void handover_out(void *arg)
+{
+    struct handover *h = arg;
+    mp_session *s = h->s;
+    struct mp_worker *old = s->w;
+    if (s->dead || s->closing || s->t) {
+        if (mp_loop_post(h->to->loop, handover_refused, h) != MAGPIE_OK)
+            handover_end(h);
         return;
     }
-    if (direct_tls) {
-        s->tls = 1;
-        s->direct_tls = 1;
-        if (tls_wrap(s, cfg->hosts[0].domain) != MAGPIE_OK) {
-            mp_log(MP_LOG_ERROR, "c2s %s: cannot set up TLS", s->peer);
-            c2s_destroy(s);
-            return;
-        }
-    } else {
-        bufferevent_setcb(s->bev, c2s_read, c2s_write, c2s_event, s);
-        bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    if (s->timer)
+        event_free(s->timer);
+    s->timer = NULL;
+    for (struct mp_timer *t = s->timers; t; t = t->next)
+        event_del(t->ev);
+    if (s->stall)
+        evtimer_del(s->stall);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        old->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    old->n_sessions--;
+    /* the router finds it on the new worker from now on; its presence goes along */
+    mp_stanza *p = mp_presence_last(mp_session_id(s));
+    h->presence = p ? mp_stanza_ref(p) : NULL;
+    mp_presence_forget(mp_session_id(s));
+    h->from_worker = old;
+    s->w = h->to; /* deliveries still routed here are forwarded from now on */
+    if (mp_loop_post(h->to->loop, handover_in, h) != MAGPIE_OK) {
+        s->w = old; /* cannot happen while the new worker runs */
+        handover_end(h);
     }
-    s->timer = evtimer_new(base, negotiation_timeout, s);
-    struct timeval tv = {cfg->negotiation_timeout, 0};
-    evtimer_add(s->timer, &tv);
-    mp_log(MP_LOG_DEBUG, "c2s %s: connected%s", s->peer, direct_tls ? " (direct TLS)" : "");
+    if (old->shutting_down && old->n_sessions == 0)
+        mp_loop_stop(old->loop);
+}
+
+int mp_c2s_takeover(mp_session *s, mp_session *from)
+{
+    if (s == from || s->dead || s->closing || !s->bound || !from->authed || from->bound ||
+        from->closing || from->dead || !from->t || !s->user || !from->user || !s->host ||
+        !from->host || strcmp(s->user, from->user) != 0 || strcmp(s->host, from->host) != 0)
+        return MAGPIE_ERR;
+    if (s->w == from->w) {
+        if (s->t)
+            return MAGPIE_ERR;
+        adopt(s, from);
+        return MAGPIE_OK;
+    }
+    /* s lives on another worker: it moves to from's, where the connection
+     * is. from stops reading until then. */
+    from->t->ops->set_reading(from->t, 0);
+    mp_xmlstream_stop(from->parser);
+    from->read_paused = 1;
+    struct handover *h = mp_malloc(sizeof *h);
+    h->s = s;
+    h->from = from;
+    h->to = from->w;
+    h->presence = NULL;
+    h->from_worker = s->w;
+    mp_session_ref(s);
+    mp_session_ref(from);
+    if (mp_loop_post(s->w->loop, handover_out, h) != MAGPIE_OK) {
+        from->read_paused = 0;
+        handover_end(h);
+        return MAGPIE_ERR;
+    }
+    return MAGPIE_OK;
 }
 
 void mp_c2s_shutdown_worker(struct mp_worker *w)
@@ -1493,13 +1702,14 @@ void mp_c2s_sweep(struct mp_worker *w)
     double now = mp_now();
     size_t released = 0;
     for (mp_session *s = w->sessions; s; s = s->next) {
-        if (s->closing || !s->parser || now - s->parser_idle_since <= 10.0 ||
-            evbuffer_get_length(bufferevent_get_input(s->bev)) != 0)
+        if (s->closing || !s->parser || now - s->parser_idle_since <= 10.0 || !s->t ||
+            evbuffer_get_length(s->t->ops->input(s->t)) != 0)
             continue;
         /* count only parsers freed now, not ones released by an earlier sweep */
         size_t before = mp_xmlstream_memory(s->parser);
         if (mp_xmlstream_release(s->parser) == MAGPIE_OK && mp_xmlstream_memory(s->parser) < before)
-            released++, mp_log(MP_LOG_DEBUG, "c2s %s: idle parser released, %zu -> %zu bytes", s->peer, before, mp_xmlstream_memory(s->parser));
+            released++, mp_log(MP_LOG_DEBUG, "c2s %s: idle parser released, %zu -> %zu bytes",
+                               s->peer, before, mp_xmlstream_memory(s->parser));
     }
     /* freed parsers sit between live allocations: give their pages back */
     if (released >= 256)

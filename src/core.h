@@ -146,6 +146,7 @@ struct mp_worker {
     void **listener_args;        /* worker.c's per-listener state */
     struct mp_session *sessions; /* every connection on this worker */
     size_t n_sessions;
+    struct mp_conn *conns; /* connections on module listeners (listener.c) */
     struct event *sweep;              /* periodic idle sweep */
     struct ev_token_bucket_cfg *rate; /* per-connection read rate, or NULL */
     int shutting_down;
@@ -231,12 +232,42 @@ SSL *mp_tls_new_ssl(const char *default_host);
 void mp_tls_channel_binding(SSL *ssl, struct mp_sasl_cb *cb);
 
 /* ---- c2s.c ---- */
+struct mp_transport;
 /* Takes an accepted socket on worker w; direct_tls for XEP-0368 ports. */
 void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls);
+/* Starts a client stream over transport t (taken) on worker w, from the
+ * calling thread, which must be w's. Returns the session (owned by the
+ * worker until the stream ends: take a reference to keep it) or NULL. */
+mp_session *mp_c2s_open(struct mp_worker *w, struct mp_transport *t);
 /* Delivers st to session s; runs on s's worker. Returns MAGPIE_OK (st
  * taken), or MAGPIE_ERR if s cannot take stanzas any more (closing, not
  * bound): st stays the caller's. */
 int mp_c2s_deliver(mp_session *s, mp_stanza *st);
+/* Stanzas a detached session keeps for its next connection; beyond, a
+ * delivery fails (the router's undeliverable rules apply). */
+#define MP_SESSION_QUEUE_MAX 4096
+/* The session's stable id (unique in this process, never reused). */
+uint64_t mp_session_id(mp_session *s);
+/* On s's worker: separates bound session s from its connection (freed
+ * without a closing tag, as when a resumable client vanishes); s stays
+ * bound and routable, and what is sent to it waits on it (bounded) until a
+ * connection is attached, or it ends after timeout seconds (waiting
+ * stanzas then go through the undeliverable rules). Not from inside s's
+ * own stanza handling. MAGPIE_OK, or MAGPIE_ERR (not bound, closing, or
+ * already detached). */
+int mp_c2s_detach(mp_session *s, double timeout);
+/* timeout > 0: when s, bound, loses its connection (EOF, error) it is
+ * detached for timeout seconds instead of ended (XEP-0198 resumption
+ * enabled); 0: it ends (the default). On s's worker. */
+void mp_c2s_set_resumable(mp_session *s, double timeout);
+/* On from's worker: detached session s takes over from's connection (from
+ * is authenticated as the same account, not bound, its stream open), from
+ * any worker: s moves to from's worker if needed. Waiting stanzas are
+ * written first, in order, once each; later ones follow; from's shell
+ * ends. Safe from inside from's stanza handling (XEP-0198 <resume/>).
+ * MAGPIE_OK (done, or under way across workers: if s is gone by then,
+ * from's stream is closed) or MAGPIE_ERR (nothing done). */
+int mp_c2s_takeover(mp_session *s, mp_session *from);
 /* The waitq marking s's output as over its limit (pressure.c). */
 struct mp_waitq *mp_session_outq(mp_session *s);
 /* Closes every session of w (shutdown). */
@@ -253,6 +284,20 @@ void mp_session_ref(mp_session *s);
 void mp_session_unref(mp_session *s);
 struct mp_worker *mp_session_worker(mp_session *s);
 
+/* ---- listener.c: listeners registered by modules ---- */
+struct mp_conn;
+struct mp_listener_reg;
+size_t mp_listeners_count(void);
+/* The i-th registration and where it listens. */
+const struct mp_listener_reg *mp_listener_get(size_t i, const char **address, int *port);
+/* Forgets every registration (after the modules are unloaded). */
+void mp_listeners_clear(void);
+/* Takes a socket accepted on reg's listener by worker w. */
+void mp_listener_accept(struct mp_worker *w, const struct mp_listener_reg *reg, int fd);
+/* Ends every module-listener connection of w (shutdown, on w's thread). */
+void mp_listener_shutdown_worker(struct mp_worker *w);
+void mp_listener_thread_exit(void);
+
 /* ---- router.c ---- */
 int mp_router_init(void);
 void mp_router_free(void);
@@ -264,6 +309,12 @@ void mp_router_thread_exit(void);
  * one on another worker is kicked there (mp_c2s_replaced). */
 int mp_router_bind(mp_session *s, mp_session **replaced);
 void mp_router_unbind(mp_session *s);
+/* A bound session moved to another worker (takeover): runs on the new
+ * worker, with the session's last presence taken from the old worker
+ * (mp_presence_last there; may be NULL). The session is found here and
+ * the directory points here from now on; the old worker keeps finding it
+ * (and c2s forwards what reaches it) until a job posted there forgets it. */
+void mp_router_session_arrive(mp_session *s, struct mp_worker *old, mp_stanza *presence);
 /* Handles a stanza from a bound client (from already stamped). Takes st. */
 void mp_router_from_client(mp_session *s, mp_stanza *st);
 /* Applies RFC 6121 §8.5.3.2 to st (taken), whose full-JID recipient is gone. */

@@ -122,6 +122,22 @@ static int local_unbind(const mp_jid *full, uint64_t id, int *was_available)
     return rc;
 }
 
+static int local_move(const mp_jid *full, uint64_t id, int worker)
+{
+    struct shard *sh = shard_of(full->bare);
+    int rc = MAGPIE_NOTFOUND;
+    pthread_rwlock_wrlock(&sh->lock);
+    struct user_entry *u = mp_table_get(sh->users, full->bare);
+    for (size_t i = 0; u && i < u->n; i++)
+        if (u->v[i].who.id == id) {
+            u->v[i].who.worker = worker;
+            rc = MAGPIE_OK;
+            break;
+        }
+    pthread_rwlock_unlock(&sh->lock);
+    return rc;
+}
+
 static int local_set_presence(const mp_jid *full, uint64_t id, int available, int priority,
                               int *was_available)
 {
@@ -207,6 +223,7 @@ static void local_free(void)
 static const struct mp_directory_ops local_ops = {
     .bind = local_bind,
     .unbind = local_unbind,
+    .move = local_move,
     .set_presence = local_set_presence,
     .lookup_bare = local_lookup_bare,
     .resources = local_resources,

@@ -52,6 +52,10 @@ struct mp_directory_ops {
     /* Removes full if it is still bound to session id. Returns MAGPIE_OK
      * and sets *was_available, or MAGPIE_NOTFOUND. */
     int (*unbind)(const mp_jid *full, uint64_t id, int *was_available);
+    /* Points full at worker if it is still bound to session id (the
+     * session moved: stream-management takeover). Returns MAGPIE_OK or
+     * MAGPIE_NOTFOUND. */
+    int (*move)(const mp_jid *full, uint64_t id, int worker);
     /* Sets availability and priority of full if still bound to id.
      * Returns MAGPIE_OK and sets *was_available, or MAGPIE_NOTFOUND. */
     int (*set_presence)(const mp_jid *full, uint64_t id, int available, int priority,

@@ -154,6 +154,7 @@ int main(int argc, char **argv)
         /* modules validate their own options when loaded */
         int rc = mp_modules_load(cfg);
         mp_modules_unload();
+    mp_listeners_clear();
         if (rc == MAGPIE_OK)
             printf("%s: configuration OK\n", config_path);
         mp_config_free(cfg);
@@ -225,6 +226,7 @@ out_modules:
     mp_server.auth_pool = NULL;
     mp_workers_free();
     mp_modules_unload();
+    mp_listeners_clear();
     mp_router_free();
     mp_addrlimit_free();
 out_storage:

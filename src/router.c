@@ -495,6 +495,40 @@ int mp_router_bind(mp_session *s, mp_session **replaced)
     return MAGPIE_OK;
 }
 
+struct moved {
+    uint64_t id;
+    mp_session *s; /* referenced */
+};
+
+/* On the old worker, after the move: deliveries that reached this worker
+ * meanwhile found the session here and were forwarded (c2s); from now on
+ * the directory points at the new worker. */
+static void moved_run(void *arg)
+{
+    struct moved *m = arg;
+    if (local_sessions && mp_idmap_get(local_sessions, m->id) == m->s)
+        mp_idmap_del(local_sessions, m->id);
+    mp_session_unref(m->s);
+    free(m);
+}
+
+void mp_router_session_arrive(mp_session *s, struct mp_worker *old, mp_stanza *presence)
+{
+    uint64_t id = mp_session_id(s);
+    mp_idmap_put(sessions_here(), id, s);
+    if (presence)
+        mp_presence_store(id, presence);
+    mp_directory->move(mp_session_jid(s), id, mp_session_worker(s)->id);
+    struct moved *m = mp_malloc(sizeof *m);
+    m->id = id;
+    m->s = s;
+    mp_session_ref(s);
+    if (mp_loop_post(old->loop, moved_run, m) != MAGPIE_OK) {
+        mp_session_unref(s);
+        free(m);
+    }
+}
+
 /* Sends an unavailable presence from s's full JID to the user's other
  * available resources. */
 static void broadcast_unavailable(const mp_jid *j)

@@ -18,6 +18,7 @@
 struct listener_arg {
     struct mp_worker *w;
     int direct_tls;
+    const struct mp_listener_reg *reg; /* a module's listener, or NULL: c2s */
     struct event *resume; /* re-enables the listener after EMFILE */
 };
 
@@ -28,7 +29,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)sa;
     (void)socklen;
     struct listener_arg *la = arg;
-    mp_c2s_accept(la->w, fd, la->direct_tls);
+    if (la->reg)
+        mp_listener_accept(la->w, la->reg, fd);
+    else
+        mp_c2s_accept(la->w, fd, la->direct_tls);
 }
 
 static void resume_listener(evutil_socket_t fd, short what, void *arg)
@@ -98,6 +102,7 @@ static void *worker_main(void *arg)
     mp_loop_run(w->loop);
     mp_c2s_thread_exit();
     mp_router_thread_exit();
+    mp_listener_thread_exit();
     return NULL;
 }
 
@@ -125,16 +130,28 @@ int mp_workers_start(void)
             w->rate = ev_token_bucket_cfg_new(rate ? rate : 1, burst, EV_RATE_LIMIT_MAX,
                                               EV_RATE_LIMIT_MAX, &tick);
         }
-        w->listeners = mp_calloc(cfg->n_listeners, sizeof *w->listeners);
-        w->listener_args = mp_calloc(cfg->n_listeners, sizeof *w->listener_args);
-        w->n_listeners = cfg->n_listeners;
-        for (size_t j = 0; j < cfg->n_listeners; j++) {
-            int fd = open_listener(&cfg->listeners[j]);
+        /* the configured client ports, then those of modules */
+        size_t n_all = cfg->n_listeners + mp_listeners_count();
+        w->listeners = mp_calloc(n_all, sizeof *w->listeners);
+        w->listener_args = mp_calloc(n_all, sizeof *w->listener_args);
+        w->n_listeners = n_all;
+        for (size_t j = 0; j < n_all; j++) {
+            struct mp_config_listener ml;
+            const struct mp_listener_reg *reg = NULL;
+            const struct mp_config_listener *cl = &ml;
+            if (j < cfg->n_listeners) {
+                cl = &cfg->listeners[j];
+            } else {
+                memset(&ml, 0, sizeof ml);
+                reg = mp_listener_get(j - cfg->n_listeners, (const char **)&ml.address, &ml.port);
+            }
+            int fd = open_listener(cl);
             if (fd < 0)
                 return MAGPIE_ERR;
             struct listener_arg *la = mp_calloc(1, sizeof *la);
             la->w = w;
-            la->direct_tls = cfg->listeners[j].kind == MP_LISTEN_C2S_TLS;
+            la->reg = reg;
+            la->direct_tls = !reg && cl->kind == MP_LISTEN_C2S_TLS;
             w->listener_args[j] = la;
             w->listeners[j] = evconnlistener_new(
                 base, accept_cb, la, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
@@ -157,6 +174,12 @@ int mp_workers_start(void)
         mp_log(MP_LOG_NOTICE, "listening on %s:%d (%s)", cfg->listeners[j].address,
                cfg->listeners[j].port,
                cfg->listeners[j].kind == MP_LISTEN_C2S_TLS ? "c2s, direct TLS" : "c2s, STARTTLS");
+    for (size_t j = 0; j < mp_listeners_count(); j++) {
+        const char *address;
+        int port;
+        mp_listener_get(j, &address, &port);
+        mp_log(MP_LOG_NOTICE, "listening on %s:%d (module)", address, port);
+    }
     return MAGPIE_OK;
 }
 
@@ -182,6 +205,7 @@ static void shutdown_job(void *arg)
         event_free(w->sweep);
         w->sweep = NULL;
     }
+    mp_listener_shutdown_worker(w);
     mp_c2s_shutdown_worker(w);
 }
 

@@ -656,6 +656,11 @@ void mp_xmlstream_reset(mp_xmlstream *p)
     p->state = ST_HEADER;
 }
 
+void mp_xmlstream_set_ud(mp_xmlstream *p, void *ud)
+{
+    p->ud = ud;
+}
+
 void mp_xmlstream_stop(mp_xmlstream *p)
 {
     if (!p->in_feed || !p->parser || p->halt != HALT_NONE || p->state == ST_ERROR)

@@ -64,6 +64,8 @@ int mp_xmlstream_feed(mp_xmlstream *p, const char *data, size_t len, size_t *con
 
 /* Starts over expecting a new stream header (after STARTTLS and SASL). */
 void mp_xmlstream_reset(mp_xmlstream *p);
+/* The callbacks' ud from now on (a stream handed to another owner). */
+void mp_xmlstream_set_ud(mp_xmlstream *p, void *ud);
 /* Stops the current feed after the current callback returns. */
 void mp_xmlstream_stop(mp_xmlstream *p);
 

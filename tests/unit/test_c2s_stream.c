@@ -1,0 +1,548 @@
+/* test_c2s_stream.c - the c2s stream over the in-memory transport: a whole
+ * negotiation (header, features, SASL PLAIN, restart, bind, a message to
+ * itself) and its error paths, by feeding bytes and reading bytes, with no
+ * socket. The server context is real: config, SQLite storage in a temp
+ * dir, the auth pool, the router, one worker loop run by the test. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "core.h"
+#include "accounts.h"
+#include "storage_driver.h"
+#include "transport.h"
+
+struct mp_server mp_server;
+void (*mp_control_reload)(void);
+
+#define HOST "example.org"
+#define HDR(to, ns)                                                                               \
+    "<?xml version='1.0'?><stream:stream to='" to "' xmlns='" ns "' "                             \
+    "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+#define HEADER HDR(HOST, "jabber:client")
+/* base64 of "\0alice\0secret" and "\0alice\0wrong" */
+#define PLAIN_OK  "AGFsaWNlAHNlY3JldA=="
+#define PLAIN_BAD "AGFsaWNlAHdyb25n"
+
+static char dir[64];
+/* two workers whose loops the test runs in turn on its one thread, each
+ * bound as the thread's current loop while it runs (as its own thread
+ * would have it) */
+static struct mp_worker workers[2];
+#define worker workers[0]
+
+/* Runs each worker's loop once without waiting. */
+static void pump(void)
+{
+    for (int i = 1; i >= 0; i--) {
+        mp_loop_bind_thread(workers[i].loop);
+        event_base_loop(mp_loop_base(workers[i].loop), EVLOOP_NONBLOCK);
+    }
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    char path[160], db[160], err[512];
+    snprintf(dir, sizeof dir, "/tmp/magpie-c2s-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(path, sizeof path, "%s/magpie.conf", dir);
+    snprintf(db, sizeof db, "%s/magpie.db", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "state_dir = \"%s\";\nworkers = 1;\nlog = { level = \"error\"; file = \"-\"; };\n"
+            "hosts = ( { domain = \"" HOST "\"; } );\n"
+            "listeners = ( { type = \"c2s\"; address = \"127.0.0.1\"; port = 5222; } );\n"
+            "storage = { driver = \"sqlite\"; sqlite = { path = \"%s\"; }; };\n"
+            "security = { require_tls = false; };\nmodules = ( );\n",
+            dir, db);
+    fclose(f);
+    struct mp_config *cfg = mp_config_load(path, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "config: %s\n", err);
+        return -1;
+    }
+    mp_server.cfg = cfg;
+    mp_log_setup("error", NULL);
+    mp_server.limits = (struct mp_xml_limits){cfg->max_stanza_size, cfg->max_depth,
+                                              cfg->max_attrs,       cfg->max_attr_len,
+                                              cfg->max_text,        cfg->max_elements,
+                                              cfg->max_stanza_memory};
+    mp_server.preauth_limits = mp_server.limits;
+    mp_server.preauth_limits.max_stanza = cfg->preauth_max_stanza_size;
+    for (int i = 0; i < 2; i++) {
+        workers[i].id = i;
+        workers[i].loop = mp_loop_new();
+    }
+    mp_loop_bind_thread(worker.loop);
+    mp_server.workers = workers;
+    mp_server.n_workers = 2;
+    if (mp_storage_open(cfg, err, sizeof err) != MAGPIE_OK) {
+        fprintf(stderr, "storage: %s\n", err);
+        return -1;
+    }
+    mp_server.auth_pool = mp_workpool_new("auth", 1, 16);
+    mp_server.auth_guard = mp_authguard_new(100, 1, 60, 1024);
+    if (mp_router_init() != MAGPIE_OK || mp_modules_load(cfg) != MAGPIE_OK)
+        return -1;
+    if (mp_account_add_sync(HOST, "alice", "secret", 4096) != MAGPIE_OK)
+        return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    char p[200];
+    mp_storage_close();
+    mp_workpool_free(mp_server.auth_pool);
+    mp_authguard_free(mp_server.auth_guard);
+    mp_modules_unload();
+    mp_router_free();
+    mp_addrlimit_free();
+    mp_c2s_thread_exit();
+    mp_loop_free(workers[0].loop);
+    mp_loop_free(workers[1].loop);
+    mp_config_free(mp_server.cfg);
+    const char *names[] = {"magpie.conf", "magpie.db", "magpie.db-wal", "magpie.db-shm"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+    return 0;
+}
+
+/* ---- a client, as the test sees it ---- */
+
+struct client {
+    struct mp_transport *t;
+    mp_session *s;
+    char got[16384]; /* everything read and not yet consumed */
+    size_t len;
+};
+
+/* A new connection on workers[w]. */
+static void client_open_on(struct client *c, int secure, int w)
+{
+    memset(c, 0, sizeof *c);
+    mp_loop_bind_thread(workers[w].loop);
+    c->t = mp_transport_mem_new(mp_loop_base(workers[w].loop), secure);
+    c->s = mp_c2s_open(&workers[w], c->t);
+    mp_loop_bind_thread(worker.loop);
+    assert_non_null(c->s);
+}
+
+static void client_open(struct client *c, int secure)
+{
+    client_open_on(c, secure, 0);
+}
+
+static void send_str(struct client *c, const char *text)
+{
+    mp_transport_mem_feed(c->t, text, strlen(text));
+}
+
+static void pull(struct client *c)
+{
+    struct evbuffer *out = mp_transport_mem_output(c->t);
+    size_t n = evbuffer_get_length(out);
+    assert_true(c->len + n < sizeof c->got);
+    evbuffer_remove(out, c->got + c->len, n);
+    c->len += n;
+    c->got[c->len] = '\0';
+}
+
+/* Runs the loop until what was read contains needle (within 10 s), then
+ * consumes everything up to and including it. */
+static void expect(struct client *c, const char *needle)
+{
+    double until = mp_now() + 10;
+    for (;;) {
+        pull(c);
+        char *p = strstr(c->got, needle);
+        if (p) {
+            size_t used = (size_t)(p - c->got) + strlen(needle);
+            memmove(c->got, c->got + used, c->len - used + 1);
+            c->len -= used;
+            return;
+        }
+        if (mp_now() > until)
+            fail_msg("waited for %s, got: %s", needle, c->got);
+        pump();
+        usleep(1000);
+    }
+}
+
+/* The peer hangs up; the stream ends and frees its side. */
+static void client_close(struct client *c)
+{
+    mp_transport_mem_close(c->t);
+    double until = mp_now() + 5;
+    while (mp_transport_mem_state(c->t) != 2 && mp_now() < until) {
+        pump();
+        usleep(1000);
+    }
+    assert_int_equal(mp_transport_mem_state(c->t), 2);
+    mp_transport_mem_destroy(c->t);
+    c->t = NULL;
+}
+
+/* Negotiates up to a bound session alice@example.org/<resource>. */
+static void login(struct client *c, const char *resource)
+{
+    char iq[256];
+    send_str(c, HEADER);
+    expect(c, "<stream:features>");
+    expect(c, "<mechanism>PLAIN</mechanism>");
+    expect(c, "</stream:features>");
+    send_str(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" PLAIN_OK
+                "</auth>");
+    expect(c, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    send_str(c, HEADER);
+    expect(c, "<stream:features>");
+    expect(c, "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
+    snprintf(iq, sizeof iq,
+             "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+             "<resource>%s</resource></bind></iq>",
+             resource);
+    send_str(c, iq);
+    snprintf(iq, sizeof iq, "<jid>alice@" HOST "/%s</jid>", resource);
+    expect(c, iq);
+}
+
+/* ---- tests ---- */
+
+static void test_negotiation_and_echo(void **state)
+{
+    (void)state;
+    struct client c;
+    client_open(&c, 1);
+    login(&c, "home");
+    send_str(&c, "<message to='alice@" HOST "/home' type='chat' id='m1'><body>hi me</body>"
+                 "</message>");
+    expect(&c, "from='alice@" HOST "/home'");
+    expect(&c, "<body>hi me</body>");
+    /* legacy session establishment is answered */
+    send_str(&c, "<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>"
+                 "</iq>");
+    expect(&c, "id='s1'");
+    send_str(&c, "</stream:stream>");
+    expect(&c, "</stream:stream>");
+    assert_int_equal(mp_transport_mem_state(c.t), 1);
+    client_close(&c);
+}
+
+static void test_scram_offered_without_tls(void **state)
+{
+    (void)state;
+    struct client c;
+    client_open(&c, 0);
+    send_str(&c, HEADER);
+    expect(&c, "<stream:features>");
+    expect(&c, "<mechanism>SCRAM-SHA-256</mechanism>");
+    pull(&c);
+    assert_null(strstr(c.got, "PLAIN")); /* not over an insecure transport */
+    /* no TLS on this transport: STARTTLS is offered but fails cleanly */
+    send_str(&c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    expect(&c, "<proceed");
+    client_close(&c);
+}
+
+static void test_bad_namespace(void **state)
+{
+    (void)state;
+    struct client c;
+    client_open(&c, 1);
+    send_str(&c, HDR(HOST, "jabber:server"));
+    expect(&c, "<invalid-namespace xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>");
+    expect(&c, "</stream:stream>");
+    client_close(&c);
+}
+
+static void test_unknown_host(void **state)
+{
+    (void)state;
+    struct client c;
+    client_open(&c, 1);
+    send_str(&c, HDR("elsewhere.example", "jabber:client"));
+    expect(&c, "<host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>");
+    client_close(&c);
+}
+
+static void test_stanza_before_auth(void **state)
+{
+    (void)state;
+    struct client c;
+    client_open(&c, 1);
+    send_str(&c, HEADER);
+    expect(&c, "</stream:features>");
+    send_str(&c, "<message to='alice@" HOST "'><body>x</body></message>");
+    expect(&c, "<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>");
+    expect(&c, "</stream:stream>");
+    client_close(&c);
+}
+
+static void test_stanza_before_bind(void **state)
+{
+    (void)state;
+    struct client c;
+    client_open(&c, 1);
+    send_str(&c, HEADER);
+    expect(&c, "</stream:features>");
+    send_str(&c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" PLAIN_OK
+                 "</auth>");
+    expect(&c, "<success");
+    send_str(&c, HEADER);
+    expect(&c, "</stream:features>");
+    send_str(&c, "<message to='alice@" HOST "'><body>x</body></message>");
+    expect(&c, "<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>");
+    client_close(&c);
+}
+
+static void test_wrong_password(void **state)
+{
+    (void)state;
+    struct client c;
+    client_open(&c, 1);
+    send_str(&c, HEADER);
+    expect(&c, "</stream:features>");
+    send_str(&c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" PLAIN_BAD
+                 "</auth>");
+    expect(&c, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/>");
+    /* the stream stays open: a second try succeeds */
+    send_str(&c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" PLAIN_OK
+                 "</auth>");
+    expect(&c, "<success");
+    client_close(&c);
+}
+
+static void test_not_well_formed(void **state)
+{
+    (void)state;
+    struct client c;
+    client_open(&c, 1);
+    send_str(&c, HEADER);
+    expect(&c, "</stream:features>");
+    send_str(&c, "<message><a></b></message>");
+    expect(&c, "<not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>");
+    client_close(&c);
+}
+
+/* Reads until needle like expect, and fails if what came before it
+ * contains forbidden (a stanza delivered twice, or out of order). */
+static void expect_clean(struct client *c, const char *needle, const char *forbidden)
+{
+    double until = mp_now() + 10;
+    for (;;) {
+        pull(c);
+        char *p = strstr(c->got, needle);
+        if (p) {
+            *p = '\0';
+            if (strstr(c->got, forbidden))
+                fail_msg("%s came before %s: %s", forbidden, needle, c->got);
+            *p = needle[0];
+            size_t used = (size_t)(p - c->got) + strlen(needle);
+            memmove(c->got, c->got + used, c->len - used + 1);
+            c->len -= used;
+            return;
+        }
+        if (mp_now() > until)
+            fail_msg("waited for %s, got: %s", needle, c->got);
+        pump();
+        usleep(1000);
+    }
+}
+
+/* Authenticates and restarts the stream without binding (a connection
+ * that will resume a session). */
+static void authenticate(struct client *c)
+{
+    send_str(c, HEADER);
+    expect(c, "</stream:features>");
+    send_str(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" PLAIN_OK
+                "</auth>");
+    expect(c, "<success");
+    send_str(c, HEADER);
+    expect(c, "</stream:features>");
+}
+
+/* A session outlives its connection: detached, it stays routable and keeps
+ * what is sent to it; a new connection takes it over and reads all of it
+ * once, in order, then carries the session on. */
+static void test_detach_and_takeover(void **state)
+{
+    (void)state;
+    struct client a, b, c;
+    char msg[256];
+    client_open(&a, 1);
+    login(&a, "phone");
+    mp_session *s = a.s;
+    mp_session_ref(s);
+    uint64_t id = mp_session_id(s);
+    assert_true(id > 0);
+    int conns = atomic_load(&mp_server.connections);
+    assert_int_equal(mp_c2s_detach(s, 60), MAGPIE_OK);
+    assert_int_equal(atomic_load(&mp_server.connections), conns - 1);
+    assert_int_equal(mp_c2s_detach(s, 60), MAGPIE_ERR); /* once */
+    assert_int_equal(mp_transport_mem_state(a.t), 2);   /* the connection is gone */
+    mp_transport_mem_destroy(a.t);
+
+    /* another resource sends to the detached one: no error comes back */
+    client_open(&b, 1);
+    login(&b, "desk");
+    for (int i = 1; i <= 5; i++) {
+        snprintf(msg, sizeof msg,
+                 "<message to='alice@" HOST "/phone' type='chat'><body>n%d</body></message>", i);
+        send_str(&b, msg);
+    }
+    send_str(&b, "<message to='alice@" HOST "/desk' type='chat'><body>sync</body></message>");
+    expect_clean(&b, "<body>sync</body>", "error");
+
+    /* a new connection authenticates as the same account and takes over */
+    client_open(&c, 1);
+    authenticate(&c);
+    struct client x;
+    client_open(&x, 1);
+    send_str(&x, HEADER);
+    expect(&x, "</stream:features>");
+    assert_int_equal(mp_c2s_takeover(s, x.s), MAGPIE_ERR); /* not authenticated */
+    client_close(&x);
+    conns = atomic_load(&mp_server.connections);
+    assert_int_equal(mp_c2s_takeover(s, c.s), MAGPIE_OK);
+    assert_int_equal(mp_session_id(s), id);
+    assert_int_equal(atomic_load(&mp_server.connections), conns); /* c's, now s's */
+    expect_clean(&c, "<body>n1</body>", "<body>n");
+    expect_clean(&c, "<body>n2</body>", "<body>n");
+    expect_clean(&c, "<body>n3</body>", "<body>n");
+    expect_clean(&c, "<body>n4</body>", "<body>n");
+    expect_clean(&c, "<body>n5</body>", "<body>n");
+    /* later stanzas come straight through, after those, with none again */
+    send_str(&b, "<message to='alice@" HOST "/phone' type='chat'><body>after</body></message>");
+    expect_clean(&c, "<body>after</body>", "<body>n");
+    /* and the new connection speaks for the session */
+    send_str(&c, "<message to='alice@" HOST "/desk' type='chat'><body>back</body></message>");
+    expect(&b, "from='alice@" HOST "/phone'");
+    expect(&b, "<body>back</body>");
+    /* c's session shell ended with the takeover; s is attached now */
+    struct client y;
+    client_open(&y, 1);
+    authenticate(&y);
+    assert_int_equal(mp_c2s_takeover(s, y.s), MAGPIE_ERR);
+    client_close(&y);
+    mp_session_unref(s);
+    client_close(&c);
+    client_close(&b);
+}
+
+/* The same across workers: the session detached on worker 0 moves to
+ * worker 1, where the new connection is; a stanza routed to it on worker 0
+ * meanwhile is passed on after the ones that waited. */
+static void test_takeover_across_workers(void **state)
+{
+    (void)state;
+    struct client a, b, c;
+    client_open(&a, 1);
+    login(&a, "car");
+    mp_session *s = a.s;
+    mp_session_ref(s);
+    assert_int_equal(mp_c2s_detach(s, 60), MAGPIE_OK);
+    mp_transport_mem_destroy(a.t);
+    client_open(&b, 1);
+    login(&b, "bike");
+    send_str(&b, "<message to='alice@" HOST "/car' type='chat'><body>w1</body></message>");
+    send_str(&b, "<message to='alice@" HOST "/car' type='chat'><body>w2</body></message>");
+    send_str(&b, "<message to='alice@" HOST "/bike' type='chat'><body>sync</body></message>");
+    expect_clean(&b, "<body>sync</body>", "error");
+    client_open_on(&c, 1, 1);
+    authenticate(&c);
+    mp_loop_bind_thread(workers[1].loop); /* takeover runs on the connection's worker */
+    assert_int_equal(mp_c2s_takeover(s, c.s), MAGPIE_OK);
+    mp_loop_bind_thread(worker.loop);
+    /* routed on worker 0 (the router's entry) before the handover ran */
+    send_str(&b, "<message to='alice@" HOST "/car' type='chat'><body>w3</body></message>");
+    expect_clean(&c, "<body>w1</body>", "<body>w");
+    expect_clean(&c, "<body>w2</body>", "<body>w");
+    expect_clean(&c, "<body>w3</body>", "<body>w");
+    assert_ptr_equal(mp_session_worker(s), &workers[1]);
+    send_str(&c, "<message to='alice@" HOST "/bike' type='chat'><body>moved</body></message>");
+    expect(&b, "from='alice@" HOST "/car'");
+    expect(&b, "<body>moved</body>");
+    mp_session_unref(s);
+    client_close(&c);
+    client_close(&b);
+}
+
+/* A resumable session that loses its connection is detached, not ended:
+ * what is sent meanwhile waits for the connection that takes it over. */
+static void test_resumable_survives_disconnect(void **state)
+{
+    (void)state;
+    struct client a, b, c;
+    client_open(&a, 1);
+    login(&a, "watch");
+    mp_session *s = a.s;
+    mp_session_ref(s);
+    mp_c2s_set_resumable(s, 60);
+    client_close(&a); /* the peer vanishes: the transport is freed */
+    client_open(&b, 1);
+    login(&b, "pc");
+    send_str(&b, "<message to='alice@" HOST "/watch' type='chat'><body>r1</body></message>");
+    send_str(&b, "<message to='alice@" HOST "/pc' type='chat'><body>sync</body></message>");
+    expect_clean(&b, "<body>sync</body>", "error");
+    client_open(&c, 1);
+    authenticate(&c);
+    assert_int_equal(mp_c2s_takeover(s, c.s), MAGPIE_OK);
+    expect(&c, "<body>r1</body>");
+    mp_c2s_set_resumable(s, 0);
+    mp_session_unref(s);
+    client_close(&c); /* not resumable any more: it ends */
+    send_str(&b, "<message to='alice@" HOST "/watch' type='chat' id='gone'><body>x</body>"
+                 "</message>");
+    expect(&b, "type='error'");
+    client_close(&b);
+}
+
+/* A detached session that is not taken over in time ends; what waited for
+ * it goes through the undeliverable rules (an error to the sender). */
+static void test_detached_expires(void **state)
+{
+    (void)state;
+    struct client a, b;
+    client_open(&a, 1);
+    login(&a, "tablet");
+    assert_int_equal(mp_c2s_detach(a.s, 0.2), MAGPIE_OK);
+    mp_transport_mem_destroy(a.t);
+    client_open(&b, 1);
+    login(&b, "laptop");
+    send_str(&b, "<message to='alice@" HOST "/tablet' type='chat' id='lost'><body>x</body>"
+                 "</message>");
+    expect(&b, "type='error'");
+    client_close(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_negotiation_and_echo), cmocka_unit_test(test_scram_offered_without_tls),
+        cmocka_unit_test(test_bad_namespace),        cmocka_unit_test(test_unknown_host),
+        cmocka_unit_test(test_stanza_before_auth),   cmocka_unit_test(test_stanza_before_bind),
+        cmocka_unit_test(test_wrong_password),       cmocka_unit_test(test_not_well_formed),
+        cmocka_unit_test(test_detach_and_takeover),  cmocka_unit_test(test_takeover_across_workers),
+        cmocka_unit_test(test_resumable_survives_disconnect),
+        cmocka_unit_test(test_detached_expires),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
