@@ -32,9 +32,19 @@ void mp_presence_forget(uint64_t id)
         mp_stanza_unref(mp_idmap_del(last, id));
 }
 
+static void drop(void *ud, uint64_t id, void *value)
+{
+    (void)ud;
+    (void)id;
+    mp_stanza_unref(value);
+}
+
 void mp_presence_thread_exit(void)
 {
-    /* every session unbinds before its worker exits: nothing is left */
+    /* every session unbinds before its worker exits, so this is empty
+     * unless a session outlived its worker's loop */
+    if (last)
+        mp_idmap_foreach(last, drop, NULL);
     mp_idmap_free(last);
     last = NULL;
 }

@@ -272,6 +272,13 @@ void *mp_idmap_put(mp_idmap *m, uint64_t id, void *value)
     return NULL;
 }
 
+void mp_idmap_foreach(const mp_idmap *m, void (*fn)(void *, uint64_t, void *), void *ud)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->v[i].id)
+            fn(ud, m->v[i].id, m->v[i].value);
+}
+
 void *mp_idmap_del(mp_idmap *m, uint64_t id)
 {
     size_t mask = m->cap - 1, i = id_hash(id, m->cap);

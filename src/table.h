@@ -33,5 +33,7 @@ void *mp_idmap_put(mp_idmap *m, uint64_t id, void *value);
 /* Removes id; returns its value or NULL. */
 void *mp_idmap_del(mp_idmap *m, uint64_t id);
 size_t mp_idmap_count(const mp_idmap *m);
+/* Calls fn for each entry; fn must not modify the map. */
+void mp_idmap_foreach(const mp_idmap *m, void (*fn)(void *ud, uint64_t id, void *value), void *ud);
 
 #endif
