@@ -93,6 +93,7 @@ static void handle_nonza_or_stanza(mp_session *s, mp_stanza *st);
 static void c2s_close(mp_session *s, const char *condition, const char *text);
 static void c2s_destroy(mp_session *s);
 static void stall_check(evutil_socket_t fd, short what, void *arg);
+static void drop_connection(mp_session *s);
 static int pending_push(mp_session *s, mp_stanza *st);
 
 /* ---- references ---- */
@@ -437,18 +438,10 @@ static void c2s_destroy(mp_session *s)
     if (s->stall)
         event_free(s->stall);
     s->stall = NULL;
-    /* nobody may wait for this output any more */
-    mp_waitq_set(s->outq, 0);
-    if (s->addr_counted)
-        mp_addrlimit_release(s->addr_key);
-    s->addr_counted = 0;
-    int had_conn = s->t != NULL; /* a detached session's was counted off */
+    /* a detached session's connection was dropped (and counted off) already */
     if (s->t)
-        s->t->ops->free(s->t);
-    s->t = NULL;
-    if (s->parser)
-        mp_xmlstream_free(s->parser);
-    s->parser = NULL;
+        drop_connection(s);
+    mp_waitq_set(s->outq, 0); /* nobody may wait for this output any more */
     if (s->sasl)
         mp_sasl_free(s->sasl);
     s->sasl = NULL;
@@ -460,8 +453,6 @@ static void c2s_destroy(mp_session *s)
     if (s->next)
         s->next->prev = s->prev;
     w->n_sessions--;
-    if (had_conn)
-        atomic_fetch_sub(&mp_server.connections, 1);
     mp_session_unref(s);
     if (w->shutting_down && w->n_sessions == 0)
         mp_loop_stop(w->loop);
@@ -1563,7 +1554,7 @@ static void adopt(mp_session *s, mp_session *from)
 struct handover {
     mp_session *s, *from; /* referenced */
     struct mp_worker *to;
-    mp_stanza *presence; /* s's last presence, carried along (referenced) */
+    mp_stanza *presence;           /* s's last presence, carried along (referenced) */
     struct mp_worker *from_worker; /* s's worker before the move */
 };
 

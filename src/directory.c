@@ -69,6 +69,15 @@ static void free_user(void *v)
     free(u);
 }
 
+/* The index of session id among u's resources, or -1 (u may be NULL). */
+static long find_id(const struct user_entry *u, uint64_t id)
+{
+    for (size_t i = 0; u && i < u->n; i++)
+        if (u->v[i].who.id == id)
+            return (long)i;
+    return -1;
+}
+
 static int local_bind(const mp_jid *full, struct mp_sref who, struct mp_sref *replaced)
 {
     struct shard *sh = shard_of(full->bare);
@@ -104,14 +113,13 @@ static int local_unbind(const mp_jid *full, uint64_t id, int *was_available)
     int rc = MAGPIE_NOTFOUND;
     pthread_rwlock_wrlock(&sh->lock);
     struct user_entry *u = mp_table_get(sh->users, full->bare);
-    for (size_t i = 0; u && i < u->n; i++)
-        if (u->v[i].who.id == id) {
-            *was_available = u->v[i].available;
-            res_release(&u->v[i]);
-            u->v[i] = u->v[--u->n];
-            rc = MAGPIE_OK;
-            break;
-        }
+    long i = find_id(u, id);
+    if (i >= 0) {
+        *was_available = u->v[i].available;
+        res_release(&u->v[i]);
+        u->v[i] = u->v[--u->n];
+        rc = MAGPIE_OK;
+    }
     if (u && u->n == 0) {
         mp_table_del(sh->users, full->bare);
         free_user(u);
@@ -128,12 +136,11 @@ static int local_move(const mp_jid *full, uint64_t id, int worker)
     int rc = MAGPIE_NOTFOUND;
     pthread_rwlock_wrlock(&sh->lock);
     struct user_entry *u = mp_table_get(sh->users, full->bare);
-    for (size_t i = 0; u && i < u->n; i++)
-        if (u->v[i].who.id == id) {
-            u->v[i].who.worker = worker;
-            rc = MAGPIE_OK;
-            break;
-        }
+    long i = find_id(u, id);
+    if (i >= 0) {
+        u->v[i].who.worker = worker;
+        rc = MAGPIE_OK;
+    }
     pthread_rwlock_unlock(&sh->lock);
     return rc;
 }
@@ -145,14 +152,13 @@ static int local_set_presence(const mp_jid *full, uint64_t id, int available, in
     int rc = MAGPIE_NOTFOUND;
     pthread_rwlock_wrlock(&sh->lock);
     struct user_entry *u = mp_table_get(sh->users, full->bare);
-    for (size_t i = 0; u && i < u->n; i++)
-        if (u->v[i].who.id == id) {
-            *was_available = u->v[i].available;
-            u->v[i].available = available;
-            u->v[i].priority = priority;
-            rc = MAGPIE_OK;
-            break;
-        }
+    long i = find_id(u, id);
+    if (i >= 0) {
+        *was_available = u->v[i].available;
+        u->v[i].available = available;
+        u->v[i].priority = priority;
+        rc = MAGPIE_OK;
+    }
     pthread_rwlock_unlock(&sh->lock);
     return rc;
 }
