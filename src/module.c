@@ -353,6 +353,26 @@ void mp_modules_unload(void)
 
 /* ---- hooks ---- */
 
+/* Grows the array *v of *n elements of `size` bytes, each starting with its
+ * int priority and kept sorted by decreasing priority, by one slot placed
+ * after every element of equal or higher priority (equal priorities run in
+ * the order added). Returns the slot, for the caller to fill. */
+static void *priority_slot(void **v, size_t *n, size_t size, int priority)
+{
+    char *a = mp_realloc(*v, (*n + 1) * size);
+    size_t pos = *n;
+    for (; pos > 0; pos--) {
+        int p;
+        memcpy(&p, a + (pos - 1) * size, sizeof p);
+        if (p >= priority)
+            break;
+    }
+    memmove(a + (pos + 1) * size, a + pos * size, (*n - pos) * size);
+    *v = a;
+    (*n)++;
+    return a + pos * size;
+}
+
 int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, void *ud)
 {
     struct hook_list *l = mp_table_get(hooks, hook);
@@ -360,15 +380,10 @@ int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, voi
         l = mp_calloc(1, sizeof *l);
         mp_table_put(hooks, hook, l);
     }
-    l->v = mp_realloc(l->v, (l->n + 1) * sizeof *l->v);
-    size_t pos = l->n;
-    /* keep sorted by decreasing priority; equal priorities in order added */
-    while (pos > 0 && l->v[pos - 1].priority < priority) {
-        l->v[pos] = l->v[pos - 1];
-        pos--;
-    }
-    l->v[pos] = (struct hook_entry){priority, fn, ud, m};
-    l->n++;
+    void *v = l->v;
+    struct hook_entry *e = priority_slot(&v, &l->n, sizeof *l->v, priority);
+    l->v = v;
+    *e = (struct hook_entry){priority, fn, ud, m};
     return MAGPIE_OK;
 }
 
@@ -401,15 +416,10 @@ int mp_filter_add(mp_module *m, enum mp_filter_dir dir, int priority, mp_filter_
     if (dir != MP_FILTER_IN && dir != MP_FILTER_OUT)
         return MAGPIE_ERR;
     struct filter_list *l = &filters[dir];
-    l->v = mp_realloc(l->v, (l->n + 1) * sizeof *l->v);
-    size_t pos = l->n;
-    /* sorted by decreasing priority; equal priorities in order added */
-    while (pos > 0 && l->v[pos - 1].priority < priority) {
-        l->v[pos] = l->v[pos - 1];
-        pos--;
-    }
-    l->v[pos] = (struct filter_entry){priority, fn, ud, m};
-    l->n++;
+    void *v = l->v;
+    struct filter_entry *e = priority_slot(&v, &l->n, sizeof *l->v, priority);
+    l->v = v;
+    *e = (struct filter_entry){priority, fn, ud, m};
     return MAGPIE_OK;
 }
 
