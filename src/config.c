@@ -751,7 +751,17 @@ struct mp_config *mp_config_load(const char *path, char *err, size_t errlen)
         cerr(&x, NULL, "cannot read: %s", strerror(EISDIR));
         return NULL;
     }
+    /* libconfig's scanner exits the process on a NUL byte in some places
+     * (e.g. inside an @include path): a text file never has one */
+    int ch, line = 1;
+    while ((ch = getc(f)) != EOF && ch != '\0')
+        line += ch == '\n';
     fclose(f);
+    if (ch == '\0') {
+        if (err && errlen)
+            snprintf(err, errlen, "%s:%d: a NUL byte: not a text file", path, line);
+        return NULL;
+    }
 
     x.basedir = config_dir_of(path);
     config_init(&cfg);

@@ -335,6 +335,23 @@ static void test_bad_types_and_ranges(void **state)
                  "'security.scram_iterations' must be an integer between 4096 and 10000000");
 }
 
+/* libconfig's scanner exits the whole process on a NUL byte inside an
+ * @include path (found by fuzzing): such a file is refused before. */
+static void test_nul_byte(void **state)
+{
+    (void)state;
+    static const char text[] = HOSTS "@include \"\0x.conf\"\n";
+    FILE *f = fopen(cfgpath, "w");
+    assert_non_null(f);
+    fwrite(text, 1, sizeof text - 1, f);
+    fclose(f);
+    err[0] = '\0';
+    assert_null(mp_config_load(cfgpath, err, sizeof(err)));
+    char want[2048];
+    snprintf(want, sizeof(want), "%s:2: a NUL byte: not a text file", cfgpath);
+    assert_string_equal(err, want);
+}
+
 static void test_missing_file(void **state)
 {
     char want[PATH_MAX + 64];
@@ -507,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_bad_types_and_ranges),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_syntax_error),
         cmocka_unit_test(test_hosts),
         cmocka_unit_test(test_listeners),
