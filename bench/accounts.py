@@ -8,7 +8,7 @@
       would write (prosodyctl takes ~0.5 s per account).
   accounts.py magpie DB_PATH DOMAIN FMT FIRST COUNT PASSWORD ITERATIONS
       inserts Magpie "v1" credentials (SCRAM-SHA-1 and SCRAM-SHA-256 salted
-      keys, see src/sasl.h mp_credentials_encode) into the SQLite keyval
+      keys, see src/auth/sasl.h mp_credentials_encode) into the SQLite keyval
       table (host, store 'accounts', key user).  The fast path for large runs;
       `magpiectl user add` is the supported way (about 10 ms per account).
 

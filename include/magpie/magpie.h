@@ -1,5 +1,5 @@
 /* magpie.h - the public module API of Magpie: return codes and the umbrella
- * include. Modules include only <magpie/...> headers, never src/core.h. */
+ * include. Modules include only <magpie/...> headers, never anything under src/. */
 #ifndef MAGPIE_MAGPIE_H
 #define MAGPIE_MAGPIE_H
 

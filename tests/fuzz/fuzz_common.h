@@ -32,8 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "core.h"
-#include "xmlstream.h"
+#include "base/base.h"
+#include "xml/xmlstream.h"
 
 /* Aborts with the failed condition, so libFuzzer reports the input. */
 #define CHECK(cond)                                                                                \

@@ -10,8 +10,8 @@
  *
  * Inputs naming /dev, /proc or /sys are skipped: '@include "/dev/stdin"'
  * would block or read forever, which is not a bug of ours. */
-#include "core.h"
-#include "config.h"
+#include "base/base.h"
+#include "conf/config.h"
 
 #include <stdint.h>
 #include <stdio.h>

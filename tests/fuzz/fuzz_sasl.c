@@ -22,8 +22,8 @@
  * success or failure every further message fails; out/out_len agree; a
  * failure has a condition. Each message is also run through the base64
  * and the credentials-text decoders (decode(encode(x)) == x). */
-#include "core.h"
-#include "sasl.h"
+#include "base/base.h"
+#include "auth/sasl.h"
 
 #include <stdint.h>
 #include <stdio.h>

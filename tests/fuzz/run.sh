@@ -5,7 +5,7 @@
 #
 # Builds every tests/fuzz/fuzz_*.c (with fuzz_common.c) with clang
 # -fsanitize=fuzzer,address,undefined against the core sources (all of
-# src/*.c but main.c and magpiectl.c, compiled with the same pkg-config
+# src/*/*.c but server/main.c and tools/, compiled with the same pkg-config
 # flags as the Makefile and put in a static archive, so a target only pulls
 # in what it uses), then for each target:
 #   1. replays tests/fuzz/crashes/<target>/* (inputs of bugs found before:
@@ -99,13 +99,15 @@ BUILDLOG=$BUILD/build.log
 echo "=== fuzz: building in $BUILD ($($CC --version | head -n 1))"
 T0=$(date +%s)
 # newest header: any change rebuilds everything (no dependency tracking)
-newest_h=$(ls -t "$ROOT"/src/*.h "$ROOT"/include/magpie/*.h "$FUZZ"/*.h "$0" 2>/dev/null | head -n 1)
-CORE_SRCS=$(ls "$ROOT"/src/*.c | grep -v -e '/main\.c$' -e '/magpiectl\.c$')
-# stale objects of sources that disappeared
+newest_h=$(ls -t "$ROOT"/src/*/*.h "$ROOT"/include/magpie/*.h "$FUZZ"/*.h "$0" 2>/dev/null | head -n 1)
+CORE_SRCS=$(ls "$ROOT"/src/*/*.c | grep -v -e '/server/main\.c$' -e '/tools/')
+# objects are named core_<layer>_<file>.o; drop those of vanished sources
+objname() { local d; d=$(dirname "$1"); echo "$OBJ/core_$(basename "$d")_$(basename "$1" .c).o"; }
 for o in "$OBJ"/core_*.o; do
     [ -e "$o" ] || continue
-    b=$(basename "$o" .o)
-    [ -f "$ROOT/src/${b#core_}.c" ] || rm -f "$o"
+    keep=0
+    for s in $CORE_SRCS; do [ "$(objname "$s")" = "$o" ] && keep=1; done
+    [ $keep = 1 ] || rm -f "$o"
 done
 compile() { # SRC OBJ [fuzzer]
     local extra=-fsanitize=fuzzer-no-link
@@ -122,7 +124,7 @@ compile() { # SRC OBJ [fuzzer]
 export -f compile
 export CC CFLAGS_ALL newest_h
 ok=1
-for s in $CORE_SRCS; do echo "$s $OBJ/core_$(basename "$s" .c).o"; done |
+for s in $CORE_SRCS; do echo "$s $(objname "$s")"; done |
     xargs -P "$JOBS" -n 2 bash -c 'compile "$0" "$1"' >>"$BUILDLOG" 2>&1 || ok=0
 for t in fuzz_common $TARGETS; do
     [ -f "$FUZZ/$t.c" ] || continue

@@ -11,9 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core.h"
-#include "accounts.h"
-#include "storage_driver.h"
+#include "base/base.h"
+#include "conf/config.h"
+#include "auth/accounts.h"
+#include "storage/storage_driver.h"
 
 #define HOST "example.org"
 

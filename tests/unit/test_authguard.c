@@ -19,7 +19,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "core.h"
+#include "base/base.h"
+#include "auth/authguard.h"
 
 /* ---- delay arithmetic ---- */
 

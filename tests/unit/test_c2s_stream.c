@@ -16,10 +16,15 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "core.h"
-#include "accounts.h"
-#include "storage_driver.h"
-#include "transport.h"
+#include "base/base.h"
+#include "stream/c2s.h"
+#include "core/router.h"
+#include "core/modules.h"
+#include "net/addrlimit.h"
+#include "net/tls.h"
+#include "auth/accounts.h"
+#include "storage/storage_driver.h"
+#include "net/transport.h"
 
 struct mp_server mp_server;
 void (*mp_control_reload)(void);
@@ -75,6 +80,8 @@ static int group_setup(void **state)
         return -1;
     }
     mp_server.cfg = cfg;
+    mp_addrlimit_setup(cfg->max_connections_per_address, cfg->connection_rate_per_address,
+                       cfg->connection_burst_per_address);
     mp_log_setup("error", NULL);
     mp_server.limits = (struct mp_xml_limits){cfg->max_stanza_size, cfg->max_depth,
                                               cfg->max_attrs,       cfg->max_attr_len,

@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 /* "config.h" alone would find autoconf's config.h in the build tree */
-#include "../../src/config.h"
-#include "core.h"
+#include "conf/config.h"
+#include "base/base.h"
 
 #ifndef TOP_SRCDIR
 #define TOP_SRCDIR "."

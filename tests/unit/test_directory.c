@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "core.h"
-#include "directory.h"
+#include "base/base.h"
+#include "base/table.h"
+#include "conf/config.h"
+#include "core/directory.h"
 
 static mp_jid jid(const char *s)
 {

@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
+#include "base/base.h"
+#include "conf/config.h"
 
 struct vec {
     const char *in;

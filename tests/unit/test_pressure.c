@@ -10,7 +10,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "core.h"
+#include "base/base.h"
+#include "core/fanout.h"
+#include "conf/config.h"
 
 static int woken;
 

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include <magpie/magpie.h>
-#include "sasl.h"
+#include "auth/sasl.h"
 
 /* ---- helpers ---- */
 

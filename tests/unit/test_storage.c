@@ -11,9 +11,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "core.h"
-#include "config.h"
-#include "storage_driver.h"
+#include "base/base.h"
+#include "conf/config.h"
+#include "storage/storage_driver.h"
 
 #include <event2/event.h>
 #include <mysql.h>

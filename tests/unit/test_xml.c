@@ -12,7 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "core.h"
+#include "base/base.h"
+#include "conf/config.h"
 
 /* Serialises st's root into a string (caller frees). */
 static char *ser(const mp_stanza *st, const char *stream_ns)

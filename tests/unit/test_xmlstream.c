@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
-#include "xmlstream.h"
+#include "base/base.h"
+#include "xml/xmlstream.h"
 
 /* Records every callback as a line of text in log. */
 struct rec {

@@ -1,0 +1,853 @@
+/* module.c - the module loader and the registries modules fill: hooks, IQ
+ * handlers, stream features, disco features/identities, counters.
+ *
+ * Modules are loaded before the workers start and unloaded after they stop,
+ * so the registries are written single-threaded and read lock-free by the
+ * workers. Every registration records its module, so unloading a module
+ * removes exactly what it registered. */
+#include "base/base.h"
+#include "base/table.h"
+#include "core/modules.h"
+#include "core/router.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mp_module {
+    const struct mp_module_desc *desc;
+    void *handle;
+    int index; /* slot in session data arrays */
+    size_t n_opts;
+    long long *ival; /* per option: int/bool value */
+    char **sval;     /* per option: string value */
+    void *data;
+    int loaded;
+};
+
+struct hook_entry {
+    int priority;
+    mp_hook_fn fn;
+    void *ud;
+    mp_module *m;
+};
+
+struct hook_list {
+    struct hook_entry *v;
+    size_t n;
+};
+
+struct iq_entry {
+    mp_iq_fn fn;
+    void *ud;
+    mp_module *m;
+};
+
+struct feature_entry {
+    enum mp_feature_stage stage;
+    mp_feature_fn fn;
+    void *ud;
+    mp_module *m;
+};
+
+struct disco_entry {
+    enum mp_disco_scope scope;
+    char *var;                    /* feature, or NULL for identities */
+    char *category, *type, *name; /* identity */
+    mp_module *m;
+};
+
+struct filter_entry {
+    int priority;
+    mp_filter_fn fn;
+    void *ud;
+    mp_module *m;
+};
+
+struct filter_list {
+    struct filter_entry *v;
+    size_t n;
+};
+
+struct notify_entry {
+    const struct mp_notify *n;
+    void *ud;
+    mp_module *m;
+};
+
+struct mp_domain {
+    char *name;
+    mp_domain_fn fn;
+    void *ud;
+    mp_module *m;
+    mp_table *iqs; /* "type|ns" -> struct iq_entry */
+    struct disco_entry *discos;
+    size_t n_discos;
+};
+
+struct counter_slot {
+    atomic_ullong v;
+} __attribute__((aligned(64))); /* one cache line per thread slot */
+
+struct mp_counter {
+    char *name, *help;
+    struct counter_slot *value; /* MP_STAT_SLOTS per-thread slots, summed on read */
+    mp_module *m;
+    struct mp_counter *next;
+};
+
+static mp_module **modules;
+static size_t n_modules;
+static mp_table *hooks; /* name -> struct hook_list */
+static mp_table *iqs;   /* "get|ns|scope" -> struct iq_entry */
+static struct feature_entry *features;
+static size_t n_features;
+static struct disco_entry *discos;
+static size_t n_discos;
+static struct mp_counter *counters;
+static struct filter_list filters[2]; /* by enum mp_filter_dir */
+static struct notify_entry *notifies;
+static size_t n_notifies;
+static mp_table *domains; /* name -> mp_domain */
+
+size_t mp_modules_count(void)
+{
+    return n_modules;
+}
+
+int mp_module_index(mp_module *m)
+{
+    return m->index;
+}
+
+/* ---- options ---- */
+
+static int opt_index(mp_module *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_opts; i++)
+        if (strcmp(m->desc->options[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+long long mp_module_opt_int(mp_module *m, const char *name)
+{
+    int i = opt_index(m, name);
+    if (i < 0) {
+        mp_log(MP_LOG_ERROR, "module %s asked for undeclared option %s", m->desc->name, name);
+        return 0;
+    }
+    return m->ival[i];
+}
+
+int mp_module_opt_bool(mp_module *m, const char *name)
+{
+    return mp_module_opt_int(m, name) != 0;
+}
+
+const char *mp_module_opt_str(mp_module *m, const char *name)
+{
+    int i = opt_index(m, name);
+    return i < 0 ? NULL : m->sval[i];
+}
+
+void mp_module_set_data(mp_module *m, void *data)
+{
+    m->data = data;
+}
+
+void *mp_module_data(mp_module *m)
+{
+    return m->data;
+}
+
+/* Parses one textual option value into slot i. Returns MAGPIE_OK or
+ * MAGPIE_ERR with a message in err. */
+static int set_option(mp_module *m, size_t i, const char *value, char *err, size_t errlen)
+{
+    const struct mp_option *o = &m->desc->options[i];
+    free(m->sval[i]);
+    m->sval[i] = mp_strdup(value);
+    switch (o->type) {
+    case MP_OPT_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
+            m->ival[i] = 1;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0)
+            m->ival[i] = 0;
+        else {
+            snprintf(err, errlen, "option '%s' of module %s must be true or false", o->name,
+                     m->desc->name);
+            return MAGPIE_ERR;
+        }
+        break;
+    case MP_OPT_INT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end || v < o->min || v > o->max) {
+            snprintf(err, errlen,
+                     "option '%s' of module %s must be an integer between %lld and %lld", o->name,
+                     m->desc->name, o->min, o->max);
+            return MAGPIE_ERR;
+        }
+        m->ival[i] = v;
+        break;
+    }
+    case MP_OPT_STRING:
+        break;
+    }
+    return MAGPIE_OK;
+}
+
+static void module_free(mp_module *m)
+{
+    for (size_t i = 0; i < m->n_opts; i++)
+        free(m->sval[i]);
+    free(m->sval);
+    free(m->ival);
+    if (m->handle)
+        dlclose(m->handle);
+    free(m);
+}
+
+/* Opens mod_<name>.so, checks its descriptor and applies its options.
+ * Returns a new module (not yet loaded) or NULL with err set. */
+static mp_module *module_open(const struct mp_config *cfg, const struct mp_config_module *cm,
+                              char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/mod_%s.so", cfg->module_dir, cm->name);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(err, errlen, "%s: cannot load module '%s': %s", cfg->file, cm->name, dlerror());
+        return NULL;
+    }
+    const struct mp_module_desc *d = dlsym(h, "mp_module_descriptor");
+    if (!d) {
+        snprintf(err, errlen, "%s: %s is not a Magpie module (no mp_module_descriptor)", cfg->file,
+                 path);
+        dlclose(h);
+        return NULL;
+    }
+    if (d->api_version != MP_MODULE_API_VERSION) {
+        snprintf(err, errlen, "%s: module %s was built for module API %u, this server has %u",
+                 cfg->file, path, d->api_version, MP_MODULE_API_VERSION);
+        dlclose(h);
+        return NULL;
+    }
+    mp_module *m = mp_calloc(1, sizeof *m);
+    m->desc = d;
+    m->handle = h;
+    while (d->options && d->options[m->n_opts].name)
+        m->n_opts++;
+    m->ival = mp_calloc(m->n_opts, sizeof *m->ival);
+    m->sval = mp_calloc(m->n_opts, sizeof *m->sval);
+    char msg[256];
+    for (size_t i = 0; i < m->n_opts; i++)
+        if (set_option(m, i, d->options[i].def ? d->options[i].def : "", msg, sizeof msg) !=
+            MAGPIE_OK) {
+            snprintf(err, errlen, "%s: bad default: %s", path, msg);
+            module_free(m);
+            return NULL;
+        }
+    for (const struct mp_config_setting *s = cm->options; s; s = s->next) {
+        int i = opt_index(m, s->name);
+        if (i < 0) {
+            snprintf(err, errlen, "%s:%d: unknown option '%s' for module %s", cfg->file, s->line,
+                     s->name, cm->name);
+            module_free(m);
+            return NULL;
+        }
+        const struct mp_option *o = &d->options[i];
+        int type_ok = (o->type == MP_OPT_BOOL && s->is_bool) ||
+                      (o->type == MP_OPT_INT && s->is_int) ||
+                      (o->type == MP_OPT_STRING && s->is_string);
+        if (!type_ok || set_option(m, (size_t)i, s->value, msg, sizeof msg) != MAGPIE_OK) {
+            if (type_ok)
+                snprintf(err, errlen, "%s:%d: %s", cfg->file, s->line, msg);
+            else
+                snprintf(err, errlen, "%s:%d: option '%s' of module %s must be %s", cfg->file,
+                         s->line, s->name, cm->name,
+                         o->type == MP_OPT_BOOL  ? "a boolean"
+                         : o->type == MP_OPT_INT ? "an integer"
+                                                 : "a string");
+            module_free(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+/* Drops every registration made by m. */
+static void unregister_all(mp_module *m);
+
+int mp_modules_load(const struct mp_config *cfg)
+{
+    char err[PATH_MAX * 2];
+    hooks = mp_table_new(32);
+    iqs = mp_table_new(64);
+    domains = mp_table_new(8);
+    for (size_t i = 0; i < cfg->n_modules; i++) {
+        for (size_t j = 0; j < n_modules; j++)
+            if (strcmp(modules[j]->desc->name, cfg->modules[i].name) == 0) {
+                mp_log(MP_LOG_ERROR, "%s: module '%s' listed twice", cfg->file,
+                       cfg->modules[i].name);
+                return MAGPIE_ERR;
+            }
+        mp_module *m = module_open(cfg, &cfg->modules[i], err, sizeof err);
+        if (!m) {
+            mp_log(MP_LOG_ERROR, "%s", err);
+            return MAGPIE_ERR;
+        }
+        m->index = (int)n_modules;
+        modules = mp_realloc(modules, (n_modules + 1) * sizeof *modules);
+        modules[n_modules++] = m;
+        if (m->desc->load && m->desc->load(m) != MAGPIE_OK) {
+            mp_log(MP_LOG_ERROR, "module %s failed to load", m->desc->name);
+            unregister_all(m);
+            return MAGPIE_ERR;
+        }
+        m->loaded = 1;
+        mp_log(MP_LOG_DEBUG, "loaded module %s", m->desc->name);
+    }
+    return MAGPIE_OK;
+}
+
+static void free_hook_list(void *v)
+{
+    struct hook_list *l = v;
+    free(l->v);
+    free(l);
+}
+
+void mp_modules_unload(void)
+{
+    for (size_t i = n_modules; i-- > 0;) {
+        mp_module *m = modules[i];
+        if (m->loaded && m->desc->unload)
+            m->desc->unload(m);
+        unregister_all(m);
+        module_free(m);
+    }
+    free(modules);
+    modules = NULL;
+    n_modules = 0;
+    mp_table_free(hooks, free_hook_list);
+    mp_table_free(iqs, free);
+    hooks = iqs = NULL;
+    mp_table_free(domains, NULL); /* emptied by unregister_all */
+    domains = NULL;
+    for (int d = 0; d < 2; d++) {
+        free(filters[d].v);
+        filters[d] = (struct filter_list){NULL, 0};
+    }
+    free(notifies);
+    notifies = NULL;
+    n_notifies = 0;
+    free(features);
+    features = NULL;
+    free(discos);
+    discos = NULL;
+}
+
+/* ---- hooks ---- */
+
+/* Grows the array *v of *n elements of `size` bytes, each starting with its
+ * int priority and kept sorted by decreasing priority, by one slot placed
+ * after every element of equal or higher priority (equal priorities run in
+ * the order added). Returns the slot, for the caller to fill. */
+static void *priority_slot(void **v, size_t *n, size_t size, int priority)
+{
+    char *a = mp_realloc(*v, (*n + 1) * size);
+    size_t pos = *n;
+    for (; pos > 0; pos--) {
+        int p;
+        memcpy(&p, a + (pos - 1) * size, sizeof p);
+        if (p >= priority)
+            break;
+    }
+    memmove(a + (pos + 1) * size, a + pos * size, (*n - pos) * size);
+    *v = a;
+    (*n)++;
+    return a + pos * size;
+}
+
+int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, void *ud)
+{
+    struct hook_list *l = mp_table_get(hooks, hook);
+    if (!l) {
+        l = mp_calloc(1, sizeof *l);
+        mp_table_put(hooks, hook, l);
+    }
+    void *v = l->v;
+    struct hook_entry *e = priority_slot(&v, &l->n, sizeof *l->v, priority);
+    l->v = v;
+    *e = (struct hook_entry){priority, fn, ud, m};
+    return MAGPIE_OK;
+}
+
+void mp_hook_run_all(const char *hook, mp_session *s, mp_stanza *st, void *data)
+{
+    struct hook_list *l = hooks ? mp_table_get(hooks, hook) : NULL;
+    struct mp_hook_event ev = {s, st, data};
+    for (size_t i = 0; l && i < l->n; i++)
+        l->v[i].fn(&ev, l->v[i].ud);
+}
+
+int mp_hook_run(const char *hook, mp_session *s, mp_stanza *st, void *data)
+{
+    if (!hooks)
+        return HOOK_PASS;
+    struct hook_list *l = mp_table_get(hooks, hook);
+    if (!l)
+        return HOOK_PASS;
+    struct mp_hook_event ev = {s, st, data};
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].fn(&ev, l->v[i].ud) == HOOK_HANDLED)
+            return HOOK_HANDLED;
+    return HOOK_PASS;
+}
+
+/* ---- filters and notifications ---- */
+
+int mp_filter_add(mp_module *m, enum mp_filter_dir dir, int priority, mp_filter_fn fn, void *ud)
+{
+    if (dir != MP_FILTER_IN && dir != MP_FILTER_OUT)
+        return MAGPIE_ERR;
+    struct filter_list *l = &filters[dir];
+    void *v = l->v;
+    struct filter_entry *e = priority_slot(&v, &l->n, sizeof *l->v, priority);
+    l->v = v;
+    *e = (struct filter_entry){priority, fn, ud, m};
+    return MAGPIE_OK;
+}
+
+int mp_filters_run(enum mp_filter_dir dir, mp_session *s, mp_stanza *st)
+{
+    const struct filter_list *l = &filters[dir];
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].fn(s, st, l->v[i].ud) == MP_FILTER_STOP)
+            return MP_FILTER_STOP;
+    /* the older string hook, after the typed filters */
+    if (dir == MP_FILTER_IN && mp_hook_run("stanza-in", s, st, NULL) == HOOK_HANDLED)
+        return MP_FILTER_STOP;
+    return MP_FILTER_PASS;
+}
+
+int mp_notify_add(mp_module *m, const struct mp_notify *n, void *ud)
+{
+    notifies = mp_realloc(notifies, (n_notifies + 1) * sizeof *notifies);
+    notifies[n_notifies++] = (struct notify_entry){n, ud, m};
+    return MAGPIE_OK;
+}
+
+void mp_notify_session_started(mp_session *s)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->session_started)
+            notifies[i].n->session_started(s, notifies[i].ud);
+    mp_hook_run_all("session-started", s, NULL, NULL);
+}
+
+void mp_notify_session_ended(mp_session *s)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->session_ended)
+            notifies[i].n->session_ended(s, notifies[i].ud);
+    mp_hook_run_all("session-ended", s, NULL, NULL);
+}
+
+void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->presence_changed)
+            notifies[i].n->presence_changed(s, presence, available, notifies[i].ud);
+}
+
+void mp_notify_account_deleted(const char *domain, const char *user)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->account_deleted)
+            notifies[i].n->account_deleted(domain, user, notifies[i].ud);
+}
+
+/* ---- IQ handlers ---- */
+
+static void iq_key(char *buf, size_t len, int type, const char *ns, int scope)
+{
+    snprintf(buf, len, "%d|%d|%s", type, scope, ns);
+}
+
+int mp_iq_register(mp_module *m, enum mp_iq_type type, const char *ns, enum mp_iq_scope scope,
+                   mp_iq_fn fn, void *ud)
+{
+    char key[512];
+    iq_key(key, sizeof key, type, ns, scope);
+    if (mp_table_get(iqs, key)) {
+        mp_log(MP_LOG_ERROR, "module %s: an IQ handler for %s is already registered", m->desc->name,
+               ns);
+        return MAGPIE_ERR;
+    }
+    struct iq_entry *e = mp_malloc(sizeof *e);
+    *e = (struct iq_entry){fn, ud, m};
+    mp_table_put(iqs, key, e);
+    return MAGPIE_OK;
+}
+
+/* Finds the handler of iq in table (keys from iq_key with scope) and
+ * calls it: MAGPIE_OK, or MAGPIE_NOTFOUND. */
+static int iq_dispatch_in(mp_table *table, mp_stanza *iq, int scope)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(iq);
+    mp_xml *child = mp_xml_first_element(mp_stanza_root(iq));
+    if (!table || !child)
+        return MAGPIE_NOTFOUND;
+    int t;
+    if (env->type == MP_TYPE_GET)
+        t = MP_IQ_GET;
+    else if (env->type == MP_TYPE_SET)
+        t = MP_IQ_SET;
+    else
+        return MAGPIE_NOTFOUND;
+    char key[512];
+    iq_key(key, sizeof key, t, child->ns ? child->ns : "", scope);
+    struct iq_entry *e = mp_table_get(table, key);
+    if (!e)
+        return MAGPIE_NOTFOUND;
+    e->fn(iq, e->ud);
+    return MAGPIE_OK;
+}
+
+int mp_iq_dispatch(mp_stanza *iq, enum mp_iq_scope scope)
+{
+    return iq_dispatch_in(iqs, iq, scope);
+}
+
+/* ---- stream features ---- */
+
+int mp_stream_feature_add(mp_module *m, enum mp_feature_stage stage, mp_feature_fn fn, void *ud)
+{
+    features = mp_realloc(features, (n_features + 1) * sizeof *features);
+    features[n_features++] = (struct feature_entry){stage, fn, ud, m};
+    return MAGPIE_OK;
+}
+
+void mp_stream_features_add(mp_session *s, mp_stanza *st, mp_xml *el, enum mp_feature_stage stage)
+{
+    for (size_t i = 0; i < n_features; i++)
+        if (features[i].stage == stage)
+            features[i].fn(s, st, el, features[i].ud);
+}
+
+/* ---- disco ---- */
+
+static void disco_add(struct disco_entry e)
+{
+    discos = mp_realloc(discos, (n_discos + 1) * sizeof *discos);
+    discos[n_discos++] = e;
+}
+
+int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var)
+{
+    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m});
+    return MAGPIE_OK;
+}
+
+int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *category,
+                          const char *type, const char *name)
+{
+    disco_add((struct disco_entry){scope, NULL, mp_strdup(category), mp_strdup(type),
+                                   name ? mp_strdup(name) : NULL, m});
+    return MAGPIE_OK;
+}
+
+void mp_disco_features_foreach(enum mp_disco_scope scope, void (*fn)(void *, const char *),
+                               void *ud)
+{
+    for (size_t i = 0; i < n_discos; i++)
+        if (discos[i].scope == scope && discos[i].var)
+            fn(ud, discos[i].var);
+}
+
+void mp_disco_identities_foreach(enum mp_disco_scope scope,
+                                 void (*fn)(void *, const char *, const char *, const char *),
+                                 void *ud)
+{
+    for (size_t i = 0; i < n_discos; i++)
+        if (discos[i].scope == scope && !discos[i].var)
+            fn(ud, discos[i].category, discos[i].type, discos[i].name);
+}
+
+/* ---- service domains ---- */
+
+mp_domain *mp_domain_add(mp_module *m, const char *name, mp_domain_fn fn, void *ud)
+{
+    char norm[MP_JID_PART_MAX + 1];
+    if (!fn || mp_jid_nameprep(name, norm, sizeof norm) != MAGPIE_OK) {
+        mp_log(MP_LOG_ERROR, "module %s: '%s' is not a valid domain", m->desc->name, name);
+        return NULL;
+    }
+    if (mp_host_is_local(norm) || mp_table_get(domains, norm)) {
+        mp_log(MP_LOG_ERROR, "module %s: domain %s is already served", m->desc->name, norm);
+        return NULL;
+    }
+    mp_domain *d = mp_calloc(1, sizeof *d);
+    d->name = mp_strdup(norm);
+    d->fn = fn;
+    d->ud = ud;
+    d->m = m;
+    d->iqs = mp_table_new(8);
+    mp_table_put(domains, norm, d);
+    return d;
+}
+
+const char *mp_domain_name(const mp_domain *d)
+{
+    return d->name;
+}
+
+int mp_domain_iq_register(mp_domain *d, enum mp_iq_type type, const char *ns, mp_iq_fn fn, void *ud)
+{
+    char key[512];
+    iq_key(key, sizeof key, type, ns, 0);
+    if (mp_table_get(d->iqs, key)) {
+        mp_log(MP_LOG_ERROR, "module %s: an IQ handler for %s on %s is already registered",
+               d->m->desc->name, ns, d->name);
+        return MAGPIE_ERR;
+    }
+    struct iq_entry *e = mp_malloc(sizeof *e);
+    *e = (struct iq_entry){fn, ud, d->m};
+    mp_table_put(d->iqs, key, e);
+    return MAGPIE_OK;
+}
+
+static void domain_disco_add(mp_domain *d, struct disco_entry e)
+{
+    d->discos = mp_realloc(d->discos, (d->n_discos + 1) * sizeof *d->discos);
+    d->discos[d->n_discos++] = e;
+}
+
+int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type, const char *name)
+{
+    domain_disco_add(d, (struct disco_entry){0, NULL, mp_strdup(category), mp_strdup(type),
+                                             name ? mp_strdup(name) : NULL, d->m});
+    return MAGPIE_OK;
+}
+
+int mp_domain_disco_feature(mp_domain *d, const char *var)
+{
+    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m});
+    return MAGPIE_OK;
+}
+
+mp_domain *mp_domain_find(const char *name)
+{
+    return domains && mp_table_count(domains) ? mp_table_get(domains, name) : NULL;
+}
+
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+
+/* Answers a disco#info query to d (without node) from its registrations. */
+/* The answer to a disco#info query for d itself from its registrations:
+ * a new stanza for the caller to route, or NULL (not such a query, or d
+ * registered no disco items). */
+static mp_stanza *domain_disco_info(mp_domain *d, mp_stanza *iq)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(iq);
+    mp_xml *q = mp_xml_first_element(mp_stanza_root(iq));
+    if (env->type != MP_TYPE_GET || !q || strcmp(q->name, "query") != 0 || !q->ns ||
+        strcmp(q->ns, NS_DISCO_INFO) != 0 || d->n_discos == 0)
+        return NULL;
+    if (mp_xml_get_attr(q, "node")) {
+        mp_stanza *e = mp_stanza_copy(iq);
+        mp_stanza_make_error(e, "cancel", "item-not-found", NULL);
+        return e;
+    }
+    mp_stanza *r = mp_iq_result(iq);
+    mp_xml *rq = mp_xml_add_child(r, mp_stanza_root(r), "query", NS_DISCO_INFO);
+    for (size_t i = 0; i < d->n_discos; i++)
+        if (!d->discos[i].var) {
+            mp_xml *id = mp_xml_add_child(r, rq, "identity", NULL);
+            mp_xml_set_attr(r, id, "category", d->discos[i].category);
+            mp_xml_set_attr(r, id, "type", d->discos[i].type);
+            if (d->discos[i].name)
+                mp_xml_set_attr(r, id, "name", d->discos[i].name);
+        }
+    mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", NS_DISCO_INFO);
+    for (size_t i = 0; i < d->n_discos; i++)
+        if (d->discos[i].var && strcmp(d->discos[i].var, NS_DISCO_INFO) != 0)
+            mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", d->discos[i].var);
+    return r;
+}
+
+int mp_domain_dispatch(mp_domain *d, mp_stanza *st, mp_stanza **reply)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    int req = env->kind == MP_KIND_IQ && (env->type == MP_TYPE_GET || env->type == MP_TYPE_SET);
+    *reply = NULL;
+    if (req && iq_dispatch_in(d->iqs, st, 0) == MAGPIE_OK)
+        return HOOK_HANDLED;
+    if (req && (*reply = domain_disco_info(d, st)) != NULL)
+        return HOOK_HANDLED;
+    return d->fn(st, d->ud);
+}
+
+static void domain_free(mp_domain *d)
+{
+    mp_table_free(d->iqs, free);
+    for (size_t i = 0; i < d->n_discos; i++) {
+        free(d->discos[i].var);
+        free(d->discos[i].category);
+        free(d->discos[i].type);
+        free(d->discos[i].name);
+    }
+    free(d->discos);
+    free(d->name);
+    free(d);
+}
+
+struct domain_sweep {
+    mp_module *m;
+    mp_domain **v;
+    size_t n;
+};
+
+static void collect_domain(void *ud, const char *key, void *value)
+{
+    (void)key;
+    struct domain_sweep *sw = ud;
+    mp_domain *d = value;
+    if (d->m == sw->m) {
+        sw->v = mp_realloc(sw->v, (sw->n + 1) * sizeof *sw->v);
+        sw->v[sw->n++] = d;
+    }
+}
+
+/* ---- counters ---- */
+
+mp_counter *mp_counter_new(mp_module *m, const char *name, const char *help)
+{
+    mp_counter *c = mp_calloc(1, sizeof *c);
+    char full[256];
+    snprintf(full, sizeof full, "%s_%s", m->desc->name, name);
+    c->name = mp_strdup(full);
+    c->help = mp_strdup(help ? help : "");
+    c->value = aligned_alloc(64, MP_STAT_SLOTS * sizeof *c->value);
+    if (!c->value)
+        abort();
+    for (int i = 0; i < MP_STAT_SLOTS; i++)
+        atomic_init(&c->value[i].v, 0);
+    c->m = m;
+    c->next = counters;
+    counters = c;
+    return c;
+}
+
+void mp_counter_add(mp_counter *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(&c->value[mp_stat_slot()].v, n, memory_order_relaxed);
+}
+
+void mp_module_counters_write(struct evbuffer *out)
+{
+    for (mp_counter *c = counters; c; c = c->next) {
+        unsigned long long sum = 0;
+        for (int i = 0; i < MP_STAT_SLOTS; i++)
+            sum += atomic_load_explicit(&c->value[i].v, memory_order_relaxed);
+        evbuffer_add_printf(out, "%s %llu\n", c->name, sum);
+    }
+}
+
+/* ---- undo ---- */
+
+struct iq_sweep {
+    mp_module *m;
+    char **keys;
+    size_t n;
+};
+
+static void collect_iq(void *ud, const char *key, void *value)
+{
+    struct iq_sweep *sw = ud;
+    struct iq_entry *e = value;
+    if (e->m == sw->m) {
+        sw->keys = mp_realloc(sw->keys, (sw->n + 1) * sizeof *sw->keys);
+        sw->keys[sw->n++] = mp_strdup(key);
+    }
+}
+
+static void strip_hooks(void *ud, const char *key, void *value)
+{
+    (void)key;
+    mp_module *m = ud;
+    struct hook_list *l = value;
+    size_t j = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].m != m)
+            l->v[j++] = l->v[i];
+    l->n = j;
+}
+
+static void unregister_all(mp_module *m)
+{
+    mp_table_foreach(hooks, strip_hooks, m);
+    for (int d = 0; d < 2; d++) {
+        size_t j = 0;
+        for (size_t i = 0; i < filters[d].n; i++)
+            if (filters[d].v[i].m != m)
+                filters[d].v[j++] = filters[d].v[i];
+        filters[d].n = j;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].m != m)
+            notifies[k++] = notifies[i];
+    n_notifies = k;
+    struct domain_sweep ds = {m, NULL, 0};
+    mp_table_foreach(domains, collect_domain, &ds);
+    for (size_t i = 0; i < ds.n; i++) {
+        mp_table_del(domains, ds.v[i]->name);
+        domain_free(ds.v[i]);
+    }
+    free(ds.v);
+    struct iq_sweep sw = {m, NULL, 0};
+    mp_table_foreach(iqs, collect_iq, &sw);
+    for (size_t i = 0; i < sw.n; i++) {
+        free(mp_table_del(iqs, sw.keys[i]));
+        free(sw.keys[i]);
+    }
+    free(sw.keys);
+    size_t j = 0;
+    for (size_t i = 0; i < n_features; i++)
+        if (features[i].m != m)
+            features[j++] = features[i];
+    n_features = j;
+    j = 0;
+    for (size_t i = 0; i < n_discos; i++) {
+        if (discos[i].m == m) {
+            free(discos[i].var);
+            free(discos[i].category);
+            free(discos[i].type);
+            free(discos[i].name);
+        } else {
+            discos[j++] = discos[i];
+        }
+    }
+    n_discos = j;
+    for (mp_counter **pp = &counters; *pp;) {
+        mp_counter *c = *pp;
+        if (c->m == m) {
+            *pp = c->next;
+            free(c->name);
+            free(c->help);
+            free(c->value);
+            free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}

@@ -1,0 +1,16 @@
+/* server.c - questions about the server's configuration that every core
+ * file may ask (core/server.h). The state itself (mp_server) is defined by
+ * the daemon. */
+#include "base/base.h"
+#include "core/server.h"
+
+#include <string.h>
+
+int mp_host_is_local(const char *domain)
+{
+    const struct mp_config *cfg = mp_server.cfg;
+    for (size_t i = 0; i < cfg->n_hosts; i++)
+        if (strcmp(cfg->hosts[i].domain, domain) == 0)
+            return 1;
+    return 0;
+}
