@@ -145,9 +145,9 @@ mp_xml *mp_xml_add_text(mp_stanza *st, mp_xml *parent, const char *text, size_t 
 mp_xml *mp_xml_add_copy(mp_stanza *st, mp_xml *parent, const mp_xml *src);
 /* Sets (value copied), replaces, or with value NULL removes an attribute. */
 void mp_xml_set_attr(mp_stanza *st, mp_xml *el, const char *name, const char *value);
-/* Unlinks el from its parent (memory stays in the arena). Not on the
- * shared children of an envelope copy. */
-void mp_xml_remove(mp_xml *el);
+/* Unlinks el (in st) from its parent (memory stays in the arena). Not on
+ * the shared children of an envelope copy. */
+void mp_xml_remove(mp_stanza *st, mp_xml *el);
 
 /* Queries. */
 const char *mp_xml_get_attr(const mp_xml *el, const char *name);
@@ -174,6 +174,17 @@ const char *mp_xml_text(mp_stanza *st, const mp_xml *el);
  * nsN:local with one xmlns:nsN declaration per distinct URI on that
  * element. */
 void mp_xml_serialize(const mp_xml *el, struct evbuffer *out, const char *stream_ns);
+/* Writes stanza st, byte for byte as mp_xml_serialize(root) would, but
+ * shares the work of a fan-out: the root's children are serialised once
+ * and the bytes reused by every later write, on any thread, of st (if
+ * marked with mp_stanza_mark_fanout) or of an envelope copy of st (see
+ * mp_stanza_copy_envelope: a MUC message to 1,000 occupants is 1,000 small
+ * roots around one serialised body). Only the root's start tag is written
+ * per recipient. */
+void mp_stanza_serialize(mp_stanza *st, struct evbuffer *out, const char *stream_ns);
+/* Marks st as written to several recipients, so mp_stanza_serialize keeps
+ * the serialised children (before st is shared, or from its owner). */
+void mp_stanza_mark_fanout(mp_stanza *st);
 /* Same, into a malloc'd NUL-terminated string the caller frees. */
 char *mp_xml_to_string(const mp_xml *el, const char *stream_ns);
 /* Appends s escaped for text (quote=0) or attribute values (quote=1). */

@@ -139,6 +139,8 @@ static void deliver(struct mp_sref to, mp_stanza *st, struct mp_fanout *fo)
  * references are taken); with no target, st is simply released. */
 static void deliver_all(struct mp_dir_res *t, size_t n, mp_stanza *st)
 {
+    if (n > 1)
+        mp_stanza_mark_fanout(st); /* one serialised body for all of them */
     if (n > 0) {
         struct mp_fanout *fo = mp_fanout_new(st, (int)n, mp_router_undeliverable);
         for (size_t i = 0; i < n; i++) {

@@ -189,7 +189,7 @@ void mp_session_send(mp_session *s, mp_stanza *st)
         }
         return;
     }
-    mp_xml_serialize(mp_stanza_root(st), out_begin(), MP_NS_CLIENT);
+    mp_stanza_serialize(st, out_begin(), MP_NS_CLIENT);
     out_commit(s);
     mp_stanza_unref(st);
     mp_stat_inc(MP_STAT_STANZAS_OUT);

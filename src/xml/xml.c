@@ -55,7 +55,26 @@ struct mp_stanza {
     mp_stanza *base;     /* envelope copy: the stanza whose children the
                             root shares (a reference is held), else NULL */
     struct chunk *first; /* embedded first chunk, right after this struct */
+    /* The serialised children of the root, made once by the first writer
+     * of a stanza written to several recipients (mp_stanza_serialize) and
+     * shared by the others; dropped when the tree changes. */
+    _Atomic(struct inner_out *) inner;
+    atomic_int fanout; /* mp_stanza_mark_fanout: cache the inner output */
 };
+
+/* Serialised root children and the context they were written in. */
+struct inner_out {
+    size_t len;
+    char *in_force;  /* default namespace in force for the children */
+    char *stream_ns; /* "" for none */
+    char data[];
+};
+
+static void inner_drop(mp_stanza *st)
+{
+    struct inner_out *o = atomic_exchange_explicit(&st->inner, NULL, memory_order_acq_rel);
+    free(o);
+}
 
 /* Creates an empty stanza (no root) whose first chunk holds first_size
  * bytes. Caller owns the reference. */
@@ -70,6 +89,8 @@ static mp_stanza *stanza_alloc(size_t first_size)
     st->first->used = 0;
     st->cur = st->first;
     st->root = NULL;
+    atomic_init(&st->inner, NULL);
+    atomic_init(&st->fanout, 0);
     st->base = NULL;
     st->text_dirty = 0;
     st->env_stale = ENV_ALL;
@@ -378,6 +399,7 @@ void mp_stanza_unref(mp_stanza *st)
         c = prev;
     }
     mp_stanza *base = st->base;
+    free(atomic_load_explicit(&st->inner, memory_order_relaxed));
     free(st);
     mp_stanza_unref(base);
 }
@@ -399,6 +421,7 @@ static void copy_children(mp_stanza *st, mp_xml *dst, const mp_xml *src);
  * replaced by copies in st. */
 static void own_children(mp_stanza *st, mp_xml *el)
 {
+    inner_drop(st);
     if (!el->children || el->children->parent == el)
         return;
     const mp_xml *orig = el->children->parent;
@@ -597,6 +620,8 @@ void mp_xml_set_attr(mp_stanza *st, mp_xml *el, const char *name, const char *va
 {
     if (el == st->root)
         env_touch(st, name);
+    else
+        inner_drop(st);
     mp_xml_attr **pp = &el->attrs;
     for (; *pp; pp = &(*pp)->next) {
         if (strcmp((*pp)->name, name) == 0)
@@ -643,8 +668,9 @@ static void text_recache_shorter(mp_xml *el)
     el->text_len = (size_t)(o - t);
 }
 
-void mp_xml_remove(mp_xml *el)
+void mp_xml_remove(mp_stanza *st, mp_xml *el)
 {
+    inner_drop(st);
     mp_xml *p = el->parent;
     if (!p)
         return;
@@ -988,7 +1014,8 @@ static void write_end(const mp_xml *el, struct evbuffer *out, const char *stream
  * stack with the namespace in force at its parent, and closing climbs that
  * stack rather than ->parent: the children of an envelope copy's root
  * point at another root. */
-void mp_xml_serialize(const mp_xml *el, struct evbuffer *out, const char *stream_ns)
+static void serialize_from(const mp_xml *el, struct evbuffer *out, const char *in_force,
+                           const char *stream_ns, int is_root)
 {
     if (el->type == MP_XML_TEXT) {
         mp_xml_escape(out, el->text, el->text_len, 0);
@@ -1002,12 +1029,11 @@ void mp_xml_serialize(const mp_xml *el, struct evbuffer *out, const char *stream
     struct ns_table t = {.v = NULL, .n = 0, .cap = 16};
     t.v = t.local;
     const mp_xml *n = el;
-    const char *in_force = stream_ns ? stream_ns : "";
     for (;;) {
         if (n->type == MP_XML_TEXT) {
             mp_xml_escape(out, n->text, n->text_len, 0);
         } else {
-            const char *child_ns = write_start(n, out, in_force, stream_ns, n == el, &t);
+            const char *child_ns = write_start(n, out, in_force, stream_ns, is_root && n == el, &t);
             if (!n->children) {
                 evbuffer_add(out, "/>", 2);
             } else {
@@ -1043,6 +1069,94 @@ void mp_xml_serialize(const mp_xml *el, struct evbuffer *out, const char *stream
         free(stack);
     if (t.v != t.local)
         free(t.v);
+}
+
+void mp_xml_serialize(const mp_xml *el, struct evbuffer *out, const char *stream_ns)
+{
+    serialize_from(el, out, stream_ns ? stream_ns : "", stream_ns, 1);
+}
+
+const void *mp_stanza_inner_output(mp_stanza *st)
+{
+    return atomic_load_explicit(&st->inner, memory_order_acquire);
+}
+
+void mp_stanza_mark_fanout(mp_stanza *st)
+{
+    atomic_store_explicit(&st->fanout, 1, memory_order_relaxed);
+}
+
+static int inner_matches(const struct inner_out *o, const char *in_force, const char *sns)
+{
+    return strcmp(o->in_force, in_force) == 0 && strcmp(o->stream_ns, sns) == 0;
+}
+
+/* The serialised root children of owner for the context (in_force,
+ * stream_ns), made and published now if owner has none; NULL if owner
+ * holds one for another context (the caller writes the children itself).
+ * The result lives as long as owner's tree is unchanged. Thread-safe: two
+ * first writers race with a compare-and-swap and the loser uses the
+ * winner's. */
+static const struct inner_out *inner_get(mp_stanza *owner, const mp_xml *children,
+                                         const char *in_force, const char *stream_ns)
+{
+    const char *sns = stream_ns ? stream_ns : "";
+    struct inner_out *o = atomic_load_explicit(&owner->inner, memory_order_acquire);
+    if (o)
+        return inner_matches(o, in_force, sns) ? o : NULL;
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        return NULL;
+    for (const mp_xml *c = children; c; c = c->next)
+        serialize_from(c, b, in_force, stream_ns, 0);
+    size_t len = evbuffer_get_length(b), l1 = strlen(in_force) + 1, l2 = strlen(sns) + 1;
+    struct inner_out *n = mp_malloc(sizeof *n + len + l1 + l2);
+    n->len = len;
+    evbuffer_remove(b, n->data, len);
+    evbuffer_free(b);
+    n->in_force = n->data + len;
+    memcpy(n->in_force, in_force, l1);
+    n->stream_ns = n->in_force + l1;
+    memcpy(n->stream_ns, sns, l2);
+    struct inner_out *expect = NULL;
+    if (atomic_compare_exchange_strong_explicit(&owner->inner, &expect, n, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return n;
+    free(n);
+    return inner_matches(expect, in_force, sns) ? expect : NULL;
+}
+
+/* Writes st's root start tag, then its children from the shared inner
+ * output of the stanza that owns them (st, or the original of an envelope
+ * copy whose children are still shared), then the end tag. Byte for byte
+ * what mp_xml_serialize writes. */
+void mp_stanza_serialize(mp_stanza *st, struct evbuffer *out, const char *stream_ns)
+{
+    const mp_xml *root = st->root;
+    mp_stanza *owner = NULL;
+    if (st->base && root->children && root->children == st->base->root->children)
+        owner = st->base;
+    else if (!st->base && atomic_load_explicit(&st->fanout, memory_order_relaxed))
+        owner = st;
+    if (!owner || !root->children || root->type != MP_XML_ELEMENT) {
+        mp_xml_serialize(root, out, stream_ns);
+        return;
+    }
+    struct ns_table nt = {.v = NULL, .n = 0, .cap = 16};
+    nt.v = nt.local;
+    const char *in_force = stream_ns ? stream_ns : "";
+    const char *child_ns = write_start(root, out, in_force, stream_ns, 1, &nt);
+    if (nt.v != nt.local)
+        free(nt.v);
+    evbuffer_add(out, ">", 1);
+    const struct inner_out *o = inner_get(owner, root->children, child_ns, stream_ns);
+    if (o) {
+        evbuffer_add(out, o->data, o->len);
+    } else {
+        for (const mp_xml *c = root->children; c; c = c->next)
+            serialize_from(c, out, child_ns, stream_ns, 0);
+    }
+    write_end(root, out, stream_ns);
 }
 
 char *mp_xml_to_string(const mp_xml *el, const char *stream_ns)

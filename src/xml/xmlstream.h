@@ -89,6 +89,9 @@ void mp_stanza_set_root(mp_stanza *st, mp_xml *root);
  * to parent (NULL: a detached root). Attribute names become "to",
  * "xml:lang" or "URI|local". */
 mp_xml *mp_xml_build_element(mp_stanza *st, mp_xml *parent, const char *name, const char **atts);
+/* Unit tests: st's shared serialised children (mp_stanza_serialize), or
+ * NULL if none has been made. */
+const void *mp_stanza_inner_output(mp_stanza *st);
 void mp_xml_split_name(const char *name, const char **uri, size_t *ulen, const char **local,
                        size_t *llen);
 

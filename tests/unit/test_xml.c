@@ -14,6 +14,9 @@
 
 #include "base/base.h"
 #include "conf/config.h"
+#include "xml/xmlstream.h"
+
+#include <pthread.h>
 
 /* Serialises st's root into a string (caller frees). */
 static char *ser(const mp_stanza *st, const char *stream_ns)
@@ -266,7 +269,7 @@ static void copy_is_deep_and_independent(void **state)
     assert_string_equal(sa, sb);
     mp_xml *rb = mp_stanza_root(b);
     mp_xml_set_attr(b, rb, "to", "z@y");
-    mp_xml_remove(mp_xml_find(rb, "body", NULL));
+    mp_xml_remove(b, mp_xml_find(rb, "body", NULL));
     char *sa2 = ser(a, NULL);
     assert_string_equal(sa, sa2);
     mp_stanza_unref(a);
@@ -322,9 +325,9 @@ static void find_and_remove_children(void **state)
     assert_null(mp_xml_find(r, "b", "urn:r"));
     assert_non_null(mp_xml_find(r, "b", "urn:o"));
     assert_ptr_equal(mp_xml_first_element(r), a1);
-    mp_xml_remove(mp_xml_find(r, "c", NULL)); /* last child */
-    mp_xml_remove(a1);                        /* middle */
-    mp_xml_remove(r->children);               /* first: the text */
+    mp_xml_remove(st, mp_xml_find(r, "c", NULL)); /* last child */
+    mp_xml_remove(st, a1);                      /* middle */
+    mp_xml_remove(st, r->children);              /* first: the text */
     assert_ser(st, "urn:r", "<r><b xmlns='urn:o'/><a n='2'/></r>");
     mp_xml *n = mp_xml_add_child(st, r, "d", NULL);
     assert_ptr_equal(r->last_child, n);
@@ -527,12 +530,152 @@ static void text_of_shared_stanza_is_read_only(void **state)
     assert_int_equal(mp_stanza_size(b), size);
     mp_stanza_unref(b);
     /* unshared again: removing a text child keeps the text right */
-    mp_xml_remove(r->children);
+    mp_xml_remove(b, r->children);
     assert_string_equal(mp_xml_text(b, r), "cdef");
     mp_stanza_unref(b);
 }
 
 /* The per-recipient envelope copy: a fresh root, children shared. */
+/* mp_stanza_serialize into a new string (caller frees). */
+static char *ser_shared(mp_stanza *st, const char *stream_ns)
+{
+    struct evbuffer *b = evbuffer_new();
+    mp_stanza_serialize(st, b, stream_ns);
+    size_t n = evbuffer_get_length(b);
+    char *s = malloc(n + 1);
+    evbuffer_remove(b, s, n);
+    s[n] = '\0';
+    evbuffer_free(b);
+    return s;
+}
+
+struct ser_job {
+    mp_stanza *st;
+    char *out[50];
+};
+
+static void *ser_thread(void *arg)
+{
+    struct ser_job *j = arg;
+    for (int i = 0; i < 50; i++) {
+        mp_stanza *c = mp_stanza_copy_envelope(j->st);
+        char to[32];
+        snprintf(to, sizeof to, "u%d@b/r", i);
+        mp_xml_set_attr(c, mp_stanza_root(c), "to", to);
+        j->out[i] = ser_shared(c, MP_NS_CLIENT);
+        mp_stanza_unref(c);
+    }
+    return NULL;
+}
+
+/* One serialisation shared by a fan-out: envelope copies and a marked
+ * stanza write exactly what mp_xml_serialize writes, reuse one serialised
+ * body (the same bytes object for every recipient, on any thread), and a
+ * change to the tree is never hidden by the shared bytes. */
+static void fanout_shares_one_serialisation(void **state)
+{
+    (void)state;
+    const char *srcs[] = {
+        "<message xmlns='jabber:client' to='room@muc' from='a@b/c' type='groupchat'>"
+        "<body>hi &amp; &lt;x&gt;<b/>there</body><x xmlns='urn:x' a='&apos;'><deep><er>t</er>"
+        "</deep></x><e xmlns=''><f/></e><g xmlns:p='urn:p' p:k='v'/></message>",
+        "<presence xmlns='jabber:server' from='a@b/c'><show>away</show>"
+        "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/></presence>",
+        "<iq xmlns='jabber:client' type='get' id='1'><query xmlns='urn:q'/></iq>",
+        "<message xmlns='jabber:client' to='x@y'/>",
+    };
+    const char *contexts[] = {MP_NS_CLIENT, MP_NS_SERVER, NULL};
+    for (size_t k = 0; k < sizeof srcs / sizeof *srcs; k++) {
+        for (size_t ctx = 0; ctx < 3; ctx++) {
+            mp_stanza *st = parse(srcs[k]);
+            char *plain = ser(st, contexts[ctx]);
+            mp_stanza *c1 = mp_stanza_copy_envelope(st), *c2 = mp_stanza_copy_envelope(st);
+            mp_xml_set_attr(c2, mp_stanza_root(c2), "to", "other@b/r");
+            char *s1 = ser_shared(c1, contexts[ctx]);
+            assert_string_equal(s1, plain);
+            const void *inner = mp_stanza_inner_output(st);
+            if (mp_stanza_root(st)->children)
+                assert_non_null(inner);
+            char *s2 = ser_shared(c2, contexts[ctx]);
+            char *plain2 = ser(c2, contexts[ctx]);
+            assert_string_equal(s2, plain2);
+            assert_ptr_equal(mp_stanza_inner_output(st), inner); /* reused, not redone */
+            /* another stream namespace: still right, written directly */
+            char *other = ser_shared(c1, ctx == 0 ? MP_NS_SERVER : MP_NS_CLIENT);
+            char *other_plain = ser(c1, ctx == 0 ? MP_NS_SERVER : MP_NS_CLIENT);
+            assert_string_equal(other, other_plain);
+            free(s1), free(s2), free(plain2), free(other), free(other_plain);
+            mp_stanza_unref(c1);
+            mp_stanza_unref(c2);
+            /* a stanza marked for a fan-out shares its own body */
+            mp_stanza_mark_fanout(st);
+            char *m = ser_shared(st, contexts[ctx]);
+            assert_string_equal(m, plain);
+            free(m);
+            free(plain);
+            mp_stanza_unref(st);
+        }
+    }
+
+    /* changes after a shared write are not hidden by the kept bytes */
+    mp_stanza *st = parse("<message xmlns='jabber:client'><body>one</body><x/></message>");
+    mp_stanza_mark_fanout(st);
+    char *s = ser_shared(st, MP_NS_CLIENT);
+    assert_string_equal(s, "<message><body>one</body><x/></message>");
+    free(s);
+    mp_xml *r = mp_stanza_root(st);
+    mp_xml_add_child(st, r, "delay", "urn:xmpp:delay");
+    s = ser_shared(st, MP_NS_CLIENT);
+    assert_string_equal(s, "<message><body>one</body><x/><delay xmlns='urn:xmpp:delay'/></message>");
+    free(s);
+    mp_xml_set_attr(st, mp_xml_find(r, "x", NULL), "k", "v");
+    s = ser_shared(st, MP_NS_CLIENT);
+    assert_string_equal(s, "<message><body>one</body><x k='v'/><delay xmlns='urn:xmpp:delay'/></message>");
+    free(s);
+    mp_xml_remove(st, mp_xml_find(r, "body", NULL));
+    s = ser_shared(st, MP_NS_CLIENT);
+    assert_string_equal(s, "<message><x k='v'/><delay xmlns='urn:xmpp:delay'/></message>");
+    free(s);
+    mp_xml_add_text(st, mp_xml_find(r, "x", NULL), "t", 1);
+    s = ser_shared(st, MP_NS_CLIENT);
+    assert_string_equal(s, "<message><x k='v'>t</x><delay xmlns='urn:xmpp:delay'/></message>");
+    free(s);
+    /* a copy that added to its own root (copy-on-write) writes its own body */
+    mp_stanza *c = mp_stanza_copy_envelope(st);
+    mp_xml_add_child(c, mp_stanza_root(c), "extra", NULL);
+    s = ser_shared(c, MP_NS_CLIENT);
+    assert_string_equal(s, "<message><x k='v'>t</x><delay xmlns='urn:xmpp:delay'/><extra/></message>");
+    free(s);
+    mp_stanza_unref(c);
+    mp_stanza_unref(st);
+
+    /* four threads write 50 copies each at once: one body, right bytes */
+    st = parse("<message xmlns='jabber:client' from='room@muc/n' type='groupchat'>"
+               "<body>to everyone</body></message>");
+    mp_stanza_ref(st); /* shared, as when fanned out */
+    struct ser_job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i].st = st;
+        assert_int_equal(pthread_create(&th[i], NULL, ser_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        for (int n = 0; n < 50; n++) {
+            char want[200];
+            snprintf(want, sizeof want,
+                     "<message from='room@muc/n' type='groupchat' to='u%d@b/r'>"
+                     "<body>to everyone</body></message>",
+                     n);
+            assert_string_equal(jobs[i].out[n], want);
+            free(jobs[i].out[n]);
+        }
+    assert_non_null(mp_stanza_inner_output(st));
+    mp_stanza_unref(st);
+    mp_stanza_unref(st);
+}
+
 static void copy_envelope_shares_children(void **state)
 {
     (void)state;
@@ -753,6 +896,7 @@ int main(void)
         cmocka_unit_test(parse_text_in_pieces_is_linear),
         cmocka_unit_test(text_of_shared_stanza_is_read_only),
         cmocka_unit_test(copy_envelope_shares_children),
+        cmocka_unit_test(fanout_shares_one_serialisation),
         cmocka_unit_test(no_namespace_child_keeps_empty_xmlns),
         cmocka_unit_test(namespaced_attributes_serialise_in_linear_time),
         cmocka_unit_test(envelope_is_parsed_once_and_follows_changes),
