@@ -326,8 +326,8 @@ static void find_and_remove_children(void **state)
     assert_non_null(mp_xml_find(r, "b", "urn:o"));
     assert_ptr_equal(mp_xml_first_element(r), a1);
     mp_xml_remove(st, mp_xml_find(r, "c", NULL)); /* last child */
-    mp_xml_remove(st, a1);                      /* middle */
-    mp_xml_remove(st, r->children);              /* first: the text */
+    mp_xml_remove(st, a1);                        /* middle */
+    mp_xml_remove(st, r->children);               /* first: the text */
     assert_ser(st, "urn:r", "<r><b xmlns='urn:o'/><a n='2'/></r>");
     mp_xml *n = mp_xml_add_child(st, r, "d", NULL);
     assert_ptr_equal(r->last_child, n);
@@ -626,11 +626,13 @@ static void fanout_shares_one_serialisation(void **state)
     mp_xml *r = mp_stanza_root(st);
     mp_xml_add_child(st, r, "delay", "urn:xmpp:delay");
     s = ser_shared(st, MP_NS_CLIENT);
-    assert_string_equal(s, "<message><body>one</body><x/><delay xmlns='urn:xmpp:delay'/></message>");
+    assert_string_equal(s,
+                        "<message><body>one</body><x/><delay xmlns='urn:xmpp:delay'/></message>");
     free(s);
     mp_xml_set_attr(st, mp_xml_find(r, "x", NULL), "k", "v");
     s = ser_shared(st, MP_NS_CLIENT);
-    assert_string_equal(s, "<message><body>one</body><x k='v'/><delay xmlns='urn:xmpp:delay'/></message>");
+    assert_string_equal(
+        s, "<message><body>one</body><x k='v'/><delay xmlns='urn:xmpp:delay'/></message>");
     free(s);
     mp_xml_remove(st, mp_xml_find(r, "body", NULL));
     s = ser_shared(st, MP_NS_CLIENT);
@@ -644,7 +646,8 @@ static void fanout_shares_one_serialisation(void **state)
     mp_stanza *c = mp_stanza_copy_envelope(st);
     mp_xml_add_child(c, mp_stanza_root(c), "extra", NULL);
     s = ser_shared(c, MP_NS_CLIENT);
-    assert_string_equal(s, "<message><x k='v'>t</x><delay xmlns='urn:xmpp:delay'/><extra/></message>");
+    assert_string_equal(s,
+                        "<message><x k='v'>t</x><delay xmlns='urn:xmpp:delay'/><extra/></message>");
     free(s);
     mp_stanza_unref(c);
     mp_stanza_unref(st);
