@@ -54,12 +54,49 @@ static int utf8_valid(const unsigned char *s, size_t len)
     return 1;
 }
 
+/* The ASCII fast path: what stringprep with profile makes of in[0..len),
+ * all bytes in 1..0x7f, into out. For ASCII the three profiles reduce to
+ * this (RFC 3454 tables; RFC 3920 appendices A and B, RFC 3491): Nodeprep
+ * and Nameprep fold A-Z to lower case (table B.2), Resourceprep maps
+ * nothing; Nodeprep prohibits the ASCII space and controls (C.1.1, C.2.1)
+ * and " & ' / : < > @, Resourceprep the controls (C.2.1), Nameprep no
+ * ASCII character at all (domain_chars_ok checks domains afterwards); no
+ * ASCII character is unassigned or right-to-left, so no bidi rule applies.
+ * tests/unit/test_jid.c compares it with libidn on every ASCII input
+ * class. Returns MAGPIE_OK/ERR; out holds len + 1 bytes. */
+static int prep_ascii(const char *in, size_t len, const Stringprep_profile *profile, char *out)
+{
+    int fold = profile != stringprep_xmpp_resourceprep;
+    int node = profile == stringprep_xmpp_nodeprep;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (profile != stringprep_nameprep && (c < 0x20 || c == 0x7f))
+            return MAGPIE_ERR;
+        if (node && (c == ' ' || c == '"' || c == '&' || c == '\'' || c == '/' || c == ':' ||
+                     c == '<' || c == '>' || c == '@'))
+            return MAGPIE_ERR;
+        out[i] = (char)(fold && c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
+    out[len] = '\0';
+    return MAGPIE_OK;
+}
+
+static int all_ascii(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] - 1u >= 0x7fu) /* 0 or >= 0x80 */
+            return 0;
+    return 1;
+}
+
 /* Prepares in[0..len) with profile into out (size outlen). The result must
  * be 1..MP_JID_PART_MAX bytes and fit outlen. Returns MAGPIE_OK/ERR. */
 static int prep(const char *in, size_t len, const Stringprep_profile *profile, char *out,
                 size_t outlen)
 {
     char buf[PREP_BUF];
+    if (len > 0 && len <= MP_JID_PART_MAX && len < outlen && all_ascii(in, len))
+        return prep_ascii(in, len, profile, out);
     if (len == 0 || len >= PREP_BUF || !utf8_valid((const unsigned char *)in, len))
         return MAGPIE_ERR;
     memcpy(buf, in, len);

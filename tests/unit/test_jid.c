@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stringprep.h>
 
 #include "base/base.h"
 #include "conf/config.h"
@@ -302,6 +303,100 @@ static void part_prep_functions(void **state)
     assert_string_equal(small, "ham");
 }
 
+/* libidn's answer for in with profile: MAGPIE_OK with out set, or
+ * MAGPIE_ERR. */
+static int libidn_prep(const char *in, const Stringprep_profile *profile, char *out, size_t outlen)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", in);
+    if (stringprep(buf, sizeof buf, 0, profile) != STRINGPREP_OK || !buf[0] ||
+        strlen(buf) >= outlen)
+        return MAGPIE_ERR;
+    strcpy(out, buf);
+    return MAGPIE_OK;
+}
+
+/* The domain rule jid.c applies after Nameprep: labels of 1..63 bytes of
+ * a-z, 0-9, '-', '_' (for ASCII). */
+static int domain_ok(const char *d)
+{
+    size_t label = 0;
+    for (const char *p = d;; p++) {
+        if (*p == '.' || !*p) {
+            if (label == 0 || label > 63)
+                return 0;
+            if (!*p)
+                return 1;
+            label = 0;
+            continue;
+        }
+        label++;
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            return 0;
+    }
+}
+
+static void compare_with_libidn(const char *in)
+{
+    char fast[1100], slow[1100];
+    int rf = mp_jid_nodeprep(in, fast, sizeof fast);
+    int rs = libidn_prep(in, stringprep_xmpp_nodeprep, slow, sizeof slow);
+    if (rf != rs || (rf == MAGPIE_OK && strcmp(fast, slow) != 0))
+        fail_msg("nodeprep of \"%s\": fast %d \"%s\", libidn %d \"%s\"", in, rf, fast, rs, slow);
+    rf = mp_jid_resourceprep(in, fast, sizeof fast);
+    rs = libidn_prep(in, stringprep_xmpp_resourceprep, slow, sizeof slow);
+    if (rf != rs || (rf == MAGPIE_OK && strcmp(fast, slow) != 0))
+        fail_msg("resourceprep of \"%s\": fast %d \"%s\", libidn %d \"%s\"", in, rf, fast, rs, slow);
+    size_t n = strlen(in);
+    if (n && in[n - 1] == '.')
+        return; /* the trailing dot rule is tested above */
+    if (in[0] == '[')
+        return; /* IP literals */
+    rf = mp_jid_nameprep(in, fast, sizeof fast);
+    rs = libidn_prep(in, stringprep_nameprep, slow, sizeof slow);
+    if (rs == MAGPIE_OK && !domain_ok(slow))
+        rs = MAGPIE_ERR;
+    if (rf != rs || (rf == MAGPIE_OK && strcmp(fast, slow) != 0))
+        fail_msg("nameprep of \"%s\": fast %d \"%s\", libidn %d \"%s\"", in, rf, fast, rs, slow);
+}
+
+/* The ASCII fast path gives libidn's answers: every ASCII character alone
+ * and between letters, and 20,000 random ASCII strings. */
+static void ascii_fast_path_matches_libidn(void **state)
+{
+    (void)state;
+    char s[64];
+    for (int c = 1; c < 128; c++) {
+        snprintf(s, sizeof s, "%c", c);
+        compare_with_libidn(s);
+        snprintf(s, sizeof s, "aB%cZ9", c);
+        compare_with_libidn(s);
+    }
+    unsigned seed = 12345;
+    for (int i = 0; i < 20000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        int len = 1 + (int)((seed >> 16) % 40);
+        for (int k = 0; k < len; k++) {
+            seed = seed * 1103515245u + 12345u;
+            /* mostly letters, digits, dots and hyphens; sometimes anything */
+            unsigned r = (seed >> 16) % 100;
+            const char *common = "abcXYZ09.-_ ";
+            s[k] = r < 85 ? common[r % 12] : (char)(1 + (seed >> 8) % 127);
+        }
+        s[len] = '\0';
+        compare_with_libidn(s);
+    }
+    /* a longest ASCII part and one byte over */
+    char longest[1025];
+    memset(longest, 'A', 1023);
+    longest[1023] = '\0';
+    char out[1100];
+    assert_int_equal(mp_jid_resourceprep(longest, out, sizeof out), MAGPIE_OK);
+    longest[1023] = 'A';
+    longest[1024] = '\0';
+    assert_int_equal(mp_jid_resourceprep(longest, out, sizeof out), MAGPIE_ERR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +409,7 @@ int main(void)
         cmocka_unit_test(set_builds_and_normalises_parts),
         cmocka_unit_test(copy_is_independent),
         cmocka_unit_test(part_prep_functions),
+        cmocka_unit_test(ascii_fast_path_matches_libidn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
