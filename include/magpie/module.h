@@ -188,6 +188,10 @@ const char *mp_domain_name(const mp_domain *d);
 void mp_route(mp_stanza *st);
 /* True if domain (normalised) is a virtual host of this server. */
 int mp_host_is_local(const char *domain);
+/* The i-th virtual host of the configuration (normalised, in the order
+ * configured), or NULL when i is past the last one. Lives as long as the
+ * server's configuration (for good in load()). */
+const char *mp_host_nth(size_t i);
 /* Calls fn for each locally available resource of bare JID (on the calling
  * thread, from a snapshot). */
 void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full, int priority),
