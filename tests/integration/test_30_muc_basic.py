@@ -268,7 +268,6 @@ TESTS = [t01_create_locked_room, t02_enter_existing_room, t03_groupchat_fan_out,
 
 def main():
     try:
-        # modules=None: the default list, which includes muc
         srv = MagpieServer(args.builddir, workers=args.workers,
                            modules=['disco', 'ping', 'version', 'time', 'muc'])
         srv.__enter__()
