@@ -504,7 +504,8 @@ static int load(mp_module *m)
         mp_log(MP_LOG_ERROR, "muc: cannot serve %s (a virtual host, or taken)", domain_name);
         return MAGPIE_ERR;
     }
-    mp_disco_feature_add(m, MP_DISCO_SERVER, NS_MUC);
+    /* clients find the service in the server's disco#items (XEP-0045 §6.1) */
+    mp_disco_item_add(m, MP_DISCO_SERVER, domain_name, mp_module_opt_str(m, "name"));
     if (mp_domain_iq_register(dom, MP_IQ_GET, NS_DISCO_INFO, on_disco_info, NULL) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_DISCO_ITEMS, on_disco_items, NULL) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_PING, on_ping, NULL) != MAGPIE_OK ||

@@ -172,7 +172,9 @@ def t09_disco(srv, a, b, c):
     ids = {(i.get('category'), i.get('type')) for i in q if local(i.tag) == 'identity'}
     feats = {f.get('var') for f in q if local(f.tag) == 'feature'}
     check(('conference', 'text') in ids and NS_MUC in feats, tostr(r))
-    # the server announces the service in its items? its features at least
+    # the server lists the service in its disco#items (XEP-0045 6.1)
+    r = c.iq('get', 'localhost', "<query xmlns='%s'/>" % DISCO_ITEMS)
+    check({(i.get('jid'), i.get('name')) for i in child(r, 'query', DISCO_ITEMS)} == {(MUC, 'Chatrooms')}, tostr(r))
     r = c.iq('get', room_jid(ROOM), "<query xmlns='%s'/>" % DISCO_INFO)
     q = child(r, 'query', DISCO_INFO)
     feats = {f.get('var') for f in q if local(f.tag) == 'feature'}
