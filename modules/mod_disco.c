@@ -1,8 +1,8 @@
 /* mod_disco - XEP-0030 Service Discovery for the server and for accounts.
  *
  * Answers disco#info with the identities and features every module
- * registered for the scope, and disco#items with an empty list (components
- * and MUC services will add items). Queries for a node we do not know get
+ * registered for the scope, and disco#items with the items modules
+ * registered (mod_muc adds its conference service). Queries for a node we do not know get
  * item-not-found. */
 #include <magpie/magpie.h>
 #include <string.h>
@@ -66,14 +66,35 @@ static void account_info(mp_stanza *iq, void *ud)
     info(iq, MP_DISCO_ACCOUNT);
 }
 
-static void items(mp_stanza *iq, void *ud)
+static void add_item(void *ud, const char *jid, const char *name)
 {
-    (void)ud;
+    struct build *b = ud;
+    mp_xml *it = mp_xml_add_child(b->st, b->query, "item", NULL);
+    mp_xml_set_attr(b->st, it, "jid", jid);
+    if (name)
+        mp_xml_set_attr(b->st, it, "name", name);
+}
+
+static void items(mp_stanza *iq, enum mp_disco_scope scope)
+{
     if (!plain_query(iq))
         return;
     mp_stanza *r = mp_iq_result(iq);
-    mp_xml_add_child(r, mp_stanza_root(r), "query", NS_ITEMS);
+    struct build b = {r, mp_xml_add_child(r, mp_stanza_root(r), "query", NS_ITEMS)};
+    mp_disco_items_foreach(scope, add_item, &b);
     mp_iq_reply(r);
+}
+
+static void server_items(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    items(iq, MP_DISCO_SERVER);
+}
+
+static void account_items(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    items(iq, MP_DISCO_ACCOUNT);
 }
 
 static int load(mp_module *m)
@@ -87,8 +108,8 @@ static int load(mp_module *m)
     }
     if (mp_iq_register(m, MP_IQ_GET, NS_INFO, MP_IQ_SERVER, server_info, NULL) != MAGPIE_OK ||
         mp_iq_register(m, MP_IQ_GET, NS_INFO, MP_IQ_ACCOUNT, account_info, NULL) != MAGPIE_OK ||
-        mp_iq_register(m, MP_IQ_GET, NS_ITEMS, MP_IQ_SERVER, items, NULL) != MAGPIE_OK ||
-        mp_iq_register(m, MP_IQ_GET, NS_ITEMS, MP_IQ_ACCOUNT, items, NULL) != MAGPIE_OK)
+        mp_iq_register(m, MP_IQ_GET, NS_ITEMS, MP_IQ_SERVER, server_items, NULL) != MAGPIE_OK ||
+        mp_iq_register(m, MP_IQ_GET, NS_ITEMS, MP_IQ_ACCOUNT, account_items, NULL) != MAGPIE_OK)
         return MAGPIE_ERR;
     return MAGPIE_OK;
 }

@@ -150,13 +150,19 @@ enum mp_disco_scope { MP_DISCO_SERVER = 0, MP_DISCO_ACCOUNT = 1 };
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var);
 int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *category,
                           const char *type, const char *name);
-/* Iterates the registered features / identities of a scope (for mod_disco). */
+/* Adds an item to the scope's disco#items (a service domain a module
+ * serves, say: mod_muc lists its conference service). name may be NULL. */
+int mp_disco_item_add(mp_module *m, enum mp_disco_scope scope, const char *jid, const char *name);
+/* Iterates the registered features / identities / items of a scope (for
+ * mod_disco). */
 void mp_disco_features_foreach(enum mp_disco_scope scope, void (*fn)(void *ud, const char *var),
                                void *ud);
 void mp_disco_identities_foreach(enum mp_disco_scope scope,
                                  void (*fn)(void *ud, const char *category, const char *type,
                                             const char *name),
                                  void *ud);
+void mp_disco_items_foreach(enum mp_disco_scope scope,
+                            void (*fn)(void *ud, const char *jid, const char *name), void *ud);
 
 /* ---- service domains ----
  * A module serves a domain of its own (a MUC service, upload, the device
@@ -188,6 +194,10 @@ const char *mp_domain_name(const mp_domain *d);
 void mp_route(mp_stanza *st);
 /* True if domain (normalised) is a virtual host of this server. */
 int mp_host_is_local(const char *domain);
+/* The i-th virtual host of the configuration (normalised, in the order
+ * configured), or NULL when i is past the last one. Lives as long as the
+ * server's configuration (for good in load()). */
+const char *mp_host_nth(size_t i);
 /* Calls fn for each locally available resource of bare JID (on the calling
  * thread, from a snapshot). */
 void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full, int priority),

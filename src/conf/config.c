@@ -36,7 +36,7 @@ struct cctx {
     size_t errlen;
 };
 
-static const char *const default_modules[] = {"disco", "ping", "version", "time"};
+static const char *const default_modules[] = {"disco", "ping", "version", "time", "muc"};
 
 /* Writes "FILE:LINE: message" for setting s (or "FILE: message" when s is
  * NULL) into the error buffer. Always returns MAGPIE_ERR. */

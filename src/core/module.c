@@ -59,6 +59,7 @@ struct disco_entry {
     char *var;                    /* feature, or NULL for identities */
     char *category, *type, *name; /* identity */
     mp_module *m;
+    char *item;                   /* disco#items entry (var NULL, name optional) */
 };
 
 struct filter_entry {
@@ -553,7 +554,7 @@ static void disco_add(struct disco_entry e)
 
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var)
 {
-    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m});
+    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m, NULL});
     return MAGPIE_OK;
 }
 
@@ -561,7 +562,7 @@ int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *c
                           const char *type, const char *name)
 {
     disco_add((struct disco_entry){scope, NULL, mp_strdup(category), mp_strdup(type),
-                                   name ? mp_strdup(name) : NULL, m});
+                                   name ? mp_strdup(name) : NULL, m, NULL});
     return MAGPIE_OK;
 }
 
@@ -578,8 +579,23 @@ void mp_disco_identities_foreach(enum mp_disco_scope scope,
                                  void *ud)
 {
     for (size_t i = 0; i < n_discos; i++)
-        if (discos[i].scope == scope && !discos[i].var)
+        if (discos[i].scope == scope && !discos[i].var && !discos[i].item)
             fn(ud, discos[i].category, discos[i].type, discos[i].name);
+}
+
+int mp_disco_item_add(mp_module *m, enum mp_disco_scope scope, const char *jid, const char *name)
+{
+    disco_add((struct disco_entry){scope, NULL, NULL, NULL, name ? mp_strdup(name) : NULL, m,
+                                   mp_strdup(jid)});
+    return MAGPIE_OK;
+}
+
+void mp_disco_items_foreach(enum mp_disco_scope scope,
+                            void (*fn)(void *ud, const char *jid, const char *name), void *ud)
+{
+    for (size_t i = 0; i < n_discos; i++)
+        if (discos[i].scope == scope && discos[i].item)
+            fn(ud, discos[i].item, discos[i].name);
 }
 
 /* ---- service domains ---- */
@@ -634,13 +650,13 @@ static void domain_disco_add(mp_domain *d, struct disco_entry e)
 int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type, const char *name)
 {
     domain_disco_add(d, (struct disco_entry){0, NULL, mp_strdup(category), mp_strdup(type),
-                                             name ? mp_strdup(name) : NULL, d->m});
+                                             name ? mp_strdup(name) : NULL, d->m, NULL});
     return MAGPIE_OK;
 }
 
 int mp_domain_disco_feature(mp_domain *d, const char *var)
 {
-    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m});
+    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m, NULL});
     return MAGPIE_OK;
 }
 
@@ -833,6 +849,7 @@ static void unregister_all(mp_module *m)
             free(discos[i].category);
             free(discos[i].type);
             free(discos[i].name);
+            free(discos[i].item);
         } else {
             discos[j++] = discos[i];
         }

@@ -14,3 +14,9 @@ int mp_host_is_local(const char *domain)
             return 1;
     return 0;
 }
+
+const char *mp_host_nth(size_t i)
+{
+    const struct mp_config *cfg = mp_server.cfg;
+    return i < cfg->n_hosts ? cfg->hosts[i].domain : NULL;
+}
