@@ -182,14 +182,36 @@ static const char *const common_strings[] = {
     "stamp",      "text",
 };
 
+#define N_COMMON (sizeof(common_strings) / sizeof(*common_strings))
+
+/* common_strings by length, then first byte: common_by_len[len] is the
+ * range [start, end) of common_sorted holding the strings of that length
+ * (at most 16). Built once, before any worker starts parsing. */
+static const char *common_sorted[N_COMMON];
+static unsigned char common_by_len[18];
+
+__attribute__((constructor)) static void common_index(void)
+{
+    size_t n = 0;
+    for (size_t len = 0; len <= 16; len++) {
+        common_by_len[len] = (unsigned char)n;
+        for (size_t i = 0; i < N_COMMON; i++)
+            if (strlen(common_strings[i]) == len)
+                common_sorted[n++] = common_strings[i];
+    }
+    common_by_len[17] = (unsigned char)n;
+}
+
 /* Returns a string equal to s[0..len) that lives at least as long as st:
  * a static copy for common names, else a copy in st's arena. */
 static const char *arena_intern(mp_stanza *st, const char *s, size_t len)
 {
+    if (len == 0)
+        return common_strings[0];
     if (len <= 16) {
-        for (size_t i = 0; i < sizeof(common_strings) / sizeof(*common_strings); i++) {
-            const char *c = common_strings[i];
-            if (strncmp(c, s, len) == 0 && c[len] == '\0')
+        for (size_t i = common_by_len[len]; i < common_by_len[len + 1]; i++) {
+            const char *c = common_sorted[i];
+            if (c[0] == s[0] && memcmp(c, s, len) == 0)
                 return c;
         }
     } else if (len == sizeof(MP_NS_STANZA_ERRORS) - 1 && memcmp(s, MP_NS_STANZA_ERRORS, len) == 0) {
