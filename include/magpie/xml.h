@@ -26,6 +26,7 @@ struct evbuffer;
 #define MP_NS_BIND          "urn:ietf:params:xml:ns:xmpp-bind"
 #define MP_NS_SESSION       "urn:ietf:params:xml:ns:xmpp-session"
 #define MP_NS_XML           "http://www.w3.org/XML/1998/namespace"
+#define MP_NS_FRAMING       "urn:ietf:params:xml:ns:xmpp-framing"
 
 enum mp_xml_type { MP_XML_ELEMENT = 0, MP_XML_TEXT = 1 };
 

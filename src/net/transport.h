@@ -80,14 +80,21 @@ struct mp_transport_ops {
     void (*free)(struct mp_transport *t);
 };
 
+/* How XMPP streams are framed on a transport. */
+enum mp_framing {
+    MP_FRAMING_STREAM = 0,   /* RFC 6120: one <stream:stream> document */
+    MP_FRAMING_WEBSOCKET = 1 /* RFC 7395: each frame one element, <open/> and <close/> */
+};
+
 struct mp_transport {
     const struct mp_transport_ops *ops;
     const struct mp_transport_up *up;
     void *ud;
-    unsigned secure : 1; /* confidential: TLS, or a pipe that cannot be
-                            read by others (tests, a TLS-terminating
-                            front end): PLAIN may be offered */
-    char peer[64];       /* "host:port" of the peer, for logs and limits */
+    unsigned secure : 1;  /* confidential: TLS, or a pipe that cannot be
+                             read by others (tests, a TLS-terminating
+                             front end): PLAIN may be offered */
+    unsigned framing : 1; /* enum mp_framing, set by the transport */
+    char peer[64];        /* "host:port" of the peer, for logs and limits */
 };
 
 /* Sets the owner's callbacks (call before the loop runs again). */

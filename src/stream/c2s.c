@@ -24,6 +24,7 @@
  * applies when a worker's queue or the storage queue is over its bound. */
 #include "base/base.h"
 #include "stream/c2s.h"
+#include "stream/stream.h"
 #include "core/session.h"
 #include "core/router.h"
 #include "core/presence.h"
@@ -127,50 +128,17 @@ static size_t queued(mp_session *s)
     return s->t ? s->t->ops->queued(s->t) : 0;
 }
 
-/* Output is composed in a per-thread scratch buffer and handed to the
- * bufferevent in one piece: a TLS filter encrypts every addition as it
- * comes, so one handover per stanza means one TLS record, not dozens. */
-static _Thread_local struct evbuffer *scratch;
-
-static struct evbuffer *out_begin(void)
-{
-    if (!scratch)
-        scratch = evbuffer_new();
-    return scratch;
-}
-
 void mp_c2s_thread_exit(void)
 {
-    if (scratch)
-        evbuffer_free(scratch);
-    scratch = NULL;
-}
-
-static void out_commit(mp_session *s)
-{
-    if (s->t)
-        s->t->ops->write(s->t, scratch);
-    else
-        evbuffer_drain(scratch, evbuffer_get_length(scratch));
+    mp_stream_thread_exit();
 }
 
 /* Writes our stream header (once per stream). */
 static void send_header(mp_session *s, const char *client_from)
 {
-    struct evbuffer *out = out_begin();
     const char *from = s->host ? s->host : mp_server.cfg->hosts[0].domain;
     mp_random_id(s->stream_id, sizeof s->stream_id);
-    evbuffer_add_printf(out,
-                        "<?xml version='1.0'?><stream:stream xmlns='" MP_NS_CLIENT
-                        "' xmlns:stream='" MP_NS_STREAMS "' id='%s' from='",
-                        s->stream_id);
-    mp_xml_escape(out, from, strlen(from), 1);
-    if (client_from) {
-        evbuffer_add_printf(out, "' to='");
-        mp_xml_escape(out, client_from, strlen(client_from), 1);
-    }
-    evbuffer_add_printf(out, "' version='1.0' xml:lang='%s'>", s->lang[0] ? s->lang : "en");
-    out_commit(s);
+    mp_stream_write_header(s->t, MP_NS_CLIENT, s->stream_id, from, client_from, s->lang);
     s->header_sent = 1;
 }
 
@@ -189,8 +157,7 @@ void mp_session_send(mp_session *s, mp_stanza *st)
         }
         return;
     }
-    mp_stanza_serialize(st, out_begin(), MP_NS_CLIENT);
-    out_commit(s);
+    mp_stream_write_stanza(s->t, MP_NS_CLIENT, st);
     mp_stanza_unref(st);
     mp_stat_inc(MP_STAT_STANZAS_OUT);
     if (queued(s) > mp_server.cfg->max_output_buffer) {
@@ -284,11 +251,11 @@ static void stall_check(evutil_socket_t fd, short what, void *arg)
 static void send_nonza(mp_session *s, const char *name, const char *ns, const char *child,
                        const char *text)
 {
-    struct evbuffer *out = out_begin();
+    struct evbuffer *out = mp_stream_out();
     evbuffer_add_printf(out, "<%s xmlns='%s'", name, ns);
     if (!child && !text) {
         evbuffer_add_printf(out, "/>");
-        out_commit(s);
+        mp_stream_commit(s->t);
         return;
     }
     evbuffer_add_printf(out, ">");
@@ -297,7 +264,7 @@ static void send_nonza(mp_session *s, const char *name, const char *ns, const ch
     if (text)
         evbuffer_add_printf(out, "%s", text);
     evbuffer_add_printf(out, "</%s>", name);
-    out_commit(s);
+    mp_stream_commit(s->t);
 }
 
 /* ---- closing ---- */
@@ -327,21 +294,12 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
             mp_stat_inc(MP_STAT_STREAM_ERRORS);
             if (!s->header_sent)
                 send_header(s, NULL);
-            struct evbuffer *out = out_begin();
-            evbuffer_add_printf(out, "<stream:error><%s xmlns='" MP_NS_STREAM_ERRORS "'/>",
-                                condition);
-            if (text) {
-                evbuffer_add_printf(out, "<text xmlns='" MP_NS_STREAM_ERRORS "' xml:lang='en'>");
-                mp_xml_escape(out, text, strlen(text), 0);
-                evbuffer_add_printf(out, "</text>");
-            }
-            evbuffer_add_printf(out, "</stream:error>");
+            mp_stream_write_error(s->t, condition, text);
             mp_log(MP_LOG_DEBUG, "c2s %s: stream error %s%s%s", s->peer, condition,
                    text ? ": " : "", text ? text : "");
         }
         if (s->header_sent)
-            evbuffer_add_printf(out_begin(), "</stream:stream>");
-        out_commit(s);
+            mp_stream_write_close(s->t);
         s->t->ops->shutdown(s->t);
     }
     if (s->timer)
@@ -467,7 +425,8 @@ static void send_features(mp_session *s)
     mp_stanza *f = mp_stanza_new("features", MP_NS_STREAMS);
     mp_xml *root = mp_stanza_root(f);
     const struct mp_config *cfg = mp_server.cfg;
-    if (!s->tls) {
+    /* over WebSocket, TLS is the HTTP layer's (RFC 7395 §3.6): no STARTTLS */
+    if (!s->tls && s->t && s->t->framing == MP_FRAMING_STREAM) {
         mp_xml *tls = mp_xml_add_child(f, root, "starttls", MP_NS_TLS);
         if (cfg->require_tls)
             mp_xml_add_child(f, tls, "required", NULL);
@@ -503,13 +462,7 @@ static void send_features(mp_session *s)
         mp_xml_add_child(f, sess, "optional", NULL);
         mp_stream_features_add(s, f, root, MP_FEATURES_POST_AUTH);
     }
-    /* written with the stream: prefix the client expects */
-    struct evbuffer *out = out_begin();
-    evbuffer_add_printf(out, "<stream:features>");
-    for (mp_xml *c = root->children; c; c = c->next)
-        mp_xml_serialize(c, out, MP_NS_CLIENT);
-    evbuffer_add_printf(out, "</stream:features>");
-    out_commit(s);
+    mp_stream_write_features(s->t, MP_NS_CLIENT, root);
     mp_stanza_unref(f);
 }
 
@@ -518,7 +471,6 @@ static void on_open(void *ud, mp_stanza *hdr, const char *default_ns)
     mp_session *s = ud;
     mp_xml *root = mp_stanza_root(hdr);
     const char *to = mp_xml_get_attr(root, "to");
-    const char *version = mp_xml_get_attr(root, "version");
     const char *from = mp_xml_get_attr(root, "from");
     char domain[MP_JID_PART_MAX + 1];
 
@@ -527,14 +479,8 @@ static void on_open(void *ud, mp_stanza *hdr, const char *default_ns)
     if (from_ok)
         mp_jid_free(&fj);
 
-    /* RFC 6120 §4.7.4: keep the client's language tag if it looks like one
-     * (BCP 47 characters only); stanzas without xml:lang inherit it */
-    const char *lang = mp_xml_get_attr(root, "xml:lang");
-    s->lang[0] = '\0';
-    if (lang && *lang && strlen(lang) < sizeof s->lang &&
-        strspn(lang, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
-            strlen(lang))
-        memcpy(s->lang, lang, strlen(lang) + 1);
+    /* RFC 6120 §4.7.4: stanzas without xml:lang inherit the stream's */
+    mp_stream_header_lang(root, s->lang, sizeof s->lang);
 
     if (to && mp_jid_nameprep(to, domain, sizeof domain) == MAGPIE_OK && mp_host_is_local(domain)) {
         if (s->host && strcmp(s->host, domain) != 0) {
@@ -550,16 +496,10 @@ static void on_open(void *ud, mp_stanza *hdr, const char *default_ns)
         return;
     }
     send_header(s, from_ok ? from : NULL);
-    if (strcmp(root->name, "stream") != 0 || !root->ns || strcmp(root->ns, MP_NS_STREAMS) != 0) {
-        c2s_close(s, "invalid-namespace", "The stream namespace must be " MP_NS_STREAMS);
-        return;
-    }
-    if (!default_ns || strcmp(default_ns, MP_NS_CLIENT) != 0) {
-        c2s_close(s, "invalid-namespace", "The content namespace must be " MP_NS_CLIENT);
-        return;
-    }
-    if (!version || strncmp(version, "1.", 2) != 0) {
-        c2s_close(s, "unsupported-version", "XMPP version 1.0 is required");
+    const char *cond, *text;
+    if (mp_stream_check_header(s->t ? s->t->framing : MP_FRAMING_STREAM, root, default_ns,
+                               MP_NS_CLIENT, &cond, &text) != MAGPIE_OK) {
+        c2s_close(s, cond, text);
         return;
     }
     send_features(s);
@@ -1299,6 +1239,8 @@ static mp_session *c2s_start(struct mp_worker *w, struct mp_transport *t)
     s->last_read = mp_now();
     s->parser_idle_since = s->last_read;
     s->parser = mp_xmlstream_new(&mp_server.preauth_limits, &parser_cb, s);
+    if (s->parser && t->framing == MP_FRAMING_WEBSOCKET)
+        mp_xmlstream_set_framed(s->parser);
     s->next = w->sessions;
     if (w->sessions)
         w->sessions->prev = s;

@@ -87,6 +87,8 @@ struct mp_xmlstream {
     int halt; /* why the current XML_Parse was stopped */
     int in_feed;
     int rebuilding;    /* parsing our own synthetic header */
+    int framed;        /* RFC 7395: top-level elements, <open/> and <close/> */
+    int framed_open;   /* ... and an <open/> was read */
     unsigned depth;    /* open elements, stream element included */
     uint64_t fed;      /* bytes given to the current expat parser */
     uint64_t mark;     /* start of the current unit, see top */
@@ -334,6 +336,24 @@ static void drop_qualified_addressing(mp_xml *root)
 
 static void apply_limits(mp_xmlstream *p, const struct mp_xml_limits *limits);
 
+enum { FRAMING_NONE, FRAMING_OPEN, FRAMING_CLOSE };
+
+/* Which RFC 7395 framing element expat's name ("uri\xfflocal[\xffprefix]")
+ * is, if any. */
+static int framing_element(const char *name)
+{
+    const char *uri, *local;
+    size_t ulen, llen;
+    mp_xml_split_name(name, &uri, &ulen, &local, &llen);
+    if (ulen != sizeof MP_NS_FRAMING - 1 || memcmp(uri, MP_NS_FRAMING, ulen) != 0)
+        return FRAMING_NONE;
+    if (llen == 4 && memcmp(local, "open", 4) == 0)
+        return FRAMING_OPEN;
+    if (llen == 5 && memcmp(local, "close", 5) == 0)
+        return FRAMING_CLOSE;
+    return FRAMING_NONE;
+}
+
 static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 {
     mp_xmlstream *p = ud;
@@ -364,6 +384,10 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     }
     if (check_attrs(p, atts) < 0)
         return;
+    if (level == 2 && p->framed && !p->framed_open && framing_element(name) != FRAMING_OPEN) {
+        fail(p, "bad-format", "a WebSocket stream starts with <open/>");
+        return;
+    }
     if (level == 2) {
         p->mark = (uint64_t)XML_GetCurrentByteIndex(p->parser);
         p->cur = mp_stanza_new_empty();
@@ -386,7 +410,6 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
 {
     mp_xmlstream *p = ud;
     p->forced = 0;
-    (void)name;
     if (halted(p))
         return;
     unsigned level = p->depth--;
@@ -414,6 +437,23 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
     if (p->lim_pending) {
         p->lim_pending = 0;
         apply_limits(p, &p->next_lim);
+    }
+    if (p->framed) {
+        int f = framing_element(name);
+        if (f == FRAMING_OPEN) {
+            p->framed_open = 1;
+            if (p->cb.open)
+                p->cb.open(p->ud, st, MP_NS_CLIENT);
+            mp_stanza_unref(st);
+            return;
+        }
+        if (f == FRAMING_CLOSE) {
+            mp_stanza_unref(st);
+            p->state = ST_CLOSED;
+            if (p->cb.close)
+                p->cb.close(p->ud);
+            return;
+        }
     }
     if (p->cb.stanza)
         p->cb.stanza(p->ud, st);
@@ -620,6 +660,31 @@ static void clear_stream(mp_xmlstream *p)
     p->depth = 0;
 }
 
+/* Waits for a new stream header. In framed mode (RFC 7395) there is no
+ * enclosing document: the parser runs inside a synthetic root of our own
+ * (jabber:client by default, as a WebSocket client's stanzas declare),
+ * every top-level element is a depth-1 element, and <open/>/<close/> in
+ * the framing namespace stand for the header and the end of the stream. */
+static void stream_restart(mp_xmlstream *p)
+{
+    clear_stream(p);
+    p->state = ST_HEADER;
+    if (!p->framed)
+        return;
+    static const char root[] = "<framed xmlns='" MP_NS_CLIENT "'>";
+    p->synth = mp_strdup(root);
+    p->synth_len = sizeof root - 1;
+    p->default_ns = mp_strdup(MP_NS_CLIENT);
+    p->framed_open = 0;
+    p->state = ST_STREAM;
+}
+
+void mp_xmlstream_set_framed(mp_xmlstream *p)
+{
+    p->framed = 1;
+    stream_restart(p);
+}
+
 /* Inside a stanza the new limits wait for its end (on_end), so the stanza
  * is judged by one set of limits; between stanzas they apply at once, and
  * the feed loop uses the new max_stanza for the bytes that follow. */
@@ -652,8 +717,7 @@ void mp_xmlstream_reset(mp_xmlstream *p)
         XML_StopParser(p->parser, XML_FALSE);
         return; /* the feed loop finishes the reset */
     }
-    clear_stream(p);
-    p->state = ST_HEADER;
+    stream_restart(p);
 }
 
 void mp_xmlstream_set_ud(mp_xmlstream *p, void *ud)
@@ -779,8 +843,7 @@ int mp_xmlstream_feed(mp_xmlstream *p, const char *data, size_t len, size_t *con
         if (p->halt == HALT_STOP || p->halt == HALT_RESET) {
             off += (size_t)(p->halt_pos - base);
             if (p->halt == HALT_RESET) {
-                clear_stream(p);
-                p->state = ST_HEADER;
+                stream_restart(p);
             } else {
                 /* rebuilt at the next feed, from the boundary */
                 drop_parser(p);

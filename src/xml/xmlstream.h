@@ -62,6 +62,12 @@ void mp_xmlstream_set_limits(mp_xmlstream *p, const struct mp_xml_limits *limits
  * MAGPIE_OK when all bytes were consumed, MAGPIE_ERR after an error callback. */
 int mp_xmlstream_feed(mp_xmlstream *p, const char *data, size_t len, size_t *consumed);
 
+/* Switches p, before its first feed, to RFC 7395 framing (WebSocket):
+ * the input is a sequence of complete elements; <open/> in the framing
+ * namespace is reported as the header (open callback, hdr's root "open",
+ * default_ns jabber:client), <close/> as the end, anything else as a
+ * stanza; an element before the first <open/> is a bad-format error. */
+void mp_xmlstream_set_framed(mp_xmlstream *p);
 /* Starts over expecting a new stream header (after STARTTLS and SASL). */
 void mp_xmlstream_reset(mp_xmlstream *p);
 /* The callbacks' ud from now on (a stream handed to another owner). */

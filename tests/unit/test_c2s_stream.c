@@ -30,8 +30,8 @@ struct mp_server mp_server;
 void (*mp_control_reload)(void);
 
 #define HOST "example.org"
-#define HDR(to, ns)                                                                               \
-    "<?xml version='1.0'?><stream:stream to='" to "' xmlns='" ns "' "                             \
+#define HDR(to, ns)                                                                                \
+    "<?xml version='1.0'?><stream:stream to='" to "' xmlns='" ns "' "                              \
     "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
 #define HEADER HDR(HOST, "jabber:client")
 /* base64 of "\0alice\0secret" and "\0alice\0wrong" */
@@ -83,10 +83,9 @@ static int group_setup(void **state)
     mp_addrlimit_setup(cfg->max_connections_per_address, cfg->connection_rate_per_address,
                        cfg->connection_burst_per_address);
     mp_log_setup("error", NULL);
-    mp_server.limits = (struct mp_xml_limits){cfg->max_stanza_size, cfg->max_depth,
-                                              cfg->max_attrs,       cfg->max_attr_len,
-                                              cfg->max_text,        cfg->max_elements,
-                                              cfg->max_stanza_memory};
+    mp_server.limits = (struct mp_xml_limits){
+        cfg->max_stanza_size, cfg->max_depth,    cfg->max_attrs,        cfg->max_attr_len,
+        cfg->max_text,        cfg->max_elements, cfg->max_stanza_memory};
     mp_server.preauth_limits = mp_server.limits;
     mp_server.preauth_limits.max_stanza = cfg->preauth_max_stanza_size;
     for (int i = 0; i < 2; i++) {
@@ -249,6 +248,72 @@ static void test_negotiation_and_echo(void **state)
     send_str(&c, "</stream:stream>");
     expect(&c, "</stream:stream>");
     assert_int_equal(mp_transport_mem_state(c.t), 1);
+    client_close(&c);
+}
+
+#define WS_OPEN "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='" HOST "' version='1.0'/>"
+
+/* The same stream layer with RFC 7395 framing (what a WebSocket transport
+ * will set): <open/> and <close/> instead of the stream document,
+ * features and errors that bind the stream: prefix themselves, stanzas
+ * that carry xmlns, no STARTTLS; a stanza before <open/> is refused. */
+static void test_websocket_framing(void **state)
+{
+    (void)state;
+    struct client c;
+    memset(&c, 0, sizeof c);
+    mp_loop_bind_thread(worker.loop);
+    c.t = mp_transport_mem_new(mp_loop_base(worker.loop), 1);
+    c.t->framing = MP_FRAMING_WEBSOCKET;
+    c.s = mp_c2s_open(&worker, c.t);
+    assert_non_null(c.s);
+    send_str(&c, WS_OPEN);
+    expect(&c, "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id='");
+    expect(&c, "from='" HOST "' version='1.0' xml:lang='en'/>");
+    expect(&c, "<stream:features xmlns:stream='http://etherx.jabber.org/streams'>");
+    expect(&c, "<mechanism>PLAIN</mechanism>");
+    expect(&c, "</stream:features>");
+    assert_null(strstr(c.got, "starttls"));
+    send_str(&c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" PLAIN_OK
+                 "</auth>");
+    expect(&c, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    send_str(&c, WS_OPEN);
+    expect(&c, "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'");
+    expect(&c, "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
+    send_str(&c, "<iq xmlns='jabber:client' type='set' id='b1'>"
+                 "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>ws</resource></bind>"
+                 "</iq>");
+    expect(&c, "<iq xmlns='jabber:client' type='result' id='b1'>");
+    expect(&c, "<jid>alice@" HOST "/ws</jid>");
+    /* a stanza to itself comes back with its own xmlns, in one frame */
+    send_str(&c, "<message xmlns='jabber:client' to='alice@" HOST "/ws' type='chat' id='m1'>"
+                 "<body>framed</body></message>");
+    expect(&c, "<message xmlns='jabber:client'");
+    expect(&c, "<body>framed</body></message>");
+    send_str(&c, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>");
+    expect(&c, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>");
+    assert_null(strstr(c.got, "</stream:stream>"));
+    client_close(&c);
+
+    /* anything before <open/> is a stream error, written in frames */
+    memset(&c, 0, sizeof c);
+    c.t = mp_transport_mem_new(mp_loop_base(worker.loop), 1);
+    c.t->framing = MP_FRAMING_WEBSOCKET;
+    c.s = mp_c2s_open(&worker, c.t);
+    send_str(&c, "<message xmlns='jabber:client' to='x@" HOST "'/>");
+    expect(&c, "<stream:error xmlns:stream='http://etherx.jabber.org/streams'>"
+               "<bad-format xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>");
+    expect(&c, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>");
+    client_close(&c);
+
+    /* an RFC 6120 header on a WebSocket stream is refused */
+    memset(&c, 0, sizeof c);
+    c.t = mp_transport_mem_new(mp_loop_base(worker.loop), 1);
+    c.t->framing = MP_FRAMING_WEBSOCKET;
+    c.s = mp_c2s_open(&worker, c.t);
+    send_str(&c, HEADER);
+    expect(&c, "<stream:error xmlns:stream='http://etherx.jabber.org/streams'>");
+    expect(&c, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>");
     client_close(&c);
 }
 
@@ -543,11 +608,17 @@ static void test_detached_expires(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_negotiation_and_echo), cmocka_unit_test(test_scram_offered_without_tls),
-        cmocka_unit_test(test_bad_namespace),        cmocka_unit_test(test_unknown_host),
-        cmocka_unit_test(test_stanza_before_auth),   cmocka_unit_test(test_stanza_before_bind),
-        cmocka_unit_test(test_wrong_password),       cmocka_unit_test(test_not_well_formed),
-        cmocka_unit_test(test_detach_and_takeover),  cmocka_unit_test(test_takeover_across_workers),
+        cmocka_unit_test(test_negotiation_and_echo),
+        cmocka_unit_test(test_websocket_framing),
+        cmocka_unit_test(test_scram_offered_without_tls),
+        cmocka_unit_test(test_bad_namespace),
+        cmocka_unit_test(test_unknown_host),
+        cmocka_unit_test(test_stanza_before_auth),
+        cmocka_unit_test(test_stanza_before_bind),
+        cmocka_unit_test(test_wrong_password),
+        cmocka_unit_test(test_not_well_formed),
+        cmocka_unit_test(test_detach_and_takeover),
+        cmocka_unit_test(test_takeover_across_workers),
         cmocka_unit_test(test_resumable_survives_disconnect),
         cmocka_unit_test(test_detached_expires),
     };

@@ -278,6 +278,51 @@ static void whitespace_keepalives_are_ignored(void **state)
     mp_xmlstream_free(p);
 }
 
+/* RFC 7395 framing: top-level elements, <open/> as the header, stanzas in
+ * jabber:client unless they say otherwise, an idle release and rebuild in
+ * between, a reset for the next <open/>, <close/> as the end. */
+static void websocket_framing(void **state)
+{
+    (void)state;
+    struct rec r;
+    mp_xmlstream *p = new_parser(&r);
+    mp_xmlstream_set_framed(p);
+#define OPEN "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='example.org' version='1.0'/>"
+    assert_int_equal(feed_str(p, OPEN), MAGPIE_OK);
+    assert_int_equal(r.opens, 1);
+    assert_non_null(strstr(r.log, "open[jabber:client] ns=urn:ietf:params:xml:ns:xmpp-framing"));
+    assert_int_equal(feed_str(p, "<message xmlns='jabber:client' to='a@b'><body>1</body></message>"
+                                 " <presence/>"),
+                     MAGPIE_OK);
+    assert_int_equal(mp_xmlstream_release(p), MAGPIE_OK);
+    assert_int_equal(feed_str(p, "<iq type='get' id='x'><q xmlns='urn:q'/></iq>"), MAGPIE_OK);
+    assert_int_equal(r.stanzas, 3);
+    assert_non_null(strstr(r.log, "stanza <iq xmlns='jabber:client' type='get' id='x'>"));
+    mp_xmlstream_reset(p); /* after SASL: a new <open/> */
+    assert_int_equal(feed_str(p, OPEN "<presence xmlns='jabber:client'/>"), MAGPIE_OK);
+    assert_int_equal(r.opens, 2);
+    assert_int_equal(r.stanzas, 4);
+    assert_int_equal(feed_str(p, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/><x/>"),
+                     MAGPIE_OK);
+    assert_int_equal(r.closes, 1);
+    assert_int_equal(r.stanzas, 4);
+    assert_int_equal(r.errors, 0);
+    mp_xmlstream_free(p);
+
+    /* an element before <open/>, and an RFC 6120 header, are errors */
+    p = new_parser(&r);
+    mp_xmlstream_set_framed(p);
+    assert_int_equal(feed_str(p, "<presence/>"), MAGPIE_ERR);
+    assert_string_equal(r.cond, "bad-format");
+    mp_xmlstream_free(p);
+    p = new_parser(&r);
+    mp_xmlstream_set_framed(p);
+    assert_int_equal(feed_str(p, HDR), MAGPIE_ERR);
+    assert_int_equal(r.opens, 0);
+    mp_xmlstream_free(p);
+#undef OPEN
+}
+
 static void text_at_stream_level_is_refused(void **state)
 {
     (void)state;
@@ -1072,6 +1117,7 @@ int main(void)
         cmocka_unit_test(every_split_point_equals_one_feed),
         cmocka_unit_test(stanza_is_delivered_when_its_last_byte_arrives),
         cmocka_unit_test(whitespace_keepalives_are_ignored),
+        cmocka_unit_test(websocket_framing),
         cmocka_unit_test(text_at_stream_level_is_refused),
         cmocka_unit_test(doctype_is_restricted_xml),
         cmocka_unit_test(billion_laughs_never_expands),
