@@ -119,7 +119,9 @@ void gw_free_all(void);
 /* Inserts c in d's queue in archive-id order. */
 void gw_queue_insert(struct gw_dev *d, struct gw_cmd *c);
 /* Ends a command: unlinks it, records its final state, tells its sender
- * (into out), compacts storage when the queue is empty. Frees c. */
+ * once that record is durable (from the storage callback, on the calling
+ * loop; into out if storage refuses the job), compacts storage when the
+ * queue is empty. Frees c. Must run on a worker loop. */
 void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int result,
                    struct gw_out *out);
 /* Expires due commands of every device (into out). */

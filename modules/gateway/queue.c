@@ -342,6 +342,19 @@ static void compact(struct gw_dev *d)
         free(k);
 }
 
+/* The end state is durable: now the sender may hear about it (so that a
+ * sender told "done" never sees the command delivered again after a
+ * crash). */
+static void finish_recorded(void *ud, int rc)
+{
+    mp_stanza *st = ud;
+    if (rc != MAGPIE_OK)
+        mp_log(MP_LOG_WARN, "gateway: could not record the end of a command; it may be sent "
+                            "again after a restart");
+    if (st)
+        mp_route(st);
+}
+
 void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int result,
                    struct gw_out *out)
 {
@@ -353,15 +366,16 @@ void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int re
     char key[GW_ID_MAX + 32], val[96];
     snprintf(key, sizeof key, "%s/%lld", d->id, (long long)c->aid);
     int n = snprintf(val, sizeof val, "%s %d %lld", state, result, (long long)gw_now_us());
-    mp_kv_set(G.domain, GW_STORE_DONE, key, val, (size_t)n, NULL, NULL);
+    mp_stanza *st = outcome(d, c, state, result);
+    if (mp_kv_set(G.domain, GW_STORE_DONE, key, val, (size_t)n, finish_recorded, st) !=
+            MAGPIE_OK &&
+        st)
+        gw_out_add(out, st);
     if (d->n_done == d->cap_done) {
         d->cap_done = d->cap_done ? d->cap_done * 2 : 8;
         d->done = realloc(d->done, d->cap_done * sizeof *d->done);
     }
     d->done[d->n_done++] = c->aid;
-    mp_stanza *st = outcome(d, c, state, result);
-    if (st)
-        gw_out_add(out, st);
     gw_cmd_free(c);
     compact(d);
 }
