@@ -77,8 +77,7 @@ static int valid_id(const char *id, size_t *len)
     size_t n = 0;
     for (; id[n]; n++) {
         char c = id[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
             return 0;
     }
     *len = n;

@@ -38,8 +38,8 @@
 #ifndef MGW_DEDUP
 #define MGW_DEDUP 32 /* msg_ids remembered for de-duplication */
 #endif
-#define MGW_ID_MAX 64
-#define MGW_VERSION 1
+#define MGW_ID_MAX       64
+#define MGW_VERSION      1
 #define MGW_HANDSHAKE_MS 15000 /* time allowed for the handshake */
 
 /* Return codes. */
@@ -92,8 +92,8 @@ enum mgw_state { MGW_S_IDLE = 0, MGW_S_HELLO, MGW_S_AUTH, MGW_S_READY, MGW_S_CLO
 struct mgw;
 
 struct mgw_config {
-    const char *device_id;  /* 1..64 of a-z 0-9 . _ - */
-    const uint8_t *secret;  /* the provisioned secret */
+    const char *device_id; /* 1..64 of a-z 0-9 . _ - */
+    const uint8_t *secret; /* the provisioned secret */
     size_t secret_len;
     /* Writes all len bytes (or fails): 0, or < 0 on error. */
     int (*send)(void *io, const uint8_t *buf, size_t len);
@@ -104,8 +104,8 @@ struct mgw_config {
     void (*random)(void *io, uint8_t *buf, size_t n);
     /* A new command (never one already handled). Returns MGW_RESULT_* or
      * MGW_DEFER. ttl: seconds left (0: no expiry). */
-    int (*on_command)(void *app, struct mgw *d, uint32_t msg_id, const uint8_t *payload,
-                      size_t len, uint16_t ttl);
+    int (*on_command)(void *app, struct mgw *d, uint32_t msg_id, const uint8_t *payload, size_t len,
+                      uint16_t ttl);
     /* Optional: the server acknowledged uplink msg_id. */
     void (*on_uplink_ack)(void *app, struct mgw *d, uint32_t msg_id, uint8_t result);
     /* Optional: the server sent ERROR (code, text) or BYE (code = 0,

@@ -350,8 +350,8 @@ static int valid_id_char(uint8_t c)
 
 static void on_hello(struct gw_conn *k, const uint8_t *b, size_t len)
 {
-    if (len < 22 || b[0] != 'M' || b[1] != 'G' || b[2] > b[3] || b[20] < 1 ||
-        b[20] > GW_ID_MAX || len != 21u + b[20]) {
+    if (len < 22 || b[0] != 'M' || b[1] != 'G' || b[2] > b[3] || b[20] < 1 || b[20] > GW_ID_MAX ||
+        len != 21u + b[20]) {
         fail(k, GW_E_MALFORMED, "bad HELLO");
         return;
     }

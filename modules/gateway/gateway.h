@@ -33,12 +33,28 @@
 #define GW_STORE_DONE    "gateway_done"    /* keyval: "<id>/<archive id>" -> final state */
 
 enum gw_frame {
-    GW_HELLO = 1, GW_CHALLENGE, GW_AUTH, GW_WELCOME, GW_PING, GW_PONG,
-    GW_COMMAND, GW_ACK, GW_UPLINK, GW_ERROR, GW_BYE,
+    GW_HELLO = 1,
+    GW_CHALLENGE,
+    GW_AUTH,
+    GW_WELCOME,
+    GW_PING,
+    GW_PONG,
+    GW_COMMAND,
+    GW_ACK,
+    GW_UPLINK,
+    GW_ERROR,
+    GW_BYE,
 };
 enum gw_error {
-    GW_E_MALFORMED = 1, GW_E_UNKNOWN_TYPE, GW_E_AUTH_FAILED, GW_E_OVERSIZE, GW_E_VERSION,
-    GW_E_STATE, GW_E_TIMEOUT, GW_E_REPLACED, GW_E_UNAVAILABLE,
+    GW_E_MALFORMED = 1,
+    GW_E_UNKNOWN_TYPE,
+    GW_E_AUTH_FAILED,
+    GW_E_OVERSIZE,
+    GW_E_VERSION,
+    GW_E_STATE,
+    GW_E_TIMEOUT,
+    GW_E_REPLACED,
+    GW_E_UNAVAILABLE,
 };
 enum gw_result { GW_R_DONE = 0, GW_R_REJECTED, GW_R_FAILED, GW_R_UNSUPPORTED };
 
@@ -101,8 +117,7 @@ struct gw_state {
     uint64_t next_conn_id;
     struct {
         mp_counter *accepted, *sent, *retried, *acked, *failed, *expired, *late_acks, *uplinks,
-            *connects, *auth_failures, *bad_frames, *timeouts, *replaced, *forbidden,
-            *latency_ms;
+            *connects, *auth_failures, *bad_frames, *timeouts, *replaced, *forbidden, *latency_ms;
     } c;
 };
 extern struct gw_state G;

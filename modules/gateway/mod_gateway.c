@@ -44,8 +44,11 @@ static int is_text(const uint8_t *p, size_t len)
 {
     for (size_t i = 0; i < len;) {
         uint8_t c = p[i];
-        size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-                               : (c & 0xf8) == 0xf0 ? 4 : 0;
+        size_t n = c < 0x80             ? 1
+                   : (c & 0xe0) == 0xc0 ? 2
+                   : (c & 0xf0) == 0xe0 ? 3
+                   : (c & 0xf8) == 0xf0 ? 4
+                                        : 0;
         if (n == 0 || i + n > len || (n == 1 && c < 0x20 && c != '\t' && c != '\n' && c != '\r'))
             return 0;
         if (n == 2 && c < 0xc2)

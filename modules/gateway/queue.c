@@ -367,8 +367,7 @@ void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int re
     snprintf(key, sizeof key, "%s/%lld", d->id, (long long)c->aid);
     int n = snprintf(val, sizeof val, "%s %d %lld", state, result, (long long)gw_now_us());
     mp_stanza *st = outcome(d, c, state, result);
-    if (mp_kv_set(G.domain, GW_STORE_DONE, key, val, (size_t)n, finish_recorded, st) !=
-            MAGPIE_OK &&
+    if (mp_kv_set(G.domain, GW_STORE_DONE, key, val, (size_t)n, finish_recorded, st) != MAGPIE_OK &&
         st)
         gw_out_add(out, st);
     if (d->n_done == d->cap_done) {

@@ -55,8 +55,8 @@ static size_t ndevs;
 static const char *host = "127.0.0.1";
 static int port;
 static int result_code = MGW_RESULT_DONE;
-static long drop_left;      /* commands still to drop before their ACK */
-static int duplicates;      /* send ACKs and UPLINKs twice */
+static long drop_left; /* commands still to drop before their ACK */
+static int duplicates; /* send ACKs and UPLINKs twice */
 static double silent_after = -1;
 static const char *uplink_text;
 static long exit_after = -1; /* exit after this many commands acted on */
@@ -409,11 +409,12 @@ int main(int argc, char **argv)
             }
             int rc = mgw_poll(&d->m, now);
             if (rc != MGW_OK)
-                disconnect(d, rc == MGW_ERR_IO        ? "io"
-                              : rc == MGW_ERR_TIMEOUT ? "timeout"
-                              : rc == MGW_ERR_AUTH    ? "auth"
-                              : rc == MGW_ERR_CLOSED  ? "closed"
-                                                      : "protocol",
+                disconnect(d,
+                           rc == MGW_ERR_IO        ? "io"
+                           : rc == MGW_ERR_TIMEOUT ? "timeout"
+                           : rc == MGW_ERR_AUTH    ? "auth"
+                           : rc == MGW_ERR_CLOSED  ? "closed"
+                                                   : "protocol",
                            now);
         }
     }

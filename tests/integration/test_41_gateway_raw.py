@@ -297,6 +297,32 @@ def t12_provisioned_while_running(srv):
         closeall(a)
 
 
+def t14_magpiectl_device(srv):
+    p = srv.ctl('device', 'list', GW_DOMAIN, check=True)
+    check(p.stdout.split() == ['late-1', 'vm-1', 'vm-2', 'vm-3', 'vm-4', 'vm-5'], p.stdout)
+    p = srv.ctl('device', 'show', 'vm-1@' + GW_DOMAIN, check=True)
+    check(p.stdout.split() == ['vm-1@' + GW_DOMAIN, srv.secrets['vm-1'].hex(), 'alice@localhost'],
+          p.stdout)
+    p = srv.ctl('device', 'add', 'vm-1@' + GW_DOMAIN)
+    check(p.returncode == 1 and 'already exists' in p.stderr, (p.returncode, p.stderr))
+    p = srv.ctl('device', 'add', 'Bad!@' + GW_DOMAIN)
+    check(p.returncode == 2, (p.returncode, p.stderr))
+    p = srv.ctl('device', 'add', 'fixed-1@' + GW_DOMAIN, '--secret', '00' * 16, check=True)
+    check(p.stdout.split() == ['fixed-1@' + GW_DOMAIN, '00' * 16], p.stdout)
+    device(srv, 'fixed-1', bytes(16)).close()
+    # a deleted device can no longer log in
+    srv.ctl('device', 'del', 'late-1@' + GW_DOMAIN, check=True)
+    d = P.RawDevice(srv.gw_port, 'late-1', b'x')
+    try:
+        d.login()
+        check(False, 'a deleted device logged in')
+    except RuntimeError as e:
+        check("(10, b'\\x03" in str(e), str(e))
+    d.close()
+    p = srv.ctl('device', 'del', 'late-1@' + GW_DOMAIN)
+    check(p.returncode == 1, p.returncode)
+
+
 def t13_silence(srv2):
     a = online(srv2, 'alice', 'pw-alice', 'r13')
     try:
@@ -340,7 +366,8 @@ def setup(srv):
 
 TESTS = [t01_handshake_and_presence, t02_command_ack_receipt, t03_forbidden_and_unknown,
          t04_offline_in_order, t05_failure_results, t06_expiry, t07_uplink, t08_bad_frames,
-         t09_version_negotiation, t10_replaced, t11_probe, t12_provisioned_while_running]
+         t09_version_negotiation, t10_replaced, t11_probe, t12_provisioned_while_running,
+         t14_magpiectl_device]
 
 
 def run(name, heartbeat, extra, tests, first):
@@ -353,7 +380,8 @@ def run(name, heartbeat, extra, tests, first):
     try:
         setup(srv)
         for i, t in enumerate(tests, first):
-            R.run('41.%02d gateway_raw_%s' % (i, t.__name__.split('_', 1)[1]), t, srv, server=srv)
+            n = int(t.__name__[1:3])
+            R.run('41.%02d gateway_raw_%s' % (n, t.__name__.split('_', 1)[1]), t, srv, server=srv)
     except Exception as e:
         R.fail('41.00 gateway_%s_setup' % name, e)
     try:

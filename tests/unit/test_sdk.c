@@ -165,7 +165,7 @@ static void test_hmac_vs_openssl(void **state)
 struct fake {
     uint8_t out[4096]; /* what the SDK sent */
     size_t out_len;
-    int calls;         /* on_command calls */
+    int calls; /* on_command calls */
     uint32_t last_id;
     char last_payload[64];
     int result; /* what on_command returns */
@@ -216,9 +216,8 @@ static void f_close(void *app, struct mgw *d, int code, const char *text, size_t
     ((struct fake *)app)->closed_code = code;
 }
 
-static const uint8_t secret[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
-                                   11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
-                                   22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+static const uint8_t secret[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
 
 static struct fake F;
 static struct mgw D;
@@ -439,7 +438,10 @@ static void test_ring_size(void **state)
     assert_int_equal(F.calls, MGW_DEDUP); /* all remembered */
     snprintf(hex, sizeof hex, "000707%08x0000", (unsigned)MGW_DEDUP + 1);
     assert_int_equal(feed(hex, 30), MGW_OK);
-    assert_int_equal(feed("00070700000001" "0000", 30), MGW_OK); /* id 1 evicted */
+    assert_int_equal(feed("00070700000001"
+                          "0000",
+                          30),
+                     MGW_OK); /* id 1 evicted */
     assert_int_equal(F.calls, MGW_DEDUP + 2);
 }
 
