@@ -85,6 +85,7 @@ def t01_command_ack(gw, sim):
     check(f == (P.ACK, struct.pack('>IB', 7, 0)), 'second ACK %r' % (f,))
     c.send(cmd(8, b'next'))
     check(c.read_until((P.ACK,)) == (P.ACK, struct.pack('>IB', 8, 0)))
+    sim.wait_line('COMMAND vm-1 8 ')  # its stdout may lag behind the socket
     check([l for l in sim.lines if l.startswith('COMMAND')] ==
           ['COMMAND vm-1 7 300 vend:slot=4', 'COMMAND vm-1 8 60 next'], sim.lines)
     c.close()

@@ -78,6 +78,7 @@ def t01_many_devices(srv):
             send_command(a, dev, 'go-%s' % dev, 'm-%s' % dev)
         for dev, _ in devs:
             wait_receipt(a, 'm-%s' % dev)
+        sim.wait(lambda l: l.startswith('COMMAND'), count=20)  # stdout may lag
         for dev, _ in devs:
             n = len([l for l in sim.lines if l.startswith('COMMAND %s ' % dev)])
             check(n == 1 and any(l.endswith(' go-%s' % dev) for l in sim.lines), (dev, sim.lines))
