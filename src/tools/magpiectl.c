@@ -2,6 +2,9 @@
  *
  *   magpiectl [-c FILE] user add|del|passwd USER@DOMAIN [--password P]
  *   magpiectl [-c FILE] user list DOMAIN
+ *   magpiectl [-c FILE] device add ID@GWDOMAIN [--owner JID]... [--secret HEX]
+ *   magpiectl [-c FILE] device del|show ID@GWDOMAIN
+ *   magpiectl [-c FILE] device list GWDOMAIN
  *   magpiectl [-c FILE] check-config | status | reload
  *
  * User commands open the configured storage directly (sync mode), so they
@@ -13,6 +16,8 @@
 #include "storage/storage_driver.h"
 #include "auth/accounts.h"
 #include "auth/sasl.h"
+
+#include <openssl/rand.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -45,6 +50,12 @@ static void usage(FILE *out)
         "  user passwd USER@DOMAIN [--password P] change its password\n"
         "  user del USER@DOMAIN                  delete an account\n"
         "  user list DOMAIN                      list the accounts of a host\n"
+        "  device add ID@GWDOMAIN [--owner JID]... [--secret HEX]\n"
+        "                                        provision a gateway device (mod_gateway);\n"
+        "                                        prints its secret (random unless given)\n"
+        "  device del ID@GWDOMAIN                remove a device\n"
+        "  device show ID@GWDOMAIN               print its secret and owners\n"
+        "  device list GWDOMAIN                  list the devices of a gateway domain\n"
         "  check-config                          validate the configuration (core keys;\n"
         "                                        'magpied --check-config' also checks modules)\n"
         "  status                                show the running server's status\n"
@@ -442,6 +453,161 @@ out:
     return status;
 }
 
+/* ---- gateway devices (mod_gateway, docs/gateway.md) ----
+ * The record is a keyval document in store "gateway_devices" of host
+ * GWDOMAIN, key ID: "1 <secret hex> [owner bare JID ...]". */
+
+#define GW_STORE_DEVICES "gateway_devices"
+
+static void print_key(void *ud, const char *key)
+{
+    (void)ud;
+    printf("%s\n", key);
+}
+
+static int device_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n < 1 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9') || id[i] == '.' ||
+              id[i] == '_' || id[i] == '-'))
+            return 0;
+    return 1;
+}
+
+/* Runs "device SUB ARGS...". argv[0] is SUB. Returns the exit code. */
+static int cmd_device(const char *config_path, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"owner", required_argument, NULL, 'o'},
+        {"secret", required_argument, NULL, 's'},
+        {NULL, 0, NULL, 0},
+    };
+    char rec[8192], err[1024], id[80], domain[MP_JID_PART_MAX + 1];
+    const char *secret_hex = NULL;
+    size_t rl;
+    int ch, rc = MAGPIE_ERR, status = EXIT_FAILURE;
+    struct mp_config *cfg;
+
+    if (argc < 1)
+        return usage_error("%s", "'device' needs a subcommand: add, del, show or list");
+    const char *sub = argv[0];
+    int is_add = !strcmp(sub, "add"), is_del = !strcmp(sub, "del"), is_show = !strcmp(sub, "show"),
+        is_list = !strcmp(sub, "list");
+    if (!is_add && !is_del && !is_show && !is_list)
+        return usage_error("unknown device subcommand '%s'", sub);
+    rl = (size_t)snprintf(rec, sizeof rec, "1 ");
+    optind = 0;
+    opterr = 0;
+    char owners[6000] = "";
+    while ((ch = getopt_long(argc, argv, "o:s:", opts, NULL)) != -1) {
+        if (!is_add)
+            return usage_error("'device %s' takes no options", sub);
+        if (ch == 'o') {
+            mp_jid j;
+            if (mp_jid_parse(&j, optarg) != MAGPIE_OK)
+                return usage_error("invalid owner JID '%s'", optarg);
+            if (strlen(owners) + strlen(j.bare) + 2 < sizeof owners) {
+                strcat(owners, " ");
+                strcat(owners, j.bare);
+            }
+            mp_jid_free(&j);
+        } else if (ch == 's') {
+            secret_hex = optarg;
+        } else {
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return usage_error(is_list ? "usage: device %s GWDOMAIN" : "usage: device %s ID@GWDOMAIN",
+                           sub);
+    const char *target = argv[optind];
+    const char *at = strchr(target, '@');
+    if (is_list) {
+        if (mp_jid_nameprep(target, domain, sizeof domain) != MAGPIE_OK)
+            return usage_error("invalid domain '%s'", target);
+    } else {
+        if (!at || (size_t)(at - target) >= sizeof id)
+            return usage_error("expected ID@GWDOMAIN, got '%s'", target);
+        memcpy(id, target, (size_t)(at - target));
+        id[at - target] = '\0';
+        if (!device_id_ok(id))
+            return usage_error("invalid device id '%s' (1-64 of a-z 0-9 . _ -)", id);
+        if (mp_jid_nameprep(at + 1, domain, sizeof domain) != MAGPIE_OK)
+            return usage_error("invalid domain '%s'", at + 1);
+    }
+    if (is_add) {
+        unsigned char sec[32];
+        if (secret_hex) {
+            size_t n = strlen(secret_hex);
+            if (n < 32 || n > 128 || n % 2 || strspn(secret_hex, "0123456789abcdef") != n)
+                return usage_error("%s", "--secret must be 16 to 64 bytes in lower-case hex");
+            rl += (size_t)snprintf(rec + rl, sizeof rec - rl, "%s", secret_hex);
+        } else {
+            if (RAND_bytes(sec, sizeof sec) != 1) {
+                fprintf(stderr, "%s: no randomness\n", progname);
+                return EXIT_FAILURE;
+            }
+            for (size_t i = 0; i < sizeof sec; i++)
+                rl += (size_t)snprintf(rec + rl, sizeof rec - rl, "%02x", sec[i]);
+        }
+        rl += (size_t)snprintf(rec + rl, sizeof rec - rl, "%s", owners);
+    }
+
+    cfg = load_config(config_path);
+    if (cfg == NULL)
+        return EXIT_FAILURE;
+    if (prepare_storage_dir(cfg) != MAGPIE_OK)
+        goto out;
+    if (mp_storage_open_sync_only(cfg, err, sizeof(err)) != MAGPIE_OK) {
+        fprintf(stderr, "%s: cannot open storage (%s): %s\n", progname, cfg->storage_driver, err);
+        goto out;
+    }
+    if (is_list) {
+        rc = mp_kv_keys_sync(domain, GW_STORE_DEVICES, print_key, NULL);
+    } else if (is_del) {
+        rc = mp_kv_del_sync(domain, GW_STORE_DEVICES, id);
+        if (rc == MAGPIE_NOTFOUND)
+            fprintf(stderr, "%s: no such device %s@%s\n", progname, id, domain);
+        else if (rc == MAGPIE_OK)
+            printf("deleted %s@%s\n", id, domain);
+    } else if (is_show) {
+        void *data;
+        size_t len;
+        rc = mp_kv_get_sync(domain, GW_STORE_DEVICES, id, &data, &len);
+        if (rc == MAGPIE_OK) {
+            /* "1 <secret> owners..." -> "<id>@<domain> <secret> owners..." */
+            printf("%s@%s %.*s\n", id, domain, len > 2 ? (int)len - 2 : 0, (char *)data + 2);
+            free(data);
+        } else if (rc == MAGPIE_NOTFOUND) {
+            fprintf(stderr, "%s: no such device %s@%s\n", progname, id, domain);
+        }
+    } else {
+        void *data;
+        size_t len;
+        if (mp_kv_get_sync(domain, GW_STORE_DEVICES, id, &data, &len) == MAGPIE_OK) {
+            free(data);
+            fprintf(stderr, "%s: %s@%s already exists (device del first)\n", progname, id, domain);
+            rc = MAGPIE_ERR;
+        } else {
+            rc = mp_kv_set_sync(domain, GW_STORE_DEVICES, id, rec, rl);
+            if (rc == MAGPIE_OK)
+                printf("%s@%s %.*s\n", id, domain, (int)rl - 2, rec + 2);
+        }
+    }
+    if (rc == MAGPIE_ERR)
+        fprintf(stderr, "%s: storage error\n", progname);
+    mp_storage_close();
+    if (rc == MAGPIE_OK)
+        status = EXIT_SUCCESS;
+out:
+    explicit_bzero(rec, sizeof rec);
+    mp_config_free(cfg);
+    return status;
+}
+
 /* ---- other commands ---- */
 
 static int cmd_check_config(const char *config_path)
@@ -511,6 +677,8 @@ int main(int argc, char **argv)
 
     if (strcmp(cmd, "user") == 0)
         return cmd_user(config_path, argc - optind - 1, argv + optind + 1);
+    if (strcmp(cmd, "device") == 0)
+        return cmd_device(config_path, argc - optind - 1, argv + optind + 1);
     if (optind + 1 != argc)
         return usage_error("'%s' takes no arguments", cmd);
     if (strcmp(cmd, "check-config") == 0)

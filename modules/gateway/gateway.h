@@ -1,0 +1,170 @@
+/* gateway.h - mod_gateway's own structures, shared by its three files:
+ *   mod_gateway.c  options, load/unload, the XMPP side (the device domain)
+ *   conn.c         the device listener and the MGW wire protocol
+ *   queue.c        devices, their durable command queues, storage
+ * The protocol is xep/x-gateway/spec.md; the operator's view docs/gateway.md.
+ *
+ * Threads. A device connection lives on the worker that accepted it; the
+ * stanzas for one device JID run on the worker the core picks for that JID
+ * (usually another one). All device state is therefore under one module
+ * lock (G.lock), and work for a connection is posted to its loop
+ * (mp_loop_post(dev->loop, gw_pump_post, dev)): a device (struct gw_dev)
+ * lives until the module is unloaded, so it is a safe thing to post, and
+ * dev->conn may only be dereferenced on dev->loop. Stanzas are routed
+ * after the lock is released (struct gw_out). */
+#ifndef MOD_GATEWAY_H
+#define MOD_GATEWAY_H
+
+#include <magpie/magpie.h>
+#include <magpie/listener.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GW_NS          "urn:x-magpie:gateway:0"
+#define GW_NS_RECEIPTS "urn:xmpp:receipts"
+#define GW_ID_MAX      64
+#define GW_SECRET_MAX  64
+#define GW_UPLINK_SEEN 16
+
+/* storage (host = the gateway domain) */
+#define GW_STORE_DEVICES "gateway_devices" /* keyval: id -> "1 <secret hex> [owner ...]" */
+#define GW_STORE_QUEUE   "gateway_queue"   /* archive: id -> commands, in order */
+#define GW_STORE_DONE    "gateway_done"    /* keyval: "<id>/<archive id>" -> final state */
+
+enum gw_frame {
+    GW_HELLO = 1,
+    GW_CHALLENGE,
+    GW_AUTH,
+    GW_WELCOME,
+    GW_PING,
+    GW_PONG,
+    GW_COMMAND,
+    GW_ACK,
+    GW_UPLINK,
+    GW_ERROR,
+    GW_BYE,
+};
+enum gw_error {
+    GW_E_MALFORMED = 1,
+    GW_E_UNKNOWN_TYPE,
+    GW_E_AUTH_FAILED,
+    GW_E_OVERSIZE,
+    GW_E_VERSION,
+    GW_E_STATE,
+    GW_E_TIMEOUT,
+    GW_E_REPLACED,
+    GW_E_UNAVAILABLE,
+};
+enum gw_result { GW_R_DONE = 0, GW_R_REJECTED, GW_R_FAILED, GW_R_UNSUPPORTED };
+
+/* One queued command (in memory; durable in GW_STORE_QUEUE). */
+struct gw_cmd {
+    struct gw_cmd *next;
+    int64_t aid;        /* archive id; the wire msg_id is its low 32 bits */
+    int64_t queued_us;  /* when accepted */
+    int64_t expires_us; /* 0: never */
+    uint64_t sent_conn; /* connection it was last sent on (0: not sent) */
+    unsigned sends;     /* how often it was sent */
+    int want_receipt;
+    char *sender; /* full JID */
+    char *sid;    /* the message's id attribute, or NULL */
+    size_t len;
+    uint8_t payload[];
+};
+
+struct gw_conn;
+
+/* One provisioned device. Never freed before unload. */
+struct gw_dev {
+    struct gw_dev *hnext;
+    char id[GW_ID_MAX + 1];
+    char jid[GW_ID_MAX + 1 + 1024]; /* id@domain */
+    /* provisioning record (GW_STORE_DEVICES) */
+    uint8_t secret[GW_SECRET_MAX];
+    size_t secret_len;
+    char **owners;
+    size_t n_owners;
+    /* the queue: oldest first; finished archive ids awaiting compaction */
+    struct gw_cmd *q;
+    int64_t *done;
+    size_t n_done, cap_done;
+    /* the authenticated connection, if any (dereference on loop only) */
+    struct gw_conn *conn;
+    mp_loop *loop;
+    uint64_t conn_id;
+    /* uplink ids seen recently (de-duplication) */
+    uint32_t up_seen[GW_UPLINK_SEEN];
+    unsigned up_next;
+};
+
+/* Stanzas to route once the lock is released. */
+struct gw_out {
+    mp_stanza *st[64];
+    size_t n;
+};
+
+struct gw_state {
+    mp_module *m;
+    const char *domain;
+    int heartbeat, dead_after, handshake_timeout, max_body, window;
+    long long ttl_default, ttl_max;
+    char **admins;
+    size_t n_admins;
+    pthread_mutex_t lock;
+    struct gw_dev **tab;
+    size_t tab_size, n_devs;
+    uint64_t next_conn_id;
+    struct {
+        mp_counter *accepted, *sent, *retried, *acked, *failed, *expired, *late_acks, *uplinks,
+            *connects, *auth_failures, *bad_frames, *timeouts, *replaced, *forbidden, *latency_ms;
+    } c;
+};
+extern struct gw_state G;
+
+/* queue.c (callers hold G.lock unless said otherwise) */
+struct gw_dev *gw_dev_find(const char *id);
+/* Parses a record and stores it in dev (created if needed); MAGPIE_OK/ERR. */
+int gw_dev_set_record(const char *id, const char *rec, size_t len, struct gw_dev **out);
+int gw_dev_is_owner(const struct gw_dev *d, const char *bare);
+int gw_is_admin(const char *bare);
+/* Loads every provisioned device and its pending commands (sync; load()). */
+void gw_load_all(void);
+void gw_free_all(void);
+/* Inserts c in d's queue in archive-id order. */
+void gw_queue_insert(struct gw_dev *d, struct gw_cmd *c);
+/* Ends a command: unlinks it, records its final state, tells its sender
+ * once that record is durable (from the storage callback, on the calling
+ * loop; into out if storage refuses the job), compacts storage when the
+ * queue is empty. Frees c. Must run on a worker loop. */
+void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int result,
+                   struct gw_out *out);
+/* Expires due commands of every device (into out). */
+void gw_sweep(int64_t now_us, struct gw_out *out);
+/* Serialises / parses the archive form of a command. */
+void *gw_cmd_encode(const struct gw_cmd *c, size_t *len);
+struct gw_cmd *gw_cmd_decode(int64_t aid, int64_t ts, const char *with, const void *data,
+                             size_t len);
+void gw_cmd_free(struct gw_cmd *c);
+int64_t gw_now_us(void);
+void gw_out_add(struct gw_out *o, mp_stanza *st);
+/* Routes everything in o (call without the lock). */
+void gw_out_flush(struct gw_out *o);
+
+/* mod_gateway.c */
+mp_stanza *gw_presence(const struct gw_dev *d, const char *to, int available);
+void gw_presence_to_owners(const struct gw_dev *d, int available, struct gw_out *out);
+void gw_uplink_to_owners(const struct gw_dev *d, uint32_t mid, const uint8_t *p, size_t len,
+                         struct gw_out *out);
+
+/* conn.c */
+extern const struct mp_listener_ops gw_listener_ops;
+/* Posted to dev->loop: sends what is due on dev's connection. */
+void gw_pump_post(void *dev);
+/* Sends due commands on d's connection (on its loop, lock held). */
+void gw_pump(struct gw_dev *d, struct gw_out *out);
+/* Starts the expiry sweep on the calling loop (once). */
+void gw_sweep_start(void);
+void gw_sweep_free(void);
+
+#endif

@@ -1,0 +1,69 @@
+"""Shared set-up for the gateway tests (test_40..49): a magpied with
+mod_gateway on a free port, device provisioning through magpiectl, and
+helpers to talk to a device's owner."""
+
+import struct
+
+from common import MagpieServer, check, child, tostr
+from magpie_fixture import free_port
+import mgwproto as P
+
+GW_DOMAIN = 'devices.localhost'
+NS_GW = 'urn:x-magpie:gateway:0'
+NS_RECEIPTS = 'urn:xmpp:receipts'
+
+
+def gateway_server(args, heartbeat=30, extra='', port=None, **kw):
+    port = port or free_port()
+    mod = ('{ name = "gateway"; port = %d; heartbeat = %d; admins = "admin@localhost"; %s }'
+           % (port, heartbeat, extra))
+    srv = MagpieServer(args.builddir, workers=args.workers, modules=['disco', 'ping', mod], **kw)
+    srv.gw_port = port
+    return srv
+
+
+def provision(srv, dev, *owners):
+    """Provisions dev with owners; returns its secret (bytes)."""
+    cmd = ['device', 'add', '%s@%s' % (dev, GW_DOMAIN)]
+    for o in owners:
+        cmd += ['--owner', o]
+    p = srv.ctl(*cmd, check=True)
+    parts = p.stdout.split()
+    check(parts[0] == '%s@%s' % (dev, GW_DOMAIN), p.stdout)
+    return bytes.fromhex(parts[1])
+
+
+def device(srv, dev, secret):
+    """A RawDevice logged in."""
+    d = P.RawDevice(srv.gw_port, dev, secret)
+    d.login()
+    return d
+
+
+def send_command(c, dev, body, id_, receipt=True, ttl=None):
+    extra = ''
+    if receipt:
+        extra += "<request xmlns='urn:xmpp:receipts'/>"
+    if ttl is not None:
+        extra += "<command xmlns='%s' ttl='%d'/>" % (NS_GW, ttl)
+    c.send("<message to='%s@%s' id='%s' type='chat'><body>%s</body>%s</message>"
+           % (dev, GW_DOMAIN, id_, body, extra))
+
+
+def wait_accepted(c, id_, timeout=10):
+    m = c.wait_for('message', lambda e: child(e, 'accepted', NS_GW) is not None and
+                   child(e, 'accepted', NS_GW).get('id') == id_, timeout=timeout)
+    return int(child(m, 'accepted', NS_GW).get('command'))
+
+
+def wait_receipt(c, id_, timeout=10):
+    return c.wait_for('message', lambda e: child(e, 'received', NS_RECEIPTS) is not None and
+                      child(e, 'received', NS_RECEIPTS).get('id') == id_, timeout=timeout)
+
+
+def ack_frame(mid, result=0):
+    return P.frame(P.ACK, struct.pack('>IB', mid, result))
+
+
+def dump(el):
+    return tostr(el) if el is not None else 'None'
