@@ -24,7 +24,7 @@
 static mp_domain *dom;
 
 struct counts {
-    atomic_int started, ended, presence;
+    atomic_int started, ended, presence, deleted;
 };
 static struct counts subs[2];
 static atomic_int found_by_id;
@@ -73,6 +73,9 @@ static void stats(mp_stanza *iq, void *ud)
         mp_xml_set_attr(r, q, k, v);
         snprintf(k, sizeof k, "presence-%s", names[i]);
         snprintf(v, sizeof v, "%d", atomic_load(&subs[i].presence));
+        mp_xml_set_attr(r, q, k, v);
+        snprintf(k, sizeof k, "deleted-%s", names[i]);
+        snprintf(v, sizeof v, "%d", atomic_load(&subs[i].deleted));
         mp_xml_set_attr(r, q, k, v);
     }
     snprintf(v, sizeof v, "%d", atomic_load(&found_by_id));
@@ -137,10 +140,18 @@ static void presence(mp_session *s, mp_stanza *p, int available, void *ud)
     atomic_fetch_add(&((struct counts *)ud)->presence, 1);
 }
 
+static void deleted(const char *domain, const char *user, void *ud)
+{
+    (void)domain;
+    (void)user;
+    atomic_fetch_add(&((struct counts *)ud)->deleted, 1);
+}
+
 static const struct mp_notify watch = {
     .session_started = started,
     .session_ended = ended,
     .presence_changed = presence,
+    .account_deleted = deleted,
 };
 
 static int load(mp_module *m)

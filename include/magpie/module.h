@@ -111,9 +111,10 @@ int mp_filter_add(mp_module *m, enum mp_filter_dir dir, int priority, mp_filter_
  *   presence_changed  a bound client sent presence without 'to'
  *                     (available = 0 for type='unavailable'), on its
  *                     worker, before it is broadcast
- *   account_deleted   an account was deleted by this server process
- *                     (magpiectl deletes in storage directly and does not
- *                     reach it yet), on any thread */
+ *   account_deleted   an account was deleted (mp_account_deleted: by a
+ *                     module, or by `magpiectl user del` through the
+ *                     control socket), on the main or a worker thread,
+ *                     before the account's sessions are ended */
 struct mp_notify {
     void (*session_started)(mp_session *s, void *ud);
     void (*session_ended)(mp_session *s, void *ud);
@@ -192,6 +193,11 @@ const char *mp_domain_name(const mp_domain *d);
 /* Routes st (ownership taken) by its 'to' as if the server sent it; 'from'
  * must already be set. Safe from any worker thread. */
 void mp_route(mp_stanza *st);
+/* Tells the server that the account user@domain was just deleted from
+ * storage (by a module: in-band registration, an admin command):
+ * account_deleted notifications run, then every session of the account
+ * ends with a not-authorized stream error. Any thread. */
+void mp_account_deleted(const char *domain, const char *user);
 /* True if domain (normalised) is a virtual host of this server. */
 int mp_host_is_local(const char *domain);
 /* The i-th virtual host of the configuration (normalised, in the order

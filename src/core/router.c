@@ -32,6 +32,7 @@
 #include "auth/accounts.h"
 #include "core/directory.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -522,6 +523,48 @@ int mp_router_bind(mp_session *s, mp_session **replaced)
     if (mp_loop_post(mp_server.workers[old.worker].loop, kick_run, id) != MAGPIE_OK)
         free(id);
     return MAGPIE_OK;
+}
+
+/* Ends session id (posted to its worker): its account was deleted. */
+static void end_deleted_run(void *arg)
+{
+    uint64_t *id = arg;
+    mp_session *s = local_sessions ? mp_idmap_get(local_sessions, *id) : NULL;
+    if (s)
+        MP_SESSION_BASE(s)->ops->close(s, "not-authorized", "Account deleted");
+    free(id);
+}
+
+struct sref_list {
+    struct mp_sref *v;
+    size_t n, cap;
+};
+
+static void collect_res(void *ud, const struct mp_dir_res *r, const char *resource)
+{
+    (void)resource;
+    struct sref_list *l = ud;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 8;
+        l->v = mp_realloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = r->who;
+}
+
+void mp_account_deleted(const char *domain, const char *user)
+{
+    mp_notify_account_deleted(domain, user);
+    char bare[2 * MP_JID_PART_MAX + 2];
+    snprintf(bare, sizeof bare, "%s@%s", user, domain);
+    struct sref_list l = {NULL, 0, 0};
+    mp_directory->resources(bare, collect_res, &l);
+    for (size_t i = 0; i < l.n; i++) {
+        uint64_t *id = mp_malloc(sizeof *id);
+        *id = l.v[i].id;
+        if (mp_loop_post(mp_server.workers[l.v[i].worker].loop, end_deleted_run, id) != MAGPIE_OK)
+            free(id);
+    }
+    free(l.v);
 }
 
 struct moved {

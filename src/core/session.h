@@ -24,6 +24,9 @@ struct mp_session_ops {
     int (*deliver)(mp_session *s, mp_stanza *st);
     /* On s's worker: a newer bind took s's full JID; close s (conflict). */
     void (*replaced)(mp_session *s);
+    /* On s's worker: ends s with a stream error condition (NULL: a clean
+     * close) and optional text, e.g. when its account was deleted. */
+    void (*close)(mp_session *s, const char *condition, const char *text);
     /* The last reference is gone: free what the kind added to the base
      * (plain memory only: I/O was released on the owning worker), and s. */
     void (*release)(mp_session *s);

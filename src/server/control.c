@@ -74,6 +74,18 @@ static void control_read(struct bufferevent *bev, void *arg)
     struct evbuffer *out = bufferevent_get_output(bev);
     if (strcmp(line, "status") == 0) {
         status_write(out);
+    } else if (strncmp(line, "account-deleted ", 16) == 0) {
+        /* magpiectl user del removed it from storage: tell the modules and
+         * end its sessions */
+        mp_jid j;
+        if (mp_jid_parse(&j, line + 16) == MAGPIE_OK && j.local && !j.resource &&
+            mp_host_is_local(j.domain)) {
+            mp_account_deleted(j.domain, j.local);
+            evbuffer_add_printf(out, "account-deleted ok\n");
+        } else {
+            evbuffer_add_printf(out, "error not an account of this server\n");
+        }
+        mp_jid_free(&j);
     } else if (strcmp(line, "reload") == 0) {
         if (mp_control_reload)
             mp_control_reload();

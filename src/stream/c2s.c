@@ -1223,7 +1223,8 @@ static void negotiation_timeout(evutil_socket_t fd, short what, void *arg)
 /* ---- accept ---- */
 
 static const struct mp_xmlstream_cb parser_cb = {on_open, on_stanza, on_close, on_error};
-static const struct mp_session_ops c2s_ops = {mp_c2s_deliver, mp_c2s_replaced, c2s_release};
+static const struct mp_session_ops c2s_ops = {mp_c2s_deliver, mp_c2s_replaced, c2s_close,
+                                              c2s_release};
 
 /* Starts the stream of a new connection t (taken) on worker w, counted in
  * mp_server.connections already. Returns the new session (the worker holds

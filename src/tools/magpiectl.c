@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -165,6 +166,31 @@ static int control_command(const struct mp_config *cfg, const char *cmd)
         return EXIT_FAILURE;
     }
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* Sends a notice to the running server, if there is one: its reply is
+ * not shown, and no server running is not an error. */
+static void control_notify(const struct mp_config *cfg, const char *line)
+{
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+    snprintf(path, sizeof path, "%s/magpied.sock", cfg->state_dir);
+    if (access(path, F_OK) != 0)
+        return;
+    int saved = dup(STDOUT_FILENO), null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (saved < 0 || null < 0) {
+        if (saved >= 0)
+            close(saved);
+        if (null >= 0)
+            close(null);
+        return;
+    }
+    fflush(stdout);
+    dup2(null, STDOUT_FILENO);
+    (void)control_command(cfg, line); /* a failure is reported on stderr */
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved);
+    close(null);
 }
 
 /* ---- passwords ---- */
@@ -432,9 +458,14 @@ static int cmd_user(const char *config_path, int argc, char **argv)
                     progname, user, domain);
     } else if (is_del) {
         rc = mp_account_del_sync(domain, user);
-        if (rc == MAGPIE_OK)
+        if (rc == MAGPIE_OK) {
             printf("deleted %s@%s\n", user, domain);
-        else if (rc == MAGPIE_NOTFOUND)
+            /* a running server ends the account's sessions and tells its
+             * modules (account_deleted); none running: nothing to tell */
+            char line[2 * MP_JID_PART_MAX + 32];
+            snprintf(line, sizeof line, "account-deleted %s@%s\n", user, domain);
+            control_notify(cfg, line);
+        } else if (rc == MAGPIE_NOTFOUND)
             fprintf(stderr, "%s: no such account %s@%s\n", progname, user, domain);
         else
             fprintf(stderr, "%s: could not delete %s@%s (storage error)\n", progname, user, domain);
