@@ -152,9 +152,23 @@ static void deliver_all(struct mp_dir_res *t, size_t n, mp_stanza *st)
     mp_stanza_unref(st);
 }
 
-/* Delivers st (taken) to one session. */
+/* Delivers st (taken) to one session. On the session's own worker (the
+ * usual one-to-one message) without a fan-out record: the outcome is known
+ * at once. */
 static void deliver_one(struct mp_sref to, mp_stanza *st)
 {
+    if (mp_server.workers[to.worker].loop == mp_loop_current()) {
+        if (to.outq)
+            mp_waitq_unref(to.outq);
+        mp_session *s = mp_session_find(to.id);
+        if (s && mp_filters_run(MP_FILTER_OUT, s, st) == MP_FILTER_STOP) {
+            mp_stanza_unref(st); /* a filter took it */
+            return;
+        }
+        if (!s || mp_session_deliver(s, st) != MAGPIE_OK)
+            mp_router_undeliverable(st);
+        return;
+    }
     struct mp_fanout *fo = mp_fanout_new(st, 1, mp_router_undeliverable);
     deliver(to, st, fo);
 }
