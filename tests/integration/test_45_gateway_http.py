@@ -10,51 +10,16 @@ commands survive a restart with their idempotency key."""
 import base64
 import hashlib
 import hmac
-import http.client
 import json
 import re
 import threading
 
 from common import Results, parse_args, check
-from gwcommon import gateway_server, provision, device, GW_DOMAIN
+from gwcommon import (gateway_server, provision, device, request, post, status, GW_DOMAIN,
+                      TOKEN, HKEY)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
-
-TOKEN = 'tok-0123456789abcdef'
-HKEY = 'hmac-key-for-tests'
-
-
-def request(srv, method, path, body=None, token=TOKEN, headers=None):
-    """(status, parsed JSON or raw text, headers) of one request."""
-    c = http.client.HTTPConnection('127.0.0.1', srv.http_port, timeout=10)
-    h = dict(headers or {})
-    if token:
-        h['Authorization'] = 'Bearer ' + token
-    if body is not None and not isinstance(body, (bytes, str)):
-        body = json.dumps(body)
-    if body is not None:
-        h['Content-Type'] = 'application/json'
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    data = r.read().decode()
-    c.close()
-    try:
-        data = json.loads(data)
-    except ValueError:
-        pass
-    return r.status, data, dict(r.getheaders())
-
-
-def post(srv, dev, body, **kw):
-    return request(srv, 'POST', '/gateway/v1/devices/%s/commands' % dev, body, **kw)
-
-
-def status(srv, cid):
-    st, d, _ = request(srv, 'GET', '/gateway/v1/commands/%s' % cid)
-    check(st == 200, (st, d))
-    return d
-
 
 def no_command(d, timeout=1.5):
     """True if no COMMAND arrives within timeout."""
