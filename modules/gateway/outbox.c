@@ -120,7 +120,7 @@ static int db_connect(void)
              "CREATE TABLE IF NOT EXISTS `%s` ("
              " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
              " device VARCHAR(64) NOT NULL,"
-             " payload VARBINARY(65000) NOT NULL,"
+             " payload BLOB NOT NULL,"
              " ttl INT NULL,"
              " created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),"
              " state VARCHAR(16) NOT NULL DEFAULT 'new',"
@@ -224,6 +224,16 @@ static int poll_new(void)
                      " WHERE id=%lld AND state='new'",
                      O.table, (long long)w.aid, id);
             rc = db_exec(q);
+            if (rc == MAGPIE_OK && w.status == GW_SUBMIT_EXISTS) {
+                /* submitted before (the mark was lost): it may have ended */
+                struct wait ws;
+                wait_init(&ws);
+                gw_status(w.aid, status_got, &ws);
+                wait_for(&ws);
+                if (ws.rc == MAGPIE_OK && strcmp(ws.st.state, "queued") &&
+                    strcmp(ws.st.state, "sent"))
+                    rc = mark(id, ws.st.state, (long long)w.aid, ws.st.result, NULL);
+            }
             break;
         case GW_SUBMIT_NODEV:
             rc = mark(id, "rejected", 0, -1, "no such device");
