@@ -21,7 +21,7 @@
 #include <string.h>
 #include <time.h>
 
-#define PREFIX "/gateway/v1"
+#define PREFIX  "/gateway/v1"
 #define KEY_MAX 200
 
 static void respond_json(mp_http_req *r, int status, json_t *j)
@@ -43,9 +43,10 @@ static void respond_error(mp_http_req *r, int status, const char *error, const c
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                               : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* 1 if r carries a configured bearer token or a valid signature of
@@ -64,8 +65,7 @@ static int authorised(mp_http_req *r, const char *signed_text, size_t len)
             return 1;
     }
     const char *sig = mp_http_header(r, "X-Magpie-Signature");
-    if (sig && G.hmac_key && *G.hmac_key && !strncmp(sig, "sha256=", 7) &&
-        strlen(sig + 7) == 64) {
+    if (sig && G.hmac_key && *G.hmac_key && !strncmp(sig, "sha256=", 7) && strlen(sig + 7) == 64) {
         uint8_t want[32], got[32];
         unsigned ml = 0;
         for (int i = 0; i < 32; i++) {

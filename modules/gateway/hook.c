@@ -85,8 +85,9 @@ static void answered(struct evhttp_request *req, void *ud)
         return;
     }
     if (h->attempts >= G.hook_attempts) {
-        mp_log(MP_LOG_WARN, "gateway: webhook for expired command %lld failed %d times (%d), "
-                            "giving up",
+        mp_log(MP_LOG_WARN,
+               "gateway: webhook for expired command %lld failed %d times (%d), "
+               "giving up",
                (long long)h->aid, h->attempts, code);
         mp_counter_add(G.c.hook_failures, 1);
         record(h->aid, "gave-up", (long long)gw_now_us());
@@ -109,7 +110,8 @@ static void attempt(struct hook *h)
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     const char *query = u ? evhttp_uri_get_query(u) : NULL;
     struct evhttp_connection *conn =
-        host ? evhttp_connection_base_new(h->base, NULL, host, (unsigned short)(port > 0 ? port : 80))
+        host ? evhttp_connection_base_new(h->base, NULL, host,
+                                          (unsigned short)(port > 0 ? port : 80))
              : NULL;
     if (!conn) {
         if (u)
@@ -151,8 +153,9 @@ static void pending_written(void *ud, int rc)
 {
     struct hook *h = ud;
     if (rc != MAGPIE_OK)
-        mp_log(MP_LOG_WARN, "gateway: could not record the webhook of command %lld; posting "
-                            "it anyway",
+        mp_log(MP_LOG_WARN,
+               "gateway: could not record the webhook of command %lld; posting "
+               "it anyway",
                (long long)h->aid);
     attempt(h);
 }
@@ -182,8 +185,8 @@ static void start(int64_t aid, char *body, int write_pending)
     }
 }
 
-static char *notice(int64_t aid, const char *dev, int64_t queued_us, int64_t expires_us,
-                    int sends, const char *sender, const char *key)
+static char *notice(int64_t aid, const char *dev, int64_t queued_us, int64_t expires_us, int sends,
+                    const char *sender, const char *key)
 {
     char *b = malloc(1024 + (key ? strlen(key) * 2 : 0));
     char k[512] = "null";
@@ -212,7 +215,9 @@ static char *notice(int64_t aid, const char *dev, int64_t queued_us, int64_t exp
             "\"idempotency_key\":%s}",
             (long long)aid, dev, G.domain, (long long)queued_us, (long long)expires_us,
             sends ? "true" : "false",
-            !strcmp(sender, "!http") ? "http" : !strcmp(sender, "!outbox") ? "outbox" : "xmpp",
+            !strcmp(sender, "!http")     ? "http"
+            : !strcmp(sender, "!outbox") ? "outbox"
+                                         : "xmpp",
             k);
     return b;
 }
@@ -221,9 +226,8 @@ void gw_hook_expired(const struct gw_dev *d, const struct gw_cmd *c)
 {
     if (!G.hook_url || !*G.hook_url)
         return;
-    start(c->aid, notice(c->aid, d->id, c->queued_us, c->expires_us, (int)c->sends, c->sender,
-                         c->sid),
-          1);
+    start(c->aid,
+          notice(c->aid, d->id, c->queued_us, c->expires_us, (int)c->sends, c->sender, c->sid), 1);
 }
 
 /* ---- start-up ---- */

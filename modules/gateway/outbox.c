@@ -308,8 +308,8 @@ static int reconcile(void)
         gw_status(strtoll(row[1], NULL, 10), status_got, &w);
         wait_for(&w);
         if (w.rc == MAGPIE_OK && strcmp(w.st.state, "queued") && strcmp(w.st.state, "sent"))
-            rc = mark(strtoll(row[0], NULL, 10), w.st.state, (long long)w.st.aid, w.st.result,
-                      NULL);
+            rc =
+                mark(strtoll(row[0], NULL, 10), w.st.state, (long long)w.st.aid, w.st.result, NULL);
     }
     mysql_free_result(res);
     return rc;

@@ -96,8 +96,9 @@ static void idem_written(void *ud, int rc)
 {
     struct sub *s = ud;
     if (rc != MAGPIE_OK)
-        mp_log(MP_LOG_WARN, "gateway: could not record idempotency key of command %lld; it is "
-                            "repaired at the next start",
+        mp_log(MP_LOG_WARN,
+               "gateway: could not record idempotency key of command %lld; it is "
+               "repaired at the next start",
                (long long)s->aid);
     answer(s, GW_SUBMIT_CREATED);
 }
@@ -345,8 +346,8 @@ void gw_status(int64_t aid, gw_status_cb cb, void *ud)
     }
 }
 
-void gw_status_record(const struct gw_dev *d, const struct gw_cmd *c, const char *state,
-                      int result, int64_t now_us)
+void gw_status_record(const struct gw_dev *d, const struct gw_cmd *c, const char *state, int result,
+                      int64_t now_us)
 {
     char key[32], val[256];
     snprintf(key, sizeof key, "%lld", (long long)c->aid);
