@@ -25,7 +25,8 @@ set -eu
 
 RUN_PACKAGES="build-essential autoconf automake libtool pkg-config
 libexpat1-dev libevent-dev libssl-dev libconfig-dev libidn11-dev
-libsqlite3-dev libmariadb-dev openssl ca-certificates procps"
+libsqlite3-dev libmariadb-dev libhttp-parser-dev libjansson-dev openssl
+ca-certificates procps"
 TEST_PACKAGES="$RUN_PACKAGES git libcmocka-dev libstrophe-dev
 mariadb-server mariadb-client python3 python3-slixmpp sqlite3
 clang libclang-rt-14-dev"

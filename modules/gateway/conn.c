@@ -173,6 +173,7 @@ void gw_sweep_start(void)
     event_assign(sweep_mem, mp_loop_base(l), -1, EV_PERSIST, on_sweep, NULL);
     struct timeval tv = {1, 0};
     event_add(sweep_mem, &tv);
+    gw_hook_resume();
 }
 
 void gw_sweep_free(void)
@@ -220,6 +221,8 @@ void gw_pump(struct gw_dev *d, struct gw_out *out)
             mp_conn_write(k->c, (const char *)c->payload, c->len);
         if (c->sends++)
             mp_counter_add(G.c.retried, 1);
+        else
+            c->sent_us = now;
         mp_counter_add(G.c.sent, 1);
         c->sent_conn = k->id;
         inflight++;

@@ -31,6 +31,9 @@
 #define GW_STORE_DEVICES "gateway_devices" /* keyval: id -> "1 <secret hex> [owner ...]" */
 #define GW_STORE_QUEUE   "gateway_queue"   /* archive: id -> commands, in order */
 #define GW_STORE_DONE    "gateway_done"    /* keyval: "<id>/<archive id>" -> final state */
+#define GW_STORE_IDEM    "gateway_idem"    /* keyval: idempotency key -> "<command id> <device>" */
+#define GW_STORE_STATUS  "gateway_status"  /* keyval: command id -> its end (submit.c) */
+#define GW_STORE_HOOK    "gateway_hook"    /* keyval: command id -> fallback webhook state */
 
 enum gw_frame {
     GW_HELLO = 1,
@@ -65,10 +68,12 @@ struct gw_cmd {
     int64_t queued_us;  /* when accepted */
     int64_t expires_us; /* 0: never */
     uint64_t sent_conn; /* connection it was last sent on (0: not sent) */
+    int64_t sent_us;    /* first sent (this run; 0: not yet) */
     unsigned sends;     /* how often it was sent */
     int want_receipt;
-    char *sender; /* full JID */
-    char *sid;    /* the message's id attribute, or NULL */
+    char *sender; /* full JID, or "!http" / "!outbox" (no XMPP sender) */
+    char *sid;    /* the message's id attribute, or the idempotency key of a
+                     '!' sender, or NULL */
     size_t len;
     uint8_t payload[];
 };
@@ -108,6 +113,15 @@ struct gw_state {
     mp_module *m;
     const char *domain;
     int heartbeat, dead_after, handshake_timeout, max_body, window;
+    /* HTTP API (api.c) */
+    char **tokens; /* bearer tokens */
+    size_t n_tokens;
+    const char *hmac_key; /* "" or NULL: no signatures */
+    /* fallback webhook (hook.c) */
+    const char *hook_url;
+    int hook_attempts;
+    /* database outbox (outbox.c) */
+    int outbox_on;
     long long ttl_default, ttl_max;
     char **admins;
     size_t n_admins;
@@ -117,7 +131,8 @@ struct gw_state {
     uint64_t next_conn_id;
     struct {
         mp_counter *accepted, *sent, *retried, *acked, *failed, *expired, *late_acks, *uplinks,
-            *connects, *auth_failures, *bad_frames, *timeouts, *replaced, *forbidden, *latency_ms;
+            *connects, *auth_failures, *bad_frames, *timeouts, *replaced, *forbidden, *latency_ms,
+            *hooks, *hook_failures, *outbox_rows;
     } c;
 };
 extern struct gw_state G;
@@ -150,6 +165,57 @@ int64_t gw_now_us(void);
 void gw_out_add(struct gw_out *o, mp_stanza *st);
 /* Routes everything in o (call without the lock). */
 void gw_out_flush(struct gw_out *o);
+
+/* submit.c: commands from the HTTP API and the outbox */
+enum {
+    GW_SUBMIT_CREATED = 0, /* new command */
+    GW_SUBMIT_EXISTS,      /* the key's command (dup) */
+    GW_SUBMIT_CONFLICT,    /* the key belongs to a command of another device (dev) */
+    GW_SUBMIT_NODEV,       /* no such device */
+    GW_SUBMIT_ERR,         /* storage failed */
+};
+/* status; aid: the command id; dev: its device; dup: 1 when CREATED went
+ * to a request that waited for another with the same key (report as
+ * EXISTS). Runs on the caller's loop or a storage thread. */
+typedef void (*gw_submit_cb)(void *ud, int status, int64_t aid, const char *dev, int dup);
+/* Appends a command (durable before cb) for device dev. origin: "!http"
+ * or "!outbox". key: idempotency key (NULL: none). ttl seconds (0: none).
+ * Lock not held. */
+void gw_submit(const char *dev, const char *origin, const char *key, const uint8_t *payload,
+               size_t len, long long ttl, gw_submit_cb cb, void *ud);
+/* At start-up (sync): re-records the key of a pending command. */
+void gw_idem_repair(const struct gw_dev *d, const struct gw_cmd *c);
+struct gw_status {
+    int64_t aid;
+    char dev[GW_ID_MAX + 1];
+    char state[16]; /* queued sent acked failed expired */
+    int result;     /* ACK result, -1 if none */
+    int64_t queued_us, sent_us, ended_us, expires_us; /* 0: unknown / not yet */
+};
+/* rc MAGPIE_OK (st), MAGPIE_NOTFOUND or MAGPIE_ERR. Lock not held. */
+typedef void (*gw_status_cb)(void *ud, int rc, const struct gw_status *st);
+void gw_status(int64_t aid, gw_status_cb cb, void *ud);
+/* Records c's end for status queries (lock held). */
+void gw_status_record(const struct gw_dev *d, const struct gw_cmd *c, const char *state,
+                      int result, int64_t now_us);
+
+/* api.c: the HTTP routes */
+int gw_api_load(mp_module *m);
+void gw_api_unload(void);
+
+/* hook.c: the fallback webhook */
+int gw_hook_load(mp_module *m);
+/* c expired (lock held): fire the webhook for it, once. */
+void gw_hook_expired(const struct gw_dev *d, const struct gw_cmd *c);
+void gw_hook_unload(void);
+/* Posts the hooks left pending by the last run (on the calling loop). */
+void gw_hook_resume(void);
+
+/* outbox.c: the database outbox */
+int gw_outbox_load(mp_module *m);
+/* c, from the outbox, ended (lock held). */
+void gw_outbox_ended(const struct gw_cmd *c, const char *state, int result);
+void gw_outbox_unload(void);
 
 /* mod_gateway.c */
 mp_stanza *gw_presence(const struct gw_dev *d, const char *to, int available);

@@ -354,6 +354,9 @@ static int load(mp_module *m)
     mp_domain_disco_identity(d, "component", "generic", "Magpie device gateway");
     mp_domain_disco_feature(d, GW_NS);
     gw_load_all();
+    if (gw_api_load(m) != MAGPIE_OK || gw_hook_load(m) != MAGPIE_OK ||
+        gw_outbox_load(m) != MAGPIE_OK)
+        return MAGPIE_ERR;
     long long port = mp_module_opt_int(m, "port");
     if (port == 0)
         return MAGPIE_OK;
@@ -363,7 +366,10 @@ static int load(mp_module *m)
 static void unload(mp_module *m)
 {
     (void)m;
+    gw_outbox_unload();
     gw_sweep_free();
+    gw_hook_unload();
+    gw_api_unload();
     gw_free_all();
     for (size_t i = 0; i < G.n_admins; i++)
         free(G.admins[i]);
@@ -389,6 +395,17 @@ static const struct mp_option opts[] = {
      31536000},
     {"admins", MP_OPT_STRING, "", "JIDs (space/comma separated) that may command every device", 0,
      0},
+    {"api_tokens", MP_OPT_STRING, "",
+     "bearer tokens (space separated, 16+ characters each) of the HTTP API", 0, 0},
+    {"api_hmac_key", MP_OPT_STRING, "",
+     "key of the HMAC-SHA-256 signatures (X-Magpie-Signature) the HTTP API accepts", 0, 0},
+    {"webhook_url", MP_OPT_STRING, "",
+     "http:// URL POSTed once when a command expires unacknowledged (empty: none)", 0, 0},
+    {"webhook_attempts", MP_OPT_INT, "5", "tries of the webhook before giving up", 1, 100},
+    {"outbox_dsn", MP_OPT_STRING, "",
+     "MariaDB/MySQL of the outbox, host:port:user:password:database (empty: no outbox)", 0, 0},
+    {"outbox_table", MP_OPT_STRING, "magpie_outbox", "the outbox table", 0, 0},
+    {"outbox_interval_ms", MP_OPT_INT, "200", "how often the outbox is polled, ms", 10, 60000},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 

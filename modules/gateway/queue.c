@@ -258,6 +258,8 @@ void gw_out_flush(struct gw_out *o)
 static mp_stanza *outcome(const struct gw_dev *d, const struct gw_cmd *c, const char *state,
                           int result)
 {
+    if (c->sender[0] == '!')
+        return NULL; /* from the HTTP API or the outbox: no XMPP sender */
     mp_stanza *st = mp_stanza_new("message", MP_NS_CLIENT);
     mp_xml *root = mp_stanza_root(st);
     mp_xml_set_attr(st, root, "from", d->jid);
@@ -364,8 +366,17 @@ void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int re
     if (*pp)
         *pp = c->next;
     char key[GW_ID_MAX + 32], val[96];
+    int64_t now = gw_now_us();
     snprintf(key, sizeof key, "%s/%lld", d->id, (long long)c->aid);
-    int n = snprintf(val, sizeof val, "%s %d %lld", state, result, (long long)gw_now_us());
+    int n = snprintf(val, sizeof val, "%s %d %lld", state, result, (long long)now);
+    /* the lifecycle's end: acked (result DONE), failed (any other result),
+     * expired */
+    const char *life = strcmp(state, "acked") ? state : result == GW_R_DONE ? "acked" : "failed";
+    gw_status_record(d, c, life, result, now);
+    if (!strcmp(state, "expired"))
+        gw_hook_expired(d, c);
+    if (!strcmp(c->sender, "!outbox"))
+        gw_outbox_ended(c, life, result);
     mp_stanza *st = outcome(d, c, state, result);
     if (mp_kv_set(G.domain, GW_STORE_DONE, key, val, (size_t)n, finish_recorded, st) != MAGPIE_OK &&
         st)
@@ -435,6 +446,7 @@ static void load_item(void *ud, const mp_archive_item *it)
                (long long)it->id, l->d->id);
         return;
     }
+    gw_idem_repair(l->d, c);
     gw_queue_insert(l->d, c);
 }
 

@@ -315,7 +315,7 @@ static int same_family(const char *a, const char *b)
 
 static int load_listeners(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
-    static const char *const keys[] = {"type", "address", "port", NULL};
+    static const char *const keys[] = {"type", "address", "port", "tls", NULL};
     config_setting_t *l = config_setting_get_member(root, "listeners");
     int n;
 
@@ -354,14 +354,17 @@ static int load_listeners(struct cctx *x, struct mp_config *c, const config_sett
         if (get_string(x, s, prefix, "type", 0, &type) != MAGPIE_OK)
             return MAGPIE_ERR;
         if (type == NULL)
-            return cerr(x, s, "'%s.type' is missing (\"c2s\" or \"c2s_tls\")", prefix);
+            return cerr(x, s, "'%s.type' is missing (\"c2s\", \"c2s_tls\" or \"http\")", prefix);
         if (strcmp(type, "c2s") == 0) {
             li->kind = MP_LISTEN_C2S;
         } else if (strcmp(type, "c2s_tls") == 0) {
             li->kind = MP_LISTEN_C2S_TLS;
+        } else if (strcmp(type, "http") == 0) {
+            li->kind = MP_LISTEN_HTTP;
         } else {
             cerr(x, config_setting_get_member(s, "type"),
-                 "'%s.type' must be \"c2s\" or \"c2s_tls\", not \"%s\"", prefix, type);
+                 "'%s.type' must be \"c2s\", \"c2s_tls\" or \"http\", not \"%s\"", prefix,
+                 type);
             free(type);
             return MAGPIE_ERR;
         }
@@ -379,6 +382,13 @@ static int load_listeners(struct cctx *x, struct mp_config *c, const config_sett
         if (port < 0)
             return cerr(x, s, "'%s.port' is missing", prefix);
         li->port = (int)port;
+        if (get_bool(x, s, prefix, "tls", &li->tls) != MAGPIE_OK)
+            return MAGPIE_ERR;
+        if (li->tls && li->kind != MP_LISTEN_HTTP)
+            return cerr(x, config_setting_get_member(s, "tls"),
+                        "'%s.tls' is for \"http\" listeners (use type \"c2s_tls\" for TLS "
+                        "from the first byte)",
+                        prefix);
         for (size_t j = 0; j + 1 < c->n_listeners; j++) {
             if (c->listeners[j].port == li->port &&
                 same_family(c->listeners[j].address, li->address))

@@ -15,12 +15,14 @@ struct mp_config_host {
     char *key_file;
 };
 
-enum mp_listener_kind { MP_LISTEN_C2S = 0, MP_LISTEN_C2S_TLS = 1 };
+enum mp_listener_kind { MP_LISTEN_C2S = 0, MP_LISTEN_C2S_TLS = 1, MP_LISTEN_HTTP = 2 };
 
 struct mp_config_listener {
-    enum mp_listener_kind kind; /* "c2s" (STARTTLS) or "c2s_tls" (direct TLS, XEP-0368) */
+    enum mp_listener_kind kind; /* "c2s" (STARTTLS), "c2s_tls" (direct TLS, XEP-0368) or
+                                   "http" (the HTTP listener of include/magpie/http.h) */
     char *address;              /* "0.0.0.0", "::", "127.0.0.1" */
     int port;
+    int tls; /* "http" only: TLS from the first byte, with the first host's certificate */
 };
 
 struct mp_config_module {

@@ -12,6 +12,7 @@
 #include "net/addrlimit.h"
 #include "net/tls.h"
 #include "stream/listener.h"
+#include "http/http.h"
 #include "server/control.h"
 #include "server/worker.h"
 #include "storage/storage_driver.h"
@@ -164,7 +165,8 @@ int main(int argc, char **argv)
         /* modules validate their own options when loaded */
         int rc = mp_modules_load(cfg);
         mp_modules_unload();
-    mp_listeners_clear();
+        mp_listeners_clear();
+        mp_http_routes_clear();
         if (rc == MAGPIE_OK)
             printf("%s: configuration OK\n", config_path);
         mp_config_free(cfg);
@@ -237,6 +239,7 @@ out_modules:
     mp_workers_free();
     mp_modules_unload();
     mp_listeners_clear();
+    mp_http_routes_clear();
     mp_router_free();
     mp_addrlimit_free();
 out_storage:

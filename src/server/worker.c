@@ -6,6 +6,8 @@
 #include "core/router.h"
 #include "stream/c2s.h"
 #include "stream/listener.h"
+#include "http/http.h"
+#include "net/transport.h"
 #include "server/worker.h"
 
 #include <errno.h>
@@ -23,9 +25,26 @@
 struct listener_arg {
     struct mp_worker *w;
     int direct_tls;
+    int http; /* an "http" listener (http/http.c); direct_tls: over TLS */
     const struct mp_listener_reg *reg; /* a module's listener, or NULL: c2s */
     struct event *resume; /* re-enables the listener after EMFILE */
 };
+
+/* A connection on an "http" listener: TLS (if configured) with the first
+ * host's certificate, unless SNI names another host. */
+static void http_accept(struct mp_worker *w, int fd, int tls)
+{
+    if (w->shutting_down) {
+        close(fd);
+        return;
+    }
+    struct mp_transport *t = mp_transport_tcp_new(mp_loop_base(w->loop), fd, w->rate, tls,
+                                                  mp_server.cfg->hosts[0].domain);
+    if (!t)
+        return;
+    mp_log(MP_LOG_DEBUG, "http: connection from %s", t->peer);
+    mp_http_serve(t);
+}
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int socklen, void *arg)
@@ -36,6 +55,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct listener_arg *la = arg;
     if (la->reg)
         mp_listener_accept(la->w, la->reg, fd);
+    else if (la->http)
+        http_accept(la->w, fd, la->direct_tls);
     else
         mp_c2s_accept(la->w, fd, la->direct_tls);
 }
@@ -156,7 +177,8 @@ int mp_workers_start(void)
             struct listener_arg *la = mp_calloc(1, sizeof *la);
             la->w = w;
             la->reg = reg;
-            la->direct_tls = !reg && cl->kind == MP_LISTEN_C2S_TLS;
+            la->http = !reg && cl->kind == MP_LISTEN_HTTP;
+            la->direct_tls = !reg && (cl->kind == MP_LISTEN_C2S_TLS || (la->http && cl->tls));
             w->listener_args[j] = la;
             w->listeners[j] = evconnlistener_new(
                 base, accept_cb, la, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
@@ -178,7 +200,17 @@ int mp_workers_start(void)
     for (size_t j = 0; j < cfg->n_listeners; j++)
         mp_log(MP_LOG_NOTICE, "listening on %s:%d (%s)", cfg->listeners[j].address,
                cfg->listeners[j].port,
-               cfg->listeners[j].kind == MP_LISTEN_C2S_TLS ? "c2s, direct TLS" : "c2s, STARTTLS");
+               cfg->listeners[j].kind == MP_LISTEN_C2S_TLS ? "c2s, direct TLS"
+               : cfg->listeners[j].kind == MP_LISTEN_HTTP
+                   ? (cfg->listeners[j].tls ? "http, TLS" : "http")
+                   : "c2s, STARTTLS");
+    int have_http = 0;
+    for (size_t j = 0; j < cfg->n_listeners; j++)
+        have_http |= cfg->listeners[j].kind == MP_LISTEN_HTTP;
+    if (mp_http_routes_count() && !have_http)
+        mp_log(MP_LOG_WARN, "modules registered %zu HTTP route(s) but no \"http\" listener is "
+                            "configured: they are unreachable",
+               mp_http_routes_count());
     for (size_t j = 0; j < mp_listeners_count(); j++) {
         const char *address;
         int port;
@@ -211,6 +243,7 @@ static void shutdown_job(void *arg)
         w->sweep = NULL;
     }
     mp_listener_shutdown_worker(w);
+    mp_http_shutdown_thread();
     mp_c2s_shutdown_worker(w);
 }
 

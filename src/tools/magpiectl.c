@@ -5,6 +5,7 @@
  *   magpiectl [-c FILE] device add ID@GWDOMAIN [--owner JID]... [--secret HEX]
  *   magpiectl [-c FILE] device del|show ID@GWDOMAIN
  *   magpiectl [-c FILE] device list GWDOMAIN
+ *   magpiectl [-c FILE] device command GWDOMAIN COMMAND-ID
  *   magpiectl [-c FILE] check-config | status | reload
  *
  * User commands open the configured storage directly (sync mode), so they
@@ -29,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MAGPIE_SYSCONF_DIR
@@ -57,6 +59,7 @@ static void usage(FILE *out)
         "  device del ID@GWDOMAIN                remove a device\n"
         "  device show ID@GWDOMAIN               print its secret and owners\n"
         "  device list GWDOMAIN                  list the devices of a gateway domain\n"
+        "  device command GWDOMAIN COMMAND-ID    a command's state and timestamps\n"
         "  check-config                          validate the configuration (core keys;\n"
         "                                        'magpied --check-config' also checks modules)\n"
         "  status                                show the running server's status\n"
@@ -508,6 +511,131 @@ static int device_id_ok(const char *id)
     return 1;
 }
 
+static void print_time(const char *name, long long us)
+{
+    if (us <= 0) {
+        printf(" %s -", name);
+        return;
+    }
+    time_t t = (time_t)(us / 1000000);
+    struct tm tm;
+    char b[40];
+    gmtime_r(&t, &tm);
+    strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+    printf(" %s %s.%03dZ", name, b, (int)(us / 1000 % 1000));
+}
+
+struct find_cmd {
+    long long aid;
+    char **ids;
+    size_t n;
+    const char *dev; /* where it was found */
+    long long queued_us, expires_us;
+};
+
+static void collect_key(void *ud, const char *key)
+{
+    struct find_cmd *f = ud;
+    f->ids = realloc(f->ids, (f->n + 1) * sizeof *f->ids);
+    f->ids[f->n++] = strdup(key);
+}
+
+static void found_item(void *ud, const mp_archive_item *it)
+{
+    struct find_cmd *f = ud;
+    long long q = 0, e = 0;
+    char hdr[64];
+    size_t n = it->len < sizeof hdr - 1 ? it->len : sizeof hdr - 1;
+    memcpy(hdr, it->data, n);
+    hdr[n] = '\0';
+    if (it->id == f->aid && sscanf(hdr, "1 %lld %lld", &q, &e) == 2) {
+        f->queued_us = q;
+        f->expires_us = e;
+        f->dev = "";
+    }
+}
+
+/* "device command GWDOMAIN ID": the command's end (store gateway_status)
+ * or, while it is pending, its place in a device's queue (gateway_queue;
+ * whether it was sent already only the running server knows). */
+static int device_command(const char *config_path, int argc, char **argv)
+{
+    char err[1024], domain[MP_JID_PART_MAX + 1];
+    if (argc != 3)
+        return usage_error("%s", "usage: device command GWDOMAIN COMMAND-ID");
+    if (mp_jid_nameprep(argv[1], domain, sizeof domain) != MAGPIE_OK)
+        return usage_error("invalid domain '%s'", argv[1]);
+    char *end;
+    long long aid = strtoll(argv[2], &end, 10);
+    if (*end || aid <= 0)
+        return usage_error("invalid command id '%s'", argv[2]);
+    struct mp_config *cfg = load_config(config_path);
+    if (cfg == NULL)
+        return EXIT_FAILURE;
+    int status = EXIT_FAILURE;
+    if (prepare_storage_dir(cfg) != MAGPIE_OK)
+        goto out;
+    if (mp_storage_open_sync_only(cfg, err, sizeof(err)) != MAGPIE_OK) {
+        fprintf(stderr, "%s: cannot open storage (%s): %s\n", progname, cfg->storage_driver, err);
+        goto out;
+    }
+    void *data;
+    size_t len;
+    int rc = mp_kv_get_sync(domain, "gateway_status", argv[2], &data, &len);
+    if (rc == MAGPIE_OK) {
+        char buf[256], dev[80], state[20];
+        int result;
+        long long q, snt, e;
+        snprintf(buf, sizeof buf, "%.*s", (int)len, (char *)data);
+        free(data);
+        if (sscanf(buf, "1 %79s %19s %d %lld %lld %lld", dev, state, &result, &q, &snt, &e) != 6) {
+            fprintf(stderr, "%s: unreadable status record of command %lld\n", progname, aid);
+            goto out_storage;
+        }
+        printf("command %lld device %s@%s state %s result ", aid, dev, domain, state);
+        if (result >= 0)
+            printf("%d", result);
+        else
+            printf("-");
+        print_time("queued", q);
+        print_time("sent", snt);
+        print_time("ended", e);
+        printf("\n");
+        status = EXIT_SUCCESS;
+        goto out_storage;
+    }
+    if (rc == MAGPIE_ERR) {
+        fprintf(stderr, "%s: storage error\n", progname);
+        goto out_storage;
+    }
+    struct find_cmd f = {.aid = aid};
+    mp_kv_keys_sync(domain, "gateway_devices", collect_key, &f);
+    const char *dev = NULL;
+    for (size_t i = 0; i < f.n; i++) {
+        mp_archive_filter q = {.after_id = aid - 1, .limit = 1};
+        f.dev = NULL;
+        mp_archive_query_sync(domain, "gateway_queue", f.ids[i], &q, found_item, &f);
+        if (f.dev && !dev) {
+            dev = f.ids[i];
+            printf("command %lld device %s@%s state pending result -", aid, dev, domain);
+            print_time("queued", f.queued_us);
+            print_time("expires", f.expires_us);
+            printf("\n");
+            status = EXIT_SUCCESS;
+        }
+    }
+    if (!dev)
+        fprintf(stderr, "%s: no such command %lld in %s\n", progname, aid, domain);
+    for (size_t i = 0; i < f.n; i++)
+        free(f.ids[i]);
+    free(f.ids);
+out_storage:
+    mp_storage_close();
+out:
+    mp_config_free(cfg);
+    return status;
+}
+
 /* Runs "device SUB ARGS...". argv[0] is SUB. Returns the exit code. */
 static int cmd_device(const char *config_path, int argc, char **argv)
 {
@@ -523,8 +651,10 @@ static int cmd_device(const char *config_path, int argc, char **argv)
     struct mp_config *cfg;
 
     if (argc < 1)
-        return usage_error("%s", "'device' needs a subcommand: add, del, show or list");
+        return usage_error("%s", "'device' needs a subcommand: add, del, show, list or command");
     const char *sub = argv[0];
+    if (!strcmp(sub, "command"))
+        return device_command(config_path, argc, argv);
     int is_add = !strcmp(sub, "add"), is_del = !strcmp(sub, "del"), is_show = !strcmp(sub, "show"),
         is_list = !strcmp(sub, "list");
     if (!is_add && !is_del && !is_show && !is_list)

@@ -2,6 +2,8 @@
 mod_gateway on a free port, device provisioning through magpiectl, and
 helpers to talk to a device's owner."""
 
+import http.client
+import json
 import struct
 
 from common import MagpieServer, check, child, tostr
@@ -67,3 +69,40 @@ def ack_frame(mid, result=0):
 
 def dump(el):
     return tostr(el) if el is not None else 'None'
+
+
+# ---- the HTTP trigger API (test_45..49)
+
+TOKEN = 'tok-0123456789abcdef'
+HKEY = 'hmac-key-for-tests'
+
+
+def request(srv, method, path, body=None, token=TOKEN, headers=None):
+    """(status, parsed JSON or raw text, headers) of one request."""
+    c = http.client.HTTPConnection('127.0.0.1', srv.http_port, timeout=10)
+    h = dict(headers or {})
+    if token:
+        h['Authorization'] = 'Bearer ' + token
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    if body is not None:
+        h['Content-Type'] = 'application/json'
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read().decode()
+    c.close()
+    try:
+        data = json.loads(data)
+    except ValueError:
+        pass
+    return r.status, data, dict(r.getheaders())
+
+
+def post(srv, dev, body, **kw):
+    return request(srv, 'POST', '/gateway/v1/devices/%s/commands' % dev, body, **kw)
+
+
+def status(srv, cid):
+    st, d, _ = request(srv, 'GET', '/gateway/v1/commands/%s' % cid)
+    check(st == 200, (st, d))
+    return d

@@ -2,7 +2,7 @@
 """17: the layout shows the architecture, and the code keeps to it.
 
 src/ is split into layers, lowest first:
-    base -> xml -> conf -> storage -> auth -> net -> core -> stream -> server
+    base -> xml -> conf -> storage -> auth -> net -> core -> stream -> http -> server
 (tools/, the admin tool, sits on base..auth). A file may include headers of
 its own layer and of lower ones only; no function calls go around a loop
 among the core's files (upward reporting goes through callbacks and hooks
@@ -20,7 +20,7 @@ from common import Results, SRCDIR, check, parse_args
 args = parse_args()
 R = Results()
 
-LAYERS = ['base', 'xml', 'conf', 'storage', 'auth', 'net', 'core', 'stream', 'server']
+LAYERS = ['base', 'xml', 'conf', 'storage', 'auth', 'net', 'core', 'stream', 'http', 'server']
 TOOLS_MAY_USE = {'base', 'xml', 'conf', 'storage', 'auth'}
 SRC = os.path.join(SRCDIR, 'src')
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

@@ -141,7 +141,8 @@ class MagpieServer:
 
     def __init__(self, builddir=None, workers=1, storage='sqlite', mysql=None,
                  extra_config='', modules=None, limits=None, hosts=None,
-                 log_level='debug', start_timeout=None, security=None, log_file='-'):
+                 log_level='debug', start_timeout=None, security=None, log_file='-',
+                 http=False):
         self.builddir = os.path.abspath(builddir or default_builddir())
         self.workers = workers
         self.storage = storage
@@ -169,6 +170,10 @@ class MagpieServer:
         self.log_path = os.path.join(self.tmp, 'magpied.log')
         self.c2s_port = free_port()
         self.tls_port = free_port()
+        # the HTTP listener (type "http"), when asked for: http=True, or
+        # 'tls' for HTTPS
+        self.http = http
+        self.http_port = free_port() if http else None
         self.proc = None
         self.last_exit = None
         self._log_checked = 0      # offset up to which sanitizer reports were collected
@@ -205,7 +210,10 @@ class MagpieServer:
             'log = { level = %s; file = %s; };' % (_cfgstr(self.log_level), _cfgstr(self.log_file)),
             'hosts = ( %s );' % hosts,
             'listeners = ( { type = "c2s"; address = "127.0.0.1"; port = %d; },' % self.c2s_port,
-            '              { type = "c2s_tls"; address = "127.0.0.1"; port = %d; } );' % self.tls_port,
+            '              { type = "c2s_tls"; address = "127.0.0.1"; port = %d; }' % self.tls_port,
+            (',            { type = "http"; address = "127.0.0.1"; port = %d; tls = %s; }'
+             % (self.http_port, 'true' if self.http == 'tls' else 'false')) if self.http else '',
+            '            );',
             storage,
             'limits = { %s };' % limits,
             'security = { %s };' % security,
@@ -239,7 +247,7 @@ class MagpieServer:
                                      cwd=self.tmp)
         logf.close()
         deadline = time.time() + self.start_timeout
-        pending = [self.c2s_port, self.tls_port]
+        pending = [self.c2s_port, self.tls_port] + ([self.http_port] if self.http else [])
         while pending:
             if self.proc.poll() is not None:
                 self.last_exit = self.proc.returncode

@@ -422,7 +422,22 @@ static void test_listeners(void **state)
 {
     (void)state;
     expect_error(HOSTS "listeners = (\n  { type = \"s2s\"; port = 5269; }\n);\n", 3,
-                 "'listeners[0].type' must be \"c2s\" or \"c2s_tls\", not \"s2s\"");
+                 "'listeners[0].type' must be \"c2s\", \"c2s_tls\" or \"http\", not \"s2s\"");
+    expect_error(HOSTS "listeners = ( { type = \"c2s\"; port = 5222; tls = true; } );\n", 2,
+                 "'listeners[0].tls' is for \"http\" listeners (use type \"c2s_tls\" for TLS "
+                 "from the first byte)");
+    {
+        struct mp_config *c = load_text(HOSTS "listeners = ( { type = \"http\"; port = 5280; },\n"
+                                              "  { type = \"http\"; port = 5443; tls = true; } );\n");
+        if (c == NULL)
+            fail_msg("%s", err);
+        assert_int_equal(c->n_listeners, 2);
+        assert_int_equal(c->listeners[0].kind, MP_LISTEN_HTTP);
+        assert_int_equal(c->listeners[0].tls, 0);
+        assert_int_equal(c->listeners[1].kind, MP_LISTEN_HTTP);
+        assert_int_equal(c->listeners[1].tls, 1);
+        mp_config_free(c);
+    }
     expect_error(HOSTS "listeners = (\n  { type = \"c2s\"; port = 5222; },\n"
                        "  { type = \"c2s_tls\"; port = 5222; }\n);\n",
                  4, "duplicate listener port 5222 (already used by listeners[0])");

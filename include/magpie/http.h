@@ -1,0 +1,60 @@
+/* magpie/http.h - routes on the server's HTTP listener.
+ *
+ * The server has one HTTP/1.1 listener kind (configured under `listeners`
+ * with type "http", optionally TLS); every module that speaks HTTP (the
+ * gateway's trigger API now; metrics, the admin API, BOSH, upload later)
+ * registers routes on it instead of opening a port of its own.
+ *
+ * A route is (method, path prefix) -> handler. A request goes to the route
+ * with the longest prefix that matches its path on a segment boundary
+ * ("/gateway/v1/" matches "/gateway/v1/devices/x", "/api" matches "/api"
+ * and "/api/x" but not "/apix"); a path some route matches, but not with
+ * this method, gets 405; no route at all, 404. The whole request (headers
+ * and a body of at most 1 MiB) is read before the handler runs.
+ *
+ * The handler runs on the worker that owns the connection. It must answer
+ * exactly once with mp_http_respond, now or later (after a storage
+ * callback, say); until it does, the request is the handler's and the
+ * connection reads nothing more. mp_http_respond may be called from any
+ * thread; it frees the request, so the handler must not touch it after.
+ * If the client goes away first, the answer is dropped quietly. */
+#ifndef MAGPIE_HTTP_H
+#define MAGPIE_HTTP_H
+
+#include <stddef.h>
+#include <magpie/module.h>
+
+typedef struct mp_http_req mp_http_req;
+typedef void (*mp_http_fn)(mp_http_req *r, void *ud);
+
+/* Registers fn for method ("GET", "POST", ...; NULL: any) on every path
+ * under prefix (starts with '/'). Call from load; the core forgets the
+ * routes when modules unload. MAGPIE_OK or MAGPIE_ERR (bad arguments, or
+ * the same method and prefix already taken). */
+int mp_http_route(mp_module *m, const char *method, const char *prefix, mp_http_fn fn, void *ud);
+
+/* The request; every string lives as long as the request. */
+const char *mp_http_method(const mp_http_req *r);
+/* The path, percent-decoded, without the query ("/gateway/v1/commands/7"). */
+const char *mp_http_path(const mp_http_req *r);
+/* The query string after '?', undecoded, or NULL. */
+const char *mp_http_query(const mp_http_req *r);
+/* A header's value (name case-insensitive; the first if repeated), or NULL. */
+const char *mp_http_header(const mp_http_req *r, const char *name);
+/* The body (NUL-terminated for convenience; may contain NULs) and its
+ * length (0 when there is none). */
+const char *mp_http_body(const mp_http_req *r, size_t *len);
+/* "address:port" of the client. */
+const char *mp_http_peer(const mp_http_req *r);
+/* 1 if the request came over TLS. */
+int mp_http_secure(const mp_http_req *r);
+
+/* Adds a response header (before mp_http_respond; from the handler's
+ * thread). Content-Length, Connection and Date are the server's. */
+void mp_http_add_header(mp_http_req *r, const char *name, const char *value);
+/* Answers r with status (200, 404, ...), content_type (NULL: none) and
+ * body[0..len) (copied), and frees r. Any thread; exactly once. */
+void mp_http_respond(mp_http_req *r, int status, const char *content_type, const char *body,
+                     size_t len);
+
+#endif

@@ -1,0 +1,357 @@
+/* submit.c - commands from the HTTP API and the database outbox: the
+ * durable, idempotent way into a device's queue, and command status.
+ *
+ * gw_submit appends a command to the device's queue (GW_STORE_QUEUE) and,
+ * when the caller gave an idempotency key, records key -> command id in
+ * GW_STORE_IDEM; it answers only once both are committed. The key is also
+ * the command's sid in the archive record, so a crash between the two
+ * commits is repaired at start-up (gw_idem_repair): the pending command
+ * carries its key and the mapping is written again. Requests with the
+ * same key while the first is still being committed wait for it (G.idem,
+ * in memory only while pending); later ones find the mapping in storage.
+ * Either way they get the same command id and no second command.
+ *
+ * Commands from here have a sender starting with '!' ("!http", "!outbox"):
+ * no XMPP stanza is sent about them (queue.c, outcome()).
+ *
+ * Status: a pending command is read from memory (queued, or sent with the
+ * time of its first send); an ended one from GW_STORE_STATUS, written by
+ * gw_cmd_finish. Callbacks run on the thread that completes the storage
+ * call: the caller's loop, or a storage thread for callers without one
+ * (the outbox thread). */
+#include "gateway.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct waiter {
+    struct waiter *next;
+    gw_submit_cb cb;
+    void *ud;
+};
+
+/* A key being committed (G.idem list, under G.lock). */
+struct idem {
+    struct idem *next;
+    char *key;
+    char dev[GW_ID_MAX + 1];
+    struct waiter *waiters;
+};
+
+struct sub {
+    struct gw_cmd *cmd;
+    char dev[GW_ID_MAX + 1];
+    struct idem *idem; /* NULL without a key */
+    gw_submit_cb cb;   /* the first caller (no key) */
+    void *ud;
+    int64_t aid;
+};
+
+static struct idem *idem_list;
+
+static struct idem *idem_find(const char *key)
+{
+    for (struct idem *i = idem_list; i; i = i->next)
+        if (!strcmp(i->key, key))
+            return i;
+    return NULL;
+}
+
+/* Ends a pending key: unlinks it and answers every waiter (lock not held). */
+static void idem_finish(struct idem *i, int status, int64_t aid, const char *dev)
+{
+    pthread_mutex_lock(&G.lock);
+    for (struct idem **pp = &idem_list; *pp; pp = &(*pp)->next)
+        if (*pp == i) {
+            *pp = i->next;
+            break;
+        }
+    struct waiter *w = i->waiters;
+    pthread_mutex_unlock(&G.lock);
+    int first = 1;
+    while (w) {
+        struct waiter *nx = w->next;
+        /* the first waiter is the request that created the command */
+        w->cb(w->ud, status, aid, dev, status == GW_SUBMIT_CREATED && !first);
+        first = 0;
+        free(w);
+        w = nx;
+    }
+    free(i->key);
+    free(i);
+}
+
+static void answer(struct sub *s, int status)
+{
+    if (s->idem)
+        idem_finish(s->idem, status, s->aid, s->dev);
+    else
+        s->cb(s->ud, status, s->aid, s->dev, 0);
+    gw_cmd_free(s->cmd);
+    free(s);
+}
+
+static void idem_written(void *ud, int rc)
+{
+    struct sub *s = ud;
+    if (rc != MAGPIE_OK)
+        mp_log(MP_LOG_WARN,
+               "gateway: could not record idempotency key of command %lld; it is "
+               "repaired at the next start",
+               (long long)s->aid);
+    answer(s, GW_SUBMIT_CREATED);
+}
+
+/* The command is durable: queue it, wake its device's connection, then
+ * record the key. */
+static void appended(void *ud, int rc, int64_t aid)
+{
+    struct sub *s = ud;
+    if (rc != MAGPIE_OK) {
+        answer(s, GW_SUBMIT_ERR);
+        return;
+    }
+    s->aid = aid;
+    mp_counter_add(G.c.accepted, 1);
+    struct gw_cmd *c = s->cmd; /* to the queue */
+    s->cmd = NULL;
+    c->aid = aid;
+    pthread_mutex_lock(&G.lock);
+    struct gw_dev *d = gw_dev_find(s->dev);
+    mp_loop *post = NULL;
+    if (d && c) {
+        gw_queue_insert(d, c);
+        if (d->conn)
+            post = d->loop;
+    } else {
+        gw_cmd_free(c);
+    }
+    pthread_mutex_unlock(&G.lock);
+    if (post)
+        mp_loop_post(post, gw_pump_post, d);
+    if (!s->idem) {
+        answer(s, GW_SUBMIT_CREATED);
+        return;
+    }
+    char val[GW_ID_MAX + 32];
+    int n = snprintf(val, sizeof val, "%lld %s", (long long)aid, s->dev);
+    if (mp_kv_set(G.domain, GW_STORE_IDEM, s->idem->key, val, (size_t)n, idem_written, s) !=
+        MAGPIE_OK)
+        idem_written(s, MAGPIE_ERR);
+}
+
+static void append(struct sub *s)
+{
+    size_t len;
+    void *data = gw_cmd_encode(s->cmd, &len);
+    if (mp_archive_append(G.domain, GW_STORE_QUEUE, s->dev, s->cmd->sender, data, len, appended,
+                          s) != MAGPIE_OK)
+        answer(s, GW_SUBMIT_ERR);
+    free(data);
+}
+
+/* The stored mapping of the key, if any. */
+static void idem_read(void *ud, int rc, const void *data, size_t len)
+{
+    struct sub *s = ud;
+    if (rc == MAGPIE_ERR) {
+        answer(s, GW_SUBMIT_ERR);
+        return;
+    }
+    if (rc == MAGPIE_NOTFOUND) {
+        append(s);
+        return;
+    }
+    char buf[GW_ID_MAX + 32], dev[GW_ID_MAX + 1];
+    long long aid;
+    size_t n = len < sizeof buf - 1 ? len : sizeof buf - 1;
+    memcpy(buf, data, n);
+    buf[n] = '\0';
+    if (sscanf(buf, "%lld %64s", &aid, dev) != 2) {
+        answer(s, GW_SUBMIT_ERR);
+        return;
+    }
+    s->aid = aid;
+    if (strcmp(dev, s->dev) != 0) {
+        snprintf(s->dev, sizeof s->dev, "%s", dev);
+        answer(s, GW_SUBMIT_CONFLICT);
+        return;
+    }
+    answer(s, GW_SUBMIT_EXISTS);
+}
+
+static void start(struct sub *s)
+{
+    if (!s->idem) {
+        append(s);
+        return;
+    }
+    if (mp_kv_get(G.domain, GW_STORE_IDEM, s->idem->key, idem_read, s) != MAGPIE_OK)
+        answer(s, GW_SUBMIT_ERR);
+}
+
+/* The device's record, for a device not in memory yet. */
+static void record_read(void *ud, int rc, const void *data, size_t len)
+{
+    struct sub *s = ud;
+    struct gw_dev *d = NULL;
+    pthread_mutex_lock(&G.lock);
+    if (rc == MAGPIE_OK)
+        gw_dev_set_record(s->dev, data, len, &d);
+    pthread_mutex_unlock(&G.lock);
+    if (d)
+        start(s);
+    else
+        answer(s, rc == MAGPIE_ERR ? GW_SUBMIT_ERR : GW_SUBMIT_NODEV);
+}
+
+void gw_submit(const char *dev, const char *origin, const char *key, const uint8_t *payload,
+               size_t len, long long ttl, gw_submit_cb cb, void *ud)
+{
+    struct gw_cmd *c = calloc(1, sizeof *c + len);
+    c->queued_us = gw_now_us();
+    c->expires_us = ttl ? c->queued_us + ttl * 1000000 : 0;
+    c->sender = strdup(origin);
+    c->sid = key ? strdup(key) : NULL;
+    c->len = len;
+    if (len)
+        memcpy(c->payload, payload, len);
+    struct sub *s = calloc(1, sizeof *s);
+    s->cmd = c;
+    snprintf(s->dev, sizeof s->dev, "%s", dev);
+    s->cb = cb;
+    s->ud = ud;
+    pthread_mutex_lock(&G.lock);
+    struct gw_dev *d = gw_dev_find(dev);
+    if (key) {
+        struct idem *i = idem_find(key);
+        struct waiter *w = calloc(1, sizeof *w);
+        w->cb = cb;
+        w->ud = ud;
+        if (i) { /* being committed by another request: wait for it */
+            struct waiter **pp = &i->waiters;
+            while (*pp)
+                pp = &(*pp)->next;
+            *pp = w;
+            pthread_mutex_unlock(&G.lock);
+            gw_cmd_free(c);
+            free(s);
+            return;
+        }
+        i = calloc(1, sizeof *i);
+        i->key = strdup(key);
+        snprintf(i->dev, sizeof i->dev, "%s", dev);
+        i->waiters = w;
+        i->next = idem_list;
+        idem_list = i;
+        s->idem = i;
+    }
+    pthread_mutex_unlock(&G.lock);
+    if (d) {
+        start(s);
+        return;
+    }
+    if (mp_kv_get(G.domain, GW_STORE_DEVICES, dev, record_read, s) != MAGPIE_OK)
+        answer(s, GW_SUBMIT_ERR);
+}
+
+/* ---- start-up repair ---- */
+
+void gw_idem_repair(const struct gw_dev *d, const struct gw_cmd *c)
+{
+    if (c->sender[0] != '!' || !c->sid)
+        return;
+    void *v;
+    size_t vl;
+    int rc = mp_kv_get_sync(G.domain, GW_STORE_IDEM, c->sid, &v, &vl);
+    if (rc == MAGPIE_OK) {
+        free(v);
+        return;
+    }
+    if (rc != MAGPIE_NOTFOUND)
+        return;
+    char val[GW_ID_MAX + 32];
+    int n = snprintf(val, sizeof val, "%lld %s", (long long)c->aid, d->id);
+    mp_kv_set_sync(G.domain, GW_STORE_IDEM, c->sid, val, (size_t)n);
+    mp_log(MP_LOG_INFO, "gateway: idempotency key of command %lld recorded again",
+           (long long)c->aid);
+}
+
+/* ---- status ---- */
+
+struct status_ctx {
+    gw_status_cb cb;
+    void *ud;
+    int64_t aid;
+};
+
+static void status_read(void *ud, int rc, const void *data, size_t len)
+{
+    struct status_ctx *x = ud;
+    struct gw_status st = {.aid = x->aid};
+    if (rc == MAGPIE_OK) {
+        char buf[256];
+        size_t n = len < sizeof buf - 1 ? len : sizeof buf - 1;
+        memcpy(buf, data, n);
+        buf[n] = '\0';
+        long long q, s, e;
+        if (sscanf(buf, "1 %64s %15s %d %lld %lld %lld", st.dev, st.state, &st.result, &q, &s,
+                   &e) == 6) {
+            st.queued_us = q;
+            st.sent_us = s;
+            st.ended_us = e;
+            x->cb(x->ud, MAGPIE_OK, &st);
+            free(x);
+            return;
+        }
+        rc = MAGPIE_ERR;
+    }
+    x->cb(x->ud, rc, NULL);
+    free(x);
+}
+
+void gw_status(int64_t aid, gw_status_cb cb, void *ud)
+{
+    struct gw_status st = {.aid = aid};
+    int found = 0;
+    pthread_mutex_lock(&G.lock);
+    for (size_t i = 0; i < G.tab_size && !found; i++)
+        for (struct gw_dev *d = G.tab[i]; d && !found; d = d->hnext)
+            for (struct gw_cmd *c = d->q; c; c = c->next)
+                if (c->aid == aid) {
+                    snprintf(st.dev, sizeof st.dev, "%s", d->id);
+                    snprintf(st.state, sizeof st.state, "%s", c->sends ? "sent" : "queued");
+                    st.result = -1;
+                    st.queued_us = c->queued_us;
+                    st.sent_us = c->sent_us;
+                    st.expires_us = c->expires_us;
+                    found = 1;
+                    break;
+                }
+    pthread_mutex_unlock(&G.lock);
+    if (found) {
+        cb(ud, MAGPIE_OK, &st);
+        return;
+    }
+    struct status_ctx *x = calloc(1, sizeof *x);
+    x->cb = cb;
+    x->ud = ud;
+    x->aid = aid;
+    char key[32];
+    snprintf(key, sizeof key, "%lld", (long long)aid);
+    if (mp_kv_get(G.domain, GW_STORE_STATUS, key, status_read, x) != MAGPIE_OK) {
+        free(x);
+        cb(ud, MAGPIE_ERR, NULL);
+    }
+}
+
+void gw_status_record(const struct gw_dev *d, const struct gw_cmd *c, const char *state, int result,
+                      int64_t now_us)
+{
+    char key[32], val[256];
+    snprintf(key, sizeof key, "%lld", (long long)c->aid);
+    int n = snprintf(val, sizeof val, "1 %s %s %d %lld %lld %lld", d->id, state, result,
+                     (long long)c->queued_us, (long long)c->sent_us, (long long)now_us);
+    mp_kv_set(G.domain, GW_STORE_STATUS, key, val, (size_t)n, NULL, NULL);
+}

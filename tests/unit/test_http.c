@@ -1,0 +1,221 @@
+/* test_http.c - the HTTP listener (src/http/http.c) over the in-memory
+ * transport: routing (longest prefix, segment boundary, 404/405),
+ * request parts, synchronous and deferred answers, pipelining in order,
+ * keep-alive and Connection: close, limits (413) and malformed input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "base/base.h"
+#include "net/transport.h"
+#include "http/http.h"
+#include <magpie/http.h>
+
+static mp_loop *loop;
+static mp_http_req *deferred;
+static char seen[4096];
+
+static void pump(void)
+{
+    for (int i = 0; i < 4; i++)
+        event_base_loop(mp_loop_base(loop), EVLOOP_NONBLOCK);
+}
+
+/* Echoes what the handler saw. */
+static void h_echo(mp_http_req *r, void *ud)
+{
+    size_t bl;
+    const char *body = mp_http_body(r, &bl);
+    const char *q = mp_http_query(r);
+    const char *x = mp_http_header(r, "x-test");
+    char out[2048];
+    int n = snprintf(out, sizeof out, "%s %s q=%s x=%s body=%.*s via=%s", mp_http_method(r),
+                     mp_http_path(r), q ? q : "-", x ? x : "-", (int)bl, body, (const char *)ud);
+    mp_http_add_header(r, "X-Echo", "yes\r\nInjected: no");
+    mp_http_respond(r, 200, "text/plain", out, (size_t)n);
+}
+
+static void h_defer(mp_http_req *r, void *ud)
+{
+    (void)ud;
+    deferred = r;
+}
+
+/* What the server wrote so far, as a string (taken). */
+static char *output(struct mp_transport *t)
+{
+    struct evbuffer *o = mp_transport_mem_output(t);
+    size_t n = evbuffer_get_length(o);
+    char *s = malloc(n + 1);
+    evbuffer_remove(o, s, n);
+    s[n] = '\0';
+    snprintf(seen, sizeof seen, "%s", s);
+    return s;
+}
+
+static struct mp_transport *open_conn(void)
+{
+    struct mp_transport *t = mp_transport_mem_new(mp_loop_base(loop), 0);
+    mp_http_serve(t);
+    return t;
+}
+
+static void send_str(struct mp_transport *t, const char *s)
+{
+    mp_transport_mem_feed(t, s, strlen(s));
+    pump();
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    loop = mp_loop_new();
+    mp_loop_bind_thread(loop);
+    assert_int_equal(mp_http_route(NULL, "GET", "/api", h_echo, "api"), MAGPIE_OK);
+    assert_int_equal(mp_http_route(NULL, "POST", "/api/v1/things/", h_echo, "things"), MAGPIE_OK);
+    assert_int_equal(mp_http_route(NULL, NULL, "/slow", h_defer, NULL), MAGPIE_OK);
+    /* the same method and prefix twice is refused; a bad prefix too */
+    assert_int_equal(mp_http_route(NULL, "GET", "/api/", h_echo, NULL), MAGPIE_ERR);
+    assert_int_equal(mp_http_route(NULL, "GET", "api", h_echo, NULL), MAGPIE_ERR);
+    assert_int_equal(mp_http_routes_count(), 3);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    mp_http_shutdown_thread();
+    mp_http_routes_clear();
+    mp_loop_free(loop);
+    return 0;
+}
+
+static void test_routing(void **state)
+{
+    (void)state;
+    struct mp_transport *t = open_conn();
+    send_str(t, "GET /api/x%20y?a=1 HTTP/1.1\r\nHost: h\r\nX-Test: hello\r\n\r\n");
+    char *o = output(t);
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(o, "Content-Type: text/plain\r\n"));
+    assert_non_null(strstr(o, "GET /api/x y q=a=1 x=hello body= via=api"));
+    assert_non_null(strstr(o, "X-Echo: yes\r\n"));
+    assert_null(strstr(o, "Injected"));
+    assert_null(strstr(o, "Connection: close"));
+    free(o);
+    /* the longer prefix wins for POST */
+    send_str(t, "POST /api/v1/things/7 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    o = output(t);
+    assert_non_null(strstr(o, "POST /api/v1/things/7 q=- x=- body=hello via=things"));
+    free(o);
+    /* a path known for another method: 405; not on a segment boundary: 404 */
+    send_str(t, "DELETE /api/1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    o = output(t);
+    assert_non_null(strstr(o, "HTTP/1.1 405 Method Not Allowed\r\n"));
+    free(o);
+    send_str(t, "GET /apix HTTP/1.1\r\nHost: h\r\n\r\n");
+    o = output(t);
+    assert_non_null(strstr(o, "HTTP/1.1 404 Not Found\r\n"));
+    free(o);
+    assert_int_equal(mp_transport_mem_state(t), 0); /* still open: keep-alive */
+    mp_transport_mem_close(t);
+    pump();
+    mp_transport_mem_destroy(t);
+}
+
+static void test_deferred_and_pipelined(void **state)
+{
+    (void)state;
+    struct mp_transport *t = open_conn();
+    deferred = NULL;
+    /* two requests in one write: the second waits for the first's answer */
+    send_str(t, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nabGET /api/2 "
+                "HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_non_null(deferred);
+    char *o = output(t);
+    assert_string_equal(o, "");
+    free(o);
+    size_t bl;
+    assert_string_equal(mp_http_body(deferred, &bl), "ab");
+    mp_http_respond(deferred, 202, "application/json", "{}", 2);
+    pump();
+    o = output(t);
+    char *first = strstr(o, "HTTP/1.1 202 Accepted\r\n");
+    char *second = strstr(o, "GET /api/2");
+    assert_non_null(first);
+    assert_non_null(second);
+    assert_true(first < second);
+    free(o);
+    /* a deferred request whose client went away: the answer is dropped */
+    deferred = NULL;
+    send_str(t, "GET /slow/x HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_non_null(deferred);
+    mp_transport_mem_close(t);
+    pump();
+    mp_http_respond(deferred, 200, NULL, NULL, 0); /* no crash, no leak */
+    pump();
+    mp_transport_mem_destroy(t);
+}
+
+static void test_close_and_errors(void **state)
+{
+    (void)state;
+    struct mp_transport *t = open_conn();
+    send_str(t, "GET /api HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    char *o = output(t);
+    assert_non_null(strstr(o, "200 OK"));
+    assert_non_null(strstr(o, "Connection: close\r\n"));
+    free(o);
+    assert_int_equal(mp_transport_mem_state(t), 1); /* shut down */
+    mp_transport_mem_close(t);
+    pump();
+    mp_transport_mem_destroy(t);
+
+    t = open_conn();
+    send_str(t, "GARBAGE\r\n\r\n");
+    o = output(t);
+    assert_non_null(strstr(o, "HTTP/1.1 400 Bad Request\r\n"));
+    free(o);
+    assert_int_equal(mp_transport_mem_state(t), 1);
+    mp_transport_mem_close(t);
+    pump();
+    mp_transport_mem_destroy(t);
+
+    t = open_conn();
+    send_str(t, "POST /api/v1/things/ HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n");
+    o = output(t);
+    assert_non_null(strstr(o, "HTTP/1.1 413 Payload Too Large\r\n"));
+    free(o);
+    mp_transport_mem_close(t);
+    pump();
+    mp_transport_mem_destroy(t);
+
+    /* HTTP/1.0 without keep-alive closes; a NUL in the path is refused */
+    t = open_conn();
+    send_str(t, "GET /api/%00 HTTP/1.0\r\n\r\n");
+    o = output(t);
+    assert_non_null(strstr(o, "HTTP/1.1 400 Bad Request\r\n"));
+    free(o);
+    assert_int_equal(mp_transport_mem_state(t), 1);
+    mp_transport_mem_close(t);
+    pump();
+    mp_transport_mem_destroy(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_routing),
+        cmocka_unit_test(test_deferred_and_pipelined),
+        cmocka_unit_test(test_close_and_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
