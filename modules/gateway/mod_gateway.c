@@ -215,16 +215,32 @@ static void command(struct gw_dev *d, mp_stanza *st)
 
 static void presence_in(struct gw_dev *d, mp_stanza *st);
 
-/* A stanza for a device that is not in memory: read its record first. */
-static void record_read(void *ud, int rc, const void *data, size_t len)
+/* Stanzas for a device that is not in memory wait, in arrival order, for
+ * its record to be read: one read per device, and every stanza that
+ * arrives meanwhile queues behind the first (a second read would complete
+ * after stanzas that came later and found the device known, and commands
+ * would be queued out of order). Guarded by G.lock. */
+struct lookup {
+    struct lookup *next;
+    char id[GW_ID_MAX + 1];
+    mp_stanza **st;
+    size_t n, cap;
+};
+static struct lookup *lookups;
+
+static void lookup_add(struct lookup *l, mp_stanza *st)
 {
-    mp_stanza *st = ud;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 4;
+        l->st = realloc(l->st, l->cap * sizeof *l->st);
+    }
+    l->st[l->n++] = mp_stanza_ref(st);
+}
+
+/* One stanza for a device, known (d) or found not to exist (rc). */
+static void record_stanza(struct gw_dev *d, int rc, mp_stanza *st)
+{
     const struct mp_envelope *env = mp_stanza_envelope(st);
-    struct gw_dev *d = NULL;
-    pthread_mutex_lock(&G.lock);
-    if (rc == MAGPIE_OK)
-        gw_dev_set_record(env->to.local, data, len, &d);
-    pthread_mutex_unlock(&G.lock);
     if (d && env->kind == MP_KIND_PRESENCE)
         presence_in(d, st);
     else if (d)
@@ -235,7 +251,29 @@ static void record_read(void *ud, int rc, const void *data, size_t len)
         reply_error(st, "wait", "internal-server-error", NULL);
     else
         reply_error(st, "cancel", "item-not-found", "no such device");
-    mp_stanza_unref(st);
+}
+
+/* The record of a device not in memory was read: the stanzas that waited
+ * for it run in arrival order. */
+static void record_read(void *ud, int rc, const void *data, size_t len)
+{
+    struct lookup *l = ud;
+    struct gw_dev *d = NULL;
+    pthread_mutex_lock(&G.lock);
+    if (rc == MAGPIE_OK)
+        gw_dev_set_record(l->id, data, len, &d);
+    for (struct lookup **pp = &lookups; *pp; pp = &(*pp)->next)
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    pthread_mutex_unlock(&G.lock);
+    for (size_t i = 0; i < l->n; i++) {
+        record_stanza(d, rc, l->st[i]);
+        mp_stanza_unref(l->st[i]);
+    }
+    free(l->st);
+    free(l);
 }
 
 static void presence_in(struct gw_dev *d, mp_stanza *st)
@@ -274,21 +312,35 @@ static int on_stanza(mp_stanza *st, void *ud)
     }
     pthread_mutex_lock(&G.lock);
     struct gw_dev *d = gw_dev_find(env->to.local);
+    struct lookup *l = NULL;
+    if (!d) {
+        for (l = lookups; l && strcmp(l->id, env->to.local) != 0; l = l->next)
+            ;
+        if (l) { /* a read is under way: wait behind it */
+            lookup_add(l, st);
+            pthread_mutex_unlock(&G.lock);
+            return HOOK_HANDLED;
+        }
+        if (strlen(env->to.local) <= GW_ID_MAX) {
+            l = calloc(1, sizeof *l);
+            memcpy(l->id, env->to.local, strlen(env->to.local) + 1);
+            lookup_add(l, st);
+            l->next = lookups;
+            lookups = l;
+        }
+    }
     pthread_mutex_unlock(&G.lock);
-    if (d && env->kind == MP_KIND_PRESENCE) {
-        presence_in(d, st);
+    if (d) {
+        record_stanza(d, MAGPIE_OK, st);
         return HOOK_HANDLED;
     }
-    if (d) {
-        command(d, st);
+    if (!l) {
+        record_stanza(NULL, MAGPIE_NOTFOUND, st);
         return HOOK_HANDLED;
     }
     /* not seen since start-up: perhaps provisioned since */
-    mp_stanza *ref = mp_stanza_ref(st);
-    if (mp_kv_get(G.domain, GW_STORE_DEVICES, env->to.local, record_read, ref) != MAGPIE_OK) {
-        mp_stanza_unref(ref);
-        reply_error(st, "wait", "internal-server-error", NULL);
-    }
+    if (mp_kv_get(G.domain, GW_STORE_DEVICES, l->id, record_read, l) != MAGPIE_OK)
+        record_read(l, MAGPIE_ERR, NULL, 0);
     return HOOK_HANDLED;
 }
 

@@ -297,9 +297,35 @@ def t12_provisioned_while_running(srv):
         closeall(a)
 
 
+def t15_order_while_record_is_read(srv):
+    """Commands to a device provisioned while running (its record is read
+    from storage on the first one) keep their order even when the read
+    completes in the middle of the burst: later commands wait behind it."""
+    a = online(srv, 'alice', 'pw-alice', 'r15')
+    try:
+        secret = provision(srv, 'late-2', 'alice@localhost')
+        # gaps from 0 to ~1 ms, around the time the record read takes
+        for i in range(40):
+            send_command(a, 'late-2', 'ord-%02d' % i, 'q%d' % i)
+            time.sleep(0.00005 * (i % 20))
+        for i in range(40):
+            wait_accepted(a, 'q%d' % i)
+        d = device(srv, 'late-2', secret)
+        got = []
+        for i in range(40):
+            mid, _, payload = d.command()
+            got.append(payload)
+            d.send(ack_frame(mid))
+        check(got == [b'ord-%02d' % i for i in range(40)], got)
+        d.close()
+    finally:
+        closeall(a)
+
+
 def t14_magpiectl_device(srv):
     p = srv.ctl('device', 'list', GW_DOMAIN, check=True)
-    check(p.stdout.split() == ['late-1', 'vm-1', 'vm-2', 'vm-3', 'vm-4', 'vm-5'], p.stdout)
+    check(p.stdout.split() == ['late-1', 'late-2', 'vm-1', 'vm-2', 'vm-3', 'vm-4', 'vm-5'],
+          p.stdout)
     p = srv.ctl('device', 'show', 'vm-1@' + GW_DOMAIN, check=True)
     check(p.stdout.split() == ['vm-1@' + GW_DOMAIN, srv.secrets['vm-1'].hex(), 'alice@localhost'],
           p.stdout)
@@ -367,7 +393,7 @@ def setup(srv):
 TESTS = [t01_handshake_and_presence, t02_command_ack_receipt, t03_forbidden_and_unknown,
          t04_offline_in_order, t05_failure_results, t06_expiry, t07_uplink, t08_bad_frames,
          t09_version_negotiation, t10_replaced, t11_probe, t12_provisioned_while_running,
-         t14_magpiectl_device]
+         t15_order_while_record_is_read, t14_magpiectl_device]
 
 
 def run(name, heartbeat, extra, tests, first):
