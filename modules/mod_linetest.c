@@ -72,6 +72,8 @@ static int load(mp_module *m)
     long long port = mp_module_opt_int(m, "port");
     if (port == 0)
         return MAGPIE_OK;
+    if (mp_module_opt_bool(m, "tls"))
+        return mp_listener_add_tls(m, mp_module_opt_str(m, "address"), (int)port, NULL, &ops, NULL);
     return mp_listener_add(m, mp_module_opt_str(m, "address"), (int)port, &ops, NULL);
 }
 
@@ -79,6 +81,7 @@ static const struct mp_option opts[] = {
     {"address", MP_OPT_STRING, "127.0.0.1", "address the line listener binds", 0, 0},
     {"port", MP_OPT_INT, "0", "port of the line listener (0: none)", 0, 65535},
     {"from", MP_OPT_STRING, "localhost", "'from' of the messages it routes", 0, 0},
+    {"tls", MP_OPT_BOOL, "false", "TLS from the first byte", 0, 0},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 

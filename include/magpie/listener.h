@@ -35,6 +35,17 @@ struct mp_listener_ops {
 int mp_listener_add(mp_module *m, const char *address, int port,
                     const struct mp_listener_ops *ops, void *ud);
 
+/* The same with TLS from the first byte (like XEP-0368 client ports): the
+ * certificate of virtual host `host` (NULL: the first one; a client's SNI
+ * picks another host's). The module's callbacks see only decrypted bytes,
+ * after the handshake. */
+int mp_listener_add_tls(mp_module *m, const char *address, int port, const char *host,
+                        const struct mp_listener_ops *ops, void *ud);
+
+/* Every listener of a module counts against the same per-address limits as
+ * the client ports (limits.max_connections_per_address and the connection
+ * rate): a connection over them is closed before open() is called. */
+
 /* Queues len bytes to the peer. Only from the connection's callbacks or
  * its worker. */
 void mp_conn_write(mp_conn *c, const char *data, size_t len);
@@ -42,5 +53,7 @@ void mp_conn_write(mp_conn *c, const char *data, size_t len);
 void mp_conn_close(mp_conn *c);
 /* "host:port" of the peer. */
 const char *mp_conn_peer(mp_conn *c);
+/* 1 if the connection is encrypted (a TLS listener), else 0. */
+int mp_conn_secure(mp_conn *c);
 
 #endif

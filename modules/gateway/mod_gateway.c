@@ -412,6 +412,9 @@ static int load(mp_module *m)
     long long port = mp_module_opt_int(m, "port");
     if (port == 0)
         return MAGPIE_OK;
+    if (mp_module_opt_bool(m, "tls"))
+        return mp_listener_add_tls(m, mp_module_opt_str(m, "address"), (int)port, NULL,
+                                   &gw_listener_ops, NULL);
     return mp_listener_add(m, mp_module_opt_str(m, "address"), (int)port, &gw_listener_ops, NULL);
 }
 
@@ -435,6 +438,8 @@ static const struct mp_option opts[] = {
      0},
     {"address", MP_OPT_STRING, "127.0.0.1", "address the device listener binds", 0, 0},
     {"port", MP_OPT_INT, "0", "port of the device listener (0: none)", 0, 65535},
+    {"tls", MP_OPT_BOOL, "false",
+     "TLS from the first byte on the device listener (the first host's certificate)", 0, 0},
     {"heartbeat", MP_OPT_INT, "30", "heartbeat interval announced to devices, seconds", 1, 65535},
     {"dead_after", MP_OPT_INT, "0",
      "seconds of device silence before it is offline (0: 2.5 x heartbeat)", 0, 1000000},

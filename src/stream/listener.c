@@ -10,7 +10,10 @@
 #include "base/base.h"
 #include "stream/listener.h"
 #include "net/transport.h"
+#include "net/addrlimit.h"
 #include <magpie/listener.h>
+
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -26,6 +29,8 @@ struct mp_listener_reg {
     int port;
     const struct mp_listener_ops *ops;
     void *ud;
+    int tls;    /* TLS from the first byte */
+    char *host; /* its certificate's host (NULL: the first) */
 };
 
 struct mp_conn {
@@ -35,6 +40,7 @@ struct mp_conn {
     struct mp_worker *w;
     struct mp_conn *prev, *next; /* the worker's list */
     int closing, in_data;
+    char addr_key[64]; /* per-address accounting (addrlimit.c) */
 };
 
 static struct mp_listener_reg *regs;
@@ -46,7 +52,17 @@ int mp_listener_add(mp_module *m, const char *address, int port, const struct mp
     if (!address || port <= 0 || port > 65535 || !ops || !ops->data)
         return MAGPIE_ERR;
     regs = mp_realloc(regs, (n_regs + 1) * sizeof *regs);
-    regs[n_regs++] = (struct mp_listener_reg){m, mp_strdup(address), port, ops, ud};
+    regs[n_regs++] = (struct mp_listener_reg){m, mp_strdup(address), port, ops, ud, 0, NULL};
+    return MAGPIE_OK;
+}
+
+int mp_listener_add_tls(mp_module *m, const char *address, int port, const char *host,
+                        const struct mp_listener_ops *ops, void *ud)
+{
+    if (mp_listener_add(m, address, port, ops, ud) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    regs[n_regs - 1].tls = 1;
+    regs[n_regs - 1].host = host ? mp_strdup(host) : NULL;
     return MAGPIE_OK;
 }
 
@@ -64,8 +80,10 @@ const struct mp_listener_reg *mp_listener_get(size_t i, const char **address, in
 
 void mp_listeners_clear(void)
 {
-    for (size_t i = 0; i < n_regs; i++)
+    for (size_t i = 0; i < n_regs; i++) {
         free(regs[i].address);
+        free(regs[i].host);
+    }
     free(regs);
     regs = NULL;
     n_regs = 0;
@@ -83,6 +101,7 @@ static void conn_free(mp_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     c->t->ops->free(c->t);
+    mp_addrlimit_release(c->addr_key);
     free(c);
 }
 
@@ -130,10 +149,27 @@ void mp_listener_accept(struct mp_worker *w, const struct mp_listener_reg *reg, 
         close(fd);
         return;
     }
-    struct mp_transport *t = mp_transport_tcp_new(mp_loop_base(w->loop), fd, w->rate, 0, NULL);
-    if (!t)
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char key[64] = "local";
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        mp_addr_key((struct sockaddr *)&ss, key, sizeof key);
+    if (mp_addrlimit_acquire(key) != MAGPIE_OK) {
+        mp_stat_inc(MP_STAT_REFUSED_ADDRESS);
+        mp_log(MP_LOG_DEBUG, "listener %s:%d: %s over its connection limits, refused", reg->address,
+               reg->port, key);
+        close(fd);
         return;
+    }
+    const char *host = reg->host ? reg->host : mp_server.cfg->hosts[0].domain;
+    struct mp_transport *t =
+        mp_transport_tcp_new(mp_loop_base(w->loop), fd, w->rate, reg->tls, host);
+    if (!t) {
+        mp_addrlimit_release(key);
+        return;
+    }
     mp_conn *c = mp_calloc(1, sizeof *c);
+    memcpy(c->addr_key, key, sizeof key);
     c->t = t;
     c->reg = reg;
     c->w = w;
@@ -183,4 +219,9 @@ void mp_conn_close(mp_conn *c)
 const char *mp_conn_peer(mp_conn *c)
 {
     return c->t->peer;
+}
+
+int mp_conn_secure(mp_conn *c)
+{
+    return c->t->secure;
 }

@@ -92,8 +92,15 @@ class Conn:
 class RawDevice(Conn):
     """A device speaking MGW over a plain socket, frame by frame."""
 
-    def __init__(self, port, dev_id, secret, host='127.0.0.1'):
-        super().__init__(socket.create_connection((host, port), timeout=5))
+    def __init__(self, port, dev_id, secret, host='127.0.0.1', tls=False):
+        s = socket.create_connection((host, port), timeout=5)
+        if tls:  # the spec's TLS option: TLS from the first byte
+            import ssl
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s)
+        super().__init__(s)
         self.id = dev_id
         self.secret = secret
         self.heartbeat = None

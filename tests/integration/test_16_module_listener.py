@@ -7,6 +7,7 @@ line and the connection stays; "quit" closes; the server shuts down
 cleanly with module connections open."""
 
 import socket
+import ssl
 import time
 
 from common import (MagpieServer, Results, parse_args, online, body_of, check, closeall,
@@ -83,6 +84,62 @@ TESTS = [t01_lines_become_messages, t02_many_connections_across_workers,
          t03_shutdown_with_open_connections]
 
 
+def t04_tls_listener_and_address_limits():
+    """A module listener with TLS from the first byte, and the per-address
+    connection limit applied to module listeners too."""
+    port = free_port()
+    mod = '{ name = "linetest"; port = %d; tls = true; }' % port
+    with MagpieServer(args.builddir, workers=args.workers, modules=['disco', 'ping', mod],
+                      limits={'max_connections_per_address': 3}) as srv:
+        srv.add_user('alice', 'pw-alice')
+        a = online(srv, 'alice', 'pw-alice', 'tls')  # one of the address's 3
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conns = []
+        try:
+            s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port), timeout=5))
+            conns.append(s)
+            check(s.version() is not None and s.version().startswith('TLS'), 'no TLS')
+            f = s.makefile('rb')
+            s.sendall(b'alice@localhost/tls over tls\n')
+            check(f.readline() == b'ok\n', 'no ok over TLS')
+            m = a.wait_for('message', lambda e: body_of(e) == 'over tls', timeout=5)
+            check(m is not None, 'no message')
+            # a plain-text client gets no answer from a TLS port
+            p = socket.create_connection(('127.0.0.1', port), timeout=3)
+            conns.append(p)
+            p.sendall(b'alice@localhost/tls plain\n')
+            try:
+                got = p.recv(100)
+            except socket.timeout:
+                got = b''
+            check(b'ok' not in got, 'plain text accepted on a TLS port: %r' % got)
+            p.close()
+            conns.remove(p)
+            time.sleep(0.3)
+            # the address now holds 2 (client + TLS line); one more is allowed,
+            # the next is closed before the module sees it
+            s2 = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port), timeout=5))
+            conns.append(s2)
+            refused = False
+            try:
+                s3 = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port), timeout=5))
+                conns.append(s3)
+                s3.sendall(b'alice@localhost/tls over the limit\n')
+                refused = s3.makefile('rb').readline() == b''
+            except (ssl.SSLError, OSError):
+                refused = True
+            check(refused, 'a 4th connection from the address was served')
+            out = srv.ctl('status', check=True).stdout
+            st = dict(line.split(' ', 1) for line in out.splitlines() if ' ' in line)
+            check(int(st.get('connections_refused_address', 0)) >= 1, 'not counted: %s' % out)
+        finally:
+            for c in conns:
+                c.close()
+            closeall(a)
+
+
 def main():
     mod = '{ name = "linetest"; port = %d; }' % PORT
     try:
@@ -105,6 +162,7 @@ def main():
         R.fail('16.99 module_listener_clean_shutdown', e)
     for s, _ in getattr(srv, 'kept', []):
         s.close()
+    R.run('16.04 module_listener_tls_and_address_limits', t04_tls_listener_and_address_limits)
     R.exit()
 
 

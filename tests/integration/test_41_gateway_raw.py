@@ -322,6 +322,32 @@ def t15_order_while_record_is_read(srv):
         closeall(a)
 
 
+def t16_tls_listener(srv):
+    """With tls = true the device listener speaks TLS from the first byte:
+    a device logs in over TLS and gets its command; a plain-text HELLO gets
+    nothing."""
+    a = online(srv, 'alice', 'pw-alice', 'r16')
+    try:
+        d = P.RawDevice(srv.gw_port, 'vm-1', srv.secrets['vm-1'], tls=True)
+        d.login()
+        check(d.s.version().startswith('TLS'), d.s.version())
+        send_command(a, 'vm-1', 'over-tls', 't16')
+        mid, _, payload = d.command()
+        check(payload == b'over-tls', payload)
+        d.send(ack_frame(mid))
+        wait_receipt(a, 't16')
+        d.close()
+        plain = P.RawDevice(srv.gw_port, 'vm-2', srv.secrets['vm-2'])
+        try:
+            plain.login()
+            ok = True
+        except Exception:
+            ok = False
+        check(not ok, 'a plain-text device logged in on the TLS listener')
+    finally:
+        closeall(a)
+
+
 def t14_magpiectl_device(srv):
     p = srv.ctl('device', 'list', GW_DOMAIN, check=True)
     check(p.stdout.split() == ['late-1', 'late-2', 'vm-1', 'vm-2', 'vm-3', 'vm-4', 'vm-5'],
@@ -418,4 +444,5 @@ def run(name, heartbeat, extra, tests, first):
 
 run('main', 30, '', TESTS, 1)
 run('silence', 1, 'handshake_timeout = 2;', [t13_silence], 13)
+run('tls', 30, 'tls = true;', [t16_tls_listener], 16)
 R.exit()
