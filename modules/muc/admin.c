@@ -301,6 +301,8 @@ void muc_config_form(struct muc_room *r, mp_stanza *st, mp_xml *parent)
     options(st, x, pm);
     snprintf(n, sizeof n, "%ld", c->history_len);
     field(st, x, "muc#maxhistoryfetch", "text-single", "Messages kept for newcomers", n);
+    field(st, x, "muc#roomconfig_enablearchiving", "boolean",
+          "Archive messages (XEP-0313 Message Archive Management)", c->mam ? "1" : "0");
 }
 
 void muc_owner_get(struct muc_room *r, mp_stanza *iq)
@@ -390,6 +392,9 @@ static const char *read_form(mp_stanza *iq, mp_xml *x, struct muc_config *c, int
                 dst = &c->change_subject;
             else if (strcmp(var, "muc#roomconfig_allowinvites") == 0)
                 dst = &c->allow_invites;
+            else if (strcmp(var, "muc#roomconfig_enablearchiving") == 0 ||
+                     strcmp(var, "mam") == 0)
+                dst = &c->mam;
             else if (strcmp(var, "muc#roomconfig_passwordprotectedroom") == 0)
                 dst = pw_flag;
             if (!dst)

@@ -104,7 +104,8 @@ static void collect_item(void *ud, const mp_archive_item *it)
 static void query(struct drv *d, const char *store, const char *key, int64_t after, int64_t before,
                   const char *with, size_t limit, int reverse, struct items *r)
 {
-    mp_archive_filter q = {.after_id = after, .before_id = before, .with = with, .limit = limit, .reverse = reverse};
+    mp_archive_filter q = {
+        .after_id = after, .before_id = before, .with = with, .limit = limit, .reverse = reverse};
     memset(r, 0, sizeof *r);
     assert_int_equal(mp_archive_query_sync(d->host, store, key, &q, collect_item, r), MAGPIE_OK);
 }
@@ -701,43 +702,50 @@ static void test_archive_ts_replace(void **state)
     memset(&t, 0, sizeof t);
     aloop_init(&t.a);
     /* the caller's timestamps, in µs */
-    assert_int_equal(mp_archive_append_at(d->host, "tsr", "room", 1000, "n1", "one", 3, t_append, &t),
-                     MAGPIE_OK);
-    assert_int_equal(mp_archive_append_at(d->host, "tsr", "room", 2000, "n2", "two", 3, t_append, &t),
-                     MAGPIE_OK);
-    assert_int_equal(mp_archive_append_at(d->host, "tsr", "room", 3000, "n1", "three", 5, t_append, &t),
-                     MAGPIE_OK);
+    assert_int_equal(
+        mp_archive_append_at(d->host, "tsr", "room", 1000, "n1", "one", 3, t_append, &t),
+        MAGPIE_OK);
+    assert_int_equal(
+        mp_archive_append_at(d->host, "tsr", "room", 2000, "n2", "two", 3, t_append, &t),
+        MAGPIE_OK);
+    assert_int_equal(
+        mp_archive_append_at(d->host, "tsr", "room", 3000, "n1", "three", 5, t_append, &t),
+        MAGPIE_OK);
     t.a.pending = 3;
     aloop_run(&t.a);
     assert_int_equal(t.n_app, 3);
     struct items r;
     mp_archive_filter q = {.ts_from = 2000};
     memset(&r, 0, sizeof r);
-    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r), MAGPIE_OK);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
     assert_int_equal(r.n, 2);
     assert_int_equal(r.ts[0], 2000);
     assert_string_equal(r.data[1], "three");
     q = (mp_archive_filter){.ts_to = 2000};
     memset(&r, 0, sizeof r);
-    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r), MAGPIE_OK);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
     assert_int_equal(r.n, 2);
     assert_int_equal(r.id[1], t.ids[1]);
     /* exact time: one item */
     q = (mp_archive_filter){.ts_from = 3000, .ts_to = 3000};
     memset(&r, 0, sizeof r);
-    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r), MAGPIE_OK);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
     assert_int_equal(r.n, 1);
     assert_int_equal(r.id[0], t.ids[2]);
     /* with and time together */
     q = (mp_archive_filter){.with = "n1", .ts_from = 1500};
     memset(&r, 0, sizeof r);
-    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r), MAGPIE_OK);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
     assert_int_equal(r.n, 1);
     assert_string_equal(r.data[0], "three");
     /* replace: data changes, id, ts and with stay; another key's id is not found */
     aloop_init(&t.a);
-    assert_int_equal(mp_archive_replace(d->host, "tsr", "room", t.ids[1], "gone", 4, t_replaced, &t),
-                     MAGPIE_OK);
+    assert_int_equal(
+        mp_archive_replace(d->host, "tsr", "room", t.ids[1], "gone", 4, t_replaced, &t), MAGPIE_OK);
     assert_int_equal(mp_archive_replace(d->host, "tsr", "other", t.ids[1], "x", 1, t_missing, &t),
                      MAGPIE_OK);
     t.a.pending = 2;
@@ -1224,11 +1232,11 @@ static void test_mysql_reconnect(void **state)
     cmocka_unit_test(test_kv_basic), cmocka_unit_test(test_kv_binary),                             \
         cmocka_unit_test(test_kv_keys_order), cmocka_unit_test(test_map_sync),                     \
         cmocka_unit_test(test_archive_sync), cmocka_unit_test(test_async_basic),                   \
-        cmocka_unit_test(test_archive_ts_replace),                                                 \
-        cmocka_unit_test(test_async_ordering), cmocka_unit_test(test_async_no_loop),               \
-        cmocka_unit_test(test_async_concurrent), cmocka_unit_test(test_limits),                    \
-        cmocka_unit_test(test_reopen), cmocka_unit_test(test_sync_only),                           \
-        cmocka_unit_test(test_bad_config), cmocka_unit_test(test_mysql_reconnect)
+        cmocka_unit_test(test_archive_ts_replace), cmocka_unit_test(test_async_ordering),          \
+        cmocka_unit_test(test_async_no_loop), cmocka_unit_test(test_async_concurrent),             \
+        cmocka_unit_test(test_limits), cmocka_unit_test(test_reopen),                              \
+        cmocka_unit_test(test_sync_only), cmocka_unit_test(test_bad_config),                       \
+        cmocka_unit_test(test_mysql_reconnect)
 
 int main(void)
 {
