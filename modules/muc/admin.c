@@ -433,6 +433,7 @@ static void config_submit(struct muc_room *r, mp_stanza *iq, mp_xml *x)
     }
     int was_locked = r->locked, was_persistent = r->cfg.persistent;
     int was_anyone = r->cfg.whois_anyone, was_members = r->cfg.members_only;
+    int was_mam = r->cfg.mam;
     config_free(&r->cfg);
     r->cfg = c;
     r->locked = 0;
@@ -445,11 +446,13 @@ static void config_submit(struct muc_room *r, mp_stanza *iq, mp_xml *x)
         muc_store_delete(r->node);
     if (!was_locked) {
         /* §10.2.1: occupants learn that the configuration changed */
-        int codes[2];
+        int codes[3];
         size_t n = 0;
         codes[n++] = 104;
         if (was_anyone != r->cfg.whois_anyone)
             codes[n++] = r->cfg.whois_anyone ? 172 : 173;
+        if (was_mam != r->cfg.mam)
+            codes[n++] = r->cfg.mam ? 170 : 171; /* logging on / off */
         muc_room_status_message(r, codes, n);
     }
     if (!was_members && r->cfg.members_only) {

@@ -567,6 +567,8 @@ static void join(struct muc_room *r, mp_stanza *st, int created)
     self[k++] = 110;
     if (created)
         self[k++] = 201;
+    if (r->cfg.mam)
+        self[k++] = 170; /* §7.2.12: the discussion is logged (archived) */
     struct pres_opts po = {0, 0, NULL, 0, NULL, NULL, NULL};
     broadcast(r, o, po, self, k);
     send_history(r, o, st);

@@ -14,7 +14,7 @@ from common import (MagpieServer, Results, parse_args, check, child, error_condi
                     closeall, online, local, body_of)
 from muchelp import (MUC, NS_USER, NS_XDATA, DISCO_INFO, NS_MAM, NS_SID, NS_MODERATE, room_jid, occ,
                      join_ok, create, groupchat, wait_body, admin, room_sid, stanza_ids, sid_time,
-                     mam_query, fin, expect_presence_error, send_join)
+                     mam_query, fin, expect_presence_error, send_join, codes)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -241,7 +241,8 @@ def t08_not_archived(u):
     check(child(after[-1], 'subject').text == 'Archived topic' and 'psst' not in bodies(after), tostr(after[-1]))
     # archiving off: no feature, no archive, stanza ids still given
     create(a, 'noarch', 'Alice', {'muc#roomconfig_enablearchiving': '0'})
-    join_ok(b, 'noarch', 'Bob')
+    p = join_ok(b, 'noarch', 'Bob')
+    check(170 not in codes(p), 'no 170 without archiving: %s' % tostr(p))
     check(NS_MAM not in features(b, 'noarch'), 'feature advertised with archiving off')
     groupchat(a, 'noarch', 'not kept')
     m = wait_body(b, 'not kept')
@@ -251,6 +252,10 @@ def t08_not_archived(u):
     # and on again: archived from then on
     from muchelp import configure
     check(configure(a, 'noarch', {'muc#roomconfig_enablearchiving': '1'}).get('type') == 'result', '')
+    n = b.wait_for('message', lambda e: e.get('from') == room_jid('noarch') and 104 in codes(e))
+    check(170 in codes(n), 'archiving on: 170 %s' % tostr(n))
+    p = join_ok(u['dave'], 'noarch', 'Dave')
+    check(170 in codes(p), 'entering an archiving room: 170 %s' % tostr(p))
     groupchat(a, 'noarch', 'kept now')
     wait_body(b, 'kept now')
     r, msgs, _ = mam_query(b, 'noarch')
