@@ -15,6 +15,15 @@
  * readable summary followed by one machine readable "RESULT key=value ..."
  * line.
  *
+ * MUC mode (--muc-rooms N): the sessions are N rooms of M = sessions / N
+ * occupants each (session g is nick u<g> in room r<g / M> of --muc-service).
+ * After the logins a join phase enters every room (its first occupant
+ * first, which creates it, then the others), then messaging sends
+ * groupchat messages at --rate in total, round robin over the rooms and
+ * over each room's occupants; every occupant (the sender too) receives
+ * each one, so deliveries = messages x M, and latency is measured per
+ * delivery.
+ *
  * Replies are recognised by a tiny incremental tag scanner (depth counting,
  * quoted attribute values, PIs, comments, CDATA) over the bufferevent input
  * buffer: a stanza is the byte range of one depth-1 element; it is handled
@@ -91,6 +100,9 @@ static struct {
     const char *resource;
     const char *go_file; /* wait for this file to exist before the hold */
     int verbose;
+    long muc_rooms;          /* MUC mode: rooms (0: c2s pairs) */
+    const char *muc_service; /* NULL: conference.<domain> */
+    double join_max;         /* join phase limit, s */
 } opt = {
     .host = "127.0.0.1",
     .port = 5222,
@@ -115,6 +127,9 @@ static struct {
     .resource = "lg",
     .go_file = NULL,
     .verbose = 0,
+    .muc_rooms = 0,
+    .muc_service = NULL,
+    .join_max = 300,
 };
 
 static const char *mech_name(enum mech m)
@@ -222,7 +237,7 @@ enum reason {
 static const char *reason_name[R_COUNT] = {"connect", "tls",    "stream",  "auth",
                                            "bind",    "closed", "timeout", "stream_error"};
 
-enum { REP_LOGIN = 1, REP_MSG = 2 };
+enum { REP_LOGIN = 1, REP_MSG = 2, REP_JOIN = 3 };
 
 struct report {
     int kind;
@@ -231,6 +246,7 @@ struct report {
     uint64_t t0, t1; /* phase window, CLOCK_MONOTONIC ns */
     uint64_t last_send, last_recv; /* when the last message was sent / received */
     long sent, recv;
+    long expect; /* deliveries expected for what was sent (c2s: sent) */
     long pairs;
     char first_err[240];
     struct hist h; /* login times or message latencies (us) */
@@ -346,6 +362,7 @@ struct sess {
     unsigned tls : 1;
     char *jid;              /* bound full JID (malloc'd) */
     char *scram_first_bare; /* client-first-message-bare (malloc'd) */
+    unsigned muc_joined : 1; /* MUC mode: self-presence (110) received */
     unsigned char server_sig[EVP_MAX_MD_SIZE];
     unsigned server_sig_len;
 };
@@ -376,6 +393,19 @@ static struct {
     size_t scratch_cap;
     int errs_printed;
 } E;
+
+/* MUC mode state of a child (one process holds whole rooms). */
+static struct {
+    long occ;          /* occupants per room */
+    long rooms;        /* rooms in this process */
+    long *joined;      /* per room: occupants in */
+    long *next_sender; /* per room: round-robin occupant index */
+    long room_rr;
+    long creators_done; /* creators joined or failed */
+    int joining, others_sent, join_reported;
+    uint64_t join_deadline;
+    struct report join;
+} MU;
 
 static void pump_logins(void);
 static void sess_send(struct sess *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -793,6 +823,104 @@ static void on_message(struct sess *s, const char *st)
         send_test_message(&E.s[i - 1], s);
 }
 
+static const char *muc_service(void)
+{
+    static char buf[300];
+    if (opt.muc_service)
+        return opt.muc_service;
+    snprintf(buf, sizeof buf, "conference.%s", opt.domain);
+    return buf;
+}
+
+static void muc_send_join(struct sess *s)
+{
+    long i = (long)(s - E.s);
+    sess_send(s,
+              "<presence to='r%ld@%s/u%ld'><x xmlns='http://jabber.org/protocol/muc'>"
+              "<history maxstanzas='0'/></x></presence>",
+              (E.g0 + i) / MU.occ, muc_service(), E.g0 + i);
+}
+
+static void muc_join_report(void)
+{
+    if (MU.join_reported)
+        return;
+    MU.join_reported = 1;
+    MU.joining = 0;
+    MU.join.kind = REP_JOIN;
+    MU.join.t1 = mono_ns();
+    if (write_full(E.rep, &MU.join, sizeof MU.join) < 0)
+        exit(1);
+}
+
+/* One session's join ended (ok or not): the creators first, then the
+ * others all at once; the report when everyone is done. */
+static void muc_join_done(struct sess *s, int ok)
+{
+    long i = (long)(s - E.s), r = i / MU.occ;
+    if (ok) {
+        s->muc_joined = 1;
+        MU.joined[r]++;
+        MU.join.ok++;
+        hist_add(&MU.join.h, (mono_ns() - MU.join.t0) / 1000);
+    } else {
+        MU.join.fail++;
+    }
+    if (i % MU.occ == 0)
+        MU.creators_done++;
+    if (!MU.others_sent && MU.creators_done == MU.rooms) {
+        MU.others_sent = 1;
+        for (long k = 0; k < E.n; k++)
+            if (k % MU.occ != 0) {
+                if (E.s[k].state == S_ONLINE)
+                    muc_send_join(&E.s[k]);
+                else
+                    MU.join.fail++;
+            }
+    }
+    if (MU.join.ok + MU.join.fail >= E.n)
+        muc_join_report();
+}
+
+static void muc_join_start(void)
+{
+    MU.joining = 1;
+    MU.join.t0 = mono_ns();
+    MU.join_deadline = MU.join.t0 + (uint64_t)(opt.join_max * 1e9);
+    for (long r = 0; r < MU.rooms; r++) {
+        struct sess *c = &E.s[r * MU.occ];
+        if (c->state == S_ONLINE)
+            muc_send_join(c);
+        else
+            muc_join_done(c, 0);
+    }
+}
+
+/* Presence during the join phase: our own occupant's self-presence (status
+ * 110) or an error for it. */
+static void on_presence(struct sess *s, const char *st)
+{
+    if (!MU.joining || s->muc_joined)
+        return;
+    char from[512] = "", want[512], type[16] = "";
+    long i = (long)(s - E.s);
+    st_attr(st, "from", from, sizeof from);
+    snprintf(want, sizeof want, "r%ld@%s/u%ld", (E.g0 + i) / MU.occ, muc_service(), E.g0 + i);
+    if (strcmp(from, want) != 0)
+        return;
+    st_attr(st, "type", type, sizeof type);
+    if (strcmp(type, "error") == 0) {
+        char cond[64];
+        st_condition(strstr(st, "<error") ? strstr(st, "<error") : st, cond, sizeof cond);
+        if (!MU.join.first_err[0])
+            snprintf(MU.join.first_err, sizeof MU.join.first_err, "join %.160s: %.60s", want,
+                     cond);
+        muc_join_done(s, 0);
+    } else if (strstr(st, "code='110'") || strstr(st, "code=\"110\"")) {
+        muc_join_done(s, 1);
+    }
+}
+
 /* Answers an iq get/set addressed to the client: ping gets a result,
  * anything else service-unavailable. */
 static void on_iq(struct sess *s, const char *st)
@@ -944,6 +1072,8 @@ static int handle_stanza(struct sess *s, const char *st)
             on_message(s, st);
         else if (strcmp(name, "iq") == 0)
             on_iq(s, st);
+        else if (strcmp(name, "presence") == 0 && opt.muc_rooms)
+            on_presence(s, st);
         return 0;
     default:
         return 0;
@@ -1184,6 +1314,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
+    if (MU.joining && mono_ns() > MU.join_deadline) {
+        if (!MU.join.first_err[0])
+            snprintf(MU.join.first_err, sizeof MU.join.first_err, "join phase limit reached");
+        MU.join.fail = E.n - MU.join.ok;
+        muc_join_report();
+    }
     if (E.login_reported)
         return;
     uint64_t now = mono_ns(), lim = (uint64_t)(opt.login_timeout * 1e9);
@@ -1224,7 +1360,32 @@ static void send_test_message(struct sess *a, struct sess *b)
     sess_send(a, "<message to='%s' type='chat' id='m%ld'><body>t=%" PRIu64 "</body></message>",
               b->jid, E.msg.sent, mono_ns());
     E.msg.sent++;
+    E.msg.expect++;
     E.msg.last_send = mono_ns();
+}
+
+/* MUC mode: the next due groupchat message, from the next occupant of the
+ * next room; returns 0 if no room has an occupant online to send. */
+static int send_muc_message(void)
+{
+    for (long tries = 0; tries < MU.rooms * MU.occ; tries++) {
+        long r = MU.room_rr;
+        MU.room_rr = (r + 1) % MU.rooms;
+        long k = MU.next_sender[r];
+        MU.next_sender[r] = (k + 1) % MU.occ;
+        struct sess *a = &E.s[r * MU.occ + k];
+        if (a->state != S_ONLINE || !a->muc_joined)
+            continue;
+        sess_send(a,
+                  "<message to='r%ld@%s' type='groupchat' id='m%ld'><body>t=%" PRIu64
+                  "</body></message>",
+                  (E.g0 + r * MU.occ) / MU.occ, muc_service(), E.msg.sent, mono_ns());
+        E.msg.sent++;
+        E.msg.expect += MU.joined[r]; /* every occupant, the sender too */
+        E.msg.last_send = mono_ns();
+        return 1;
+    }
+    return 0;
 }
 
 /* Sends the messages due at this instant (rate * elapsed - sent), round
@@ -1240,7 +1401,13 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
         double el = (double)((now < E.msg_end ? now : E.msg_end) - E.msg_t0) / 1e9;
         long due = opt.window > 0 ? 0 : (long)(E.rate * el) - E.msg.sent;
         long tries = 0;
-        while (due > 0 && tries < E.npairs) {
+        if (opt.muc_rooms) {
+            while (due > 0 && send_muc_message())
+                due--;
+            if (due > 0 && now > E.msg_t0 + 1000000000ull)
+                E.msg_end = now; /* nobody left to send */
+        }
+        while (!opt.muc_rooms && due > 0 && tries < E.npairs) {
             struct sess *a = &E.s[2 * E.rr], *b = &E.s[2 * E.rr + 1];
             E.rr = (E.rr + 1) % E.npairs;
             if (a->state != S_ONLINE || b->state != S_ONLINE || !b->jid) {
@@ -1259,7 +1426,7 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
             return;
         E.drain_end = now + (uint64_t)(opt.drain * 1e9);
     }
-    if (E.msg.recv >= E.msg.sent || now >= E.drain_end)
+    if (E.msg.recv >= E.msg.expect || now >= E.drain_end)
         msg_report();
 }
 
@@ -1269,7 +1436,7 @@ static void start_messaging(void)
     E.msg_t0 = mono_ns();
     E.msg_end = E.msg_t0 + (uint64_t)(opt.duration * 1e9);
     E.drain_end = 0;
-    if (E.npairs == 0 || E.rate <= 0) {
+    if ((E.npairs == 0 && !opt.muc_rooms) || E.rate <= 0) {
         E.msg_end = E.msg_t0;
     } else if (opt.window > 0) {
         /* closed loop: fill every pair's window; arrivals keep it full */
@@ -1300,6 +1467,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     }
     if (c == 'M')
         start_messaging();
+    else if (c == 'J')
+        muc_join_start();
 }
 
 /* Body of one child process: sessions [g0, g0+n), pairs within them. */
@@ -1318,6 +1487,14 @@ static int child_main(long g0, long n, long npairs, double rate, int conc, int n
     E.s = calloc((size_t)(n > 0 ? n : 1), sizeof *E.s);
     if (!E.s)
         return 1;
+    if (opt.muc_rooms) {
+        MU.occ = opt.sessions / opt.muc_rooms;
+        MU.rooms = n / MU.occ;
+        MU.joined = calloc((size_t)MU.rooms + 1, sizeof *MU.joined);
+        MU.next_sender = calloc((size_t)MU.rooms + 1, sizeof *MU.next_sender);
+        if (!MU.joined || !MU.next_sender)
+            return 1;
+    }
     for (long i = 0; i < n; i++) {
         E.s[i].g = g0 + i;
         E.s[i].user = opt.first_index + g0 + i;
@@ -1408,9 +1585,14 @@ struct child {
     pid_t pid;
     int ctl, rep;
     long g0, n, pairs;
-    struct report login, msg;
-    int have_login, have_msg;
+    struct report login, msg, join;
+    int have_login, have_msg, have_join;
 };
+
+static int *have_of(struct child *c, int kind)
+{
+    return kind == REP_LOGIN ? &c->have_login : kind == REP_MSG ? &c->have_msg : &c->have_join;
+}
 
 /* Waits until every live child has delivered a report of the given kind
  * (stored into login/msg) or the deadline passes.  Returns how many came. */
@@ -1419,7 +1601,7 @@ static int collect(struct child *c, int nc, int kind, double timeout_s)
     uint64_t deadline = mono_ns() + (uint64_t)(timeout_s * 1e9);
     int got = 0;
     for (int i = 0; i < nc; i++)
-        got += kind == REP_LOGIN ? c[i].have_login : c[i].have_msg;
+        got += *have_of(&c[i], kind);
     struct report *tmp = malloc(sizeof *tmp);
     if (!tmp)
         abort();
@@ -1427,7 +1609,7 @@ static int collect(struct child *c, int nc, int kind, double timeout_s)
         struct pollfd pf[256];
         int idx[256], np = 0;
         for (int i = 0; i < nc && np < 256; i++) {
-            int have = kind == REP_LOGIN ? c[i].have_login : c[i].have_msg;
+            int have = *have_of(&c[i], kind);
             if (!have && c[i].rep >= 0) {
                 pf[np].fd = c[i].rep;
                 pf[np].events = POLLIN;
@@ -1458,6 +1640,9 @@ static int collect(struct child *c, int nc, int kind, double timeout_s)
             if (tmp->kind == REP_LOGIN) {
                 ch->login = *tmp;
                 ch->have_login = 1;
+            } else if (tmp->kind == REP_JOIN) {
+                ch->join = *tmp;
+                ch->have_join = 1;
             } else {
                 ch->msg = *tmp;
                 ch->have_msg = 1;
@@ -1543,6 +1728,12 @@ static void usage(FILE *f)
         "  --go-file PATH       after the login phase, wait until PATH exists (at most\n"
         "                       --login-phase-max s) before the hold: a barrier between\n"
         "                       independent load generators (bench/multi-node.sh)\n"
+        "  --muc-rooms N        MUC mode: N rooms of sessions/N occupants (nick u<g> in room\n"
+        "                       r<g/M>); after the logins every occupant enters its room, then\n"
+        "                       --rate groupchat messages/s in total go round robin over the\n"
+        "                       rooms and their occupants; one process only (0: c2s pairs)\n"
+        "  --muc-service D      the MUC service (conference.<domain>)\n"
+        "  --join-max S         bound on the join phase (300)\n"
         "  -v, --verbose        print every failure\n");
 }
 
@@ -1582,6 +1773,9 @@ static void parse_args(int argc, char **argv)
                                        {"window", 1, 0, 'W'},
                                        {"resource", 1, 0, 'R'},
                                        {"go-file", 1, 0, 'G'},
+                                       {"muc-rooms", 1, 0, 'M'},
+                                       {"muc-service", 1, 0, 'V'},
+                                       {"join-max", 1, 0, 'J'},
                                        {"verbose", 0, 0, 'v'},
                                        {"help", 0, 0, '?'},
                                        {0, 0, 0, 0}};
@@ -1651,6 +1845,15 @@ static void parse_args(int argc, char **argv)
         case 'G':
             opt.go_file = optarg;
             break;
+        case 'M':
+            opt.muc_rooms = (long)num(optarg, "--muc-rooms");
+            break;
+        case 'V':
+            opt.muc_service = optarg;
+            break;
+        case 'J':
+            opt.join_max = num(optarg, "--join-max");
+            break;
         case 'v':
             opt.verbose = 1;
             break;
@@ -1696,6 +1899,17 @@ static void parse_args(int argc, char **argv)
     if (opt.procs < 1 || opt.procs > 256) {
         fprintf(stderr, "loadgen: --procs must be 1..256\n");
         exit(2);
+    }
+    if (opt.muc_rooms) {
+        if (opt.muc_rooms < 0 || opt.sessions % opt.muc_rooms || opt.sessions < opt.muc_rooms) {
+            fprintf(stderr, "loadgen: --sessions must be a multiple of --muc-rooms\n");
+            exit(2);
+        }
+        if (opt.procs != 1 || opt.window > 0 || opt.go_file) {
+            fprintf(stderr, "loadgen: MUC mode runs in one process, open loop, no --go-file\n");
+            exit(2);
+        }
+        opt.pairs = 0;
     }
     if (opt.pairs < 0)
         opt.pairs = opt.sessions / 2;
@@ -1809,7 +2023,9 @@ int main(int argc, char **argv)
                 close(ch[j].ctl);
                 close(ch[j].rep);
             }
-            double rate = total_pairs ? opt.rate * (double)ch[i].pairs / (double)total_pairs : 0;
+            double rate = opt.muc_rooms ? opt.rate
+                          : total_pairs ? opt.rate * (double)ch[i].pairs / (double)total_pairs
+                                        : 0;
             _exit(child_main(ch[i].g0, ch[i].n, ch[i].pairs, rate, conc_per, n_src, cp[0], rp[1]));
         }
         close(cp[0]);
@@ -1867,9 +2083,38 @@ int main(int argc, char **argv)
     }
     fflush(stdout);
 
+    /* phase 1b (MUC mode): every occupant enters its room */
+    struct report J = {0};
+    double cpu_join = cpu_login, join_s = 0;
+    if (opt.muc_rooms && !got_signal && have_all_login) {
+        broadcast(ch, opt.procs, 'J');
+        collect(ch, opt.procs, REP_JOIN, opt.join_max + 30);
+        if (pid)
+            cpu_join = proc_cpu_s(pid);
+        for (int i = 0; i < opt.procs; i++) {
+            if (!ch[i].have_join) {
+                J.fail += ch[i].n;
+                continue;
+            }
+            J.ok += ch[i].join.ok;
+            J.fail += ch[i].join.fail;
+            hist_merge(&J.h, &ch[i].join.h);
+            join_s = (double)(ch[i].join.t1 - ch[i].join.t0) / 1e9;
+            if (!J.first_err[0] && ch[i].join.first_err[0])
+                memcpy(J.first_err, ch[i].join.first_err, sizeof J.first_err);
+        }
+        printf("joins:    %ld rooms x %ld occupants: %ld in, %ld failed in %.2f s; server CPU "
+               "%.3f s\n",
+               opt.muc_rooms, opt.sessions / opt.muc_rooms, J.ok, J.fail, join_s,
+               pid ? cpu_join - cpu_login : 0);
+        if (J.fail)
+            printf("          first: %s\n", J.first_err);
+        fflush(stdout);
+    }
+
     /* phase 2: hold idle, then sample memory */
     long rss_idle = -1;
-    double cpu_hold0 = cpu_login, cpu_idle = -1;
+    double cpu_hold0 = cpu_join, cpu_idle = -1;
     uint64_t th0 = mono_ns();
     if (opt.go_file && !got_signal && have_all_login) {
         int go = wait_file(opt.go_file, opt.login_phase_max);
@@ -1903,7 +2148,8 @@ int main(int argc, char **argv)
     int did_msg = 0;
     if (!got_signal && have_all_login) {
         /* with no messaging the children report at once (drops during hold) */
-        did_msg = total_pairs > 0 && opt.rate > 0 && opt.duration > 0;
+        did_msg = (total_pairs > 0 || (opt.muc_rooms && J.ok > 0)) && opt.rate > 0 &&
+                  opt.duration > 0;
         broadcast(ch, opt.procs, 'M');
         collect(ch, opt.procs, REP_MSG, opt.duration + opt.drain + 60);
         if (pid) {
@@ -1917,6 +2163,7 @@ int main(int argc, char **argv)
             struct report *r = &ch[i].msg;
             M.sent += r->sent;
             M.recv += r->recv;
+            M.expect += r->expect;
             M.dropped += r->dropped;
             hist_merge(&M.h, &r->h);
             if (r->t0 < mt0)
@@ -1941,10 +2188,16 @@ int main(int argc, char **argv)
         msg_s = M.recv && last_recv > mt0 ? (double)(last_recv - mt0) / 1e9 : 0;
         sent_ps = send_s > 0 ? (double)M.sent / send_s : 0;
         recv_ps = msg_s > 0 ? (double)M.recv / msg_s : 0;
-        printf("messages: %ld pairs, sent %ld in %.2f s (%.1f/s), received %ld in %.2f s (%.1f/s), "
-               "lost %ld, sessions dropped %ld\n",
-               total_pairs, M.sent, send_s, sent_ps, M.recv, msg_s, recv_ps, M.sent - M.recv,
-               M.dropped);
+        if (opt.muc_rooms)
+            printf("messages: %ld rooms, sent %ld in %.2f s (%.1f/s), deliveries %ld of %ld in "
+                   "%.2f s (%.1f/s), lost %ld, sessions dropped %ld\n",
+                   opt.muc_rooms, M.sent, send_s, sent_ps, M.recv, M.expect, msg_s, recv_ps,
+                   M.expect - M.recv, M.dropped);
+        else
+            printf("messages: %ld pairs, sent %ld in %.2f s (%.1f/s), received %ld in %.2f s "
+                   "(%.1f/s), lost %ld, sessions dropped %ld\n",
+                   total_pairs, M.sent, send_s, sent_ps, M.recv, msg_s, recv_ps,
+                   M.expect - M.recv, M.dropped);
         printf("latency:  p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms\n",
                (double)hist_q(&M.h, 0.5) / 1000, (double)hist_q(&M.h, 0.9) / 1000,
                (double)hist_q(&M.h, 0.99) / 1000, (double)M.h.max / 1000,
@@ -1994,8 +2247,14 @@ quit:
     kv_double("login_p99_ms", (double)hist_q(&L.h, 0.99) / 1000, L.h.n > 0);
     printf(" pairs=%ld rate=%.1f duration=%.1f msgs_sent=%ld msgs_received=%ld msgs_lost=%ld"
            " sessions_dropped=%ld",
-           did_msg ? total_pairs : 0, opt.rate, opt.duration, M.sent, M.recv, M.sent - M.recv,
+           did_msg ? total_pairs : 0, opt.rate, opt.duration, M.sent, M.recv, M.expect - M.recv,
            M.dropped + 0);
+    if (opt.muc_rooms) {
+        printf(" muc_rooms=%ld muc_occupants=%ld joins_ok=%ld join_failures=%ld msgs_expected=%ld",
+               opt.muc_rooms, opt.sessions / opt.muc_rooms, J.ok, J.fail, M.expect);
+        kv_double("join_secs", join_s, J.ok > 0);
+        kv_double("server_cpu_join_s", cpu_join - cpu_login, pid && cpu_join >= 0);
+    }
     kv_double("msgs_sent_per_sec", sent_ps, did_msg);
     kv_double("msgs_recv_per_sec", recv_ps, did_msg);
     kv_double("msgs_send_secs", send_s, did_msg);
@@ -2019,6 +2278,10 @@ quit:
         kv_double("server_cpu_msg_s", cpu_msg - cpu_m0, alive_msg);
         kv_double("server_cpu_per_msg_us", M.recv ? (cpu_msg - cpu_m0) * 1e6 / (double)M.recv : 0,
                   alive_msg && M.recv > 0);
+        /* deliveries per second of server CPU: per core, whatever the threads */
+        kv_double("deliveries_per_cpu_sec",
+                  cpu_msg - cpu_m0 > 0 ? (double)M.recv / (cpu_msg - cpu_m0) : 0,
+                  alive_msg && M.recv > 0 && cpu_msg - cpu_m0 > 0);
     }
     kv_double("loadgen_cpu_s", lg_cpu, 1);
     if (got_signal)
