@@ -394,15 +394,17 @@ static struct {
     int errs_printed;
 } E;
 
-/* MUC mode state of a child (one process holds whole rooms). */
+/* MUC mode state of a child: its slice of sessions may hold parts of
+ * several rooms (and rooms may span children). Joins go in two steps
+ * through the parent: 'J' every room's first occupant (it creates the
+ * room), 'K' the others once every child has reported its creators. */
 static struct {
-    long occ;          /* occupants per room */
-    long rooms;        /* rooms in this process */
-    long *joined;      /* per room: occupants in */
-    long *next_sender; /* per room: round-robin occupant index */
+    long occ;          /* occupants per room (global) */
+    long room0, rooms; /* rooms with occupants in this child: room0 .. room0+rooms-1 */
+    long *next_sender; /* per local room: round-robin offset among its local occupants */
     long room_rr;
-    long creators_done; /* creators joined or failed */
-    int joining, others_sent, join_reported;
+    long step_todo;    /* joins of the current step not answered yet */
+    int joining, join_reported;
     uint64_t join_deadline;
     struct report join;
 } MU;
@@ -832,15 +834,21 @@ static const char *muc_service(void)
     return buf;
 }
 
+static long sess_room(const struct sess *s)
+{
+    return s->g / MU.occ;
+}
+
 static void muc_send_join(struct sess *s)
 {
-    long i = (long)(s - E.s);
     sess_send(s,
               "<presence to='r%ld@%s/u%ld'><x xmlns='http://jabber.org/protocol/muc'>"
               "<history maxstanzas='0'/></x></presence>",
-              (E.g0 + i) / MU.occ, muc_service(), E.g0 + i);
+              sess_room(s), muc_service(), s->g);
 }
 
+/* The current join step is over (every join answered, or the limit):
+ * cumulative counts go to the parent. */
 static void muc_join_report(void)
 {
     if (MU.join_reported)
@@ -853,42 +861,40 @@ static void muc_join_report(void)
         exit(1);
 }
 
-/* One session's join ended (ok or not): the creators first, then the
- * others all at once; the report when everyone is done. */
 static void muc_join_done(struct sess *s, int ok)
 {
-    long i = (long)(s - E.s), r = i / MU.occ;
     if (ok) {
         s->muc_joined = 1;
-        MU.joined[r]++;
         MU.join.ok++;
         hist_add(&MU.join.h, (mono_ns() - MU.join.t0) / 1000);
     } else {
         MU.join.fail++;
     }
-    if (i % MU.occ == 0)
-        MU.creators_done++;
-    if (!MU.others_sent && MU.creators_done == MU.rooms) {
-        MU.others_sent = 1;
-        for (long k = 0; k < E.n; k++)
-            if (k % MU.occ != 0) {
-                if (E.s[k].state == S_ONLINE)
-                    muc_send_join(&E.s[k]);
-                else
-                    MU.join.fail++;
-            }
-    }
-    if (MU.join.ok + MU.join.fail >= E.n)
+    if (--MU.step_todo <= 0)
         muc_join_report();
 }
 
-static void muc_join_start(void)
+/* Step 1 (creators = 1) or 2: sends the joins of this child's first
+ * occupants, or of the others. */
+static void muc_join_step(int creators)
 {
     MU.joining = 1;
-    MU.join.t0 = mono_ns();
-    MU.join_deadline = MU.join.t0 + (uint64_t)(opt.join_max * 1e9);
-    for (long r = 0; r < MU.rooms; r++) {
-        struct sess *c = &E.s[r * MU.occ];
+    MU.join_reported = 0;
+    if (creators)
+        MU.join.t0 = mono_ns();
+    MU.join_deadline = mono_ns() + (uint64_t)(opt.join_max * 1e9);
+    MU.step_todo = 0;
+    for (long i = 0; i < E.n; i++)
+        if ((E.s[i].g % MU.occ == 0) == creators)
+            MU.step_todo++;
+    if (MU.step_todo == 0) {
+        muc_join_report();
+        return;
+    }
+    for (long i = 0; i < E.n; i++) {
+        struct sess *c = &E.s[i];
+        if ((c->g % MU.occ == 0) != creators)
+            continue;
         if (c->state == S_ONLINE)
             muc_send_join(c);
         else
@@ -903,9 +909,8 @@ static void on_presence(struct sess *s, const char *st)
     if (!MU.joining || s->muc_joined)
         return;
     char from[512] = "", want[512], type[16] = "";
-    long i = (long)(s - E.s);
     st_attr(st, "from", from, sizeof from);
-    snprintf(want, sizeof want, "r%ld@%s/u%ld", (E.g0 + i) / MU.occ, muc_service(), E.g0 + i);
+    snprintf(want, sizeof want, "r%ld@%s/u%ld", sess_room(s), muc_service(), s->g);
     if (strcmp(from, want) != 0)
         return;
     st_attr(st, "type", type, sizeof type);
@@ -1317,7 +1322,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (MU.joining && mono_ns() > MU.join_deadline) {
         if (!MU.join.first_err[0])
             snprintf(MU.join.first_err, sizeof MU.join.first_err, "join phase limit reached");
-        MU.join.fail = E.n - MU.join.ok;
+        MU.join.fail += MU.step_todo;
+        MU.step_todo = 0;
         muc_join_report();
     }
     if (E.login_reported)
@@ -1364,24 +1370,29 @@ static void send_test_message(struct sess *a, struct sess *b)
     E.msg.last_send = mono_ns();
 }
 
-/* MUC mode: the next due groupchat message, from the next occupant of the
- * next room; returns 0 if no room has an occupant online to send. */
+/* MUC mode: the next due groupchat message, from the next of this
+ * child's occupants of the next of its rooms; returns 0 if none of them
+ * is in a room to send. */
 static int send_muc_message(void)
 {
-    for (long tries = 0; tries < MU.rooms * MU.occ; tries++) {
+    for (long tries = 0; tries < MU.rooms + E.n; tries++) {
         long r = MU.room_rr;
         MU.room_rr = (r + 1) % MU.rooms;
+        long R = MU.room0 + r;
+        long lo = R * MU.occ > E.g0 ? R * MU.occ : E.g0;
+        long hi = (R + 1) * MU.occ < E.g0 + E.n ? (R + 1) * MU.occ : E.g0 + E.n;
+        if (hi <= lo)
+            continue;
         long k = MU.next_sender[r];
-        MU.next_sender[r] = (k + 1) % MU.occ;
-        struct sess *a = &E.s[r * MU.occ + k];
+        MU.next_sender[r] = (k + 1) % (hi - lo);
+        struct sess *a = &E.s[lo + k % (hi - lo) - E.g0];
         if (a->state != S_ONLINE || !a->muc_joined)
             continue;
         sess_send(a,
                   "<message to='r%ld@%s' type='groupchat' id='m%ld'><body>t=%" PRIu64
                   "</body></message>",
-                  (E.g0 + r * MU.occ) / MU.occ, muc_service(), E.msg.sent, mono_ns());
+                  R, muc_service(), E.msg.sent, mono_ns());
         E.msg.sent++;
-        E.msg.expect += MU.joined[r]; /* every occupant, the sender too */
         E.msg.last_send = mono_ns();
         return 1;
     }
@@ -1426,7 +1437,11 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
             return;
         E.drain_end = now + (uint64_t)(opt.drain * 1e9);
     }
-    if (E.msg.recv >= E.msg.expect || now >= E.drain_end)
+    /* MUC mode: deliveries come for rooms other children send to as well,
+     * so a child waits until they stop (300 ms of silence) */
+    int quiet = opt.muc_rooms ? now - E.msg.last_recv > 300000000ull || !E.msg.recv
+                              : E.msg.recv >= E.msg.expect;
+    if (quiet || now >= E.drain_end)
         msg_report();
 }
 
@@ -1467,8 +1482,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     }
     if (c == 'M')
         start_messaging();
-    else if (c == 'J')
-        muc_join_start();
+    else if (c == 'J' || c == 'K')
+        muc_join_step(c == 'J');
 }
 
 /* Body of one child process: sessions [g0, g0+n), pairs within them. */
@@ -1487,12 +1502,12 @@ static int child_main(long g0, long n, long npairs, double rate, int conc, int n
     E.s = calloc((size_t)(n > 0 ? n : 1), sizeof *E.s);
     if (!E.s)
         return 1;
-    if (opt.muc_rooms) {
+    if (opt.muc_rooms && n > 0) {
         MU.occ = opt.sessions / opt.muc_rooms;
-        MU.rooms = n / MU.occ;
-        MU.joined = calloc((size_t)MU.rooms + 1, sizeof *MU.joined);
-        MU.next_sender = calloc((size_t)MU.rooms + 1, sizeof *MU.next_sender);
-        if (!MU.joined || !MU.next_sender)
+        MU.room0 = g0 / MU.occ;
+        MU.rooms = (g0 + n - 1) / MU.occ - MU.room0 + 1;
+        MU.next_sender = calloc((size_t)MU.rooms, sizeof *MU.next_sender);
+        if (!MU.next_sender)
             return 1;
     }
     for (long i = 0; i < n; i++) {
@@ -1731,7 +1746,7 @@ static void usage(FILE *f)
         "  --muc-rooms N        MUC mode: N rooms of sessions/N occupants (nick u<g> in room\n"
         "                       r<g/M>); after the logins every occupant enters its room, then\n"
         "                       --rate groupchat messages/s in total go round robin over the\n"
-        "                       rooms and their occupants; one process only (0: c2s pairs)\n"
+        "                       rooms and their occupants (0: c2s pairs)\n"
         "  --muc-service D      the MUC service (conference.<domain>)\n"
         "  --join-max S         bound on the join phase (300)\n"
         "  -v, --verbose        print every failure\n");
@@ -1905,8 +1920,8 @@ static void parse_args(int argc, char **argv)
             fprintf(stderr, "loadgen: --sessions must be a multiple of --muc-rooms\n");
             exit(2);
         }
-        if (opt.procs != 1 || opt.window > 0 || opt.go_file) {
-            fprintf(stderr, "loadgen: MUC mode runs in one process, open loop, no --go-file\n");
+        if (opt.window > 0 || opt.go_file) {
+            fprintf(stderr, "loadgen: MUC mode is open loop, without --go-file\n");
             exit(2);
         }
         opt.pairs = 0;
@@ -2023,7 +2038,7 @@ int main(int argc, char **argv)
                 close(ch[j].ctl);
                 close(ch[j].rep);
             }
-            double rate = opt.muc_rooms ? opt.rate
+            double rate = opt.muc_rooms ? opt.rate * (double)ch[i].n / (double)opt.sessions
                           : total_pairs ? opt.rate * (double)ch[i].pairs / (double)total_pairs
                                         : 0;
             _exit(child_main(ch[i].g0, ch[i].n, ch[i].pairs, rate, conc_per, n_src, cp[0], rp[1]));
@@ -2087,7 +2102,12 @@ int main(int argc, char **argv)
     struct report J = {0};
     double cpu_join = cpu_login, join_s = 0;
     if (opt.muc_rooms && !got_signal && have_all_login) {
+        /* the rooms' first occupants create them, then the others enter */
         broadcast(ch, opt.procs, 'J');
+        collect(ch, opt.procs, REP_JOIN, opt.join_max + 30);
+        for (int i = 0; i < opt.procs; i++)
+            ch[i].have_join = 0;
+        broadcast(ch, opt.procs, 'K');
         collect(ch, opt.procs, REP_JOIN, opt.join_max + 30);
         if (pid)
             cpu_join = proc_cpu_s(pid);
@@ -2099,7 +2119,9 @@ int main(int argc, char **argv)
             J.ok += ch[i].join.ok;
             J.fail += ch[i].join.fail;
             hist_merge(&J.h, &ch[i].join.h);
-            join_s = (double)(ch[i].join.t1 - ch[i].join.t0) / 1e9;
+            double js = (double)(ch[i].join.t1 - ch[i].join.t0) / 1e9;
+            if (js > join_s)
+                join_s = js;
             if (!J.first_err[0] && ch[i].join.first_err[0])
                 memcpy(J.first_err, ch[i].join.first_err, sizeof J.first_err);
         }
@@ -2164,6 +2186,8 @@ int main(int argc, char **argv)
             M.sent += r->sent;
             M.recv += r->recv;
             M.expect += r->expect;
+            if (opt.muc_rooms) /* each message reaches its room's occupants */
+                M.expect += r->sent * J.ok / opt.muc_rooms;
             M.dropped += r->dropped;
             hist_merge(&M.h, &r->h);
             if (r->t0 < mt0)

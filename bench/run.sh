@@ -75,10 +75,11 @@ USERFMT="bench%d"
 case $MODE in
 c2s) ;;
 muc)
-    # one load generator process holds whole rooms; no pairs
+    # no pairs; PROCS load generator processes share the occupants (1 by
+    # default: PROCS=2 spreads the reading of the deliveries over two)
     SESSIONS=$((ROOMS * OCCUPANTS))
     PAIRS=0
-    PROCS=1
+    [ "$PROCS" = auto ] && PROCS=1
     LOADGEN_ARGS="--muc-rooms $ROOMS --muc-service conference.$DOMAIN $LOADGEN_ARGS" ;;
 *) echo "run.sh: MODE is c2s or muc" >&2; exit 2 ;;
 esac

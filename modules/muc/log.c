@@ -126,7 +126,7 @@ void muc_log_message(struct muc_room *r, mp_stanza *m, const struct muc_occupant
 {
     if (!muc_logging(r))
         return;
-    if (!r->cfg.mam && kind != 'm')
+    if (!r->cfg.mam && (kind != 'm' || r->cfg.history_len <= 0))
         return; /* without archiving, only what history needs */
     char *doc = log_doc(r, m, sid, o ? o->real.full : NULL, kind, 0);
     struct appended *a = malloc(sizeof *a);

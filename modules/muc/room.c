@@ -147,8 +147,7 @@ int muc_room_gc(struct muc_room *r)
     if (r->n_occ > 0 || r->cfg.persistent)
         return 0;
     muc_room_drop(r);
-    if (r->cfg.mam)
-        muc_log_delete(r->node); /* a temporary room's archive goes with it */
+    muc_log_delete(r->node); /* a temporary room's log goes with it */
     muc_room_free(r);
     return 1;
 }
