@@ -8,6 +8,7 @@ fields, the form and the metadata, real JIDs for those who may see
 them, access control (members-only, outcasts, password), rooms with
 archiving off, private messages and subjects."""
 
+import os
 import time
 
 from common import (MagpieServer, Results, parse_args, check, child, error_condition, tostr,
@@ -264,7 +265,10 @@ def t08_not_archived(u):
 
 def main():
     try:
+        # MAGPIE_TEST_STORAGE=mysql (with MAGPIE_TEST_MYSQL from tests/mariadb.sh, a
+        # fresh database) runs the same conversations on the MySQL driver
         srv = MagpieServer(args.builddir, workers=args.workers,
+                           storage=os.environ.get('MAGPIE_TEST_STORAGE', 'sqlite'),
                            modules=['disco', 'ping', 'version', 'time', 'muc'])
         srv.__enter__()
     except Exception as e:

@@ -7,6 +7,7 @@ history for newcomers hold a tombstone instead of the message, also
 after a restart; participants (even the author) get forbidden; unknown
 ids item-not-found; a room without a log moderates its history."""
 
+import os
 from common import (MagpieServer, Results, parse_args, check, child, error_condition, tostr,
                     closeall, online, body_of, no_message)
 from muchelp import (NS_DELAY, NS_OID, NS_MODERATE, NS_RETRACT, room_jid, occ, join_ok, create,
@@ -154,7 +155,10 @@ def t04_no_log(srv, u):
 
 def main():
     try:
+        # MAGPIE_TEST_STORAGE=mysql (with MAGPIE_TEST_MYSQL from tests/mariadb.sh, a
+        # fresh database) runs the same conversations on the MySQL driver
         srv = MagpieServer(args.builddir, workers=args.workers,
+                           storage=os.environ.get('MAGPIE_TEST_STORAGE', 'sqlite'),
                            modules=['disco', 'ping', 'version', 'time', 'muc'])
         srv.__enter__()
     except Exception as e:
