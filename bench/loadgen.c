@@ -243,7 +243,7 @@ struct report {
     int kind;
     long ok, fail, dropped;
     long reasons[R_COUNT];
-    uint64_t t0, t1; /* phase window, CLOCK_MONOTONIC ns */
+    uint64_t t0, t1;               /* phase window, CLOCK_MONOTONIC ns */
     uint64_t last_send, last_recv; /* when the last message was sent / received */
     long sent, recv;
     long expect; /* deliveries expected for what was sent (c2s: sent) */
@@ -360,8 +360,8 @@ struct sess {
     uint64_t t_start;
     unsigned need_session : 1;
     unsigned tls : 1;
-    char *jid;              /* bound full JID (malloc'd) */
-    char *scram_first_bare; /* client-first-message-bare (malloc'd) */
+    char *jid;               /* bound full JID (malloc'd) */
+    char *scram_first_bare;  /* client-first-message-bare (malloc'd) */
     unsigned muc_joined : 1; /* MUC mode: self-presence (110) received */
     unsigned char server_sig[EVP_MAX_MD_SIZE];
     unsigned server_sig_len;
@@ -403,7 +403,7 @@ static struct {
     long room0, rooms; /* rooms with occupants in this child: room0 .. room0+rooms-1 */
     long *next_sender; /* per local room: round-robin offset among its local occupants */
     long room_rr;
-    long step_todo;    /* joins of the current step not answered yet */
+    long step_todo; /* joins of the current step not answered yet */
     int joining, join_reported;
     uint64_t join_deadline;
     struct report join;
@@ -918,8 +918,7 @@ static void on_presence(struct sess *s, const char *st)
         char cond[64];
         st_condition(strstr(st, "<error") ? strstr(st, "<error") : st, cond, sizeof cond);
         if (!MU.join.first_err[0])
-            snprintf(MU.join.first_err, sizeof MU.join.first_err, "join %.160s: %.60s", want,
-                     cond);
+            snprintf(MU.join.first_err, sizeof MU.join.first_err, "join %.160s: %.60s", want, cond);
         muc_join_done(s, 0);
     } else if (strstr(st, "code='110'") || strstr(st, "code=\"110\"")) {
         muc_join_done(s, 1);
@@ -2170,8 +2169,8 @@ int main(int argc, char **argv)
     int did_msg = 0;
     if (!got_signal && have_all_login) {
         /* with no messaging the children report at once (drops during hold) */
-        did_msg = (total_pairs > 0 || (opt.muc_rooms && J.ok > 0)) && opt.rate > 0 &&
-                  opt.duration > 0;
+        did_msg =
+            (total_pairs > 0 || (opt.muc_rooms && J.ok > 0)) && opt.rate > 0 && opt.duration > 0;
         broadcast(ch, opt.procs, 'M');
         collect(ch, opt.procs, REP_MSG, opt.duration + opt.drain + 60);
         if (pid) {
@@ -2220,8 +2219,8 @@ int main(int argc, char **argv)
         else
             printf("messages: %ld pairs, sent %ld in %.2f s (%.1f/s), received %ld in %.2f s "
                    "(%.1f/s), lost %ld, sessions dropped %ld\n",
-                   total_pairs, M.sent, send_s, sent_ps, M.recv, msg_s, recv_ps,
-                   M.expect - M.recv, M.dropped);
+                   total_pairs, M.sent, send_s, sent_ps, M.recv, msg_s, recv_ps, M.expect - M.recv,
+                   M.dropped);
         printf("latency:  p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms\n",
                (double)hist_q(&M.h, 0.5) / 1000, (double)hist_q(&M.h, 0.9) / 1000,
                (double)hist_q(&M.h, 0.99) / 1000, (double)M.h.max / 1000,

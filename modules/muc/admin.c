@@ -392,8 +392,7 @@ static const char *read_form(mp_stanza *iq, mp_xml *x, struct muc_config *c, int
                 dst = &c->change_subject;
             else if (strcmp(var, "muc#roomconfig_allowinvites") == 0)
                 dst = &c->allow_invites;
-            else if (strcmp(var, "muc#roomconfig_enablearchiving") == 0 ||
-                     strcmp(var, "mam") == 0)
+            else if (strcmp(var, "muc#roomconfig_enablearchiving") == 0 || strcmp(var, "mam") == 0)
                 dst = &c->mam;
             else if (strcmp(var, "muc#roomconfig_passwordprotectedroom") == 0)
                 dst = pw_flag;
