@@ -15,6 +15,15 @@
  * readable summary followed by one machine readable "RESULT key=value ..."
  * line.
  *
+ * MUC mode (--muc-rooms N): the sessions are N rooms of M = sessions / N
+ * occupants each (session g is nick u<g> in room r<g / M> of --muc-service).
+ * After the logins a join phase enters every room (its first occupant
+ * first, which creates it, then the others), then messaging sends
+ * groupchat messages at --rate in total, round robin over the rooms and
+ * over each room's occupants; every occupant (the sender too) receives
+ * each one, so deliveries = messages x M, and latency is measured per
+ * delivery.
+ *
  * Replies are recognised by a tiny incremental tag scanner (depth counting,
  * quoted attribute values, PIs, comments, CDATA) over the bufferevent input
  * buffer: a stanza is the byte range of one depth-1 element; it is handled
@@ -91,6 +100,9 @@ static struct {
     const char *resource;
     const char *go_file; /* wait for this file to exist before the hold */
     int verbose;
+    long muc_rooms;          /* MUC mode: rooms (0: c2s pairs) */
+    const char *muc_service; /* NULL: conference.<domain> */
+    double join_max;         /* join phase limit, s */
 } opt = {
     .host = "127.0.0.1",
     .port = 5222,
@@ -115,6 +127,9 @@ static struct {
     .resource = "lg",
     .go_file = NULL,
     .verbose = 0,
+    .muc_rooms = 0,
+    .muc_service = NULL,
+    .join_max = 300,
 };
 
 static const char *mech_name(enum mech m)
@@ -222,15 +237,16 @@ enum reason {
 static const char *reason_name[R_COUNT] = {"connect", "tls",    "stream",  "auth",
                                            "bind",    "closed", "timeout", "stream_error"};
 
-enum { REP_LOGIN = 1, REP_MSG = 2 };
+enum { REP_LOGIN = 1, REP_MSG = 2, REP_JOIN = 3 };
 
 struct report {
     int kind;
     long ok, fail, dropped;
     long reasons[R_COUNT];
-    uint64_t t0, t1; /* phase window, CLOCK_MONOTONIC ns */
+    uint64_t t0, t1;               /* phase window, CLOCK_MONOTONIC ns */
     uint64_t last_send, last_recv; /* when the last message was sent / received */
     long sent, recv;
+    long expect; /* deliveries expected for what was sent (c2s: sent) */
     long pairs;
     char first_err[240];
     struct hist h; /* login times or message latencies (us) */
@@ -344,8 +360,9 @@ struct sess {
     uint64_t t_start;
     unsigned need_session : 1;
     unsigned tls : 1;
-    char *jid;              /* bound full JID (malloc'd) */
-    char *scram_first_bare; /* client-first-message-bare (malloc'd) */
+    char *jid;               /* bound full JID (malloc'd) */
+    char *scram_first_bare;  /* client-first-message-bare (malloc'd) */
+    unsigned muc_joined : 1; /* MUC mode: self-presence (110) received */
     unsigned char server_sig[EVP_MAX_MD_SIZE];
     unsigned server_sig_len;
 };
@@ -376,6 +393,21 @@ static struct {
     size_t scratch_cap;
     int errs_printed;
 } E;
+
+/* MUC mode state of a child: its slice of sessions may hold parts of
+ * several rooms (and rooms may span children). Joins go in two steps
+ * through the parent: 'J' every room's first occupant (it creates the
+ * room), 'K' the others once every child has reported its creators. */
+static struct {
+    long occ;          /* occupants per room (global) */
+    long room0, rooms; /* rooms with occupants in this child: room0 .. room0+rooms-1 */
+    long *next_sender; /* per local room: round-robin offset among its local occupants */
+    long room_rr;
+    long step_todo; /* joins of the current step not answered yet */
+    int joining, join_reported;
+    uint64_t join_deadline;
+    struct report join;
+} MU;
 
 static void pump_logins(void);
 static void sess_send(struct sess *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -793,6 +825,106 @@ static void on_message(struct sess *s, const char *st)
         send_test_message(&E.s[i - 1], s);
 }
 
+static const char *muc_service(void)
+{
+    static char buf[300];
+    if (opt.muc_service)
+        return opt.muc_service;
+    snprintf(buf, sizeof buf, "conference.%s", opt.domain);
+    return buf;
+}
+
+static long sess_room(const struct sess *s)
+{
+    return s->g / MU.occ;
+}
+
+static void muc_send_join(struct sess *s)
+{
+    sess_send(s,
+              "<presence to='r%ld@%s/u%ld'><x xmlns='http://jabber.org/protocol/muc'>"
+              "<history maxstanzas='0'/></x></presence>",
+              sess_room(s), muc_service(), s->g);
+}
+
+/* The current join step is over (every join answered, or the limit):
+ * cumulative counts go to the parent. */
+static void muc_join_report(void)
+{
+    if (MU.join_reported)
+        return;
+    MU.join_reported = 1;
+    MU.joining = 0;
+    MU.join.kind = REP_JOIN;
+    MU.join.t1 = mono_ns();
+    if (write_full(E.rep, &MU.join, sizeof MU.join) < 0)
+        exit(1);
+}
+
+static void muc_join_done(struct sess *s, int ok)
+{
+    if (ok) {
+        s->muc_joined = 1;
+        MU.join.ok++;
+        hist_add(&MU.join.h, (mono_ns() - MU.join.t0) / 1000);
+    } else {
+        MU.join.fail++;
+    }
+    if (--MU.step_todo <= 0)
+        muc_join_report();
+}
+
+/* Step 1 (creators = 1) or 2: sends the joins of this child's first
+ * occupants, or of the others. */
+static void muc_join_step(int creators)
+{
+    MU.joining = 1;
+    MU.join_reported = 0;
+    if (creators)
+        MU.join.t0 = mono_ns();
+    MU.join_deadline = mono_ns() + (uint64_t)(opt.join_max * 1e9);
+    MU.step_todo = 0;
+    for (long i = 0; i < E.n; i++)
+        if ((E.s[i].g % MU.occ == 0) == creators)
+            MU.step_todo++;
+    if (MU.step_todo == 0) {
+        muc_join_report();
+        return;
+    }
+    for (long i = 0; i < E.n; i++) {
+        struct sess *c = &E.s[i];
+        if ((c->g % MU.occ == 0) != creators)
+            continue;
+        if (c->state == S_ONLINE)
+            muc_send_join(c);
+        else
+            muc_join_done(c, 0);
+    }
+}
+
+/* Presence during the join phase: our own occupant's self-presence (status
+ * 110) or an error for it. */
+static void on_presence(struct sess *s, const char *st)
+{
+    if (!MU.joining || s->muc_joined)
+        return;
+    char from[512] = "", want[512], type[16] = "";
+    st_attr(st, "from", from, sizeof from);
+    snprintf(want, sizeof want, "r%ld@%s/u%ld", sess_room(s), muc_service(), s->g);
+    if (strcmp(from, want) != 0)
+        return;
+    st_attr(st, "type", type, sizeof type);
+    if (strcmp(type, "error") == 0) {
+        char cond[64];
+        st_condition(strstr(st, "<error") ? strstr(st, "<error") : st, cond, sizeof cond);
+        if (!MU.join.first_err[0])
+            snprintf(MU.join.first_err, sizeof MU.join.first_err, "join %.160s: %.60s", want, cond);
+        muc_join_done(s, 0);
+    } else if (strstr(st, "code='110'") || strstr(st, "code=\"110\"")) {
+        muc_join_done(s, 1);
+    }
+}
+
 /* Answers an iq get/set addressed to the client: ping gets a result,
  * anything else service-unavailable. */
 static void on_iq(struct sess *s, const char *st)
@@ -944,6 +1076,8 @@ static int handle_stanza(struct sess *s, const char *st)
             on_message(s, st);
         else if (strcmp(name, "iq") == 0)
             on_iq(s, st);
+        else if (strcmp(name, "presence") == 0 && opt.muc_rooms)
+            on_presence(s, st);
         return 0;
     default:
         return 0;
@@ -1184,6 +1318,13 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
+    if (MU.joining && mono_ns() > MU.join_deadline) {
+        if (!MU.join.first_err[0])
+            snprintf(MU.join.first_err, sizeof MU.join.first_err, "join phase limit reached");
+        MU.join.fail += MU.step_todo;
+        MU.step_todo = 0;
+        muc_join_report();
+    }
     if (E.login_reported)
         return;
     uint64_t now = mono_ns(), lim = (uint64_t)(opt.login_timeout * 1e9);
@@ -1224,7 +1365,37 @@ static void send_test_message(struct sess *a, struct sess *b)
     sess_send(a, "<message to='%s' type='chat' id='m%ld'><body>t=%" PRIu64 "</body></message>",
               b->jid, E.msg.sent, mono_ns());
     E.msg.sent++;
+    E.msg.expect++;
     E.msg.last_send = mono_ns();
+}
+
+/* MUC mode: the next due groupchat message, from the next of this
+ * child's occupants of the next of its rooms; returns 0 if none of them
+ * is in a room to send. */
+static int send_muc_message(void)
+{
+    for (long tries = 0; tries < MU.rooms + E.n; tries++) {
+        long r = MU.room_rr;
+        MU.room_rr = (r + 1) % MU.rooms;
+        long R = MU.room0 + r;
+        long lo = R * MU.occ > E.g0 ? R * MU.occ : E.g0;
+        long hi = (R + 1) * MU.occ < E.g0 + E.n ? (R + 1) * MU.occ : E.g0 + E.n;
+        if (hi <= lo)
+            continue;
+        long k = MU.next_sender[r];
+        MU.next_sender[r] = (k + 1) % (hi - lo);
+        struct sess *a = &E.s[lo + k % (hi - lo) - E.g0];
+        if (a->state != S_ONLINE || !a->muc_joined)
+            continue;
+        sess_send(a,
+                  "<message to='r%ld@%s' type='groupchat' id='m%ld'><body>t=%" PRIu64
+                  "</body></message>",
+                  R, muc_service(), E.msg.sent, mono_ns());
+        E.msg.sent++;
+        E.msg.last_send = mono_ns();
+        return 1;
+    }
+    return 0;
 }
 
 /* Sends the messages due at this instant (rate * elapsed - sent), round
@@ -1240,7 +1411,13 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
         double el = (double)((now < E.msg_end ? now : E.msg_end) - E.msg_t0) / 1e9;
         long due = opt.window > 0 ? 0 : (long)(E.rate * el) - E.msg.sent;
         long tries = 0;
-        while (due > 0 && tries < E.npairs) {
+        if (opt.muc_rooms) {
+            while (due > 0 && send_muc_message())
+                due--;
+            if (due > 0 && now > E.msg_t0 + 1000000000ull)
+                E.msg_end = now; /* nobody left to send */
+        }
+        while (!opt.muc_rooms && due > 0 && tries < E.npairs) {
             struct sess *a = &E.s[2 * E.rr], *b = &E.s[2 * E.rr + 1];
             E.rr = (E.rr + 1) % E.npairs;
             if (a->state != S_ONLINE || b->state != S_ONLINE || !b->jid) {
@@ -1259,7 +1436,11 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
             return;
         E.drain_end = now + (uint64_t)(opt.drain * 1e9);
     }
-    if (E.msg.recv >= E.msg.sent || now >= E.drain_end)
+    /* MUC mode: deliveries come for rooms other children send to as well,
+     * so a child waits until they stop (300 ms of silence) */
+    int quiet = opt.muc_rooms ? now - E.msg.last_recv > 300000000ull || !E.msg.recv
+                              : E.msg.recv >= E.msg.expect;
+    if (quiet || now >= E.drain_end)
         msg_report();
 }
 
@@ -1269,7 +1450,7 @@ static void start_messaging(void)
     E.msg_t0 = mono_ns();
     E.msg_end = E.msg_t0 + (uint64_t)(opt.duration * 1e9);
     E.drain_end = 0;
-    if (E.npairs == 0 || E.rate <= 0) {
+    if ((E.npairs == 0 && !opt.muc_rooms) || E.rate <= 0) {
         E.msg_end = E.msg_t0;
     } else if (opt.window > 0) {
         /* closed loop: fill every pair's window; arrivals keep it full */
@@ -1300,6 +1481,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     }
     if (c == 'M')
         start_messaging();
+    else if (c == 'J' || c == 'K')
+        muc_join_step(c == 'J');
 }
 
 /* Body of one child process: sessions [g0, g0+n), pairs within them. */
@@ -1318,6 +1501,14 @@ static int child_main(long g0, long n, long npairs, double rate, int conc, int n
     E.s = calloc((size_t)(n > 0 ? n : 1), sizeof *E.s);
     if (!E.s)
         return 1;
+    if (opt.muc_rooms && n > 0) {
+        MU.occ = opt.sessions / opt.muc_rooms;
+        MU.room0 = g0 / MU.occ;
+        MU.rooms = (g0 + n - 1) / MU.occ - MU.room0 + 1;
+        MU.next_sender = calloc((size_t)MU.rooms, sizeof *MU.next_sender);
+        if (!MU.next_sender)
+            return 1;
+    }
     for (long i = 0; i < n; i++) {
         E.s[i].g = g0 + i;
         E.s[i].user = opt.first_index + g0 + i;
@@ -1408,9 +1599,14 @@ struct child {
     pid_t pid;
     int ctl, rep;
     long g0, n, pairs;
-    struct report login, msg;
-    int have_login, have_msg;
+    struct report login, msg, join;
+    int have_login, have_msg, have_join;
 };
+
+static int *have_of(struct child *c, int kind)
+{
+    return kind == REP_LOGIN ? &c->have_login : kind == REP_MSG ? &c->have_msg : &c->have_join;
+}
 
 /* Waits until every live child has delivered a report of the given kind
  * (stored into login/msg) or the deadline passes.  Returns how many came. */
@@ -1419,7 +1615,7 @@ static int collect(struct child *c, int nc, int kind, double timeout_s)
     uint64_t deadline = mono_ns() + (uint64_t)(timeout_s * 1e9);
     int got = 0;
     for (int i = 0; i < nc; i++)
-        got += kind == REP_LOGIN ? c[i].have_login : c[i].have_msg;
+        got += *have_of(&c[i], kind);
     struct report *tmp = malloc(sizeof *tmp);
     if (!tmp)
         abort();
@@ -1427,7 +1623,7 @@ static int collect(struct child *c, int nc, int kind, double timeout_s)
         struct pollfd pf[256];
         int idx[256], np = 0;
         for (int i = 0; i < nc && np < 256; i++) {
-            int have = kind == REP_LOGIN ? c[i].have_login : c[i].have_msg;
+            int have = *have_of(&c[i], kind);
             if (!have && c[i].rep >= 0) {
                 pf[np].fd = c[i].rep;
                 pf[np].events = POLLIN;
@@ -1458,6 +1654,9 @@ static int collect(struct child *c, int nc, int kind, double timeout_s)
             if (tmp->kind == REP_LOGIN) {
                 ch->login = *tmp;
                 ch->have_login = 1;
+            } else if (tmp->kind == REP_JOIN) {
+                ch->join = *tmp;
+                ch->have_join = 1;
             } else {
                 ch->msg = *tmp;
                 ch->have_msg = 1;
@@ -1543,6 +1742,12 @@ static void usage(FILE *f)
         "  --go-file PATH       after the login phase, wait until PATH exists (at most\n"
         "                       --login-phase-max s) before the hold: a barrier between\n"
         "                       independent load generators (bench/multi-node.sh)\n"
+        "  --muc-rooms N        MUC mode: N rooms of sessions/N occupants (nick u<g> in room\n"
+        "                       r<g/M>); after the logins every occupant enters its room, then\n"
+        "                       --rate groupchat messages/s in total go round robin over the\n"
+        "                       rooms and their occupants (0: c2s pairs)\n"
+        "  --muc-service D      the MUC service (conference.<domain>)\n"
+        "  --join-max S         bound on the join phase (300)\n"
         "  -v, --verbose        print every failure\n");
 }
 
@@ -1582,6 +1787,9 @@ static void parse_args(int argc, char **argv)
                                        {"window", 1, 0, 'W'},
                                        {"resource", 1, 0, 'R'},
                                        {"go-file", 1, 0, 'G'},
+                                       {"muc-rooms", 1, 0, 'M'},
+                                       {"muc-service", 1, 0, 'V'},
+                                       {"join-max", 1, 0, 'J'},
                                        {"verbose", 0, 0, 'v'},
                                        {"help", 0, 0, '?'},
                                        {0, 0, 0, 0}};
@@ -1651,6 +1859,15 @@ static void parse_args(int argc, char **argv)
         case 'G':
             opt.go_file = optarg;
             break;
+        case 'M':
+            opt.muc_rooms = (long)num(optarg, "--muc-rooms");
+            break;
+        case 'V':
+            opt.muc_service = optarg;
+            break;
+        case 'J':
+            opt.join_max = num(optarg, "--join-max");
+            break;
         case 'v':
             opt.verbose = 1;
             break;
@@ -1696,6 +1913,17 @@ static void parse_args(int argc, char **argv)
     if (opt.procs < 1 || opt.procs > 256) {
         fprintf(stderr, "loadgen: --procs must be 1..256\n");
         exit(2);
+    }
+    if (opt.muc_rooms) {
+        if (opt.muc_rooms < 0 || opt.sessions % opt.muc_rooms || opt.sessions < opt.muc_rooms) {
+            fprintf(stderr, "loadgen: --sessions must be a multiple of --muc-rooms\n");
+            exit(2);
+        }
+        if (opt.window > 0 || opt.go_file) {
+            fprintf(stderr, "loadgen: MUC mode is open loop, without --go-file\n");
+            exit(2);
+        }
+        opt.pairs = 0;
     }
     if (opt.pairs < 0)
         opt.pairs = opt.sessions / 2;
@@ -1809,7 +2037,9 @@ int main(int argc, char **argv)
                 close(ch[j].ctl);
                 close(ch[j].rep);
             }
-            double rate = total_pairs ? opt.rate * (double)ch[i].pairs / (double)total_pairs : 0;
+            double rate = opt.muc_rooms ? opt.rate * (double)ch[i].n / (double)opt.sessions
+                          : total_pairs ? opt.rate * (double)ch[i].pairs / (double)total_pairs
+                                        : 0;
             _exit(child_main(ch[i].g0, ch[i].n, ch[i].pairs, rate, conc_per, n_src, cp[0], rp[1]));
         }
         close(cp[0]);
@@ -1867,9 +2097,45 @@ int main(int argc, char **argv)
     }
     fflush(stdout);
 
+    /* phase 1b (MUC mode): every occupant enters its room */
+    struct report J = {0};
+    double cpu_join = cpu_login, join_s = 0;
+    if (opt.muc_rooms && !got_signal && have_all_login) {
+        /* the rooms' first occupants create them, then the others enter */
+        broadcast(ch, opt.procs, 'J');
+        collect(ch, opt.procs, REP_JOIN, opt.join_max + 30);
+        for (int i = 0; i < opt.procs; i++)
+            ch[i].have_join = 0;
+        broadcast(ch, opt.procs, 'K');
+        collect(ch, opt.procs, REP_JOIN, opt.join_max + 30);
+        if (pid)
+            cpu_join = proc_cpu_s(pid);
+        for (int i = 0; i < opt.procs; i++) {
+            if (!ch[i].have_join) {
+                J.fail += ch[i].n;
+                continue;
+            }
+            J.ok += ch[i].join.ok;
+            J.fail += ch[i].join.fail;
+            hist_merge(&J.h, &ch[i].join.h);
+            double js = (double)(ch[i].join.t1 - ch[i].join.t0) / 1e9;
+            if (js > join_s)
+                join_s = js;
+            if (!J.first_err[0] && ch[i].join.first_err[0])
+                memcpy(J.first_err, ch[i].join.first_err, sizeof J.first_err);
+        }
+        printf("joins:    %ld rooms x %ld occupants: %ld in, %ld failed in %.2f s; server CPU "
+               "%.3f s\n",
+               opt.muc_rooms, opt.sessions / opt.muc_rooms, J.ok, J.fail, join_s,
+               pid ? cpu_join - cpu_login : 0);
+        if (J.fail)
+            printf("          first: %s\n", J.first_err);
+        fflush(stdout);
+    }
+
     /* phase 2: hold idle, then sample memory */
     long rss_idle = -1;
-    double cpu_hold0 = cpu_login, cpu_idle = -1;
+    double cpu_hold0 = cpu_join, cpu_idle = -1;
     uint64_t th0 = mono_ns();
     if (opt.go_file && !got_signal && have_all_login) {
         int go = wait_file(opt.go_file, opt.login_phase_max);
@@ -1903,7 +2169,8 @@ int main(int argc, char **argv)
     int did_msg = 0;
     if (!got_signal && have_all_login) {
         /* with no messaging the children report at once (drops during hold) */
-        did_msg = total_pairs > 0 && opt.rate > 0 && opt.duration > 0;
+        did_msg =
+            (total_pairs > 0 || (opt.muc_rooms && J.ok > 0)) && opt.rate > 0 && opt.duration > 0;
         broadcast(ch, opt.procs, 'M');
         collect(ch, opt.procs, REP_MSG, opt.duration + opt.drain + 60);
         if (pid) {
@@ -1917,6 +2184,9 @@ int main(int argc, char **argv)
             struct report *r = &ch[i].msg;
             M.sent += r->sent;
             M.recv += r->recv;
+            M.expect += r->expect;
+            if (opt.muc_rooms) /* each message reaches its room's occupants */
+                M.expect += r->sent * J.ok / opt.muc_rooms;
             M.dropped += r->dropped;
             hist_merge(&M.h, &r->h);
             if (r->t0 < mt0)
@@ -1941,10 +2211,16 @@ int main(int argc, char **argv)
         msg_s = M.recv && last_recv > mt0 ? (double)(last_recv - mt0) / 1e9 : 0;
         sent_ps = send_s > 0 ? (double)M.sent / send_s : 0;
         recv_ps = msg_s > 0 ? (double)M.recv / msg_s : 0;
-        printf("messages: %ld pairs, sent %ld in %.2f s (%.1f/s), received %ld in %.2f s (%.1f/s), "
-               "lost %ld, sessions dropped %ld\n",
-               total_pairs, M.sent, send_s, sent_ps, M.recv, msg_s, recv_ps, M.sent - M.recv,
-               M.dropped);
+        if (opt.muc_rooms)
+            printf("messages: %ld rooms, sent %ld in %.2f s (%.1f/s), deliveries %ld of %ld in "
+                   "%.2f s (%.1f/s), lost %ld, sessions dropped %ld\n",
+                   opt.muc_rooms, M.sent, send_s, sent_ps, M.recv, M.expect, msg_s, recv_ps,
+                   M.expect - M.recv, M.dropped);
+        else
+            printf("messages: %ld pairs, sent %ld in %.2f s (%.1f/s), received %ld in %.2f s "
+                   "(%.1f/s), lost %ld, sessions dropped %ld\n",
+                   total_pairs, M.sent, send_s, sent_ps, M.recv, msg_s, recv_ps, M.expect - M.recv,
+                   M.dropped);
         printf("latency:  p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms\n",
                (double)hist_q(&M.h, 0.5) / 1000, (double)hist_q(&M.h, 0.9) / 1000,
                (double)hist_q(&M.h, 0.99) / 1000, (double)M.h.max / 1000,
@@ -1994,8 +2270,14 @@ quit:
     kv_double("login_p99_ms", (double)hist_q(&L.h, 0.99) / 1000, L.h.n > 0);
     printf(" pairs=%ld rate=%.1f duration=%.1f msgs_sent=%ld msgs_received=%ld msgs_lost=%ld"
            " sessions_dropped=%ld",
-           did_msg ? total_pairs : 0, opt.rate, opt.duration, M.sent, M.recv, M.sent - M.recv,
+           did_msg ? total_pairs : 0, opt.rate, opt.duration, M.sent, M.recv, M.expect - M.recv,
            M.dropped + 0);
+    if (opt.muc_rooms) {
+        printf(" muc_rooms=%ld muc_occupants=%ld joins_ok=%ld join_failures=%ld msgs_expected=%ld",
+               opt.muc_rooms, opt.sessions / opt.muc_rooms, J.ok, J.fail, M.expect);
+        kv_double("join_secs", join_s, J.ok > 0);
+        kv_double("server_cpu_join_s", cpu_join - cpu_login, pid && cpu_join >= 0);
+    }
     kv_double("msgs_sent_per_sec", sent_ps, did_msg);
     kv_double("msgs_recv_per_sec", recv_ps, did_msg);
     kv_double("msgs_send_secs", send_s, did_msg);
@@ -2019,6 +2301,10 @@ quit:
         kv_double("server_cpu_msg_s", cpu_msg - cpu_m0, alive_msg);
         kv_double("server_cpu_per_msg_us", M.recv ? (cpu_msg - cpu_m0) * 1e6 / (double)M.recv : 0,
                   alive_msg && M.recv > 0);
+        /* deliveries per second of server CPU: per core, whatever the threads */
+        kv_double("deliveries_per_cpu_sec",
+                  cpu_msg - cpu_m0 > 0 ? (double)M.recv / (cpu_msg - cpu_m0) : 0,
+                  alive_msg && M.recv > 0 && cpu_msg - cpu_m0 > 0);
     }
     kv_double("loadgen_cpu_s", lg_cpu, 1);
     if (got_signal)

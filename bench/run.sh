@@ -29,6 +29,14 @@
 #   KEEP=0             1: keep the temp dir (configs, logs, loadgen output)
 #   SKIP_DEPS=0        1: do not install Prosody (scripts/install-deps.sh bench)
 #                      when SERVERS includes prosody and it is missing
+#   BUILDDIR=$TOP      where magpied, magpiectl, modules/.libs and
+#                      bench/magpie-loadgen are built (an out-of-tree build dir)
+#   MODE=c2s           c2s: message pairs; muc: group chat (XEP-0045) rooms
+#   ROOMS=1 OCCUPANTS=100  MUC mode: ROOMS rooms of OCCUPANTS occupants each
+#                      (SESSIONS = ROOMS x OCCUPANTS); RATE is groupchat
+#                      messages/s in total, each delivered to every occupant
+#   MUC_MAM=0          MUC mode: 1 archives every message (Magpie default_mam,
+#                      Prosody muc_mam); 0: no archive on either side
 set -euo pipefail
 # shellcheck disable=SC2059 # USERFMT is a printf format on purpose
 
@@ -57,8 +65,24 @@ DOMAIN=${DOMAIN:-localhost}
 PASSWORD=${PASSWORD:-bench-pass}
 LOADGEN_ARGS=${LOADGEN_ARGS:-}
 KEEP=${KEEP:-0}
+BUILDDIR=$(cd "${BUILDDIR:-$TOP}" && pwd)
+MODE=${MODE:-c2s}
+ROOMS=${ROOMS:-1}
+OCCUPANTS=${OCCUPANTS:-100}
+MUC_MAM=${MUC_MAM:-0}
 USERFMT="bench%d"
 
+case $MODE in
+c2s) ;;
+muc)
+    # no pairs; PROCS load generator processes share the occupants (1 by
+    # default: PROCS=2 spreads the reading of the deliveries over two)
+    SESSIONS=$((ROOMS * OCCUPANTS))
+    PAIRS=0
+    [ "$PROCS" = auto ] && PROCS=1
+    LOADGEN_ARGS="--muc-rooms $ROOMS --muc-service conference.$DOMAIN $LOADGEN_ARGS" ;;
+*) echo "run.sh: MODE is c2s or muc" >&2; exit 2 ;;
+esac
 [ "$PROCS" = auto ] && PROCS=$(((SESSIONS + 18999) / 19000))
 
 # Prosody is installed only here, for the side-by-side run (not by the
@@ -74,7 +98,7 @@ if [ "$MAGPIE_ACCOUNTS" = auto ]; then
     if [ "$SESSIONS" -le 5000 ]; then MAGPIE_ACCOUNTS=magpiectl; else MAGPIE_ACCOUNTS=bulk; fi
 fi
 
-LOADGEN="$TOP/bench/magpie-loadgen"
+LOADGEN="$BUILDDIR/bench/magpie-loadgen"
 TMP=$(mktemp -d /tmp/magpie-bench.XXXXXX)
 PIDS=()
 
@@ -119,13 +143,20 @@ wait_port() {
 setup_magpie() {
     local d=$TMP/magpie
     mkdir -p "$d/state"
-    [ -x "$TOP/magpied" ] && [ -x "$TOP/magpiectl" ] || {
-        log "magpied/magpiectl not built: cd $TOP && make magpied magpiectl modules/mod_disco.la ..."
+    [ -x "$BUILDDIR/magpied" ] && [ -x "$BUILDDIR/magpiectl" ] || {
+        log "magpied/magpiectl not built: cd $BUILDDIR && make magpied magpiectl modules/mod_disco.la ..."
         return 1
     }
+    local mods='"disco", "ping", "version", "time"'
+    if [ "$MODE" = muc ]; then
+        local mam=false
+        [ "$MUC_MAM" = 1 ] && mam=true
+        # instant rooms (no configuration round trip), no occupant limit
+        mods="$mods, { name = \"muc\"; lock_new_rooms = false; default_max_users = 0; default_mam = $mam; }"
+    fi
     cat >"$d/magpie.conf" <<EOF
 state_dir = "$d/state";
-module_dir = "$TOP/modules/.libs";
+module_dir = "$BUILDDIR/modules/.libs";
 workers = $MAGPIE_WORKERS;
 log = { level = "warn"; file = "-"; };
 hosts = ( { domain = "$DOMAIN"; } );
@@ -134,18 +165,18 @@ storage = { driver = "sqlite"; };
 limits = { max_connections = $((SESSIONS + 1000)); negotiation_timeout = 120;
            max_connections_per_address = $((SESSIONS + 1000)); connection_burst_per_address = $((SESSIONS + 1000)); connection_rate_per_address = 100000; };
 security = { require_tls = true; scram_iterations = $ITERATIONS; };
-modules = ( "disco", "ping", "version", "time" );
+modules = ( $mods );
 EOF
     local t0 t1 i
     t0=$(date +%s.%N)
     if [ "$MAGPIE_ACCOUNTS" = magpiectl ]; then
         for ((i = 1; i <= SESSIONS; i++)); do
-            "$TOP/magpiectl" -c "$d/magpie.conf" user add "$(printf "$USERFMT" "$i")@$DOMAIN" \
+            "$BUILDDIR/magpiectl" -c "$d/magpie.conf" user add "$(printf "$USERFMT" "$i")@$DOMAIN" \
                 --password "$PASSWORD" >/dev/null
         done
     else
         # magpiectl creates the database and its schema; the rest in bulk
-        "$TOP/magpiectl" -c "$d/magpie.conf" user add "$(printf "$USERFMT" 1)@$DOMAIN" \
+        "$BUILDDIR/magpiectl" -c "$d/magpie.conf" user add "$(printf "$USERFMT" 1)@$DOMAIN" \
             --password "$PASSWORD" >/dev/null
         if [ "$SESSIONS" -gt 1 ]; then
             $PY "$HERE/accounts.py" magpie "$d/state/magpie.db" "$DOMAIN" "$USERFMT" 2 \
@@ -159,7 +190,7 @@ EOF
 
 start_magpie() {
     local d=$TMP/magpie
-    "$TOP/magpied" -c "$d/magpie.conf" >"$d/magpied.log" 2>&1 &
+    "$BUILDDIR/magpied" -c "$d/magpie.conf" >"$d/magpied.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     SERVER_PORT=$MAGPIE_PORT
@@ -177,9 +208,18 @@ setup_prosody() {
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
         -subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN" \
         -keyout "$d/certs/$DOMAIN.key" -out "$d/certs/$DOMAIN.crt" 2>/dev/null
-    local root="" nagle=""
+    local root="" nagle="" muc=""
     [ "$(id -u)" = 0 ] && root="run_as_root = true"
     [ "$PROSODY_NAGLE" = off ] && nagle="nagle = false;"
+    if [ "$MODE" = muc ]; then
+        # Prosody's MUC component; instant rooms like Magpie's bench config
+        muc="Component \"conference.$DOMAIN\" \"muc\"
+  muc_room_locking = false
+  restrict_room_creation = false"
+        [ "$MUC_MAM" = 1 ] && muc="$muc
+  modules_enabled = { \"muc_mam\" }
+  muc_log_by_default = true"
+    fi
     cat >"$d/prosody.cfg.lua" <<EOF
 -- throwaway config written by bench/run.sh
 $root
@@ -206,6 +246,7 @@ network_settings = { tcp_backlog = 4096; $nagle }
 $PROSODY_EXTRA
 VirtualHost "$DOMAIN"
   ssl = { certificate = "$d/certs/$DOMAIN.crt"; key = "$d/certs/$DOMAIN.key" }
+$muc
 EOF
     local t0 t1
     t0=$(date +%s.%N)
@@ -226,13 +267,13 @@ start_prosody() {
 
 server_version() {
     case $1 in
-    magpie) echo "magpie $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$TOP" diff --quiet 2>/dev/null || echo '+dirty'), magpied built $(date -r "$TOP/magpied" '+%F %T' 2>/dev/null) sha256 $(sha256sum "$TOP/magpied" 2>/dev/null | cut -c1-12)" ;;
+    magpie) echo "magpie $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$TOP" diff --quiet 2>/dev/null || echo '+dirty'), magpied built $(date -r "$BUILDDIR/magpied" '+%F %T' 2>/dev/null) sha256 $(sha256sum "$BUILDDIR/magpied" 2>/dev/null | cut -c1-12)" ;;
     prosody) echo "prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null), $(lua5.4 -v 2>&1 | awk '{print $1, $2}')" ;;
     esac
 }
 
 # ---------------------------------------------------------------- main
-[ -x "$LOADGEN" ] || (cd "$TOP" && make bench/magpie-loadgen >/dev/null) || {
+[ -x "$LOADGEN" ] || (cd "$BUILDDIR" && make bench/magpie-loadgen >/dev/null) || {
     log "cannot build $LOADGEN"
     exit 1
 }
@@ -254,7 +295,8 @@ echo "# bench/run.sh $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n): $(nproc) c
      "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 echo "# SESSIONS=$SESSIONS PAIRS=$PAIRS RATE=$RATE DURATION=$DURATION HOLD=$HOLD" \
      "CONCURRENCY=$CONCURRENCY PROCS=$PROCS MECH=$MECH ITERATIONS=$ITERATIONS" \
-     "MAGPIE_WORKERS=$MAGPIE_WORKERS PROSODY_NAGLE=$PROSODY_NAGLE PROSODY_BACKEND=$PROSODY_BACKEND"
+     "MAGPIE_WORKERS=$MAGPIE_WORKERS PROSODY_NAGLE=$PROSODY_NAGLE PROSODY_BACKEND=$PROSODY_BACKEND" \
+     "MODE=$MODE$([ "$MODE" = muc ] && echo " ROOMS=$ROOMS OCCUPANTS=$OCCUPANTS MUC_MAM=$MUC_MAM")"
 
 for srv in $SERVERS; do
     log "=== $srv: $(server_version "$srv")"
@@ -323,14 +365,28 @@ BEGIN {
     row("server RSS idle kB", "rss_idle_kb", "%d")
     row("server RSS kB per session", "rss_per_session_kb", "%.2f")
     row("server CPU s while idle (HOLD)", "server_cpu_idle_s", "%.2f")
-    row("messages sent/s", "msgs_sent_per_sec", "%.1f")
-    row("messages received/s", "msgs_recv_per_sec", "%.1f")
-    row("messages lost", "msgs_lost", "%d")
+    if ("muc_rooms" in M || "muc_rooms" in P) {
+        row("rooms", "muc_rooms", "%d")
+        row("occupants per room", "muc_occupants", "%d")
+        row("joins ok", "joins_ok", "%d")
+        row("join failures", "join_failures", "%d")
+        row("join phase s", "join_secs", "%.2f")
+        row("server CPU s for the joins", "server_cpu_join_s", "%.2f")
+        row("groupchat messages sent/s", "msgs_sent_per_sec", "%.1f")
+        row("deliveries/s", "msgs_recv_per_sec", "%.1f")
+        row("deliveries expected", "msgs_expected", "%d")
+        row("deliveries lost", "msgs_lost", "%d")
+        row("deliveries per server CPU s", "deliveries_per_cpu_sec", "%.0f")
+    } else {
+        row("messages sent/s", "msgs_sent_per_sec", "%.1f")
+        row("messages received/s", "msgs_recv_per_sec", "%.1f")
+        row("messages lost", "msgs_lost", "%d")
+    }
     row("latency p50 ms", "lat_p50_ms", "%.3f")
     row("latency p90 ms", "lat_p90_ms", "%.3f")
     row("latency p99 ms", "lat_p99_ms", "%.3f")
     row("latency max ms", "lat_max_ms", "%.3f")
-    row("server CPU us per message", "server_cpu_per_msg_us", "%.1f")
+    row("server CPU us per message/delivery", "server_cpu_per_msg_us", "%.1f")
     row("sessions dropped", "sessions_dropped", "%d")
     row("loadgen CPU s", "loadgen_cpu_s", "%.2f")
     row("account creation s", "accounts_secs", "%.1f")

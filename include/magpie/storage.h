@@ -87,10 +87,25 @@ typedef struct mp_archive_filter {
     const char *with;  /* NULL: any */
     size_t limit;      /* 0: no limit */
     int reverse;       /* newest first */
+    int64_t ts_from;   /* only ts >= ts_from (microseconds; 0: no bound) */
+    int64_t ts_to;     /* only ts <= ts_to (microseconds; 0: no bound) */
 } mp_archive_filter;
+/* Like mp_archive_append, with the item's timestamp given by the caller
+ * (unix microseconds) instead of the time of the call: a module that names
+ * its items by time (MUC stanza ids) keeps ts unique and increasing per key
+ * itself. Results are ordered by id, not ts. */
+int mp_archive_append_at(const char *host, const char *store, const char *key, int64_t ts,
+                         const char *with, const void *data, size_t len, mp_archive_append_cb cb,
+                         void *ud);
+
 typedef void (*mp_archive_query_cb)(void *ud, int rc, const mp_archive_item *items, size_t n);
 int mp_archive_query(const char *host, const char *store, const char *key,
                      const mp_archive_filter *q, mp_archive_query_cb cb, void *ud);
+/* Replaces the data of item id of key (its id, ts and with stay), e.g.
+ * by a tombstone. The callback gets MAGPIE_OK, MAGPIE_NOTFOUND (no such
+ * item) or MAGPIE_ERR. */
+int mp_archive_replace(const char *host, const char *store, const char *key, int64_t id,
+                       const void *data, size_t len, mp_store_done_cb cb, void *ud);
 /* Deletes ids <= up_to_id (0: all) of key. */
 int mp_archive_delete(const char *host, const char *store, const char *key, int64_t up_to_id,
                       mp_store_done_cb cb, void *ud);
@@ -101,6 +116,9 @@ int mp_archive_append_sync(const char *host, const char *store, const char *key,
 int mp_archive_query_sync(const char *host, const char *store, const char *key,
                           const mp_archive_filter *q,
                           void (*fn)(void *ud, const mp_archive_item *item), void *ud);
+/* Returns MAGPIE_OK, MAGPIE_NOTFOUND or MAGPIE_ERR. */
+int mp_archive_replace_sync(const char *host, const char *store, const char *key, int64_t id,
+                            const void *data, size_t len);
 int mp_archive_delete_sync(const char *host, const char *store, const char *key, int64_t up_to_id);
 
 #endif

@@ -301,6 +301,8 @@ void muc_config_form(struct muc_room *r, mp_stanza *st, mp_xml *parent)
     options(st, x, pm);
     snprintf(n, sizeof n, "%ld", c->history_len);
     field(st, x, "muc#maxhistoryfetch", "text-single", "Messages kept for newcomers", n);
+    field(st, x, "muc#roomconfig_enablearchiving", "boolean",
+          "Archive messages (XEP-0313 Message Archive Management)", c->mam ? "1" : "0");
 }
 
 void muc_owner_get(struct muc_room *r, mp_stanza *iq)
@@ -390,6 +392,8 @@ static const char *read_form(mp_stanza *iq, mp_xml *x, struct muc_config *c, int
                 dst = &c->change_subject;
             else if (strcmp(var, "muc#roomconfig_allowinvites") == 0)
                 dst = &c->allow_invites;
+            else if (strcmp(var, "muc#roomconfig_enablearchiving") == 0 || strcmp(var, "mam") == 0)
+                dst = &c->mam;
             else if (strcmp(var, "muc#roomconfig_passwordprotectedroom") == 0)
                 dst = pw_flag;
             if (!dst)
@@ -428,6 +432,7 @@ static void config_submit(struct muc_room *r, mp_stanza *iq, mp_xml *x)
     }
     int was_locked = r->locked, was_persistent = r->cfg.persistent;
     int was_anyone = r->cfg.whois_anyone, was_members = r->cfg.members_only;
+    int was_mam = r->cfg.mam;
     config_free(&r->cfg);
     r->cfg = c;
     r->locked = 0;
@@ -440,11 +445,13 @@ static void config_submit(struct muc_room *r, mp_stanza *iq, mp_xml *x)
         muc_store_delete(r->node);
     if (!was_locked) {
         /* §10.2.1: occupants learn that the configuration changed */
-        int codes[2];
+        int codes[3];
         size_t n = 0;
         codes[n++] = 104;
         if (was_anyone != r->cfg.whois_anyone)
             codes[n++] = r->cfg.whois_anyone ? 172 : 173;
+        if (was_mam != r->cfg.mam)
+            codes[n++] = r->cfg.mam ? 170 : 171; /* logging on / off */
         muc_room_status_message(r, codes, n);
     }
     if (!was_members && r->cfg.members_only) {

@@ -45,6 +45,7 @@ void muc_config_defaults(struct muc_config *c)
     c->allow_pm = 1;
     c->max_users = (long)mp_module_opt_int(muc_self, "default_max_users");
     c->history_len = (long)mp_module_opt_int(muc_self, "default_history");
+    c->mam = mp_module_opt_bool(muc_self, "default_mam");
     if (c->history_len > muc_opt_history_max())
         c->history_len = muc_opt_history_max();
 }
@@ -329,6 +330,31 @@ static void on_owner_set(mp_stanza *iq, void *ud)
         muc_owner_set(r, iq);
 }
 
+/* XEP-0313 on a room's bare JID, XEP-0425 requests to it */
+static void on_mam_set(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    struct muc_room *r = admin_room(iq);
+    if (r)
+        muc_mam_query(r, iq);
+}
+
+static void on_mam_get(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    struct muc_room *r = admin_room(iq);
+    if (r)
+        muc_mam_get(r, iq);
+}
+
+static void on_moderate(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    struct muc_room *r = admin_room(iq);
+    if (r)
+        muc_moderate(r, iq);
+}
+
 /* ---- everything else sent to the domain ---- */
 
 static int on_stanza(mp_stanza *st, void *ud)
@@ -512,7 +538,10 @@ static int load(mp_module *m)
         mp_domain_iq_register(dom, MP_IQ_GET, NS_MUC_ADMIN, on_admin_get, NULL) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_SET, NS_MUC_ADMIN, on_admin_set, NULL) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_MUC_OWNER, on_owner_get, NULL) != MAGPIE_OK ||
-        mp_domain_iq_register(dom, MP_IQ_SET, NS_MUC_OWNER, on_owner_set, NULL) != MAGPIE_OK)
+        mp_domain_iq_register(dom, MP_IQ_SET, NS_MUC_OWNER, on_owner_set, NULL) != MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_SET, NS_MAM, on_mam_set, NULL) != MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_GET, NS_MAM, on_mam_get, NULL) != MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_SET, NS_MODERATE, on_moderate, NULL) != MAGPIE_OK)
         return MAGPIE_ERR;
     mp_filter_add(m, MP_FILTER_IN, 0, track, NULL);
     mp_notify_add(m, &notify, NULL);
@@ -558,6 +587,12 @@ static const struct mp_option options[] = {
      0},
     {"default_allow_invites", MP_OPT_BOOL, "true", "Occupants may invite others", 0, 0},
     {"default_max_users", MP_OPT_INT, "200", "Occupants per new room (0: no limit)", 0, 100000},
+    {"default_mam", MP_OPT_BOOL, "true",
+     "New rooms archive their messages (XEP-0313 on the room's JID; room option "
+     "muc#roomconfig_enablearchiving)",
+     0, 0},
+    {"mam_page_max", MP_OPT_INT, "100", "Most archived messages one XEP-0313 query returns", 1,
+     1000},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 

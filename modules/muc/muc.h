@@ -10,6 +10,9 @@
  *   admin.c    muc#admin (roles, affiliations, lists) and muc#owner
  *              (configuration form, destruction)
  *   store.c    persistent rooms in a keyval store
+ *   log.c      the room's log in an archive store: stanza ids (XEP-0359),
+ *              history across restarts, XEP-0313 archive queries
+ *   moderate.c XEP-0425 moderated retraction (tombstones in the log)
  *   rules.c    pure rules: permissions, history selection (rules.h)
  *
  * Threads: every stanza whose 'to' is room@domain[/nick] runs on the worker
@@ -36,6 +39,11 @@
 #define NS_OCCUPANT_ID "urn:xmpp:occupant-id:0"
 #define NS_PING        "urn:xmpp:ping"
 #define NS_CONFERENCE  "jabber:x:conference"
+#define NS_MAM         "urn:xmpp:mam:2"
+#define NS_MAM_EXT     "urn:xmpp:mam:2#extended"
+#define NS_SID         "urn:xmpp:sid:0"
+#define NS_MODERATE    "urn:xmpp:message-moderate:1"
+#define NS_RETRACT     "urn:xmpp:message-retract:1"
 
 struct muc_config {
     char *name;
@@ -47,6 +55,7 @@ struct muc_config {
     int allow_pm;     /* private messages between occupants */
     long max_users;   /* 0: no limit */
     long history_len; /* messages kept for joiners */
+    int mam;          /* messages archived, XEP-0313 on the room's JID */
 };
 
 struct muc_occupant {
@@ -67,6 +76,9 @@ struct muc_hist {
     mp_stanza *st; /* the groupchat message as broadcast, without 'to' (referenced) */
     int64_t ts;    /* unix seconds */
     size_t chars;
+    int64_t us;    /* log time, unix microseconds (its stanza id's time) */
+    int64_t aid;   /* archive id in the log once known, else 0 */
+    char sid[MUC_SID_MAX]; /* XEP-0359 stanza id */
 };
 
 struct muc_room {
@@ -82,6 +94,9 @@ struct muc_room {
     char *subject, *subject_nick; /* NULL: no subject set */
     struct muc_hist *hist;       /* oldest first, at most cfg.history_len */
     size_t n_hist;
+    int64_t last_ts;             /* last log time given (muc_stamp), µs */
+    int64_t trim_upto;           /* log items up to this id may go (no archiving) */
+    int trim_pending;
 };
 
 /* ---- mod_muc.c ---- */
@@ -153,7 +168,48 @@ void muc_store_delete(const char *node);
 /* At load: restores every stored room into the directory. */
 void muc_store_load_all(void);
 
+/* ---- log.c ---- */
+/* Gives the next message of r its log time (µs, increasing per room) and
+ * its XEP-0359 stanza id. */
+void muc_stamp(struct muc_room *r, int64_t *us, char sid[MUC_SID_MAX]);
+/* Does r keep a log (archiving on, or persistent: history)? */
+int muc_logging(const struct muc_room *r);
+/* Logs m (the message as broadcast, borrowed) sent by o (NULL: the room)
+ * with its stamp; kind 'm' message with a body, 's' subject, 'r'
+ * retraction notice. Asynchronous. */
+void muc_log_message(struct muc_room *r, mp_stanza *m, const struct muc_occupant *o, char kind,
+                     int64_t us, const char *sid);
+/* History entry h has just been dropped from memory (trims the log of
+ * rooms that do not archive). */
+void muc_log_dropped(struct muc_room *r, const struct muc_hist *h);
+/* Deletes a room's whole log (asynchronous). */
+void muc_log_delete(const char *node);
+/* At start (synchronous): r's history and last log time from its log. */
+void muc_log_load_history(struct muc_room *r);
+/* XEP-0313: a query (iq set) and the form or metadata (iq get). */
+void muc_mam_query(struct muc_room *r, mp_stanza *iq);
+void muc_mam_get(struct muc_room *r, mp_stanza *iq);
+/* Finds the logged message with stanza id sid; fn gets MAGPIE_OK with its
+ * archive id, the message (borrowed, without its log data), the sender's
+ * real JID, its kind and whether it is a tombstone; or MAGPIE_NOTFOUND /
+ * MAGPIE_ERR. Returns MAGPIE_NOTFOUND at once for an id that is not one
+ * of ours (fn is then not called), MAGPIE_ERR if the query was not queued. */
+typedef void (*muc_log_found_fn)(void *ud, int rc, int64_t aid, mp_stanza *m, const char *jid,
+                                 char kind, int tomb);
+int muc_log_find(struct muc_room *r, const char *sid, muc_log_found_fn fn, void *ud);
+/* Replaces log item aid by m (a tombstone; borrowed). */
+void muc_log_replace(struct muc_room *r, int64_t aid, mp_stanza *m, const char *sid,
+                     const char *jid, char kind);
+
+/* ---- moderate.c ---- */
+/* XEP-0425: a moderator's retraction request (iq set to the room). */
+void muc_moderate(struct muc_room *r, mp_stanza *iq);
+
 /* ---- helpers (room.c) ---- */
+/* Sends m (built without 'to', kept by the caller) to every occupant. */
+void muc_fan_out(struct muc_room *r, mp_stanza *m);
+/* Adds r's <stanza-id/> (XEP-0359) with id sid to m. */
+void muc_add_stanza_id(struct muc_room *r, mp_stanza *m, const char *sid);
 char *muc_strdup(const char *s);
 void muc_set_str(char **dst, const char *s); /* replaces, NULL allowed */
 /* Adds <status code='N'/> to x. */

@@ -147,6 +147,7 @@ int muc_room_gc(struct muc_room *r)
     if (r->n_occ > 0 || r->cfg.persistent)
         return 0;
     muc_room_drop(r);
+    muc_log_delete(r->node); /* a temporary room's log goes with it */
     muc_room_free(r);
     return 1;
 }
@@ -157,8 +158,10 @@ void muc_history_trim(struct muc_room *r)
     if (r->n_hist <= keep)
         return;
     size_t drop = r->n_hist - keep;
-    for (size_t i = 0; i < drop; i++)
+    for (size_t i = 0; i < drop; i++) {
+        muc_log_dropped(r, &r->hist[i]);
         mp_stanza_unref(r->hist[i].st);
+    }
     memmove(r->hist, r->hist + drop, keep * sizeof *r->hist);
     r->n_hist = keep;
 }
@@ -412,17 +415,23 @@ static void send_occupants_to(struct muc_room *r, struct muc_occupant *o)
 
 /* ---- history (§7.2.15) ---- */
 
-static void history_add(struct muc_room *r, mp_stanza *st)
+static void history_add(struct muc_room *r, mp_stanza *st, int64_t us, const char *sid)
 {
     if (r->cfg.history_len <= 0)
         return;
     if (r->n_hist >= (size_t)r->cfg.history_len) {
+        muc_log_dropped(r, &r->hist[0]);
         mp_stanza_unref(r->hist[0].st);
         memmove(r->hist, r->hist + 1, (r->n_hist - 1) * sizeof *r->hist);
         r->n_hist--;
     }
     r->hist = xrealloc(r->hist, (r->n_hist + 1) * sizeof *r->hist);
-    r->hist[r->n_hist++] = (struct muc_hist){mp_stanza_ref(st), now_unix(), 0};
+    struct muc_hist *h = &r->hist[r->n_hist++];
+    memset(h, 0, sizeof *h);
+    h->st = mp_stanza_ref(st);
+    h->ts = now_unix();
+    h->us = us;
+    snprintf(h->sid, sizeof h->sid, "%s", sid);
 }
 
 static long attr_long(const mp_xml *el, const char *name)
@@ -557,6 +566,8 @@ static void join(struct muc_room *r, mp_stanza *st, int created)
     self[k++] = 110;
     if (created)
         self[k++] = 201;
+    if (r->cfg.mam)
+        self[k++] = 170; /* §7.2.12: the discussion is logged (archived) */
     struct pres_opts po = {0, 0, NULL, 0, NULL, NULL, NULL};
     broadcast(r, o, po, self, k);
     send_history(r, o, st);
@@ -578,6 +589,9 @@ void muc_room_create_join(const char *node, mp_stanza *st)
     r->locked = mp_module_opt_bool(muc_self, "lock_new_rooms") &&
                 mp_xml_find(mp_stanza_root(st), "x", NS_MUC) != NULL;
     muc_affil_set(r, env->from.bare, AFF_OWNER, NULL);
+    /* a log left by an earlier room of that name (a crash, or a delete
+     * still queued) is not this room's: the storage runs this first */
+    muc_log_delete(node);
     muc_room_put(r);
     join(r, st, 1);
     if (!r->locked)
@@ -690,7 +704,7 @@ void muc_room_presence(struct muc_room *r, mp_stanza *st)
 
 /* Sends a groupchat message (built without 'to') to every occupant: the
  * payload is shared, each occupant gets an envelope copy. */
-static void fan_out(struct muc_room *r, mp_stanza *m)
+void muc_fan_out(struct muc_room *r, mp_stanza *m)
 {
     mp_stanza_envelope(m);
     for (size_t i = 0; i < r->n_occ; i++)
@@ -709,8 +723,30 @@ void muc_room_status_message(struct muc_room *r, const int *codes, size_t n)
     mp_xml *x = mp_xml_add_child(m, root, "x", NS_MUC_USER);
     for (size_t i = 0; i < n; i++)
         muc_add_status(m, x, codes[i]);
-    fan_out(r, m);
+    muc_fan_out(r, m);
     mp_stanza_unref(m);
+}
+
+void muc_add_stanza_id(struct muc_room *r, mp_stanza *m, const char *sid)
+{
+    mp_xml *e = mp_xml_add_child(m, mp_stanza_root(m), "stanza-id", NS_SID);
+    mp_xml_set_attr(m, e, "id", sid);
+    mp_xml_set_attr(m, e, "by", r->jid);
+}
+
+/* Children of a client's groupchat message that the room does not pass
+ * on: what only the room may say (its occupant id, a stanza id in its
+ * name: XEP-0359 §3.1, a muc#user <x/> that could carry a forged real
+ * JID into archives: XEP-0313 §8.4). */
+static int foreign(struct muc_room *r, const mp_xml *c)
+{
+    if (is_el(c, "occupant-id", NS_OCCUPANT_ID) || is_el(c, "x", NS_MUC_USER))
+        return 1;
+    if (is_el(c, "stanza-id", NS_SID)) {
+        const char *by = mp_xml_get_attr(c, "by");
+        return by && strcmp(by, r->jid) == 0;
+    }
+    return 0;
 }
 
 static void groupchat(struct muc_room *r, struct muc_occupant *o, mp_stanza *st)
@@ -744,12 +780,21 @@ static void groupchat(struct muc_room *r, struct muc_occupant *o, mp_stanza *st)
     if (lang)
         mp_xml_set_attr(m, mr, "xml:lang", lang);
     for (mp_xml *c = root->children; c; c = c->next)
-        if (c->type == MP_XML_ELEMENT && !is_el(c, "occupant-id", NS_OCCUPANT_ID))
+        if (c->type == MP_XML_ELEMENT && !foreign(r, c))
             mp_xml_add_copy(m, mr, c);
     add_occupant_id(m, mr, o);
-    fan_out(r, m);
+    /* what the room keeps (a body, a subject) is numbered: XEP-0359 */
+    int64_t us = 0;
+    char sid[MUC_SID_MAX];
+    if (body || subject) {
+        muc_stamp(r, &us, sid);
+        muc_add_stanza_id(r, m, sid);
+    }
+    muc_fan_out(r, m);
     if (body)
-        history_add(r, m);
+        history_add(r, m, us, sid);
+    if (body || subject)
+        muc_log_message(r, m, o, body ? 'm' : 's', us, sid);
     mp_stanza_unref(m);
 }
 
@@ -930,6 +975,12 @@ void muc_room_disco_info(struct muc_room *r, mp_stanza *iq)
     add_feature(res, rq, NS_DISCO_INFO);
     add_feature(res, rq, NS_OCCUPANT_ID);
     add_feature(res, rq, "http://jabber.org/protocol/muc#self-ping-optimization");
+    add_feature(res, rq, NS_SID);
+    add_feature(res, rq, NS_MODERATE);
+    if (c->mam) {
+        add_feature(res, rq, NS_MAM);
+        add_feature(res, rq, NS_MAM_EXT);
+    }
     add_feature(res, rq, c->public_ ? "muc_public" : "muc_hidden");
     add_feature(res, rq, c->persistent ? "muc_persistent" : "muc_temporary");
     add_feature(res, rq, c->members_only ? "muc_membersonly" : "muc_open");
@@ -1039,5 +1090,6 @@ void muc_room_destroy(struct muc_room *r, const char *alt, const char *reason,
     muc_room_drop(r);
     if (r->cfg.persistent)
         muc_store_delete(r->node);
+    muc_log_delete(r->node);
     muc_room_free(r);
 }

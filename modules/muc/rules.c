@@ -1,5 +1,6 @@
 /* rules.c - the pure rules of XEP-0045 (see rules.h). */
 #include "rules.h"
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -153,4 +154,54 @@ int64_t muc_parse_datetime(const char *s)
     if (*p)
         return -1;
     return (int64_t)timegm(&tm) - off;
+}
+
+/* ---- stanza ids and pages ---- */
+
+int64_t muc_next_ts(int64_t last, int64_t now)
+{
+    return now > last ? now : last + 1;
+}
+
+void muc_sid_format(int64_t ts, const char *rnd, char out[MUC_SID_MAX])
+{
+    snprintf(out, MUC_SID_MAX, "%llx-%.24s", (unsigned long long)ts, rnd);
+}
+
+static int is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+int64_t muc_sid_ts(const char *s)
+{
+    if (!s)
+        return -1;
+    size_t i = 0;
+    uint64_t v = 0;
+    while (is_hex(s[i]) && i < 16) {
+        v = v * 16 + (uint64_t)(s[i] <= '9' ? s[i] - '0' : s[i] - 'a' + 10);
+        i++;
+    }
+    if (i == 0 || s[i] != '-' || v == 0 || v > (uint64_t)INT64_MAX)
+        return -1;
+    size_t k = 0;
+    for (s += i + 1; s[k]; k++)
+        if (!is_hex(s[k]))
+            return -1;
+    return k >= 8 && k <= 24 ? (int64_t)v : -1;
+}
+
+int muc_page(size_t got, size_t max, size_t *n)
+{
+    *n = got > max ? max : got;
+    return got <= max;
+}
+
+size_t muc_page_index(size_t n, int backward, int flip, size_t j)
+{
+    /* fetched oldest first (forward) or newest first (backward); sent in
+     * chronological order unless flipped */
+    int newest_first = flip;
+    return backward != newest_first ? n - 1 - j : j;
 }

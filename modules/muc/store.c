@@ -51,6 +51,7 @@ static char *serialize(struct muc_room *r)
     set_int(st, root, "allowpm", c->allow_pm);
     set_int(st, root, "maxusers", c->max_users);
     set_int(st, root, "history", c->history_len);
+    set_int(st, root, "mam", c->mam);
     if (r->subject) {
         mp_xml *s = mp_xml_add_child(st, root, "subject", NULL);
         if (r->subject_nick)
@@ -106,6 +107,7 @@ static struct muc_room *deserialize(const char *node, const void *data, size_t l
     c->allow_pm = (int)get_int(root, "allowpm", c->allow_pm);
     c->max_users = get_int(root, "maxusers", c->max_users);
     c->history_len = get_int(root, "history", c->history_len);
+    c->mam = (int)get_int(root, "mam", c->mam);
     if (c->history_len > muc_opt_history_max())
         c->history_len = muc_opt_history_max();
     mp_xml *s = mp_xml_find(root, "subject", NULL);
@@ -193,8 +195,10 @@ void muc_store_load_all(void)
         size_t len = 0;
         if (mp_kv_get_sync(muc_domain(), STORE, k.v[i], &data, &len) == MAGPIE_OK) {
             struct muc_room *r = deserialize(k.v[i], data, len);
-            if (r)
+            if (r) {
+                muc_log_load_history(r);
                 muc_room_put(r);
+            }
             else
                 mp_log(MP_LOG_WARN, "muc: stored room %s is unreadable, skipped", k.v[i]);
         }

@@ -52,7 +52,12 @@ static const char *const migration_1[] = {
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     NULL,
 };
-static const char *const *const migrations[] = {migration_1};
+/* 2: items found by their time (MUC stanza ids are times) */
+static const char *const migration_2[] = {
+    "CREATE INDEX archive_hskt ON archive (host, store, `key`, ts)",
+    NULL,
+};
+static const char *const *const migrations[] = {migration_1, migration_2};
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
 enum {
@@ -68,13 +73,14 @@ enum {
     S_AR_APPEND,
     S_AR_QUERY,
     S_AR_QUERY_REV,
+    S_AR_REPLACE,
     S_AR_DELETE,
     N_STMT
 };
 
 #define AR_WHERE                                                                                   \
     " WHERE host = ? AND store = ? AND `key` = ? AND id > ? AND id < ?"                            \
-    " AND (? IS NULL OR with_jid = ?)"
+    " AND (? IS NULL OR with_jid = ?) AND ts >= ? AND ts <= ?"
 
 static const char *const stmt_sql[N_STMT] = {
     [S_KV_GET] = "SELECT value FROM keyval WHERE host = ? AND store = ? AND `key` = ?",
@@ -96,6 +102,8 @@ static const char *const stmt_sql[N_STMT] = {
         "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id ASC LIMIT ?",
     [S_AR_QUERY_REV] =
         "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id DESC LIMIT ?",
+    [S_AR_REPLACE] = "UPDATE archive SET value = ? WHERE host = ? AND store = ? AND `key` = ?"
+                     " AND id = ?",
     [S_AR_DELETE] = "DELETE FROM archive WHERE host = ? AND store = ? AND `key` = ?"
                     " AND id <= ?",
 };
@@ -201,7 +209,8 @@ static int link_open(struct my_conn *c, char *err, size_t errlen)
                   "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'");
     /* with a socket, host NULL makes the library use it */
     const char *host = e->socket ? NULL : (e->host ? e->host : "127.0.0.1");
-    if (!mysql_real_connect(db, host, e->user, e->password, e->database, e->port, e->socket, 0)) {
+    if (!mysql_real_connect(db, host, e->user, e->password, e->database, e->port, e->socket,
+                            CLIENT_FOUND_ROWS)) {
         snprintf(err, errlen, "mysql: connect to %s: %s", e->socket ? e->socket : host,
                  mysql_error(db));
         mysql_close(db);
@@ -749,8 +758,10 @@ static int my_archive_append(void *conn, const char *host, const char *store, co
 static int query_once(struct my_conn *c, const char *host, const char *store, const char *key,
                       const mp_archive_filter *q, mp_sd_item_fn fn, void *ud)
 {
-    MYSQL_BIND p[8];
-    unsigned long l[8];
+    MYSQL_BIND p[10];
+    unsigned long l[10];
+    long long ts_from = q->ts_from > 0 ? q->ts_from : INT64_MIN;
+    long long ts_to = q->ts_to > 0 ? q->ts_to : INT64_MAX;
     long long after = q->after_id > 0 ? q->after_id : 0;
     long long before = q->before_id > 0 ? q->before_id : INT64_MAX;
     long long limit =
@@ -761,7 +772,9 @@ static int query_once(struct my_conn *c, const char *host, const char *store, co
     b_i64(&p[4], &before);
     b_str(&p[5], &l[5], q->with);
     b_str(&p[6], &l[6], q->with);
-    b_i64(&p[7], &limit);
+    b_i64(&p[7], &ts_from);
+    b_i64(&p[8], &ts_to);
+    b_i64(&p[9], &limit);
     int rc = run(c, q->reverse ? S_AR_QUERY_REV : S_AR_QUERY, p, &s);
     if (rc != MAGPIE_OK)
         return rc;
@@ -783,6 +796,26 @@ static int my_archive_query(void *conn, const char *host, const char *store, con
                             const mp_archive_filter *q, mp_sd_item_fn fn, void *ud)
 {
     WITH_RETRY((struct my_conn *)conn, query_once(conn, host, store, key, q, fn, ud));
+}
+
+static int replace_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                        int64_t id, const void *data, size_t len)
+{
+    MYSQL_BIND p[5];
+    unsigned long l[5];
+    long long i = id;
+    b_blob(&p[0], &l[0], data, len);
+    b_scope(p + 1, l + 1, host, store, key);
+    b_i64(&p[4], &i);
+    /* the connection counts matched rows (CLIENT_FOUND_ROWS), so replacing
+     * an item by the same bytes is not "not found" */
+    return write_op(c, S_AR_REPLACE, p, 1);
+}
+
+static int my_archive_replace(void *conn, const char *host, const char *store, const char *key,
+                              int64_t id, const void *data, size_t len)
+{
+    WITH_RETRY((struct my_conn *)conn, replace_once(conn, host, store, key, id, data, len));
 }
 
 static int delete_once(struct my_conn *c, const char *host, const char *store, const char *key,
@@ -822,5 +855,6 @@ const struct mp_storage_driver mp_storage_mysql = {
     .map_all = my_map_all,
     .archive_append = my_archive_append,
     .archive_query = my_archive_query,
+    .archive_replace = my_archive_replace,
     .archive_delete = my_archive_delete,
 };

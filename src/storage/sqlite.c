@@ -38,6 +38,8 @@ static const char *const migrations[] = {
     " host TEXT NOT NULL, store TEXT NOT NULL, \"key\" TEXT NOT NULL,"
     " ts INTEGER NOT NULL, with_jid TEXT, value BLOB NOT NULL);"
     "CREATE INDEX archive_hsk ON archive (host, store, \"key\", id);",
+    /* 2: items found by their time (MUC stanza ids are times) */
+    "CREATE INDEX archive_hskt ON archive (host, store, \"key\", ts);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -54,6 +56,7 @@ enum {
     S_AR_APPEND,
     S_AR_QUERY,
     S_AR_QUERY_REV,
+    S_AR_REPLACE,
     S_AR_DELETE,
     S_BEGIN,
     S_COMMIT,
@@ -63,7 +66,7 @@ enum {
 
 #define AR_WHERE                                                                                   \
     " WHERE host = ?1 AND store = ?2 AND \"key\" = ?3 AND id > ?4 AND id < ?5"                     \
-    " AND (?6 IS NULL OR with_jid = ?6)"
+    " AND (?6 IS NULL OR with_jid = ?6) AND ts >= ?8 AND ts <= ?9"
 
 static const char *const stmt_sql[N_STMT] = {
     [S_KV_GET] = "SELECT value FROM keyval WHERE host = ? AND store = ? AND \"key\" = ?",
@@ -85,6 +88,8 @@ static const char *const stmt_sql[N_STMT] = {
         "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id ASC LIMIT ?7",
     [S_AR_QUERY_REV] =
         "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id DESC LIMIT ?7",
+    [S_AR_REPLACE] = "UPDATE archive SET value = ? WHERE host = ? AND store = ? AND \"key\" = ?"
+                     " AND id = ?",
     [S_AR_DELETE] = "DELETE FROM archive WHERE host = ? AND store = ? AND \"key\" = ?"
                     " AND id <= ?",
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -480,7 +485,9 @@ static int sq_archive_query(void *conn, const char *host, const char *store, con
         sqlite3_bind_int64(s, 5, before) != SQLITE_OK ||
         (q->with ? sqlite3_bind_text(s, 6, q->with, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 6)) !=
             SQLITE_OK ||
-        sqlite3_bind_int64(s, 7, limit) != SQLITE_OK)
+        sqlite3_bind_int64(s, 7, limit) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 8, q->ts_from > 0 ? q->ts_from : INT64_MIN) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 9, q->ts_to > 0 ? q->ts_to : INT64_MAX) != SQLITE_OK)
         return fail(c, s, "archive_query");
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -498,6 +505,22 @@ static int sq_archive_query(void *conn, const char *host, const char *store, con
         return fail(c, s, "archive_query");
     st_done(s);
     return MAGPIE_OK;
+}
+
+static int sq_archive_replace(void *conn, const char *host, const char *store, const char *key,
+                              int64_t id, const void *data, size_t len)
+{
+    struct sq_conn *c = conn;
+    sqlite3_stmt *s = st_get(c, S_AR_REPLACE);
+    if (!s)
+        return MAGPIE_ERR;
+    if (bind_blob(s, 1, data, len) != SQLITE_OK ||
+        sqlite3_bind_text(s, 2, host, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_text(s, 3, store, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_text(s, 4, key, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 5, id) != SQLITE_OK)
+        return fail(c, s, "archive_replace");
+    return exec_write(c, s, 1, "archive_replace");
 }
 
 static int sq_archive_delete(void *conn, const char *host, const char *store, const char *key,
@@ -533,5 +556,6 @@ const struct mp_storage_driver mp_storage_sqlite = {
     .map_all = sq_map_all,
     .archive_append = sq_archive_append,
     .archive_query = sq_archive_query,
+    .archive_replace = sq_archive_replace,
     .archive_delete = sq_archive_delete,
 };

@@ -45,6 +45,7 @@ enum job_op {
     OP_MAP_ALL,
     OP_AR_APPEND,
     OP_AR_QUERY,
+    OP_AR_REPLACE,
     OP_AR_DELETE
 };
 
@@ -346,6 +347,9 @@ static void job_run(const struct mp_storage_driver *drv, void *conn, struct job 
     case OP_AR_QUERY:
         j->rc = drv->archive_query(conn, j->host, j->store, j->key, &j->q, collect_item, j);
         break;
+    case OP_AR_REPLACE:
+        j->rc = drv->archive_replace(conn, j->host, j->store, j->key, j->id, j->data, j->len);
+        break;
     case OP_AR_DELETE:
         j->rc = drv->archive_delete(conn, j->host, j->store, j->key, j->id);
         break;
@@ -382,6 +386,11 @@ static void job_deliver(void *arg)
         /* deleting nothing is not an error for the async API */
         if (j->cb.done)
             j->cb.done(j->ud, rc == MAGPIE_ERR ? MAGPIE_ERR : MAGPIE_OK);
+        break;
+    case OP_AR_REPLACE:
+        /* replacing nothing is the caller's business: NOTFOUND is passed on */
+        if (j->cb.done)
+            j->cb.done(j->ud, rc);
         break;
     case OP_MAP_ALL:
         if (j->cb.all)
@@ -721,11 +730,32 @@ int mp_map_all(const char *host, const char *store, const char *key, mp_map_all_
 int mp_archive_append(const char *host, const char *store, const char *key, const char *with,
                       const void *data, size_t len, mp_archive_append_cb cb, void *ud)
 {
+    return mp_archive_append_at(host, store, key, now_us(), with, data, len, cb, ud);
+}
+
+int mp_archive_append_at(const char *host, const char *store, const char *key, int64_t ts,
+                         const char *with, const void *data, size_t len, mp_archive_append_cb cb,
+                         void *ud)
+{
     struct job *j = job_new(OP_AR_APPEND, host, store, key, NULL, with, data, len);
     if (!j)
         return MAGPIE_ERR;
-    j->ts = now_us();
+    j->ts = ts;
     j->cb.append = cb;
+    j->ud = ud;
+    return job_submit(j);
+}
+
+int mp_archive_replace(const char *host, const char *store, const char *key, int64_t id,
+                       const void *data, size_t len, mp_store_done_cb cb, void *ud)
+{
+    if (id <= 0)
+        return MAGPIE_ERR;
+    struct job *j = job_new(OP_AR_REPLACE, host, store, key, NULL, NULL, data, len);
+    if (!j)
+        return MAGPIE_ERR;
+    j->id = id;
+    j->cb.done = cb;
     j->ud = ud;
     return job_submit(j);
 }
@@ -894,6 +924,18 @@ int mp_archive_query_sync(const char *host, const char *store, const char *key,
         !(s = sync_enter(&c)))
         return MAGPIE_ERR;
     int rc = s->drv->archive_query(c, host, store, key, q, fn, ud);
+    sync_leave(s, c);
+    return rc;
+}
+
+int mp_archive_replace_sync(const char *host, const char *store, const char *key, int64_t id,
+                            const void *data, size_t len)
+{
+    void *c;
+    struct storage *s;
+    if (id <= 0 || (!data && len) || !scope_ok(host, store, key) || !(s = sync_enter(&c)))
+        return MAGPIE_ERR;
+    int rc = s->drv->archive_replace(c, host, store, key, id, data ? data : "", len);
     sync_leave(s, c);
     return rc;
 }

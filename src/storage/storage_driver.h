@@ -105,6 +105,9 @@ struct mp_storage_driver {
                           int64_t ts, const char *with, const void *data, size_t len, int64_t *id);
     int (*archive_query)(void *conn, const char *host, const char *store, const char *key,
                          const mp_archive_filter *q, mp_sd_item_fn fn, void *ud);
+    /* MAGPIE_NOTFOUND when no item id of key exists. */
+    int (*archive_replace)(void *conn, const char *host, const char *store, const char *key,
+                           int64_t id, const void *data, size_t len);
     /* up_to_id 0: all. */
     int (*archive_delete)(void *conn, const char *host, const char *store, const char *key,
                           int64_t up_to_id);

@@ -140,3 +140,81 @@ def expect_presence_error(c, room, nick, cond):
     p = c.wait_for('presence', lambda e: e.get('type') == 'error' and e.get('from') == occ(room, nick))
     check(error_condition(p) == cond, 'expected %s, got %s' % (cond, tostr(p)))
     return p
+
+
+# ---- XEP-0359 stanza ids, XEP-0313 archives, XEP-0425 moderation ----
+
+NS_SID = 'urn:xmpp:sid:0'
+NS_MAM = 'urn:xmpp:mam:2'
+NS_RSM = 'http://jabber.org/protocol/rsm'
+NS_FORWARD = 'urn:xmpp:forward:0'
+NS_MODERATE = 'urn:xmpp:message-moderate:1'
+NS_RETRACT = 'urn:xmpp:message-retract:1'
+
+
+def stanza_ids(el):
+    """{by: id} of the <stanza-id/> children of a message."""
+    return {s.get('by'): s.get('id') for s in el if s.tag == '{%s}stanza-id' % NS_SID}
+
+
+def room_sid(el, room):
+    """The stanza id room gave the message (None if none)."""
+    return stanza_ids(el).get(room_jid(room))
+
+
+def sid_time(sid):
+    """The time part (µs) of one of mod_muc's stanza ids."""
+    return int(sid.split('-')[0], 16)
+
+
+def mam_query(c, room, form=None, rsm=None, flip=False, queryid=None, timeout=None):
+    """Runs an XEP-0313 query on room's JID. form: dict var -> value or list;
+    rsm: raw XML inside <set/> (e.g. '<max>10</max><before/>'). Returns
+    (iq reply, [forwarded <message/> elements in the order received],
+    [result ids]). Raises nothing on an error reply: check iq.get('type')."""
+    qid = queryid or 'q' + c.next_id()
+    fields = ''
+    if form:
+        fields = "<x xmlns='%s' type='submit'><field var='FORM_TYPE' type='hidden'><value>%s</value></field>" % (
+            NS_XDATA, NS_MAM)
+        for var, val in form.items():
+            vals = val if isinstance(val, list) else [val]
+            fields += "<field var='%s'>%s</field>" % (var, ''.join('<value>%s</value>' % esc(str(v)) for v in vals))
+        fields += '</x>'
+    if rsm is not None:
+        fields += "<set xmlns='%s'>%s</set>" % (NS_RSM, rsm)
+    if flip:
+        fields += '<flip-page/>'
+    r = c.iq('set', room_jid(room), "<query xmlns='%s' queryid='%s'>%s</query>" % (NS_MAM, qid, fields),
+             timeout=timeout)
+    msgs, ids = [], []
+    while True:
+        m = c.wait_for('message', lambda e: child(e, 'result', NS_MAM) is not None and
+                       child(e, 'result', NS_MAM).get('queryid') == qid, timeout=0, raise_=False)
+        if m is None:
+            break
+        check(m.get('from') == room_jid(room), 'result not from the room: %s' % tostr(m))
+        res = child(m, 'result', NS_MAM)
+        fw = child(res, 'forwarded', NS_FORWARD)
+        check(fw is not None and child(fw, 'delay', NS_DELAY) is not None, 'no forwarded/delay: %s' % tostr(m))
+        msgs.append(child(fw, 'message'))
+        ids.append(res.get('id'))
+    return r, msgs, ids
+
+
+def fin(r):
+    """(complete, first, last) of a query's final IQ."""
+    f = child(r, 'fin', NS_MAM)
+    check(f is not None, 'no <fin/>: %s' % tostr(r))
+    s = child(f, 'set', NS_RSM)
+    first = child(s, 'first', NS_RSM) if s is not None else None
+    last = child(s, 'last', NS_RSM) if s is not None else None
+    return (f.get('complete') == 'true', first.text if first is not None else None,
+            last.text if last is not None else None)
+
+
+def moderate(c, room, sid, reason=None, retract=True):
+    inner = "<retract xmlns='%s'/>" % NS_RETRACT if retract else ''
+    if reason:
+        inner += '<reason>%s</reason>' % esc(reason)
+    return c.iq('set', room_jid(room), "<moderate xmlns='%s' id='%s'>%s</moderate>" % (NS_MODERATE, sid, inner))

@@ -1,7 +1,8 @@
 /* test_muc_rules.c - mod_muc's pure rules (modules/muc/rules.c): the
  * XEP-0045 permission table for role and affiliation changes and lists,
  * the role an affiliation enters with, history selection for a joiner
- * (§7.2.15) and XEP-0082 timestamps. */
+ * (§7.2.15), XEP-0082 timestamps, stanza ids (XEP-0359) and archive pages
+ * (XEP-0313 with XEP-0059). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -145,12 +146,65 @@ static void test_datetime(void **state)
     assert_int_equal(muc_parse_datetime(NULL), -1);
 }
 
+static void test_stanza_ids(void **state)
+{
+    (void)state;
+    char sid[MUC_SID_MAX];
+    muc_sid_format(1733150000123456LL, "0123456789abcdef", sid);
+    assert_string_equal(sid, "6284a6e198e40-0123456789abcdef");
+    assert_int_equal(muc_sid_ts(sid), 1733150000123456LL);
+    /* tails of 8..24 hex characters only, lowercase, one dash */
+    assert_int_equal(muc_sid_ts("1f-01234567"), 31);
+    assert_int_equal(muc_sid_ts("1f-0123456"), -1);
+    assert_int_equal(muc_sid_ts("1f-0123456789abcdef012345678"), -1);
+    assert_int_equal(muc_sid_ts("1F-01234567"), -1);
+    assert_int_equal(muc_sid_ts("-01234567"), -1);
+    assert_int_equal(muc_sid_ts("0-01234567"), -1);
+    assert_int_equal(muc_sid_ts("1f-0123456g"), -1);
+    assert_int_equal(muc_sid_ts("1f01234567"), -1);
+    assert_int_equal(muc_sid_ts("ffffffffffffffff-01234567"), -1); /* > INT64_MAX */
+    assert_int_equal(muc_sid_ts("11111111111111111-01234567"), -1); /* 17 digits */
+    assert_int_equal(muc_sid_ts("my-client-id"), -1);
+    assert_int_equal(muc_sid_ts(""), -1);
+    assert_int_equal(muc_sid_ts(NULL), -1);
+    /* the clock may stand still or step back: times still increase */
+    assert_int_equal(muc_next_ts(0, 500), 500);
+    assert_int_equal(muc_next_ts(500, 500), 501);
+    assert_int_equal(muc_next_ts(500, 100), 501);
+    assert_int_equal(muc_next_ts(500, 900), 900);
+}
+
+static void test_pages(void **state)
+{
+    (void)state;
+    size_t n;
+    /* fetched max + 1: one more than max means more remain */
+    assert_int_equal(muc_page(11, 10, &n), 0);
+    assert_int_equal(n, 10);
+    assert_int_equal(muc_page(10, 10, &n), 1);
+    assert_int_equal(n, 10);
+    assert_int_equal(muc_page(0, 10, &n), 1);
+    assert_int_equal(n, 0);
+    assert_int_equal(muc_page(1, 0, &n), 0);
+    assert_int_equal(n, 0);
+    /* forward: fetched oldest first, sent as fetched */
+    assert_int_equal(muc_page_index(3, 0, 0, 0), 0);
+    assert_int_equal(muc_page_index(3, 0, 0, 2), 2);
+    /* backward (last page): fetched newest first, sent oldest first */
+    assert_int_equal(muc_page_index(3, 1, 0, 0), 2);
+    assert_int_equal(muc_page_index(3, 1, 0, 2), 0);
+    /* flip-page reverses what is sent, not what is selected */
+    assert_int_equal(muc_page_index(3, 0, 1, 0), 2);
+    assert_int_equal(muc_page_index(3, 1, 1, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),        cmocka_unit_test(test_default_role),
         cmocka_unit_test(test_roles),        cmocka_unit_test(test_affiliations),
         cmocka_unit_test(test_history),      cmocka_unit_test(test_datetime),
+        cmocka_unit_test(test_stanza_ids),   cmocka_unit_test(test_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -104,7 +104,8 @@ static void collect_item(void *ud, const mp_archive_item *it)
 static void query(struct drv *d, const char *store, const char *key, int64_t after, int64_t before,
                   const char *with, size_t limit, int reverse, struct items *r)
 {
-    mp_archive_filter q = {after, before, with, limit, reverse};
+    mp_archive_filter q = {
+        .after_id = after, .before_id = before, .with = with, .limit = limit, .reverse = reverse};
     memset(r, 0, sizeof *r);
     assert_int_equal(mp_archive_query_sync(d->host, store, key, &q, collect_item, r), MAGPIE_OK);
 }
@@ -662,6 +663,109 @@ static void test_async_basic(void **state)
     free(v);
 }
 
+/* Time bounds (ts_from / ts_to, inclusive), mp_archive_append_at's own
+ * timestamps, and replacing an item's data in place (a tombstone). */
+struct tsr {
+    struct aloop a;
+    int64_t ids[3];
+    int n_app, replaced, missing;
+};
+
+static void t_append(void *ud, int rc, int64_t id)
+{
+    struct tsr *t = ud;
+    assert_int_equal(rc, MAGPIE_OK);
+    t->ids[t->n_app++] = id;
+    aloop_done(&t->a);
+}
+
+static void t_replaced(void *ud, int rc)
+{
+    struct tsr *t = ud;
+    assert_int_equal(rc, MAGPIE_OK);
+    t->replaced = 1;
+    aloop_done(&t->a);
+}
+
+static void t_missing(void *ud, int rc)
+{
+    struct tsr *t = ud;
+    assert_int_equal(rc, MAGPIE_NOTFOUND);
+    t->missing = 1;
+    aloop_done(&t->a);
+}
+
+static void test_archive_ts_replace(void **state)
+{
+    NEED(state);
+    struct tsr t;
+    memset(&t, 0, sizeof t);
+    aloop_init(&t.a);
+    /* the caller's timestamps, in µs */
+    assert_int_equal(
+        mp_archive_append_at(d->host, "tsr", "room", 1000, "n1", "one", 3, t_append, &t),
+        MAGPIE_OK);
+    assert_int_equal(
+        mp_archive_append_at(d->host, "tsr", "room", 2000, "n2", "two", 3, t_append, &t),
+        MAGPIE_OK);
+    assert_int_equal(
+        mp_archive_append_at(d->host, "tsr", "room", 3000, "n1", "three", 5, t_append, &t),
+        MAGPIE_OK);
+    t.a.pending = 3;
+    aloop_run(&t.a);
+    assert_int_equal(t.n_app, 3);
+    struct items r;
+    mp_archive_filter q = {.ts_from = 2000};
+    memset(&r, 0, sizeof r);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.ts[0], 2000);
+    assert_string_equal(r.data[1], "three");
+    q = (mp_archive_filter){.ts_to = 2000};
+    memset(&r, 0, sizeof r);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.id[1], t.ids[1]);
+    /* exact time: one item */
+    q = (mp_archive_filter){.ts_from = 3000, .ts_to = 3000};
+    memset(&r, 0, sizeof r);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.id[0], t.ids[2]);
+    /* with and time together */
+    q = (mp_archive_filter){.with = "n1", .ts_from = 1500};
+    memset(&r, 0, sizeof r);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.data[0], "three");
+    /* replace: data changes, id, ts and with stay; another key's id is not found */
+    aloop_init(&t.a);
+    assert_int_equal(
+        mp_archive_replace(d->host, "tsr", "room", t.ids[1], "gone", 4, t_replaced, &t), MAGPIE_OK);
+    assert_int_equal(mp_archive_replace(d->host, "tsr", "other", t.ids[1], "x", 1, t_missing, &t),
+                     MAGPIE_OK);
+    t.a.pending = 2;
+    aloop_run(&t.a);
+    assert_true(t.replaced && t.missing);
+    query(d, "tsr", "room", 0, 0, NULL, 0, 0, &r);
+    assert_int_equal(r.n, 3);
+    assert_string_equal(r.data[1], "gone");
+    assert_int_equal(r.id[1], t.ids[1]);
+    assert_int_equal(r.ts[1], 2000);
+    assert_string_equal(r.with[1], "n2");
+    assert_int_equal(mp_archive_replace_sync(d->host, "tsr", "room", t.ids[2], "3", 1), MAGPIE_OK);
+    assert_int_equal(mp_archive_replace_sync(d->host, "tsr", "room", t.ids[2], "3", 1), MAGPIE_OK);
+    assert_int_equal(mp_archive_replace_sync(d->host, "tsr", "room", t.ids[2] + 1000000, "3", 1),
+                     MAGPIE_NOTFOUND);
+    query(d, "tsr", "room", 0, 0, NULL, 0, 0, &r);
+    assert_string_equal(r.data[2], "3");
+    assert_int_equal(mp_archive_delete_sync(d->host, "tsr", "room", 0), MAGPIE_OK);
+}
+
 /* Many appends and interleaved set/get on one key from one loop: the
  * callbacks come back in issue order and the archive holds them in order. */
 #define N_ORDER 500
@@ -690,7 +794,7 @@ static void o_append(void *ud, int rc, int64_t id)
     if (oa->i % 50 == 0) {
         /* committed when the callback runs: another connection sees it */
         struct items r;
-        mp_archive_filter q = {id - 1, 0, NULL, 1, 0};
+        mp_archive_filter q = {.after_id = id - 1, .limit = 1};
         memset(&r, 0, sizeof r);
         if (mp_archive_query_sync(o->host, "ord", "q", &q, collect_item, &r) != MAGPIE_OK ||
             r.n != 1 || r.id[0] != id)
@@ -1128,10 +1232,11 @@ static void test_mysql_reconnect(void **state)
     cmocka_unit_test(test_kv_basic), cmocka_unit_test(test_kv_binary),                             \
         cmocka_unit_test(test_kv_keys_order), cmocka_unit_test(test_map_sync),                     \
         cmocka_unit_test(test_archive_sync), cmocka_unit_test(test_async_basic),                   \
-        cmocka_unit_test(test_async_ordering), cmocka_unit_test(test_async_no_loop),               \
-        cmocka_unit_test(test_async_concurrent), cmocka_unit_test(test_limits),                    \
-        cmocka_unit_test(test_reopen), cmocka_unit_test(test_sync_only),                           \
-        cmocka_unit_test(test_bad_config), cmocka_unit_test(test_mysql_reconnect)
+        cmocka_unit_test(test_archive_ts_replace), cmocka_unit_test(test_async_ordering),          \
+        cmocka_unit_test(test_async_no_loop), cmocka_unit_test(test_async_concurrent),             \
+        cmocka_unit_test(test_limits), cmocka_unit_test(test_reopen),                              \
+        cmocka_unit_test(test_sync_only), cmocka_unit_test(test_bad_config),                       \
+        cmocka_unit_test(test_mysql_reconnect)
 
 int main(void)
 {
