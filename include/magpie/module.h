@@ -188,6 +188,14 @@ const char *mp_domain_name(const mp_domain *d);
 void mp_route(mp_stanza *st);
 /* True if domain (normalised) is a virtual host of this server. */
 int mp_host_is_local(const char *domain);
+/* Asynchronous check that the account user@host exists (host a virtual
+ * host, user as in the JID's localpart): cb(ud, rc) runs once on the
+ * caller's loop with MAGPIE_OK, MAGPIE_NOTFOUND or MAGPIE_ERR. Returns
+ * MAGPIE_OK when the check was queued, MAGPIE_ERR when it was not (bad
+ * name, storage closed: cb is then never called). Modules that keep data
+ * for the recipient of a stanza (offline messages, subscription requests)
+ * check first, so a stanza to a nonexistent account stores nothing. */
+int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc), void *ud);
 /* Calls fn for each locally available resource of bare JID (on the calling
  * thread, from a snapshot). */
 void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full, int priority),
