@@ -315,7 +315,7 @@ static void item_save(struct user *u, struct item *it, int gone)
             mp_xml_set_attr(st, x, "hidden", "1");
         if (it->request)
             mp_xml_add_copy(st, x, mp_stanza_root(it->request));
-        char *s = mp_xml_to_string(x, NS_ROSTER);
+        char *s = mp_xml_to_string(x, NULL);
         mp_map_set(u->host, STORE, u->local, it->jid, s, strlen(s), NULL, NULL);
         free(s);
         mp_stanza_unref(st);
