@@ -1269,6 +1269,21 @@ static int load(mp_module *m)
     return MAGPIE_OK;
 }
 
+/* Frees the argument of an operation that will never run (shutdown). */
+static void waiter_drop(struct waiter *w)
+{
+    if (w->fn == op_session_start || w->fn == op_session_end || w->fn == op_presence) {
+        res_op_free(w->arg);
+    } else if (w->fn == op_get || w->fn == op_set) {
+        struct iq_op *op = w->arg;
+        mp_stanza_unref(op->iq);
+        free(op);
+    } else {
+        sub_op_free(w->arg); /* op_outbound, op_inbound, op_probe */
+    }
+    free(w);
+}
+
 static void unload(mp_module *m)
 {
     (void)m;
@@ -1280,7 +1295,7 @@ static void unload(mp_module *m)
             while (u->wq) {
                 struct waiter *w = u->wq;
                 u->wq = w->next;
-                free(w); /* the workers are gone: their operations with them */
+                waiter_drop(w); /* the workers are gone: their operations with them */
             }
             user_free(u);
         }
