@@ -86,6 +86,8 @@ static struct user_queue *queues;
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void store_start(struct store_op *op);
+static void flush_start(const char *host, const char *user, const char *bare, uint64_t sid);
+static int reachable(const char *bare);
 
 /* Queues op behind its user's other messages; starts it if it is first. */
 static void store_enqueue(struct store_op *op)
@@ -144,6 +146,10 @@ static void appended(void *ud, int rc, int64_t id)
     struct store_op *op = ud;
     if (rc == MAGPIE_OK) {
         mp_counter_add(c_stored, 1);
+        /* the user came online while this was being stored: the login's
+         * flush may have read the store before it, so deliver it now */
+        if (reachable(op->bare))
+            flush_start(op->host, op->user, op->bare, 0);
     } else {
         mp_log(MP_LOG_ERROR, "offline: cannot store a message for %s@%s", op->user, op->host);
         bounce(op->st, "wait", "internal-server-error");
@@ -273,9 +279,12 @@ static void take_end(const char *bare)
 }
 
 struct flush_op {
-    uint64_t sid;
+    uint64_t sid; /* the session taking them; 0: whoever the bare JID reaches */
+    int64_t last; /* highest id routed so far */
     char *host, *user, *bare;
 };
+
+static void fetched(void *ud, int rc, const mp_archive_item *items, size_t n);
 
 static void flush_op_free(struct flush_op *op)
 {
@@ -286,12 +295,53 @@ static void flush_op_free(struct flush_op *op)
     free(op);
 }
 
+/* Reads what is stored after op->last; fetched() routes it. */
+static void fetch_more(struct flush_op *op)
+{
+    mp_archive_filter f = {op->last, 0, NULL, 0, 0};
+    if (mp_archive_query(op->host, STORE, op->user, &f, fetched, op) != MAGPIE_OK)
+        flush_op_free(op);
+}
+
+/* Starts routing the stored messages of user@host to session sid (0: to
+ * the bare JID), unless another flush of that user is running. */
+static void flush_start(const char *host, const char *user, const char *bare, uint64_t sid)
+{
+    if (!take_begin(bare))
+        return; /* another resource is taking them now */
+    struct flush_op *op = xmalloc(sizeof *op);
+    op->sid = sid;
+    op->host = xstrdup(host);
+    op->user = xstrdup(user);
+    op->bare = xstrdup(bare);
+    fetch_more(op);
+}
+
 static void deleted(void *ud, int rc)
 {
     struct flush_op *op = ud;
-    if (rc != MAGPIE_OK)
+    if (rc != MAGPIE_OK) {
         mp_log(MP_LOG_ERROR, "offline: cannot delete delivered messages of %s", op->bare);
-    flush_op_free(op);
+        flush_op_free(op);
+        return;
+    }
+    /* a message whose store completed while these were read: take it too */
+    fetch_more(op);
+}
+
+static void any_nonnegative(void *ud, const char *full, int priority)
+{
+    (void)full;
+    if (priority >= 0)
+        *(int *)ud = 1;
+}
+
+/* True if a message to bare would reach an available resource now. */
+static int reachable(const char *bare)
+{
+    int any = 0;
+    mp_sessions_foreach(bare, any_nonnegative, &any);
+    return any;
 }
 
 /* XEP-0082 date-time of a storage timestamp (microseconds, UTC). */
@@ -307,12 +357,14 @@ static void stamp_of(int64_t ts, char *buf, size_t len)
 static void fetched(void *ud, int rc, const mp_archive_item *items, size_t n)
 {
     struct flush_op *op = ud;
-    mp_session *s = mp_session_find(op->sid);
-    if (rc != MAGPIE_OK || !s || n == 0) {
+    mp_session *s = op->sid ? mp_session_find(op->sid) : NULL;
+    /* stop when the session is gone, or (to the bare JID) when nobody
+     * would get them: routed now, they would only be stored again */
+    if (rc != MAGPIE_OK || n == 0 || (op->sid ? !s : !reachable(op->bare))) {
         flush_op_free(op);
         return;
     }
-    const char *full = mp_session_jid(s)->full;
+    const char *full = s ? mp_session_jid(s)->full : op->bare;
     for (size_t i = 0; i < n; i++) {
         mp_stanza *st = mp_stanza_parse(items[i].data, items[i].len);
         if (!st) {
@@ -333,7 +385,8 @@ static void fetched(void *ud, int rc, const mp_archive_item *items, size_t n)
         mp_counter_add(c_delivered, 1);
         mp_route(st);
     }
-    if (mp_archive_delete(op->host, STORE, op->user, items[n - 1].id, deleted, op) != MAGPIE_OK)
+    op->last = items[n - 1].id;
+    if (mp_archive_delete(op->host, STORE, op->user, op->last, deleted, op) != MAGPIE_OK)
         flush_op_free(op);
 }
 
@@ -358,16 +411,7 @@ static void presence_changed(mp_session *s, mp_stanza *presence, int available, 
         return; /* XEP-0160 §3: only to a resource with non-negative priority */
     ss->taken = 1;
     const mp_jid *j = mp_session_jid(s);
-    if (!take_begin(j->bare))
-        return; /* another resource is taking them now */
-    struct flush_op *op = xmalloc(sizeof *op);
-    op->sid = mp_session_id(s);
-    op->host = xstrdup(j->domain);
-    op->user = xstrdup(j->local);
-    op->bare = xstrdup(j->bare);
-    mp_archive_filter f = {0, 0, NULL, 0, 0};
-    if (mp_archive_query(op->host, STORE, op->user, &f, fetched, op) != MAGPIE_OK)
-        flush_op_free(op);
+    flush_start(j->domain, j->local, j->bare, mp_session_id(s));
 }
 
 static void session_ended(mp_session *s, void *ud)

@@ -18,10 +18,10 @@ args = parse_args()
 R = Results('[workers=%d]' % args.workers)
 
 NS_DELAY = 'urn:xmpp:delay'
-QUOTA = 5
+QUOTA = 30
 MODULES = ['disco', 'ping', 'version', 'time', 'roster',
            '{ name = "offline"; quota = %d; }' % QUOTA]
-USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'kim']
+USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'kim', 'judy']
 
 
 def pw(u):
@@ -231,9 +231,39 @@ def t09_slixmpp_sees_delay(srv):
     run(scenario, timeout=30)
 
 
+def t10_burst_while_logging_in(srv):
+    """Messages still being stored when the recipient becomes available
+    are delivered now, each once (not left for the next login)."""
+    a = login(srv, 'alice', 'burst')
+    j = RawClient(srv.c2s_port)
+    j.login('judy', pw('judy'), resource='j')   # bound, not available yet
+    try:
+        n = 20
+        for i in range(n):
+            a.message('judy@localhost', 'b%02d' % i)
+        j.presence()
+        got = []
+        deadline = time.time() + 8
+        while len(got) < n and time.time() < deadline:
+            m = j.wait_for('message', timeout=max(0.1, deadline - time.time()), raise_=False)
+            if m is not None:
+                got.append(body_of(m))
+        check(sorted(got) == ['b%02d' % i for i in range(n)], 'got %d: %s' % (len(got), got))
+        no_message(j, 0.7)
+        no_message(a, 0.2, lambda e: e.get('type') == 'error')
+    finally:
+        closeall(a, j)
+    j = login(srv, 'judy', 'j2')
+    try:
+        no_message(j, 1.0)
+    finally:
+        closeall(j)
+
+
 TESTS = [t01_stored_and_delivered_in_order, t02_online_messages_have_no_delay, t03_quota,
          t04_nonexistent_account, t05_not_stored, t06_negative_priority_waits,
-         t07_kept_across_restart, t08_two_resources_one_delivery, t09_slixmpp_sees_delay]
+         t07_kept_across_restart, t08_two_resources_one_delivery, t09_slixmpp_sees_delay,
+         t10_burst_while_logging_in]
 
 
 def main():
