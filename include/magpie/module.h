@@ -217,6 +217,15 @@ void mp_session_send(mp_session *s, mp_stanza *st);
 double mp_session_idle_seconds(mp_session *s);
 /* Closes the stream with a stream error condition (NULL: clean close). */
 void mp_session_close(mp_session *s, const char *condition, const char *text);
+/* Holds the session's input: once the stanza being handled is done,
+ * nothing more the client sent is parsed until every hold is released
+ * (holds are counted). For a module that must load per-user state before
+ * it can judge what the client sends (a blocklist): hold in
+ * session_started, release from the storage callback, on the session's
+ * worker (find it again by id; a session that ended needs no release).
+ * What the server sends to the session is not held. */
+void mp_session_hold(mp_session *s);
+void mp_session_release(mp_session *s);
 /* Runs fn(s, ud) after secs seconds on the session's worker; repeat != 0
  * re-arms it with the same period. Returns a handle owned by the session
  * (freed automatically when the session ends), or NULL if the session is
