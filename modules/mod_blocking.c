@@ -4,7 +4,8 @@
  * username, field = blocked JID, value "1"), and in memory while the
  * user has a session: one table behind a mutex, shared by the workers
  * (a user's sessions may be on several), loaded when the first session
- * starts. IQs that arrive before it is loaded wait for it.
+ * starts; until it is loaded the session's input is held
+ * (mp_session_hold), so nothing the client sends escapes the list.
  *
  *   IQ get <blocklist/>, set <block/> and <unblock/> (account scope): the
  *     answer, and a push of each change to every resource that asked for
@@ -55,7 +56,16 @@ struct blist {
     struct strv interested; /* full JIDs that asked for the blocklist */
     mp_stanza **pending;    /* IQs waiting for the load (referenced) */
     size_t n_pending;
+    struct held *held; /* sessions whose input waits for the load */
     struct blist *next;
+};
+
+/* A session held until its user's blocklist is loaded: released on its
+ * own worker. */
+struct held {
+    uint64_t sid;
+    mp_loop *loop;
+    struct held *next;
 };
 
 static struct blist *lists;
@@ -123,6 +133,11 @@ static void blist_free(struct blist *b)
     for (size_t i = 0; i < b->n_pending; i++)
         mp_stanza_unref(b->pending[i]);
     free(b->pending);
+    while (b->held) {
+        struct held *h = b->held;
+        b->held = h->next;
+        free(h);
+    }
     free(b->bare);
     free(b->host);
     free(b->local);
@@ -330,6 +345,28 @@ static void blocklist_iq(mp_stanza *iq, void *ud)
 
 /* ---- sessions ---- */
 
+static void release_run(void *arg)
+{
+    struct held *h = arg;
+    mp_session *s = mp_session_find(h->sid);
+    if (s)
+        mp_session_release(s);
+    free(h);
+}
+
+/* Releases the sessions held for b's load, each on its worker, always
+ * through a posted call: releasing parses what the client sent meanwhile,
+ * whose filters take the lock held here. Lock held. */
+static void release_held(struct blist *b)
+{
+    while (b->held) {
+        struct held *h = b->held;
+        b->held = h->next;
+        if (mp_loop_post(h->loop, release_run, h) != MAGPIE_OK)
+            free(h); /* shutting down */
+    }
+}
+
 static void loaded(void *ud, int rc, const mp_map_item *items, size_t n)
 {
     struct blist *b = ud;
@@ -346,6 +383,7 @@ static void loaded(void *ud, int rc, const mp_map_item *items, size_t n)
         mp_stanza_unref(b->pending[i]);
     }
     b->n_pending = 0;
+    release_held(b);
     if (b->sessions == 0)
         blist_free(b);
     pthread_mutex_unlock(&lock);
@@ -371,8 +409,21 @@ static void session_started(mp_session *s, void *ud)
         load = 1;
     }
     b->sessions++;
-    if (load && mp_map_all(b->host, STORE, b->local, loaded, b) != MAGPIE_OK)
+    if (!b->loaded) {
+        /* nothing the client sends is judged before its list is known */
+        struct held *h = calloc(1, sizeof *h);
+        if (!h)
+            abort();
+        h->sid = mp_session_id(s);
+        h->loop = mp_loop_current();
+        h->next = b->held;
+        b->held = h;
+        mp_session_hold(s);
+    }
+    if (load && mp_map_all(b->host, STORE, b->local, loaded, b) != MAGPIE_OK) {
         b->loaded = 1; /* storage closed: an empty list */
+        release_held(b);
+    }
     pthread_mutex_unlock(&lock);
 }
 

@@ -163,8 +163,27 @@ def t04_kept_across_restart(srv):
         closeall(a, e)
 
 
+def t05_enforced_from_the_first_stanza(srv):
+    """The blocklist loads when a session starts; what the client sends
+    right after binding waits for it (mp_session_hold), so it cannot slip
+    through."""
+    a = login(srv, 'alice', 'setup')
+    r = block(a, 'eve@localhost')
+    check(r.get('type') == 'result', tostr(r))
+    closeall(a)
+    for n in range(8):
+        c = RawClient(srv.c2s_port)
+        try:
+            c.login('alice', pw('alice'), resource='fast%d' % n)
+            c.send("<message to='eve@localhost' type='chat' id='x%d'><body>quick</body></message>" % n)
+            e = expect_error(c, 'message', 'not-acceptable', lambda x, n=n: x.get('id') == 'x%d' % n)
+            check(child(child(e, 'error'), 'blocked', 'urn:xmpp:blocking:errors') is not None, tostr(e))
+        finally:
+            closeall(c)
+
+
 TESTS = [t01_disco_and_empty_list, t02_block_enforced_both_ways, t03_domain_and_unblock_all,
-         t04_kept_across_restart]
+         t04_kept_across_restart, t05_enforced_from_the_first_stanza]
 
 
 def main():
