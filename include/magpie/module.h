@@ -204,6 +204,14 @@ int mp_host_is_local(const char *domain);
  * configured), or NULL when i is past the last one. Lives as long as the
  * server's configuration (for good in load()). */
 const char *mp_host_nth(size_t i);
+/* Asynchronous check that the account user@host exists (host a virtual
+ * host, user as in the JID's localpart): cb(ud, rc) runs once on the
+ * caller's loop with MAGPIE_OK, MAGPIE_NOTFOUND or MAGPIE_ERR. Returns
+ * MAGPIE_OK when the check was queued, MAGPIE_ERR when it was not (bad
+ * name, storage closed: cb is then never called). Modules that keep data
+ * for the recipient of a stanza (offline messages, subscription requests)
+ * check first, so a stanza to a nonexistent account stores nothing. */
+int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc), void *ud);
 /* Calls fn for each locally available resource of bare JID (on the calling
  * thread, from a snapshot). */
 void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full, int priority),
@@ -225,6 +233,15 @@ void mp_session_send(mp_session *s, mp_stanza *st);
 double mp_session_idle_seconds(mp_session *s);
 /* Closes the stream with a stream error condition (NULL: clean close). */
 void mp_session_close(mp_session *s, const char *condition, const char *text);
+/* Holds the session's input: once the stanza being handled is done,
+ * nothing more the client sent is parsed until every hold is released
+ * (holds are counted). For a module that must load per-user state before
+ * it can judge what the client sends (a blocklist): hold in
+ * session_started, release from the storage callback, on the session's
+ * worker (find it again by id; a session that ended needs no release).
+ * What the server sends to the session is not held. */
+void mp_session_hold(mp_session *s);
+void mp_session_release(mp_session *s);
 /* Runs fn(s, ud) after secs seconds on the session's worker; repeat != 0
  * re-arms it with the same period. Returns a handle owned by the session
  * (freed automatically when the session ends), or NULL if the session is

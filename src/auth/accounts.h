@@ -48,8 +48,7 @@ int mp_account_get_credentials_sync(const char *host, const char *user, struct m
 typedef void (*mp_account_creds_cb)(void *ud, int rc, const struct mp_credentials *c);
 int mp_account_get_credentials(const char *host, const char *user, mp_account_creds_cb cb,
                                void *ud);
-/* Asynchronous existence check: cb gets MAGPIE_OK, MAGPIE_NOTFOUND or
- * MAGPIE_ERR. */
-int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc), void *ud);
+/* The asynchronous existence check, mp_account_exists, is public
+ * (magpie/module.h). */
 
 #endif

@@ -314,6 +314,29 @@ void mp_session_close(mp_session *s, const char *condition, const char *text)
     c2s_close(s, condition, text);
 }
 
+static void update_reading(mp_session *s);
+
+/* A module's hold counts like a full queue the session waits on
+ * (s->blocked): reading and parsing stop at the current stanza boundary
+ * and resume once every hold and wait is gone. */
+void mp_session_hold(mp_session *s)
+{
+    if (s->closing || s->dead)
+        return;
+    s->blocked++;
+    mp_xmlstream_stop(s->parser);
+    if (s->t)
+        s->t->ops->set_reading(s->t, 0);
+}
+
+void mp_session_release(mp_session *s)
+{
+    if (s->blocked > 0)
+        s->blocked--;
+    if (!s->dead)
+        update_reading(s);
+}
+
 /* Releases everything the stream holds on the owning thread and drops the
  * worker's reference. */
 static void c2s_destroy(mp_session *s)

@@ -1,0 +1,569 @@
+/* mod_blocking - XEP-0191 Blocking Command.
+ *
+ * The blocklist of a user is kept in the map store "blocklist" (key =
+ * username, field = blocked JID, value "1"), and in memory while the
+ * user has a session: one table behind a mutex, shared by the workers
+ * (a user's sessions may be on several), loaded when the first session
+ * starts; until it is loaded the session's input is held
+ * (mp_session_hold), so nothing the client sends escapes the list.
+ *
+ *   IQ get <blocklist/>, set <block/> and <unblock/> (account scope): the
+ *     answer, and a push of each change to every resource that asked for
+ *     the blocklist. Blocking a JID also sends it unavailable presence
+ *     from the user's available resources (§3.3).
+ *   inbound filter: a message or IQ request the user sends to a blocked
+ *     JID gets not-acceptable with <blocked/> (§3.6); presence is dropped.
+ *   outbound filter: a stanza from a blocked JID is not written to the
+ *     user (an IQ request gets service-unavailable, §3.5), and nothing but
+ *     unavailable presence is written from a user to a JID that user
+ *     blocked (the roster module's broadcast, for instance).
+ *   hooks presence-subscription, presence-probe and message-offline (run
+ *     before mod_roster's and mod_offline's): a subscription stanza, probe
+ *     or offline message from a JID blocked by a user who has a session is
+ *     dropped. For a user with no session the blocklist is not in memory:
+ *     such a stanza is kept (offline message, subscription request) and
+ *     dropped by the outbound filter when it would be delivered.
+ *
+ * A blocklist item matches a JID as in XEP-0016 §2.1: the full JID, the
+ * bare JID, the domain, or domain/resource. */
+#include <magpie/magpie.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NS_BLOCKING "urn:xmpp:blocking"
+#define NS_ERRORS   "urn:xmpp:blocking:errors"
+#define STORE       "blocklist"
+
+static const struct mp_option options[] = {
+    {"max_items", MP_OPT_INT, "1000", "Most JIDs one user may block", 1, 100000},
+    {NULL, 0, NULL, NULL, 0, 0},
+};
+
+static mp_module *self;
+
+struct strv {
+    char **v;
+    size_t n;
+};
+
+struct blist {
+    char *bare, *host, *local;
+    int sessions; /* bound sessions of the user */
+    int loaded;
+    struct strv items;
+    struct strv interested; /* full JIDs that asked for the blocklist */
+    mp_stanza **pending;    /* IQs waiting for the load (referenced) */
+    size_t n_pending;
+    struct held *held; /* sessions whose input waits for the load */
+    struct blist *next;
+};
+
+/* A session held until its user's blocklist is loaded: released on its
+ * own worker. */
+struct held {
+    uint64_t sid;
+    mp_loop *loop;
+    struct held *next;
+};
+
+static struct blist *lists;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    if (!p)
+        abort();
+    return p;
+}
+
+static void strv_add(struct strv *s, const char *x)
+{
+    s->v = realloc(s->v, (s->n + 1) * sizeof *s->v);
+    if (!s->v)
+        abort();
+    s->v[s->n++] = xstrdup(x);
+}
+
+static int strv_find(const struct strv *s, const char *x)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i], x) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void strv_del(struct strv *s, const char *x)
+{
+    int i = strv_find(s, x);
+    if (i >= 0) {
+        free(s->v[i]);
+        s->v[i] = s->v[--s->n];
+    }
+}
+
+static void strv_free(struct strv *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    s->v = NULL;
+    s->n = 0;
+}
+
+static struct blist *find(const char *bare)
+{
+    for (struct blist *b = lists; b; b = b->next)
+        if (strcmp(b->bare, bare) == 0)
+            return b;
+    return NULL;
+}
+
+static void blist_free(struct blist *b)
+{
+    for (struct blist **pp = &lists; *pp; pp = &(*pp)->next)
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    strv_free(&b->items);
+    strv_free(&b->interested);
+    for (size_t i = 0; i < b->n_pending; i++)
+        mp_stanza_unref(b->pending[i]);
+    free(b->pending);
+    while (b->held) {
+        struct held *h = b->held;
+        b->held = h->next;
+        free(h);
+    }
+    free(b->bare);
+    free(b->host);
+    free(b->local);
+    free(b);
+}
+
+/* XEP-0016 §2.1 matching of j against the items of b. Lock held. */
+static int matches(const struct blist *b, const mp_jid *j)
+{
+    if (!b || !b->loaded || !j->domain)
+        return 0;
+    for (size_t i = 0; i < b->items.n; i++) {
+        const char *it = b->items.v[i];
+        if (strcmp(it, j->full) == 0 || strcmp(it, j->bare) == 0 || strcmp(it, j->domain) == 0)
+            return 1;
+        if (j->resource) {
+            size_t dl = strlen(j->domain);
+            if (strncmp(it, j->domain, dl) == 0 && it[dl] == '/' &&
+                strcmp(it + dl + 1, j->resource) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* True if the user `owner` (bare) has blocked j. */
+static int blocked_by(const char *owner, const mp_jid *j)
+{
+    pthread_mutex_lock(&lock);
+    int r = matches(find(owner), j);
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+/* ---- IQs ---- */
+
+struct outbox {
+    mp_stanza **v;
+    size_t n;
+};
+
+static void out_add(struct outbox *o, mp_stanza *st)
+{
+    o->v = realloc(o->v, (o->n + 1) * sizeof *o->v);
+    if (!o->v)
+        abort();
+    o->v[o->n++] = st;
+}
+
+static void out_flush(struct outbox *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        mp_route(o->v[i]);
+    free(o->v);
+}
+
+static mp_stanza *iq_error(mp_stanza *iq, const char *type, const char *cond)
+{
+    return mp_stanza_make_error(mp_stanza_copy(iq), type, cond, NULL);
+}
+
+/* A push of <what> with jids (none: an empty element) to every
+ * interested resource. */
+static void push(struct blist *b, const char *what, const struct strv *jids, struct outbox *out)
+{
+    char id[24] = "block-";
+    for (size_t i = 0; i < b->interested.n; i++) {
+        mp_stanza *st = mp_stanza_new("iq", MP_NS_CLIENT);
+        mp_xml *root = mp_stanza_root(st);
+        mp_random_id(id + 6, sizeof id - 6);
+        mp_xml_set_attr(st, root, "type", "set");
+        mp_xml_set_attr(st, root, "id", id);
+        mp_xml_set_attr(st, root, "from", b->bare);
+        mp_xml_set_attr(st, root, "to", b->interested.v[i]);
+        mp_xml *w = mp_xml_add_child(st, root, what, NS_BLOCKING);
+        for (size_t k = 0; k < jids->n; k++)
+            mp_xml_set_attr(st, mp_xml_add_child(st, w, "item", NS_BLOCKING), "jid", jids->v[k]);
+        out_add(out, st);
+    }
+}
+
+struct avail {
+    struct outbox *out;
+    const char *to;
+};
+
+static void unavailable_to(void *ud, const char *full, int priority)
+{
+    (void)priority;
+    struct avail *a = ud;
+    mp_stanza *p = mp_stanza_new("presence", MP_NS_CLIENT);
+    mp_xml_set_attr(p, mp_stanza_root(p), "from", full);
+    mp_xml_set_attr(p, mp_stanza_root(p), "to", a->to);
+    mp_xml_set_attr(p, mp_stanza_root(p), "type", "unavailable");
+    out_add(a->out, p);
+}
+
+/* Reads the items of <block/> or <unblock/> into jids (normalised).
+ * Returns NULL, or the error condition. */
+static const char *read_items(mp_xml *w, struct strv *jids)
+{
+    for (mp_xml *i = mp_xml_find(w, "item", NS_BLOCKING); i;
+         i = mp_xml_find_next(i, "item", NS_BLOCKING)) {
+        mp_jid j;
+        const char *s = mp_xml_get_attr(i, "jid");
+        if (!s || mp_jid_parse(&j, s) != MAGPIE_OK)
+            return "jid-malformed";
+        if (strv_find(jids, j.full) < 0)
+            strv_add(jids, j.full);
+        mp_jid_free(&j);
+    }
+    return NULL;
+}
+
+/* Handles one blocklist IQ for b (loaded). Lock held. */
+static void handle(struct blist *b, mp_stanza *iq, struct outbox *out)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(iq);
+    mp_xml *w = mp_xml_first_element(mp_stanza_root(iq));
+    if (env->type == MP_TYPE_GET) {
+        if (strcmp(w->name, "blocklist") != 0) {
+            out_add(out, iq_error(iq, "modify", "bad-request"));
+            return;
+        }
+        if (strv_find(&b->interested, env->from.full) < 0)
+            strv_add(&b->interested, env->from.full);
+        mp_stanza *r = mp_iq_result(iq);
+        mp_xml *l = mp_xml_add_child(r, mp_stanza_root(r), "blocklist", NS_BLOCKING);
+        for (size_t i = 0; i < b->items.n; i++)
+            mp_xml_set_attr(r, mp_xml_add_child(r, l, "item", NS_BLOCKING), "jid", b->items.v[i]);
+        out_add(out, r);
+        return;
+    }
+    int block = strcmp(w->name, "block") == 0;
+    if (!block && strcmp(w->name, "unblock") != 0) {
+        out_add(out, iq_error(iq, "modify", "bad-request"));
+        return;
+    }
+    struct strv jids = {NULL, 0};
+    const char *err = read_items(w, &jids);
+    if (!err && block && jids.n == 0)
+        err = "bad-request"; /* §3.3: at least one item */
+    if (!err && block && b->items.n + jids.n > (size_t)mp_module_opt_int(self, "max_items"))
+        err = "not-allowed";
+    if (err) {
+        out_add(out, iq_error(iq, "modify", err));
+        strv_free(&jids);
+        return;
+    }
+    struct strv changed = {NULL, 0};
+    if (block) {
+        for (size_t i = 0; i < jids.n; i++) {
+            if (strv_find(&b->items, jids.v[i]) >= 0)
+                continue;
+            /* §3.3: the newly blocked entity sees the user go offline */
+            struct avail a = {out, jids.v[i]};
+            mp_sessions_foreach(b->bare, unavailable_to, &a);
+            strv_add(&b->items, jids.v[i]);
+            strv_add(&changed, jids.v[i]);
+            mp_map_set(b->host, STORE, b->local, jids.v[i], "1", 1, NULL, NULL);
+        }
+    } else if (jids.n == 0) {
+        strv_free(&b->items); /* §3.4: unblock everything */
+        mp_map_del(b->host, STORE, b->local, NULL, NULL, NULL);
+    } else {
+        for (size_t i = 0; i < jids.n; i++) {
+            if (strv_find(&b->items, jids.v[i]) < 0)
+                continue;
+            strv_del(&b->items, jids.v[i]);
+            strv_add(&changed, jids.v[i]);
+            mp_map_del(b->host, STORE, b->local, jids.v[i], NULL, NULL);
+        }
+    }
+    out_add(out, mp_iq_result(iq));
+    if (changed.n > 0 || (!block && jids.n == 0))
+        push(b, w->name, &changed, out);
+    strv_free(&jids);
+    strv_free(&changed);
+}
+
+static void blocklist_iq(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    const struct mp_envelope *env = mp_stanza_envelope(iq);
+    if (!env->from.local || (env->to.domain && strcmp(env->to.bare, env->from.bare) != 0)) {
+        mp_iq_reply_error(iq, "cancel", "service-unavailable");
+        return;
+    }
+    struct outbox out = {NULL, 0};
+    pthread_mutex_lock(&lock);
+    struct blist *b = find(env->from.bare);
+    if (!b) {
+        out_add(&out, iq_error(iq, "wait", "internal-server-error"));
+    } else if (!b->loaded) {
+        b->pending = realloc(b->pending, (b->n_pending + 1) * sizeof *b->pending);
+        if (!b->pending)
+            abort();
+        b->pending[b->n_pending++] = mp_stanza_ref(iq);
+    } else {
+        handle(b, iq, &out);
+    }
+    pthread_mutex_unlock(&lock);
+    out_flush(&out);
+}
+
+/* ---- sessions ---- */
+
+static void release_run(void *arg)
+{
+    struct held *h = arg;
+    mp_session *s = mp_session_find(h->sid);
+    if (s)
+        mp_session_release(s);
+    free(h);
+}
+
+/* Releases the sessions held for b's load, each on its worker, always
+ * through a posted call: releasing parses what the client sent meanwhile,
+ * whose filters take the lock held here. Lock held. */
+static void release_held(struct blist *b)
+{
+    while (b->held) {
+        struct held *h = b->held;
+        b->held = h->next;
+        if (mp_loop_post(h->loop, release_run, h) != MAGPIE_OK)
+            free(h); /* shutting down */
+    }
+}
+
+static void loaded(void *ud, int rc, const mp_map_item *items, size_t n)
+{
+    struct blist *b = ud;
+    struct outbox out = {NULL, 0};
+    pthread_mutex_lock(&lock);
+    if (rc != MAGPIE_OK)
+        mp_log(MP_LOG_ERROR, "blocking: cannot read the blocklist of %s", b->bare);
+    for (size_t i = 0; i < n; i++)
+        if (strv_find(&b->items, items[i].field) < 0)
+            strv_add(&b->items, items[i].field);
+    b->loaded = 1;
+    for (size_t i = 0; i < b->n_pending; i++) {
+        handle(b, b->pending[i], &out);
+        mp_stanza_unref(b->pending[i]);
+    }
+    b->n_pending = 0;
+    release_held(b);
+    if (b->sessions == 0)
+        blist_free(b);
+    pthread_mutex_unlock(&lock);
+    out_flush(&out);
+}
+
+static void session_started(mp_session *s, void *ud)
+{
+    (void)ud;
+    const mp_jid *j = mp_session_jid(s);
+    pthread_mutex_lock(&lock);
+    struct blist *b = find(j->bare);
+    int load = 0;
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b)
+            abort();
+        b->bare = xstrdup(j->bare);
+        b->host = xstrdup(j->domain);
+        b->local = xstrdup(j->local);
+        b->next = lists;
+        lists = b;
+        load = 1;
+    }
+    b->sessions++;
+    if (!b->loaded) {
+        /* nothing the client sends is judged before its list is known */
+        struct held *h = calloc(1, sizeof *h);
+        if (!h)
+            abort();
+        h->sid = mp_session_id(s);
+        h->loop = mp_loop_current();
+        h->next = b->held;
+        b->held = h;
+        mp_session_hold(s);
+    }
+    if (load && mp_map_all(b->host, STORE, b->local, loaded, b) != MAGPIE_OK) {
+        b->loaded = 1; /* storage closed: an empty list */
+        release_held(b);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static void session_ended(mp_session *s, void *ud)
+{
+    (void)ud;
+    const mp_jid *j = mp_session_jid(s);
+    pthread_mutex_lock(&lock);
+    struct blist *b = find(j->bare);
+    if (b) {
+        strv_del(&b->interested, j->full);
+        if (--b->sessions == 0 && b->loaded)
+            blist_free(b);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static void account_deleted(const char *domain, const char *user, void *ud)
+{
+    (void)ud;
+    mp_map_del(domain, STORE, user, NULL, NULL, NULL);
+}
+
+static const struct mp_notify notify = {
+    .session_started = session_started,
+    .session_ended = session_ended,
+    .account_deleted = account_deleted,
+};
+
+/* ---- enforcement ---- */
+
+static int is_request(const struct mp_envelope *env)
+{
+    return env->kind == MP_KIND_IQ && (env->type == MP_TYPE_GET || env->type == MP_TYPE_SET);
+}
+
+/* What the user sends to a JID it blocked (§3.6). */
+static int from_client(mp_session *s, mp_stanza *st, void *ud)
+{
+    (void)ud;
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    if (!env->to.domain || !blocked_by(mp_session_jid(s)->bare, &env->to))
+        return MP_FILTER_PASS;
+    if (env->kind == MP_KIND_PRESENCE)
+        return env->type == MP_TYPE_UNAVAILABLE ? MP_FILTER_PASS : MP_FILTER_STOP;
+    if (env->type == MP_TYPE_ERROR || (env->kind == MP_KIND_IQ && !is_request(env)))
+        return MP_FILTER_STOP;
+    mp_stanza *e = mp_stanza_make_error(mp_stanza_copy(st), "cancel", "not-acceptable", NULL);
+    mp_xml *err = mp_xml_find(mp_stanza_root(e), "error", NULL);
+    if (err)
+        mp_xml_add_child(e, err, "blocked", NS_ERRORS);
+    mp_xml_set_attr(e, mp_stanza_root(e), "from", NULL);
+    mp_session_send(s, e);
+    return MP_FILTER_STOP;
+}
+
+struct first {
+    const char *first;
+    char buf[3072];
+    int best;
+};
+
+static void first_of(void *ud, const char *full, int priority)
+{
+    struct first *f = ud;
+    if (priority < 0 || priority < f->best)
+        return;
+    if (priority > f->best || strcmp(full, f->buf) < 0) {
+        f->best = priority;
+        snprintf(f->buf, sizeof f->buf, "%s", full);
+    }
+}
+
+/* A message to a bare JID reaches every resource of the highest
+ * non-negative priority: true for the first of them (by full JID), so one
+ * error goes back for all. */
+static int first_recipient(const mp_jid *me)
+{
+    struct first f = {NULL, "", -129};
+    mp_sessions_foreach(me->bare, first_of, &f);
+    return strcmp(f.buf, me->full) == 0;
+}
+
+/* What reaches the user from a JID it blocked (§3.5), and what a user
+ * who blocked the recipient sends through a module. */
+static int to_client(mp_session *s, mp_stanza *st, void *ud)
+{
+    (void)ud;
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    if (!env->from.domain)
+        return MP_FILTER_PASS;
+    const mp_jid *me = mp_session_jid(s);
+    if (strcmp(env->from.bare, me->bare) != 0 && blocked_by(me->bare, &env->from)) {
+        /* presence: silently; IQ requests: an error; messages: an error
+         * (SHOULD), once even when the message went to several resources */
+        if (is_request(env) ||
+            (env->kind == MP_KIND_MESSAGE && env->type != MP_TYPE_ERROR &&
+             env->type != MP_TYPE_HEADLINE && (env->to.resource || first_recipient(me))))
+            mp_iq_reply_error(st, "cancel", "service-unavailable");
+        return MP_FILTER_STOP;
+    }
+    if (env->from.local && mp_host_is_local(env->from.domain) &&
+        strcmp(env->from.bare, me->bare) != 0 &&
+        env->type != MP_TYPE_ERROR && /* the server's answers for the user */
+        !(env->kind == MP_KIND_PRESENCE && env->type == MP_TYPE_UNAVAILABLE) &&
+        blocked_by(env->from.bare, me))
+        return MP_FILTER_STOP;
+    return MP_FILTER_PASS;
+}
+
+/* Subscription stanzas, probes and offline messages from a blocked JID. */
+static int drop_blocked(struct mp_hook_event *ev, void *ud)
+{
+    (void)ud;
+    const struct mp_envelope *env = mp_stanza_envelope(ev->stanza);
+    if (env->to.local && env->from.domain && blocked_by(env->to.bare, &env->from))
+        return HOOK_HANDLED;
+    return HOOK_PASS;
+}
+
+static int load(mp_module *m)
+{
+    self = m;
+    mp_iq_register(m, MP_IQ_GET, NS_BLOCKING, MP_IQ_ACCOUNT, blocklist_iq, NULL);
+    mp_iq_register(m, MP_IQ_SET, NS_BLOCKING, MP_IQ_ACCOUNT, blocklist_iq, NULL);
+    mp_filter_add(m, MP_FILTER_IN, 60, from_client, NULL);
+    mp_filter_add(m, MP_FILTER_OUT, 60, to_client, NULL);
+    mp_hook_add(m, "presence-subscription", 10, drop_blocked, NULL);
+    mp_hook_add(m, "presence-probe", 10, drop_blocked, NULL);
+    mp_hook_add(m, "message-offline", 10, drop_blocked, NULL);
+    mp_notify_add(m, &notify, NULL);
+    mp_disco_feature_add(m, MP_DISCO_SERVER, NS_BLOCKING);
+    return MAGPIE_OK;
+}
+
+static void unload(mp_module *m)
+{
+    (void)m;
+    while (lists)
+        blist_free(lists);
+}
+
+MP_MODULE_DECLARE("blocking", "XEP-0191 Blocking Command", options, load, unload, NULL);

@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""23: blocking (XEP-0191, mod_blocking): blocklist get, block and
+unblock with pushes to every resource that asked for the list, what a
+blocked contact can no longer send (messages and IQs get
+service-unavailable, presence is dropped), what the user can no longer send
+to it (not-acceptable with <blocked/>), presence between subscribed
+contacts stopping (and an unavailable at block time), unblock-all, and the
+list kept across a restart. Run with --workers 2 as well (run-all.sh)."""
+
+from common import (RawClient, MagpieServer, Results, parse_args, check, child, error_condition, tostr,
+                    closeall, sync, no_message, no_stanza, body_of, expect_error)
+
+args = parse_args()
+R = Results('[workers=%d]' % args.workers)
+
+NS_B = 'urn:xmpp:blocking'
+NS_R = 'jabber:iq:roster'
+MODULES = ['disco', 'ping', 'version', 'time', 'roster', 'offline', 'carbons', 'blocking']
+
+
+def pw(u):
+    return u + '-pw'
+
+
+def login(srv, user, res):
+    c = RawClient(srv.c2s_port)
+    c.login(user, pw(user), resource=res)
+    c.presence()
+    sync(c)
+    c.drain(0.2)
+    return c
+
+
+def blocklist(c):
+    r = c.iq('get', None, "<blocklist xmlns='%s'/>" % NS_B)
+    check(r.get('type') == 'result', tostr(r))
+    return sorted(i.get('jid') for i in child(r, 'blocklist', NS_B))
+
+
+def block(c, *jids, what='block'):
+    items = ''.join("<item jid='%s'/>" % j for j in jids)
+    return c.iq('set', None, "<%s xmlns='%s'>%s</%s>" % (what, NS_B, items, what))
+
+
+def push(c, what, jids):
+    def pred(e):
+        w = child(e, what, NS_B)
+        return e.get('type') == 'set' and w is not None and \
+            sorted(i.get('jid') for i in w) == sorted(jids)
+    e = c.wait_for('iq', pred, timeout=5)
+    c.send("<iq type='result' id='%s'/>" % e.get('id'))
+    return e
+
+
+def subscribe_both(x, xname, y, yname):
+    """A mutual subscription between two online clients (mod_roster)."""
+    xj, yj = xname + '@localhost', yname + '@localhost'
+    for a, aj, b, bj in ((x, xj, y, yj), (y, yj, x, xj)):
+        a.send("<presence to='%s' type='subscribe'/>" % bj)
+        b.wait_for('presence', lambda e: e.get('type') == 'subscribe' and e.get('from') == aj)
+        b.send("<presence to='%s' type='subscribed'/>" % aj)
+        a.wait_for('presence', lambda e: e.get('type') == 'subscribed' and e.get('from') == bj)
+    x.drain(0.3)
+    y.drain(0.3)
+
+
+def t01_disco_and_empty_list(srv):
+    a = login(srv, 'alice', 'd')
+    try:
+        r = a.iq('get', 'localhost', "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+        check(NS_B in {f.get('var') for f in child(r, 'query')}, tostr(r))
+        check(blocklist(a) == [], 'fresh blocklist')
+        r = block(a)
+        check(error_condition(r) == 'bad-request', 'empty block: %s' % tostr(r))
+        r = a.iq('set', None, "<block xmlns='%s'><item jid='@@'/></block>" % NS_B)
+        check(error_condition(r) == 'jid-malformed', tostr(r))
+    finally:
+        closeall(a)
+
+
+def t02_block_enforced_both_ways(srv):
+    a1, a2 = login(srv, 'alice', 'a1'), login(srv, 'alice', 'a2')
+    b = login(srv, 'bob', 'b')
+    try:
+        subscribe_both(a1, 'alice', b, 'bob')
+        a2.drain(0.3)
+        blocklist(a1)
+        blocklist(a2)
+        r = block(a1, 'bob@localhost')
+        check(r.get('type') == 'result', tostr(r))
+        push(a1, 'block', ['bob@localhost'])
+        push(a2, 'block', ['bob@localhost'])
+        check(blocklist(a1) == ['bob@localhost'], 'list')
+        # bob sees alice's resources go offline (§3.3)
+        for res in ('a1', 'a2'):
+            b.wait_for('presence', lambda e: e.get('from') == 'alice@localhost/' + res
+                       and e.get('type') == 'unavailable')
+        # bob -> alice: message bounced, IQ bounced, presence dropped
+        i = b.message('alice@localhost/a1', 'blocked?')
+        e = expect_error(b, 'message', 'service-unavailable', lambda e: e.get('id') == i)
+        i = b.message('alice@localhost', 'blocked bare?')
+        expect_error(b, 'message', 'service-unavailable', lambda e: e.get('id') == i)
+        no_message(b, 0.5, lambda e: e.get('type') == 'error')  # one error, not one per resource
+        r = b.iq('get', 'alice@localhost/a1', "<ping xmlns='urn:xmpp:ping'/>")
+        check(error_condition(r) == 'service-unavailable', tostr(r))
+        b.send("<presence><show>away</show></presence>")
+        for a in (a1, a2):
+            no_stanza(a, 'message', 0.3, lambda e: body_of(e) in ('blocked?', 'blocked bare?'))
+            no_stanza(a, 'presence', 0.3, lambda e: e.get('from', '').startswith('bob@'))
+        # alice -> bob: not-acceptable + <blocked/>; her presence does not reach him
+        i = a1.message('bob@localhost', 'to a blocked contact')
+        e = expect_error(a1, 'message', 'not-acceptable', lambda e: e.get('id') == i)
+        check(child(child(e, 'error'), 'blocked', 'urn:xmpp:blocking:errors') is not None, tostr(e))
+        a1.send("<presence><show>dnd</show></presence>")
+        no_stanza(b, 'presence', 0.6, lambda e: e.get('from', '').startswith('alice@'))
+        no_message(b, 0.3, lambda e: body_of(e) == 'to a blocked contact')
+        # unblock: pushes, and messages flow again
+        r = block(a1, 'bob@localhost', what='unblock')
+        check(r.get('type') == 'result', tostr(r))
+        push(a1, 'unblock', ['bob@localhost'])
+        push(a2, 'unblock', ['bob@localhost'])
+        b.message('alice@localhost/a1', 'free again')
+        a1.wait_for('message', lambda e: body_of(e) == 'free again')
+        a1.message('bob@localhost', 'me too')
+        b.wait_for('message', lambda e: body_of(e) == 'me too')
+    finally:
+        closeall(a1, a2, b)
+
+
+def t03_domain_and_unblock_all(srv):
+    a = login(srv, 'alice', 'u')
+    c = login(srv, 'carol', 'c')
+    try:
+        blocklist(a)
+        block(a, 'localhost/c', 'dave@localhost')
+        push(a, 'block', ['dave@localhost', 'localhost/c'])
+        # domain/resource matches carol@localhost/c (XEP-0016 matching)
+        i = c.message('alice@localhost/u', 'via domain/resource')
+        expect_error(c, 'message', 'service-unavailable', lambda e: e.get('id') == i)
+        r = a.iq('set', None, "<unblock xmlns='%s'/>" % NS_B)
+        check(r.get('type') == 'result', tostr(r))
+        e = a.wait_for('iq', lambda e: e.get('type') == 'set' and child(e, 'unblock', NS_B) is not None)
+        check(len(list(child(e, 'unblock', NS_B))) == 0, 'unblock-all push: %s' % tostr(e))
+        check(blocklist(a) == [], 'after unblock all')
+        c.message('alice@localhost/u', 'hello again')
+        a.wait_for('message', lambda e: body_of(e) == 'hello again')
+    finally:
+        closeall(a, c)
+
+
+def t04_kept_across_restart(srv):
+    a = login(srv, 'alice', 'r')
+    block(a, 'eve@localhost')
+    closeall(a)
+    srv.restart()
+    a = login(srv, 'alice', 'r2')
+    e = login(srv, 'eve', 'e')
+    try:
+        check(blocklist(a) == ['eve@localhost'], 'list after restart')
+        i = e.message('alice@localhost/r2', 'after restart')
+        expect_error(e, 'message', 'service-unavailable', lambda x: x.get('id') == i)
+    finally:
+        closeall(a, e)
+
+
+def t05_enforced_from_the_first_stanza(srv):
+    """The blocklist loads when a session starts; what the client sends
+    right after binding waits for it (mp_session_hold), so it cannot slip
+    through."""
+    a = login(srv, 'alice', 'setup')
+    r = block(a, 'eve@localhost')
+    check(r.get('type') == 'result', tostr(r))
+    closeall(a)
+    for n in range(8):
+        c = RawClient(srv.c2s_port)
+        try:
+            c.login('alice', pw('alice'), resource='fast%d' % n)
+            c.send("<message to='eve@localhost' type='chat' id='x%d'><body>quick</body></message>" % n)
+            e = expect_error(c, 'message', 'not-acceptable', lambda x, n=n: x.get('id') == 'x%d' % n)
+            check(child(child(e, 'error'), 'blocked', 'urn:xmpp:blocking:errors') is not None, tostr(e))
+        finally:
+            closeall(c)
+
+
+TESTS = [t01_disco_and_empty_list, t02_block_enforced_both_ways, t03_domain_and_unblock_all,
+         t04_kept_across_restart, t05_enforced_from_the_first_stanza]
+
+
+def main():
+    try:
+        srv = MagpieServer(args.builddir, workers=args.workers, modules=MODULES)
+        srv.__enter__()
+    except Exception as e:
+        R.fail('23.00 blocking_server_start', e)
+        R.exit()
+    try:
+        for u in ('alice', 'bob', 'carol', 'eve'):
+            srv.add_user(u, pw(u))
+        for i, t in enumerate(TESTS, 1):
+            R.run('23.%02d blocking_%s' % (i, t.__name__.split('_', 1)[1]), t, srv, server=srv)
+    except Exception as e:
+        R.fail('23.00 blocking_setup', e)
+    try:
+        srv.__exit__(None, None, None)
+    except Exception as e:
+        R.fail('23.99 blocking_clean_shutdown', e)
+    R.exit()
+
+
+main()
