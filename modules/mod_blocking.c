@@ -535,14 +535,21 @@ static int to_client(mp_session *s, mp_stanza *st, void *ud)
 }
 
 /* Subscription stanzas, probes and offline messages from a blocked JID. */
-static int drop_blocked(struct mp_hook_event *ev, void *ud)
+static int drop_blocked(mp_stanza *st, void *ud)
 {
     (void)ud;
-    const struct mp_envelope *env = mp_stanza_envelope(ev->stanza);
+    const struct mp_envelope *env = mp_stanza_envelope(st);
     if (env->to.local && env->from.domain && blocked_by(env->to.bare, &env->from))
         return HOOK_HANDLED;
     return HOOK_PASS;
 }
+
+/* before mod_roster and mod_offline (priority 0) see them */
+static const struct mp_route_hooks route_hooks = {
+    .message_offline = drop_blocked,
+    .presence_subscription = drop_blocked,
+    .presence_probe = drop_blocked,
+};
 
 static int load(mp_module *m)
 {
@@ -551,9 +558,7 @@ static int load(mp_module *m)
     mp_iq_register(m, MP_IQ_SET, NS_BLOCKING, MP_IQ_ACCOUNT, blocklist_iq, NULL);
     mp_filter_add(m, MP_FILTER_IN, 60, from_client, NULL);
     mp_filter_add(m, MP_FILTER_OUT, 60, to_client, NULL);
-    mp_hook_add(m, "presence-subscription", 10, drop_blocked, NULL);
-    mp_hook_add(m, "presence-probe", 10, drop_blocked, NULL);
-    mp_hook_add(m, "message-offline", 10, drop_blocked, NULL);
+    mp_route_hooks_add(m, &route_hooks, 10, NULL);
     mp_notify_add(m, &notify, NULL);
     mp_disco_feature_add(m, MP_DISCO_SERVER, NS_BLOCKING);
     return MAGPIE_OK;

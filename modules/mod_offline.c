@@ -207,10 +207,9 @@ static int only_chat_state(const mp_xml *root)
     return 1;
 }
 
-static int message_offline(struct mp_hook_event *ev, void *ud)
+static int message_offline(mp_stanza *st, void *ud)
 {
     (void)ud;
-    mp_stanza *st = ev->stanza;
     const struct mp_envelope *env = mp_stanza_envelope(st);
     if (env->kind != MP_KIND_MESSAGE ||
         (env->type != MP_TYPE_NONE && env->type != MP_TYPE_NORMAL && env->type != MP_TYPE_CHAT))
@@ -433,6 +432,8 @@ static const struct mp_notify notify = {
     .account_deleted = account_deleted,
 };
 
+static const struct mp_route_hooks route_hooks = {.message_offline = message_offline};
+
 static int load(mp_module *m)
 {
     self = m;
@@ -440,7 +441,7 @@ static int load(mp_module *m)
     c_delivered = mp_counter_new(m, "delivered", "Stored messages delivered at login");
     c_refused =
         mp_counter_new(m, "over_quota", "Messages refused because the user's store was full");
-    mp_hook_add(m, "message-offline", 0, message_offline, NULL);
+    mp_route_hooks_add(m, &route_hooks, 0, NULL);
     mp_notify_add(m, &notify, NULL);
     mp_disco_feature_add(m, MP_DISCO_SERVER, "msgoffline");
     return MAGPIE_OK;

@@ -1207,10 +1207,9 @@ static void contact_checked(void *ud, int rc)
 }
 
 /* The contact's side: a subscription stanza for a local account. */
-static int subscription_in(struct mp_hook_event *ev, void *ud)
+static int subscription_in(mp_stanza *st, void *ud)
 {
     (void)ud;
-    mp_stanza *st = ev->stanza;
     const struct mp_envelope *env = mp_stanza_envelope(st);
     if (!env->from.domain || !env->to.local)
         return HOOK_HANDLED; /* nothing to subscribe from or to */
@@ -1229,10 +1228,9 @@ static int subscription_in(struct mp_hook_event *ev, void *ud)
     return HOOK_HANDLED;
 }
 
-static int probe_in(struct mp_hook_event *ev, void *ud)
+static int probe_in(mp_stanza *st, void *ud)
 {
     (void)ud;
-    mp_stanza *st = ev->stanza;
     const struct mp_envelope *env = mp_stanza_envelope(st);
     if (!env->from.domain || !env->to.local)
         return HOOK_HANDLED;
@@ -1253,6 +1251,11 @@ static void features(mp_session *s, mp_stanza *st, mp_xml *f, void *ud)
 
 /* ---- module ---- */
 
+static const struct mp_route_hooks route_hooks = {
+    .presence_subscription = subscription_in,
+    .presence_probe = probe_in,
+};
+
 static int load(mp_module *m)
 {
     self = m;
@@ -1262,8 +1265,7 @@ static int load(mp_module *m)
     mp_iq_register(m, MP_IQ_GET, NS_ROSTER, MP_IQ_ACCOUNT, roster_get, NULL);
     mp_iq_register(m, MP_IQ_SET, NS_ROSTER, MP_IQ_ACCOUNT, roster_set, NULL);
     mp_filter_add(m, MP_FILTER_IN, 50, from_client, NULL);
-    mp_hook_add(m, "presence-subscription", 0, subscription_in, NULL);
-    mp_hook_add(m, "presence-probe", 0, probe_in, NULL);
+    mp_route_hooks_add(m, &route_hooks, 0, NULL);
     mp_notify_add(m, &notify, NULL);
     mp_stream_feature_add(m, MP_FEATURES_POST_AUTH, features, NULL);
     return MAGPIE_OK;

@@ -81,6 +81,40 @@ struct mp_hook_event {
 typedef int (*mp_hook_fn)(struct mp_hook_event *ev, void *ud);
 int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, void *ud);
 
+/* ---- routing hooks ----
+ * Typed points where the router offers a stanza to modules before its own
+ * handling (RFC 6120 §10, RFC 6121 §8). Handlers of one point run in
+ * decreasing priority (equal: in the order added) until one returns
+ * HOOK_HANDLED: the stanza is then the module's to answer. The stanza is
+ * borrowed (take a reference to keep it). Fill the members you need and
+ * leave the others NULL; h must stay valid while the module is loaded (a
+ * static const struct). They run on the worker routing the stanza.
+ *   message_offline        a message (normal or chat) to an account with
+ *                          no available resource; PASS: service-unavailable
+ *   presence_subscription  subscribe / subscribed / unsubscribe /
+ *                          unsubscribed to an account's bare JID; PASS:
+ *                          delivered to its resources
+ *   presence_probe         a probe to an account's bare JID; PASS: dropped
+ *   iq_result              an IQ result or error to a host or to an
+ *                          account's bare JID (the answer to a request a
+ *                          module sent); PASS: dropped
+ *   to_host                a message or presence to a host itself; PASS:
+ *                          dropped
+ *   remote                 a stanza for a domain this server neither hosts
+ *                          nor serves (federation attaches here); PASS:
+ *                          remote-server-not-found
+ * The string hooks of the same names ("message-offline", ...) still run
+ * after the typed handlers, for older modules. */
+struct mp_route_hooks {
+    int (*message_offline)(mp_stanza *st, void *ud);
+    int (*presence_subscription)(mp_stanza *st, void *ud);
+    int (*presence_probe)(mp_stanza *st, void *ud);
+    int (*iq_result)(mp_stanza *st, void *ud);
+    int (*to_host)(mp_stanza *st, void *ud);
+    int (*remote)(mp_stanza *st, void *ud);
+};
+int mp_route_hooks_add(mp_module *m, const struct mp_route_hooks *h, int priority, void *ud);
+
 /* ---- stanza filters ----
  * Typed, ordered, may stop a stanza (carbons, archiving, blocking,
  * stream-management counters attach here). Filters run on the session's

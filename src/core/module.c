@@ -41,6 +41,13 @@ struct hook_list {
     size_t n;
 };
 
+struct route_entry {
+    int priority; /* first: priority_slot */
+    const struct mp_route_hooks *h;
+    void *ud;
+    mp_module *m;
+};
+
 struct iq_entry {
     mp_iq_fn fn;
     void *ud;
@@ -59,7 +66,7 @@ struct disco_entry {
     char *var;                    /* feature, or NULL for identities */
     char *category, *type, *name; /* identity */
     mp_module *m;
-    char *item;                   /* disco#items entry (var NULL, name optional) */
+    char *item; /* disco#items entry (var NULL, name optional) */
 };
 
 struct filter_entry {
@@ -103,8 +110,10 @@ struct mp_counter {
 
 static mp_module **modules;
 static size_t n_modules;
-static mp_table *hooks; /* name -> struct hook_list */
-static mp_table *iqs;   /* "get|ns|scope" -> struct iq_entry */
+static mp_table *hooks;            /* name -> struct hook_list */
+static struct route_entry *routes; /* by decreasing priority */
+static size_t n_routes;
+static mp_table *iqs; /* "get|ns|scope" -> struct iq_entry */
 static struct feature_entry *features;
 static size_t n_features;
 static struct disco_entry *discos;
@@ -349,6 +358,9 @@ void mp_modules_unload(void)
     free(notifies);
     notifies = NULL;
     n_notifies = 0;
+    free(routes);
+    routes = NULL;
+    n_routes = 0;
     free(features);
     features = NULL;
     free(discos);
@@ -411,6 +423,60 @@ int mp_hook_run(const char *hook, mp_session *s, mp_stanza *st, void *data)
         if (l->v[i].fn(&ev, l->v[i].ud) == HOOK_HANDLED)
             return HOOK_HANDLED;
     return HOOK_PASS;
+}
+
+/* ---- routing hooks ---- */
+
+int mp_route_hooks_add(mp_module *m, const struct mp_route_hooks *h, int priority, void *ud)
+{
+    if (!h)
+        return MAGPIE_ERR;
+    void *v = routes;
+    struct route_entry *e = priority_slot(&v, &n_routes, sizeof *routes, priority);
+    routes = v;
+    *e = (struct route_entry){priority, h, ud, m};
+    return MAGPIE_OK;
+}
+
+static int (*route_fn(const struct mp_route_hooks *h, enum mp_route_point p))(mp_stanza *, void *)
+{
+    switch (p) {
+    case MP_ROUTE_MESSAGE_OFFLINE:
+        return h->message_offline;
+    case MP_ROUTE_PRESENCE_SUBSCRIPTION:
+        return h->presence_subscription;
+    case MP_ROUTE_PRESENCE_PROBE:
+        return h->presence_probe;
+    case MP_ROUTE_IQ_RESULT:
+        return h->iq_result;
+    case MP_ROUTE_TO_HOST:
+        return h->to_host;
+    case MP_ROUTE_REMOTE:
+        return h->remote;
+    }
+    return NULL;
+}
+
+int mp_route_hooks_run(enum mp_route_point p, mp_session *s, mp_stanza *st)
+{
+    static const char *const legacy[] = {
+        [MP_ROUTE_MESSAGE_OFFLINE] = "message-offline",
+        [MP_ROUTE_PRESENCE_SUBSCRIPTION] = "presence-subscription",
+        [MP_ROUTE_PRESENCE_PROBE] = "presence-probe",
+        [MP_ROUTE_IQ_RESULT] = "iq-result",
+        [MP_ROUTE_TO_HOST] = NULL, /* message-to-server / presence-to-server */
+        [MP_ROUTE_REMOTE] = "route-remote",
+    };
+    for (size_t i = 0; i < n_routes; i++) {
+        int (*fn)(mp_stanza *, void *) = route_fn(routes[i].h, p);
+        if (fn && fn(st, routes[i].ud) == HOOK_HANDLED)
+            return HOOK_HANDLED;
+    }
+    const char *name = legacy[p];
+    if (p == MP_ROUTE_TO_HOST)
+        name = mp_stanza_envelope(st)->kind == MP_KIND_MESSAGE ? "message-to-server"
+                                                               : "presence-to-server";
+    return mp_hook_run(name, s, st, NULL);
 }
 
 /* ---- filters and notifications ---- */

@@ -20,6 +20,18 @@ void mp_notify_session_started(mp_session *s);
 void mp_notify_session_ended(mp_session *s);
 void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available);
 void mp_notify_account_deleted(const char *domain, const char *user);
+/* The routing points of struct mp_route_hooks (module.h). */
+enum mp_route_point {
+    MP_ROUTE_MESSAGE_OFFLINE,
+    MP_ROUTE_PRESENCE_SUBSCRIPTION,
+    MP_ROUTE_PRESENCE_PROBE,
+    MP_ROUTE_IQ_RESULT,
+    MP_ROUTE_TO_HOST,
+    MP_ROUTE_REMOTE,
+};
+/* Offers st (borrowed) to the handlers of point p, then to the string hook
+ * of the same name; HOOK_HANDLED or HOOK_PASS. */
+int mp_route_hooks_run(enum mp_route_point p, mp_session *s, mp_stanza *st);
 /* The module-served domain named name (normalised), or NULL. */
 mp_domain *mp_domain_find(const char *name);
 /* Offers st (borrowed) to d on the calling worker: its IQ handlers, its

@@ -259,12 +259,10 @@ static void to_server(mp_stanza *st)
                 return;
             }
         } else {
-            mp_hook_run("iq-result", NULL, st, NULL);
+            mp_route_hooks_run(MP_ROUTE_IQ_RESULT, NULL, st);
         }
-    } else if (env->kind == MP_KIND_MESSAGE) {
-        mp_hook_run("message-to-server", NULL, st, NULL);
     } else {
-        mp_hook_run("presence-to-server", NULL, st, NULL);
+        mp_route_hooks_run(MP_ROUTE_TO_HOST, NULL, st);
     }
     mp_stanza_unref(st);
 }
@@ -303,7 +301,7 @@ static void to_bare(mp_stanza *st)
             deliver_all(t, n, st);
         } else if (type == MP_TYPE_HEADLINE) {
             mp_stanza_unref(st);
-        } else if (mp_hook_run("message-offline", NULL, st, NULL) == HOOK_HANDLED) {
+        } else if (mp_route_hooks_run(MP_ROUTE_MESSAGE_OFFLINE, NULL, st) == HOOK_HANDLED) {
             mp_stanza_unref(st);
         } else {
             mp_route_bounce(st, "cancel", "service-unavailable", NULL);
@@ -315,10 +313,10 @@ static void to_bare(mp_stanza *st)
     if (env->kind == MP_KIND_PRESENCE) {
         if (type == MP_TYPE_ERROR ||
             (type == MP_TYPE_PROBE &&
-             mp_hook_run("presence-probe", NULL, st, NULL) == HOOK_HANDLED) ||
+             mp_route_hooks_run(MP_ROUTE_PRESENCE_PROBE, NULL, st) == HOOK_HANDLED) ||
             type == MP_TYPE_PROBE ||
             (is_subscription(type) &&
-             mp_hook_run("presence-subscription", NULL, st, NULL) == HOOK_HANDLED)) {
+             mp_route_hooks_run(MP_ROUTE_PRESENCE_SUBSCRIPTION, NULL, st) == HOOK_HANDLED)) {
             mp_stanza_unref(st);
             return;
         }
@@ -335,7 +333,7 @@ static void to_bare(mp_stanza *st)
             mp_route_bounce(st, "wait", "internal-server-error", NULL);
         return;
     }
-    mp_hook_run("iq-result", NULL, st, NULL);
+    mp_route_hooks_run(MP_ROUTE_IQ_RESULT, NULL, st);
     mp_stanza_unref(st);
 }
 
@@ -479,7 +477,7 @@ void mp_route(mp_stanza *st)
     mp_domain *d = NULL;
     switch (entity_of(to, &d)) {
     case ENTITY_REMOTE:
-        if (mp_hook_run("route-remote", NULL, st, NULL) == HOOK_HANDLED)
+        if (mp_route_hooks_run(MP_ROUTE_REMOTE, NULL, st) == HOOK_HANDLED)
             mp_stanza_unref(st);
         else
             mp_route_bounce(st, "cancel", "remote-server-not-found", NULL);
@@ -716,9 +714,9 @@ static void share_presence(uint64_t owner, int owner_worker, struct mp_sref to, 
         free(sh);
 }
 
-/* Presence without 'to' from a client: RFC 6121 §4.2 and §4.5, limited to
- * the user's own resources until rosters exist (the "presence-broadcast"
- * hook lets a roster module reach contacts). */
+/* Presence without 'to' from a client: RFC 6121 §4.2 and §4.5 for the
+ * user's own resources; a roster module reaches contacts from the
+ * presence_changed notification. */
 static void client_presence(mp_session *s, mp_stanza *st)
 {
     mp_xml *root = mp_stanza_root(st);
@@ -745,7 +743,6 @@ static void client_presence(mp_session *s, mp_stanza *st)
     mp_presence_store(id, available ? st : NULL);
     mp_notify_presence_changed(s, st, available);
 
-    mp_hook_run("presence-broadcast", s, st, NULL);
     /* to every available resource of the user, including the sender */
     struct mp_dir_res buf[TARGETS_INLINE + 1], *heap, *t;
     size_t n = select_targets(j->bare, SELECT_AVAILABLE, buf, &heap, &t);
@@ -792,7 +789,7 @@ void mp_router_from_client(mp_session *s, mp_stanza *st)
                 return;
             }
         } else {
-            mp_hook_run("iq-result", s, st, NULL);
+            mp_route_hooks_run(MP_ROUTE_IQ_RESULT, s, st);
         }
         mp_stanza_unref(st);
         return;
