@@ -68,8 +68,19 @@ def t03_raw_mechanisms(srv):
 def t04_routing_errors(srv):
     a = online(srv, 'alice', 'alice-pw', 'err')
     try:
+        # carol exists and is offline: mod_offline (on by default) stores
+        # the message in MariaDB and delivers it, stamped, at her login
         a.message('carol@localhost', 'offline', id_='off')
-        expect_error(a, 'message', 'service-unavailable', lambda e: e.get('id') == 'off')
+        no_message(a, 1.0, lambda e: e.get('id') == 'off')
+        c = RawClient(srv.c2s_port)
+        c.login('carol', 'carol-pw', resource='later')
+        c.presence()
+        try:
+            m = c.wait_for('message', lambda e: e.get('id') == 'off', timeout=10)
+            check(body_of(m) == 'offline', tostr(m))
+            check(m.find('{urn:xmpp:delay}delay') is not None, 'no delay stamp: %s' % tostr(m))
+        finally:
+            closeall(c)
         a.message('nobody@localhost', 'none', id_='none')
         expect_error(a, 'message', 'service-unavailable', lambda e: e.get('id') == 'none')
         a.message('x@elsewhere.invalid', 'remote', id_='rem')
