@@ -41,7 +41,8 @@ listeners = (
     { type = "c2s_tls"; address = "0.0.0.0"; port = 5223; }    # direct TLS (XEP-0368)
 );
 storage = { driver = "sqlite"; sqlite = { path = "$ROOT/var/state/magpie.db"; }; };
-modules = ( "disco", "ping", "version", "time" );
+# no "modules" list: the default set (disco, ping, version, time, group chat
+# at conference.localhost, rosters, offline messages, carbons, blocking, ...)
 EOF
     echo "run-server.sh: wrote $CONF"
 else
