@@ -797,8 +797,8 @@ static struct storage *sync_enter(void **conn)
     pthread_rwlock_rdlock(&st_lock);
     if (st && (*conn = conn_get(st)) != NULL)
         return st;
-    if (!st)
-        mp_log(MP_LOG_ERROR, "storage: not open");
+    if (!st) /* only before the server opened it: magpied --check-config loading modules */
+        mp_log(MP_LOG_DEBUG, "storage: not open");
     pthread_rwlock_unlock(&st_lock);
     return NULL;
 }
