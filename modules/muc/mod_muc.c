@@ -67,8 +67,8 @@ int muc_may_create(const mp_jid *user)
  * touched by its worker. */
 struct dir_entry {
     struct muc_room *room;
-    char *name;   /* summary: room name */
-    int listed;   /* summary: public and not locked */
+    char *name; /* summary: room name */
+    int listed; /* summary: public and not locked */
     struct dir_entry *next;
 };
 
@@ -186,8 +186,9 @@ static void service_disco_info(mp_stanza *iq)
     mp_xml_set_attr(r, id, "category", "conference");
     mp_xml_set_attr(r, id, "type", "text");
     mp_xml_set_attr(r, id, "name", mp_module_opt_str(muc_self, "name"));
-    static const char *const feats[] = {NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_PING,
-                                        NS_OCCUPANT_ID, "http://jabber.org/protocol/muc#self-ping-optimization"};
+    static const char *const feats[] = {
+        NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC,
+        NS_PING,       NS_OCCUPANT_ID, "http://jabber.org/protocol/muc#self-ping-optimization"};
     for (size_t i = 0; i < sizeof feats / sizeof *feats; i++)
         mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", feats[i]);
     mp_iq_reply(r);
@@ -292,67 +293,30 @@ static struct muc_room *admin_room(mp_stanza *iq)
                 return NULL;
             }
         }
-        mp_iq_reply_error(iq, "cancel", env->to.local ? "item-not-found" : "feature-not-implemented");
+        mp_iq_reply_error(iq, "cancel",
+                          env->to.local ? "item-not-found" : "feature-not-implemented");
         return NULL;
     }
     return iq_room(iq);
 }
 
-static void on_admin_get(mp_stanza *iq, void *ud)
-{
-    (void)ud;
-    struct muc_room *r = admin_room(iq);
-    if (r)
-        muc_admin_get(r, iq);
-}
+/* An IQ to a room's bare JID handled by one of the room's functions
+ * (ud: its struct room_iq): muc#admin, muc#owner, XEP-0313, XEP-0425. */
+struct room_iq {
+    void (*fn)(struct muc_room *r, mp_stanza *iq);
+};
 
-static void on_admin_set(mp_stanza *iq, void *ud)
-{
-    (void)ud;
-    struct muc_room *r = admin_room(iq);
-    if (r)
-        muc_admin_set(r, iq);
-}
+static const struct room_iq admin_get = {muc_admin_get}, admin_set = {muc_admin_set},
+                            owner_get = {muc_owner_get}, owner_set = {muc_owner_set},
+                            mam_query = {muc_mam_query}, mam_get = {muc_mam_get},
+                            moderate = {muc_moderate};
 
-static void on_owner_get(mp_stanza *iq, void *ud)
+static void on_room_iq(mp_stanza *iq, void *ud)
 {
-    (void)ud;
+    const struct room_iq *h = ud;
     struct muc_room *r = admin_room(iq);
     if (r)
-        muc_owner_get(r, iq);
-}
-
-static void on_owner_set(mp_stanza *iq, void *ud)
-{
-    (void)ud;
-    struct muc_room *r = admin_room(iq);
-    if (r)
-        muc_owner_set(r, iq);
-}
-
-/* XEP-0313 on a room's bare JID, XEP-0425 requests to it */
-static void on_mam_set(mp_stanza *iq, void *ud)
-{
-    (void)ud;
-    struct muc_room *r = admin_room(iq);
-    if (r)
-        muc_mam_query(r, iq);
-}
-
-static void on_mam_get(mp_stanza *iq, void *ud)
-{
-    (void)ud;
-    struct muc_room *r = admin_room(iq);
-    if (r)
-        muc_mam_get(r, iq);
-}
-
-static void on_moderate(mp_stanza *iq, void *ud)
-{
-    (void)ud;
-    struct muc_room *r = admin_room(iq);
-    if (r)
-        muc_moderate(r, iq);
+        h->fn(r, iq);
 }
 
 /* ---- everything else sent to the domain ---- */
@@ -535,13 +499,19 @@ static int load(mp_module *m)
     if (mp_domain_iq_register(dom, MP_IQ_GET, NS_DISCO_INFO, on_disco_info, NULL) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_DISCO_ITEMS, on_disco_items, NULL) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_PING, on_ping, NULL) != MAGPIE_OK ||
-        mp_domain_iq_register(dom, MP_IQ_GET, NS_MUC_ADMIN, on_admin_get, NULL) != MAGPIE_OK ||
-        mp_domain_iq_register(dom, MP_IQ_SET, NS_MUC_ADMIN, on_admin_set, NULL) != MAGPIE_OK ||
-        mp_domain_iq_register(dom, MP_IQ_GET, NS_MUC_OWNER, on_owner_get, NULL) != MAGPIE_OK ||
-        mp_domain_iq_register(dom, MP_IQ_SET, NS_MUC_OWNER, on_owner_set, NULL) != MAGPIE_OK ||
-        mp_domain_iq_register(dom, MP_IQ_SET, NS_MAM, on_mam_set, NULL) != MAGPIE_OK ||
-        mp_domain_iq_register(dom, MP_IQ_GET, NS_MAM, on_mam_get, NULL) != MAGPIE_OK ||
-        mp_domain_iq_register(dom, MP_IQ_SET, NS_MODERATE, on_moderate, NULL) != MAGPIE_OK)
+        mp_domain_iq_register(dom, MP_IQ_GET, NS_MUC_ADMIN, on_room_iq, (void *)&admin_get) !=
+            MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_SET, NS_MUC_ADMIN, on_room_iq, (void *)&admin_set) !=
+            MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_GET, NS_MUC_OWNER, on_room_iq, (void *)&owner_get) !=
+            MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_SET, NS_MUC_OWNER, on_room_iq, (void *)&owner_set) !=
+            MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_SET, NS_MAM, on_room_iq, (void *)&mam_query) !=
+            MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_GET, NS_MAM, on_room_iq, (void *)&mam_get) != MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_SET, NS_MODERATE, on_room_iq, (void *)&moderate) !=
+            MAGPIE_OK)
         return MAGPIE_ERR;
     mp_filter_add(m, MP_FILTER_IN, 0, track, NULL);
     mp_notify_add(m, &notify, NULL);
@@ -583,8 +553,7 @@ static const struct mp_option options[] = {
     {"default_moderated", MP_OPT_BOOL, "false", "New rooms give visitors no voice", 0, 0},
     {"default_whois", MP_OPT_STRING, "moderators",
      "Who sees occupants' real JIDs in new rooms: \"moderators\" or \"anyone\"", 0, 0},
-    {"default_change_subject", MP_OPT_BOOL, "false", "Participants may change the subject", 0,
-     0},
+    {"default_change_subject", MP_OPT_BOOL, "false", "Participants may change the subject", 0, 0},
     {"default_allow_invites", MP_OPT_BOOL, "true", "Occupants may invite others", 0, 0},
     {"default_max_users", MP_OPT_INT, "200", "Occupants per new room (0: no limit)", 0, 100000},
     {"default_mam", MP_OPT_BOOL, "true",
