@@ -17,6 +17,7 @@
 #include "base/base.h"
 #include "net/transport.h"
 #include "http/http.h"
+#include "net/addrlimit.h"
 #include <magpie/http.h>
 
 #include <ctype.h>
@@ -138,6 +139,7 @@ struct mp_http_req {
 struct http_conn {
     struct http_conn *prev, *next; /* this thread's connections */
     struct mp_transport *t;
+    char addr_key[64]; /* per-address accounting (addrlimit.c), "" if none */
     http_parser p;
     struct event *idle;
     /* the request being read */
@@ -208,6 +210,8 @@ static void conn_free(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     c->t->ops->free(c->t);
+    if (c->addr_key[0])
+        mp_addrlimit_release(c->addr_key);
     free(c);
 }
 
@@ -584,10 +588,11 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
         close_conn(c);
 }
 
-void mp_http_serve(struct mp_transport *t)
+void mp_http_serve(struct mp_transport *t, const char *addr_key)
 {
     struct http_conn *c = mp_calloc(1, sizeof *c);
     c->t = t;
+    snprintf(c->addr_key, sizeof c->addr_key, "%s", addr_key ? addr_key : "");
     http_parser_init(&c->p, HTTP_REQUEST);
     c->p.data = c;
     c->url = evbuffer_new();

@@ -19,7 +19,7 @@ struct mp_transport;
 /* Serves HTTP on transport t (taken) on the calling thread's loop: a
  * connection accepted on an "http" listener (server/worker.c), or the
  * in-memory transport of the unit tests. */
-void mp_http_serve(struct mp_transport *t);
+void mp_http_serve(struct mp_transport *t, const char *addr_key);
 /* Ends every HTTP connection of the calling worker thread (shutdown). */
 void mp_http_shutdown_thread(void);
 /* Forgets every route (after the modules are unloaded). */

@@ -13,7 +13,9 @@
 #include "base/table.h"
 #include "net/addrlimit.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 struct addr_entry {
@@ -68,6 +70,19 @@ int mp_addrlimit_acquire(const char *key)
     }
     pthread_mutex_unlock(&addr_lock);
     return rc;
+}
+
+int mp_addrlimit_acquire_fd(int fd, char *key, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    snprintf(key, len, "local");
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        mp_addr_key((struct sockaddr *)&ss, key, len);
+    if (mp_addrlimit_acquire(key) == MAGPIE_OK)
+        return MAGPIE_OK;
+    mp_stat_inc(MP_STAT_REFUSED_ADDRESS);
+    return MAGPIE_ERR;
 }
 
 void mp_addrlimit_release(const char *key)

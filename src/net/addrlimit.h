@@ -11,6 +11,10 @@ void mp_addrlimit_setup(int max_per_address, double rate_per_second, double burs
 /* Counts a new connection from key: MAGPIE_OK, or MAGPIE_ERR when the
  * address holds too many or opens them too fast (nothing counted). */
 int mp_addrlimit_acquire(const char *key);
+/* The same for the accepted socket fd: writes its key (mp_addr_key of the
+ * peer, "local" for a peer without an IP address) into key (len bytes);
+ * a refusal is counted (connections_refused_address). */
+int mp_addrlimit_acquire_fd(int fd, char *key, size_t len);
 /* Forgets one connection of key (once per successful acquire). */
 void mp_addrlimit_release(const char *key);
 /* Drops entries with no connection and a full bucket. */

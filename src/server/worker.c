@@ -9,6 +9,7 @@
 #include "http/http.h"
 #include "net/transport.h"
 #include "server/worker.h"
+#include "net/addrlimit.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -25,9 +26,9 @@
 struct listener_arg {
     struct mp_worker *w;
     int direct_tls;
-    int http; /* an "http" listener (http/http.c); direct_tls: over TLS */
+    int http;                          /* an "http" listener (http/http.c); direct_tls: over TLS */
     const struct mp_listener_reg *reg; /* a module's listener, or NULL: c2s */
-    struct event *resume; /* re-enables the listener after EMFILE */
+    struct event *resume;              /* re-enables the listener after EMFILE */
 };
 
 /* A connection on an "http" listener: TLS (if configured) with the first
@@ -38,12 +39,20 @@ static void http_accept(struct mp_worker *w, int fd, int tls)
         close(fd);
         return;
     }
+    char key[64];
+    if (mp_addrlimit_acquire_fd(fd, key, sizeof key) != MAGPIE_OK) {
+        mp_log(MP_LOG_DEBUG, "http: %s over its connection limits, refused", key);
+        close(fd);
+        return;
+    }
     struct mp_transport *t = mp_transport_tcp_new(mp_loop_base(w->loop), fd, w->rate, tls,
                                                   mp_server.cfg->hosts[0].domain);
-    if (!t)
+    if (!t) {
+        mp_addrlimit_release(key);
         return;
+    }
     mp_log(MP_LOG_DEBUG, "http: connection from %s", t->peer);
-    mp_http_serve(t);
+    mp_http_serve(t, key);
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -208,8 +217,9 @@ int mp_workers_start(void)
     for (size_t j = 0; j < cfg->n_listeners; j++)
         have_http |= cfg->listeners[j].kind == MP_LISTEN_HTTP;
     if (mp_http_routes_count() && !have_http)
-        mp_log(MP_LOG_WARN, "modules registered %zu HTTP route(s) but no \"http\" listener is "
-                            "configured: they are unreachable",
+        mp_log(MP_LOG_WARN,
+               "modules registered %zu HTTP route(s) but no \"http\" listener is "
+               "configured: they are unreachable",
                mp_http_routes_count());
     for (size_t j = 0; j < mp_listeners_count(); j++) {
         const char *address;

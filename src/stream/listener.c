@@ -13,8 +13,6 @@
 #include "net/addrlimit.h"
 #include <magpie/listener.h>
 
-#include <sys/socket.h>
-
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdlib.h>
@@ -149,13 +147,8 @@ void mp_listener_accept(struct mp_worker *w, const struct mp_listener_reg *reg, 
         close(fd);
         return;
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char key[64] = "local";
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
-        mp_addr_key((struct sockaddr *)&ss, key, sizeof key);
-    if (mp_addrlimit_acquire(key) != MAGPIE_OK) {
-        mp_stat_inc(MP_STAT_REFUSED_ADDRESS);
+    char key[64];
+    if (mp_addrlimit_acquire_fd(fd, key, sizeof key) != MAGPIE_OK) {
         mp_log(MP_LOG_DEBUG, "listener %s:%d: %s over its connection limits, refused", reg->address,
                reg->port, key);
         close(fd);

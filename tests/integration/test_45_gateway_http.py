@@ -14,6 +14,9 @@ import json
 import re
 import threading
 
+import socket
+import time
+
 from common import Results, parse_args, check
 from gwcommon import (gateway_server, provision, device, request, post, status, GW_DOMAIN,
                       TOKEN, HKEY)
@@ -173,6 +176,36 @@ def t06_restart(srv):
 TESTS = [t01_idempotent, t02_auth, t03_bad_requests, t04_not_found, t05_lifecycle, t06_restart]
 
 
+def t07_address_limits():
+    """The HTTP listener counts against the per-address connection limit:
+    with 2 allowed, a third simultaneous connection is closed unanswered,
+    and connections that end give their place back."""
+    with gateway_server(args, extra='api_tokens = "%s";' % TOKEN, http=True,
+                        limits={'max_connections_per_address': 2}) as srv:
+        time.sleep(1.0)  # the fixture's own readiness probes have closed by now
+        req = b'GET /gateway/v1/commands/1 HTTP/1.1\r\nHost: x\r\n\r\n'
+        held = [socket.create_connection(('127.0.0.1', srv.http_port), timeout=3)
+                for _ in range(2)]
+        try:
+            for s in held:  # both served, and kept open (keep-alive)
+                s.sendall(req)
+                check(s.recv(100).startswith(b'HTTP/1.1 401'), 'a held connection was not served')
+            third = socket.create_connection(('127.0.0.1', srv.http_port), timeout=3)
+            third.sendall(req)
+            try:
+                got = third.recv(100)
+            except (socket.timeout, ConnectionResetError):
+                got = b''
+            third.close()
+            check(got == b'', 'a third connection from the address was served: %r' % got)
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.3)
+        status, _, _ = request(srv, 'GET', '/gateway/v1/commands/999999')
+        check(status == 404, 'after the others closed: %s' % status)
+
+
 def main():
     try:
         srv = gateway_server(args, extra='api_tokens = "%s"; api_hmac_key = "%s"; '
@@ -192,6 +225,7 @@ def main():
         srv.__exit__(None, None, None)
     except Exception as e:
         R.fail('45.99 gateway_http_clean_shutdown', e)
+    R.run('45.07 gateway_http_address_limits', t07_address_limits)
     R.exit()
 
 

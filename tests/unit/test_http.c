@@ -64,7 +64,7 @@ static char *output(struct mp_transport *t)
 static struct mp_transport *open_conn(void)
 {
     struct mp_transport *t = mp_transport_mem_new(mp_loop_base(loop), 0);
-    mp_http_serve(t);
+    mp_http_serve(t, NULL);
     return t;
 }
 
