@@ -28,7 +28,8 @@
 #define ROSTER_STORE "roster"
 
 static mp_module *self;
-static time_t loaded_at; /* CLOCK_MONOTONIC seconds */
+static time_t loaded_at;    /* CLOCK_MONOTONIC seconds */
+static char available_mark; /* a session's data slot: &available_mark while available */
 
 static time_t monotonic(void)
 {
@@ -66,15 +67,16 @@ static void record(const mp_jid *j, const char *status)
     free(v);
 }
 
-/* The session's data slot is non-NULL while it is available. */
+/* The session's data slot is &available_mark while it is available
+ * (nothing is allocated per session). */
 static void presence_changed(mp_session *s, mp_stanza *presence, int available, void *ud)
 {
     (void)ud;
     if (available) {
-        mp_session_set_data(s, self, (void *)1);
+        mp_session_set_data(s, self, &available_mark);
         return;
     }
-    if (!mp_session_data(s, self))
+    if (mp_session_data(s, self) != &available_mark)
         return;
     mp_session_set_data(s, self, NULL);
     mp_xml *st = mp_xml_find(mp_stanza_root(presence), "status", NULL);
@@ -84,7 +86,7 @@ static void presence_changed(mp_session *s, mp_stanza *presence, int available, 
 static void session_ended(mp_session *s, void *ud)
 {
     (void)ud;
-    if (!mp_session_data(s, self))
+    if (mp_session_data(s, self) != &available_mark)
         return;
     mp_session_set_data(s, self, NULL);
     record(mp_session_jid(s), NULL);
