@@ -110,6 +110,7 @@ static int load(mp_module *m)
     pings_sent = mp_counter_new(m, "sent", "Pings sent to silent clients");
     timeouts = mp_counter_new(m, "timeouts", "Streams closed for not answering a ping");
     mp_disco_feature_add(m, MP_DISCO_SERVER, NS_PING);
+    mp_disco_feature_add(m, MP_DISCO_ACCOUNT, NS_PING); /* answered for accounts too */
     mp_notify_add(m, &notify, NULL);
     if (mp_iq_register(m, MP_IQ_GET, NS_PING, MP_IQ_SERVER, pong, NULL) != MAGPIE_OK ||
         mp_iq_register(m, MP_IQ_GET, NS_PING, MP_IQ_ACCOUNT, pong, NULL) != MAGPIE_OK)
