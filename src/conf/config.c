@@ -37,7 +37,7 @@ struct cctx {
 };
 
 static const char *const default_modules[] = {"disco",  "ping",    "version", "time",    "muc",
-                                              "roster", "offline", "carbons", "blocking"};
+                                              "roster", "offline", "carbons", "blocking", "csi"};
 
 /* Writes "FILE:LINE: message" for setting s (or "FILE: message" when s is
  * NULL) into the error buffer. Always returns MAGPIE_ERR. */
