@@ -10,7 +10,9 @@
  *     sender's full JID is kept, so a contact changing status ten times
  *     costs one stanza, sent when the client becomes active again;
  *   - everything else (messages, IQs, subscription requests, presence
- *     errors) flows at once.
+ *     errors) flows at once, and so does a MUC occupant's own presence
+ *     (XEP-0045 status 110: the answer to a join or nick change the
+ *     client waits for), which replaces a held one from the same sender.
  *
  * On <active/> the held presences are written in the order their latest
  * version arrived. An outbound filter at the lowest priority holds them,
@@ -24,7 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NS_CSI "urn:xmpp:csi:0"
+#define NS_CSI      "urn:xmpp:csi:0"
+#define NS_MUC_USER "http://jabber.org/protocol/muc#user"
 
 static mp_module *self;
 static mp_counter *c_held, *c_folded;
@@ -72,6 +75,19 @@ static void drop_all(struct csi *c)
     c->n = 0;
 }
 
+/* A MUC room's presence about the client's own occupant (status 110). */
+static int muc_self_presence(mp_stanza *st)
+{
+    mp_xml *x = mp_xml_find(mp_stanza_root(st), "x", NS_MUC_USER);
+    for (mp_xml *c = x ? mp_xml_find(x, "status", NS_MUC_USER) : NULL; c;
+         c = mp_xml_find_next(c, "status", NS_MUC_USER)) {
+        const char *code = mp_xml_get_attr(c, "code");
+        if (code && strcmp(code, "110") == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Outbound filter: holds a presence broadcast to an inactive session,
  * replacing (and moving to the end) an older one from the same sender. */
 static int to_client(mp_session *s, mp_stanza *st, void *ud)
@@ -96,6 +112,8 @@ static int to_client(mp_session *s, mp_stanza *st, void *ud)
             break;
         }
     }
+    if (muc_self_presence(st))
+        return MP_FILTER_PASS; /* the client waits for it; what it replaced is gone */
     if (c->n >= (size_t)mp_module_opt_int(self, "max_held"))
         flush(s, c); /* bounded: write out what is held, keep holding */
     if (c->n == c->cap) {

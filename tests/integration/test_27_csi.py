@@ -25,7 +25,10 @@ R = Results('[workers=%d]' % args.workers)
 
 NS_CSI = 'urn:xmpp:csi:0'
 NS_ECHO = 'urn:magpie:test:echo'
-MODULES = ['disco', 'ping', 'version', 'time', 'roster', 'offline', 'csi', 'test_echo']
+MODULES = ['disco', 'ping', 'version', 'time', 'roster', 'offline', 'muc', 'csi', 'test_echo']
+NS_MUC = 'http://jabber.org/protocol/muc'
+NS_MUC_USER = NS_MUC + '#user'
+ROOM = 'csi@conference.localhost'
 STEP = 1.0  # seconds between stanzas of different senders, so their order is known
 
 
@@ -225,7 +228,41 @@ def t06_ended_while_holding(srv):
         closeall(a, f)
 
 
-def t07_counters(srv):
+def is_self(p):
+    x = child(p, 'x', NS_MUC_USER)
+    return x is not None and any(c.get('code') == '110' for c in x if c.tag.endswith('}status'))
+
+
+def t07_muc_self_presence_flows(srv):
+    a = login(srv, 'alice', 'muc')
+    b = login(srv, 'bob', 'muc')
+    try:
+        b.send("<presence to='%s/bob'/>" % ROOM)  # no <x/>: an instant, unlocked room
+        b.wait_for('presence', lambda e: e.get('from') == ROOM + '/bob' and is_self(e), timeout=5)
+        b.drain(0.3)
+        a.send("<inactive xmlns='%s'/>" % NS_CSI)
+        sync(a)
+        # joining while inactive: bob's occupant presence is held, alice's own
+        # (status 110, the answer to her join) arrives at once
+        a.send("<presence to='%s/alice'><x xmlns='%s'/></presence>" % (ROOM, NS_MUC))
+        p = a.wait_for('presence', lambda e: e.get('from') == ROOM + '/alice', timeout=5)
+        check(is_self(p), 'self-presence without status 110: %s' % tostr(p))
+        early = [e for e in a.backlog if e.tag.endswith('}presence') and e.get('from') == ROOM + '/bob']
+        check(early == [], 'occupant presence not held: %s' % [tostr(e) for e in early])
+        b.send("<presence to='%s/bob'><show>away</show></presence>" % ROOM)
+        sync(b)
+        time.sleep(STEP)
+        check([e for e in presences(a, 0.5) if e.get('from') == ROOM + '/bob'] == [],
+              'occupant presence arrived while inactive')
+        a.send("<active xmlns='%s'/>" % NS_CSI)
+        got = [e for e in presences(a, 1.0) if e.get('from') == ROOM + '/bob']
+        check(len(got) == 1 and child(got[0], 'show') is not None and child(got[0], 'show').text == 'away',
+              'flushed occupant presence: %s' % [tostr(e) for e in got])
+    finally:
+        closeall(a, b)
+
+
+def t08_counters(srv):
     out = srv.ctl('status', check=True).stdout
     held = folded = None
     for line in out.splitlines():
@@ -240,7 +277,7 @@ def t07_counters(srv):
 
 TESTS = [t01_element_answered, t02_declined_and_unknown_close, t03_only_on_bound_streams,
          t04_inactive_folds_presence, t05_subscription_requests_flow, t06_ended_while_holding,
-         t07_counters]
+         t07_muc_self_presence_flows, t08_counters]
 
 
 def main():
