@@ -33,8 +33,8 @@ static mp_module *self;
 static mp_counter *c_held, *c_folded;
 
 struct held {
-    char *from;     /* sender's full JID, as in the stanza */
-    mp_stanza *st;  /* reference */
+    char *from;    /* sender's full JID, as in the stanza */
+    mp_stanza *st; /* reference */
 };
 
 struct csi {

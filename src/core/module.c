@@ -129,7 +129,7 @@ static struct mp_counter *counters;
 static struct filter_list filters[2]; /* by enum mp_filter_dir */
 static struct notify_entry *notifies;
 static size_t n_notifies;
-static mp_table *domains; /* name -> mp_domain */
+static mp_table *domains;  /* name -> mp_domain */
 static mp_table *elements; /* "ns|name" -> struct element_entry */
 
 size_t mp_modules_count(void)
