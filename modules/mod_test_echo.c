@@ -12,7 +12,12 @@
  * - Two notification subscribers count session starts/ends and presence
  *   changes; IQ get <stats xmlns='urn:magpie:test:echo'/> to the domain
  *   answers with both counts, and with how many sessions were found again
- *   by id (mp_session_find) when they started. */
+ *   by id (mp_session_find) when they started.
+ * - Stream elements (tests/integration/test_27_csi.py): a bound client's
+ *   top-level <echo xmlns='urn:magpie:test:echo'/> comes back as a copy
+ *   with <seen jid='its full JID'/> added; <decline/> in that namespace is
+ *   declined (HOOK_PASS), so the stream closes as for an unknown element.
+ *   The post-auth stream features carry <echo xmlns='urn:magpie:test:echo'/>. */
 #include <magpie/magpie.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -154,6 +159,31 @@ static const struct mp_notify watch = {
     .account_deleted = deleted,
 };
 
+static int nonza_echo(mp_session *s, mp_stanza *el, void *ud)
+{
+    (void)ud;
+    mp_stanza *r = mp_stanza_copy(el);
+    mp_xml *seen = mp_xml_add_child(r, mp_stanza_root(r), "seen", NULL);
+    mp_xml_set_attr(r, seen, "jid", mp_session_jid(s)->full);
+    mp_session_send(s, r);
+    return HOOK_HANDLED;
+}
+
+static int nonza_decline(mp_session *s, mp_stanza *el, void *ud)
+{
+    (void)s;
+    (void)el;
+    (void)ud;
+    return HOOK_PASS;
+}
+
+static void echo_feature(mp_session *s, mp_stanza *st, mp_xml *features, void *ud)
+{
+    (void)s;
+    (void)ud;
+    mp_xml_add_child(st, features, "echo", NS_ECHO);
+}
+
 static int load(mp_module *m)
 {
     dom = mp_domain_add(m, mp_module_opt_str(m, "domain"), echo, NULL);
@@ -172,6 +202,14 @@ static int load(mp_module *m)
     if (mp_domain_iq_register(dom, MP_IQ_GET, NS_PING, pong, NULL) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_ECHO, stats, NULL) != MAGPIE_OK)
         return MAGPIE_ERR;
+    if (mp_stream_element_add(m, NS_ECHO, "echo", nonza_echo, NULL) != MAGPIE_OK ||
+        mp_stream_element_add(m, NS_ECHO, "decline", nonza_decline, NULL) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    /* refused: a second handler for one element, and stanzas' namespace */
+    if (mp_stream_element_add(m, NS_ECHO, "echo", nonza_decline, NULL) == MAGPIE_OK ||
+        mp_stream_element_add(m, "jabber:client", "echo", nonza_decline, NULL) == MAGPIE_OK)
+        return MAGPIE_ERR;
+    mp_stream_feature_add(m, MP_FEATURES_POST_AUTH, echo_feature, NULL);
     return MAGPIE_OK;
 }
 

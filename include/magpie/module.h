@@ -181,6 +181,23 @@ enum mp_feature_stage { MP_FEATURES_PRE_AUTH = 0, MP_FEATURES_POST_AUTH = 1 };
 typedef void (*mp_feature_fn)(mp_session *s, mp_stanza *st, mp_xml *features, void *ud);
 int mp_stream_feature_add(mp_module *m, enum mp_feature_stage stage, mp_feature_fn fn, void *ud);
 
+/* ---- stream elements ("nonzas") ----
+ * A module handles the top-level elements of one (namespace, local name)
+ * that a bound client sends on its stream other than message, presence
+ * and iq: XEP-0352's <active/>/<inactive/>, XEP-0198's <enable/>, <r/>,
+ * <a/>. fn runs on the session's worker with the element borrowed (take a
+ * reference to keep it); it returns HOOK_HANDLED, or HOOK_PASS to treat
+ * the element as unknown: the stream is closed with
+ * unsupported-stanza-type, as for any element no module handles. Input
+ * filters do not see these elements. To answer, build the element
+ * (mp_stanza_new(name, ns)) and mp_session_send it. One handler per
+ * (ns, name); ns may not be jabber:client. Returns MAGPIE_OK or
+ * MAGPIE_ERR (taken, or invalid). Advertise the feature with
+ * mp_stream_feature_add(MP_FEATURES_POST_AUTH). */
+typedef int (*mp_stream_element_fn)(mp_session *s, mp_stanza *el, void *ud);
+int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
+                          void *ud);
+
 enum mp_disco_scope { MP_DISCO_SERVER = 0, MP_DISCO_ACCOUNT = 1 };
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var);
 int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *category,

@@ -36,9 +36,9 @@ struct cctx {
     size_t errlen;
 };
 
-static const char *const default_modules[] = {"disco",    "ping",   "version", "time",
-                                              "muc",      "roster", "offline", "carbons",
-                                              "blocking", "vcard",  "private", "last"};
+static const char *const default_modules[] = {"disco",   "ping",    "version", "time",     "muc",
+                                              "roster",  "offline", "carbons", "blocking", "vcard",
+                                              "private", "last",    "csi"};
 
 /* Writes "FILE:LINE: message" for setting s (or "FILE: message" when s is
  * NULL) into the error buffer. Always returns MAGPIE_ERR. */
@@ -365,8 +365,7 @@ static int load_listeners(struct cctx *x, struct mp_config *c, const config_sett
             li->kind = MP_LISTEN_HTTP;
         } else {
             cerr(x, config_setting_get_member(s, "type"),
-                 "'%s.type' must be \"c2s\", \"c2s_tls\" or \"http\", not \"%s\"", prefix,
-                 type);
+                 "'%s.type' must be \"c2s\", \"c2s_tls\" or \"http\", not \"%s\"", prefix, type);
             free(type);
             return MAGPIE_ERR;
         }

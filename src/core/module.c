@@ -1,5 +1,6 @@
 /* module.c - the module loader and the registries modules fill: hooks, IQ
- * handlers, stream features, disco features/identities, counters.
+ * handlers, stream features and elements, disco features/identities,
+ * counters.
  *
  * Modules are loaded before the workers start and unloaded after they stop,
  * so the registries are written single-threaded and read lock-free by the
@@ -57,6 +58,12 @@ struct iq_entry {
 struct feature_entry {
     enum mp_feature_stage stage;
     mp_feature_fn fn;
+    void *ud;
+    mp_module *m;
+};
+
+struct element_entry {
+    mp_stream_element_fn fn;
     void *ud;
     mp_module *m;
 };
@@ -122,7 +129,8 @@ static struct mp_counter *counters;
 static struct filter_list filters[2]; /* by enum mp_filter_dir */
 static struct notify_entry *notifies;
 static size_t n_notifies;
-static mp_table *domains; /* name -> mp_domain */
+static mp_table *domains;  /* name -> mp_domain */
+static mp_table *elements; /* "ns|name" -> struct element_entry */
 
 size_t mp_modules_count(void)
 {
@@ -301,6 +309,7 @@ int mp_modules_load(const struct mp_config *cfg)
     hooks = mp_table_new(32);
     iqs = mp_table_new(64);
     domains = mp_table_new(8);
+    elements = mp_table_new(8);
     for (size_t i = 0; i < cfg->n_modules; i++) {
         for (size_t j = 0; j < n_modules; j++)
             if (strcmp(modules[j]->desc->name, cfg->modules[i].name) == 0) {
@@ -351,6 +360,8 @@ void mp_modules_unload(void)
     hooks = iqs = NULL;
     mp_table_free(domains, NULL); /* emptied by unregister_all */
     domains = NULL;
+    mp_table_free(elements, free);
+    elements = NULL;
     for (int d = 0; d < 2; d++) {
         free(filters[d].v);
         filters[d] = (struct filter_list){NULL, 0};
@@ -610,6 +621,43 @@ void mp_stream_features_add(mp_session *s, mp_stanza *st, mp_xml *el, enum mp_fe
             features[i].fn(s, st, el, features[i].ud);
 }
 
+/* ---- stream elements ---- */
+
+/* "ns|name" into buf; MAGPIE_ERR if it does not fit. */
+static int element_key(char *buf, size_t len, const char *ns, const char *name)
+{
+    int n = snprintf(buf, len, "%s|%s", ns, name);
+    return n < 0 || (size_t)n >= len ? MAGPIE_ERR : MAGPIE_OK;
+}
+
+int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
+                          void *ud)
+{
+    char key[512];
+    if (!ns || !name || !fn || !*ns || !*name || strcmp(ns, MP_NS_CLIENT) == 0 ||
+        element_key(key, sizeof key, ns, name) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    if (mp_table_get(elements, key)) {
+        mp_log(MP_LOG_ERROR, "module %s: a handler for <%s xmlns='%s'/> is already registered",
+               m->desc->name, name, ns);
+        return MAGPIE_ERR;
+    }
+    struct element_entry *e = mp_malloc(sizeof *e);
+    *e = (struct element_entry){fn, ud, m};
+    mp_table_put(elements, key, e);
+    return MAGPIE_OK;
+}
+
+int mp_stream_element_dispatch(mp_session *s, mp_stanza *el)
+{
+    const mp_xml *root = mp_stanza_root(el);
+    char key[512];
+    if (!elements || !root->ns || element_key(key, sizeof key, root->ns, root->name) != MAGPIE_OK)
+        return HOOK_PASS;
+    const struct element_entry *e = mp_table_get(elements, key);
+    return e ? e->fn(s, el, e->ud) : HOOK_PASS;
+}
+
 /* ---- disco ---- */
 
 static void disco_add(struct disco_entry e)
@@ -862,6 +910,16 @@ static void collect_iq(void *ud, const char *key, void *value)
     }
 }
 
+static void collect_element(void *ud, const char *key, void *value)
+{
+    struct iq_sweep *sw = ud;
+    struct element_entry *e = value;
+    if (e->m == sw->m) {
+        sw->keys = mp_realloc(sw->keys, (sw->n + 1) * sizeof *sw->keys);
+        sw->keys[sw->n++] = mp_strdup(key);
+    }
+}
+
 static void strip_hooks(void *ud, const char *key, void *value)
 {
     (void)key;
@@ -900,6 +958,13 @@ static void unregister_all(mp_module *m)
     mp_table_foreach(iqs, collect_iq, &sw);
     for (size_t i = 0; i < sw.n; i++) {
         free(mp_table_del(iqs, sw.keys[i]));
+        free(sw.keys[i]);
+    }
+    free(sw.keys);
+    sw = (struct iq_sweep){m, NULL, 0};
+    mp_table_foreach(elements, collect_element, &sw);
+    for (size_t i = 0; i < sw.n; i++) {
+        free(mp_table_del(elements, sw.keys[i]));
         free(sw.keys[i]);
     }
     free(sw.keys);

@@ -43,6 +43,10 @@ int mp_domain_dispatch(mp_domain *d, mp_stanza *st, mp_stanza **reply);
 int mp_iq_dispatch(mp_stanza *iq, enum mp_iq_scope scope);
 void mp_stream_features_add(mp_session *s, mp_stanza *st, mp_xml *features,
                             enum mp_feature_stage stage);
+/* Offers a top-level element a bound client sent (not message, presence
+ * or iq; borrowed) to the module registered for its (ns, name):
+ * HOOK_HANDLED, or HOOK_PASS when none is or it declined. */
+int mp_stream_element_dispatch(mp_session *s, mp_stanza *el);
 size_t mp_modules_count(void);
 /* The module's slot in per-session data arrays. */
 int mp_module_index(mp_module *m);

@@ -976,6 +976,9 @@ static void handle_stanza(mp_session *s, mp_stanza *st)
     if (!root->ns || strcmp(root->ns, MP_NS_CLIENT) != 0 ||
         (strcmp(root->name, "message") != 0 && strcmp(root->name, "presence") != 0 &&
          strcmp(root->name, "iq") != 0)) {
+        /* a nonza a module handles on bound streams (XEP-0352, XEP-0198) */
+        if (s->bound && mp_stream_element_dispatch(s, st) == HOOK_HANDLED)
+            return;
         c2s_close(s, "unsupported-stanza-type", NULL);
         return;
     }
