@@ -21,7 +21,9 @@
 #include <magpie/xml.h>
 #include <magpie/jid.h>
 
-#define MP_MODULE_API_VERSION 1
+/* 2: layered core (2026-12-02): mp_xml_remove takes the stanza, mp_archive_filter
+ * has time bounds, routing hooks, stream elements, listeners with TLS, HTTP routes */
+#define MP_MODULE_API_VERSION 2
 
 typedef struct mp_module mp_module;   /* a loaded module instance */
 typedef struct mp_session mp_session; /* a client session (opaque) */

@@ -114,7 +114,7 @@ def t01_api_version_refused():
     p, path = check_config(['badapi'])
     out = p.stdout + p.stderr
     check(p.returncode == 1, 'check-config exit %d, want 1: %s' % (p.returncode, out))
-    check('module API 999' in out and 'this server has 1' in out, 'unclear error: %s' % out)
+    check('module API 999' in out and 'this server has 2' in out, 'unclear error: %s' % out)
     check('Aborted' not in out and p.returncode != -6, 'module code ran: %s' % out)
 
 
