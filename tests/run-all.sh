@@ -73,7 +73,7 @@ start_mariadb() {
     [ -n "${MAGPIE_TEST_MYSQL:-}" ] && return 0
     command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || return 0
     PATH=$PATH:/usr/sbin
-    port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(cd "$SRCDIR/tests/lib" && "$PYTHON" -c 'from magpie_fixture import free_port; print(free_port())')
     MDB_DIR="$LOGDIR/mariadb"
     if MAGPIE_TEST_MYSQL=$(sh "$SRCDIR/tests/mariadb.sh" start "$MDB_DIR" "$port" 2>"$LOGDIR/mariadb-start.log" | tail -n 1) \
         && [ -n "$MAGPIE_TEST_MYSQL" ]; then

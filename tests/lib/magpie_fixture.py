@@ -92,7 +92,23 @@ def default_builddir():
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, chosen below the
+    kernel's ephemeral range (32768-60999 on Linux): a port the kernel hands
+    out can be taken again, between this check and the server's bind, as
+    the source port of any outgoing connection on the machine (a load test
+    next door holding thousands of loopback connections made that
+    happen)."""
+    import random
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(('127.0.0.1', port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        return port
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
