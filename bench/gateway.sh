@@ -23,7 +23,7 @@
 # mosquitto"), RATES ("1000 5000" commands/s; empty: no latency phase; node 1
 # only), LAT_DURATION (10 s per rate), LAT_DEVICES (200: devices addressed, on a
 # simulator of their own), SENDERS (10 XMPP sessions sending), MAGPIE_WORKERS
-# (1), BUILD (the build directory: magpied, magpiectl, modules/.libs,
+# (1), SIM_CONCURRENCY (200: device handshakes in flight per simulator), BUILD (the build directory: magpied, magpiectl, modules/.libs,
 # sdk/sim/mgw-sim, bench/*; default: the first of ., build-rel, build that has
 # a magpied; use a build without --enable-sanitizers: ASan multiplies memory),
 # KEEP=1 (keep the /tmp/magpie-gw.* directory), MAX_SECS (1500).
@@ -43,6 +43,7 @@ LAT_DURATION=${LAT_DURATION:-10}
 LAT_DEVICES=${LAT_DEVICES:-200}
 SENDERS=${SENDERS:-10}
 MAGPIE_WORKERS=${MAGPIE_WORKERS:-1}
+SIM_CONCURRENCY=${SIM_CONCURRENCY:-200}
 KEEP=${KEEP:-0}
 MAX_SECS=${MAX_SECS:-1500}
 GWDOMAIN=devices.localhost
@@ -101,7 +102,7 @@ wait_port() { # pid port
     return 1
 }
 # count_lines FILE REGEX
-count_lines() { grep -c "$2" "$1" 2>/dev/null || true; }
+count_lines() { local n; n=$(grep -c "$2" "$1" 2>/dev/null || true); echo "${n:-0}"; }
 
 for f in magpied magpiectl sdk/sim/mgw-sim bench/magpie-loadgen bench/mqtt-idle \
     modules/.libs/mod_gateway.so; do
@@ -194,7 +195,7 @@ EOF
     t0=$(date +%s.%N)
     for ((i = 1; i <= NODES; i++)); do
         "$BUILD/sdk/sim/mgw-sim" --port "${GPORT[$i]}" --devices "$TMP/n$i/devices" \
-            >"$TMP/n$i/sim.out" 2>&1 &
+            --concurrency "$SIM_CONCURRENCY" >"$TMP/n$i/sim.out" 2>&1 &
         SPID[$i]=$!
         PIDS+=("$!")
     done

@@ -89,7 +89,7 @@ static struct {
     double drain;
     int window; /* closed loop: messages in flight per pair (0: open loop at --rate) */
     const char *resource;
-    const char *go_file; /* wait for this file to exist before the hold */
+    const char *go_file;   /* wait for this file to exist before the hold */
     const char *gw_domain; /* gateway mode: commands to devices of this domain */
     const char *gw_fmt;    /* device id format (one %d), devices 1..gw_devices */
     long gw_devices;
@@ -232,7 +232,7 @@ struct report {
     int kind;
     long ok, fail, dropped;
     long reasons[R_COUNT];
-    uint64_t t0, t1; /* phase window, CLOCK_MONOTONIC ns */
+    uint64_t t0, t1;               /* phase window, CLOCK_MONOTONIC ns */
     uint64_t last_send, last_recv; /* when the last message was sent / received */
     long sent, recv;
     long pairs;
@@ -377,7 +377,7 @@ static struct {
     long npairs;
     double rate;
     uint64_t msg_t0, msg_end, drain_end;
-    long rr; /* round-robin pair cursor */
+    long rr;      /* round-robin pair cursor */
     long gw_next; /* gateway mode: next device */
     struct event *msg_timer, *tick, *ctl_ev;
     char *scratch;
@@ -1294,8 +1294,7 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
         while (due > 0 && tries < E.npairs) {
             struct sess *a = &E.s[2 * E.rr], *b = &E.s[2 * E.rr + 1];
             E.rr = (E.rr + 1) % E.npairs;
-            if (a->state != S_ONLINE ||
-                (!opt.gw_domain && (b->state != S_ONLINE || !b->jid))) {
+            if (a->state != S_ONLINE || (!opt.gw_domain && (b->state != S_ONLINE || !b->jid))) {
                 tries++;
                 continue;
             }

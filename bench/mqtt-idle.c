@@ -216,20 +216,37 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},      {"clients", 1, 0, 'n'},
-        {"keepalive", 1, 0, 'k'},   {"concurrency", 1, 0, 'c'}, {"id-prefix", 1, 0, 'i'},
+        {"host", 1, 0, 'H'},
+        {"port", 1, 0, 'p'},
+        {"clients", 1, 0, 'n'},
+        {"keepalive", 1, 0, 'k'},
+        {"concurrency", 1, 0, 'c'},
+        {"id-prefix", 1, 0, 'i'},
         {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'H': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
-        case 'n': n_clients = atol(optarg); break;
-        case 'k': keepalive = atoi(optarg); break;
-        case 'c': concurrency = atol(optarg); break;
-        case 'i': prefix = optarg; break;
-        default: goto usage;
+        case 'H':
+            host = optarg;
+            break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'n':
+            n_clients = atol(optarg);
+            break;
+        case 'k':
+            keepalive = atoi(optarg);
+            break;
+        case 'c':
+            concurrency = atol(optarg);
+            break;
+        case 'i':
+            prefix = optarg;
+            break;
+        default:
+            goto usage;
         }
     }
     if (port <= 0 || n_clients <= 0 || keepalive < 2 || keepalive > 65535 || concurrency < 1 ||
