@@ -16,6 +16,7 @@
 #   bench/gateway.sh                                  # 2000 devices, 1000 and 5000 commands/s
 #   DEVICES=19000 HOLD=30 bench/gateway.sh            # the most one process may hold here
 #   NODES=6 DEVICES=17000 RATES= bench/gateway.sh     # 102,000 devices over 6 magpied nodes
+#                                                     # and 6 Mosquitto brokers x 17,000 clients
 #   SERVERS=magpie RATES= bench/gateway.sh            # memory only, no Mosquitto
 #
 # Environment: DEVICES (2000, per node), NODES (1), HOLD (10 s idle before the
@@ -225,14 +226,19 @@ EOF
 fi
 
 # ---------------------------------------------------------------- mosquitto
+# one broker per node (a broker is one process with the same file limit),
+# each with DEVICES idle clients from a client process of its own
 if [ $DO_MOSQ = 1 ]; then
     command -v mosquitto >/dev/null || { log "no mosquitto: scripts/install-deps.sh bench"; exit 1; }
-    MQ_TOTAL=$((NODES * DEVICES))
-    MQ_PORT=$(free_port)
-    mkdir -p "$TMP/mosquitto"
-    cat >"$TMP/mosquitto/mosquitto.conf" <<EOF
+    declare -a MQ_PID MQ_PORT MQ_RSS0 MQ_RSS1
+    MQ_CL=()
+    for ((i = 1; i <= NODES; i++)); do
+        d=$TMP/mosquitto$i
+        mkdir -p "$d"
+        MQ_PORT[$i]=$(free_port)
+        cat >"$d/mosquitto.conf" <<EOF
 # throwaway broker for bench/gateway.sh: loopback only, nothing on disk
-listener $MQ_PORT 127.0.0.1
+listener ${MQ_PORT[$i]} 127.0.0.1
 allow_anonymous true
 persistence false
 max_connections -1
@@ -241,17 +247,19 @@ log_type error
 log_type warning
 user $(id -un)
 EOF
-    mosquitto -c "$TMP/mosquitto/mosquitto.conf" >"$TMP/mosquitto/mosquitto.log" 2>&1 &
-    MQ_PID=$!
-    PIDS+=("$!")
-    wait_port "$MQ_PID" "$MQ_PORT" || { log "mosquitto did not start"; cat "$TMP/mosquitto/mosquitto.log" >&2; exit 1; }
-    sleep 2
-    MQ_RSS0=$(rss_kb "$MQ_PID")
-    # one client process per DEVICES clients (the file limit)
-    MQ_CL=()
+        mosquitto -c "$d/mosquitto.conf" >"$d/mosquitto.log" 2>&1 &
+        MQ_PID[$i]=$!
+        PIDS+=("$!")
+    done
     for ((i = 1; i <= NODES; i++)); do
-        "$BUILD/bench/mqtt-idle" --port "$MQ_PORT" --clients "$DEVICES" --keepalive "$((HEARTBEAT * 2))" \
-            --id-prefix "n${i}c" >"$TMP/mosquitto/idle$i.out" 2>&1 &
+        wait_port "${MQ_PID[$i]}" "${MQ_PORT[$i]}" || {
+            log "mosquitto $i did not start"; cat "$TMP/mosquitto$i/mosquitto.log" >&2; exit 1; }
+    done
+    sleep 2
+    for ((i = 1; i <= NODES; i++)); do
+        MQ_RSS0[$i]=$(rss_kb "${MQ_PID[$i]}")
+        "$BUILD/bench/mqtt-idle" --port "${MQ_PORT[$i]}" --clients "$DEVICES" \
+            --keepalive "$((HEARTBEAT * 2))" --id-prefix "n${i}c" >"$TMP/mosquitto$i/idle.out" 2>&1 &
         MQ_CL+=("$!")
         PIDS+=("$!")
     done
@@ -260,19 +268,26 @@ EOF
         check_deadline
         n=0
         for ((i = 1; i <= NODES; i++)); do
-            grep -q '^ALL' "$TMP/mosquitto/idle$i.out" && n=$((n + 1))
+            grep -q '^ALL' "$TMP/mosquitto$i/idle.out" && n=$((n + 1))
         done
         [ "$n" -eq "$NODES" ] && break
         sleep 1
     done
     MQ_CONNECT_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-    MQ_OK=$(cat "$TMP"/mosquitto/idle*.out | awk -F'[ =]' '/^ALL/ { s += $3 } END { print s + 0 }')
+    MQ_OK=$(cat "$TMP"/mosquitto*/idle.out | awk -F'[ =]' '/^ALL/ { s += $3 } END { print s + 0 }')
     log "mosquitto: $MQ_OK clients connected after $MQ_CONNECT_S s; holding $HOLD s"
     sleep "$HOLD"
-    MQ_RSS1=$(rss_kb "$MQ_PID")
+    # clients still connected (the client processes print their state every 2 s)
+    declare -a MQ_N
+    MQ_OK=0
+    for ((i = 1; i <= NODES; i++)); do
+        MQ_RSS1[$i]=$(rss_kb "${MQ_PID[$i]}")
+        MQ_N[$i]=$(awk -F'[ =]' '/^(ALL|state)/ { n = $3 } END { print n + 0 }' "$TMP/mosquitto$i/idle.out")
+        MQ_OK=$((MQ_OK + MQ_N[i]))
+    done
     for p in "${MQ_CL[@]}"; do stop_pid "$p"; done
-    stop_pid "$MQ_PID"
-    MQ_DROPPED=$(cat "$TMP"/mosquitto/idle*.out | awk -F'[ =]' '/^END/ { s += $7 } END { print s + 0 }')
+    for ((i = 1; i <= NODES; i++)); do stop_pid "${MQ_PID[$i]}"; done
+    MQ_DROPPED=$(cat "$TMP"/mosquitto*/idle.out | awk -F'[ =]' '/^END/ { s += $7 } END { print s + 0 }')
 fi
 
 # ---------------------------------------------------------------- report: memory
@@ -290,16 +305,23 @@ if [ $DO_MAGPIE = 1 ]; then
     MG_PER=$(awk -v a="$sum0" -v b="$sum1" -v n="$sumr" 'BEGIN { printf "%.3f", n ? (b - a) / n : 0 }')
 fi
 if [ $DO_MOSQ = 1 ]; then
-    MQ_PER=$(awk -v a="$MQ_RSS0" -v b="$MQ_RSS1" -v n="$MQ_OK" 'BEGIN { printf "%.3f", n ? (b - a) / n : 0 }')
-    printf '%-10s %5s %8s %10s %10s %12s %10s %10s\n' mosquitto 1 "$MQ_OK" "$MQ_RSS0" "$MQ_RSS1" \
-        "$MQ_PER" "$MQ_CONNECT_S" "$MQ_DROPPED"
+    m0=0 m1=0
+    for ((i = 1; i <= NODES; i++)); do
+        n=${MQ_N[$i]}
+        printf '%-10s %5s %8s %10s %10s %12.3f %10s %10s\n' mosquitto "$i" "$n" "${MQ_RSS0[$i]}" \
+            "${MQ_RSS1[$i]}" "$(awk -v a="${MQ_RSS0[$i]}" -v b="${MQ_RSS1[$i]}" -v n="$n" 'BEGIN { print n ? (b - a) / n : 0 }')" \
+            "$MQ_CONNECT_S" "$(awk -F'[ =]' '/^END/ { print $7 }' "$TMP/mosquitto$i/idle.out")"
+        m0=$((m0 + MQ_RSS0[i])); m1=$((m1 + MQ_RSS1[i]))
+    done
+    MQ_PER=$(awk -v a="$m0" -v b="$m1" -v n="$MQ_OK" 'BEGIN { printf "%.3f", n ? (b - a) / n : 0 }')
 fi
 if [ $DO_MAGPIE = 1 ]; then
     echo "magpied: $sumr devices on $NODES node(s), $MG_PER KiB per idle device (record + connection);" \
         "devices disconnected during the run: $DISC"
     [ -n "${STATUS:-}" ] && echo "magpiectl status (node 1): $STATUS"
 fi
-[ $DO_MOSQ = 1 ] && echo "mosquitto: $MQ_OK idle MQTT clients, $MQ_PER KiB per client"
+[ $DO_MOSQ = 1 ] && echo "mosquitto: $MQ_OK idle MQTT clients on $NODES broker(s), $MQ_PER KiB per client;" \
+    "clients dropped: $MQ_DROPPED"
 if [ $DO_MAGPIE = 1 ] && [ $DO_MOSQ = 1 ]; then
     echo "ratio magpied/mosquitto per connection: $(awk -v a="$MG_PER" -v b="$MQ_PER" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
 fi
