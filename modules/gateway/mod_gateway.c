@@ -215,6 +215,34 @@ static void command(struct gw_dev *d, mp_stanza *st)
 
 static void presence_in(struct gw_dev *d, mp_stanza *st);
 
+/* Device ids with record reads in flight (under G.lock). While one is, later
+ * stanzas for that id wait behind it (reads of one key complete in issue
+ * order), so a command cannot overtake one sent before it. */
+struct lookup {
+    struct lookup *next;
+    unsigned n;
+    char id[GW_ID_MAX + 1];
+};
+static struct lookup *lookups;
+
+static struct lookup **lookup_find(const char *id)
+{
+    struct lookup **pp = &lookups;
+    while (*pp && strcmp((*pp)->id, id) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* A record read for id is over (lock held). */
+static void lookup_done(const char *id)
+{
+    struct lookup **pp = lookup_find(id), *l = *pp;
+    if (l && --l->n == 0) {
+        *pp = l->next;
+        free(l);
+    }
+}
+
 /* A stanza for a device that is not in memory: read its record first. */
 static void record_read(void *ud, int rc, const void *data, size_t len)
 {
@@ -222,6 +250,7 @@ static void record_read(void *ud, int rc, const void *data, size_t len)
     const struct mp_envelope *env = mp_stanza_envelope(st);
     struct gw_dev *d = NULL;
     pthread_mutex_lock(&G.lock);
+    lookup_done(env->to.local);
     if (rc == MAGPIE_OK)
         gw_dev_set_record(env->to.local, data, len, &d);
     pthread_mutex_unlock(&G.lock);
@@ -274,6 +303,18 @@ static int on_stanza(mp_stanza *st, void *ud)
     }
     pthread_mutex_lock(&G.lock);
     struct gw_dev *d = gw_dev_find(env->to.local);
+    struct lookup **pp = lookup_find(env->to.local);
+    /* not seen since start-up (perhaps provisioned since), or behind a read
+     * of its record: the record is read (again) and the stanza waits for it */
+    if (*pp || !d) {
+        if (!*pp && strlen(env->to.local) <= GW_ID_MAX) {
+            *pp = calloc(1, sizeof **pp);
+            snprintf((*pp)->id, sizeof(*pp)->id, "%s", env->to.local);
+        }
+        if (*pp)
+            (*pp)->n++;
+        d = NULL;
+    }
     pthread_mutex_unlock(&G.lock);
     if (d && env->kind == MP_KIND_PRESENCE) {
         presence_in(d, st);
@@ -283,9 +324,11 @@ static int on_stanza(mp_stanza *st, void *ud)
         command(d, st);
         return HOOK_HANDLED;
     }
-    /* not seen since start-up: perhaps provisioned since */
     mp_stanza *ref = mp_stanza_ref(st);
     if (mp_kv_get(G.domain, GW_STORE_DEVICES, env->to.local, record_read, ref) != MAGPIE_OK) {
+        pthread_mutex_lock(&G.lock);
+        lookup_done(env->to.local);
+        pthread_mutex_unlock(&G.lock);
         mp_stanza_unref(ref);
         reply_error(st, "wait", "internal-server-error", NULL);
     }
@@ -365,6 +408,11 @@ static void unload(mp_module *m)
     (void)m;
     gw_sweep_free();
     gw_free_all();
+    for (struct lookup *l = lookups, *nx; l; l = nx) {
+        nx = l->next;
+        free(l);
+    }
+    lookups = NULL;
     for (size_t i = 0; i < G.n_admins; i++)
         free(G.admins[i]);
     free(G.admins);
