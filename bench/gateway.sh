@@ -24,7 +24,7 @@
 # mosquitto"), RATES ("1000 5000" commands/s; empty: no latency phase; node 1
 # only), LAT_DURATION (10 s per rate), LAT_DEVICES (200: devices addressed, on a
 # simulator of their own), SENDERS (10 XMPP sessions sending), MAGPIE_WORKERS
-# (1), SIM_CONCURRENCY (200: device handshakes in flight per simulator), BUILD (the build directory: magpied, magpiectl, modules/.libs,
+# (1), STORAGE_THREADS (2: storage.threads), SIM_CONCURRENCY (200: device handshakes in flight per simulator), BUILD (the build directory: magpied, magpiectl, modules/.libs,
 # sdk/sim/mgw-sim, bench/*; default: the first of ., build-rel, build that has
 # a magpied; use a build without --enable-sanitizers: ASan multiplies memory),
 # KEEP=1 (keep the /tmp/magpie-gw.* directory), MAX_SECS (1500).
@@ -45,6 +45,7 @@ LAT_DEVICES=${LAT_DEVICES:-200}
 SENDERS=${SENDERS:-10}
 MAGPIE_WORKERS=${MAGPIE_WORKERS:-1}
 SIM_CONCURRENCY=${SIM_CONCURRENCY:-200}
+STORAGE_THREADS=${STORAGE_THREADS:-2}
 KEEP=${KEEP:-0}
 MAX_SECS=${MAX_SECS:-1500}
 GWDOMAIN=devices.localhost
@@ -126,7 +127,7 @@ echo "# bench/gateway.sh $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n): $(npro
     "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), RLIMIT_NOFILE $NOFILE"
 echo "# NODES=$NODES DEVICES=$DEVICES HOLD=$HOLD HEARTBEAT=$HEARTBEAT SERVERS=\"$SERVERS\"" \
     "RATES=\"$RATES\" LAT_DURATION=$LAT_DURATION LAT_DEVICES=$LAT_DEVICES SENDERS=$SENDERS" \
-    "MAGPIE_WORKERS=$MAGPIE_WORKERS"
+    "MAGPIE_WORKERS=$MAGPIE_WORKERS STORAGE_THREADS=$STORAGE_THREADS"
 echo "# magpie $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$TOP" diff --quiet HEAD 2>/dev/null || echo '+dirty')," \
     "build $BUILD; $( (mosquitto -h 2>/dev/null || true) | head -n 1);" \
     "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -152,7 +153,7 @@ workers = $MAGPIE_WORKERS;
 log = { level = "warn"; file = "-"; };
 hosts = ( { domain = "localhost"; } );
 listeners = ( { type = "c2s"; address = "127.0.0.1"; port = ${CPORT[$i]}; } );
-storage = { driver = "sqlite"; };
+storage = { driver = "sqlite"; threads = $STORAGE_THREADS; };
 limits = { max_connections = 1000; max_connections_per_address = 1000; };
 security = { scram_iterations = 4096; };
 modules = ( "ping",
