@@ -98,7 +98,10 @@ static struct {
     double drain;
     int window; /* closed loop: messages in flight per pair (0: open loop at --rate) */
     const char *resource;
-    const char *go_file; /* wait for this file to exist before the hold */
+    const char *go_file;   /* wait for this file to exist before the hold */
+    const char *gw_domain; /* gateway mode: commands to devices of this domain */
+    const char *gw_fmt;    /* device id format (one %d), devices 1..gw_devices */
+    long gw_devices;
     int verbose;
     long muc_rooms;          /* MUC mode: rooms (0: c2s pairs) */
     const char *muc_service; /* NULL: conference.<domain> */
@@ -126,6 +129,7 @@ static struct {
     .drain = 5,
     .resource = "lg",
     .go_file = NULL,
+    .gw_fmt = "dev%d",
     .verbose = 0,
     .muc_rooms = 0,
     .muc_service = NULL,
@@ -250,6 +254,9 @@ struct report {
     long pairs;
     char first_err[240];
     struct hist h; /* login times or message latencies (us) */
+    /* gateway mode: h is send -> receipt; ha send -> <accepted/> */
+    long acc, gw_errors;
+    struct hist ha;
 };
 
 static int write_full(int fd, const void *buf, size_t len)
@@ -387,7 +394,8 @@ static struct {
     long npairs;
     double rate;
     uint64_t msg_t0, msg_end, drain_end;
-    long rr; /* round-robin pair cursor */
+    long rr;      /* round-robin pair cursor */
+    long gw_next; /* gateway mode: next device */
     struct event *msg_timer, *tick, *ctl_ev;
     char *scratch;
     size_t scratch_cap;
@@ -808,9 +816,40 @@ static int ends_with(const char *s, const char *suffix)
 
 static void send_test_message(struct sess *a, struct sess *b);
 
+/* Gateway mode: the command's <accepted/> (durable) and its XEP-0184
+ * receipt (the device ACKed) carry the id we sent, 'g<send time ns>'. */
+static void on_gw_message(const char *st)
+{
+    char id[64] = "", type[16] = "";
+    const char *r = strstr(st, "<received");
+    const char *a = strstr(st, "<accepted");
+    st_attr(st, "type", type, sizeof type);
+    if (!strcmp(type, "error")) {
+        E.msg.gw_errors++;
+        E.msg.recv++;
+        E.msg.last_recv = mono_ns();
+        return;
+    }
+    if ((!r && !a) || !st_attr(r ? r : a, "id", id, sizeof id) || id[0] != 'g')
+        return;
+    uint64_t t = strtoull(id + 1, NULL, 10), now = mono_ns();
+    if (a) {
+        E.msg.acc++;
+        hist_add(&E.msg.ha, now > t ? (now - t) / 1000 : 0);
+        return;
+    }
+    E.msg.recv++;
+    E.msg.last_recv = now;
+    hist_add(&E.msg.h, now > t ? (now - t) / 1000 : 0);
+}
+
 static void on_message(struct sess *s, const char *st)
 {
     size_t bl;
+    if (opt.gw_domain) {
+        on_gw_message(st);
+        return;
+    }
     const char *body = st_child_text(st, "body", &bl);
     if (!body || bl < 3 || body[0] != 't' || body[1] != '=')
         return;
@@ -1362,6 +1401,18 @@ static void msg_report(void)
 /* Sends one timestamped message from a to b's full JID. */
 static void send_test_message(struct sess *a, struct sess *b)
 {
+    if (opt.gw_domain) {
+        /* a command to the next device, receipt requested */
+        char dev[128];
+        snprintf(dev, sizeof dev, opt.gw_fmt, (int)(E.gw_next++ % opt.gw_devices + 1));
+        sess_send(a,
+                  "<message to='%s@%s' type='chat' id='g%" PRIu64 "'><body>c%ld</body>"
+                  "<request xmlns='urn:xmpp:receipts'/></message>",
+                  dev, opt.gw_domain, mono_ns(), E.msg.sent);
+        E.msg.sent++;
+        E.msg.last_send = mono_ns();
+        return;
+    }
     sess_send(a, "<message to='%s' type='chat' id='m%ld'><body>t=%" PRIu64 "</body></message>",
               b->jid, E.msg.sent, mono_ns());
     E.msg.sent++;
@@ -1420,7 +1471,7 @@ static void on_msg_timer(evutil_socket_t fd, short what, void *arg)
         while (!opt.muc_rooms && due > 0 && tries < E.npairs) {
             struct sess *a = &E.s[2 * E.rr], *b = &E.s[2 * E.rr + 1];
             E.rr = (E.rr + 1) % E.npairs;
-            if (a->state != S_ONLINE || b->state != S_ONLINE || !b->jid) {
+            if (a->state != S_ONLINE || (!opt.gw_domain && (b->state != S_ONLINE || !b->jid))) {
                 tries++;
                 continue;
             }
@@ -1493,6 +1544,7 @@ static int child_main(long g0, long n, long npairs, double rate, int conc, int n
     E.g0 = g0;
     E.n = n;
     E.npairs = npairs;
+    E.gw_next = g0;
     E.rate = rate;
     E.conc = conc > 0 ? conc : 1;
     E.n_src = n_src;
@@ -1748,6 +1800,12 @@ static void usage(FILE *f)
         "                       rooms and their occupants (0: c2s pairs)\n"
         "  --muc-service D      the MUC service (conference.<domain>)\n"
         "  --join-max S         bound on the join phase (300)\n"
+        "  --gw-domain D        gateway mode (bench/gateway.sh): the sender of each pair sends\n"
+        "                       commands (XMPP messages with a XEP-0184 request) to devices\n"
+        "                       <FMT with k>@D, k = 1..N round robin; latency = send -> receipt\n"
+        "                       (the device ACKed), and send -> <accepted/> (durable)\n"
+        "  --gw-devices N       devices to address (needed with --gw-domain)\n"
+        "  --gw-fmt FMT         device id format with one %%d (dev%%d)\n"
         "  -v, --verbose        print every failure\n");
 }
 
@@ -1790,6 +1848,9 @@ static void parse_args(int argc, char **argv)
                                        {"muc-rooms", 1, 0, 'M'},
                                        {"muc-service", 1, 0, 'V'},
                                        {"join-max", 1, 0, 'J'},
+                                       {"gw-domain", 1, 0, 'g'},
+                                       {"gw-devices", 1, 0, 'N'},
+                                       {"gw-fmt", 1, 0, 'F'},
                                        {"verbose", 0, 0, 'v'},
                                        {"help", 0, 0, '?'},
                                        {0, 0, 0, 0}};
@@ -1868,6 +1929,15 @@ static void parse_args(int argc, char **argv)
         case 'J':
             opt.join_max = num(optarg, "--join-max");
             break;
+        case 'g':
+            opt.gw_domain = optarg;
+            break;
+        case 'N':
+            opt.gw_devices = (long)num(optarg, "--gw-devices");
+            break;
+        case 'F':
+            opt.gw_fmt = optarg;
+            break;
         case 'v':
             opt.verbose = 1;
             break;
@@ -1927,6 +1997,10 @@ static void parse_args(int argc, char **argv)
     }
     if (opt.pairs < 0)
         opt.pairs = opt.sessions / 2;
+    if (opt.gw_domain && (opt.gw_devices <= 0 || opt.window > 0)) {
+        fprintf(stderr, "loadgen: --gw-domain needs --gw-devices N and no --window\n");
+        exit(2);
+    }
     if (opt.pairs * 2 > opt.sessions) {
         fprintf(stderr, "loadgen: --pairs %ld needs %ld sessions\n", opt.pairs, opt.pairs * 2);
         exit(2);
@@ -2188,7 +2262,10 @@ int main(int argc, char **argv)
             if (opt.muc_rooms) /* each message reaches its room's occupants */
                 M.expect += r->sent * J.ok / opt.muc_rooms;
             M.dropped += r->dropped;
+            M.acc += r->acc;
+            M.gw_errors += r->gw_errors;
             hist_merge(&M.h, &r->h);
+            hist_merge(&M.ha, &r->ha);
             if (r->t0 < mt0)
                 mt0 = r->t0;
             if (r->t1 > mt1)
@@ -2225,6 +2302,11 @@ int main(int argc, char **argv)
                (double)hist_q(&M.h, 0.5) / 1000, (double)hist_q(&M.h, 0.9) / 1000,
                (double)hist_q(&M.h, 0.99) / 1000, (double)M.h.max / 1000,
                M.h.n ? (double)M.h.sum / (double)M.h.n / 1000 : 0);
+        if (opt.gw_domain)
+            printf("gateway:  %ld accepted (p50 %.3f ms, p99 %.3f ms, max %.3f ms to <accepted/>), "
+                   "%ld receipts, %ld errors\n",
+                   M.acc, (double)hist_q(&M.ha, 0.5) / 1000, (double)hist_q(&M.ha, 0.99) / 1000,
+                   (double)M.ha.max / 1000, M.recv - M.gw_errors, M.gw_errors);
         if (pid && (cpu_msg < 0 || cpu_m0 < 0))
             printf("server:   process %d is gone (exited or crashed)\n", pid);
         else if (pid)
@@ -2287,6 +2369,12 @@ quit:
     kv_double("lat_p90_ms", (double)hist_q(&M.h, 0.9) / 1000, hl);
     kv_double("lat_p99_ms", (double)hist_q(&M.h, 0.99) / 1000, hl);
     kv_double("lat_max_ms", (double)M.h.max / 1000, hl);
+    if (opt.gw_domain) {
+        kv_long("gw_accepted", M.acc, did_msg);
+        kv_long("gw_errors", M.gw_errors, did_msg);
+        kv_double("acc_p50_ms", (double)hist_q(&M.ha, 0.5) / 1000, did_msg && M.ha.n > 0);
+        kv_double("acc_p99_ms", (double)hist_q(&M.ha, 0.99) / 1000, did_msg && M.ha.n > 0);
+    }
     if (pid) {
         int alive_msg = did_msg && cpu_msg >= 0 && cpu_m0 >= 0;
         printf(" server_pid=%d server_alive=%d", pid, alive_idle && (!did_msg || alive_msg));

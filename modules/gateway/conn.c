@@ -1,7 +1,14 @@
 /* conn.c - the device listener: the MGW protocol (xep/x-gateway/spec.md),
  * server side. Each connection runs on the worker that accepted it; its
  * state (struct gw_conn) is touched only there. A bad frame ends that
- * connection with an ERROR frame and nothing else. */
+ * connection with an ERROR frame and nothing else.
+ *
+ * Memory. An idle device costs what its connection holds for as long as
+ * it is connected, so that is kept small (bench/gateway.sh measures it):
+ * what only the handshake needs (nonces, the proof, the claimed id) is a
+ * separate allocation freed at WELCOME, and there is no timer per
+ * connection: one tick per worker (TICK_MS) walks the worker's connections
+ * and ends those past their handshake deadline or silent for too long. */
 #include "gateway.h"
 
 #include <event2/event.h>
@@ -14,26 +21,41 @@
 #include <string.h>
 
 #define PRE_WELCOME_BODY 128
+#define TICK_MS          500 /* deadlines are checked this often */
 
 enum conn_state { C_HELLO, C_CHALLENGED, C_READY, C_DEAD };
+
+/* What only the handshake needs (from HELLO to WELCOME). */
+struct gw_hs {
+    char dev_id[GW_ID_MAX + 1];
+    uint8_t cnonce[16], snonce[16], mac[32];
+    uint8_t have_mac;
+    uint8_t rec; /* provisioning record: 0 being read, 1 found, 2 not found */
+};
 
 struct gw_conn {
     struct gw_conn *tnext, *tprev; /* this worker's connections */
     mp_conn *c;
     mp_loop *loop;
+    struct gw_dev *dev; /* once authenticated */
+    struct gw_hs *hs;   /* from HELLO until WELCOME */
     uint64_t id;
-    enum conn_state st;
-    struct gw_dev *dev; /* once authenticated (or found for the AUTH) */
-    char dev_id[GW_ID_MAX + 1];
-    uint8_t cnonce[16], snonce[16], mac[32];
-    int have_mac;
-    int rec; /* provisioning record: 0 being read, 1 found, 2 not found */
-    int pending, closed;
-    int64_t opened_us, last_rx_us;
-    struct event *ev; /* points into the same allocation */
+    int64_t t_us; /* before WELCOME: when opened; then: when last heard from */
+    uint8_t st;   /* enum conn_state */
+    uint8_t closed;
+    uint16_t pending; /* storage reads in flight */
 };
 
 static _Thread_local struct gw_conn *tl_conns;
+static _Thread_local void *tl_tick; /* this worker's tick (struct tick_mem) */
+
+/* The id the connection claims or has, for logs. */
+static const char *conn_name(const struct gw_conn *k)
+{
+    if (k->dev)
+        return k->dev->id;
+    return k->hs && k->hs->dev_id[0] ? k->hs->dev_id : "-";
+}
 
 static uint32_t get16(const uint8_t *p)
 {
@@ -59,14 +81,28 @@ static void put32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
+/* Writes hdr and body as one write when small (one segment, one send). */
+static void write2(struct gw_conn *k, const uint8_t *hdr, size_t hl, const void *body, size_t len)
+{
+    uint8_t b[512];
+    if (hl + len <= sizeof b) {
+        memcpy(b, hdr, hl);
+        if (len)
+            memcpy(b + hl, body, len);
+        mp_conn_write(k->c, (const char *)b, hl + len);
+        return;
+    }
+    mp_conn_write(k->c, (const char *)hdr, hl);
+    if (len)
+        mp_conn_write(k->c, body, len);
+}
+
 static void send_frame(struct gw_conn *k, uint8_t type, const void *body, size_t len)
 {
     uint8_t hdr[3];
     put16(hdr, (uint32_t)(1 + len));
     hdr[2] = type;
-    mp_conn_write(k->c, (const char *)hdr, 3);
-    if (len)
-        mp_conn_write(k->c, body, len);
+    write2(k, hdr, 3, body, len);
 }
 
 /* The device of k is offline from now on (if k is still its connection):
@@ -97,8 +133,8 @@ static void fail(struct gw_conn *k, uint8_t code, const char *text)
     if (k->st == C_DEAD)
         return;
     send_frame(k, GW_ERROR, b, 1 + tl);
-    mp_log(MP_LOG_DEBUG, "gateway: %s (%s): error %d: %s", mp_conn_peer(k->c),
-           k->dev_id[0] ? k->dev_id : "-", code, text);
+    mp_log(MP_LOG_DEBUG, "gateway: %s (%s): error %d: %s", mp_conn_peer(k->c), conn_name(k), code,
+           text);
     if (code == GW_E_AUTH_FAILED)
         mp_counter_add(G.c.auth_failures, 1);
     else if (code == GW_E_TIMEOUT)
@@ -110,39 +146,48 @@ static void fail(struct gw_conn *k, uint8_t code, const char *text)
     mp_conn_close(k->c);
 }
 
-/* ---- timers ---- */
+/* ---- deadlines: one tick per worker ---- */
 
-static void arm(struct gw_conn *k, int64_t deadline_us)
-{
-    int64_t d = deadline_us - gw_now_us();
-    if (d < 1000)
-        d = 1000;
-    struct timeval tv = {(time_t)(d / 1000000), (suseconds_t)(d % 1000000)};
-    evtimer_add(k->ev, &tv);
-}
+/* A worker's tick event, in memory of our own (freed at unload: the loops
+ * are freed before, and libevent removes their events itself). */
+struct tick_mem {
+    struct tick_mem *next;
+};
+static struct tick_mem *ticks; /* under G.lock */
 
-/* Handshake deadline, then liveness: silent for dead_after = offline. */
-static void on_timer(evutil_socket_t fd, short what, void *ud)
+/* Every TICK_MS: the handshake deadline of each connection of this worker,
+ * then liveness (silent for dead_after = offline). A deadline is thus met
+ * within TICK_MS. */
+static void on_tick(evutil_socket_t fd, short what, void *ud)
 {
     (void)fd;
     (void)what;
-    struct gw_conn *k = ud;
+    (void)ud;
     int64_t now = gw_now_us();
-    if (k->st == C_DEAD)
-        return;
-    if (k->st != C_READY) {
-        int64_t dl = k->opened_us + (int64_t)G.handshake_timeout * 1000000;
-        if (now >= dl)
+    int64_t hs = (int64_t)G.handshake_timeout * 1000000, dead = (int64_t)G.dead_after * 1000000;
+    for (struct gw_conn *k = tl_conns, *nx; k; k = nx) {
+        nx = k->tnext; /* fail() closes k later, from the loop: k stays listed */
+        if (k->st == C_READY && now >= k->t_us + dead)
+            fail(k, GW_E_TIMEOUT, "silent for too long");
+        else if (k->st != C_READY && k->st != C_DEAD && now >= k->t_us + hs)
             fail(k, GW_E_TIMEOUT, "handshake not completed in time");
-        else
-            arm(k, dl);
-        return;
     }
-    int64_t dl = k->last_rx_us + (int64_t)G.dead_after * 1000000;
-    if (now >= dl)
-        fail(k, GW_E_TIMEOUT, "silent for too long");
-    else
-        arm(k, dl);
+}
+
+static void tick_start(void)
+{
+    if (tl_tick)
+        return;
+    struct tick_mem *t = calloc(1, sizeof *t + event_get_struct_event_size());
+    struct event *ev = (struct event *)(t + 1);
+    event_assign(ev, mp_loop_base(mp_loop_current()), -1, EV_PERSIST, on_tick, NULL);
+    struct timeval tv = {TICK_MS / 1000, (TICK_MS % 1000) * 1000};
+    event_add(ev, &tv);
+    pthread_mutex_lock(&G.lock);
+    t->next = ticks;
+    ticks = t;
+    pthread_mutex_unlock(&G.lock);
+    tl_tick = t;
 }
 
 /* ---- the expiry sweep: one timer, on the first worker that needs it ---- */
@@ -181,6 +226,11 @@ void gw_sweep_free(void)
     free(sweep_mem);
     sweep_mem = NULL;
     atomic_store(&sweep_started, 0);
+    for (struct tick_mem *t = ticks, *nx; t; t = nx) {
+        nx = t->next;
+        free(t);
+    }
+    ticks = NULL;
 }
 
 /* ---- sending commands ---- */
@@ -216,9 +266,7 @@ void gw_pump(struct gw_dev *d, struct gw_out *out)
         hdr[2] = GW_COMMAND;
         put32(hdr + 3, (uint32_t)c->aid);
         put16(hdr + 7, ttl);
-        mp_conn_write(k->c, (const char *)hdr, sizeof hdr);
-        if (c->len)
-            mp_conn_write(k->c, (const char *)c->payload, c->len);
+        write2(k, hdr, sizeof hdr, c->payload, c->len);
         if (c->sends++)
             mp_counter_add(G.c.retried, 1);
         else
@@ -275,15 +323,16 @@ static void auth_mac(const struct gw_dev *d, uint8_t tag, const uint8_t *n1, con
 /* Checks the AUTH once both it and the record are there. */
 static void try_auth(struct gw_conn *k)
 {
-    if (k->st != C_CHALLENGED || !k->have_mac || k->rec == 0)
+    struct gw_hs *hs = k->hs;
+    if (k->st != C_CHALLENGED || !hs->have_mac || hs->rec == 0)
         return;
     struct gw_out out = {.n = 0};
     uint8_t want[32], body[36];
     pthread_mutex_lock(&G.lock);
-    struct gw_dev *d = k->rec == 1 ? gw_dev_find(k->dev_id) : NULL;
+    struct gw_dev *d = hs->rec == 1 ? gw_dev_find(hs->dev_id) : NULL;
     if (d)
-        auth_mac(d, 'D', k->snonce, k->cnonce, want);
-    if (!d || CRYPTO_memcmp(want, k->mac, 32) != 0) {
+        auth_mac(d, 'D', hs->snonce, hs->cnonce, want);
+    if (!d || CRYPTO_memcmp(want, hs->mac, 32) != 0) {
         pthread_mutex_unlock(&G.lock);
         fail(k, GW_E_AUTH_FAILED, "authentication failed");
         return;
@@ -307,19 +356,23 @@ static void try_auth(struct gw_conn *k)
     d->conn_id = k->id;
     put16(body, (uint32_t)G.heartbeat);
     put16(body + 2, (uint32_t)G.max_body);
-    auth_mac(d, 'S', k->cnonce, k->snonce, body + 4);
+    auth_mac(d, 'S', hs->cnonce, hs->snonce, body + 4);
+    k->hs = NULL; /* the handshake is over: the device is k->dev */
+    k->t_us = gw_now_us();
     send_frame(k, GW_WELCOME, body, sizeof body);
     mp_counter_add(G.c.connects, 1);
     mp_log(MP_LOG_DEBUG, "gateway: device %s online from %s", d->id, mp_conn_peer(k->c));
     gw_presence_to_owners(d, 1, &out);
     gw_pump(d, &out);
     pthread_mutex_unlock(&G.lock);
+    OPENSSL_cleanse(hs, sizeof *hs);
+    free(hs);
     gw_out_flush(&out);
-    arm(k, k->last_rx_us + (int64_t)G.dead_after * 1000000);
 }
 
 static void free_conn(struct gw_conn *k)
 {
+    free(k->hs);
     free(k);
 }
 
@@ -334,10 +387,10 @@ static void on_record(void *ud, int rc, const void *data, size_t len)
         return;
     }
     pthread_mutex_lock(&G.lock);
-    if (rc == MAGPIE_OK && gw_dev_set_record(k->dev_id, data, len, NULL) == MAGPIE_OK)
-        k->rec = 1;
+    if (rc == MAGPIE_OK && gw_dev_set_record(k->hs->dev_id, data, len, NULL) == MAGPIE_OK)
+        k->hs->rec = 1;
     else
-        k->rec = 2;
+        k->hs->rec = 2;
     pthread_mutex_unlock(&G.lock);
     if (rc == MAGPIE_ERR) {
         fail(k, GW_E_UNAVAILABLE, "storage unavailable");
@@ -367,20 +420,21 @@ static void on_hello(struct gw_conn *k, const uint8_t *b, size_t len)
             fail(k, GW_E_MALFORMED, "bad device id");
             return;
         }
-    memcpy(k->cnonce, b + 4, 16);
-    memcpy(k->dev_id, b + 21, b[20]);
-    k->dev_id[b[20]] = '\0';
-    if (RAND_bytes(k->snonce, sizeof k->snonce) != 1) {
+    struct gw_hs *hs = k->hs = calloc(1, sizeof *k->hs);
+    memcpy(hs->cnonce, b + 4, 16);
+    memcpy(hs->dev_id, b + 21, b[20]);
+    hs->dev_id[b[20]] = '\0';
+    if (RAND_bytes(hs->snonce, sizeof hs->snonce) != 1) {
         fail(k, GW_E_UNAVAILABLE, "no randomness");
         return;
     }
     uint8_t body[17];
     body[0] = 1;
-    memcpy(body + 1, k->snonce, 16);
+    memcpy(body + 1, hs->snonce, 16);
     k->st = C_CHALLENGED;
     send_frame(k, GW_CHALLENGE, body, sizeof body);
     k->pending++;
-    if (mp_kv_get(G.domain, GW_STORE_DEVICES, k->dev_id, on_record, k) != MAGPIE_OK) {
+    if (mp_kv_get(G.domain, GW_STORE_DEVICES, hs->dev_id, on_record, k) != MAGPIE_OK) {
         k->pending--;
         fail(k, GW_E_UNAVAILABLE, "storage unavailable");
     }
@@ -451,8 +505,8 @@ static void on_frame(struct gw_conn *k, uint8_t t, const uint8_t *b, size_t len)
         return;
     }
     if (t == GW_ERROR || t == GW_BYE) {
-        mp_log(MP_LOG_DEBUG, "gateway: %s (%s) closes: %s %d", mp_conn_peer(k->c),
-               k->dev_id[0] ? k->dev_id : "-", t == GW_BYE ? "BYE" : "ERROR", len ? b[0] : 0);
+        mp_log(MP_LOG_DEBUG, "gateway: %s (%s) closes: %s %d", mp_conn_peer(k->c), conn_name(k),
+               t == GW_BYE ? "BYE" : "ERROR", len ? b[0] : 0);
         k->st = C_DEAD;
         detach(k);
         mp_conn_close(k->c);
@@ -462,13 +516,13 @@ static void on_frame(struct gw_conn *k, uint8_t t, const uint8_t *b, size_t len)
         on_hello(k, b, len);
         return;
     }
-    if (k->st == C_CHALLENGED && t == GW_AUTH && !k->have_mac) {
+    if (k->st == C_CHALLENGED && t == GW_AUTH && !k->hs->have_mac) {
         if (len != 32) {
             fail(k, GW_E_MALFORMED, "bad AUTH");
             return;
         }
-        memcpy(k->mac, b, 32);
-        k->have_mac = 1;
+        memcpy(k->hs->mac, b, 32);
+        k->hs->have_mac = 1;
         try_auth(k);
         return;
     }
@@ -511,17 +565,15 @@ static void on_frame(struct gw_conn *k, uint8_t t, const uint8_t *b, size_t len)
 static void *on_open(mp_conn *c, void *ud)
 {
     (void)ud;
-    struct gw_conn *k = calloc(1, sizeof *k + event_get_struct_event_size());
+    struct gw_conn *k = calloc(1, sizeof *k);
     k->c = c;
     k->loop = mp_loop_current();
     pthread_mutex_lock(&G.lock);
     k->id = ++G.next_conn_id;
     pthread_mutex_unlock(&G.lock);
     k->st = C_HELLO;
-    k->opened_us = k->last_rx_us = gw_now_us();
-    k->ev = (struct event *)(k + 1);
-    event_assign(k->ev, mp_loop_base(k->loop), -1, 0, on_timer, k);
-    arm(k, k->opened_us + (int64_t)G.handshake_timeout * 1000000);
+    k->t_us = gw_now_us();
+    tick_start();
     k->tnext = tl_conns;
     if (tl_conns)
         tl_conns->tprev = k;
@@ -538,7 +590,8 @@ static size_t on_data(mp_conn *c, void *state, const char *data, size_t len)
     size_t used = 0;
     if (k->st == C_DEAD)
         return len;
-    k->last_rx_us = gw_now_us();
+    if (k->st == C_READY)
+        k->t_us = gw_now_us();
     while (len - used >= 2) {
         size_t fl = get16(p + used);
         size_t limit = k->st == C_READY ? (size_t)G.max_body : PRE_WELCOME_BODY;
@@ -564,7 +617,6 @@ static void on_closed(mp_conn *c, void *state)
 {
     (void)c;
     struct gw_conn *k = state;
-    event_del(k->ev);
     if (k->tprev)
         k->tprev->tnext = k->tnext;
     else

@@ -84,7 +84,7 @@ struct gw_conn;
 struct gw_dev {
     struct gw_dev *hnext;
     char id[GW_ID_MAX + 1];
-    char jid[GW_ID_MAX + 1 + 1024]; /* id@domain */
+    char *jid; /* id@domain (malloc'd: most of a fixed buffer would be unused) */
     /* provisioning record (GW_STORE_DEVICES) */
     uint8_t secret[GW_SECRET_MAX];
     size_t secret_len;

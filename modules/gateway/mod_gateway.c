@@ -426,6 +426,14 @@ static void unload(mp_module *m)
     gw_hook_unload();
     gw_api_unload();
     gw_free_all();
+    for (struct lookup *l = lookups, *nx; l; l = nx) {
+        nx = l->next;
+        for (size_t i = 0; i < l->n; i++)
+            mp_stanza_unref(l->st[i]);
+        free(l->st);
+        free(l);
+    }
+    lookups = NULL;
     for (size_t i = 0; i < G.n_admins; i++)
         free(G.admins[i]);
     free(G.admins);

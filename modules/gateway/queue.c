@@ -126,7 +126,9 @@ static struct gw_dev *dev_new(const char *id)
     }
     struct gw_dev *d = calloc(1, sizeof *d);
     snprintf(d->id, sizeof d->id, "%s", id);
-    snprintf(d->jid, sizeof d->jid, "%s@%s", id, G.domain);
+    size_t jl = strlen(id) + 1 + strlen(G.domain) + 1;
+    d->jid = malloc(jl);
+    snprintf(d->jid, jl, "%s@%s", id, G.domain);
     d->hnext = G.tab[hash(id) % G.tab_size];
     G.tab[hash(id) % G.tab_size] = d;
     G.n_devs++;
@@ -503,6 +505,7 @@ void gw_free_all(void)
             }
             free_owners(d);
             free(d->done);
+            free(d->jid);
             free(d);
         }
     free(G.tab);

@@ -7,7 +7,7 @@
  *   mgw-sim --port P [--host A] --device ID:SECRETHEX ... | --devices FILE
  *           [--result N] [--drop-before-ack K] [--duplicates]
  *           [--silent-after S] [--uplink TEXT] [--exit-after N]
- *           [--duration S] [--no-reconnect]
+ *           [--duration S] [--no-reconnect] [--concurrency N]
  *
  * FILE holds one "ID SECRETHEX" per line. One line per event on stdout:
  *   READY id | COMMAND id msg_id ttl payload | DUPLICATE id msg_id |
@@ -63,6 +63,7 @@ static long exit_after = -1; /* exit after this many commands acted on */
 static long acted;
 static double duration = -1;
 static int reconnect = 1;
+static long concurrency; /* handshakes in flight at once (0: no limit) */
 static uint32_t t0;
 
 static uint32_t now_ms(void)
@@ -260,7 +261,8 @@ static void usage(void)
     fprintf(stderr, "usage: mgw-sim --port P [--host A] (--device ID:SECRETHEX ... | --devices "
                     "FILE)\n"
                     "  [--result N] [--drop-before-ack K] [--duplicates] [--silent-after S]\n"
-                    "  [--uplink TEXT] [--exit-after N] [--duration S] [--no-reconnect]\n");
+                    "  [--uplink TEXT] [--exit-after N] [--duration S] [--no-reconnect]\n"
+                    "  [--concurrency N]   (at most N handshakes at once; default: no limit)\n");
 }
 
 int main(int argc, char **argv)
@@ -278,6 +280,7 @@ int main(int argc, char **argv)
         {"exit-after", required_argument, NULL, 'x'},
         {"duration", required_argument, NULL, 't'},
         {"no-reconnect", no_argument, NULL, 'n'},
+        {"concurrency", required_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -338,6 +341,9 @@ int main(int argc, char **argv)
         case 'n':
             reconnect = 0;
             break;
+        case 'c':
+            concurrency = atol(optarg);
+            break;
         default:
             goto bad;
         }
@@ -350,6 +356,7 @@ int main(int argc, char **argv)
     if (!pfd)
         return 1;
     t0 = now_ms();
+    uint32_t last_tick = t0;
     for (;;) {
         uint32_t now = now_ms();
         double el = (now - t0) / 1000.0;
@@ -358,6 +365,11 @@ int main(int argc, char **argv)
         if (exit_after >= 0 && acted >= exit_after)
             break;
         size_t live = 0;
+        long connecting = 0;
+        if (concurrency > 0)
+            for (size_t i = 0; i < ndevs; i++)
+                if (devs[i].fd >= 0 && !mgw_ready(&devs[i].m))
+                    connecting++;
         for (size_t i = 0; i < ndevs; i++) {
             struct sim_dev *d = &devs[i];
             pfd[i].fd = -1;
@@ -368,6 +380,9 @@ int main(int argc, char **argv)
             if (d->fd < 0) {
                 if ((int32_t)(now - d->reconnect_at) < 0)
                     continue;
+                if (concurrency > 0 && connecting >= concurrency)
+                    continue;
+                connecting++;
                 d->fd = dial();
                 if (d->fd < 0) {
                     disconnect(d, "connect-failed", now);
@@ -390,9 +405,17 @@ int main(int argc, char **argv)
         if (n < 0 && errno != EINTR)
             break;
         now = now_ms();
+        /* a device is looked at when its socket has something, and every
+         * 200 ms for its timers (heartbeat, handshake): with thousands of
+         * idle devices a recv() on every one per wake-up would dominate */
+        int tick = now - last_tick >= 200;
+        if (tick)
+            last_tick = now;
         for (size_t i = 0; i < ndevs; i++) {
             struct sim_dev *d = &devs[i];
             if (d->fd < 0 || d->finished)
+                continue;
+            if (!tick && pfd[i].fd >= 0 && !pfd[i].revents)
                 continue;
             if (d->silent) {
                 /* hung firmware: reads nothing into the SDK, sends nothing;

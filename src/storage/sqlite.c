@@ -97,18 +97,41 @@ static const char *const stmt_sql[N_STMT] = {
     [S_ROLLBACK] = "ROLLBACK",
 };
 
+/* Writers of this process take turns on the engine's wlock instead of in
+ * SQLite's busy handler, which sleeps in steps of up to 100 ms: with two
+ * pool threads writing at once those sleeps were the tail of every write's
+ * latency (bench/gateway.sh: p99 340 ms at 1000 commands/s with 2 pool
+ * threads, 7 ms with one). A transaction holds wlock from BEGIN to COMMIT or
+ * ROLLBACK, a single write for its statement. The busy timeout still covers
+ * other processes (magpiectl); readers never take wlock (WAL). */
 struct sq_engine {
     char *path;
+    pthread_mutex_t wlock;
 };
 
 struct sq_conn {
     sqlite3 *db;
     sqlite3_stmt *stmt[N_STMT];
+    struct sq_engine *e;
+    int held; /* this connection holds e->wlock for a transaction */
 };
+
+static void w_lock(struct sq_conn *c)
+{
+    if (!c->held)
+        pthread_mutex_lock(&c->e->wlock);
+}
+
+static void w_unlock(struct sq_conn *c)
+{
+    if (!c->held)
+        pthread_mutex_unlock(&c->e->wlock);
+}
 
 static void *sq_init(const struct mp_config *cfg, char *err, size_t errlen)
 {
     struct sq_engine *e = mp_calloc(1, sizeof *e);
+    pthread_mutex_init(&e->wlock, NULL);
     if (cfg->sqlite_path && *cfg->sqlite_path) {
         e->path = mp_strdup(cfg->sqlite_path);
     } else if (cfg->state_dir && *cfg->state_dir) {
@@ -117,6 +140,7 @@ static void *sq_init(const struct mp_config *cfg, char *err, size_t errlen)
         snprintf(e->path, n, "%s/magpie.db", cfg->state_dir);
     } else {
         snprintf(err, errlen, "sqlite: no sqlite_path and no state_dir");
+        pthread_mutex_destroy(&e->wlock);
         free(e);
         return NULL;
     }
@@ -126,6 +150,7 @@ static void *sq_init(const struct mp_config *cfg, char *err, size_t errlen)
 static void sq_fini(void *engine)
 {
     struct sq_engine *e = engine;
+    pthread_mutex_destroy(&e->wlock);
     free(e->path);
     free(e);
 }
@@ -136,6 +161,8 @@ static void sq_disconnect(void *conn)
     for (int i = 0; i < N_STMT; i++)
         sqlite3_finalize(c->stmt[i]);
     sqlite3_close(c->db);
+    if (c->held)
+        pthread_mutex_unlock(&c->e->wlock);
     free(c);
 }
 
@@ -144,6 +171,7 @@ static void *sq_connect(void *engine, char *err, size_t errlen)
 {
     struct sq_engine *e = engine;
     struct sq_conn *c = mp_calloc(1, sizeof *c);
+    c->e = e;
     int rc = sqlite3_open_v2(
         e->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -212,7 +240,10 @@ static int fail(struct sq_conn *c, sqlite3_stmt *s, const char *what)
  * MAGPIE_NOTFOUND when want_change and no row changed. */
 static int exec_write(struct sq_conn *c, sqlite3_stmt *s, int want_change, const char *what)
 {
-    if (sqlite3_step(s) != SQLITE_DONE)
+    w_lock(c);
+    int rc = sqlite3_step(s);
+    w_unlock(c);
+    if (rc != SQLITE_DONE)
         return fail(c, s, what);
     st_done(s);
     if (want_change && sqlite3_changes(c->db) == 0)
@@ -315,12 +346,26 @@ static int tx(struct sq_conn *c, int i)
 
 static int sq_begin(void *conn)
 {
-    return tx(conn, S_BEGIN);
+    struct sq_conn *c = conn;
+    w_lock(c);
+    c->held = 1;
+    int rc = tx(c, S_BEGIN);
+    if (rc != MAGPIE_OK) {
+        c->held = 0;
+        w_unlock(c);
+    }
+    return rc;
 }
 
 static int sq_commit(void *conn)
 {
-    return tx(conn, S_COMMIT);
+    struct sq_conn *c = conn;
+    int rc = tx(c, S_COMMIT);
+    if (rc == MAGPIE_OK && c->held) { /* a failed commit is rolled back next */
+        c->held = 0;
+        w_unlock(c);
+    }
+    return rc;
 }
 
 static void sq_rollback(void *conn)
@@ -328,6 +373,10 @@ static void sq_rollback(void *conn)
     struct sq_conn *c = conn;
     if (!sqlite3_get_autocommit(c->db))
         tx(c, S_ROLLBACK);
+    if (c->held) {
+        c->held = 0;
+        w_unlock(c);
+    }
 }
 
 /* ---- keyval ---- */
@@ -463,7 +512,10 @@ static int sq_archive_append(void *conn, const char *host, const char *store, co
             SQLITE_OK ||
         bind_blob(s, 6, data, len) != SQLITE_OK)
         return fail(c, s, "archive_append");
-    if (sqlite3_step(s) != SQLITE_DONE)
+    w_lock(c);
+    int rc = sqlite3_step(s);
+    w_unlock(c);
+    if (rc != SQLITE_DONE)
         return fail(c, s, "archive_append");
     *id = sqlite3_last_insert_rowid(c->db);
     st_done(s);

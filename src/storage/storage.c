@@ -7,9 +7,10 @@
  * per poster). Each pool thread owns one driver connection.
  *
  * A pool thread takes its whole queue at once and runs it in order; runs of
- * consecutive archive appends are group-committed in one transaction (one
- * fsync for the lot). Completions are posted only after the commit, so an
- * append callback always sees a durable item.
+ * consecutive writes (keyval/map set and delete, archive append and delete)
+ * are group-committed in one transaction (one fsync for the lot).
+ * Completions are posted only after the commit, so a write's callback
+ * always sees it durable.
  *
  * The *_sync calls borrow a connection from a small free list (opening a
  * new one when it is empty) and run the driver on the caller's thread.
@@ -33,7 +34,7 @@
 #include <string.h>
 #include <time.h>
 
-#define APPEND_BATCH_MAX 128
+#define WRITE_BATCH_MAX 128
 
 enum job_op {
     OP_KV_GET,
@@ -441,10 +442,26 @@ static void job_complete(struct job *j)
     job_deliver(j);
 }
 
-/* Runs a run of n >= 2 archive appends in one transaction. If anything in
- * it fails, the transaction is rolled back and each append runs alone, so
- * one bad item cannot fail the others. */
-static void run_append_batch(const struct mp_storage_driver *drv, void *conn, struct job *first,
+/* 1 for the jobs that only write (and so may share a transaction). */
+static int job_is_write(const struct job *j)
+{
+    switch (j->op) {
+    case OP_KV_SET:
+    case OP_KV_DEL:
+    case OP_MAP_SET:
+    case OP_MAP_DEL:
+    case OP_AR_APPEND:
+    case OP_AR_DELETE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Runs a run of n >= 2 writes in one transaction. If anything in it fails,
+ * the transaction is rolled back and each write runs alone, so one bad
+ * item cannot fail the others. */
+static void run_write_batch(const struct mp_storage_driver *drv, void *conn, struct job *first,
                              size_t n)
 {
     struct job *j = first;
@@ -454,10 +471,10 @@ static void run_append_batch(const struct mp_storage_driver *drv, void *conn, st
         ok = j->rc == MAGPIE_OK;
     }
     if (ok && drv->commit(conn) == MAGPIE_OK) {
-        mp_log(MP_LOG_DEBUG, "storage: group commit of %zu appends", n);
+        mp_log(MP_LOG_DEBUG, "storage: group commit of %zu writes", n);
         return;
     }
-    mp_log(MP_LOG_WARN, "storage: group commit of %zu appends failed, retrying one by one", n);
+    mp_log(MP_LOG_WARN, "storage: group commit of %zu writes failed, retrying one by one", n);
     if (conn)
         drv->rollback(conn);
     j = first;
@@ -468,7 +485,7 @@ static void run_append_batch(const struct mp_storage_driver *drv, void *conn, st
 }
 
 /* Pool thread: takes the whole queue and runs it in order, grouping runs
- * of appends into one transaction; each job or group is completed as soon
+ * of writes into one transaction; each job or group is completed as soon
  * as it is done, in queue order. Exits when stopping and the queue is
  * empty. */
 static void *worker_main(void *arg)
@@ -496,12 +513,12 @@ static void *worker_main(void *arg)
         while (j) {
             size_t n = 1;
             struct job *e = j->next;
-            if (j->op == OP_AR_APPEND) {
-                while (e && e->op == OP_AR_APPEND && n < APPEND_BATCH_MAX)
+            if (job_is_write(j)) {
+                while (e && job_is_write(e) && n < WRITE_BATCH_MAX)
                     e = e->next, n++;
             }
             if (n > 1)
-                run_append_batch(drv, w->conn, j, n);
+                run_write_batch(drv, w->conn, j, n);
             else
                 job_run(drv, w->conn, j);
             /* complete this unit now (in order), not after the whole list */

@@ -73,7 +73,7 @@ struct mp_storage_driver {
      * from several processes). */
     int (*migrate)(void *conn, char *err, size_t errlen);
 
-    /* Explicit write transaction, used to group-commit archive appends. */
+    /* Explicit write transaction, used to group-commit consecutive writes. */
     int (*begin)(void *conn);
     int (*commit)(void *conn);
     void (*rollback)(void *conn);
