@@ -85,18 +85,27 @@ size_t mp_router_count(void)
 
 /* ---- delivery ---- */
 
+/* Hands st to session id on the calling (its owning) worker: its outbound
+ * filters, then the session. MAGPIE_OK: st taken (delivered, or a filter
+ * took it: blocked, or sent in another form); MAGPIE_ERR: the session is
+ * gone or refuses it, st stays the caller's. */
+static int deliver_now(uint64_t id, mp_stanza *st)
+{
+    mp_session *s = mp_session_find(id);
+    if (!s)
+        return MAGPIE_ERR;
+    if (mp_filters_run(MP_FILTER_OUT, s, st) == MP_FILTER_STOP) {
+        mp_stanza_unref(st);
+        return MAGPIE_OK;
+    }
+    return mp_session_deliver(s, st);
+}
+
 /* Hands st (taken) to session id on the calling (its owning) worker and
  * records the attempt; a session gone meanwhile is a failed attempt. */
 static void deliver_here(uint64_t id, mp_stanza *st, struct mp_fanout *fo)
 {
-    mp_session *s = mp_session_find(id);
-    if (s && mp_filters_run(MP_FILTER_OUT, s, st) == MP_FILTER_STOP) {
-        /* a filter took it (blocked, or sent in another form) */
-        mp_stanza_unref(st);
-        mp_fanout_done(fo, 1);
-        return;
-    }
-    int ok = s && mp_session_deliver(s, st) == MAGPIE_OK;
+    int ok = deliver_now(id, st) == MAGPIE_OK;
     if (!ok)
         mp_stanza_unref(st);
     mp_fanout_done(fo, ok);
@@ -160,12 +169,7 @@ static void deliver_one(struct mp_sref to, mp_stanza *st)
     if (mp_server.workers[to.worker].loop == mp_loop_current()) {
         if (to.outq)
             mp_waitq_unref(to.outq);
-        mp_session *s = mp_session_find(to.id);
-        if (s && mp_filters_run(MP_FILTER_OUT, s, st) == MP_FILTER_STOP) {
-            mp_stanza_unref(st); /* a filter took it */
-            return;
-        }
-        if (!s || mp_session_deliver(s, st) != MAGPIE_OK)
+        if (deliver_now(to.id, st) != MAGPIE_OK)
             mp_router_undeliverable(st);
         return;
     }

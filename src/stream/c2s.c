@@ -1302,19 +1302,12 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
         close(fd);
         return;
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char key[64] = "";
-    int have_peer = getpeername(fd, (struct sockaddr *)&ss, &sl) == 0;
-    if (have_peer) {
-        mp_addr_key((struct sockaddr *)&ss, key, sizeof key);
-        if (mp_addrlimit_acquire(key) != MAGPIE_OK) {
-            atomic_fetch_sub(&mp_server.connections, 1);
-            mp_stat_inc(MP_STAT_REFUSED_ADDRESS);
-            mp_log(MP_LOG_DEBUG, "c2s: refused a connection from %s (per-address limit)", key);
-            close(fd);
-            return;
-        }
+    char key[64];
+    if (mp_addrlimit_acquire_fd(fd, key, sizeof key) != MAGPIE_OK) {
+        atomic_fetch_sub(&mp_server.connections, 1);
+        mp_log(MP_LOG_DEBUG, "c2s: refused a connection from %s (per-address limit)", key);
+        close(fd);
+        return;
     }
     mp_stat_inc(MP_STAT_CONNECTIONS_TOTAL);
     if (open_now + 1 > atomic_load_explicit(&mp_server.connections_peak, memory_order_relaxed))
@@ -1322,16 +1315,15 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
     struct mp_transport *t =
         mp_transport_tcp_new(mp_loop_base(w->loop), fd, w->rate, direct_tls, cfg->hosts[0].domain);
     if (!t) {
-        if (have_peer)
-            mp_addrlimit_release(key);
+        mp_addrlimit_release(key);
         atomic_fetch_sub(&mp_server.connections, 1);
         return;
     }
     mp_session *s = c2s_start(w, t);
-    if (s && have_peer) {
+    if (s) {
         memcpy(s->addr_key, key, sizeof s->addr_key);
         s->addr_counted = 1;
-    } else if (have_peer) {
+    } else {
         mp_addrlimit_release(key);
     }
     if (s)
