@@ -20,6 +20,7 @@
 
 #include <magpie/log.h>
 #include <magpie/xml.h>
+#include <magpie/xmlstream.h>
 #include <magpie/proto.h>
 #include <magpie/jid.h>
 #include <magpie/loop.h>
