@@ -100,3 +100,19 @@ def resume(srv, user, password, previd, h, expect='resumed'):
 def bodies(els):
     return [child(e, 'body').text for e in els
             if local(e.tag) == 'message' and child(e, 'body') is not None]
+
+
+def subscribe_both(x, xname, y, yname):
+    """A mutual presence subscription between two online clients (mod_roster)."""
+    xj, yj = xname + '@localhost', yname + '@localhost'
+    for a, aj, b, bj in ((x, xj, y, yj), (y, yj, x, xj)):
+        a.send("<presence to='%s' type='subscribe'/>" % bj)
+        b.wait_for('presence', lambda e: e.get('type') == 'subscribe' and e.get('from') == aj)
+        b.send("<presence to='%s' type='subscribed'/>" % aj)
+        a.wait_for('presence', lambda e: e.get('type') == 'subscribed' and e.get('from') == bj)
+
+
+def unavailable_from(c, full, timeout):
+    """The unavailable presence from full that c receives within timeout, or None."""
+    return c.wait_for('presence', lambda e: e.get('type') == 'unavailable' and e.get('from') == full,
+                      timeout=timeout, raise_=False)
