@@ -348,8 +348,11 @@ static void on_resume_failed(mp_session *from, void *arg, void *ud)
     free(ra);
 }
 
+static void on_closing(mp_session *s, void *ud);
+
 static const struct mp_stream_mgmt hooks = {
     .sent = on_sent,
+    .closing = on_closing,
     .handled = on_handled,
     .resumed = on_resumed,
     .resume_failed = on_resume_failed,
@@ -515,6 +518,27 @@ static void requeue(mp_session *s, mp_stanza *st, int others)
     mp_route(c);
 }
 
+/* s is out of the directory: what it did not acknowledge is undeliverable. */
+static void requeue_all(mp_session *s, struct sm *sm)
+{
+    int others = 0;
+    if (sm->n > 0)
+        mp_sessions_foreach(mp_session_jid(s)->bare, one_available, &others);
+    mp_stanza *st;
+    while ((st = q_pop(sm))) {
+        requeue(s, st, others);
+        mp_stanza_unref(st);
+    }
+}
+
+static void on_closing(mp_session *s, void *ud)
+{
+    (void)ud;
+    struct sm *sm = sm_of(s);
+    if (sm)
+        requeue_all(s, sm);
+}
+
 static void session_ended(mp_session *s, void *ud)
 {
     (void)ud;
@@ -524,14 +548,7 @@ static void session_ended(mp_session *s, void *ud)
     mp_session_set_data(s, self, NULL);
     if (sm->resumable)
         registry_del(sm->previd, mp_session_handled(s, NULL), sm->timeout);
-    int others = 0;
-    if (sm->n > 0)
-        mp_sessions_foreach(mp_session_jid(s)->bare, one_available, &others);
-    mp_stanza *st;
-    while ((st = q_pop(sm))) {
-        requeue(s, st, others);
-        mp_stanza_unref(st);
-    }
+    requeue_all(s, sm);
     free(sm->q);
     free(sm);
 }

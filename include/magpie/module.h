@@ -231,6 +231,11 @@ int mp_stream_element_add_unbound(mp_module *m, const char *ns, const char *name
  *   resumed   mp_session_resume succeeded: s (detached until now) has the
  *             new connection, on the connection's worker; runs before
  *             anything else is written to it. arg is the caller's.
+ *   closing   the stream of s is being closed (by either side) while s
+ *             is bound: nothing more is written to it, and it ends once
+ *             the connection is gone (session_ended follows, up to a few
+ *             seconds later). Time to treat unacknowledged stanzas as
+ *             undeliverable.
  *   resume_failed  mp_session_resume found no session to take over (gone,
  *             another account's, ended meanwhile): on from's worker, from
  *             still open and unbound (it may bind), or from NULL if it
@@ -240,6 +245,7 @@ struct mp_stream_mgmt {
     void (*handled)(mp_session *s, uint32_t handled, void *ud);
     void (*resumed)(mp_session *s, void *arg, void *ud);
     void (*resume_failed)(mp_session *from, void *arg, void *ud);
+    void (*closing)(mp_session *s, void *ud);
 };
 int mp_stream_mgmt_set(mp_module *m, const struct mp_stream_mgmt *h, void *ud);
 /* On s's worker, s bound: starts stream management on s: the counts of

@@ -716,6 +716,12 @@ void mp_sm_resumed(mp_session *s, void *arg)
         sm_hooks->resumed(s, arg, sm_ud);
 }
 
+void mp_sm_closing(mp_session *s)
+{
+    if (sm_hooks && sm_hooks->closing)
+        sm_hooks->closing(s, sm_ud);
+}
+
 void mp_sm_resume_failed(mp_session *from, void *arg)
 {
     if (sm_hooks && sm_hooks->resume_failed)

@@ -55,6 +55,7 @@ void mp_sm_sent(mp_session *s, mp_stanza *st);
 void mp_sm_handled(mp_session *s, uint32_t handled);
 void mp_sm_resumed(mp_session *s, void *arg);
 void mp_sm_resume_failed(mp_session *from, void *arg);
+void mp_sm_closing(mp_session *s);
 size_t mp_modules_count(void);
 /* The module's slot in per-session data arrays. */
 int mp_module_index(mp_module *m);

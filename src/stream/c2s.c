@@ -325,6 +325,8 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
     if (s->bound) {
         /* stop routing to this session at once */
         mp_router_unbind(s);
+        if (s->sm)
+            mp_sm_closing(s); /* its unacknowledged stanzas are undeliverable now */
     }
     if (s->t) {
         if (condition) {
