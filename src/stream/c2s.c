@@ -1515,8 +1515,8 @@ static void adopt(mp_session *s, mp_session *from, int resume, void *arg)
     from->addr_counted = 0;
     s->last_read = s->parser_idle_since = mp_now();
     c2s_destroy(from); /* the connection (and its count) went to s */
-    mp_log(MP_LOG_DEBUG, "c2s %s: session %" PRIu64 " (%s) attached, %zu stanza(s) waited", s->peer,
-           s->base.id, s->base.jid.full, s->pending_n);
+    mp_log(MP_LOG_DEBUG, "c2s %s: session %" PRIu64 " (%s) attached on worker %d, %zu stanza(s) waited",
+           s->peer, s->base.id, s->base.jid.full, s->base.w->id, s->pending_n);
     if (resume) {
         /* <resumed/> and what the client has not acknowledged go first;
          * then module state tied to the connection starts over (CSI) */
