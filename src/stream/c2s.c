@@ -1711,11 +1711,11 @@ static void in_done_run(void *arg)
 {
     struct in_tok *k = arg;
     mp_session *s = k->s;
-    if (!s->dead && s->base.w->loop != mp_loop_current()) {
+    if (!s->dead && !s->closing && s->base.w->loop != mp_loop_current()) {
         /* the session moved (resumed on another worker): follow it */
         if (mp_loop_post(s->base.w->loop, in_done_run, k) == MAGPIE_OK)
             return;
-    } else if (!s->dead) {
+    } else if (!s->dead && s->base.w->loop == mp_loop_current()) {
         in_done(s, k->seq);
     }
     mp_session_unref(s);
