@@ -5,7 +5,7 @@ management, acknowledges, drops its TCP connection abruptly and resumes."""
 import socket
 import struct
 
-from common import RawClient, check, child, local, ns, tostr, NS_CLIENT, sync, XMPPError
+from common import RawClient, check, child, local, ns, tostr, NS_CLIENT, sync, subscribe_both
 
 NS_SM = 'urn:xmpp:sm:3'
 NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas'
@@ -102,14 +102,16 @@ def bodies(els):
             if local(e.tag) == 'message' and child(e, 'body') is not None]
 
 
-def subscribe_both(x, xname, y, yname):
-    """A mutual presence subscription between two online clients (mod_roster)."""
-    xj, yj = xname + '@localhost', yname + '@localhost'
-    for a, aj, b, bj in ((x, xj, y, yj), (y, yj, x, xj)):
-        a.send("<presence to='%s' type='subscribe'/>" % bj)
-        b.wait_for('presence', lambda e: e.get('type') == 'subscribe' and e.get('from') == aj)
-        b.send("<presence to='%s' type='subscribed'/>" % aj)
-        a.wait_for('presence', lambda e: e.get('type') == 'subscribed' and e.get('from') == bj)
+def contacts(a, aname, b, bname):
+    """Makes two online clients mutual contacts, both available again
+    (so each has the other's presence), and empties their backlogs."""
+    subscribe_both(a, aname, b, bname)
+    for c in (a, b):
+        c.presence(priority=0)
+    for c in (a, b):
+        sync(c)
+    for c in (a, b):
+        c.drain(0.3)
 
 
 def unavailable_from(c, full, timeout):

@@ -19,7 +19,7 @@ import time
 
 from common import (Results, MagpieServer, parse_args, check, child, tostr, closeall, sync, local,
                     ns, online, PING)
-from smhelp import (sm_login, resume, bodies, subscribe_both, unavailable_from, NS_SM, NS_STANZAS)
+from smhelp import (sm_login, resume, bodies, contacts, unavailable_from, NS_SM, NS_STANZAS)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -49,13 +49,7 @@ def t_resume_after_reset(srv):
     b = online(srv, 'bob', pw('bob'), 'desk')
     c = None
     try:
-        subscribe_both(a, 'alice', b, 'bob')
-        a.presence(priority=0)
-        b.presence(priority=0)
-        sync(a)
-        sync(b)
-        a.drain(0.3)
-        b.drain(0.3)
+        contacts(a, 'alice', b, 'bob')
         send_msgs(b, 'alice@localhost/phone', ['m1', 'm2', 'm3'])
         a.wait_for('message', lambda e: child(e, 'body').text == 'm3')
         a.drain(0.2)
@@ -149,12 +143,7 @@ def t_csi_reset(srv):
     b = online(srv, 'dave', pw('dave'), 'desk')
     c = None
     try:
-        subscribe_both(a, 'carol', b, 'dave')
-        a.presence(priority=0)
-        b.presence(priority=0)
-        sync(a)
-        sync(b)
-        a.drain(0.3)
+        contacts(a, 'carol', b, 'dave')
         a.send("<inactive xmlns='%s'/>" % NS_CSI)
         sync(a)
         b.send('<presence><status>held</status></presence>')

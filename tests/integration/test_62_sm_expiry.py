@@ -18,7 +18,7 @@ import time
 
 from common import (Results, MagpieServer, parse_args, check, child, tostr, closeall, sync, local,
                     ns, online, RawClient)
-from smhelp import (sm_login, resume, bodies, subscribe_both, unavailable_from, NS_SM, NS_STANZAS)
+from smhelp import (sm_login, resume, bodies, contacts, unavailable_from, NS_SM, NS_STANZAS)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -51,13 +51,7 @@ def t_expiry(srv):
     b = online(srv, 'bob', pw('bob'), 'desk')
     n = None
     try:
-        subscribe_both(a, 'alice', b, 'bob')
-        a.presence(priority=0)
-        b.presence(priority=0)
-        sync(a)
-        sync(b)
-        a.drain(0.3)
-        b.drain(0.3)
+        contacts(a, 'alice', b, 'bob')
         send_msgs(b, 'alice@localhost/phone', ['e1', 'e2'])
         a.wait_for('message', lambda e: child(e, 'body').text == 'e2')
         # e1 is acknowledged; e2 is received but never acknowledged
