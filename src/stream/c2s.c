@@ -66,7 +66,7 @@ struct mp_session {
     size_t pending_head, pending_n, pending_cap;
     unsigned tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1, dead : 1,
         starttls_pending : 1, read_paused : 1, waiting_creds : 1, addr_counted : 1,
-        sm : 1; /* stream management (mp_session_manage): counts, `sent` */
+        sm : 1;          /* stream management (mp_session_manage): counts, `sent` */
     unsigned blocked;    /* full queues this session waits on before reading again */
     struct event *stall; /* output_stall_timeout check while congested */
     uint64_t written;    /* bytes the socket has taken, ever */
@@ -1515,8 +1515,9 @@ static void adopt(mp_session *s, mp_session *from, int resume, void *arg)
     from->addr_counted = 0;
     s->last_read = s->parser_idle_since = mp_now();
     c2s_destroy(from); /* the connection (and its count) went to s */
-    mp_log(MP_LOG_DEBUG, "c2s %s: session %" PRIu64 " (%s) attached on worker %d, %zu stanza(s) waited",
-           s->peer, s->base.id, s->base.jid.full, s->base.w->id, s->pending_n);
+    mp_log(MP_LOG_DEBUG,
+           "c2s %s: session %" PRIu64 " (%s) attached on worker %d, %zu stanza(s) waited", s->peer,
+           s->base.id, s->base.jid.full, s->base.w->id, s->pending_n);
     if (resume) {
         /* <resumed/> and what the client has not acknowledged go first;
          * then module state tied to the connection starts over (CSI) */

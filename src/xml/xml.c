@@ -59,7 +59,7 @@ struct mp_stanza {
      * of a stanza written to several recipients (mp_stanza_serialize) and
      * shared by the others; dropped when the tree changes. */
     _Atomic(struct inner_out *) inner;
-    atomic_int fanout; /* mp_stanza_mark_fanout: cache the inner output */
+    atomic_int fanout;  /* mp_stanza_mark_fanout: cache the inner output */
     struct mp_ack *ack; /* mp_stanza_set_ack: the sender's acknowledgement (referenced) */
 };
 
