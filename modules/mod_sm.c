@@ -21,7 +21,10 @@
  * whatever worker the session was: the core moves it), closing the old
  * connection if the server still had it; the client gets <resumed/>, then
  * every queued stanza its h does not cover, once each and in order, then
- * what arrives later. An unknown or expired previd gets <failed> with
+ * what arrives later. If some of the client's stanzas are still being
+ * made durable at that moment, <resumed/> waits for them (its h must
+ * cover them, or the client would send them again) and what comes for
+ * the client meanwhile is held behind it. An unknown or expired previd gets <failed> with
  * <item-not-found/> (and the session's last handled count when it ended
  * recently, so the client knows which of its stanzas arrived).
  *
@@ -71,6 +74,7 @@ struct sm {
     size_t head, n, cap;
     unsigned since_request; /* stanzas sent since the last <r/> */
     int ack_owed;           /* an <r/> waits for stanzas still being handled */
+    int resuming;           /* <resumed/> waits for stanzas still being handled */
     double timeout;
 };
 
@@ -258,36 +262,46 @@ static int acked(struct sm *sm, uint32_t h)
 
 /* ---- the stream's hooks ---- */
 
-/* A stanza went to the client (or to the queue while it is away). */
-static void on_sent(mp_session *s, mp_stanza *st, void *ud)
+/* A stanza went to the client (or to the queue while it is away, or
+ * while <resumed/> waits: then it is held, and written after it). */
+static int on_sent(mp_session *s, mp_stanza *st, void *ud)
 {
     (void)ud;
     struct sm *sm = sm_of(s);
     if (!sm)
-        return;
+        return MP_FILTER_PASS;
     q_push(sm, mp_stanza_ref(st));
     sm->out_count++;
+    if (sm->resuming)
+        return MP_FILTER_STOP;
     if (sm->n > (size_t)mp_module_opt_int(self, "max_queue")) {
         mp_log(MP_LOG_INFO, "sm: %s has not acknowledged %zu stanzas, ending the session",
                mp_session_jid(s)->full, sm->n);
         mp_session_close(s, "resource-constraint", "Too many unacknowledged stanzas");
-        return;
+        return MP_FILTER_PASS;
     }
     if (++sm->since_request >= (unsigned)mp_module_opt_int(self, "request_every")) {
         sm->since_request = 0;
         mp_session_send(s, mp_stanza_new("r", NS_SM));
     }
+    return MP_FILTER_PASS;
 }
+
+static void finish_resume(mp_session *s, struct sm *sm);
 
 /* More of the client's stanzas are handled: an owed <a/> may go now. */
 static void on_handled(mp_session *s, uint32_t h, void *ud)
 {
     (void)ud;
     struct sm *sm = sm_of(s);
-    if (!sm || !sm->ack_owed)
-        return;
     int all;
     mp_session_handled(s, &all);
+    if (sm && sm->resuming && all) {
+        finish_resume(s, sm);
+        return;
+    }
+    if (!sm || !sm->ack_owed || sm->resuming)
+        return;
     if (all)
         sm->ack_owed = 0;
     send_h(s, "a", h, NULL);
@@ -312,9 +326,27 @@ static void on_resumed(mp_session *s, void *arg, void *ud)
         mp_log(MP_LOG_INFO, "sm: %s resumed with h=%u beyond the %u stanzas sent",
                mp_session_jid(s)->full, (unsigned)ra->h, (unsigned)sm->out_count);
     int all;
-    uint32_t handled = mp_session_handled(s, &all);
+    mp_session_handled(s, &all);
+    free(ra);
+    if (!all) {
+        /* some of the client's stanzas are still being made durable: an h
+         * without them would have the client send them again, twice
+         * handled. <resumed/> waits for them (on_handled); what comes for
+         * the client meanwhile is held (on_sent). */
+        sm->resuming = 1;
+        return;
+    }
+    finish_resume(s, sm);
+}
+
+/* <resumed/> with the client's handled stanzas, then what it lacks. */
+static void finish_resume(mp_session *s, struct sm *sm)
+{
+    int owed = sm->ack_owed; /* an <r/> that came while <resumed/> waited */
+    sm->resuming = 0;
+    sm->ack_owed = 0;
+    uint32_t handled = mp_session_handled(s, NULL);
     send_h(s, "resumed", handled, sm->previd);
-    sm->ack_owed = !all;
     /* resend what the client did not get; counted again as it goes out */
     size_t n = sm->n;
     mp_stanza **v = malloc((n ? n : 1) * sizeof *v);
@@ -327,9 +359,10 @@ static void on_resumed(mp_session *s, void *arg, void *ud)
     for (size_t i = 0; i < n; i++)
         mp_session_send(s, v[i]);
     free(v);
+    if (owed)
+        send_h(s, "a", handled, NULL);
     mp_counter_add(c_resumed, 1);
     mp_log(MP_LOG_INFO, "sm: %s resumed, %zu stanza(s) resent", mp_session_jid(s)->full, n);
-    free(ra);
 }
 
 static void on_resume_failed(mp_session *from, void *arg, void *ud)
@@ -412,7 +445,7 @@ static int on_r(mp_session *s, mp_stanza *el, void *ud)
     }
     int all;
     uint32_t h = mp_session_handled(s, &all);
-    if (all)
+    if (all && !sm->resuming)
         send_h(s, "a", h, NULL);
     else
         sm->ack_owed = 1; /* answered once they are handled (durable) */

@@ -224,13 +224,17 @@ int mp_stream_element_add_unbound(mp_module *m, const char *ns, const char *name
  *             (then nothing is written: the module keeps it and sends it
  *             again after a resume), in order, on the session's worker;
  *             st borrowed (take a reference to keep it). Stream elements
- *             (nonzas) are not reported.
+ *             (nonzas) are not reported. Returns MP_FILTER_PASS (written
+ *             as usual) or MP_FILTER_STOP: not written now, the module
+ *             keeps it and sends it itself later (while a <resumed/> waits).
  *   handled   the count of the client's stanzas handled (mp_session_handled)
  *             advanced after a deferred acknowledgement completed
  *             (mp_stanza_defer_ack): time to send an <a/> that is owed.
  *   resumed   mp_session_resume succeeded: s (detached until now) has the
  *             new connection, on the connection's worker; runs before
- *             anything else is written to it. arg is the caller's.
+ *             anything else is written to it. arg is the caller's. (The
+ *             module may wait for `handled` before it answers <resumed/>:
+ *             `sent` returning MP_FILTER_STOP holds stanzas meanwhile.)
  *   closing   the stream of s is being closed (by either side) while s
  *             is bound: nothing more is written to it, and it ends once
  *             the connection is gone (session_ended follows, up to a few
@@ -241,7 +245,7 @@ int mp_stream_element_add_unbound(mp_module *m, const char *ns, const char *name
  *             still open and unbound (it may bind), or from NULL if it
  *             closed meanwhile. arg is the caller's. */
 struct mp_stream_mgmt {
-    void (*sent)(mp_session *s, mp_stanza *st, void *ud);
+    int (*sent)(mp_session *s, mp_stanza *st, void *ud);
     void (*handled)(mp_session *s, uint32_t handled, void *ud);
     void (*resumed)(mp_session *s, void *arg, void *ud);
     void (*resume_failed)(mp_session *from, void *arg, void *ud);

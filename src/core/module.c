@@ -698,10 +698,9 @@ int mp_stream_mgmt_set(mp_module *m, const struct mp_stream_mgmt *h, void *ud)
     return MAGPIE_OK;
 }
 
-void mp_sm_sent(mp_session *s, mp_stanza *st)
+int mp_sm_sent(mp_session *s, mp_stanza *st)
 {
-    if (sm_hooks && sm_hooks->sent)
-        sm_hooks->sent(s, st, sm_ud);
+    return sm_hooks && sm_hooks->sent ? sm_hooks->sent(s, st, sm_ud) : MP_FILTER_PASS;
 }
 
 void mp_sm_handled(mp_session *s, uint32_t handled)

@@ -51,7 +51,7 @@ void mp_stream_features_add(mp_session *s, mp_stanza *st, mp_xml *features,
 int mp_stream_element_dispatch(mp_session *s, mp_stanza *el, int bound);
 /* The stream management module's hooks (struct mp_stream_mgmt); no-ops
  * when no module registered them. */
-void mp_sm_sent(mp_session *s, mp_stanza *st);
+int mp_sm_sent(mp_session *s, mp_stanza *st);
 void mp_sm_handled(mp_session *s, uint32_t handled);
 void mp_sm_resumed(mp_session *s, void *arg);
 void mp_sm_resume_failed(mp_session *from, void *arg);

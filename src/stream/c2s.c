@@ -171,9 +171,8 @@ void mp_session_send(mp_session *s, mp_stanza *st)
     if (s->sm) {
         /* stanzas are counted where they are written; while detached the
          * module keeps them, and a stream element (<r/>) is moot */
-        if (is_stanza(st))
-            mp_sm_sent(s, st);
-        if (!s->t || s->closing) {
+        int held = is_stanza(st) && mp_sm_sent(s, st) == MP_FILTER_STOP;
+        if (held || !s->t || s->closing) {
             mp_stanza_unref(st);
             return;
         }

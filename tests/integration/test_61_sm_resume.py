@@ -18,8 +18,9 @@ worker: the session moves there)."""
 import time
 
 from common import (Results, MagpieServer, parse_args, check, child, tostr, closeall, sync, local,
-                    ns, online, PING)
-from smhelp import (sm_login, resume, bodies, contacts, unavailable_from, NS_SM, NS_STANZAS)
+                    ns, online, RawClient, PING)
+from smhelp import (SMClient, sm_login, resume, bodies, contacts, unavailable_from, NS_SM,
+                    NS_STANZAS)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -187,8 +188,35 @@ def t_carbons_after_resume(srv):
         closeall(a, b, c, d)
 
 
+def t_resumed_waits_for_durable(srv):
+    """A message to an offline user still being stored when the resume
+    comes: <resumed h/> covers it (it waits for the store), so the client
+    does not send it again, and the recipient gets it once."""
+    a = sm_login(srv, 'alice', pw('alice'), 'dur', presence=None)
+    n = o = None
+    try:
+        n = SMClient(srv.c2s_port)
+        n.open_stream()
+        n.starttls()
+        check(n.auth('alice', pw('alice')), 'auth')
+        n.open_stream()
+        before = a.request()
+        a.message('olga@localhost', 'stored once')
+        n.send("<resume xmlns='%s' previd='%s' h='%d'/>" % (NS_SM, a.sm_id, a.h))
+        el = n.wait_for('resumed', lambda e: ns(e.tag) == NS_SM)
+        check(int(el.get('h')) == before + 1,
+              '<resumed h=%s/> does not cover the message being stored (expected %d)'
+              % (el.get('h'), before + 1))
+        o = RawClient(srv.c2s_port)
+        o.login('olga', pw('olga'), resource='x', presence=0)
+        got = bodies([e for e in o.drain(1.5) if local(e.tag) == 'message'])
+        check(got == ['stored once'], 'olga got %s' % got)
+    finally:
+        closeall(a, n, o)
+
+
 with MagpieServer(args.builddir, workers=args.workers, modules=MODULES) as srv:
-    for u in ('alice', 'bob', 'carol', 'dave', 'erin'):
+    for u in ('alice', 'bob', 'carol', 'dave', 'erin', 'olga'):
         srv.add_user(u, pw(u))
     R.run('61-1 resume after a reset: queued messages once, in order; no unavailable', t_resume_after_reset,
           srv, server=srv)
@@ -198,4 +226,6 @@ with MagpieServer(args.builddir, workers=args.workers, modules=MODULES) as srv:
     R.run('61-4 resume while the old connection is open closes it', t_resume_while_open, srv, server=srv)
     R.run('61-5 CSI state reset on resume', t_csi_reset, srv, server=srv)
     R.run('61-6 carbons after resume', t_carbons_after_resume, srv, server=srv)
+    R.run('61-7 <resumed/> waits for a message still being stored', t_resumed_waits_for_durable, srv,
+          server=srv)
 R.exit()
