@@ -73,8 +73,10 @@ struct sm {
     mp_stanza **q;      /* unacknowledged, oldest first: a ring */
     size_t head, n, cap;
     unsigned since_request; /* stanzas sent since the last <r/> */
-    int ack_owed;           /* an <r/> waits for stanzas still being handled */
-    int resuming;           /* <resumed/> waits for stanzas still being handled */
+    int ack_owed;           /* an <r/> waits for stanzas still being handled ... */
+    uint32_t ack_target;    /* ... until the handled count reaches this */
+    int resuming;           /* <resumed/> waits the same way */
+    uint32_t resume_target;
     double timeout;
 };
 
@@ -294,17 +296,17 @@ static void on_handled(mp_session *s, uint32_t h, void *ud)
 {
     (void)ud;
     struct sm *sm = sm_of(s);
-    int all;
-    mp_session_handled(s, &all);
-    if (sm && sm->resuming && all) {
-        finish_resume(s, sm);
+    if (!sm)
+        return;
+    if (sm->resuming) {
+        if ((int32_t)(h - sm->resume_target) >= 0)
+            finish_resume(s, sm);
         return;
     }
-    if (!sm || !sm->ack_owed || sm->resuming)
-        return;
-    if (all)
+    if (sm->ack_owed && (int32_t)(h - sm->ack_target) >= 0) {
         sm->ack_owed = 0;
-    send_h(s, "a", h, NULL);
+        send_h(s, "a", h, NULL);
+    }
 }
 
 struct resume_arg {
@@ -334,6 +336,7 @@ static void on_resumed(mp_session *s, void *arg, void *ud)
          * handled. <resumed/> waits for them (on_handled); what comes for
          * the client meanwhile is held (on_sent). */
         sm->resuming = 1;
+        sm->resume_target = mp_session_received(s);
         return;
     }
     finish_resume(s, sm);
@@ -344,8 +347,11 @@ static void finish_resume(mp_session *s, struct sm *sm)
 {
     int owed = sm->ack_owed; /* an <r/> that came while <resumed/> waited */
     sm->resuming = 0;
-    sm->ack_owed = 0;
     uint32_t handled = mp_session_handled(s, NULL);
+    if (owed && (int32_t)(handled - sm->ack_target) < 0)
+        owed = 0; /* still owed: on_handled answers it */
+    else
+        sm->ack_owed = 0;
     send_h(s, "resumed", handled, sm->previd);
     /* resend what the client did not get; counted again as it goes out */
     size_t n = sm->n;
@@ -445,10 +451,13 @@ static int on_r(mp_session *s, mp_stanza *el, void *ud)
     }
     int all;
     uint32_t h = mp_session_handled(s, &all);
-    if (all && !sm->resuming)
+    if (all && !sm->resuming) {
         send_h(s, "a", h, NULL);
-    else
-        sm->ack_owed = 1; /* answered once they are handled (durable) */
+    } else {
+        /* answered once what was received so far is handled (durable) */
+        sm->ack_owed = 1;
+        sm->ack_target = mp_session_received(s);
+    }
     return HOOK_HANDLED;
 }
 

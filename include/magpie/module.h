@@ -24,7 +24,7 @@
 /* 2: layered core (2026-12-02): mp_xml_remove takes the stanza, mp_archive_filter
  * has time bounds, routing hooks, stream elements, listeners with TLS, HTTP routes
  * 3: stream management (XEP-0198): struct mp_stream_mgmt, mp_session_manage,
- * mp_session_handled, mp_session_resume, mp_stream_element_add_unbound,
+ * mp_session_handled/received, mp_session_resume, mp_stream_element_add_unbound,
  * mp_notify.session_resumed, acknowledgement tokens (xml.h) */
 #define MP_MODULE_API_VERSION 3
 
@@ -264,6 +264,9 @@ void mp_session_manage(mp_session *s, double resume_timeout);
  * module deferred its acknowledgement. *all (if not NULL) is set to 1
  * when every stanza received so far is handled. */
 uint32_t mp_session_handled(mp_session *s, int *all);
+/* Stanzas received from the client since mp_session_manage, mod 2^32
+ * (handled or not yet): an <a/> owed for an <r/> covers this many. */
+uint32_t mp_session_received(mp_session *s);
 /* On from's worker, from authenticated and not bound: the session of the
  * same account bound to full JID `full` with id `id` takes over from's
  * connection (wherever it runs; its old connection, if still open, is

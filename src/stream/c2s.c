@@ -1681,6 +1681,11 @@ void mp_session_manage(mp_session *s, double resume_timeout)
     s->resume_timeout = resume_timeout;
 }
 
+uint32_t mp_session_received(mp_session *s)
+{
+    return s->in_seq;
+}
+
 uint32_t mp_session_handled(mp_session *s, int *all)
 {
     if (all)

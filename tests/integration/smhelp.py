@@ -118,3 +118,15 @@ def unavailable_from(c, full, timeout):
     """The unavailable presence from full that c receives within timeout, or None."""
     return c.wait_for('presence', lambda e: e.get('type') == 'unavailable' and e.get('from') == full,
                       timeout=timeout, raise_=False)
+
+
+def pw(u):
+    """The tests' password for user u."""
+    return u + '-pw'
+
+
+def send_msgs(b, to, names):
+    """b sends one chat message per body in names to `to`, then syncs."""
+    for n in names:
+        b.message(to, n)
+    sync(b)

@@ -12,18 +12,14 @@ than was sent ends the stream with undefined-condition; <r/> and <a/>
 without <enable/> get <failed><unexpected-request/>.
 Run with --workers 2 as well."""
 
-from common import (RawClient, Results, MagpieServer, parse_args, check, child, tostr, closeall,
-                    sync, local, ns, online, PING)
-from smhelp import SMClient, sm_login, NS_SM, NS_STANZAS
+from common import (Results, MagpieServer, parse_args, check, child, tostr, closeall,
+                    sync, ns, online, PING)
+from smhelp import pw, SMClient, sm_login, NS_SM, NS_STANZAS
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
 MODULES = ['disco', 'ping', 'roster', 'offline', 'csi',
            '{ name = "sm"; resume_timeout = 120; request_every = 3; }']
-
-
-def pw(u):
-    return u + '-pw'
 
 
 def t_feature(srv):

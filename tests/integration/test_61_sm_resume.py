@@ -18,9 +18,9 @@ worker: the session moves there)."""
 import time
 
 from common import (Results, MagpieServer, parse_args, check, child, tostr, closeall, sync, local,
-                    ns, online, RawClient, PING)
-from smhelp import (SMClient, sm_login, resume, bodies, contacts, unavailable_from, NS_SM,
-                    NS_STANZAS)
+                    ns, online, RawClient)
+from smhelp import (pw, send_msgs, SMClient, sm_login, resume, bodies, contacts, unavailable_from,
+                    NS_SM, NS_STANZAS)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -29,16 +29,6 @@ MODULES = ['disco', 'ping', 'roster', 'offline', 'carbons', 'csi',
 NS_CSI = 'urn:xmpp:csi:0'
 NS_CARBONS = 'urn:xmpp:carbons:2'
 NS_ROSTER = 'jabber:iq:roster'
-
-
-def pw(u):
-    return u + '-pw'
-
-
-def send_msgs(b, to, names):
-    for n in names:
-        b.message(to, n)
-    sync(b)
 
 
 def no_dupes(got, what):

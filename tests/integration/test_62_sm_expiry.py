@@ -16,9 +16,9 @@ Run with --workers 2 as well."""
 
 import time
 
-from common import (Results, MagpieServer, parse_args, check, child, tostr, closeall, sync, local,
-                    ns, online, RawClient)
-from smhelp import (sm_login, resume, bodies, contacts, unavailable_from, NS_SM, NS_STANZAS)
+from common import (Results, MagpieServer, parse_args, check, child, tostr, closeall, local, online, sync,
+                    RawClient)
+from smhelp import (pw, send_msgs, sm_login, resume, bodies, contacts, unavailable_from, NS_STANZAS)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -26,16 +26,6 @@ TIMEOUT = 2
 MODULES = ['disco', 'ping', 'roster', 'offline', 'carbons', 'csi',
            '{ name = "sm"; resume_timeout = %d; request_every = 1000; }' % TIMEOUT]
 NS_DELAY = 'urn:xmpp:delay'
-
-
-def pw(u):
-    return u + '-pw'
-
-
-def send_msgs(b, to, names):
-    for n in names:
-        b.message(to, n)
-    sync(b)
 
 
 def offline_login(srv, user, res):

@@ -16,18 +16,13 @@ import re
 import threading
 import time
 
-from common import (Results, MagpieServer, parse_args, check, child, tostr, closeall, sync, local,
-                    online, RawClient, Skip)
-from smhelp import sm_login, resume, bodies, NS_SM
+from common import Results, MagpieServer, parse_args, check, closeall, local, online, RawClient, Skip
+from smhelp import pw, sm_login, resume, bodies, NS_SM
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
 MODULES = ['disco', 'ping', 'roster', 'offline', 'csi',
            '{ name = "sm"; resume_timeout = 60; request_every = 1000; }']
-
-
-def pw(u):
-    return u + '-pw'
 
 
 def t_acked_is_durable(srv):

@@ -11,20 +11,16 @@ exactly those messages, in order, once each; the conversation goes on.
 Run with --workers 2 as well."""
 
 import asyncio
-import time
 
 from common import Results, MagpieServer, parse_args, check
 import slixhelp
 from slixhelp import Client, next_message, close, run
+from smhelp import pw
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
 MODULES = ['disco', 'ping', 'roster', 'offline', 'carbons', 'csi',
            '{ name = "sm"; resume_timeout = 60; request_every = 2; }']
-
-
-def pw(u):
-    return u + '-pw'
 
 
 async def sm_client(srv, jid):
