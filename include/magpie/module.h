@@ -269,8 +269,8 @@ uint32_t mp_session_handled(mp_session *s, int *all);
 uint32_t mp_session_received(mp_session *s);
 /* On from's worker, from authenticated and not bound: the session of the
  * same account bound to full JID `full` with id `id` takes over from's
- * connection (wherever it runs; its old connection, if still open, is
- * closed without a closing tag). Then `resumed` or `resume_failed` runs
+ * connection (wherever it runs; its old connection, if still open, gets
+ * a closing tag and is dropped). Then `resumed` or `resume_failed` runs
  * once with arg. MAGPIE_OK (under way), or MAGPIE_NOTFOUND when no such
  * session is known (nothing runs: answer at once). */
 int mp_session_resume(mp_session *from, const char *full, uint64_t id, void *arg);
