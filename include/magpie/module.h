@@ -22,8 +22,11 @@
 #include <magpie/jid.h>
 
 /* 2: layered core (2026-12-02): mp_xml_remove takes the stanza, mp_archive_filter
- * has time bounds, routing hooks, stream elements, listeners with TLS, HTTP routes */
-#define MP_MODULE_API_VERSION 2
+ * has time bounds, routing hooks, stream elements, listeners with TLS, HTTP routes
+ * 3: stream management (XEP-0198): struct mp_stream_mgmt, mp_session_manage,
+ * mp_session_handled/received, mp_session_resume, mp_stream_element_add_unbound,
+ * mp_notify.session_resumed, acknowledgement tokens (xml.h) */
+#define MP_MODULE_API_VERSION 3
 
 typedef struct mp_module mp_module;   /* a loaded module instance */
 typedef struct mp_session mp_session; /* a client session (opaque) */
@@ -150,12 +153,18 @@ int mp_filter_add(mp_module *m, enum mp_filter_dir dir, int priority, mp_filter_
  *   account_deleted   an account was deleted (mp_account_deleted: by a
  *                     module, or by `magpiectl user del` through the
  *                     control socket), on the main or a worker thread,
- *                     before the account's sessions are ended */
+ *                     before the account's sessions are ended
+ *   session_resumed   a detached session got a new connection (XEP-0198
+ *                     resumption), on its worker, after the stream
+ *                     management module's <resumed/> and resent stanzas:
+ *                     state tied to the connection starts over (CSI: the
+ *                     client is active again) */
 struct mp_notify {
     void (*session_started)(mp_session *s, void *ud);
     void (*session_ended)(mp_session *s, void *ud);
     void (*presence_changed)(mp_session *s, mp_stanza *presence, int available, void *ud);
     void (*account_deleted)(const char *domain, const char *user, void *ud);
+    void (*session_resumed)(mp_session *s, void *ud);
 };
 int mp_notify_add(mp_module *m, const struct mp_notify *n, void *ud);
 
@@ -199,6 +208,72 @@ int mp_stream_feature_add(mp_module *m, enum mp_feature_stage stage, mp_feature_
 typedef int (*mp_stream_element_fn)(mp_session *s, mp_stanza *el, void *ud);
 int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
                           void *ud);
+
+/* Same, for an element also accepted after authentication and before
+ * resource binding (XEP-0198 <resume/>): fn then gets the not yet bound
+ * session, whose mp_session_jid has no full JID (->full NULL). */
+int mp_stream_element_add_unbound(mp_module *m, const char *ns, const char *name,
+                                  mp_stream_element_fn fn, void *ud);
+
+/* ---- stream management (XEP-0198) ----
+ * What a stream management module needs from the stream; one module may
+ * register (mp_stream_mgmt_set, in load). Per session it is off until the
+ * module calls mp_session_manage (on <enable/>); from then on:
+ *   sent      every stanza (message, presence, iq) written to the
+ *             session's connection, or given to it while it is detached
+ *             (then nothing is written: the module keeps it and sends it
+ *             again after a resume), in order, on the session's worker;
+ *             st borrowed (take a reference to keep it). Stream elements
+ *             (nonzas) are not reported. Returns MP_FILTER_PASS (written
+ *             as usual) or MP_FILTER_STOP: not written now, the module
+ *             keeps it and sends it itself later (while a <resumed/> waits).
+ *   handled   the count of the client's stanzas handled (mp_session_handled)
+ *             advanced after a deferred acknowledgement completed
+ *             (mp_stanza_defer_ack): time to send an <a/> that is owed.
+ *   resumed   mp_session_resume succeeded: s (detached until now) has the
+ *             new connection, on the connection's worker; runs before
+ *             anything else is written to it. arg is the caller's. (The
+ *             module may wait for `handled` before it answers <resumed/>:
+ *             `sent` returning MP_FILTER_STOP holds stanzas meanwhile.)
+ *   closing   the stream of s is being closed (by either side) while s
+ *             is bound: nothing more is written to it, and it ends once
+ *             the connection is gone (session_ended follows, up to a few
+ *             seconds later). Time to treat unacknowledged stanzas as
+ *             undeliverable.
+ *   resume_failed  mp_session_resume found no session to take over (gone,
+ *             another account's, ended meanwhile): on from's worker, from
+ *             still open and unbound (it may bind), or from NULL if it
+ *             closed meanwhile. arg is the caller's. */
+struct mp_stream_mgmt {
+    int (*sent)(mp_session *s, mp_stanza *st, void *ud);
+    void (*handled)(mp_session *s, uint32_t handled, void *ud);
+    void (*resumed)(mp_session *s, void *arg, void *ud);
+    void (*resume_failed)(mp_session *from, void *arg, void *ud);
+    void (*closing)(mp_session *s, void *ud);
+};
+int mp_stream_mgmt_set(mp_module *m, const struct mp_stream_mgmt *h, void *ud);
+/* On s's worker, s bound: starts stream management on s: the counts of
+ * stanzas from the client start at 0 and `sent` runs for what is written.
+ * resume_timeout > 0: when s loses its connection (EOF, error, timeout)
+ * it is detached for that many seconds instead of ended: it stays bound
+ * and available (no unavailable presence is broadcast), what is sent to
+ * it goes to `sent`, and it ends (session_ended) if not resumed in time. */
+void mp_session_manage(mp_session *s, double resume_timeout);
+/* Stanzas from the client since mp_session_manage that are handled, mod
+ * 2^32: a prefix of what it sent, each routed and made durable where a
+ * module deferred its acknowledgement. *all (if not NULL) is set to 1
+ * when every stanza received so far is handled. */
+uint32_t mp_session_handled(mp_session *s, int *all);
+/* Stanzas received from the client since mp_session_manage, mod 2^32
+ * (handled or not yet): an <a/> owed for an <r/> covers this many. */
+uint32_t mp_session_received(mp_session *s);
+/* On from's worker, from authenticated and not bound: the session of the
+ * same account bound to full JID `full` with id `id` takes over from's
+ * connection (wherever it runs; its old connection, if still open, gets
+ * a closing tag and is dropped). Then `resumed` or `resume_failed` runs
+ * once with arg. MAGPIE_OK (under way), or MAGPIE_NOTFOUND when no such
+ * session is known (nothing runs: answer at once). */
+int mp_session_resume(mp_session *from, const char *full, uint64_t id, void *arg);
 
 enum mp_disco_scope { MP_DISCO_SERVER = 0, MP_DISCO_ACCOUNT = 1 };
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var);

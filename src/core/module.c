@@ -66,7 +66,13 @@ struct element_entry {
     mp_stream_element_fn fn;
     void *ud;
     mp_module *m;
+    int unbound; /* also before resource binding */
 };
+
+/* The stream management module's hooks (mp_stream_mgmt_set), or none. */
+static const struct mp_stream_mgmt *sm_hooks;
+static void *sm_ud;
+static mp_module *sm_module;
 
 struct disco_entry {
     enum mp_disco_scope scope;
@@ -539,6 +545,13 @@ void mp_notify_session_ended(mp_session *s)
     mp_hook_run_all("session-ended", s, NULL, NULL);
 }
 
+void mp_notify_session_resumed(mp_session *s)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->session_resumed)
+            notifies[i].n->session_resumed(s, notifies[i].ud);
+}
+
 void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available)
 {
     for (size_t i = 0; i < n_notifies; i++)
@@ -630,8 +643,8 @@ static int element_key(char *buf, size_t len, const char *ns, const char *name)
     return n < 0 || (size_t)n >= len ? MAGPIE_ERR : MAGPIE_OK;
 }
 
-int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
-                          void *ud)
+static int element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
+                       void *ud, int unbound)
 {
     char key[512];
     if (!ns || !name || !fn || !*ns || !*name || strcmp(ns, MP_NS_CLIENT) == 0 ||
@@ -643,19 +656,75 @@ int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_str
         return MAGPIE_ERR;
     }
     struct element_entry *e = mp_malloc(sizeof *e);
-    *e = (struct element_entry){fn, ud, m};
+    *e = (struct element_entry){fn, ud, m, unbound};
     mp_table_put(elements, key, e);
     return MAGPIE_OK;
 }
 
-int mp_stream_element_dispatch(mp_session *s, mp_stanza *el)
+int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
+                          void *ud)
+{
+    return element_add(m, ns, name, fn, ud, 0);
+}
+
+int mp_stream_element_add_unbound(mp_module *m, const char *ns, const char *name,
+                                  mp_stream_element_fn fn, void *ud)
+{
+    return element_add(m, ns, name, fn, ud, 1);
+}
+
+int mp_stream_element_dispatch(mp_session *s, mp_stanza *el, int bound)
 {
     const mp_xml *root = mp_stanza_root(el);
     char key[512];
     if (!elements || !root->ns || element_key(key, sizeof key, root->ns, root->name) != MAGPIE_OK)
         return HOOK_PASS;
     const struct element_entry *e = mp_table_get(elements, key);
-    return e ? e->fn(s, el, e->ud) : HOOK_PASS;
+    return e && (bound || e->unbound) ? e->fn(s, el, e->ud) : HOOK_PASS;
+}
+
+/* ---- stream management ---- */
+
+int mp_stream_mgmt_set(mp_module *m, const struct mp_stream_mgmt *h, void *ud)
+{
+    if (!h || sm_hooks) {
+        mp_log(MP_LOG_ERROR, "module %s: stream management hooks %s", m->desc->name,
+               h ? "are already registered" : "missing");
+        return MAGPIE_ERR;
+    }
+    sm_hooks = h;
+    sm_ud = ud;
+    sm_module = m;
+    return MAGPIE_OK;
+}
+
+int mp_sm_sent(mp_session *s, mp_stanza *st)
+{
+    return sm_hooks && sm_hooks->sent ? sm_hooks->sent(s, st, sm_ud) : MP_FILTER_PASS;
+}
+
+void mp_sm_handled(mp_session *s, uint32_t handled)
+{
+    if (sm_hooks && sm_hooks->handled)
+        sm_hooks->handled(s, handled, sm_ud);
+}
+
+void mp_sm_resumed(mp_session *s, void *arg)
+{
+    if (sm_hooks && sm_hooks->resumed)
+        sm_hooks->resumed(s, arg, sm_ud);
+}
+
+void mp_sm_closing(mp_session *s)
+{
+    if (sm_hooks && sm_hooks->closing)
+        sm_hooks->closing(s, sm_ud);
+}
+
+void mp_sm_resume_failed(mp_session *from, void *arg)
+{
+    if (sm_hooks && sm_hooks->resume_failed)
+        sm_hooks->resume_failed(from, arg, sm_ud);
 }
 
 /* ---- disco ---- */
@@ -935,6 +1004,11 @@ static void strip_hooks(void *ud, const char *key, void *value)
 static void unregister_all(mp_module *m)
 {
     mp_table_foreach(hooks, strip_hooks, m);
+    if (sm_module == m) {
+        sm_hooks = NULL;
+        sm_ud = NULL;
+        sm_module = NULL;
+    }
     for (int d = 0; d < 2; d++) {
         size_t j = 0;
         for (size_t i = 0; i < filters[d].n; i++)

@@ -18,6 +18,7 @@ int mp_filters_run(enum mp_filter_dir dir, mp_session *s, mp_stanza *st);
  * of the same name where one exists; every subscriber is called. */
 void mp_notify_session_started(mp_session *s);
 void mp_notify_session_ended(mp_session *s);
+void mp_notify_session_resumed(mp_session *s);
 void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available);
 void mp_notify_account_deleted(const char *domain, const char *user);
 /* The routing points of struct mp_route_hooks (module.h). */
@@ -43,10 +44,18 @@ int mp_domain_dispatch(mp_domain *d, mp_stanza *st, mp_stanza **reply);
 int mp_iq_dispatch(mp_stanza *iq, enum mp_iq_scope scope);
 void mp_stream_features_add(mp_session *s, mp_stanza *st, mp_xml *features,
                             enum mp_feature_stage stage);
-/* Offers a top-level element a bound client sent (not message, presence
- * or iq; borrowed) to the module registered for its (ns, name):
- * HOOK_HANDLED, or HOOK_PASS when none is or it declined. */
-int mp_stream_element_dispatch(mp_session *s, mp_stanza *el);
+/* Offers a top-level element an authenticated client sent (not message,
+ * presence or iq; borrowed) to the module registered for its (ns, name):
+ * HOOK_HANDLED, or HOOK_PASS when none is, it declined, or s is not bound
+ * (bound 0) and the element is not one accepted before binding. */
+int mp_stream_element_dispatch(mp_session *s, mp_stanza *el, int bound);
+/* The stream management module's hooks (struct mp_stream_mgmt); no-ops
+ * when no module registered them. */
+int mp_sm_sent(mp_session *s, mp_stanza *st);
+void mp_sm_handled(mp_session *s, uint32_t handled);
+void mp_sm_resumed(mp_session *s, void *arg);
+void mp_sm_resume_failed(mp_session *from, void *arg);
+void mp_sm_closing(mp_session *s);
 size_t mp_modules_count(void);
 /* The module's slot in per-session data arrays. */
 int mp_module_index(mp_module *m);

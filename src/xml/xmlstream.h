@@ -25,6 +25,15 @@ int mp_xmlstream_release(mp_xmlstream *p);
 /* Bytes held by the parser (approximate), for accounting. */
 size_t mp_xmlstream_memory(const mp_xmlstream *p);
 
+/* Acknowledgement tokens (xml.h, mp_stanza_defer_ack), made by the stream
+ * that reads a stanza from a client with stream management: complete(ud)
+ * runs once, on the thread of the last mp_ack_done, when the creator's
+ * own part (the first mp_ack_done) and every deferral are done. The
+ * stanza keeps the token's memory (mp_stanza_set_ack, a reference). */
+mp_ack *mp_ack_new(void (*complete)(void *ud), void *ud);
+void mp_ack_unref(mp_ack *a);
+void mp_stanza_set_ack(mp_stanza *st, mp_ack *a);
+
 /* ---- shared by xml.c and xmlstream.c only (tree building from expat) ---- */
 /* Separator of expat's namespace-processed names: "uri\xfflocal\xffprefix".
  * 0xFF never occurs in UTF-8, so it cannot clash with a URI or name. */

@@ -605,6 +605,75 @@ static void test_detached_expires(void **state)
     client_close(&b);
 }
 
+/* Stream management's core part (XEP-0198, module.h): the client's
+ * stanzas are counted from mp_session_manage on and handled once routed;
+ * a resumable managed session that loses its connection is detached, and
+ * mp_session_resume finds it by full JID and id (a wrong id finds
+ * nothing) and gives it the new authenticated connection, on the same or
+ * on another worker; the count goes on there. */
+static void sm_resume_on(int target_worker)
+{
+    struct client a, b, c;
+    client_open(&a, 1);
+    login(&a, "sm");
+    mp_session *s = a.s;
+    mp_session_ref(s);
+    uint64_t id = mp_session_id(s);
+    client_open(&b, 1);
+    login(&b, "other");
+    mp_session_manage(s, 60);
+    int all = 0;
+    assert_int_equal(mp_session_handled(s, &all), 0);
+    assert_true(all);
+    for (int i = 0; i < 3; i++)
+        send_str(&a, "<message to='alice@" HOST "/other' type='chat'><body>c</body></message>");
+    expect(&b, "<body>c</body>");
+    pump();
+    assert_int_equal(mp_session_handled(s, &all), 3);
+    assert_true(all);
+    client_close(&a); /* the peer vanishes: detached, not ended */
+    client_open_on(&c, 1, target_worker);
+    authenticate(&c);
+    if (target_worker)
+        mp_loop_bind_thread(workers[1].loop);
+    assert_int_equal(mp_session_resume(c.s, "alice@" HOST "/sm", id + 1000, NULL), MAGPIE_NOTFOUND);
+    assert_int_equal(mp_session_resume(c.s, "alice@" HOST "/nope", id, NULL), MAGPIE_NOTFOUND);
+    assert_int_equal(mp_session_resume(c.s, "alice@" HOST "/sm", id, NULL), MAGPIE_OK);
+    mp_loop_bind_thread(worker.loop);
+    pump();
+    pump();
+    assert_ptr_equal(mp_session_worker(s), &workers[target_worker]);
+    /* (the router's per-worker session maps are per thread, and this test
+     * runs both workers on one thread: deliveries to a session that moved
+     * are checked by tests/integration/test_63 on real workers) */
+    if (target_worker == 0) {
+        send_str(&b, "<message to='alice@" HOST "/sm' type='chat'><body>resumed</body></message>");
+        expect(&c, "<body>resumed</body>");
+    }
+    send_str(&c, "<message to='alice@" HOST "/other' type='chat'><body>again</body></message>");
+    expect(&b, "from='alice@" HOST "/sm'");
+    for (int i = 0; i < 10 && mp_session_handled(s, NULL) != 4; i++) {
+        pump();
+        usleep(1000);
+    }
+    assert_int_equal(mp_session_handled(s, &all), 4);
+    mp_session_unref(s);
+    client_close(&c);
+    client_close(&b);
+}
+
+static void test_sm_count_and_resume(void **state)
+{
+    (void)state;
+    sm_resume_on(0);
+}
+
+static void test_sm_resume_across_workers(void **state)
+{
+    (void)state;
+    sm_resume_on(1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -621,6 +690,8 @@ int main(void)
         cmocka_unit_test(test_takeover_across_workers),
         cmocka_unit_test(test_resumable_survives_disconnect),
         cmocka_unit_test(test_detached_expires),
+        cmocka_unit_test(test_sm_count_and_resume),
+        cmocka_unit_test(test_sm_resume_across_workers),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
