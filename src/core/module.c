@@ -125,6 +125,14 @@ static struct feature_entry *features;
 static size_t n_features;
 static struct disco_entry *discos;
 static size_t n_discos;
+struct disco_node_entry {
+    enum mp_disco_scope scope;
+    mp_disco_node_fn fn;
+    void *ud;
+    mp_module *m;
+};
+static struct disco_node_entry *disco_nodes;
+static size_t n_disco_nodes;
 static struct mp_counter *counters;
 static struct filter_list filters[2]; /* by enum mp_filter_dir */
 static struct notify_entry *notifies;
@@ -376,6 +384,10 @@ void mp_modules_unload(void)
     features = NULL;
     free(discos);
     discos = NULL;
+    free(disco_nodes);
+    disco_nodes = NULL;
+    n_disco_nodes = 0;
+    mp_adhoc_free();
 }
 
 /* ---- hooks ---- */
@@ -712,6 +724,24 @@ void mp_disco_items_foreach(enum mp_disco_scope scope,
             fn(ud, discos[i].item, discos[i].name);
 }
 
+int mp_disco_node_add(mp_module *m, enum mp_disco_scope scope, mp_disco_node_fn fn, void *ud)
+{
+    if (!fn)
+        return MAGPIE_ERR;
+    disco_nodes = mp_realloc(disco_nodes, (n_disco_nodes + 1) * sizeof *disco_nodes);
+    disco_nodes[n_disco_nodes++] = (struct disco_node_entry){scope, fn, ud, m};
+    return MAGPIE_OK;
+}
+
+int mp_disco_node_dispatch(enum mp_disco_scope scope, mp_stanza *iq, const char *node, int items)
+{
+    for (size_t i = 0; i < n_disco_nodes; i++)
+        if (disco_nodes[i].scope == scope &&
+            disco_nodes[i].fn(iq, node, items, disco_nodes[i].ud) == HOOK_HANDLED)
+            return HOOK_HANDLED;
+    return HOOK_PASS;
+}
+
 /* ---- service domains ---- */
 
 mp_domain *mp_domain_add(mp_module *m, const char *name, mp_domain_fn fn, void *ud)
@@ -986,6 +1016,12 @@ static void unregister_all(mp_module *m)
         }
     }
     n_discos = j;
+    j = 0;
+    for (size_t i = 0; i < n_disco_nodes; i++)
+        if (disco_nodes[i].m != m)
+            disco_nodes[j++] = disco_nodes[i];
+    n_disco_nodes = j;
+    mp_adhoc_forget(m);
     for (mp_counter **pp = &counters; *pp;) {
         mp_counter *c = *pp;
         if (c->m == m) {

@@ -20,6 +20,10 @@ void mp_notify_session_started(mp_session *s);
 void mp_notify_session_ended(mp_session *s);
 void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available);
 void mp_notify_account_deleted(const char *domain, const char *user);
+/* adhoc.c: drops the commands of module m (unload). */
+void mp_adhoc_forget(mp_module *m);
+/* adhoc.c: frees every command and session (shutdown). */
+void mp_adhoc_free(void);
 /* The routing points of struct mp_route_hooks (module.h). */
 enum mp_route_point {
     MP_ROUTE_MESSAGE_OFFLINE,
