@@ -44,6 +44,13 @@ typedef void (*mp_adhoc_fn)(mp_adhoc_req *r, void *ud);
 int mp_adhoc_command_add(mp_module *m, const char *node, const char *name,
                          enum mp_adhoc_access access, mp_adhoc_fn fn, void *ud);
 
+/* Widens who may run command node (registered by m): besides the
+ * requesters its access allows, those for whom allow(requester, ud)
+ * returns 1 (the device gateway's own admins). Returns MAGPIE_OK or
+ * MAGPIE_ERR (no such command of m). */
+int mp_adhoc_command_allow(mp_module *m, const char *node,
+                           int (*allow)(const mp_jid *requester, void *ud), void *ud);
+
 /* ---- the request (valid until answered) ---- */
 /* The <iq type='set'> (borrowed). */
 mp_stanza *mp_adhoc_iq(mp_adhoc_req *r);

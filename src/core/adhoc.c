@@ -24,6 +24,8 @@ struct command {
     mp_adhoc_fn fn;
     void *ud;
     mp_module *m;
+    int (*allow)(const mp_jid *requester, void *ud); /* optional widening */
+    void *allow_ud;
 };
 
 static struct command *commands;
@@ -81,7 +83,18 @@ int mp_adhoc_command_add(mp_module *m, const char *node, const char *name,
     }
     commands = mp_realloc(commands, (n_commands + 1) * sizeof *commands);
     commands[n_commands++] =
-        (struct command){mp_strdup(node), mp_strdup(name), access, fn, ud, m};
+        (struct command){mp_strdup(node), mp_strdup(name), access, fn, ud, m, NULL, NULL};
+    return MAGPIE_OK;
+}
+
+int mp_adhoc_command_allow(mp_module *m, const char *node,
+                           int (*allow)(const mp_jid *requester, void *ud), void *ud)
+{
+    struct command *c = node ? command_find(node) : NULL;
+    if (!c || c->m != m)
+        return MAGPIE_ERR;
+    c->allow = allow;
+    c->allow_ud = ud;
     return MAGPIE_OK;
 }
 
@@ -94,18 +107,24 @@ int mp_adhoc_allowed(enum mp_adhoc_access access, const mp_jid *requester)
     return requester->local && mp_host_is_local(requester->domain);
 }
 
+static int command_allowed(const struct command *c, const mp_jid *requester)
+{
+    return mp_adhoc_allowed(c->access, requester) ||
+           (c->allow && requester && requester->domain && c->allow(requester, c->allow_ud));
+}
+
 void mp_adhoc_commands_foreach(const mp_jid *requester,
                                void (*fn)(void *ud, const char *node, const char *name), void *ud)
 {
     for (size_t i = 0; i < n_commands; i++)
-        if (mp_adhoc_allowed(commands[i].access, requester))
+        if (command_allowed(&commands[i], requester))
             fn(ud, commands[i].node, commands[i].name);
 }
 
 int mp_adhoc_command_lookup(const char *node, const mp_jid *requester, char *buf, size_t len)
 {
     struct command *c = node ? command_find(node) : NULL;
-    if (!c || !mp_adhoc_allowed(c->access, requester))
+    if (!c || !command_allowed(c, requester))
         return MAGPIE_NOTFOUND;
     if (buf && len)
         snprintf(buf, len, "%s", c->name);
@@ -362,7 +381,7 @@ void mp_adhoc_dispatch(mp_stanza *iq)
         reply_error(iq, "cancel", "item-not-found", NULL);
         return;
     }
-    if (!mp_adhoc_allowed(c->access, &env->from)) {
+    if (!command_allowed(c, &env->from)) {
         reply_error(iq, "auth", "forbidden", NULL);
         return;
     }
