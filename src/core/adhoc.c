@@ -1,8 +1,9 @@
 /* adhoc.c - XEP-0050 ad-hoc commands: the commands modules register and
  * the execution sessions (include/magpie/adhoc.h).
  *
- * Commands are registered in load() (main thread, before the workers
- * handle stanzas) and only read afterwards. Sessions are shared by the
+ * The commands are registrations like the others, kept by module.c
+ * (mp_adhoc_command_add, removed when their module unloads). Sessions are
+ * shared by the
  * workers (a requester's next stage may arrive on another worker) and live
  * in one list behind a mutex; there are few of them (at most MAX_SESSIONS,
  * each expiring after SESSION_IDLE_US without a request). While a request
@@ -17,19 +18,6 @@
 #define MAX_SESSIONS    1024
 #define MAX_PER_OWNER   16
 #define SESSION_IDLE_US (600LL * 1000000)
-
-struct command {
-    char *node, *name;
-    enum mp_adhoc_access access;
-    mp_adhoc_fn fn;
-    void *ud;
-    mp_module *m;
-    int (*allow)(const mp_jid *requester, void *ud); /* optional widening */
-    void *allow_ud;
-};
-
-static struct command *commands;
-static size_t n_commands;
 
 struct session {
     struct session *next;
@@ -63,40 +51,7 @@ struct mp_adhoc_req {
 static const char *const action_names[] = {"execute", "next", "prev", "complete", "cancel"};
 static const char *const status_names[] = {"executing", "completed", "canceled"};
 
-/* ---- registry ---- */
-
-static struct command *command_find(const char *node)
-{
-    for (size_t i = 0; i < n_commands; i++)
-        if (strcmp(commands[i].node, node) == 0)
-            return &commands[i];
-    return NULL;
-}
-
-int mp_adhoc_command_add(mp_module *m, const char *node, const char *name,
-                         enum mp_adhoc_access access, mp_adhoc_fn fn, void *ud)
-{
-    if (!node || !*node || !name || !fn || command_find(node)) {
-        mp_log(MP_LOG_ERROR, "ad-hoc command %s: invalid or already registered",
-               node ? node : "(null)");
-        return MAGPIE_ERR;
-    }
-    commands = mp_realloc(commands, (n_commands + 1) * sizeof *commands);
-    commands[n_commands++] =
-        (struct command){mp_strdup(node), mp_strdup(name), access, fn, ud, m, NULL, NULL};
-    return MAGPIE_OK;
-}
-
-int mp_adhoc_command_allow(mp_module *m, const char *node,
-                           int (*allow)(const mp_jid *requester, void *ud), void *ud)
-{
-    struct command *c = node ? command_find(node) : NULL;
-    if (!c || c->m != m)
-        return MAGPIE_ERR;
-    c->allow = allow;
-    c->allow_ud = ud;
-    return MAGPIE_OK;
-}
+/* ---- who may run what (the commands are kept by module.c) ---- */
 
 int mp_adhoc_allowed(enum mp_adhoc_access access, const mp_jid *requester)
 {
@@ -107,7 +62,7 @@ int mp_adhoc_allowed(enum mp_adhoc_access access, const mp_jid *requester)
     return requester->local && mp_host_is_local(requester->domain);
 }
 
-static int command_allowed(const struct command *c, const mp_jid *requester)
+static int command_allowed(const struct mp_adhoc_cmd *c, const mp_jid *requester)
 {
     return mp_adhoc_allowed(c->access, requester) ||
            (c->allow && requester && requester->domain && c->allow(requester, c->allow_ud));
@@ -116,14 +71,15 @@ static int command_allowed(const struct command *c, const mp_jid *requester)
 void mp_adhoc_commands_foreach(const mp_jid *requester,
                                void (*fn)(void *ud, const char *node, const char *name), void *ud)
 {
-    for (size_t i = 0; i < n_commands; i++)
-        if (command_allowed(&commands[i], requester))
-            fn(ud, commands[i].node, commands[i].name);
+    const struct mp_adhoc_cmd *c;
+    for (size_t i = 0; (c = mp_adhoc_cmd_nth(i)); i++)
+        if (command_allowed(c, requester))
+            fn(ud, c->node, c->name);
 }
 
 int mp_adhoc_command_lookup(const char *node, const mp_jid *requester, char *buf, size_t len)
 {
-    struct command *c = node ? command_find(node) : NULL;
+    const struct mp_adhoc_cmd *c = node ? mp_adhoc_cmd_find(node) : NULL;
     if (!c || !command_allowed(c, requester))
         return MAGPIE_NOTFOUND;
     if (buf && len)
@@ -152,12 +108,13 @@ static void session_unlink(struct session *s)
         }
 }
 
-/* Drops idle sessions older than SESSION_IDLE_US. */
+/* Drops idle sessions older than SESSION_IDLE_US, and those of commands
+ * that are gone (their module was unloaded). */
 static void sweep(int64_t now)
 {
     for (struct session **pp = &sessions; *pp;) {
         struct session *s = *pp;
-        if (!s->busy && now - s->last_us > SESSION_IDLE_US) {
+        if (!s->busy && (now - s->last_us > SESSION_IDLE_US || !mp_adhoc_cmd_find(s->node))) {
             *pp = s->next;
             n_sessions--;
             session_free(s);
@@ -183,41 +140,8 @@ static size_t owner_sessions(const char *owner)
     return n;
 }
 
-void mp_adhoc_forget(mp_module *m)
+void mp_adhoc_sessions_free(void)
 {
-    size_t j = 0;
-    for (size_t i = 0; i < n_commands; i++) {
-        if (commands[i].m == m) {
-            free(commands[i].node);
-            free(commands[i].name);
-        } else {
-            commands[j++] = commands[i];
-        }
-    }
-    n_commands = j;
-    pthread_mutex_lock(&mu);
-    for (struct session **pp = &sessions; *pp;) {
-        struct session *s = *pp;
-        if (!s->busy && !command_find(s->node)) {
-            *pp = s->next;
-            n_sessions--;
-            session_free(s);
-        } else {
-            pp = &s->next;
-        }
-    }
-    pthread_mutex_unlock(&mu);
-}
-
-void mp_adhoc_free(void)
-{
-    for (size_t i = 0; i < n_commands; i++) {
-        free(commands[i].node);
-        free(commands[i].name);
-    }
-    free(commands);
-    commands = NULL;
-    n_commands = 0;
     pthread_mutex_lock(&mu);
     while (sessions) {
         struct session *s = sessions;
@@ -376,7 +300,7 @@ void mp_adhoc_dispatch(mp_stanza *iq)
         reply_error(iq, "modify", "bad-request", NULL);
         return;
     }
-    struct command *c = command_find(node);
+    const struct mp_adhoc_cmd *c = mp_adhoc_cmd_find(node);
     if (!c) {
         reply_error(iq, "cancel", "item-not-found", NULL);
         return;
