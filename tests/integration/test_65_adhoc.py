@@ -5,12 +5,15 @@ http://jabber.org/protocol/commands (admins see the XEP-0133 commands,
 other users do not), disco#info of a command node, forbidden for a
 non-admin, item-not-found for an unknown node, a multi-stage session
 (form, then complete with the sessionid), cancel, bad-sessionid and
-bad-action, and a session that belongs to another resource."""
+bad-action, and a session that belongs to another resource; a command of
+mod_test_echo for any local user walks three forms with next, prev and
+complete, keeping its words in the session's state (one session is left
+open at shutdown: its state must be freed, LeakSanitizer checks)."""
 
 from common import (MagpieServer, Results, parse_args, check, child, tostr, closeall, online,
                     error_condition)
 from adhochelp import (NS_CMD, NS_DATA, NS_ADMIN, NS_INFO, NS_ITEMS, command, cmd_el,
-                       expect_cmd_error, form, field_vars, note)
+                       expect_cmd_error, form, field_vars, field_values, note)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -121,10 +124,59 @@ def t07_mismatched_passwords(admin):
                                    ('password-verify', 'b')])), 'bad-request', 'bad-payload')
 
 
+WIZ = 'urn:magpie:test:echo#wizard'
+
+
+def wform(el, step, stage):
+    x = child(el, 'x', NS_DATA)
+    check(x is not None and child(x, 'title', NS_DATA) is not None
+          and child(x, 'title', NS_DATA).text == 'Word %d' % step, 'expected form %d: %s' % (step, tostr(el)))
+    check(field_values(x, 'stage') == [str(stage)], 'stage: %s' % tostr(x))
+    acts = child(el, 'actions', NS_CMD)
+    return acts, field_values(x, 'word')
+
+
+def word(w):
+    return form([('word', w)], form_type='urn:magpie:test:echo')
+
+
+def t08_local_user_wizard(admin, user):
+    check(WIZ in [n for _, n, _ in items(user)], 'a local user does not see the wizard')
+    el = cmd_el(command(user, WIZ))
+    sid = el.get('sessionid')
+    acts, _ = wform(el, 1, 0)
+    check(acts.get('execute') == 'next' and acts.find('{%s}prev' % NS_CMD) is None, tostr(el))
+    expect_cmd_error(command(user, WIZ, 'prev', sid), 'bad-request', 'bad-action')
+    expect_cmd_error(command(user, WIZ, 'complete', sid, word('x')), 'bad-request', 'bad-action')
+    el = cmd_el(command(user, WIZ, 'next', sid, word('alpha')))
+    acts, _ = wform(el, 2, 1)
+    check(acts.find('{%s}prev' % NS_CMD) is not None and acts.find('{%s}next' % NS_CMD) is not None,
+          tostr(el))
+    el = cmd_el(command(user, WIZ, 'prev', sid))
+    _, w = wform(el, 1, 2)
+    check(w == ['alpha'], 'the first word was not kept: %s' % tostr(el))
+    cmd_el(command(user, WIZ, 'next', sid, word('alpha')))
+    el = cmd_el(command(user, WIZ, 'execute', sid, word('beta')))     # execute = next here
+    acts, _ = wform(el, 3, 4)
+    check(acts.get('execute') == 'complete' and acts.find('{%s}next' % NS_CMD) is None, tostr(el))
+    expect_cmd_error(command(user, WIZ, 'next', sid, word('x')), 'bad-request', 'bad-action')
+    el = cmd_el(command(user, WIZ, 'execute', sid, word('gamma')))    # execute = complete
+    check(el.get('status') == 'completed' and note(el) == ('info', 'alpha beta gamma'), tostr(el))
+    expect_cmd_error(command(user, WIZ, 'next', sid, word('x')), 'bad-request', 'bad-sessionid')
+    # two sessions at once are independent; one stays open until shutdown
+    s1 = cmd_el(command(user, WIZ)).get('sessionid')
+    s2 = cmd_el(command(admin, WIZ)).get('sessionid')
+    check(s1 != s2, 'same session id twice')
+    cmd_el(command(admin, WIZ, 'next', s2, word('one')))
+    el = cmd_el(command(user, WIZ, 'next', s1, word('uno')))
+    wform(el, 2, 1)
+    check(cmd_el(command(admin, WIZ, 'cancel', s2)).get('status') == 'canceled', 'cancel')
+
+
 def main():
     try:
         srv = MagpieServer(args.builddir, workers=args.workers,
-                           modules=['disco', 'ping', 'adhoc', 'admin_adhoc'],
+                           modules=['disco', 'ping', 'adhoc', 'admin_adhoc', 'test_echo'],
                            extra_config='admins = [ "admin@localhost" ];')
         srv.__enter__()
     except Exception as e:
@@ -145,6 +197,8 @@ def main():
         R.run('65.06 adhoc_session_owner', t06_session_belongs_to_its_requester, srv, admin,
               server=srv)
         R.run('65.07 adhoc_bad_payload', t07_mismatched_passwords, admin, server=srv)
+        R.run('65.08 adhoc_local_user_multistage_state', t08_local_user_wizard, admin, user,
+              server=srv)
     except Exception as e:
         R.fail('65.00 adhoc_setup', e)
     closeall(admin, user)
