@@ -11,7 +11,7 @@ unknown command id are item-not-found."""
 from common import Results, parse_args, check, child, tostr, closeall, online
 from adhochelp import (NS_CMD, NS_DATA, NS_ITEMS, command, cmd_el, expect_cmd_error,
                        run_form_command, field_values, form)
-from gwcommon import gateway_server, provision, device
+from gwcommon import gateway_server, provision, device, Sim
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -127,6 +127,27 @@ def t05_durable_across_restart(srv):
         d.close()
 
 
+def t06_simulator(srv):
+    """The device simulator on the SDK gets the command and ACKs it."""
+    secret = provision(srv, 'sim-adhoc', 'owner@localhost')
+    sim = Sim(srv, [('sim-adhoc', secret)])
+    a = online(srv, 'admin', 'admin-pw', 's')
+    try:
+        sim.wait(lambda l: l.startswith('READY'))
+        el = send(a, 'sim-adhoc', 'dispense:cup=1', ttl=60)
+        cid = field_values(child(el, 'x', NS_DATA), 'command-id')[0]
+        sim.wait(lambda l: l.startswith('COMMAND sim-adhoc ') and l.endswith(' dispense:cup=1'))
+        for _ in range(100):
+            s = state(a, cid)
+            if s['state'] == 'acked':
+                break
+        check(s['state'] == 'acked' and s['result'] == '0', s)
+        check(sim.count('COMMAND sim-adhoc ') == 1, sim.lines)
+    finally:
+        closeall(a)
+        sim.stop()
+
+
 def main():
     try:
         srv = gateway_server(args, extra_config='admins = [ "root@localhost" ];')
@@ -154,6 +175,7 @@ def main():
         gwadmin = root = user = None
         R.run('67.05 gateway_adhoc_durable_across_restart', t05_durable_across_restart, srv,
               server=srv)
+        R.run('67.06 gateway_adhoc_device_simulator', t06_simulator, srv, server=srv)
     except Exception as e:
         R.fail('67.00 gateway_adhoc_setup', e)
     closeall(gwadmin, root, user)
