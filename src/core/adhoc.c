@@ -2,12 +2,13 @@
  * the execution sessions (include/magpie/adhoc.h).
  *
  * The commands are registrations like the others, kept by module.c
- * (mp_adhoc_command_add, removed when their module unloads). Sessions are
- * shared by the
- * workers (a requester's next stage may arrive on another worker) and live
- * in one list behind a mutex; there are few of them (at most MAX_SESSIONS,
- * each expiring after SESSION_IDLE_US without a request). While a request
- * is with its handler the session is busy: nothing else touches its state. */
+ * (mp_adhoc_command_add). Sessions are shared by the workers (a
+ * requester's next stage may arrive on another worker) and live in one
+ * list behind a mutex; there are few of them (at most MAX_SESSIONS, each
+ * expiring after SESSION_IDLE_US without a request). While a request is
+ * with its handler the session is busy: nothing else touches its state.
+ * Modules are unloaded only at shutdown, after mp_adhoc_sessions_free, so
+ * a session's free_fn is always still loaded. */
 #include "base/base.h"
 #include "core/modules.h"
 
@@ -108,13 +109,12 @@ static void session_unlink(struct session *s)
         }
 }
 
-/* Drops idle sessions older than SESSION_IDLE_US, and those of commands
- * that are gone (their module was unloaded). */
+/* Drops the sessions idle for more than SESSION_IDLE_US. */
 static void sweep(int64_t now)
 {
     for (struct session **pp = &sessions; *pp;) {
         struct session *s = *pp;
-        if (!s->busy && (now - s->last_us > SESSION_IDLE_US || !mp_adhoc_cmd_find(s->node))) {
+        if (!s->busy && now - s->last_us > SESSION_IDLE_US) {
             *pp = s->next;
             n_sessions--;
             session_free(s);
