@@ -9,6 +9,7 @@ JID's; announce reaches every online session of two users; online users
 count and list; every admin command is forbidden to a non-admin."""
 
 import asyncio
+import os
 
 from common import (MagpieServer, RawClient, Results, parse_args, check, child, tostr, closeall,
                     online, sync, body_of)
@@ -187,7 +188,10 @@ def t08_forbidden_for_users(user):
 
 def main():
     try:
+        # MAGPIE_TEST_STORAGE=mysql (with MAGPIE_TEST_MYSQL from tests/mariadb.sh, a
+        # fresh database) runs the same conversations on the MySQL driver
         srv = MagpieServer(args.builddir, workers=args.workers,
+                           storage=os.environ.get('MAGPIE_TEST_STORAGE', 'sqlite'),
                            extra_config='admins = [ "admin@localhost" ];')
         # the default module list of the fixture plus the two ad-hoc modules
         srv.modules += ['adhoc', 'admin_adhoc']
