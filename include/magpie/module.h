@@ -278,7 +278,8 @@ int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, i
 /* Account administration for modules (ad-hoc admin commands, in-band
  * registration). Asynchronous: the SCRAM derivation and the storage write
  * run off the event loop; cb(ud, rc) runs once on the caller's loop. They
- * return MAGPIE_OK when queued, MAGPIE_ERR when not (cb never called).
+ * return MAGPIE_OK when queued, MAGPIE_ERR when not (cb never called: a
+ * user name Nodeprep or a password SASLprep refuses, a host not served).
  *   mp_account_create        rc MAGPIE_OK, MAGPIE_AGAIN (exists, left
  *                            unchanged) or MAGPIE_ERR (bad name or
  *                            password, storage)

@@ -3,7 +3,9 @@
  *
  * The SCRAM derivation (PBKDF2, the configured iterations) and the blocking
  * storage calls of auth/accounts.c run on the auth thread pool, off the
- * event loops; the callback comes back on the caller's loop. */
+ * event loops; the callback comes back on the caller's loop. A user name
+ * that Nodeprep refuses or a password that SASLprep refuses is refused at
+ * once (MAGPIE_ERR, no callback). */
 #include "base/base.h"
 #include "auth/accounts.h"
 #include "core/server.h"
@@ -72,6 +74,19 @@ static int submit(enum op op, const char *host, const char *user, const char *pa
     if (!host || !user || !*user || !cb || !mp_host_is_local(host) ||
         (op != OP_REMOVE && !password) || !mp_server.auth_pool || !mp_loop_current())
         return MAGPIE_ERR;
+    /* names and passwords the storage calls would refuse are refused here,
+     * so that the caller can tell a bad request from a storage failure */
+    char *check = mp_sasl_nodeprep(user);
+    if (!check)
+        return MAGPIE_ERR;
+    free(check);
+    if (password) {
+        check = mp_sasl_saslprep(password, 1);
+        if (!check)
+            return MAGPIE_ERR;
+        OPENSSL_cleanse(check, strlen(check));
+        free(check);
+    }
     struct account_job *j = mp_calloc(1, sizeof *j);
     j->op = op;
     j->host = mp_strdup(host);

@@ -86,6 +86,11 @@ def t02_add_existing_conflict(admin):
                          [('accountjid', 'someone@elsewhere.invalid'), ('password', 'x'),
                           ('password-verify', 'x')])
     expect_cmd_error(r, 'bad-request', 'bad-payload')
+    # a password SASLprep refuses (a C1 control character, RFC 4013 2.3)
+    r = run_form_command(admin, NS_ADMIN + '#add-user',
+                         [('accountjid', 'ctl@localhost'), ('password', 'a\u0085b'),
+                          ('password-verify', 'a\u0085b')])
+    expect_cmd_error(r, 'not-acceptable', 'bad-payload')
 
 
 def t03_change_password(srv, admin):
