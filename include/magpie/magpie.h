@@ -26,5 +26,6 @@
 #include <magpie/loop.h>
 #include <magpie/storage.h>
 #include <magpie/module.h>
+#include <magpie/adhoc.h>
 
 #endif

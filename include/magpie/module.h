@@ -293,6 +293,16 @@ void mp_disco_identities_foreach(enum mp_disco_scope scope,
 void mp_disco_items_foreach(enum mp_disco_scope scope,
                             void (*fn)(void *ud, const char *jid, const char *name), void *ud);
 
+/* Node-specific disco (XEP-0030 §3.2, §4.2): a query with a node attribute
+ * is offered to the handlers of its scope in the order added; fn answers
+ * (mp_iq_reply) and returns HOOK_HANDLED, or returns HOOK_PASS for a node
+ * it does not know (nobody: item-not-found). items is 1 for disco#items,
+ * 0 for disco#info. mod_adhoc serves the commands node this way. */
+typedef int (*mp_disco_node_fn)(mp_stanza *iq, const char *node, int items, void *ud);
+int mp_disco_node_add(mp_module *m, enum mp_disco_scope scope, mp_disco_node_fn fn, void *ud);
+/* For mod_disco: offers iq to the node handlers; HOOK_HANDLED or HOOK_PASS. */
+int mp_disco_node_dispatch(enum mp_disco_scope scope, mp_stanza *iq, const char *node, int items);
+
 /* ---- service domains ----
  * A module serves a domain of its own (a MUC service, upload, the device
  * gateway, a component): every stanza whose 'to' has that domainpart
@@ -340,6 +350,38 @@ const char *mp_host_nth(size_t i);
  * for the recipient of a stanza (offline messages, subscription requests)
  * check first, so a stanza to a nonexistent account stores nothing. */
 int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc), void *ud);
+/* Account administration for modules (ad-hoc admin commands, in-band
+ * registration). Asynchronous: the SCRAM derivation and the storage write
+ * run off the event loop; cb(ud, rc) runs once on the caller's loop. They
+ * return MAGPIE_OK when queued, MAGPIE_ERR when not (cb never called: a
+ * user name Nodeprep or a password SASLprep refuses, a host not served).
+ *   mp_account_create        rc MAGPIE_OK, MAGPIE_AGAIN (exists, left
+ *                            unchanged) or MAGPIE_ERR (bad name or
+ *                            password, storage)
+ *   mp_account_set_password  MAGPIE_OK, MAGPIE_NOTFOUND or MAGPIE_ERR; the
+ *                            new credentials apply to the next login
+ *   mp_account_remove        MAGPIE_OK, MAGPIE_NOTFOUND or MAGPIE_ERR; on
+ *                            MAGPIE_OK mp_account_deleted has run (the
+ *                            account's sessions are ending)
+ * user is the JID localpart (nodeprep'd here); password in UTF-8. */
+typedef void (*mp_account_cb)(void *ud, int rc);
+int mp_account_create(const char *host, const char *user, const char *password, mp_account_cb cb,
+                      void *ud);
+int mp_account_set_password(const char *host, const char *user, const char *password,
+                            mp_account_cb cb, void *ud);
+int mp_account_remove(const char *host, const char *user, mp_account_cb cb, void *ud);
+/* 1 if jid's bare JID is in the configuration's `admins` list. */
+int mp_is_admin(const mp_jid *jid);
+/* Ends sessions (any thread): every session of a bare JID, or the one
+ * bound to a full JID, with a stream error condition (NULL: a clean close)
+ * and text. Returns how many sessions were told to end. */
+size_t mp_sessions_end(const mp_jid *jid, const char *condition, const char *text);
+/* Collects the full JIDs of every bound session of host (NULL: all
+ * hosts) from every worker; cb(ud, jids, n) then runs once on the
+ * caller's loop (jids valid during the call only, in no particular
+ * order). Returns MAGPIE_OK, or MAGPIE_ERR (not called from a loop). */
+int mp_sessions_list(const char *host, void (*cb)(void *ud, const char *const *jids, size_t n),
+                     void *ud);
 /* Calls fn for each locally available resource of bare JID (on the calling
  * thread, from a snapshot). */
 void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full, int priority),

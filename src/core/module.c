@@ -131,6 +131,16 @@ static struct feature_entry *features;
 static size_t n_features;
 static struct disco_entry *discos;
 static size_t n_discos;
+struct disco_node_entry {
+    enum mp_disco_scope scope;
+    mp_disco_node_fn fn;
+    void *ud;
+    mp_module *m;
+};
+static struct disco_node_entry *disco_nodes;
+static size_t n_disco_nodes;
+static struct mp_adhoc_cmd *adhoc; /* ad-hoc commands (adhoc.c runs them) */
+static size_t n_adhoc;
 static struct mp_counter *counters;
 static struct filter_list filters[2]; /* by enum mp_filter_dir */
 static struct notify_entry *notifies;
@@ -382,6 +392,16 @@ void mp_modules_unload(void)
     features = NULL;
     free(discos);
     discos = NULL;
+    free(disco_nodes);
+    disco_nodes = NULL;
+    n_disco_nodes = 0;
+    for (size_t i = 0; i < n_adhoc; i++) {
+        free(adhoc[i].node);
+        free(adhoc[i].name);
+    }
+    free(adhoc);
+    adhoc = NULL;
+    n_adhoc = 0;
 }
 
 /* ---- hooks ---- */
@@ -781,6 +801,64 @@ void mp_disco_items_foreach(enum mp_disco_scope scope,
             fn(ud, discos[i].item, discos[i].name);
 }
 
+int mp_disco_node_add(mp_module *m, enum mp_disco_scope scope, mp_disco_node_fn fn, void *ud)
+{
+    if (!fn)
+        return MAGPIE_ERR;
+    disco_nodes = mp_realloc(disco_nodes, (n_disco_nodes + 1) * sizeof *disco_nodes);
+    disco_nodes[n_disco_nodes++] = (struct disco_node_entry){scope, fn, ud, m};
+    return MAGPIE_OK;
+}
+
+int mp_disco_node_dispatch(enum mp_disco_scope scope, mp_stanza *iq, const char *node, int items)
+{
+    for (size_t i = 0; i < n_disco_nodes; i++)
+        if (disco_nodes[i].scope == scope &&
+            disco_nodes[i].fn(iq, node, items, disco_nodes[i].ud) == HOOK_HANDLED)
+            return HOOK_HANDLED;
+    return HOOK_PASS;
+}
+
+/* ---- ad-hoc commands (the registry; adhoc.c has the sessions) ---- */
+
+const struct mp_adhoc_cmd *mp_adhoc_cmd_find(const char *node)
+{
+    for (size_t i = 0; i < n_adhoc; i++)
+        if (strcmp(adhoc[i].node, node) == 0)
+            return &adhoc[i];
+    return NULL;
+}
+
+const struct mp_adhoc_cmd *mp_adhoc_cmd_nth(size_t i)
+{
+    return i < n_adhoc ? &adhoc[i] : NULL;
+}
+
+int mp_adhoc_command_add(mp_module *m, const char *node, const char *name,
+                         enum mp_adhoc_access access, mp_adhoc_fn fn, void *ud)
+{
+    if (!node || !*node || !name || !fn || mp_adhoc_cmd_find(node)) {
+        mp_log(MP_LOG_ERROR, "ad-hoc command %s: invalid or already registered",
+               node ? node : "(null)");
+        return MAGPIE_ERR;
+    }
+    adhoc = mp_realloc(adhoc, (n_adhoc + 1) * sizeof *adhoc);
+    adhoc[n_adhoc++] =
+        (struct mp_adhoc_cmd){mp_strdup(node), mp_strdup(name), access, fn, ud, m, NULL, NULL};
+    return MAGPIE_OK;
+}
+
+int mp_adhoc_command_allow(mp_module *m, const char *node,
+                           int (*allow)(const mp_jid *requester, void *ud), void *ud)
+{
+    struct mp_adhoc_cmd *c = node ? (struct mp_adhoc_cmd *)mp_adhoc_cmd_find(node) : NULL;
+    if (!c || c->m != m)
+        return MAGPIE_ERR;
+    c->allow = allow;
+    c->allow_ud = ud;
+    return MAGPIE_OK;
+}
+
 /* ---- service domains ---- */
 
 mp_domain *mp_domain_add(mp_module *m, const char *name, mp_domain_fn fn, void *ud)
@@ -1060,6 +1138,21 @@ static void unregister_all(mp_module *m)
         }
     }
     n_discos = j;
+    j = 0;
+    for (size_t i = 0; i < n_disco_nodes; i++)
+        if (disco_nodes[i].m != m)
+            disco_nodes[j++] = disco_nodes[i];
+    n_disco_nodes = j;
+    j = 0;
+    for (size_t i = 0; i < n_adhoc; i++) {
+        if (adhoc[i].m == m) {
+            free(adhoc[i].node);
+            free(adhoc[i].name);
+        } else {
+            adhoc[j++] = adhoc[i];
+        }
+    }
+    n_adhoc = j;
     for (mp_counter **pp = &counters; *pp;) {
         mp_counter *c = *pp;
         if (c->m == m) {

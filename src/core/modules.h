@@ -21,6 +21,23 @@ void mp_notify_session_ended(mp_session *s);
 void mp_notify_session_resumed(mp_session *s);
 void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available);
 void mp_notify_account_deleted(const char *domain, const char *user);
+/* An ad-hoc command as registered (mp_adhoc_command_add); module.c keeps
+ * them, adhoc.c runs them. Registered in load() only, read afterwards. */
+struct mp_adhoc_cmd {
+    char *node, *name;
+    enum mp_adhoc_access access;
+    mp_adhoc_fn fn;
+    void *ud;
+    mp_module *m;
+    int (*allow)(const mp_jid *requester, void *ud); /* optional widening */
+    void *allow_ud;
+};
+const struct mp_adhoc_cmd *mp_adhoc_cmd_find(const char *node);
+/* The i-th command, or NULL past the last. */
+const struct mp_adhoc_cmd *mp_adhoc_cmd_nth(size_t i);
+/* adhoc.c: frees the execution sessions (shutdown: after the workers,
+ * before the modules, whose code frees their sessions' state). */
+void mp_adhoc_sessions_free(void);
 /* The routing points of struct mp_route_hooks (module.h). */
 enum mp_route_point {
     MP_ROUTE_MESSAGE_OFFLINE,

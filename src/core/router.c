@@ -601,14 +601,37 @@ int mp_router_bind(mp_session *s, mp_session **replaced)
     return MAGPIE_OK;
 }
 
-/* Ends session id (posted to its worker): its account was deleted. */
-static void end_deleted_run(void *arg)
+/* A session to end, posted to its worker. */
+struct end_job {
+    uint64_t id;
+    char *condition; /* NULL: clean close */
+    char *text;
+};
+
+static void end_run(void *arg)
 {
-    uint64_t *id = arg;
-    mp_session *s = local_sessions ? mp_idmap_get(local_sessions, *id) : NULL;
+    struct end_job *j = arg;
+    mp_session *s = local_sessions ? mp_idmap_get(local_sessions, j->id) : NULL;
     if (s)
-        MP_SESSION_BASE(s)->ops->close(s, "not-authorized", "Account deleted");
-    free(id);
+        MP_SESSION_BASE(s)->ops->close(s, j->condition, j->text);
+    free(j->condition);
+    free(j->text);
+    free(j);
+}
+
+static int post_end(struct mp_sref who, const char *condition, const char *text)
+{
+    struct end_job *j = mp_malloc(sizeof *j);
+    j->id = who.id;
+    j->condition = condition ? mp_strdup(condition) : NULL;
+    j->text = text ? mp_strdup(text) : NULL;
+    if (mp_loop_post(mp_server.workers[who.worker].loop, end_run, j) != MAGPIE_OK) {
+        free(j->condition);
+        free(j->text);
+        free(j);
+        return 0;
+    }
+    return 1;
 }
 
 struct sref_list {
@@ -627,20 +650,129 @@ static void collect_res(void *ud, const struct mp_dir_res *r, const char *resour
     l->v[l->n++] = r->who;
 }
 
+size_t mp_sessions_end(const mp_jid *jid, const char *condition, const char *text)
+{
+    if (!jid || !jid->domain)
+        return 0;
+    if (jid->resource) {
+        struct mp_sref who;
+        if (mp_directory->lookup_full(jid, &who) != MAGPIE_OK)
+            return 0;
+        return (size_t)post_end(who, condition, text);
+    }
+    struct sref_list l = {NULL, 0, 0};
+    mp_directory->resources(jid->bare, collect_res, &l);
+    size_t n = 0;
+    for (size_t i = 0; i < l.n; i++)
+        n += (size_t)post_end(l.v[i], condition, text);
+    free(l.v);
+    return n;
+}
+
 void mp_account_deleted(const char *domain, const char *user)
 {
     mp_notify_account_deleted(domain, user);
-    char bare[2 * MP_JID_PART_MAX + 2];
-    snprintf(bare, sizeof bare, "%s@%s", user, domain);
-    struct sref_list l = {NULL, 0, 0};
-    mp_directory->resources(bare, collect_res, &l);
-    for (size_t i = 0; i < l.n; i++) {
-        uint64_t *id = mp_malloc(sizeof *id);
-        *id = l.v[i].id;
-        if (mp_loop_post(mp_server.workers[l.v[i].worker].loop, end_deleted_run, id) != MAGPIE_OK)
-            free(id);
+    mp_jid j;
+    if (mp_jid_set(&j, user, domain, NULL) == MAGPIE_OK)
+        mp_sessions_end(&j, "not-authorized", "Account deleted");
+    mp_jid_free(&j);
+}
+
+int mp_is_admin(const mp_jid *jid)
+{
+    const struct mp_config *cfg = mp_server.cfg;
+    if (!jid || !jid->bare)
+        return 0;
+    for (size_t i = 0; i < cfg->n_admins; i++)
+        if (strcmp(cfg->admins[i], jid->bare) == 0)
+            return 1;
+    return 0;
+}
+
+/* ---- listing every bound session (mp_sessions_list) ----
+ * One job per worker collects the full JIDs of its sessions into a shared
+ * list; the last one posts the answer to the caller's loop. */
+struct list_job {
+    pthread_mutex_t mu;
+    int pending; /* workers still to answer */
+    char *host;  /* NULL: all */
+    char **jids;
+    size_t n, cap;
+    mp_loop *caller;
+    void (*cb)(void *ud, const char *const *jids, size_t n);
+    void *ud;
+};
+
+static void list_job_free(struct list_job *j)
+{
+    for (size_t i = 0; i < j->n; i++)
+        free(j->jids[i]);
+    free(j->jids);
+    free(j->host);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static void list_answer(void *arg)
+{
+    struct list_job *j = arg;
+    j->cb(j->ud, (const char *const *)j->jids, j->n);
+    list_job_free(j);
+}
+
+static void list_collect_one(void *ud, uint64_t id, void *value)
+{
+    (void)id;
+    struct list_job *j = ud;
+    const mp_jid *jid = mp_session_jid(value);
+    if (!jid || !jid->full || (j->host && strcmp(jid->domain, j->host) != 0))
+        return;
+    if (j->n == j->cap) {
+        j->cap = j->cap ? 2 * j->cap : 16;
+        j->jids = mp_realloc(j->jids, j->cap * sizeof *j->jids);
     }
-    free(l.v);
+    j->jids[j->n++] = mp_strdup(jid->full);
+}
+
+/* Marks one worker done; the last posts the answer. */
+static void list_done_one(struct list_job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int last = --j->pending == 0;
+    pthread_mutex_unlock(&j->mu);
+    if (last && mp_loop_post(j->caller, list_answer, j) != MAGPIE_OK)
+        list_job_free(j);
+}
+
+static void list_run(void *arg)
+{
+    struct list_job *j = arg;
+    if (local_sessions) {
+        pthread_mutex_lock(&j->mu);
+        mp_idmap_foreach(local_sessions, list_collect_one, j);
+        pthread_mutex_unlock(&j->mu);
+    }
+    list_done_one(j);
+}
+
+int mp_sessions_list(const char *host, void (*cb)(void *ud, const char *const *jids, size_t n),
+                     void *ud)
+{
+    mp_loop *caller = mp_loop_current();
+    if (!caller || !cb)
+        return MAGPIE_ERR;
+    struct list_job *j = mp_calloc(1, sizeof *j);
+    pthread_mutex_init(&j->mu, NULL);
+    j->host = host ? mp_strdup(host) : NULL;
+    j->caller = caller;
+    j->cb = cb;
+    j->ud = ud;
+    j->pending = mp_server.n_workers + 1; /* +1: this call, so none finishes early */
+    for (int i = 0; i < mp_server.n_workers; i++)
+        if (mp_loop_post(mp_server.workers[i].loop, list_run, j) != MAGPIE_OK)
+            list_done_one(j);
+    list_done_one(j);
+    return MAGPIE_OK;
 }
 
 struct moved {
