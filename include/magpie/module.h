@@ -150,12 +150,19 @@ int mp_filter_add(mp_module *m, enum mp_filter_dir dir, int priority, mp_filter_
  *   account_deleted   an account was deleted (mp_account_deleted: by a
  *                     module, or by `magpiectl user del` through the
  *                     control socket), on the main or a worker thread,
- *                     before the account's sessions are ended */
+ *                     before the account's sessions are ended
+ *   message_held      a routed message (any type; borrowed, shared: read
+ *                     only) was queued on a detached session, one whose
+ *                     connection is gone while it waits to be resumed
+ *                     (XEP-0198): the client will not see it until it
+ *                     resumes (XEP-0357 push notifies here); on the
+ *                     session's worker, after it is queued */
 struct mp_notify {
     void (*session_started)(mp_session *s, void *ud);
     void (*session_ended)(mp_session *s, void *ud);
     void (*presence_changed)(mp_session *s, mp_stanza *presence, int available, void *ud);
     void (*account_deleted)(const char *domain, const char *user, void *ud);
+    void (*message_held)(mp_session *s, mp_stanza *message, void *ud);
 };
 int mp_notify_add(mp_module *m, const struct mp_notify *n, void *ud);
 
@@ -199,6 +206,25 @@ int mp_stream_feature_add(mp_module *m, enum mp_feature_stage stage, mp_feature_
 typedef int (*mp_stream_element_fn)(mp_session *s, mp_stanza *el, void *ud);
 int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
                           void *ud);
+
+/* ---- IQs before authentication ----
+ * XEP-0077 lets a client create an account on a stream it has not
+ * authenticated yet. A module that registers namespace ns here gets IQ
+ * get/set requests whose one child is in ns from unauthenticated client
+ * streams (after STARTTLS where TLS is required); nothing else passes
+ * before authentication (any other stanza still closes the stream with
+ * not-authorized). Such IQs are parsed under the pre-auth size limits and
+ * each one is counted against the per-address connection rate (beyond it
+ * the core answers wait/resource-constraint itself). fn runs on the
+ * stream's worker with the IQ borrowed, host the stream's virtual host and
+ * addr the client's address key (its IP address, "local" when it has
+ * none), both valid during the call. It answers exactly once by
+ * mp_session_send(s, reply): now, or later after finding the stream again
+ * with mp_session_find_stream(id). One handler per namespace: MAGPIE_OK or
+ * MAGPIE_ERR (taken, or invalid). */
+typedef void (*mp_preauth_iq_fn)(mp_session *s, mp_stanza *iq, const char *host, const char *addr,
+                                 void *ud);
+int mp_preauth_iq_register(mp_module *m, const char *ns, mp_preauth_iq_fn fn, void *ud);
 
 enum mp_disco_scope { MP_DISCO_SERVER = 0, MP_DISCO_ACCOUNT = 1 };
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var);
@@ -265,6 +291,33 @@ const char *mp_host_nth(size_t i);
  * for the recipient of a stanza (offline messages, subscription requests)
  * check first, so a stanza to a nonexistent account stores nothing. */
 int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc), void *ud);
+/* ---- account changes ----
+ * Asynchronous changes to the accounts of a virtual host, for modules
+ * (XEP-0077 in-band registration, XEP-0133 admin commands). host is a
+ * virtual host, user a localpart (nodeprep'd by the call), password is
+ * SASLprep'd; only SCRAM credentials (SHA-1 and SHA-256, the configured
+ * security.scram_iterations, a fresh salt) are stored, as `magpiectl user
+ * add` does. Key derivation runs on the authentication thread pool and
+ * storage on the storage pool; cb(ud, rc) runs exactly once, on the
+ * caller's loop. Each returns MAGPIE_OK when the work was queued, or
+ * MAGPIE_ERR when it was not (not a local host, a username nodeprep
+ * refuses, a password SASLprep refuses, pools stopping): cb never runs.
+ *   mp_account_create        rc MAGPIE_OK (created), MAGPIE_AGAIN (the
+ *                            account exists, or is being created by
+ *                            another call: left unchanged), MAGPIE_ERR
+ *   mp_account_set_password  rc MAGPIE_OK, MAGPIE_NOTFOUND, MAGPIE_ERR
+ *   mp_account_remove        rc MAGPIE_OK once the account is deleted and
+ *                            mp_account_deleted has run (notifications
+ *                            done, the ending of its sessions posted to
+ *                            their workers: a reply sent from cb to one of
+ *                            them still goes out first), MAGPIE_NOTFOUND,
+ *                            MAGPIE_ERR */
+typedef void (*mp_account_done_fn)(void *ud, int rc);
+int mp_account_create(const char *host, const char *user, const char *password,
+                      mp_account_done_fn cb, void *ud);
+int mp_account_set_password(const char *host, const char *user, const char *password,
+                            mp_account_done_fn cb, void *ud);
+int mp_account_remove(const char *host, const char *user, mp_account_done_fn cb, void *ud);
 /* Calls fn for each locally available resource of bare JID (on the calling
  * thread, from a snapshot). */
 void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full, int priority),
@@ -280,6 +333,10 @@ const mp_jid *mp_session_jid(mp_session *s); /* full JID once bound */
  * calling worker, or NULL once it has ended (or is closing). */
 uint64_t mp_session_id(mp_session *s);
 mp_session *mp_session_find(uint64_t id);
+/* Like mp_session_find, but also finds a stream of the calling worker
+ * that is not bound yet (one that sent a pre-auth IQ,
+ * mp_preauth_iq_register); NULL once it has ended or is closing. */
+mp_session *mp_session_find_stream(uint64_t id);
 /* Sends st to the client (ownership of the reference taken). */
 void mp_session_send(mp_session *s, mp_stanza *st);
 /* Seconds since the last byte was received from the client. */

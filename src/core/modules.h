@@ -20,6 +20,7 @@ void mp_notify_session_started(mp_session *s);
 void mp_notify_session_ended(mp_session *s);
 void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available);
 void mp_notify_account_deleted(const char *domain, const char *user);
+void mp_notify_message_held(mp_session *s, mp_stanza *message);
 /* The routing points of struct mp_route_hooks (module.h). */
 enum mp_route_point {
     MP_ROUTE_MESSAGE_OFFLINE,
@@ -47,6 +48,12 @@ void mp_stream_features_add(mp_session *s, mp_stanza *st, mp_xml *features,
  * or iq; borrowed) to the module registered for its (ns, name):
  * HOOK_HANDLED, or HOOK_PASS when none is or it declined. */
 int mp_stream_element_dispatch(mp_session *s, mp_stanza *el);
+/* Offers an IQ get/set (borrowed, exactly one child element) from an
+ * unauthenticated stream to the module registered for its child's
+ * namespace (mp_preauth_iq_register): HOOK_HANDLED (the module answers),
+ * or HOOK_PASS when none is. */
+int mp_preauth_iq_known(const char *ns); /* 1 if a module registered ns */
+int mp_preauth_iq_dispatch(mp_session *s, mp_stanza *iq, const char *host, const char *addr);
 size_t mp_modules_count(void);
 /* The module's slot in per-session data arrays. */
 int mp_module_index(mp_module *m);
