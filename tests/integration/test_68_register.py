@@ -15,6 +15,7 @@ plugin) registers too. Without the module: no feature, and
 service-unavailable."""
 
 import asyncio
+import time
 
 from common import (MagpieServer, RawClient, Results, parse_args, check, child, tostr, closeall,
                     error_condition, online, sync, wait_until)
@@ -333,9 +334,25 @@ def t11_rate_limit(srv):
     # (checked on the unlimited server: t04 registers after a conflict)
 
 
-def serve(name, modules, tests):
+def t12_preauth_iq_counted_per_address(srv):
+    """Each registration IQ before login takes a token of the address's
+    connection rate (burst 3 here: the connection takes one)."""
+    time.sleep(3.5)  # the bucket refills (1/s) from the fixture's start-up probes
+    c = preauth(srv)
     try:
-        srv = MagpieServer(args.builddir, workers=args.workers, modules=modules)
+        answers = []
+        for _ in range(4):
+            r = c.iq('get', None, "<query xmlns='%s'/>" % NS_REG)
+            answers.append(r.get('type') if r.get('type') == 'result' else error_condition(r))
+        check(answers[:2] == ['result', 'result'], 'answers: %s' % answers)
+        check('resource-constraint' in answers[2:], 'never limited: %s' % answers)
+    finally:
+        c.close()
+
+
+def serve(name, modules, tests, limits=None):
+    try:
+        srv = MagpieServer(args.builddir, workers=args.workers, modules=modules, limits=limits)
         srv.__enter__()
     except Exception as e:
         R.fail('68.00 register_server_start_%s' % name, e)
@@ -366,6 +383,9 @@ def main():
     serve('disabled', BASE, [('68.10 register_disabled_service_unavailable', t10_disabled)])
     serve('limited', BASE + ['{ name = "register"; interval = 3600; }'],
           [('68.11 register_rate_limit_per_ip', t11_rate_limit)])
+    serve('per-address', BASE + [reg],
+          [('68.12 register_preauth_iq_counted_per_address', t12_preauth_iq_counted_per_address)],
+          limits={'connection_rate_per_address': 1, 'connection_burst_per_address': 3})
     R.exit()
 
 
