@@ -8,7 +8,8 @@
  * kept in the map store "push" (key = username, field = APP "\n" NODE,
  * value = the <enable/> element as sent, form included, at most
  * `max_form_size` bytes), so registrations survive restarts; enabling the
- * same (APP, NODE) again replaces its form. <disable jid=APP [node=NODE]/>
+ * same (APP, NODE) again replaces its form; at most `max_registrations`
+ * per account (beyond: wait/resource-constraint). <disable jid=APP [node=NODE]/>
  * removes that registration, or every one of APP. Only the account itself
  * may enable or disable (to its bare JID or without 'to'). The account's
  * disco#info lists urn:xmpp:push:0. Deleting the account drops them.
@@ -51,6 +52,10 @@ static const struct mp_option options[] = {
     {"min_interval", MP_OPT_INT, "5",
      "Least seconds between two notifications to one registration (bursts are coalesced)", 0,
      3600},
+    {"max_registrations", MP_OPT_INT, "10",
+     "Most app server registrations (jid + node) one account may keep; beyond: "
+     "resource-constraint",
+     1, 1000},
     {"max_form_size", MP_OPT_INT, "4096",
      "Largest <enable/> element, publish-options form included (bytes, serialised)", 256, 65536},
     {NULL, 0, NULL, NULL, 0, 0},
@@ -249,6 +254,46 @@ static void stored(void *ud, int rc)
     mp_stanza_unref(iq);
 }
 
+struct enable_op {
+    mp_stanza *iq; /* referenced */
+    char *host, *user, *bare, *field, *xml;
+};
+
+static void enable_op_free(struct enable_op *op)
+{
+    mp_stanza_unref(op->iq);
+    free(op->host);
+    free(op->user);
+    free(op->bare);
+    free(op->field);
+    free(op->xml);
+    free(op);
+}
+
+/* The account's registrations were read: stores the new one unless the
+ * account has max_registrations others already. */
+static void enable_listed(void *ud, int rc, const mp_map_item *items, size_t n)
+{
+    struct enable_op *op = ud;
+    size_t others = 0;
+    for (size_t i = 0; rc == MAGPIE_OK && i < n; i++)
+        if (strcmp(items[i].field, op->field) != 0)
+            others++;
+    if (rc != MAGPIE_OK) {
+        mp_iq_reply_error(op->iq, "wait", "internal-server-error");
+    } else if (others >= (size_t)mp_module_opt_int(self, "max_registrations")) {
+        mp_iq_reply_error(op->iq, "wait", "resource-constraint");
+    } else {
+        forget(op->bare, op->field);
+        if (mp_map_set(op->host, STORE, op->user, op->field, op->xml, strlen(op->xml), stored,
+                       mp_stanza_ref(op->iq)) != MAGPIE_OK) {
+            mp_iq_reply_error(op->iq, "wait", "internal-server-error");
+            mp_stanza_unref(op->iq);
+        }
+    }
+    enable_op_free(op);
+}
+
 static void enable(mp_stanza *iq, mp_xml *el, const mp_jid *owner)
 {
     const char *app = mp_xml_get_attr(el, "jid");
@@ -272,20 +317,23 @@ static void enable(mp_stanza *iq, mp_xml *el, const mp_jid *owner)
     if (form)
         mp_xml_add_copy(doc, root, form);
     char *xml = mp_xml_to_string(root, NULL);
-    size_t len = strlen(xml);
-    char *field = field_of(aj.full, node);
-    if (len > (size_t)mp_module_opt_int(self, "max_form_size")) {
+    if (strlen(xml) > (size_t)mp_module_opt_int(self, "max_form_size")) {
         mp_iq_reply_error(iq, "modify", "not-acceptable");
+        free(xml);
     } else {
-        forget(owner->bare, field);
-        if (mp_map_set(owner->domain, STORE, owner->local, field, xml, len, stored,
-                       mp_stanza_ref(iq)) != MAGPIE_OK) {
+        struct enable_op *op = xcalloc(sizeof *op);
+        op->iq = mp_stanza_ref(iq);
+        op->host = xstrdup(owner->domain);
+        op->user = xstrdup(owner->local);
+        op->bare = xstrdup(owner->bare);
+        op->field = field_of(aj.full, node);
+        op->xml = xml;
+        /* count the account's other registrations first */
+        if (mp_map_all(owner->domain, STORE, owner->local, enable_listed, op) != MAGPIE_OK) {
             mp_iq_reply_error(iq, "wait", "internal-server-error");
-            mp_stanza_unref(iq);
+            enable_op_free(op);
         }
     }
-    free(field);
-    free(xml);
     mp_stanza_unref(doc);
     mp_jid_free(&aj);
 }

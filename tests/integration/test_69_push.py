@@ -12,7 +12,7 @@ still stored offline and delivered at login. A message without body
 notifies nobody; after <disable/> nothing comes; an error answer from the
 app server removes the registration; registrations survive a restart and
 go with the account; bursts are coalesced by min_interval; only the
-account itself can enable."""
+account itself can enable, at most max_registrations app servers."""
 
 import time
 
@@ -234,7 +234,8 @@ def t08_account_deleted(srv, sender, app):
 
 
 def t09_coalesce(srv):
-    srv.modules = BASE + ['{ name = "push"; min_interval = 60; include_body = true; }']
+    srv.modules = BASE + ['{ name = "push"; min_interval = 60; include_body = true; '
+                          'max_registrations = 2; }']
     srv.write_config()
     srv.restart()
     sender = online(srv, 'sender', 'sender-pw', 's')
@@ -252,6 +253,19 @@ def t09_coalesce(srv):
         no_stanza(app, 'iq', 1.5, is_push)
     finally:
         closeall(c, sender, app)
+
+
+def t10_max_registrations(srv):
+    """max_registrations = 2 (set by t09, whose node-9 is still registered)."""
+    c = online(srv, 'pusher', 'pusher-pw', 'phone')
+    try:
+        enable(c, 'node-10a')
+        r = c.iq('set', None, "<enable xmlns='%s' jid='%s' node='node-10b'/>" % (NS_PUSH, APP))
+        check(r.get('type') == 'error' and error_condition(r) == 'resource-constraint', tostr(r))
+        enable(c, 'node-9', form=False)  # replacing one is fine
+        disable(c)
+    finally:
+        closeall(c)
 
 
 def main():
@@ -283,6 +297,7 @@ def main():
         closeall(sender, app)
         sender = app = None
         R.run('69.09 push_coalesce_and_body_option', t09_coalesce, srv, server=srv)
+        R.run('69.10 push_max_registrations', t10_max_registrations, srv, server=srv)
     except Exception as e:
         R.fail('69.00 push_setup', e)
     closeall(sender, app)
