@@ -17,7 +17,7 @@ account itself can enable, at most max_registrations app servers."""
 import time
 
 from common import (MagpieServer, RawClient, Results, parse_args, check, child, tostr, closeall,
-                    error_condition, online, sync, wait_until, no_stanza)
+                    error_condition, online, no_stanza)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -43,6 +43,15 @@ def disable(c, node=None, app=APP):
     r = c.iq('set', None, "<disable xmlns='%s' jid='%s'%s/>"
              % (NS_PUSH, app, " node='%s'" % node if node else ''))
     check(r.get('type') == 'result', 'disable failed: %s' % tostr(r))
+
+
+def registered_and_away(srv, *nodes):
+    """pusher enables the nodes, then has no session any more."""
+    c = online(srv, 'pusher', 'pusher-pw', 'phone')
+    for n in nodes:
+        enable(c, n)
+    closeall(c)
+    time.sleep(0.3)
 
 
 def form_fields(x):
@@ -92,10 +101,7 @@ def t01_disco(srv, sender, app):
 
 
 def t02_notification(srv, sender, app):
-    c = online(srv, 'pusher', 'pusher-pw', 'phone')
-    enable(c, 'node-1')
-    closeall(c)
-    time.sleep(0.3)
+    registered_and_away(srv, 'node-1')
     sender.message('pusher@localhost', 'first secret words')
     iq, node, summary, po = next_push(app)
     check(iq.get('from') == 'pusher@localhost', 'from: %s' % tostr(iq))
@@ -131,10 +137,7 @@ def t02_notification(srv, sender, app):
 
 
 def t03_no_body_no_push(srv, sender, app):
-    c = online(srv, 'pusher', 'pusher-pw', 'phone')
-    enable(c, 'node-3')
-    closeall(c)
-    time.sleep(0.3)
+    registered_and_away(srv, 'node-3')
     sender.send("<message to='pusher@localhost' type='chat'><composing "
                 "xmlns='http://jabber.org/protocol/chatstates'/></message>")
     no_stanza(app, 'iq', 1.0, is_push)
@@ -165,10 +168,7 @@ def t04_disable(srv, sender, app):
 
 
 def t05_app_error_removes(srv, sender, app):
-    c = online(srv, 'pusher', 'pusher-pw', 'phone')
-    enable(c, 'node-5')
-    closeall(c)
-    time.sleep(0.3)
+    registered_and_away(srv, 'node-5')
     sender.message('pusher@localhost', 'one')
     next_push(app, answer='error', cond='item-not-found')
     time.sleep(0.5)
