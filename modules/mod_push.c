@@ -45,19 +45,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NS_PUSH    "urn:xmpp:push:0"
-#define NS_PUBSUB  "http://jabber.org/protocol/pubsub"
-#define NS_SUMMARY "urn:xmpp:push:summary"
-#define STORE      "push"
+#define NS_PUSH        "urn:xmpp:push:0"
+#define NS_PUBSUB      "http://jabber.org/protocol/pubsub"
+#define NS_SUMMARY     "urn:xmpp:push:summary"
+#define STORE          "push"
 #define ANSWER_WAIT_US (120 * 1000000LL) /* forget unanswered notifications */
 
 static const struct mp_option options[] = {
     {"include_body", MP_OPT_BOOL, "false",
-     "Send the message body to app servers (off: only the sender and a count, for privacy)", 0,
-     0},
+     "Send the message body to app servers (off: only the sender and a count, for privacy)", 0, 0},
     {"min_interval", MP_OPT_INT, "5",
-     "Least seconds between two notifications to one registration (bursts are coalesced)", 0,
-     3600},
+     "Least seconds between two notifications to one registration (bursts are coalesced)", 0, 3600},
     {"max_registrations", MP_OPT_INT, "10",
      "Most app server registrations (jid + node) one account may keep; beyond: "
      "resource-constraint",
@@ -512,8 +510,7 @@ static void message_missed(mp_stanza *msg, const char *host, const char *user, c
 {
     const struct mp_envelope *env = mp_stanza_envelope(msg);
     mp_xml *body = mp_xml_find(mp_stanza_root(msg), "body", NULL);
-    if (!body || !env->from.domain || env->type == MP_TYPE_ERROR ||
-        env->type == MP_TYPE_HEADLINE)
+    if (!body || !env->from.domain || env->type == MP_TYPE_ERROR || env->type == MP_TYPE_HEADLINE)
         return;
     struct notify_op *op = xcalloc(sizeof *op);
     op->host = xstrdup(host);

@@ -212,9 +212,9 @@ static void register_new(mp_session *s, mp_stanza *iq, mp_xml *q, const char *ho
     if (!user || !*user || mp_jid_nodeprep(user, norm, sizeof norm) != MAGPIE_OK ||
         mp_jid_set(&j, norm, host, NULL) != MAGPIE_OK) {
         mp_jid_free(&j);
-        mp_session_send(s, error_of(iq, "modify", "not-acceptable",
-                                    user && *user ? "That username is not valid"
-                                                  : "A username is required"));
+        mp_session_send(
+            s, error_of(iq, "modify", "not-acceptable",
+                        user && *user ? "That username is not valid" : "A username is required"));
         return;
     }
     mp_jid_free(&j);
@@ -236,7 +236,8 @@ static void register_new(mp_session *s, mp_stanza *iq, mp_xml *q, const char *ho
     p->iq = mp_stanza_ref(iq);
     if (mp_account_create(host, norm, password, created, p) != MAGPIE_OK) {
         rate_refund(addr);
-        mp_session_send(s, error_of(iq, "modify", "not-acceptable", "Invalid username or password"));
+        mp_session_send(s,
+                        error_of(iq, "modify", "not-acceptable", "Invalid username or password"));
         mp_stanza_unref(p->iq);
         free(p->addr);
         free(p);

@@ -164,8 +164,7 @@ static void looked_up(void *ud, int rc, const void *data, size_t len)
     }
     int q = mp_workpool_submit(mp_server.auth_pool, derive_work, derive_done, op);
     if (q != MAGPIE_OK) {
-        mp_log(MP_LOG_WARN, "accounts: cannot queue a key derivation for %s@%s", op->key,
-               op->host);
+        mp_log(MP_LOG_WARN, "accounts: cannot queue a key derivation for %s@%s", op->key, op->host);
         finish(op, MAGPIE_ERR);
     }
 }

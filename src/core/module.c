@@ -136,8 +136,8 @@ static struct mp_counter *counters;
 static struct filter_list filters[2]; /* by enum mp_filter_dir */
 static struct notify_entry *notifies;
 static size_t n_notifies;
-static mp_table *domains;  /* name -> mp_domain */
-static mp_table *elements; /* "ns|name" -> struct element_entry */
+static mp_table *domains;              /* name -> mp_domain */
+static mp_table *elements;             /* "ns|name" -> struct element_entry */
 static struct preauth_entry *preauths; /* a handful at most: searched in order */
 static size_t n_preauths;
 
@@ -148,11 +148,11 @@ static size_t n_preauths;
  * (-export-dynamic). */
 typedef void (*mp_api_fn)(void);
 const mp_api_fn mp_module_api_keep[] = {
-    (mp_api_fn)mp_now_us,        (mp_api_fn)mp_datetime_format, (mp_api_fn)mp_datetime_parse,
-    (mp_api_fn)mp_delay_add,     (mp_api_fn)mp_form_add,        (mp_api_fn)mp_form_field_add,
+    (mp_api_fn)mp_now_us,         (mp_api_fn)mp_datetime_format, (mp_api_fn)mp_datetime_parse,
+    (mp_api_fn)mp_delay_add,      (mp_api_fn)mp_form_add,        (mp_api_fn)mp_form_field_add,
     (mp_api_fn)mp_form_value_add, (mp_api_fn)mp_form_option_add, (mp_api_fn)mp_form_find,
-    (mp_api_fn)mp_form_type,     (mp_api_fn)mp_form_form_type,  (mp_api_fn)mp_form_field,
-    (mp_api_fn)mp_form_value,    (mp_api_fn)mp_form_bool,       (mp_api_fn)mp_rsm_parse,
+    (mp_api_fn)mp_form_type,      (mp_api_fn)mp_form_form_type,  (mp_api_fn)mp_form_field,
+    (mp_api_fn)mp_form_value,     (mp_api_fn)mp_form_bool,       (mp_api_fn)mp_rsm_parse,
     (mp_api_fn)mp_rsm_add_result,
 };
 
