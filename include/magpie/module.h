@@ -158,13 +158,20 @@ int mp_filter_add(mp_module *m, enum mp_filter_dir dir, int priority, mp_filter_
  *                     resumption), on its worker, after the stream
  *                     management module's <resumed/> and resent stanzas:
  *                     state tied to the connection starts over (CSI: the
- *                     client is active again) */
+ *                     client is active again)
+ *   message_held      a routed message (any type; borrowed, shared: read
+ *                     only) was queued on a detached session, one whose
+ *                     connection is gone while it waits to be resumed
+ *                     (XEP-0198): the client will not see it until it
+ *                     resumes (XEP-0357 push notifies here); on the
+ *                     session's worker, after it is queued */
 struct mp_notify {
     void (*session_started)(mp_session *s, void *ud);
     void (*session_ended)(mp_session *s, void *ud);
     void (*presence_changed)(mp_session *s, mp_stanza *presence, int available, void *ud);
     void (*account_deleted)(const char *domain, const char *user, void *ud);
     void (*session_resumed)(mp_session *s, void *ud);
+    void (*message_held)(mp_session *s, mp_stanza *message, void *ud);
 };
 int mp_notify_add(mp_module *m, const struct mp_notify *n, void *ud);
 
@@ -274,6 +281,25 @@ uint32_t mp_session_received(mp_session *s);
  * once with arg. MAGPIE_OK (under way), or MAGPIE_NOTFOUND when no such
  * session is known (nothing runs: answer at once). */
 int mp_session_resume(mp_session *from, const char *full, uint64_t id, void *arg);
+
+/* ---- IQs before authentication ----
+ * XEP-0077 lets a client create an account on a stream it has not
+ * authenticated yet. A module that registers namespace ns here gets IQ
+ * get/set requests whose one child is in ns from unauthenticated client
+ * streams (after STARTTLS where TLS is required); nothing else passes
+ * before authentication (any other stanza still closes the stream with
+ * not-authorized). Such IQs are parsed under the pre-auth size limits and
+ * each one is counted against the per-address connection rate (beyond it
+ * the core answers wait/resource-constraint itself). fn runs on the
+ * stream's worker with the IQ borrowed, host the stream's virtual host and
+ * addr the client's address key (its IP address, "local" when it has
+ * none), both valid during the call. It answers exactly once by
+ * mp_session_send(s, reply): now, or later after finding the stream again
+ * with mp_session_find_stream(id). One handler per namespace: MAGPIE_OK or
+ * MAGPIE_ERR (taken, or invalid). */
+typedef void (*mp_preauth_iq_fn)(mp_session *s, mp_stanza *iq, const char *host, const char *addr,
+                                 void *ud);
+int mp_preauth_iq_register(mp_module *m, const char *ns, mp_preauth_iq_fn fn, void *ud);
 
 enum mp_disco_scope { MP_DISCO_SERVER = 0, MP_DISCO_ACCOUNT = 1 };
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var);
@@ -397,6 +423,10 @@ const mp_jid *mp_session_jid(mp_session *s); /* full JID once bound */
  * calling worker, or NULL once it has ended (or is closing). */
 uint64_t mp_session_id(mp_session *s);
 mp_session *mp_session_find(uint64_t id);
+/* Like mp_session_find, but also finds a stream of the calling worker
+ * that is not bound yet (one that sent a pre-auth IQ,
+ * mp_preauth_iq_register); NULL once it has ended or is closing. */
+mp_session *mp_session_find_stream(uint64_t id);
 /* Sends st to the client (ownership of the reference taken). */
 void mp_session_send(mp_session *s, mp_stanza *st);
 /* Seconds since the last byte was received from the client. */

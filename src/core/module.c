@@ -74,6 +74,13 @@ static const struct mp_stream_mgmt *sm_hooks;
 static void *sm_ud;
 static mp_module *sm_module;
 
+struct preauth_entry {
+    char *ns;
+    mp_preauth_iq_fn fn;
+    void *ud;
+    mp_module *m;
+};
+
 struct disco_entry {
     enum mp_disco_scope scope;
     char *var;                    /* feature, or NULL for identities */
@@ -145,8 +152,25 @@ static struct mp_counter *counters;
 static struct filter_list filters[2]; /* by enum mp_filter_dir */
 static struct notify_entry *notifies;
 static size_t n_notifies;
-static mp_table *domains;  /* name -> mp_domain */
-static mp_table *elements; /* "ns|name" -> struct element_entry */
+static mp_table *domains;              /* name -> mp_domain */
+static mp_table *elements;             /* "ns|name" -> struct element_entry */
+static struct preauth_entry *preauths; /* a handful at most: searched in order */
+static size_t n_preauths;
+
+/* The protocol helpers of magpie/proto.h are for modules: the core calls
+ * few of them, and they live in libmagpiecore, a static archive, from
+ * which the linker takes only what magpied uses. Referencing them here
+ * puts every one into magpied, whose symbols modules resolve against
+ * (-export-dynamic). */
+typedef void (*mp_api_fn)(void);
+const mp_api_fn mp_module_api_keep[] = {
+    (mp_api_fn)mp_now_us,         (mp_api_fn)mp_datetime_format, (mp_api_fn)mp_datetime_parse,
+    (mp_api_fn)mp_delay_add,      (mp_api_fn)mp_form_add,        (mp_api_fn)mp_form_field_add,
+    (mp_api_fn)mp_form_value_add, (mp_api_fn)mp_form_option_add, (mp_api_fn)mp_form_find,
+    (mp_api_fn)mp_form_type,      (mp_api_fn)mp_form_form_type,  (mp_api_fn)mp_form_field,
+    (mp_api_fn)mp_form_value,     (mp_api_fn)mp_form_bool,       (mp_api_fn)mp_rsm_parse,
+    (mp_api_fn)mp_rsm_add_result,
+};
 
 size_t mp_modules_count(void)
 {
@@ -378,6 +402,9 @@ void mp_modules_unload(void)
     domains = NULL;
     mp_table_free(elements, free);
     elements = NULL;
+    free(preauths);
+    preauths = NULL;
+    n_preauths = 0;
     for (int d = 0; d < 2; d++) {
         free(filters[d].v);
         filters[d] = (struct filter_list){NULL, 0};
@@ -586,6 +613,13 @@ void mp_notify_account_deleted(const char *domain, const char *user)
             notifies[i].n->account_deleted(domain, user, notifies[i].ud);
 }
 
+void mp_notify_message_held(mp_session *s, mp_stanza *message)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->message_held)
+            notifies[i].n->message_held(s, message, notifies[i].ud);
+}
+
 /* ---- IQ handlers ---- */
 
 static void iq_key(char *buf, size_t len, int type, const char *ns, int scope)
@@ -745,6 +779,44 @@ void mp_sm_resume_failed(mp_session *from, void *arg)
 {
     if (sm_hooks && sm_hooks->resume_failed)
         sm_hooks->resume_failed(from, arg, sm_ud);
+}
+
+/* ---- IQs before authentication ---- */
+
+int mp_preauth_iq_register(mp_module *m, const char *ns, mp_preauth_iq_fn fn, void *ud)
+{
+    if (!ns || !*ns || !fn)
+        return MAGPIE_ERR;
+    for (size_t i = 0; i < n_preauths; i++)
+        if (strcmp(preauths[i].ns, ns) == 0) {
+            mp_log(MP_LOG_ERROR, "module %s: a pre-auth IQ handler for %s is already registered",
+                   m->desc->name, ns);
+            return MAGPIE_ERR;
+        }
+    preauths = mp_realloc(preauths, (n_preauths + 1) * sizeof *preauths);
+    preauths[n_preauths++] = (struct preauth_entry){mp_strdup(ns), fn, ud, m};
+    return MAGPIE_OK;
+}
+
+int mp_preauth_iq_known(const char *ns)
+{
+    for (size_t i = 0; i < n_preauths; i++)
+        if (strcmp(preauths[i].ns, ns) == 0)
+            return 1;
+    return 0;
+}
+
+int mp_preauth_iq_dispatch(mp_session *s, mp_stanza *iq, const char *host, const char *addr)
+{
+    const mp_xml *child = mp_xml_first_element(mp_stanza_root(iq));
+    if (!child || !child->ns)
+        return HOOK_PASS;
+    for (size_t i = 0; i < n_preauths; i++)
+        if (strcmp(preauths[i].ns, child->ns) == 0) {
+            preauths[i].fn(s, iq, host, addr, preauths[i].ud);
+            return HOOK_HANDLED;
+        }
+    return HOOK_PASS;
 }
 
 /* ---- disco ---- */
@@ -1121,6 +1193,14 @@ static void unregister_all(mp_module *m)
     }
     free(sw.keys);
     size_t j = 0;
+    for (size_t i = 0; i < n_preauths; i++) {
+        if (preauths[i].m == m)
+            free(preauths[i].ns);
+        else
+            preauths[j++] = preauths[i];
+    }
+    n_preauths = j;
+    j = 0;
     for (size_t i = 0; i < n_features; i++)
         if (features[i].m != m)
             features[j++] = features[i];

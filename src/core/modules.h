@@ -38,6 +38,7 @@ const struct mp_adhoc_cmd *mp_adhoc_cmd_nth(size_t i);
 /* adhoc.c: frees the execution sessions (shutdown: after the workers,
  * before the modules, whose code frees their sessions' state). */
 void mp_adhoc_sessions_free(void);
+void mp_notify_message_held(mp_session *s, mp_stanza *message);
 /* The routing points of struct mp_route_hooks (module.h). */
 enum mp_route_point {
     MP_ROUTE_MESSAGE_OFFLINE,
@@ -73,6 +74,12 @@ void mp_sm_handled(mp_session *s, uint32_t handled);
 void mp_sm_resumed(mp_session *s, void *arg);
 void mp_sm_resume_failed(mp_session *from, void *arg);
 void mp_sm_closing(mp_session *s);
+/* Offers an IQ get/set (borrowed, exactly one child element) from an
+ * unauthenticated stream to the module registered for its child's
+ * namespace (mp_preauth_iq_register): HOOK_HANDLED (the module answers),
+ * or HOOK_PASS when none is. */
+int mp_preauth_iq_known(const char *ns); /* 1 if a module registered ns */
+int mp_preauth_iq_dispatch(mp_session *s, mp_stanza *iq, const char *host, const char *addr);
 size_t mp_modules_count(void);
 /* The module's slot in per-session data arrays. */
 int mp_module_index(mp_module *m);

@@ -236,7 +236,19 @@ int mp_c2s_deliver(mp_session *s, mp_stanza *st)
     }
     if (!s->t && !s->sm && s->pending_n >= MP_SESSION_QUEUE_MAX)
         return MAGPIE_ERR; /* the router treats it as undeliverable */
+    if (s->t) {
+        mp_session_send(s, st);
+        return MAGPIE_OK;
+    }
+    /* detached: it waits for a resumption; tell the modules (push) */
+    int message = mp_stanza_envelope(st)->kind == MP_KIND_MESSAGE;
+    if (message)
+        mp_stanza_ref(st);
     mp_session_send(s, st);
+    if (message) {
+        mp_notify_message_held(s, st);
+        mp_stanza_unref(st);
+    }
     return MAGPIE_OK;
 }
 
@@ -1157,6 +1169,53 @@ static void wait_for_pressure(mp_session *s)
     }
 }
 
+/* An IQ on a stream not authenticated yet: only a get/set with one child
+ * element, in a namespace a module registered with mp_preauth_iq_register
+ * (XEP-0077), is let through, each one counted against the address's
+ * connection rate. HOOK_HANDLED (answered, by the module or here), or
+ * HOOK_PASS: the caller closes the stream. st borrowed. */
+static int preauth_iq(mp_session *s, mp_stanza *st)
+{
+    mp_xml *root = mp_stanza_root(st);
+    if (!root->ns || strcmp(root->ns, MP_NS_CLIENT) != 0 || strcmp(root->name, "iq") != 0 ||
+        !s->host)
+        return HOOK_PASS;
+    const char *type = mp_xml_get_attr(root, "type");
+    if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0) ||
+        !mp_xml_get_attr(root, "id"))
+        return HOOK_PASS;
+    mp_xml *child = mp_xml_first_element(root);
+    if (!child || mp_xml_find_next(child, NULL, NULL))
+        return HOOK_PASS;
+    if (!child->ns || !mp_preauth_iq_known(child->ns))
+        return HOOK_PASS;
+    if (s->addr_counted) {
+        if (mp_addrlimit_acquire(s->addr_key) != MAGPIE_OK) {
+            send_iq_error(s, st, "wait", "resource-constraint");
+            return HOOK_HANDLED;
+        }
+        mp_addrlimit_release(s->addr_key);
+    }
+    return mp_preauth_iq_dispatch(s, st, s->host, s->addr_counted ? s->addr_key : "local");
+}
+
+mp_session *mp_session_find_stream(uint64_t id)
+{
+    mp_session *b = mp_session_find(id);
+    if (b)
+        return b;
+    mp_loop *cur = mp_loop_current();
+    for (int i = 0; i < mp_server.n_workers; i++) {
+        struct mp_worker *w = &mp_server.workers[i];
+        if (w->loop != cur)
+            continue;
+        for (mp_session *s = w->sessions; s; s = s->next)
+            if (s->base.id == id)
+                return s->closing || s->dead ? NULL : s;
+    }
+    return NULL;
+}
+
 static void on_stanza(void *ud, mp_stanza *st)
 {
     mp_session *s = ud;
@@ -1199,7 +1258,8 @@ static void handle_nonza_or_stanza(mp_session *s, mp_stanza *st)
         if (!s->waiting_creds)
             handle_sasl(s, st);
     } else if (!s->authed) {
-        c2s_close(s, "not-authorized", "Authenticate first");
+        if (preauth_iq(s, st) != HOOK_HANDLED)
+            c2s_close(s, "not-authorized", "Authenticate first");
     } else {
         handle_stanza(s, st);
     }

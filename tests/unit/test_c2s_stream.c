@@ -54,6 +54,20 @@ static void pump(void)
     }
 }
 
+/* message_held notifications seen for alice/phone (test_detach_and_takeover). */
+static int held_messages;
+
+static void on_message_held(mp_session *s, mp_stanza *msg, void *ud)
+{
+    (void)ud;
+    const struct mp_envelope *env = mp_stanza_envelope(msg);
+    if (env->kind == MP_KIND_MESSAGE &&
+        strcmp(mp_session_jid(s)->full, "alice@" HOST "/phone") == 0)
+        held_messages++;
+}
+
+static const struct mp_notify held_notify = {.message_held = on_message_held};
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -103,6 +117,8 @@ static int group_setup(void **state)
     mp_server.auth_guard = mp_authguard_new(100, 1, 60, 1024);
     if (mp_router_init() != MAGPIE_OK || mp_modules_load(cfg) != MAGPIE_OK)
         return -1;
+    /* no module loaded: a notification of the test's own (m NULL) */
+    mp_notify_add(NULL, &held_notify, NULL);
     if (mp_account_add_sync(HOST, "alice", "secret", 4096) != MAGPIE_OK)
         return -1;
     return 0;
@@ -472,7 +488,9 @@ static void test_detach_and_takeover(void **state)
     assert_int_equal(mp_transport_mem_state(a.t), 2);   /* the connection is gone */
     mp_transport_mem_destroy(a.t);
 
-    /* another resource sends to the detached one: no error comes back */
+    /* another resource sends to the detached one: no error comes back,
+     * and modules hear of each message held for it (message_held) */
+    held_messages = 0;
     client_open(&b, 1);
     login(&b, "desk");
     for (int i = 1; i <= 5; i++) {
@@ -482,6 +500,7 @@ static void test_detach_and_takeover(void **state)
     }
     send_str(&b, "<message to='alice@" HOST "/desk' type='chat'><body>sync</body></message>");
     expect_clean(&b, "<body>sync</body>", "error");
+    assert_int_equal(held_messages, 5);
 
     /* a new connection authenticates as the same account and takes over */
     client_open(&c, 1);
@@ -504,6 +523,7 @@ static void test_detach_and_takeover(void **state)
     /* later stanzas come straight through, after those, with none again */
     send_str(&b, "<message to='alice@" HOST "/phone' type='chat'><body>after</body></message>");
     expect_clean(&c, "<body>after</body>", "<body>n");
+    assert_int_equal(held_messages, 5); /* attached again: nothing held */
     /* and the new connection speaks for the session */
     send_str(&c, "<message to='alice@" HOST "/desk' type='chat'><body>back</body></message>");
     expect(&b, "from='alice@" HOST "/phone'");
