@@ -23,7 +23,8 @@
 
 /* 2: layered core (2026-12-02): mp_xml_remove takes the stanza, mp_archive_filter
  * has time bounds, routing hooks, stream elements, listeners with TLS, HTTP routes */
-#define MP_MODULE_API_VERSION 2
+/* 3: mp_archive_filter.with_has, mp_archive_count (2026-12-02) */
+#define MP_MODULE_API_VERSION 3
 
 typedef struct mp_module mp_module;   /* a loaded module instance */
 typedef struct mp_session mp_session; /* a client session (opaque) */

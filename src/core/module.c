@@ -10,6 +10,7 @@
 #include "base/table.h"
 #include "core/modules.h"
 #include "core/router.h"
+#include <magpie/proto.h>
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -302,6 +303,12 @@ static mp_module *module_open(const struct mp_config *cfg, const struct mp_confi
 
 /* Drops every registration made by m. */
 static void unregister_all(mp_module *m);
+
+/* Only modules call the protocol helpers (proto.h); naming one here keeps
+ * their object file, and so all of them, in the daemon's link (the static
+ * core library would otherwise leave it out and loading a module that
+ * uses them would fail on an undefined symbol). */
+int64_t (*const mp_proto_linked)(void) = mp_now_us;
 
 int mp_modules_load(const struct mp_config *cfg)
 {
