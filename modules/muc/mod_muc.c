@@ -562,6 +562,10 @@ static const struct mp_option options[] = {
      0, 0},
     {"mam_page_max", MP_OPT_INT, "100", "Most archived messages one XEP-0313 query returns", 1,
      1000},
+    {"mam_max_messages", MP_OPT_INT, "10000",
+     "Most messages a room's archive keeps; the oldest go (0: no limit)", 0, 100000000},
+    {"mam_retention_days", MP_OPT_INT, "0",
+     "Days a room's archived messages are kept (0: for ever)", 0, 36500},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 

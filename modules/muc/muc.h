@@ -97,6 +97,8 @@ struct muc_room {
     int64_t last_ts;             /* last log time given (muc_stamp), µs */
     int64_t trim_upto;           /* log items up to this id may go (no archiving) */
     int trim_pending;
+    unsigned long mam_appends; /* logged while archiving, for the limits' checks */
+    int trim_busy, trim_again; /* a size trim of the log under way / wanted after it */
 };
 
 /* ---- mod_muc.c ---- */

@@ -8,6 +8,8 @@
  * the children shared), never a copy of the payload. */
 #include "muc.h"
 
+#include <magpie/proto.h>
+
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,14 +83,6 @@ static void send_copy(mp_stanza *shared, const mp_jid *to)
 static int64_t now_unix(void)
 {
     return (int64_t)time(NULL);
-}
-
-static void stamp(int64_t t, char *buf, size_t len)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* ---- rooms ---- */
@@ -456,8 +450,9 @@ static void send_history(struct muc_room *r, struct muc_occupant *o, mp_stanza *
         req.maxstanzas = attr_long(h, "maxstanzas");
         req.seconds = attr_long(h, "seconds");
         const char *since = mp_xml_get_attr(h, "since");
+        int64_t us;
         if (since)
-            req.since = muc_parse_datetime(since);
+            req.since = mp_datetime_parse(since, &us) == 0 ? us / 1000000 : -1;
     }
     struct muc_hist_meta *meta = calloc(r->n_hist, sizeof *meta);
     if (!meta)
@@ -475,11 +470,8 @@ static void send_history(struct muc_room *r, struct muc_occupant *o, mp_stanza *
     for (size_t i = first; i < r->n_hist; i++) {
         /* a delay child is added: this copy is the joiner's own */
         mp_stanza *c = mp_stanza_copy(r->hist[i].st);
-        mp_xml *d = mp_xml_add_child(c, mp_stanza_root(c), "delay", NS_DELAY);
-        char ts[32];
-        stamp(r->hist[i].ts, ts, sizeof ts);
-        mp_xml_set_attr(c, d, "from", r->jid);
-        mp_xml_set_attr(c, d, "stamp", ts);
+        mp_delay_add(c, mp_stanza_root(c), r->jid,
+                     r->hist[i].us ? r->hist[i].us : r->hist[i].ts * 1000000, NULL);
         mp_stanza_set_to(c, &o->real);
         mp_route(c);
     }
@@ -942,19 +934,6 @@ static void add_feature(mp_stanza *st, mp_xml *q, const char *var)
     mp_xml_set_attr(st, mp_xml_add_child(st, q, "feature", NULL), "var", var);
 }
 
-static void add_field(mp_stanza *st, mp_xml *form, const char *var, const char *type,
-                      const char *label, const char *value)
-{
-    mp_xml *f = mp_xml_add_child(st, form, "field", NULL);
-    mp_xml_set_attr(st, f, "var", var);
-    if (type)
-        mp_xml_set_attr(st, f, "type", type);
-    if (label)
-        mp_xml_set_attr(st, f, "label", label);
-    if (value)
-        mp_xml_add_text(st, mp_xml_add_child(st, f, "value", NULL), value, strlen(value));
-}
-
 void muc_room_disco_info(struct muc_room *r, mp_stanza *iq)
 {
     const struct mp_envelope *env = mp_stanza_envelope(iq);
@@ -987,20 +966,21 @@ void muc_room_disco_info(struct muc_room *r, mp_stanza *iq)
     add_feature(res, rq, c->moderated ? "muc_moderated" : "muc_unmoderated");
     add_feature(res, rq, c->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
     add_feature(res, rq, c->password ? "muc_passwordprotected" : "muc_unsecured");
-    mp_xml *form = mp_xml_add_child(res, rq, "x", NS_XDATA);
-    mp_xml_set_attr(res, form, "type", "result");
-    add_field(res, form, "FORM_TYPE", "hidden", NULL, "http://jabber.org/protocol/muc#roominfo");
-    add_field(res, form, "muc#roominfo_description", NULL, "Description", c->desc ? c->desc : "");
+    mp_xml *form = mp_form_add(res, rq, "result", "http://jabber.org/protocol/muc#roominfo", NULL);
+    mp_form_field_add(res, form, "muc#roominfo_description", NULL, "Description",
+                      c->desc ? c->desc : "");
     char n[32];
     snprintf(n, sizeof n, "%zu", r->n_occ);
-    add_field(res, form, "muc#roominfo_occupants", NULL, "Number of occupants", n);
-    add_field(res, form, "muc#roominfo_subject", NULL, "Subject", r->subject ? r->subject : "");
-    add_field(res, form, "muc#roominfo_subjectmod", "boolean", "Occupants may change the subject",
-              c->change_subject ? "1" : "0");
-    add_field(res, form, "muc#roomconfig_roomname", NULL, "Name",
-              c->name && *c->name ? c->name : r->node);
+    mp_form_field_add(res, form, "muc#roominfo_occupants", NULL, "Number of occupants", n);
+    mp_form_field_add(res, form, "muc#roominfo_subject", NULL, "Subject",
+                      r->subject ? r->subject : "");
+    mp_form_field_add(res, form, "muc#roominfo_subjectmod", "boolean",
+                      "Occupants may change the subject", c->change_subject ? "1" : "0");
+    mp_form_field_add(res, form, "muc#roomconfig_roomname", NULL, "Name",
+                      c->name && *c->name ? c->name : r->node);
     snprintf(n, sizeof n, "%ld", c->max_users);
-    add_field(res, form, "muc#maxusers", NULL, "Maximum occupants", c->max_users ? n : "none");
+    mp_form_field_add(res, form, "muc#maxusers", NULL, "Maximum occupants",
+                      c->max_users ? n : "none");
     mp_iq_reply(res);
 }
 
