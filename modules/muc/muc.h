@@ -13,6 +13,7 @@
  *   log.c      the room's log in an archive store: stanza ids (XEP-0359),
  *              history across restarts, XEP-0313 archive queries
  *   moderate.c XEP-0425 moderated retraction (tombstones in the log)
+ *   voice.c    voice requests and their approval (§7.13, §8.6)
  *   rules.c    pure rules: permissions, history selection (rules.h)
  *
  * Threads: every stanza whose 'to' is room@domain[/nick] runs on the worker
@@ -206,6 +207,12 @@ void muc_log_replace(struct muc_room *r, int64_t aid, mp_stanza *m, const char *
 /* ---- moderate.c ---- */
 /* XEP-0425: a moderator's retraction request (iq set to the room). */
 void muc_moderate(struct muc_room *r, mp_stanza *iq);
+
+/* ---- voice.c ---- */
+/* Is st (a message to the room) a muc#request form? */
+int muc_is_voice_form(mp_stanza *st);
+/* A voice request or a moderator's approval (st borrowed). */
+void muc_voice_message(struct muc_room *r, mp_stanza *st);
 
 /* ---- helpers (room.c) ---- */
 /* Sends m (built without 'to', kept by the caller) to every occupant. */

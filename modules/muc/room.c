@@ -924,6 +924,10 @@ void muc_room_message(struct muc_room *r, mp_stanza *st)
         invitations(r, o, st, x);
         return;
     }
+    if (muc_is_voice_form(st)) {
+        muc_voice_message(r, st);
+        return;
+    }
     muc_error(st, "modify", "bad-request", NULL);
 }
 

@@ -6,12 +6,11 @@ moderators of semi-anonymous ones; forbidden to others), item-not-found
 for unknown ids, and the archive size limit (mam_max_messages)."""
 
 import os
-import time
 
-from common import (MagpieServer, Results, parse_args, check, child, error_condition, tostr,
-                    closeall, online, body_of, wait_until)
-from muchelp import (create, join_ok, groupchat, wait_body, room_sid, mam_query, fin, occ,
-                     send_join, configure, NS_MAM)
+from common import (Results, parse_args, check, child, error_condition, tostr, body_of,
+                    wait_until)
+from muchelp import (run_suite, create, join_ok, groupchat, wait_body, room_sid, mam_query, fin, occ,
+                     NS_MAM)
 
 NS_RSM = 'http://jabber.org/protocol/rsm'
 MAX_KEPT = 12
@@ -171,33 +170,10 @@ def t04_size_limit(u):
           tostr(r))
 
 
-def main():
-    try:
-        srv = MagpieServer(args.builddir, workers=args.workers,
-                           storage=os.environ.get('MAGPIE_TEST_STORAGE', 'sqlite'),
-                           modules=['disco', 'ping', 'version', 'time',
-                                    '{ name = "muc"; mam_max_messages = %d; }' % MAX_KEPT])
-        srv.__enter__()
-    except Exception as e:
-        R.fail('39.00 muc_mam_rsm_server_start', e)
-        R.exit()
-    u = {}
-    try:
-        for n in USERS:
-            srv.add_user(n, n + '-pw')
-        u = {n: online(srv, n, n + '-pw', 'p') for n in USERS}
-        R.run('39.01 muc_mam_count_index', t01_count_index, u, server=srv)
-        R.run('39.02 muc_mam_with_real_jid', t02_with_real_jid, u, server=srv)
-        R.run('39.03 muc_mam_unknown_ids', t03_unknown_ids, u, server=srv)
-        R.run('39.04 muc_mam_size_limit', t04_size_limit, u, server=srv)
-    except Exception as e:
-        R.fail('39.00 muc_mam_rsm_setup', e)
-    closeall(*u.values())
-    try:
-        srv.__exit__(None, None, None)
-    except Exception as e:
-        R.fail('39.99 muc_mam_rsm_clean_shutdown', e)
-    R.exit()
-
-
-main()
+run_suite(R, args, 39, 'muc_mam', [('count_index', t01_count_index),
+                                   ('with_real_jid', t02_with_real_jid),
+                                   ('unknown_ids', t03_unknown_ids),
+                                   ('size_limit', t04_size_limit)], USERS,
+          modules=['disco', 'ping', 'version', 'time',
+                   '{ name = "muc"; mam_max_messages = %d; }' % MAX_KEPT],
+          storage=os.environ.get('MAGPIE_TEST_STORAGE', 'sqlite'))
