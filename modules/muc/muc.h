@@ -14,6 +14,7 @@
  *              history across restarts, XEP-0313 archive queries
  *   moderate.c XEP-0425 moderated retraction (tombstones in the log)
  *   voice.c    voice requests and their approval (§7.13, §8.6)
+ *   register.c registration with a room, reserved nicks (§7.10, §7.12)
  *   rules.c    pure rules: permissions, history selection (rules.h)
  *
  * Threads: every stanza whose 'to' is room@domain[/nick] runs on the worker
@@ -45,6 +46,7 @@
 #define NS_SID         "urn:xmpp:sid:0"
 #define NS_MODERATE    "urn:xmpp:message-moderate:1"
 #define NS_RETRACT     "urn:xmpp:message-retract:1"
+#define NS_REGISTER    "jabber:iq:register"
 
 struct muc_config {
     char *name;
@@ -213,6 +215,17 @@ void muc_moderate(struct muc_room *r, mp_stanza *iq);
 int muc_is_voice_form(mp_stanza *st);
 /* A voice request or a moderator's approval (st borrowed). */
 void muc_voice_message(struct muc_room *r, mp_stanza *st);
+
+/* ---- register.c ---- */
+/* jabber:iq:register on the room's JID (get: the form, set: register). */
+void muc_register_get(struct muc_room *r, mp_stanza *iq);
+void muc_register_set(struct muc_room *r, mp_stanza *iq);
+/* The nick reserved for bare in r (its affiliation item's), or NULL. */
+const char *muc_reserved_nick(struct muc_room *r, const char *bare);
+/* Is nick reserved in r for a user other than bare? */
+int muc_nick_reserved_by_other(struct muc_room *r, const char *nick, const char *bare);
+/* disco#info node x-roomuser-item: the asker's reserved nick (§7.12). */
+void muc_reserved_nick_info(struct muc_room *r, mp_stanza *iq);
 
 /* ---- helpers (room.c) ---- */
 /* Sends m (built without 'to', kept by the caller) to every occupant. */

@@ -518,11 +518,9 @@ static const char *join_refusal(struct muc_room *r, mp_stanza *st, const char **
     struct muc_occupant *holder = muc_occ_by_nick(r, env->to.resource);
     if (holder)
         return "conflict";
-    /* a nick reserved by a member (§7.12) is theirs */
-    for (size_t i = 0; i < r->n_aff; i++)
-        if (r->aff[i].nick && strcmp(r->aff[i].nick, env->to.resource) == 0 &&
-            strcmp(r->aff[i].jid, env->from.bare) != 0)
-            return "conflict";
+    /* a nick reserved by a member (§7.10, §7.12) is theirs */
+    if (muc_nick_reserved_by_other(r, env->to.resource, env->from.bare))
+        return "conflict";
     if (r->cfg.max_users > 0 && r->n_occ >= (size_t)r->cfg.max_users && a < AFF_ADMIN) {
         *type = "wait";
         return "service-unavailable";
@@ -942,9 +940,14 @@ void muc_room_disco_info(struct muc_room *r, mp_stanza *iq)
 {
     const struct mp_envelope *env = mp_stanza_envelope(iq);
     mp_xml *q = mp_xml_first_element(mp_stanza_root(iq));
-    if (mp_xml_get_attr(q, "node") ||
+    const char *node = mp_xml_get_attr(q, "node");
+    if ((node && strcmp(node, "x-roomuser-item") != 0) ||
         (r->locked && muc_affil_of(r, env->from.bare) != AFF_OWNER)) {
         mp_iq_reply_error(iq, "cancel", "item-not-found");
+        return;
+    }
+    if (node) {
+        muc_reserved_nick_info(r, iq);
         return;
     }
     mp_stanza *res = mp_iq_result(iq);
@@ -960,6 +963,8 @@ void muc_room_disco_info(struct muc_room *r, mp_stanza *iq)
     add_feature(res, rq, "http://jabber.org/protocol/muc#self-ping-optimization");
     add_feature(res, rq, NS_SID);
     add_feature(res, rq, NS_MODERATE);
+    if (mp_module_opt_bool(muc_self, "allow_register"))
+        add_feature(res, rq, NS_REGISTER);
     if (c->mam) {
         add_feature(res, rq, NS_MAM);
         add_feature(res, rq, NS_MAM_EXT);
