@@ -63,7 +63,10 @@ struct muc_config {
 
 struct muc_occupant {
     char *nick;
-    mp_jid real;         /* full JID of the occupant's session */
+    mp_jid real;  /* full JID of the occupant's (first) session */
+    mp_jid *more; /* further sessions of the same bare JID sharing the
+                   * nick (multi-session occupant), n_more of them */
+    size_t n_more;
     enum muc_role role;
     char occupant_id[40]; /* XEP-0421, stable per room and bare JID */
     mp_stanza *pres;     /* last available presence from the client (referenced) */
@@ -228,6 +231,8 @@ int muc_nick_reserved_by_other(struct muc_room *r, const char *nick, const char 
 void muc_reserved_nick_info(struct muc_room *r, mp_stanza *iq);
 
 /* ---- helpers (room.c) ---- */
+/* Sends st (built without 'to'; taken) to every session of occupant o. */
+void muc_occ_send(const struct muc_occupant *o, mp_stanza *st);
 /* Sends m (built without 'to', kept by the caller) to every occupant. */
 void muc_fan_out(struct muc_room *r, mp_stanza *m);
 /* Adds r's <stanza-id/> (XEP-0359) with id sid to m. */

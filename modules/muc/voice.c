@@ -37,7 +37,6 @@ static void send_approval_form(struct muc_room *r, const struct muc_occupant *o,
     mp_random_id(id, sizeof id);
     mp_xml_set_attr(st, root, "id", id);
     mp_xml_set_attr(st, root, "from", r->jid);
-    mp_stanza_set_to(st, &m->real);
     mp_xml *x = mp_form_add(st, root, "form", NS_MUC_REQUEST, "Voice request");
     static const char instr[] = "To approve this request for voice, select the \"Grant voice to "
                                 "this person?\" checkbox and click OK. To skip this request, "
@@ -48,7 +47,7 @@ static void send_approval_form(struct muc_room *r, const struct muc_occupant *o,
     mp_form_field_add(st, x, "muc#roomnick", "text-single", "Room Nickname", o->nick);
     mp_form_field_add(st, x, "muc#request_allow", "boolean", "Grant voice to this person?",
                       "false");
-    mp_route(st);
+    muc_occ_send(m, st);
 }
 
 /* A visitor's request (§7.13). */
