@@ -5,6 +5,9 @@ approval form (requester's JID and nick, muc#request_allow false), a
 moderator's approval makes the visitor a participant (presence to all,
 the new participant can talk), a refusal changes nothing; the errors."""
 
+import asyncio
+
+import slixhelp
 from common import (Results, parse_args, check, child, tostr, online,
                     expect_error, no_stanza, local)
 from muchelp import (run_suite, NS_XDATA, create, join_ok, groupchat, wait_body, occ, room_jid, item, esc)
@@ -126,5 +129,53 @@ def t02_errors(u):
     no_stanza(a, 'message', 0.5, lambda e: child(e, 'x', NS_XDATA) is not None)
 
 
+async def slix_scenario(srv):
+    a = await slixhelp.login(srv.c2s_port, 'alice@localhost/slix', 'alice-pw')
+    c = await slixhelp.login(srv.c2s_port, 'carol@localhost/slix', 'carol-pw')
+    room = 'slixvoice@conference.localhost'
+    try:
+        for x in (a, c):
+            x.register_plugin('xep_0045')
+            x.register_plugin('xep_0004')
+        await a['xep_0045'].join_muc_wait(room, 'Alice', maxstanzas=0, timeout=10)
+        form = await a['xep_0045'].get_room_config(room)
+        form.set_values({'muc#roomconfig_moderatedroom': True})
+        form['type'] = 'submit'
+        await a['xep_0045'].set_room_config(room, form)
+        await c['xep_0045'].join_muc_wait(room, 'Carol', timeout=10)
+        check(c['xep_0045'].get_jid_property(room, 'Carol', 'role') == 'visitor', 'not a visitor')
+        # slixmpp's own request; the moderator's xep_0004 plugin takes the
+        # form (a message without a body is a 'message_xform' event there)
+        forms = asyncio.Queue()
+        a.add_event_handler('message_xform', forms.put_nowait)
+        c['xep_0045'].request_voice(room, 'participant')
+        m = await asyncio.wait_for(forms.get(), 10)
+        check(m['from'] == room and m['form']['type'] == 'form', m)
+        values = m['form'].get_values()
+        check(values.get('muc#roomnick') == 'Carol' and str(values.get('muc#jid')) == str(c.boundjid),
+              values)
+        reply = a.make_message(mto=room)
+        f = reply['form']
+        f['type'] = 'submit'
+        f.add_field(var='FORM_TYPE', value=REQ)
+        for var in ('muc#role', 'muc#jid', 'muc#roomnick'):
+            f.add_field(var=var, value=str(values[var]))
+        f.add_field(var='muc#request_allow', ftype='boolean', value=True)
+        reply.send()
+        for _ in range(50):
+            if c['xep_0045'].get_jid_property(room, 'Carol', 'role') == 'participant':
+                break
+            await asyncio.sleep(0.1)
+        check(c['xep_0045'].get_jid_property(room, 'Carol', 'role') == 'participant',
+              'voice not granted as slixmpp sees it')
+    finally:
+        await slixhelp.close(a, c)
+
+
+def t03_slixmpp(u):
+    slixhelp.run(slix_scenario, u['srv'], timeout=60)
+
+
 run_suite(R, args, 70, 'muc_voice', [('request_approve', t01_request_and_approve),
-                                      ('errors', t02_errors)], USERS)
+                                      ('errors', t02_errors),
+                                      ('slixmpp', t03_slixmpp)], USERS)
