@@ -7,6 +7,7 @@ resource, either resource may speak, one leaving does not remove the
 occupant while another remains; another user with that nick gets
 conflict."""
 
+import slixhelp
 from common import Results, parse_args, check, tostr, online, no_stanza, body_of
 from muchelp import (run_suite, create, join, join_ok, groupchat, wait_body, occ, codes, item,
                      send_join, expect_presence_error, esc)
@@ -99,6 +100,52 @@ def t03_leaving(u):
     join_ok(u['dave'], 'ms', 'Bob')
 
 
+def t04_session_ends(u):
+    a, c, d = u['alice'], u['carol'], u['dave']
+    # Dave holds 'Bob' now; a second resource of dave joins, then its
+    # connection drops without a word: the occupant stays
+    d2 = online(u['srv'], 'dave', 'dave-pw', 'tab')
+    p = join(d2, 'ms', 'Bob')
+    check(p.get('type') != 'error' and 110 in codes(p), tostr(p))
+    d2.close()
+    no_stanza(a, 'presence', 1.0, lambda e: from_bob(e) and e.get('type') == 'unavailable')
+    groupchat(c, 'ms', 'dave still here')
+    wait_body(d, 'dave still here')
+
+
+async def slix_scenario(srv):
+    a = await slixhelp.login(srv.c2s_port, 'alice@localhost/slix', 'alice-pw')
+    b1 = await slixhelp.login(srv.c2s_port, 'bob@localhost/desk', 'bob-pw')
+    b2 = await slixhelp.login(srv.c2s_port, 'bob@localhost/mobile', 'bob-pw')
+    room = 'slixms@conference.localhost'
+    try:
+        for x in (a, b1, b2):
+            x.register_plugin('xep_0045')
+            x.register_plugin('xep_0004')
+        await a['xep_0045'].join_muc_wait(room, 'Alice', maxstanzas=0, timeout=10)
+        form = await a['xep_0045'].get_room_config(room)
+        form['type'] = 'submit'
+        await a['xep_0045'].set_room_config(room, form)
+        await b1['xep_0045'].join_muc_wait(room, 'Bob', timeout=10)
+        # slixmpp's join of the second resource completes (self-presence)
+        pres, _, occupants, _ = await b2['xep_0045'].join_muc_wait(room, 'Bob', timeout=10)
+        check(pres['type'] != 'error' and 110 in {int(x) for x in pres['muc']['status_codes']}, pres)
+        check(sorted(p['from'].resource for p in occupants) == ['Alice', 'Bob'], occupants)
+        a.send_message(mto=room, mbody='to both', mtype='groupchat')
+        for x in (b1, b2):
+            m = await slixhelp.next_message(x, 10, lambda m: m['body'] == 'to both')
+            check(m['from'].resource == 'Alice', m)
+        check(sorted(a['xep_0045'].get_roster(room)) == ['Alice', 'Bob'], a['xep_0045'].get_roster(room))
+    finally:
+        await slixhelp.close(a, b1, b2)
+
+
+def t05_slixmpp(u):
+    slixhelp.run(slix_scenario, u['srv'], timeout=60)
+
+
 run_suite(R, args, 72, 'muc_multisession', [('second_session', t01_second_session),
                                              ('messages', t02_messages),
-                                             ('leaving', t03_leaving)], USERS)
+                                             ('leaving', t03_leaving),
+                                             ('session_ends', t04_session_ends),
+                                             ('slixmpp', t05_slixmpp)], USERS)
