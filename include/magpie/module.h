@@ -25,7 +25,8 @@
  * has time bounds, routing hooks, stream elements, listeners with TLS, HTTP routes
  * 3: stream management (XEP-0198): struct mp_stream_mgmt, mp_session_manage,
  * mp_session_handled/received, mp_session_resume, mp_stream_element_add_unbound,
- * mp_notify.session_resumed, acknowledgement tokens (xml.h) */
+ * mp_notify.session_resumed, acknowledgement tokens (xml.h);
+ * mp_archive_filter.with_has, mp_archive_count */
 #define MP_MODULE_API_VERSION 3
 
 typedef struct mp_module mp_module;   /* a loaded module instance */

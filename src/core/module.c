@@ -10,6 +10,7 @@
 #include "base/table.h"
 #include "core/modules.h"
 #include "core/router.h"
+#include <magpie/proto.h>
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -156,21 +157,6 @@ static mp_table *domains;              /* name -> mp_domain */
 static mp_table *elements;             /* "ns|name" -> struct element_entry */
 static struct preauth_entry *preauths; /* a handful at most: searched in order */
 static size_t n_preauths;
-
-/* The protocol helpers of magpie/proto.h are for modules: the core calls
- * few of them, and they live in libmagpiecore, a static archive, from
- * which the linker takes only what magpied uses. Referencing them here
- * puts every one into magpied, whose symbols modules resolve against
- * (-export-dynamic). */
-typedef void (*mp_api_fn)(void);
-const mp_api_fn mp_module_api_keep[] = {
-    (mp_api_fn)mp_now_us,         (mp_api_fn)mp_datetime_format, (mp_api_fn)mp_datetime_parse,
-    (mp_api_fn)mp_delay_add,      (mp_api_fn)mp_form_add,        (mp_api_fn)mp_form_field_add,
-    (mp_api_fn)mp_form_value_add, (mp_api_fn)mp_form_option_add, (mp_api_fn)mp_form_find,
-    (mp_api_fn)mp_form_type,      (mp_api_fn)mp_form_form_type,  (mp_api_fn)mp_form_field,
-    (mp_api_fn)mp_form_value,     (mp_api_fn)mp_form_bool,       (mp_api_fn)mp_rsm_parse,
-    (mp_api_fn)mp_rsm_add_result,
-};
 
 size_t mp_modules_count(void)
 {
@@ -342,6 +328,12 @@ static mp_module *module_open(const struct mp_config *cfg, const struct mp_confi
 
 /* Drops every registration made by m. */
 static void unregister_all(mp_module *m);
+
+/* Only modules call the protocol helpers (proto.h); naming one here keeps
+ * their object file, and so all of them, in the daemon's link (the static
+ * core library would otherwise leave it out and loading a module that
+ * uses them would fail on an undefined symbol). */
+int64_t (*const mp_proto_linked)(void) = mp_now_us;
 
 int mp_modules_load(const struct mp_config *cfg)
 {
