@@ -319,6 +319,10 @@ mp_counter *mp_counter_new(mp_module *m, const char *name, const char *help);
 void mp_counter_add(mp_counter *c, uint64_t n);
 
 /* ---- misc ---- */
+/* The server's state directory (config `state_dir`): where a module keeps
+ * files of its own, in a subdirectory named after it. Lives as long as the
+ * configuration. */
+const char *mp_state_dir(void);
 /* Returns a new random id string (hex, NUL-terminated) in buf (>= 17 bytes). */
 void mp_random_id(char *buf, size_t len);
 

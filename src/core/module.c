@@ -19,6 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The module API in include/magpie/proto.h (src/xml/proto.c) is called by
+ * modules only: without a reference from the daemon the linker would leave
+ * proto.o out of libmagpiecore's archive, and modules could not resolve
+ * mp_form_add and the rest. This reference pulls the whole object in. */
+typedef void (*mp_api_fn)(void);
+const mp_api_fn mp_module_api_keep[] = {(mp_api_fn)mp_form_add};
+
 struct mp_module {
     const struct mp_module_desc *desc;
     void *handle;

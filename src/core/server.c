@@ -20,3 +20,8 @@ const char *mp_host_nth(size_t i)
     const struct mp_config *cfg = mp_server.cfg;
     return i < cfg->n_hosts ? cfg->hosts[i].domain : NULL;
 }
+
+const char *mp_state_dir(void)
+{
+    return mp_server.cfg->state_dir;
+}
