@@ -4,6 +4,8 @@
 #include "base/base.h"
 #include "core/server.h"
 
+#include <magpie/http.h>
+#include <stdio.h>
 #include <string.h>
 
 int mp_host_is_local(const char *domain)
@@ -24,4 +26,20 @@ const char *mp_host_nth(size_t i)
 const char *mp_state_dir(void)
 {
     return mp_server.cfg->state_dir;
+}
+
+/* include/magpie/http.h: a question about the configured listeners. */
+int mp_http_base_url(char *buf, size_t len)
+{
+    const struct mp_config *cfg = mp_server.cfg;
+    const char *host = mp_host_nth(0);
+    for (size_t i = 0; host && i < 2 * cfg->n_listeners; i++) {
+        /* an HTTPS listener first, then a plain one */
+        const struct mp_config_listener *l = &cfg->listeners[i % cfg->n_listeners];
+        if (l->kind != MP_LISTEN_HTTP || (i < cfg->n_listeners && !l->tls))
+            continue;
+        int n = snprintf(buf, len, "%s://%s:%d", l->tls ? "https" : "http", host, l->port);
+        return n > 0 && (size_t)n < len ? MAGPIE_OK : MAGPIE_ERR;
+    }
+    return MAGPIE_ERR;
 }

@@ -161,6 +161,7 @@ struct mp_http_req {
     char *body;
     size_t body_len;
     char *body_file; /* the spooled body (a route with a spool_dir), or NULL */
+    size_t file_len; /* its length (body and body_len are then "" and 0) */
     int keep_alive, secure;
     char peer[64];
     struct evbuffer *extra; /* response headers added by the handler */
@@ -599,7 +600,7 @@ static int on_complete(http_parser *p)
         c->spool_fd = -1;
         r->body_file = c->spool_path; /* the request's now */
         c->spool_path = NULL;
-        r->body_len = c->body_seen;
+        r->file_len = c->body_seen;
         r->body = mp_calloc(1, 1);
     } else {
         r->body_len = evbuffer_get_length(c->body);
@@ -787,7 +788,7 @@ const char *mp_http_body(const mp_http_req *r, size_t *len)
 const char *mp_http_body_file(const mp_http_req *r, size_t *len)
 {
     if (len)
-        *len = r->body_file ? r->body_len : 0;
+        *len = r->body_file ? r->file_len : 0;
     return r->body_file;
 }
 
@@ -808,19 +809,4 @@ const char *mp_http_peer(const mp_http_req *r)
 int mp_http_secure(const mp_http_req *r)
 {
     return r->secure;
-}
-
-int mp_http_base_url(char *buf, size_t len)
-{
-    const struct mp_config *cfg = mp_server.cfg;
-    const char *host = mp_host_nth(0);
-    for (size_t i = 0; host && i < 2 * cfg->n_listeners; i++) {
-        /* an HTTPS listener first, then a plain one */
-        const struct mp_config_listener *l = &cfg->listeners[i % cfg->n_listeners];
-        if (l->kind != MP_LISTEN_HTTP || (i < cfg->n_listeners && !l->tls))
-            continue;
-        int n = snprintf(buf, len, "%s://%s:%d", l->tls ? "https" : "http", host, l->port);
-        return n > 0 && (size_t)n < len ? MAGPIE_OK : MAGPIE_ERR;
-    }
-    return MAGPIE_ERR;
 }
