@@ -35,8 +35,8 @@
  *   (owner, name, type, size, time), reloaded at start; with `expire_days`
  *   they are deleted that many days after upload; an account's files go
  *   with the account.
- * Without an HTTP listener in the configuration the module loads, logs a
- * warning and serves nothing. */
+ * Without an HTTP listener in the configuration the module loads, says so
+ * in the log and serves nothing (so it can be in the default module list). */
 #include <magpie/magpie.h>
 #include <magpie/http.h>
 
@@ -781,8 +781,8 @@ static int load(mp_module *m)
 {
     self = m;
     if (mp_http_base_url(base_url, sizeof base_url) != MAGPIE_OK) {
-        mp_log(MP_LOG_WARN, "upload: no \"http\" listener configured: HTTP File Upload is off "
-                            "(add one under 'listeners')");
+        mp_log(MP_LOG_INFO, "upload: no \"http\" listener configured: HTTP File Upload is off "
+                            "(add one under 'listeners' to turn it on)");
         return MAGPIE_OK;
     }
     const char *b = mp_module_opt_str(m, "base_url");
