@@ -54,7 +54,6 @@
 #include <unistd.h>
 
 #define NS_UPLOAD      "urn:xmpp:http:upload:0"
-#define NS_DISCO_INFO  "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 #define PREFIX         "/upload"
 #define ID_LEN         32 /* hex digits: 128 bits */
@@ -104,7 +103,6 @@ struct user {
     struct user *next;
 };
 
-static mp_module *self;
 static mp_domain *dom;
 static char domain_name[1024];
 static char base_url[1024];
@@ -423,31 +421,6 @@ static void load_stored(void)
 }
 
 /* ---- XMPP side ---- */
-
-static void on_disco_info(mp_stanza *iq, void *ud)
-{
-    (void)ud;
-    mp_xml *q = mp_xml_first_element(mp_stanza_root(iq));
-    if (mp_xml_get_attr(q, "node")) {
-        mp_iq_reply_error(iq, "cancel", "item-not-found");
-        return;
-    }
-    mp_stanza *r = mp_iq_result(iq);
-    mp_xml *rq = mp_xml_add_child(r, mp_stanza_root(r), "query", NS_DISCO_INFO);
-    mp_xml *id = mp_xml_add_child(r, rq, "identity", NULL);
-    mp_xml_set_attr(r, id, "category", "store");
-    mp_xml_set_attr(r, id, "type", "file");
-    mp_xml_set_attr(r, id, "name", mp_module_opt_str(self, "name"));
-    static const char *const feats[] = {NS_DISCO_INFO, NS_DISCO_ITEMS, NS_UPLOAD};
-    for (size_t i = 0; i < sizeof feats / sizeof *feats; i++)
-        mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", feats[i]);
-    /* XEP-0363 §2: the largest file, in an XEP-0128 extended form */
-    char n[32];
-    snprintf(n, sizeof n, "%" PRIu64, max_size);
-    mp_xml *form = mp_form_add(r, rq, "result", NS_UPLOAD, NULL);
-    mp_form_field_add(r, form, "max-file-size", NULL, NULL, n);
-    mp_iq_reply(r);
-}
 
 static void on_disco_items(mp_stanza *iq, void *ud)
 {
@@ -779,7 +752,6 @@ static int make_dir(const char *path)
 
 static int load(mp_module *m)
 {
-    self = m;
     if (mp_http_base_url(base_url, sizeof base_url) != MAGPIE_OK) {
         mp_log(MP_LOG_INFO, "upload: no \"http\" listener configured: HTTP File Upload is off "
                             "(add one under 'listeners' to turn it on)");
@@ -796,18 +768,9 @@ static int load(mp_module *m)
         while (n > 0 && base_url[n - 1] == '/')
             base_url[--n] = '\0';
     }
-    const char *d = mp_module_opt_str(m, "domain");
-    if (!d || !*d) {
-        const char *host = mp_host_nth(0);
-        if (!host) {
-            mp_log(MP_LOG_ERROR, "upload: no virtual host to name the service after");
-            return MAGPIE_ERR;
-        }
-        snprintf(domain_name, sizeof domain_name, "upload.%s", host);
-    } else if (mp_jid_nameprep(d, domain_name, sizeof domain_name) != MAGPIE_OK) {
-        mp_log(MP_LOG_ERROR, "upload: invalid domain '%s'", d);
+    if (mp_service_domain_name(mp_module_opt_str(m, "domain"), "upload", domain_name,
+                               sizeof domain_name) != MAGPIE_OK)
         return MAGPIE_ERR;
-    }
     const char *dir = mp_module_opt_str(m, "dir");
     char def[4096];
     if (!dir || !*dir) {
@@ -830,7 +793,14 @@ static int load(mp_module *m)
         return MAGPIE_ERR;
     }
     mp_disco_item_add(m, MP_DISCO_SERVER, domain_name, mp_module_opt_str(m, "name"));
-    if (mp_domain_iq_register(dom, MP_IQ_GET, NS_DISCO_INFO, on_disco_info, NULL) != MAGPIE_OK ||
+    /* disco#info (answered by the core): XEP-0363 §2, with the largest file
+     * in an XEP-0128 extended form */
+    char maxs[32];
+    snprintf(maxs, sizeof maxs, "%" PRIu64, max_size);
+    if (mp_domain_disco_identity(dom, "store", "file", mp_module_opt_str(m, "name")) != MAGPIE_OK ||
+        mp_domain_disco_feature(dom, NS_DISCO_ITEMS) != MAGPIE_OK ||
+        mp_domain_disco_feature(dom, NS_UPLOAD) != MAGPIE_OK ||
+        mp_domain_disco_field(dom, NS_UPLOAD, "max-file-size", maxs) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_DISCO_ITEMS, on_disco_items, NULL) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_UPLOAD, on_request, NULL) != MAGPIE_OK ||
         mp_http_route_ex(m, NULL, PREFIX, (size_t)max_size, store_dir, on_http, NULL) != MAGPIE_OK)

@@ -43,3 +43,19 @@ int mp_http_base_url(char *buf, size_t len)
     }
     return MAGPIE_ERR;
 }
+
+int mp_service_domain_name(const char *configured, const char *label, char *buf, size_t len)
+{
+    if (configured && *configured) {
+        if (mp_jid_nameprep(configured, buf, len) == MAGPIE_OK)
+            return MAGPIE_OK;
+        mp_log(MP_LOG_ERROR, "%s: invalid domain '%s'", label, configured);
+        return MAGPIE_ERR;
+    }
+    const char *host = mp_host_nth(0);
+    int n = host ? snprintf(buf, len, "%s.%s", label, host) : -1;
+    if (n > 0 && (size_t)n < len)
+        return MAGPIE_OK;
+    mp_log(MP_LOG_ERROR, "%s: no virtual host to name the service after; set 'domain'", label);
+    return MAGPIE_ERR;
+}
