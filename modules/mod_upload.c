@@ -33,8 +33,9 @@
  *     CORS preflights (browser clients such as Converse.js).
  *   Files live in `dir` (default <state_dir>/upload) as <id> plus <id>.meta
  *   (owner, name, type, size, time), reloaded at start; with `expire_days`
- *   they are deleted that many days after upload; an account's files go
- *   with the account.
+ *   they are deleted that many days after upload (checked at start, on
+ *   download and at most every 10 s on slot requests); an account's files
+ *   go with the account.
  * Without an HTTP listener in the configuration the module loads, says so
  * in the log and serves nothing (so it can be in the default module list). */
 #include <magpie/magpie.h>
@@ -811,6 +812,7 @@ static int load(mp_module *m)
     c_refused = mp_counter_new(m, "upload_refused", "Upload slot requests refused");
     pthread_mutex_lock(&lock);
     load_stored();
+    sweep(now_s()); /* files past expire_days */
     pthread_mutex_unlock(&lock);
     mp_log(MP_LOG_INFO, "upload: serving %s, files at %s/upload/", domain_name, base_url);
     return MAGPIE_OK;

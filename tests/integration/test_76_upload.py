@@ -10,7 +10,8 @@ expires (403); a Content-Length above the maximum is refused with 413
 before any body is sent; file names are sanitised (no path traversal; on
 disk only slot ids); an account of another domain is refused; the quota
 and the slot rate limit give resource-constraint; stored files survive a
-restart and go with their account."""
+restart, files older than expire_days are deleted, and files go with
+their account."""
 
 import http.client
 import io
@@ -214,7 +215,7 @@ def t05_expired(srv):
     c = online(srv, 'alice', 'alice-pw', 'exp')
     try:
         purl, gurl, hdrs = slot_of(request(c, 'late.txt', 4, 'text/plain'))
-        time.sleep(2.5)  # slot_timeout = 2
+        time.sleep(3.5)  # slot_timeout = 3
         check(put(purl, b'late', hdrs, 'text/plain') == 403, 'PUT after the slot expired')
         check(hreq('GET', gurl)[0] == 404, 'GET of an expired slot')
     finally:
@@ -303,11 +304,23 @@ def t09_restart_and_delete(srv):
     try:
         purl, gurl, hdrs = slot_of(request(c, 'keep.txt', 4, 'text/plain'))
         check(put(purl, b'kept', hdrs, 'text/plain') == 201, 'PUT')
+        purl, old_url, hdrs = slot_of(request(c, 'old.txt', 3))
+        check(put(purl, b'old', hdrs) == 201, 'PUT old')
     finally:
         closeall(c)
+    # old.txt was uploaded three days ago (expire_days = 2): gone after the restart
+    meta = os.path.join(srv.state_dir, 'upload', old_url.split('/')[-2] + '.meta')
+    with open(meta) as f:
+        lines = f.read().split('\n')
+    lines[4] = str(int(time.time()) - 3 * 86400)
+    with open(meta, 'w') as f:
+        f.write('\n'.join(lines))
     srv.restart()
+    check(not os.path.exists(meta) and not os.path.exists(meta[:-5]),
+          'expired file left on disk after the restart')
     st, h, body = hreq('GET', gurl)
     check(st == 200 and body == b'kept' and h.get('content-type') == 'text/plain', (st, h))
+    check(hreq('GET', old_url)[0] == 404, 'an expired file is still served')
     p = srv.ctl('user', 'del', 'erin@localhost')
     check(p.returncode == 0, p.stderr)
     ok = False
@@ -323,7 +336,7 @@ def t09_restart_and_delete(srv):
 
 
 def main():
-    upload = ('{ name = "upload"; max_file_size = %d; quota = %d; slot_timeout = 2; '
+    upload = ('{ name = "upload"; max_file_size = %d; quota = %d; slot_timeout = 3; expire_days = 2; '
               'rate_limit = %d; }' % (MAX, QUOTA, RATE))
     try:
         srv = MagpieServer(args.builddir, workers=args.workers, http=True,
