@@ -18,6 +18,7 @@ import io
 import os
 import re
 import socket
+import ssl
 import time
 import urllib.parse
 
@@ -56,7 +57,13 @@ def slot_of(r):
 def hreq(method, url, body=None, headers=None):
     """(status, headers dict (lower-case names), body bytes)."""
     u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection('127.0.0.1', u.port, timeout=10)
+    if u.scheme == 'https':
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection('127.0.0.1', u.port, timeout=10, context=ctx)
+    else:
+        conn = http.client.HTTPConnection('127.0.0.1', u.port, timeout=10)
     try:
         conn.request(method, u.path, body=body, headers=headers or {})
         r = conn.getresponse()
@@ -335,6 +342,27 @@ def t09_restart_and_delete(srv):
           'files of the deleted account left on disk')
 
 
+def t10_https(builddir):
+    """An HTTPS listener: https:// URLs, PUT and GET (a file answer through
+    the TLS filter) byte-identical."""
+    with MagpieServer(builddir, workers=args.workers, http='tls',
+                      modules=['disco', '{ name = "upload"; max_file_size = 3000000; }']) as s:
+        s.add_user('alice', 'alice-pw')
+        c = online(s, 'alice', 'alice-pw', 'tls')
+        try:
+            data = os.urandom(2500000)
+            purl, gurl, hdrs = slot_of(request(c, 'big.bin', len(data)))
+            check(gurl.startswith('https://localhost:%d/upload/' % s.http_port), gurl)
+            check(put(purl, data, hdrs, 'application/octet-stream') == 201, 'PUT over TLS')
+            st, h, body = hreq('GET', gurl)
+            check(st == 200 and body == data, (st, len(body)))
+            check(h.get('content-length') == str(len(data)), h)
+        finally:
+            closeall(c)
+        reps = s.sanitizer_reports()
+        check(not reps, reps)
+
+
 def main():
     upload = ('{ name = "upload"; max_file_size = %d; quota = %d; slot_timeout = 3; expire_days = 2; '
               'rate_limit = %d; }' % (MAX, QUOTA, RATE))
@@ -365,6 +393,7 @@ def main():
         srv.__exit__(None, None, None)
     except Exception as e:
         R.fail('76.99 upload_clean_shutdown', e)
+    R.run('76.10 upload_https_large_file', t10_https, args.builddir)
     R.exit()
 
 
