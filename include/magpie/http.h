@@ -2,8 +2,8 @@
  *
  * The server has one HTTP/1.1 listener kind (configured under `listeners`
  * with type "http", optionally TLS); every module that speaks HTTP (the
- * gateway's trigger API now; metrics, the admin API, BOSH, upload later)
- * registers routes on it instead of opening a port of its own.
+ * gateway's trigger API and HTTP File Upload now; metrics, the admin API,
+ * BOSH later) registers routes on it instead of opening a port of its own.
  *
  * A route is (method, path prefix) -> handler. A request goes to the route
  * with the longest prefix that matches its path on a segment boundary
