@@ -21,11 +21,12 @@
  *     rest becomes '_', no leading '.'); on disk a file is named by its
  *     slot id only, so no client string ever becomes a path.
  *   PUT (HTTP, route /upload, bodies up to max_file_size written to disk as
- *     they arrive; a Content-Length above it gets 413 before any is read):
- *     the slot must exist and be open (else 403; used: 409; older than
- *     `slot_timeout`: 403), the token must match (403), the body be exactly
- *     the requested size (larger: 413, smaller: 400) and the Content-Type
- *     the requested one when one was given (400). Then 201.
+ *     they arrive): the slot must exist and be open (else 403; used: 409;
+ *     older than `slot_timeout`: 403), the token must match (403), the body
+ *     be exactly the requested size (larger: 413, smaller: 400) and the
+ *     Content-Type the requested one when one was given (400). Then 201.
+ *     All of this is checked on the request's head, before the body is
+ *     read (Content-Length), and again once it is there.
  *   GET / HEAD: 200 with the Content-Type and Content-Length of the upload,
  *     X-Content-Type-Options: nosniff, a restrictive Content-Security-
  *     Policy and a Content-Disposition (inline for images, audio, video
@@ -605,41 +606,73 @@ static void cors(mp_http_req *r)
     mp_http_add_header(r, "Access-Control-Max-Age", "86400");
 }
 
+/* Whether request r may upload len bytes (have_len 0: length unknown yet)
+ * to slot id/name: 0, or the HTTP status refusing it with *text. Drops the
+ * slot if it has expired. Called with the lock held; *out is the slot. */
+static int put_check(mp_http_req *r, const char *id, const char *name, uint64_t len, int have_len,
+                     struct slot **out, const char **text)
+{
+    const char *ctype = mp_http_header(r, "Content-Type");
+    const char *auth = mp_http_header(r, "Authorization");
+    struct slot *s = *out = slot_find(id);
+    if (s && s->state == SLOT_OPEN && expired(s, now_s())) {
+        slot_drop(s);
+        s = *out = NULL;
+    }
+    if (!s || strcmp(s->name, name) != 0)
+        return *text = "no such upload slot (or it has expired)\n", 403;
+    if (s->state != SLOT_OPEN)
+        return *text = "this slot has been used\n", 409;
+    if (!auth || strncmp(auth, "Bearer ", 7) != 0 || !token_equal(auth + 7, s->token))
+        return *text = "wrong or missing Authorization\n", 403;
+    if (have_len && len > s->size)
+        return *text = "larger than the slot's size\n", 413;
+    if (have_len && len != s->size)
+        return *text = "the body must be exactly the slot's size\n", 400;
+    if (s->ctype && (!ctype || !same_type(s->ctype, ctype)))
+        return *text = "Content-Type differs from the slot's\n", 400;
+    if (!s->ctype && ctype && !valid_ctype(ctype))
+        return *text = "invalid Content-Type\n", 400;
+    return 0;
+}
+
+/* The head of a request to /upload: a PUT that cannot succeed (unknown or
+ * used slot, wrong token, Content-Length or type) is refused before its
+ * body is read. */
+static int http_head(mp_http_req *r, void *ud)
+{
+    (void)ud;
+    char id[ID_LEN + 1];
+    const char *name, *text;
+    if (strcmp(mp_http_method(r), "PUT") != 0)
+        return 0;
+    if (parse_path(mp_http_path(r), id, &name) != MAGPIE_OK)
+        return 403;
+    const char *cl = mp_http_header(r, "Content-Length");
+    struct slot *s;
+    pthread_mutex_lock(&lock);
+    int st = put_check(r, id, name, cl ? strtoull(cl, NULL, 10) : 0, cl != NULL, &s, &text);
+    pthread_mutex_unlock(&lock);
+    return st;
+}
+
 static void http_put(mp_http_req *r, const char *id, const char *name)
 {
     size_t got = 0;
     const char *file = mp_http_body_file(r, &got);
     const char *ctype = mp_http_header(r, "Content-Type");
-    const char *auth = mp_http_header(r, "Authorization");
-    int64_t now = now_s();
-    int status = 201;
     const char *text = "created\n";
+    struct slot *s;
     pthread_mutex_lock(&lock);
-    struct slot *s = slot_find(id);
-    if (s && s->state == SLOT_OPEN && expired(s, now)) {
-        slot_drop(s);
-        s = NULL;
-    }
-    if (!s || strcmp(s->name, name) != 0) {
-        status = 403, text = "no such upload slot (or it has expired)\n";
-    } else if (s->state != SLOT_OPEN) {
-        status = 409, text = "this slot has been used\n";
-    } else if (!auth || strncmp(auth, "Bearer ", 7) != 0 || !token_equal(auth + 7, s->token)) {
-        status = 403, text = "wrong or missing Authorization\n";
-    } else if (got > s->size) {
-        status = 413, text = "larger than the slot's size\n";
-    } else if (!file || got != s->size) {
+    int status = put_check(r, id, name, got, 1, &s, &text);
+    if (!status && !file) {
         status = 400, text = "the body must be exactly the slot's size\n";
-    } else if (s->ctype && (!ctype || !same_type(s->ctype, ctype))) {
-        status = 400, text = "Content-Type differs from the slot's\n";
-    } else if (!s->ctype && ctype && !valid_ctype(ctype)) {
-        status = 400, text = "invalid Content-Type\n";
-    } else {
+    } else if (!status) {
         char path[4096];
         path_of(path, sizeof path, s->id, "");
         if (!s->ctype && ctype)
             s->ctype = strdup(ctype);
-        s->created = now;
+        s->created = now_s();
         if (mp_http_body_move(r, path) != MAGPIE_OK || meta_write(s) != MAGPIE_OK) {
             mp_log(MP_LOG_ERROR, "upload: cannot store %s: %s", path, strerror(errno));
             unlink(path);
@@ -654,7 +687,7 @@ static void http_put(mp_http_req *r, const char *id, const char *name)
     }
     pthread_mutex_unlock(&lock);
     cors(r);
-    respond_text(r, status, text);
+    respond_text(r, status ? status : 201, text);
 }
 
 static int inline_type(const char *t)
@@ -804,7 +837,8 @@ static int load(mp_module *m)
         mp_domain_disco_field(dom, NS_UPLOAD, "max-file-size", maxs) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_DISCO_ITEMS, on_disco_items, NULL) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_UPLOAD, on_request, NULL) != MAGPIE_OK ||
-        mp_http_route_ex(m, NULL, PREFIX, (size_t)max_size, store_dir, on_http, NULL) != MAGPIE_OK)
+        mp_http_route_ex(m, NULL, PREFIX, (size_t)max_size, store_dir, http_head, on_http, NULL) !=
+            MAGPIE_OK)
         return MAGPIE_ERR;
     mp_notify_add(m, &notify, NULL);
     c_slots = mp_counter_new(m, "upload_slots", "HTTP upload slots handed out");

@@ -29,22 +29,30 @@
 
 typedef struct mp_http_req mp_http_req;
 typedef void (*mp_http_fn)(mp_http_req *r, void *ud);
+/* Judges a request from its head (method, path, query, headers; no body
+ * yet) before its body is read: returns 0 to go on (the body is read, then
+ * the route's handler runs), or an HTTP status (4xx/5xx) the server answers
+ * at once, closing the connection without reading the body. It must not
+ * answer or keep r. */
+typedef int (*mp_http_head_fn)(mp_http_req *r, void *ud);
 
 /* Registers fn for method ("GET", "POST", ...; NULL: any) on every path
  * under prefix (starts with '/'). Call from load; the core forgets the
  * routes when modules unload. MAGPIE_OK or MAGPIE_ERR (bad arguments, or
  * the same method and prefix already taken). */
 int mp_http_route(mp_module *m, const char *method, const char *prefix, mp_http_fn fn, void *ud);
-/* As mp_http_route, with the route's own body limit and storage:
+/* As mp_http_route, with the route's own body limit, storage and check:
  * max_body is the largest body accepted (0: the default 1 MiB); with
  * spool_dir NULL the body is kept in memory (mp_http_body), otherwise it
  * is written as it arrives to a new file in spool_dir (an existing
  * directory the server may write; same file system as where the module
  * keeps it, so that mp_http_body_move is a rename), memory stays bounded
  * whatever the size, and the handler finds it with mp_http_body_file. The
- * idle timeout of a spooled body counts from its last bytes. */
+ * idle timeout of a spooled body counts from its last bytes. head (may be
+ * NULL) is called with ud when the head is read, to refuse a request
+ * before its body costs anything. */
 int mp_http_route_ex(mp_module *m, const char *method, const char *prefix, size_t max_body,
-                     const char *spool_dir, mp_http_fn fn, void *ud);
+                     const char *spool_dir, mp_http_head_fn head, mp_http_fn fn, void *ud);
 /* The base URL of the server's HTTP listener, "https://<first host>:<port>"
  * (an HTTPS listener if there is one, else "http://..."), in buf; for
  * modules that hand out URLs and have no configured public URL.

@@ -41,8 +41,9 @@ struct route {
     char *method; /* NULL: any */
     char *prefix;
     size_t plen;
-    size_t max_body; /* 0: MP_HTTP_MAX_BODY */
-    char *spool_dir; /* NULL: the body is kept in memory */
+    size_t max_body;      /* 0: MP_HTTP_MAX_BODY */
+    mp_http_head_fn head; /* judges the head before the body is read, or NULL */
+    char *spool_dir;      /* NULL: the body is kept in memory */
     mp_http_fn fn;
     void *ud;
 };
@@ -52,11 +53,11 @@ static size_t n_routes;
 
 int mp_http_route(mp_module *m, const char *method, const char *prefix, mp_http_fn fn, void *ud)
 {
-    return mp_http_route_ex(m, method, prefix, 0, NULL, fn, ud);
+    return mp_http_route_ex(m, method, prefix, 0, NULL, NULL, fn, ud);
 }
 
 int mp_http_route_ex(mp_module *m, const char *method, const char *prefix, size_t max_body,
-                     const char *spool_dir, mp_http_fn fn, void *ud)
+                     const char *spool_dir, mp_http_head_fn head, mp_http_fn fn, void *ud)
 {
     if (!prefix || prefix[0] != '/' || !fn || (spool_dir && !*spool_dir))
         return MAGPIE_ERR;
@@ -77,6 +78,7 @@ int mp_http_route_ex(mp_module *m, const char *method, const char *prefix, size_
     r->prefix[pl] = '\0';
     r->plen = pl;
     r->max_body = max_body ? max_body : MP_HTTP_MAX_BODY;
+    r->head = head;
     r->spool_dir = spool_dir ? mp_strdup(spool_dir) : NULL;
     r->fn = fn;
     r->ud = ud;
@@ -120,27 +122,6 @@ static const struct route *route_find(const char *method, const char *path, int 
             best = r;
     }
     return best;
-}
-
-static char *pct_decode(const char *src, size_t len);
-
-/* The route a request URL (undecoded, with query) goes to, or NULL. */
-static const struct route *route_of_url(struct evbuffer *url, const char *method)
-{
-    size_t n = evbuffer_get_length(url);
-    const char *u = (const char *)evbuffer_pullup(url, -1);
-    if (!u || n == 0 || u[0] != '/')
-        return NULL;
-    size_t plen = 0;
-    while (plen < n && u[plen] != '?' && u[plen] != '#')
-        plen++;
-    char *path = pct_decode(u, plen);
-    if (!path)
-        return NULL;
-    int known;
-    const struct route *rt = route_find(method, path, &known);
-    free(path);
-    return rt;
 }
 
 /* ---- requests and connections ---- */
@@ -190,7 +171,8 @@ struct http_conn {
     char *spool_path;
     size_t head_bytes;
     int last_was_value;
-    int too_big;           /* 413/431 to answer */
+    int too_big;           /* 413/431/500 to answer, or a route's refusal */
+    mp_http_req *building; /* head read, body being read */
     mp_http_req *pending;  /* with its handler */
     mp_http_req *complete; /* parsed, not yet dispatched */
     int closing;
@@ -236,6 +218,10 @@ static void reset_parse_state(struct http_conn *c)
     c->n_h = 0;
     c->head_bytes = 0;
     c->last_was_value = 0;
+    if (c->building) {
+        req_free(c->building);
+        c->building = NULL;
+    }
     c->body_max = MP_HTTP_MAX_BODY;
     c->body_seen = 0;
     if (c->spool_fd >= 0) {
@@ -494,20 +480,46 @@ static int on_value(http_parser *p, const char *at, size_t n)
     return count_head(c, n);
 }
 
-static const struct route *route_of_url(struct evbuffer *url, const char *method);
+static mp_http_req *req_new(struct http_conn *c);
 
-/* The head is read: the route decides how large the body may be and
- * whether it goes to a file. A body announced too large is refused before
- * any of it is read; "Expect: 100-continue" is answered otherwise. */
+/* The head is read: the request is built from it (the body is added
+ * when it is complete), and its route decides how large the body may be,
+ * whether it goes to a file, and (its head callback) whether to read it at
+ * all. A refused or too large body is refused before any of it is read;
+ * "Expect: 100-continue" is answered otherwise. */
 static int on_headers_complete(http_parser *p)
 {
     struct http_conn *c = p->data;
     header_done(c);
-    const struct route *rt = route_of_url(c->url, http_method_str(p->method));
+    mp_http_req *r = req_new(c);
+    snprintf(r->method, sizeof r->method, "%s", http_method_str(p->method));
+    char *url = buf_string(c->url);
+    url[strcspn(url, "#")] = '\0';
+    char *q = strchr(url, '?');
+    if (q) {
+        *q = '\0';
+        r->query = mp_strdup(q + 1);
+    }
+    r->path = url[0] == '/' ? pct_decode(url, strlen(url)) : NULL;
+    free(url);
+    r->h = c->h;
+    r->n_h = c->n_h;
+    c->h = NULL;
+    c->n_h = 0;
+    c->building = r;
+    int known;
+    const struct route *rt = r->path ? route_find(r->method, r->path, &known) : NULL;
     c->body_max = rt ? rt->max_body : MP_HTTP_MAX_BODY;
     if (p->content_length != ULLONG_MAX && p->content_length > c->body_max) {
         c->too_big = 413;
         return -1;
+    }
+    if (rt && rt->head) {
+        int st = rt->head(r, rt->ud);
+        if (st) {
+            c->too_big = st >= 400 && st <= 599 ? st : 500;
+            return -1;
+        }
     }
     if (rt && rt->spool_dir && p->content_length != 0) {
         size_t n = strlen(rt->spool_dir) + sizeof "/.http-XXXXXX";
@@ -523,14 +535,13 @@ static int on_headers_complete(http_parser *p)
             return -1;
         }
     }
-    for (size_t i = 0; i < c->n_h; i++)
-        if (!strcasecmp(c->h[i].name, "Expect") && !strcasecmp(c->h[i].value, "100-continue") &&
-            p->http_major == 1 && p->http_minor >= 1) {
-            struct evbuffer *out = evbuffer_new();
-            evbuffer_add_printf(out, "HTTP/1.1 100 Continue\r\n\r\n");
-            c->t->ops->write(c->t, out);
-            evbuffer_free(out);
-        }
+    const char *expect = mp_http_header(r, "Expect");
+    if (expect && !strcasecmp(expect, "100-continue") && p->http_major == 1 && p->http_minor >= 1) {
+        struct evbuffer *out = evbuffer_new();
+        evbuffer_add_printf(out, "HTTP/1.1 100 Continue\r\n\r\n");
+        c->t->ops->write(c->t, out);
+        evbuffer_free(out);
+    }
     return 0;
 }
 
@@ -577,24 +588,9 @@ static mp_http_req *req_new(struct http_conn *c)
 static int on_complete(http_parser *p)
 {
     struct http_conn *c = p->data;
-    mp_http_req *r = req_new(c);
-    snprintf(r->method, sizeof r->method, "%s", http_method_str(p->method));
+    mp_http_req *r = c->building;
+    c->building = NULL;
     r->keep_alive = http_should_keep_alive(p);
-    char *url = buf_string(c->url);
-    char *q = strchr(url, '?');
-    char *frag = strchr(url, '#');
-    if (frag)
-        *frag = '\0';
-    if (q) {
-        *q = '\0';
-        r->query = mp_strdup(q + 1);
-    }
-    r->path = url[0] == '/' ? pct_decode(url, strlen(url)) : NULL;
-    free(url);
-    r->h = c->h;
-    r->n_h = c->n_h;
-    c->h = NULL;
-    c->n_h = 0;
     if (c->spool_fd >= 0) {
         close(c->spool_fd);
         c->spool_fd = -1;
@@ -690,6 +686,8 @@ static void conn_read(void *ud)
             refuse(c, 431, "request header too large\n");
         else if (c->too_big == 500)
             refuse(c, 500, "cannot store the request body\n");
+        else if (c->too_big)
+            refuse(c, c->too_big, "request refused\n");
         else
             refuse(c, 400, "malformed request\n");
         mp_log(MP_LOG_DEBUG, "http %s: %s", c->t->peer, http_errno_name(e));

@@ -199,15 +199,24 @@ def t04_put_rules(srv):
         other = '%s://%s/upload/%s/notes.txt' % (u.scheme, u.netloc, 'ab' * 16)
         check(hreq('GET', other)[0] == 404, 'GET of an unknown slot')
         check(hreq('DELETE', gurl)[0] == 405, 'DELETE')
-        # a Content-Length above the maximum: 413 before any body is sent
-        s = socket.create_connection(('127.0.0.1', srv.http_port), timeout=5)
-        try:
-            s.sendall(('PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n'
-                       % (u.path, MAX + 1)).encode())
-            resp = s.recv(4096).decode(errors='replace')
-            check(resp.startswith('HTTP/1.1 413'), resp)
-        finally:
-            s.close()
+        # refused on the head, before any body is sent: a Content-Length above
+        # the maximum (413), a used slot (409), an unknown one or a wrong
+        # token (403), a length other than the slot's (413 / 400)
+        purl2, _, hdrs2 = slot_of(request(c, 'head.bin', 5000))
+        p2 = urllib.parse.urlsplit(purl2).path
+        auth2 = 'Authorization: %s\r\n' % hdrs2['Authorization']
+        for path, extra, length, want in ((u.path, '', MAX + 1, 413), (u.path, auth2, 10, 409),
+                                          (other, auth2, 5000, 403), (p2, '', 5000, 403),
+                                          (p2, auth2, 5001, 413), (p2, auth2, 4999, 400)):
+            s = socket.create_connection(('127.0.0.1', srv.http_port), timeout=5)
+            try:
+                s.sendall(('PUT %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n'
+                           % (urllib.parse.urlsplit(path).path, extra, length)).encode())
+                resp = s.recv(4096).decode(errors='replace')
+                check(resp.startswith('HTTP/1.1 %d' % want), (path, length, want, resp))
+            finally:
+                s.close()
+        check(put(purl2, b'h' * 5000, hdrs2) == 201, 'the slot still works')
         # no type requested: the PUT's is kept
         purl, gurl, hdrs = slot_of(request(c, 'blob', 3))
         check(put(purl, b'abc', hdrs, 'application/x-test') == 201, 'PUT without a slot type')

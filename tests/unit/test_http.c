@@ -126,6 +126,14 @@ static void h_spool(mp_http_req *r, void *ud)
     mp_http_respond(r, 200, "text/plain", out, (size_t)n);
 }
 
+/* Refuses the head of a PUT to /up/forbidden, before its body. */
+static int head_check(mp_http_req *r, void *ud)
+{
+    (void)ud;
+    assert_non_null(mp_http_header(r, "Host"));
+    return strcmp(mp_http_path(r), "/up/forbidden") == 0 ? 403 : 0;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -139,9 +147,9 @@ static int setup(void **state)
     assert_int_equal(mp_http_route(NULL, "GET", "api", h_echo, NULL), MAGPIE_ERR);
     snprintf(spool, sizeof spool, "/tmp/mp-test-http-XXXXXX");
     assert_non_null(mkdtemp(spool));
-    assert_int_equal(mp_http_route_ex(NULL, "PUT", "/up", 3 << 20, spool, h_spool, NULL),
-                     MAGPIE_OK);
-    assert_int_equal(mp_http_route_ex(NULL, "PUT", "/bad", 0, "", h_spool, NULL), MAGPIE_ERR);
+    assert_int_equal(
+        mp_http_route_ex(NULL, "PUT", "/up", 3 << 20, spool, head_check, h_spool, NULL), MAGPIE_OK);
+    assert_int_equal(mp_http_route_ex(NULL, "PUT", "/bad", 0, "", NULL, h_spool, NULL), MAGPIE_ERR);
     assert_int_equal(mp_http_routes_count(), 4);
     return 0;
 }
@@ -268,6 +276,23 @@ static void test_close_and_errors(void **state)
     mp_transport_mem_destroy(t);
 }
 
+/* Sends the head req on a new connection: the answer must start with
+ * status, come without a 100 Continue, close the connection and leave no
+ * spool file. */
+static void refused_on_head(const char *req, const char *status)
+{
+    struct mp_transport *t = open_conn();
+    send_str(t, req);
+    char *o = output(t);
+    assert_true(strncmp(o, status, strlen(status)) == 0);
+    free(o);
+    assert_int_equal(mp_transport_mem_state(t), 1);
+    assert_int_equal(spool_files(), 0);
+    mp_transport_mem_close(t);
+    pump();
+    mp_transport_mem_destroy(t);
+}
+
 static void test_spooled_bodies(void **state)
 {
     (void)state;
@@ -322,15 +347,16 @@ static void test_spooled_bodies(void **state)
     o = output(t);
     assert_non_null(strstr(o, "HTTP/1.1 204 No Content\r\n"));
     free(o);
-    /* above the route's own limit: 413 from Content-Length, nothing read */
-    send_str(t, "PUT /up/x HTTP/1.1\r\nHost: h\r\nContent-Length: 3145729\r\n\r\n");
-    o = output(t);
-    assert_non_null(strstr(o, "HTTP/1.1 413 Payload Too Large\r\n"));
-    free(o);
-    assert_int_equal(spool_files(), 0);
     mp_transport_mem_close(t);
     pump();
     mp_transport_mem_destroy(t);
+    /* refused by the route's head check, or above the route's own limit
+     * (Content-Length): answered before any body, no file */
+    refused_on_head("PUT /up/forbidden HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n"
+                    "Expect: 100-continue\r\n\r\n",
+                    "HTTP/1.1 403 Forbidden\r\n");
+    refused_on_head("PUT /up/x HTTP/1.1\r\nHost: h\r\nContent-Length: 3145729\r\n\r\n",
+                    "HTTP/1.1 413 Payload Too Large\r\n");
 
     /* a chunked body that passes the limit, and a connection gone mid-body:
      * no file left behind */
