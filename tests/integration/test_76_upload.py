@@ -372,6 +372,24 @@ def t10_https(builddir):
         check(not reps, reps)
 
 
+def t11_no_listener(builddir):
+    """Without an HTTP listener (the default configuration) the module loads
+    and stays idle: no service in disco#items, nothing at its domain."""
+    with MagpieServer(builddir, workers=args.workers, modules=['disco', 'upload']) as s:
+        s.add_user('alice', 'alice-pw')
+        check(s.wait_log(r'upload: no "http" listener configured'), 'no log line')
+        c = online(s, 'alice', 'alice-pw', 'idle')
+        try:
+            r = c.iq('get', 'localhost', "<query xmlns='http://jabber.org/protocol/disco#items'/>")
+            check(r.get('type') == 'result', tostr(r))
+            check(SVC not in [i.get('jid') for i in child(r, 'query')], tostr(r))
+            r = request(c, 'x.txt', 5)
+            check(r.get('type') == 'error' and child(r, 'slot', NS) is None, tostr(r))
+        finally:
+            closeall(c)
+        check(not s.sanitizer_reports(), s.sanitizer_reports())
+
+
 def main():
     upload = ('{ name = "upload"; max_file_size = %d; quota = %d; slot_timeout = 3; expire_days = 2; '
               'rate_limit = %d; }' % (MAX, QUOTA, RATE))
@@ -403,6 +421,7 @@ def main():
     except Exception as e:
         R.fail('76.99 upload_clean_shutdown', e)
     R.run('76.10 upload_https_large_file', t10_https, args.builddir)
+    R.run('76.11 upload_idle_without_http_listener', t11_no_listener, args.builddir)
     R.exit()
 
 
