@@ -468,18 +468,9 @@ static const struct mp_notify notify = {
 static int load(mp_module *m)
 {
     muc_self = m;
-    const char *d = mp_module_opt_str(m, "domain");
-    if (!d || !*d) {
-        const char *host = mp_host_nth(0);
-        if (!host) {
-            mp_log(MP_LOG_ERROR, "muc: no virtual host to name the service after; set 'domain'");
-            return MAGPIE_ERR;
-        }
-        snprintf(domain_name, sizeof domain_name, "conference.%s", host);
-    } else if (mp_jid_nameprep(d, domain_name, sizeof domain_name) != MAGPIE_OK) {
-        mp_log(MP_LOG_ERROR, "muc: invalid domain '%s'", d);
+    if (mp_service_domain_name(mp_module_opt_str(m, "domain"), "conference", domain_name,
+                               sizeof domain_name) != MAGPIE_OK)
         return MAGPIE_ERR;
-    }
     const char *who = mp_module_opt_str(m, "create_rooms");
     if (strcmp(who, "anyone") != 0 && strcmp(who, "local") != 0 && strcmp(who, "nobody") != 0) {
         mp_log(MP_LOG_ERROR, "muc: create_rooms must be \"anyone\", \"local\" or \"nobody\"");

@@ -88,6 +88,7 @@ struct disco_entry {
     char *category, *type, *name; /* identity */
     mp_module *m;
     char *item; /* disco#items entry (var NULL, name optional) */
+    char *form; /* a service domain's XEP-0128 field: FORM_TYPE (var, value in name) */
 };
 
 struct filter_entry {
@@ -821,7 +822,7 @@ static void disco_add(struct disco_entry e)
 
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var)
 {
-    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m, NULL});
+    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m, NULL, NULL});
     return MAGPIE_OK;
 }
 
@@ -829,7 +830,7 @@ int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *c
                           const char *type, const char *name)
 {
     disco_add((struct disco_entry){scope, NULL, mp_strdup(category), mp_strdup(type),
-                                   name ? mp_strdup(name) : NULL, m, NULL});
+                                   name ? mp_strdup(name) : NULL, m, NULL, NULL});
     return MAGPIE_OK;
 }
 
@@ -853,7 +854,7 @@ void mp_disco_identities_foreach(enum mp_disco_scope scope,
 int mp_disco_item_add(mp_module *m, enum mp_disco_scope scope, const char *jid, const char *name)
 {
     disco_add((struct disco_entry){scope, NULL, NULL, NULL, name ? mp_strdup(name) : NULL, m,
-                                   mp_strdup(jid)});
+                                   mp_strdup(jid), NULL});
     return MAGPIE_OK;
 }
 
@@ -975,14 +976,42 @@ static void domain_disco_add(mp_domain *d, struct disco_entry e)
 int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type, const char *name)
 {
     domain_disco_add(d, (struct disco_entry){0, NULL, mp_strdup(category), mp_strdup(type),
-                                             name ? mp_strdup(name) : NULL, d->m, NULL});
+                                             name ? mp_strdup(name) : NULL, d->m, NULL, NULL});
     return MAGPIE_OK;
 }
 
 int mp_domain_disco_feature(mp_domain *d, const char *var)
 {
-    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m, NULL});
+    domain_disco_add(d,
+                     (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m, NULL, NULL});
     return MAGPIE_OK;
+}
+
+int mp_domain_disco_field(mp_domain *d, const char *form_type, const char *var, const char *value)
+{
+    if (!form_type || !var || !value)
+        return MAGPIE_ERR;
+    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, mp_strdup(value), d->m,
+                                             NULL, mp_strdup(form_type)});
+    return MAGPIE_OK;
+}
+
+/* Adds the XEP-0128 forms of d's disco#info to query rq of r: one form per
+ * FORM_TYPE, in the order first registered. */
+static void domain_disco_forms(mp_domain *d, mp_stanza *r, mp_xml *rq)
+{
+    for (size_t i = 0; i < d->n_discos; i++) {
+        const char *ft = d->discos[i].form;
+        int seen = 0;
+        for (size_t j = 0; ft && j < i && !seen; j++)
+            seen = d->discos[j].form && !strcmp(d->discos[j].form, ft);
+        if (!ft || seen)
+            continue;
+        mp_xml *x = mp_form_add(r, rq, "result", ft, NULL);
+        for (size_t j = i; j < d->n_discos; j++)
+            if (d->discos[j].form && !strcmp(d->discos[j].form, ft))
+                mp_form_field_add(r, x, d->discos[j].var, NULL, NULL, d->discos[j].name);
+    }
 }
 
 mp_domain *mp_domain_find(const char *name)
@@ -1011,7 +1040,7 @@ static mp_stanza *domain_disco_info(mp_domain *d, mp_stanza *iq)
     mp_stanza *r = mp_iq_result(iq);
     mp_xml *rq = mp_xml_add_child(r, mp_stanza_root(r), "query", NS_DISCO_INFO);
     for (size_t i = 0; i < d->n_discos; i++)
-        if (!d->discos[i].var) {
+        if (!d->discos[i].var && !d->discos[i].form) {
             mp_xml *id = mp_xml_add_child(r, rq, "identity", NULL);
             mp_xml_set_attr(r, id, "category", d->discos[i].category);
             mp_xml_set_attr(r, id, "type", d->discos[i].type);
@@ -1020,8 +1049,9 @@ static mp_stanza *domain_disco_info(mp_domain *d, mp_stanza *iq)
         }
     mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", NS_DISCO_INFO);
     for (size_t i = 0; i < d->n_discos; i++)
-        if (d->discos[i].var && strcmp(d->discos[i].var, NS_DISCO_INFO) != 0)
+        if (d->discos[i].var && !d->discos[i].form && strcmp(d->discos[i].var, NS_DISCO_INFO) != 0)
             mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", d->discos[i].var);
+    domain_disco_forms(d, r, rq);
     return r;
 }
 
@@ -1045,6 +1075,7 @@ static void domain_free(mp_domain *d)
         free(d->discos[i].category);
         free(d->discos[i].type);
         free(d->discos[i].name);
+        free(d->discos[i].form);
     }
     free(d->discos);
     free(d->name);
