@@ -38,7 +38,7 @@ struct cctx {
 
 static const char *const default_modules[] = {"disco",   "ping",    "version", "time",     "muc",
                                               "roster",  "offline", "carbons", "blocking", "vcard",
-                                              "private", "last",    "csi"};
+                                              "private", "last",    "csi",      "pep"};
 
 /* Writes "FILE:LINE: message" for setting s (or "FILE: message" when s is
  * NULL) into the error buffer. Always returns MAGPIE_ERR. */

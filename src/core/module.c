@@ -131,6 +131,11 @@ static struct notify_entry *notifies;
 static size_t n_notifies;
 static mp_table *domains;  /* name -> mp_domain */
 static mp_table *elements; /* "ns|name" -> struct element_entry */
+static struct {
+    mp_module *m;
+    mp_roster_contacts_fn fn;
+    void *ud;
+} roster_provider;
 
 size_t mp_modules_count(void)
 {
@@ -712,6 +717,27 @@ void mp_disco_items_foreach(enum mp_disco_scope scope,
             fn(ud, discos[i].item, discos[i].name);
 }
 
+/* ---- roster queries ---- */
+
+int mp_roster_provider_set(mp_module *m, mp_roster_contacts_fn fn, void *provider_ud)
+{
+    if (roster_provider.fn) {
+        mp_log(MP_LOG_ERROR, "module %s: a roster provider is already registered", m->desc->name);
+        return MAGPIE_ERR;
+    }
+    roster_provider.m = m;
+    roster_provider.fn = fn;
+    roster_provider.ud = provider_ud;
+    return MAGPIE_OK;
+}
+
+int mp_roster_contacts(const char *host, const char *user, mp_roster_contacts_cb cb, void *ud)
+{
+    if (!roster_provider.fn || !host || !user)
+        return MAGPIE_ERR;
+    return roster_provider.fn(host, user, cb, ud, roster_provider.ud);
+}
+
 /* ---- service domains ---- */
 
 mp_domain *mp_domain_add(mp_module *m, const char *name, mp_domain_fn fn, void *ud)
@@ -934,6 +960,8 @@ static void strip_hooks(void *ud, const char *key, void *value)
 
 static void unregister_all(mp_module *m)
 {
+    if (roster_provider.m == m)
+        roster_provider.m = NULL, roster_provider.fn = NULL, roster_provider.ud = NULL;
     mp_table_foreach(hooks, strip_hooks, m);
     for (int d = 0; d < 2; d++) {
         size_t j = 0;
