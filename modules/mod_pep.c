@@ -64,6 +64,9 @@
 #define NS_DISCO_INFO  "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 #define NS_STORE       "urn:magpie:pep"
+#define NS_PRIVATE     "jabber:iq:private"
+#define NS_BOOKMARKS   "urn:xmpp:bookmarks:1"
+#define NS_BM_LEGACY   "storage:bookmarks"
 #define STORE          "pep"
 #define CAPS_ID_PREFIX "pepcaps-"
 
@@ -151,6 +154,7 @@ struct node {
     char *name;
     int access;
     int persist;
+    int never;          /* pubsub#send_last_published_item = never */
     int max_items;      /* 0: "max" (the max_items option) */
     struct item *items; /* oldest first */
     size_t n;
@@ -293,6 +297,8 @@ static void node_save(struct owner *o, struct node *nd, mp_stanza *reply)
     char buf[24];
     mp_xml_set_attr(st, root, "access", access_names[nd->access]);
     mp_xml_set_attr(st, root, "persist", nd->persist ? "1" : "0");
+    if (nd->never)
+        mp_xml_set_attr(st, root, "sendlast", "never");
     snprintf(buf, sizeof buf, "%d", nd->max_items);
     mp_xml_set_attr(st, root, "max", buf);
     for (size_t i = 0; nd->persist && i < nd->n; i++) {
@@ -326,6 +332,8 @@ static void node_load(struct owner *o, const char *name, const void *data, size_
     for (int k = 0; a && k < 3; k++)
         if (strcmp(a, access_names[k]) == 0)
             nd->access = k;
+    const char *sl = mp_xml_get_attr(root, "sendlast");
+    nd->never = sl && strcmp(sl, "never") == 0;
     const char *p = mp_xml_get_attr(root, "persist");
     nd->persist = !p || strcmp(p, "0") != 0;
     const char *m = mp_xml_get_attr(root, "max");
@@ -814,7 +822,8 @@ static void op_last(struct owner *o, void *arg, struct outbox *out)
     struct last_op *op = arg;
     for (size_t i = 0; i < o->n; i++) {
         struct node *nd = o->nodes[i];
-        if (!nd->n || !strv_has(&op->notify, nd->name) || !may_read(o, nd, op->bare, 1))
+        if (!nd->n || nd->never || !strv_has(&op->notify, nd->name) ||
+            !may_read(o, nd, op->bare, 1))
             continue;
         mp_xml *ev;
         mp_stanza *m = event_new(o->bare, &ev);
@@ -1175,10 +1184,10 @@ static void answered(void *ud, int rc)
     mp_iq_reply(reply);
 }
 
-/* Reads the node config fields of form into *access, *persist, *max
- * (left as they are when absent). Returns NULL, or the error condition. */
-static const char *read_config(mp_stanza *st, const mp_xml *form, int *access, int *persist,
-                               int *max)
+/* Reads the node configuration fields of form into cfg's access,
+ * persist, max_items and never (left as they are when absent; other
+ * fields are ignored). Returns NULL, or the error condition. */
+static const char *read_config(mp_stanza *st, const mp_xml *form, struct node *cfg)
 {
     const char *a = mp_form_value(st, form, "pubsub#access_model");
     if (a) {
@@ -1187,25 +1196,45 @@ static const char *read_config(mp_stanza *st, const mp_xml *form, int *access, i
             ;
         if (k == 3)
             return "not-acceptable";
-        *access = k;
+        cfg->access = k;
     }
-    int p = mp_form_bool(st, form, "pubsub#persist_items", *persist);
+    int p = mp_form_bool(st, form, "pubsub#persist_items", cfg->persist);
     if (p < 0)
         return "not-acceptable";
-    *persist = p;
+    cfg->persist = p;
     const char *m = mp_form_value(st, form, "pubsub#max_items");
     if (m) {
         if (strcmp(m, "max") == 0) {
-            *max = 0;
+            cfg->max_items = 0;
         } else {
             char *end;
             long v = strtol(m, &end, 10);
             if (*end || v < 1 || v > mp_module_opt_int(self, "max_items"))
                 return "not-acceptable";
-            *max = (int)v;
+            cfg->max_items = (int)v;
         }
     }
+    const char *sl = mp_form_value(st, form, "pubsub#send_last_published_item");
+    if (sl) {
+        if (strcmp(sl, "never") == 0)
+            cfg->never = 1;
+        else if (strcmp(sl, "on_sub") == 0 || strcmp(sl, "on_sub_and_presence") == 0)
+            cfg->never = 0;
+        else
+            return "not-acceptable";
+    }
     return NULL;
+}
+
+static void config_apply(struct node *nd, const struct node *cfg)
+{
+    nd->access = cfg->access;
+    nd->persist = cfg->persist;
+    nd->max_items = cfg->max_items;
+    nd->never = cfg->never;
+    size_t lim = (size_t)node_limit(nd);
+    while (nd->n > lim)
+        item_remove(nd, &nd->items[0]);
 }
 
 /* XEP-0060 §7.1.5: 0 when every precondition of form holds for nd. */
@@ -1216,6 +1245,9 @@ static int preconditions_hold(mp_stanza *st, const mp_xml *form, const struct no
         return -1;
     int p = mp_form_bool(st, form, "pubsub#persist_items", nd->persist);
     if (p != nd->persist)
+        return -1;
+    const char *sl = mp_form_value(st, form, "pubsub#send_last_published_item");
+    if (sl && (strcmp(sl, "never") == 0) != nd->never)
         return -1;
     const char *m = mp_form_value(st, form, "pubsub#max_items");
     if (m) {
@@ -1246,17 +1278,16 @@ static void op_publish(struct owner *o, void *arg, struct outbox *out)
             reply_error(iq, "cancel", "policy-violation", "max-nodes-exceeded");
             goto done;
         }
-        int access = ACC_PRESENCE, persist = 1;
-        int max = (int)mp_module_opt_int(self, "default_max_items");
-        const char *err = r->options ? read_config(iq, r->options, &access, &persist, &max) : NULL;
+        struct node cfg = {.access = ACC_PRESENCE,
+                           .persist = 1,
+                           .max_items = (int)mp_module_opt_int(self, "default_max_items")};
+        const char *err = r->options ? read_config(iq, r->options, &cfg) : NULL;
         if (err) {
             reply_error(iq, "modify", err, NULL);
             goto done;
         }
         nd = node_add(o, name);
-        nd->access = access;
-        nd->persist = persist;
-        nd->max_items = max;
+        config_apply(nd, &cfg);
     }
     const char *id = mp_xml_get_attr(it, "id");
     char gen[20];
@@ -1387,6 +1418,11 @@ static void op_owner(struct owner *o, void *arg, struct outbox *out)
             snprintf(buf, sizeof buf, "max");
         mp_form_field_add(res, x, "pubsub#max_items", "text-single",
                           "Max number of items to persist", buf);
+        mp_xml *fs = mp_form_field_add(res, x, "pubsub#send_last_published_item", "list-single",
+                                       "When to send the last published item",
+                                       nd->never ? "never" : "on_sub_and_presence");
+        mp_form_option_add(res, fs, NULL, "never");
+        mp_form_option_add(res, fs, NULL, "on_sub_and_presence");
         out_add(out, res);
         return;
     }
@@ -1396,18 +1432,13 @@ static void op_owner(struct owner *o, void *arg, struct outbox *out)
             out_add(out, mp_iq_result(iq));
             return;
         }
-        int access = nd->access, persist = nd->persist, max = nd->max_items;
-        const char *err = read_config(iq, form, &access, &persist, &max);
+        struct node cfg = *nd;
+        const char *err = read_config(iq, form, &cfg);
         if (err) {
             reply_error(iq, "modify", err, NULL);
             return;
         }
-        nd->access = access;
-        nd->persist = persist;
-        nd->max_items = max;
-        size_t lim = (size_t)node_limit(nd);
-        while (nd->n > lim)
-            item_remove(nd, &nd->items[0]);
+        config_apply(nd, &cfg);
         node_save(o, nd, mp_iq_result(iq));
         return;
     }
@@ -1667,12 +1698,18 @@ static void owner_iq(mp_stanza *iq, void *ud)
     run_now(op_owner, req_new(iq, op), t->domain, t->local);
 }
 
+static void op_bm_get(struct owner *o, void *arg, struct outbox *out);
+static void op_bm_set(struct owner *o, void *arg, struct outbox *out);
+static int bookmarks_compat(mp_stanza *st);
+
 /* disco#items to a local account's bare JID: the nodes. */
 static int from_client(mp_session *s, mp_stanza *st, void *ud)
 {
     (void)s;
     (void)ud;
     const struct mp_envelope *env = mp_stanza_envelope(st);
+    if (bookmarks_compat(st) == MP_FILTER_STOP)
+        return MP_FILTER_STOP;
     if (env->kind != MP_KIND_IQ || env->type != MP_TYPE_GET || !env->to.local || env->to.resource ||
         !mp_host_is_local(env->to.domain))
         return MP_FILTER_PASS;
@@ -1681,6 +1718,142 @@ static int from_client(mp_session *s, mp_stanza *st, void *ud)
         return MP_FILTER_PASS;
     run_as_requester(op_disco_items, req_new(st, q));
     return MP_FILTER_STOP;
+}
+
+/* XEP-0049 private storage of storage:bookmarks, from the account itself:
+ * the bookmarks node (see above). Everything else goes to mod_private. */
+static int bookmarks_compat(mp_stanza *st)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    if (env->kind != MP_KIND_IQ || (env->type != MP_TYPE_GET && env->type != MP_TYPE_SET) ||
+        !env->from.local || (env->to.domain && strcmp(env->to.full, env->from.bare) != 0))
+        return MP_FILTER_PASS;
+    mp_xml *q = mp_xml_first_element(mp_stanza_root(st));
+    if (!q || strcmp(q->name, "query") != 0 || strcmp(q->ns, NS_PRIVATE) != 0)
+        return MP_FILTER_PASS;
+    mp_xml *s = mp_xml_first_element(q);
+    if (!s || strcmp(s->name, "storage") != 0 || strcmp(s->ns, NS_BM_LEGACY) != 0 ||
+        mp_xml_find_next(s, NULL, NULL))
+        return MP_FILTER_PASS;
+    run_now(env->type == MP_TYPE_GET ? op_bm_get : op_bm_set, req_new(st, s), env->from.domain,
+            env->from.local);
+    return MP_FILTER_STOP;
+}
+
+/* ---- XEP-0402 §5.3 compatibility: XEP-0048 bookmarks in XEP-0049
+ * private storage are the PEP node urn:xmpp:bookmarks:1 seen through the
+ * old format. A private storage get of storage:bookmarks is answered
+ * from the node's items; a set replaces them (published and retracted,
+ * with notifications). Nothing of storage:bookmarks reaches mod_private,
+ * so the two cannot disagree; <url/> bookmarks, which XEP-0402 does not
+ * hold, are not kept. */
+
+static int truthy(const char *v)
+{
+    return v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
+}
+
+/* Copies <nick/> and <password/> of src (any namespace) under dst. */
+static void copy_nick_password(mp_stanza *dst_st, mp_xml *dst, mp_stanza *src_st, const mp_xml *src,
+                               const char *ns)
+{
+    static const char *const names[] = {"nick", "password"};
+    for (int k = 0; k < 2; k++) {
+        mp_xml *e = mp_xml_find(src, names[k], NULL);
+        if (!e)
+            continue;
+        const char *t = mp_xml_text(src_st, e);
+        mp_xml *n = mp_xml_add_child(dst_st, dst, names[k], ns);
+        mp_xml_add_text(dst_st, n, t, strlen(t));
+    }
+}
+
+static void op_bm_get(struct owner *o, void *arg, struct outbox *out)
+{
+    struct req *r = arg;
+    mp_stanza *res = mp_iq_result(r->iq);
+    mp_xml *q = mp_xml_add_child(res, mp_stanza_root(res), "query", NS_PRIVATE);
+    mp_xml *storage = mp_xml_add_child(res, q, "storage", NS_BM_LEGACY);
+    struct node *nd = node_find(o, NS_BOOKMARKS);
+    for (size_t i = 0; nd && i < nd->n; i++) {
+        mp_stanza *p = mp_stanza_parse(nd->items[i].payload, strlen(nd->items[i].payload));
+        if (!p)
+            continue;
+        mp_xml *src = mp_stanza_root(p);
+        if (strcmp(src->name, "conference") == 0 && strcmp(src->ns, NS_BOOKMARKS) == 0) {
+            mp_xml *c = mp_xml_add_child(res, storage, "conference", NULL);
+            mp_xml_set_attr(res, c, "jid", nd->items[i].id);
+            const char *name = mp_xml_get_attr(src, "name");
+            if (name)
+                mp_xml_set_attr(res, c, "name", name);
+            mp_xml_set_attr(res, c, "autojoin",
+                            truthy(mp_xml_get_attr(src, "autojoin")) ? "true" : "false");
+            copy_nick_password(res, c, p, src, NULL);
+        }
+        mp_stanza_unref(p);
+    }
+    out_add(out, res);
+}
+
+static void op_bm_set(struct owner *o, void *arg, struct outbox *out)
+{
+    (void)out;
+    struct req *r = arg;
+    mp_stanza *iq = r->iq;
+    struct node *nd = node_find(o, NS_BOOKMARKS);
+    if (!nd) {
+        if (o->n >= (size_t)mp_module_opt_int(self, "max_nodes")) {
+            reply_error(iq, "cancel", "policy-violation", "max-nodes-exceeded");
+            return;
+        }
+        nd = node_add(o, NS_BOOKMARKS);
+        nd->access = ACC_WHITELIST;
+        nd->max_items = 0;
+        nd->never = 1; /* XEP-0402 §3 node configuration */
+    }
+    mp_xml *ev;
+    struct fanout *f = fanout_new(o, nd, &ev);
+    mp_xml *evitems = mp_xml_add_child(f->event, ev, "items", NULL);
+    mp_xml_set_attr(f->event, evitems, "node", nd->name);
+    /* retract what the new list no longer has */
+    for (size_t i = nd->n; i > 0; i--) {
+        const char *id = nd->items[i - 1].id;
+        int kept = 0;
+        for (mp_xml *c = mp_xml_find(r->op, "conference", NULL); c && !kept;
+             c = mp_xml_find_next(c, "conference", NULL)) {
+            const char *jid = mp_xml_get_attr(c, "jid");
+            kept = jid && strcmp(jid, id) == 0;
+        }
+        if (!kept) {
+            mp_xml_set_attr(f->event, mp_xml_add_child(f->event, evitems, "retract", NULL), "id",
+                            id);
+            item_remove(nd, &nd->items[i - 1]);
+        }
+    }
+    size_t lim = (size_t)node_limit(nd);
+    size_t count = 0;
+    for (mp_xml *c = mp_xml_find(r->op, "conference", NULL); c && count < lim;
+         c = mp_xml_find_next(c, "conference", NULL)) {
+        const char *jid = mp_xml_get_attr(c, "jid");
+        mp_jid j;
+        if (!jid || mp_jid_parse(&j, jid) != MAGPIE_OK)
+            continue;
+        mp_stanza *p = mp_stanza_new("conference", NS_BOOKMARKS);
+        mp_xml *root = mp_stanza_root(p);
+        const char *name = mp_xml_get_attr(c, "name");
+        if (name)
+            mp_xml_set_attr(p, root, "name", name);
+        mp_xml_set_attr(p, root, "autojoin",
+                        truthy(mp_xml_get_attr(c, "autojoin")) ? "true" : "false");
+        copy_nick_password(p, root, iq, c, NS_BOOKMARKS);
+        item_push(nd, xstrdup(j.bare), mp_xml_to_string(root, NULL));
+        add_item(f->event, evitems, &nd->items[nd->n - 1], 1);
+        mp_stanza_unref(p);
+        mp_jid_free(&j);
+        count++;
+    }
+    r->fan = f;
+    node_save(o, nd, mp_iq_result(iq));
 }
 
 /* ---- account deletion ---- */
@@ -1730,6 +1903,7 @@ static const char *const features[] = {
     NS_PUBSUB "#access-whitelist",
     NS_PUBSUB "#config-node",
     NS_PUBOPTS,
+    NS_BOOKMARKS "#compat",
     NULL,
 };
 
