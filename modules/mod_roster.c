@@ -18,6 +18,8 @@
  *     delivers subscription requests that waited while the user was
  *     offline), account deleted (the roster goes).
  *   stream features: roster versioning and subscription pre-approval.
+ *   the roster provider (mp_roster_contacts): other modules (PEP) read an
+ *     account's contacts and subscription states.
  *
  * The core still sends a presence to the user's own resources and keeps
  * the availability the router uses (router.c, client_presence); everything
