@@ -8,10 +8,14 @@
  *     publish-options preconditions §7.1.5), retract (notify='true' sends
  *     a retraction event), items (all, max_items, by id).
  *   IQ set/get http://jabber.org/protocol/pubsub#owner (account scope):
- *     delete, purge, configure (get the node_config form, submit it).
+ *     delete, purge, configure (get the node_config form, submit it),
+ *     affiliations (get; set member or none: the whitelist).
  *   an inbound filter: disco#items addressed to an account's bare JID
  *     (without node: the nodes the requester may read; with a node: the
- *     ids of its items); mod_disco answers every other disco#items.
+ *     ids of its items, plus the account items modules registered);
+ *     mod_disco answers every other disco#items.
+ *   the same filter: XEP-0049 private storage of storage:bookmarks, mapped
+ *     to the XEP-0402 node (see the compatibility section).
  *   the account disco identity pubsub/pep and the pubsub features.
  *   presence_changed / session_ended: the caps (<c xmlns=
  *     'http://jabber.org/protocol/caps' hash='sha-1' node= ver=/>) of every
@@ -29,12 +33,13 @@
  * of available resources: every resource of the owner, and the resources
  * of contacts with a 'from' subscription (asked of the roster module with
  * mp_roster_contacts) whose caps carry <node>+notify; whitelist nodes
- * notify only the owner.
+ * notify the owner and the node's members.
  *
  * Access models: open (anyone), presence (the owner and contacts with a
  * 'from' subscription; others get not-authorized with
  * <presence-subscription-required/>, XEP-0060 §6.5.9.3), whitelist (the
- * owner only; others get not-allowed with <closed-node/>, §6.5.9.4).
+ * owner and members; others get not-allowed with <closed-node/>,
+ * §6.5.9.4). Members read a node whatever its model.
  *
  * State: one `struct owner` per account being worked on, in a table
  * behind one mutex, loaded from the map store "pep" (key = username,
@@ -68,6 +73,8 @@
 #define NS_BOOKMARKS   "urn:xmpp:bookmarks:1"
 #define NS_BM_LEGACY   "storage:bookmarks"
 #define STORE          "pep"
+#define CAPS_RETRY_US  (30 * 1000000LL) /* a caps query unanswered this long is asked again */
+#define MAX_MEMBERS    1000             /* member affiliations per node */
 #define CAPS_ID_PREFIX "pepcaps-"
 
 static const struct mp_option options[] = {
@@ -154,7 +161,9 @@ struct node {
     char *name;
     int access;
     int persist;
-    int never;          /* pubsub#send_last_published_item = never */
+    int never;      /* pubsub#send_last_published_item = never */
+    char **members; /* bare JIDs with the member affiliation */
+    size_t n_members;
     int max_items;      /* 0: "max" (the max_items option) */
     struct item *items; /* oldest first */
     size_t n;
@@ -195,6 +204,9 @@ static void node_clear_items(struct node *nd)
 
 static void node_free(struct node *nd)
 {
+    for (size_t i = 0; i < nd->n_members; i++)
+        free(nd->members[i]);
+    free(nd->members);
     node_clear_items(nd);
     free(nd->name);
     free(nd);
@@ -209,6 +221,29 @@ static void owner_free(struct owner *o)
     free(o->host);
     free(o->local);
     free(o);
+}
+
+static int member_find(const struct node *nd, const char *bare)
+{
+    for (size_t i = 0; i < nd->n_members; i++)
+        if (strcmp(nd->members[i], bare) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Adds (on != 0) or removes bare from nd's members. */
+static void member_set(struct node *nd, const char *bare, int on)
+{
+    int k = member_find(nd, bare);
+    if (on && k < 0) {
+        nd->members = realloc(nd->members, (nd->n_members + 1) * sizeof *nd->members);
+        if (!nd->members)
+            abort();
+        nd->members[nd->n_members++] = xstrdup(bare);
+    } else if (!on && k >= 0) {
+        free(nd->members[k]);
+        nd->members[k] = nd->members[--nd->n_members];
+    }
 }
 
 static struct node *node_find(struct owner *o, const char *name)
@@ -301,6 +336,8 @@ static void node_save(struct owner *o, struct node *nd, mp_stanza *reply)
         mp_xml_set_attr(st, root, "sendlast", "never");
     snprintf(buf, sizeof buf, "%d", nd->max_items);
     mp_xml_set_attr(st, root, "max", buf);
+    for (size_t i = 0; i < nd->n_members; i++)
+        mp_xml_set_attr(st, mp_xml_add_child(st, root, "member", NULL), "jid", nd->members[i]);
     for (size_t i = 0; nd->persist && i < nd->n; i++) {
         mp_stanza *p = mp_stanza_parse(nd->items[i].payload, strlen(nd->items[i].payload));
         if (!p)
@@ -339,6 +376,12 @@ static void node_load(struct owner *o, const char *name, const void *data, size_
     const char *m = mp_xml_get_attr(root, "max");
     if (m)
         nd->max_items = atoi(m);
+    for (mp_xml *mb = mp_xml_find(root, "member", NULL); mb;
+         mb = mp_xml_find_next(mb, "member", NULL)) {
+        const char *jid = mp_xml_get_attr(mb, "jid");
+        if (jid)
+            member_set(nd, jid, 1);
+    }
     for (mp_xml *it = mp_xml_find(root, "item", NULL); it;
          it = mp_xml_find_next(it, "item", NULL)) {
         const char *id = mp_xml_get_attr(it, "id");
@@ -451,10 +494,11 @@ static void with_owner(const char *host, const char *local, owner_fn fn, void *a
 
 struct caps {
     char *ver;
-    int known;     /* 0: asked, answer pending */
-    char qid[40];  /* id of the disco#info we sent */
-    char *asked;   /* full JID asked */
-    char **notify; /* node names with +notify */
+    int known;        /* 0: asked, answer pending */
+    int64_t asked_at; /* when (mp_now_us), while pending */
+    char qid[40];     /* id of the disco#info we sent */
+    char *asked;      /* full JID asked */
+    char **notify;    /* node names with +notify */
     size_t n;
     uint64_t used;
     struct caps *next;
@@ -798,11 +842,11 @@ static void add_item(mp_stanza *st, mp_xml *parent, const struct item *it, int w
     }
 }
 
-/* Whether bare (with subscription bits sub to the owner's presence, from
- * the owner's side) may read a node of o. */
+/* Whether bare may read a node of o; sub_from: bare receives o's
+ * presence. Members (affiliation member) read whatever the model. */
 static int may_read(const struct owner *o, const struct node *nd, const char *bare, int sub_from)
 {
-    if (strcmp(bare, o->bare) == 0)
+    if (strcmp(bare, o->bare) == 0 || member_find(nd, bare) >= 0)
         return 1;
     switch (nd->access) {
     case ACC_OPEN:
@@ -1018,6 +1062,11 @@ static void presence_changed(mp_session *s, mp_stanza *pres, int available, void
     }
     if (ver && !r->initial) {
         struct caps *e = caps_find(ver);
+        if (e && !e->known && mp_now_us() - e->asked_at > CAPS_RETRY_US) {
+            caps_unlink(e); /* never answered: ask this client */
+            caps_free(e);
+            e = NULL;
+        }
         if (!e) {
             caps_evict();
             e = xmalloc(sizeof *e);
@@ -1026,6 +1075,7 @@ static void presence_changed(mp_session *s, mp_stanza *pres, int available, void
             memcpy(e->qid, CAPS_ID_PREFIX, strlen(CAPS_ID_PREFIX));
             mp_random_id(e->qid + strlen(CAPS_ID_PREFIX), sizeof e->qid - strlen(CAPS_ID_PREFIX));
             e->asked = xstrdup(me->full);
+            e->asked_at = mp_now_us();
             unsigned b = hash_str(ver, CBUCKETS);
             e->next = caps_tab[b];
             caps_tab[b] = e;
@@ -1068,11 +1118,13 @@ struct fanout {
     char *owner_bare;
     char *node;
     int access;
-    mp_stanza *event; /* from = owner, no to */
+    mp_stanza *event;    /* from = owner, no to */
+    struct strv members; /* whitelist: who besides the owner is told */
 };
 
 static void fanout_free(struct fanout *f)
 {
+    strv_free(&f->members);
     free(f->owner_bare);
     free(f->node);
     mp_stanza_unref(f->event);
@@ -1108,17 +1160,23 @@ static void fanout_contacts(void *ud, int rc, const struct mp_roster_contact *c,
     fanout_free(f);
 }
 
-/* Sends f's event to the owner's resources and (unless whitelist) to the
- * interested resources of contacts with a 'from' subscription. Takes f.
+/* Sends f's event to the owner's resources and to the interested
+ * resources of contacts with a 'from' subscription (whitelist: of the
+ * node's members). Takes f.
  * Call without the lock. */
 static void fanout_run(struct fanout *f, const char *host, const char *local)
 {
     mp_stanza_mark_fanout(f->event);
     struct fan_ctx x = {f, 1};
     mp_sessions_foreach(f->owner_bare, fan_one, &x);
-    if (f->access == ACC_WHITELIST ||
-        mp_roster_contacts(host, local, fanout_contacts, f) != MAGPIE_OK)
+    if (f->access == ACC_WHITELIST) {
+        x.owner = 0;
+        for (size_t i = 0; i < f->members.n; i++)
+            mp_sessions_foreach(f->members.v[i], fan_one, &x);
         fanout_free(f);
+    } else if (mp_roster_contacts(host, local, fanout_contacts, f) != MAGPIE_OK) {
+        fanout_free(f);
+    }
 }
 
 static struct fanout *fanout_new(const struct owner *o, const struct node *nd, mp_xml **event)
@@ -1127,6 +1185,8 @@ static struct fanout *fanout_new(const struct owner *o, const struct node *nd, m
     f->owner_bare = xstrdup(o->bare);
     f->node = xstrdup(nd->name);
     f->access = nd->access;
+    for (size_t i = 0; nd->access == ACC_WHITELIST && i < nd->n_members; i++)
+        strv_add(&f->members, nd->members[i]);
     f->event = event_new(o->bare, event);
     return f;
 }
@@ -1398,6 +1458,57 @@ static void op_owner(struct owner *o, void *arg, struct outbox *out)
         return;
     }
     int is_set = mp_stanza_envelope(iq)->type == MP_TYPE_SET;
+    if (strcmp(what, "affiliations") == 0 && !is_set) {
+        mp_stanza *res = mp_iq_result(iq);
+        mp_xml *ps = mp_xml_add_child(res, mp_stanza_root(res), "pubsub", NS_OWNER);
+        mp_xml *af = mp_xml_add_child(res, ps, "affiliations", NULL);
+        mp_xml_set_attr(res, af, "node", nd->name);
+        mp_xml *e = mp_xml_add_child(res, af, "affiliation", NULL);
+        mp_xml_set_attr(res, e, "jid", o->bare);
+        mp_xml_set_attr(res, e, "affiliation", "owner");
+        for (size_t i = 0; i < nd->n_members; i++) {
+            e = mp_xml_add_child(res, af, "affiliation", NULL);
+            mp_xml_set_attr(res, e, "jid", nd->members[i]);
+            mp_xml_set_attr(res, e, "affiliation", "member");
+        }
+        out_add(out, res);
+        return;
+    }
+    if (strcmp(what, "affiliations") == 0) {
+        /* XEP-0060 8.9.2: member or none; everything checked first */
+        size_t adds = 0;
+        for (mp_xml *e = mp_xml_find(r->op, "affiliation", NULL); e;
+             e = mp_xml_find_next(e, "affiliation", NULL)) {
+            const char *jid = mp_xml_get_attr(e, "jid"), *a = mp_xml_get_attr(e, "affiliation");
+            mp_jid j;
+            if (!jid || !a || mp_jid_parse(&j, jid) != MAGPIE_OK) {
+                reply_error(iq, "modify", "bad-request", NULL);
+                return;
+            }
+            int ok = (strcmp(a, "member") == 0 || strcmp(a, "none") == 0) &&
+                     strcmp(j.bare, o->bare) != 0;
+            adds += strcmp(a, "member") == 0 && member_find(nd, j.bare) < 0;
+            mp_jid_free(&j);
+            if (!ok) {
+                reply_error(iq, "modify", "not-acceptable", NULL);
+                return;
+            }
+        }
+        if (nd->n_members + adds > MAX_MEMBERS) {
+            reply_error(iq, "modify", "policy-violation", NULL);
+            return;
+        }
+        for (mp_xml *e = mp_xml_find(r->op, "affiliation", NULL); e;
+             e = mp_xml_find_next(e, "affiliation", NULL)) {
+            mp_jid j;
+            if (mp_jid_parse(&j, mp_xml_get_attr(e, "jid")) != MAGPIE_OK)
+                continue;
+            member_set(nd, j.bare, strcmp(mp_xml_get_attr(e, "affiliation"), "member") == 0);
+            mp_jid_free(&j);
+        }
+        node_save(o, nd, mp_iq_result(iq));
+        return;
+    }
     if (strcmp(what, "configure") == 0 && !is_set) {
         mp_stanza *res = mp_iq_result(iq);
         mp_xml *ps = mp_xml_add_child(res, mp_stanza_root(res), "pubsub", NS_OWNER);
@@ -1458,6 +1569,22 @@ static void op_owner(struct owner *o, void *arg, struct outbox *out)
     r->fan = f;
 }
 
+/* The items other modules registered for accounts (mod_disco's answer,
+ * which this one replaces). */
+struct disco_add {
+    mp_stanza *st;
+    mp_xml *q;
+};
+
+static void disco_add_item(void *ud, const char *jid, const char *name)
+{
+    struct disco_add *d = ud;
+    mp_xml *x = mp_xml_add_child(d->st, d->q, "item", NULL);
+    mp_xml_set_attr(d->st, x, "jid", jid);
+    if (name)
+        mp_xml_set_attr(d->st, x, "name", name);
+}
+
 /* Lists the nodes the requester may read, or the item ids of one node
  * (disco#items on the account). */
 static void op_disco_items(struct owner *o, void *arg, struct outbox *out)
@@ -1489,6 +1616,8 @@ static void op_disco_items(struct owner *o, void *arg, struct outbox *out)
             mp_xml_set_attr(res, x, "jid", o->bare);
             mp_xml_set_attr(res, x, "node", o->nodes[i]->name);
         }
+        struct disco_add da = {res, q};
+        mp_disco_items_foreach(MP_DISCO_ACCOUNT, disco_add_item, &da);
     }
     out_add(out, res);
 }
@@ -1684,7 +1813,7 @@ static void owner_iq(mp_stanza *iq, void *ud)
         return;
     }
     int is_set = mp_stanza_envelope(iq)->type == MP_TYPE_SET;
-    int ok = strcmp(op->name, "configure") == 0 ||
+    int ok = strcmp(op->name, "configure") == 0 || strcmp(op->name, "affiliations") == 0 ||
              (is_set && (strcmp(op->name, "delete") == 0 || strcmp(op->name, "purge") == 0));
     if (!ok) {
         mp_iq_reply_error(iq, "cancel", "feature-not-implemented");

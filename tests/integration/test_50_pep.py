@@ -6,7 +6,8 @@ with notify to the owner's other resource, the node's item limit;
 publish-options preconditions (XEP-0060 §7.1.5: conflict +
 precondition-not-met, "max" honoured); access models (presence: a
 non-contact gets not-authorized + presence-subscription-required, open:
-readable by anyone, whitelist: not-allowed + closed-node), disco#items on
+readable by anyone, whitelist: not-allowed + closed-node until the owner
+makes the reader a member), disco#items on
 the bare JID filtered the same way; owner configure get/set, purge and
 delete (others forbidden); limits (payload not-acceptable, nodes
 policy-violation); everything back after a restart. Run with --workers 2
@@ -231,8 +232,48 @@ def t07_restart(srv):
         closeall(a, b)
 
 
+def t08_whitelist_members(srv):
+    a = login(srv, 'alice', 'wm')
+    b = login(srv, 'bob', 'wm')
+    try:
+        node = 'urn:example:circle'
+        published_ok(publish(a, node, "<x xmlns='urn:x'>secret</x>", options={'pubsub#access_model': 'whitelist'}))
+        check(app_error(items(b, A, node)) == ('not-allowed', 'closed-node'), 'read before being a member')
+        r = owner_iq(b, 'set', "<affiliations node='%s'><affiliation jid='bob@localhost' affiliation='member'/>"
+                               "</affiliations>" % node, to=A)
+        check(app_error(r)[0] == 'forbidden', tostr(r))
+        r = owner_iq(a, 'set', "<affiliations node='%s'><affiliation jid='bob@localhost' affiliation='member'/>"
+                               "</affiliations>" % node)
+        check(r.get('type') == 'result', tostr(r))
+        r = owner_iq(a, 'get', "<affiliations node='%s'/>" % node)
+        affs = {e.get('jid'): e.get('affiliation')
+                for e in child(child(r, 'pubsub', NS_OWNER), 'affiliations', NS_OWNER)}
+        check(affs == {A: 'owner', 'bob@localhost': 'member'}, repr(affs))
+        got = item_list(items(b, A, node))
+        check(len(got) == 1 and got[0][1].text == 'secret', repr(got))
+        r = owner_iq(a, 'set', "<affiliations node='%s'><affiliation jid='bob@localhost' affiliation='none'/>"
+                               "</affiliations>" % node)
+        check(r.get('type') == 'result', tostr(r))
+        check(app_error(items(b, A, node)) == ('not-allowed', 'closed-node'), 'still readable after removal')
+        r = owner_iq(a, 'set', "<affiliations node='%s'><affiliation jid='bob@localhost' affiliation='owner'/>"
+                               "</affiliations>" % node)
+        check(app_error(r)[0] == 'not-acceptable', tostr(r))
+        # kept across a restart
+        r = owner_iq(a, 'set', "<affiliations node='%s'><affiliation jid='bob@localhost' affiliation='member'/>"
+                               "</affiliations>" % node)
+        check(r.get('type') == 'result', tostr(r))
+    finally:
+        closeall(a, b)
+    srv.restart()
+    b = login(srv, 'bob', 'wm2')
+    try:
+        check(len(item_list(items(b, A, 'urn:example:circle'))) == 1, 'membership lost across restart')
+    finally:
+        closeall(b)
+
+
 TESTS = [t01_disco, t02_publish_items_retract, t03_publish_options, t04_access_models, t05_owner_ops,
-         t06_limits, t07_restart]
+         t08_whitelist_members, t06_limits, t07_restart]
 
 
 def main():

@@ -7,7 +7,8 @@ with +notify gets the event (to its full JID), a contact whose caps lack
 it does not, a non-contact does not, a client whose answer does not match
 its ver does not; a second client with known caps is not asked again and
 gets the last item on its available presence; the owner's own login gets
-its last item too; whitelist nodes notify nobody but the owner. Run with
+its last item too; whitelist nodes notify nobody but the owner and the
+members the owner named. Run with
 --workers 2 as well."""
 
 from common import MagpieServer, Results, parse_args, check, child, tostr, closeall, sync, no_message
@@ -120,8 +121,23 @@ def t05_whitelist_only_owner(srv):
         closeall(a, a2, b)
 
 
+def t06_whitelist_member_notified(srv):
+    b = login_caps(srv, 'bob', 'wm', WANTS_TUNE, expect_query=False)
+    a = login(srv, 'alice', 'pc7')
+    try:
+        b.drain(0.5)
+        r = a.iq('set', None, "<pubsub xmlns='%s#owner'><affiliations node='urn:xmpp:avatar:metadata'>"
+                              "<affiliation jid='bob@localhost' affiliation='member'/></affiliations></pubsub>" % NS_PS)
+        check(r.get('type') == 'result', tostr(r))
+        published_ok(publish(a, 'urn:xmpp:avatar:metadata', "<metadata xmlns='urn:xmpp:avatar:metadata'><info id='1'/></metadata>"))
+        ev = b.wait_for('message', is_event(A, 'urn:xmpp:avatar:metadata'), timeout=5)
+        check(ev.get('to') == 'bob@localhost/wm', tostr(ev))
+    finally:
+        closeall(a, b)
+
+
 TESTS = [t01_notify_filtered_by_caps, t02_cached_caps_and_last_item, t03_owner_gets_own_last_item,
-         t04_unverified_caps_ignored, t05_whitelist_only_owner]
+         t04_unverified_caps_ignored, t05_whitelist_only_owner, t06_whitelist_member_notified]
 
 
 def main():
