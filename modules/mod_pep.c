@@ -74,6 +74,7 @@
 #define NS_BM_LEGACY   "storage:bookmarks"
 #define STORE          "pep"
 #define CAPS_RETRY_US  (30 * 1000000LL) /* a caps query unanswered this long is asked again */
+#define MAX_NAME       512              /* bytes of a node name or an item id */
 #define MAX_MEMBERS    1000             /* member affiliations per node */
 #define CAPS_ID_PREFIX "pepcaps-"
 
@@ -87,6 +88,9 @@ static const struct mp_option options[] = {
      100000},
     {"max_payload", MP_OPT_INT, "262144",
      "Largest item payload in bytes, serialised (beyond: not-acceptable)", 64, 16777216},
+    {"max_bytes", MP_OPT_INT, "4194304",
+     "Item payload bytes one account may keep, all nodes together (beyond: policy-violation)", 1024,
+     1073741824},
     {"caps_cache", MP_OPT_INT, "4096",
      "Entity capabilities (XEP-0115 ver hashes) remembered, shared by all users", 16, 1000000},
     {NULL, 0, NULL, NULL, 0, 0},
@@ -1321,6 +1325,16 @@ static int preconditions_hold(mp_stanza *st, const mp_xml *form, const struct no
     return 0;
 }
 
+/* Payload bytes o keeps, all nodes together (the max_bytes quota). */
+static size_t owner_bytes(const struct owner *o)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < o->n; i++)
+        for (size_t k = 0; k < o->nodes[i]->n; k++)
+            n += strlen(o->nodes[i]->items[k].payload);
+    return n;
+}
+
 static void op_publish(struct owner *o, void *arg, struct outbox *out)
 {
     struct req *r = arg;
@@ -1333,8 +1347,18 @@ static void op_publish(struct owner *o, void *arg, struct outbox *out)
         reply_error(iq, "cancel", "conflict", "precondition-not-met");
         goto done;
     }
+    const char *id = mp_xml_get_attr(it, "id");
+    char *data = mp_xml_to_string(payload, NULL);
+    struct item *old = nd && id ? item_find(nd, id) : NULL;
+    if (owner_bytes(o) - (old ? strlen(old->payload) : 0) + strlen(data) >
+        (size_t)mp_module_opt_int(self, "max_bytes")) {
+        free(data);
+        reply_error(iq, "wait", "policy-violation", NULL);
+        goto done;
+    }
     if (!nd) {
         if (o->n >= (size_t)mp_module_opt_int(self, "max_nodes")) {
+            free(data);
             reply_error(iq, "cancel", "policy-violation", "max-nodes-exceeded");
             goto done;
         }
@@ -1343,19 +1367,19 @@ static void op_publish(struct owner *o, void *arg, struct outbox *out)
                            .max_items = (int)mp_module_opt_int(self, "default_max_items")};
         const char *err = r->options ? read_config(iq, r->options, &cfg) : NULL;
         if (err) {
+            free(data);
             reply_error(iq, "modify", err, NULL);
             goto done;
         }
         nd = node_add(o, name);
         config_apply(nd, &cfg);
     }
-    const char *id = mp_xml_get_attr(it, "id");
     char gen[20];
     if (!id || !id[0]) {
         mp_random_id(gen, sizeof gen);
         id = gen;
     }
-    item_push(nd, xstrdup(id), mp_xml_to_string(payload, NULL));
+    item_push(nd, xstrdup(id), data);
     mp_counter_add(c_published, 1);
     /* the event */
     mp_xml *ev;
@@ -1729,6 +1753,11 @@ static void pubsub_set(mp_stanza *iq, void *ud)
             return;
         }
         mp_xml *it = mp_xml_find(op, "item", NULL);
+        const char *iid = it ? mp_xml_get_attr(it, "id") : NULL;
+        if (strlen(node) > MAX_NAME || (iid && strlen(iid) > MAX_NAME)) {
+            reply_error(iq, "modify", "not-acceptable", NULL);
+            return;
+        }
         mp_xml *pl = it ? mp_xml_first_element(it) : NULL;
         if (!it || mp_xml_find_next(it, "item", NULL)) {
             reply_error(iq, "modify", "bad-request", it ? "invalid-payload" : "item-required");

@@ -10,7 +10,7 @@ readable by anyone, whitelist: not-allowed + closed-node until the owner
 makes the reader a member), disco#items on
 the bare JID filtered the same way; owner configure get/set, purge and
 delete (others forbidden); limits (payload not-acceptable, nodes
-policy-violation); everything back after a restart. Run with --workers 2
+and the account's byte quota policy-violation); everything back after a restart. Run with --workers 2
 as well."""
 
 from common import MagpieServer, Results, parse_args, check, child, tostr, closeall, sync, no_message
@@ -22,7 +22,7 @@ args = parse_args()
 R = Results('[workers=%d]' % args.workers)
 
 MODULES = ['disco', 'ping', 'roster', 'private',
-           '{ name = "pep"; max_nodes = 6; max_payload = 2000; max_items = 20; }']
+           '{ name = "pep"; max_nodes = 8; max_payload = 2000; max_items = 20; max_bytes = 6000; }']
 A = 'alice@localhost'
 TUNE = "<tune xmlns='http://jabber.org/protocol/tune'><title>%s</title></tune>"
 
@@ -203,9 +203,20 @@ def t06_limits(srv):
     try:
         r = publish(a, 'urn:example:big', "<x xmlns='urn:x'>%s</x>" % ('z' * 2500))
         check(app_error(r) == ('not-acceptable', 'payload-too-big'), tostr(r))
+        # the account's quota (max_bytes = 6000): three 1900-byte items fit, not four
+        big = "<x xmlns='urn:x'>%s</x>" % ('q' * 1880)
+        results = [publish(a, 'urn:example:quota', big, item_id='q%d' % i, options={'pubsub#max_items': '10'})
+                   for i in range(4)]
+        check(all(r.get('type') == 'result' for r in results[:2]), 'quota hit too early: %s' % [tostr(r)[-200:] for r in results])
+        check(app_error(results[3])[0] == 'policy-violation', 'quota not enforced: %s' % tostr(results[3]))
+        # replacing an item does not count twice; purging frees the room
+        r = owner_iq(a, 'set', "<purge node='urn:example:quota'/>")
+        check(r.get('type') == 'result', tostr(r))
+        for i in range(3):
+            published_ok(publish(a, 'urn:example:quota', big, item_id='same'))
         r = a.iq('get', A, "<query xmlns='%s'/>" % NS_ITEMS)
         have = len(list(child(r, 'query', NS_ITEMS)))
-        for i in range(have, 6):
+        for i in range(have, 8):
             published_ok(publish(a, 'urn:example:n%d' % i, "<x xmlns='urn:x'/>"))
         r = publish(a, 'urn:example:one-too-many', "<x xmlns='urn:x'/>")
         check(app_error(r)[0] == 'policy-violation', tostr(r))
