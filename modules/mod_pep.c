@@ -1400,6 +1400,35 @@ done:
     (void)out;
 }
 
+/* XEP-0060 §8.1: <create node=/> with an optional <configure><x/></configure>
+ * (r->options: the node_config form). */
+static void op_create(struct owner *o, void *arg, struct outbox *out)
+{
+    struct req *r = arg;
+    mp_stanza *iq = r->iq;
+    const char *name = mp_xml_get_attr(r->op, "node");
+    if (node_find(o, name)) {
+        reply_error(iq, "cancel", "conflict", NULL);
+        return;
+    }
+    if (o->n >= (size_t)mp_module_opt_int(self, "max_nodes")) {
+        reply_error(iq, "cancel", "policy-violation", "max-nodes-exceeded");
+        return;
+    }
+    struct node cfg = {.access = ACC_PRESENCE,
+                       .persist = 1,
+                       .max_items = (int)mp_module_opt_int(self, "default_max_items")};
+    const char *err = r->options ? read_config(iq, r->options, &cfg) : NULL;
+    if (err) {
+        reply_error(iq, "modify", err, NULL);
+        return;
+    }
+    struct node *nd = node_add(o, name);
+    config_apply(nd, &cfg);
+    node_save(o, nd, mp_iq_result(iq));
+    (void)out;
+}
+
 static void op_retract(struct owner *o, void *arg, struct outbox *out)
 {
     struct req *r = arg;
@@ -1799,6 +1828,28 @@ static void pubsub_set(mp_stanza *iq, void *ud)
         }
         const mp_jid *t = target(iq);
         run_now(op_retract, req_new(iq, op), t->domain, t->local);
+    } else if (strcmp(op->name, "create") == 0) {
+        if (!node || !node[0]) {
+            /* instant nodes make no sense on PEP (XEP-0163 §3) */
+            reply_error(iq, "modify", "not-acceptable", "nodeid-required");
+            return;
+        }
+        if (strlen(node) > MAX_NAME) {
+            reply_error(iq, "modify", "not-acceptable", NULL);
+            return;
+        }
+        struct req *r = req_new(iq, op);
+        mp_xml *cf = mp_xml_find(ps, "configure", NULL);
+        mp_xml *form = cf ? mp_form_find(cf) : NULL;
+        const char *ft = form ? mp_form_form_type(iq, form) : NULL;
+        if (form && (!ft || strcmp(ft, NS_NODE_CONFIG) != 0)) {
+            req_free(r);
+            reply_error(iq, "modify", "bad-request", "invalid-options");
+            return;
+        }
+        r->options = form;
+        const mp_jid *t = target(iq);
+        run_now(op_create, r, t->domain, t->local);
     } else {
         mp_iq_reply_error(iq, "cancel", "feature-not-implemented");
     }
@@ -2060,6 +2111,10 @@ static const char *const features[] = {
     NS_PUBSUB "#access-open",
     NS_PUBSUB "#access-whitelist",
     NS_PUBSUB "#config-node",
+    NS_PUBSUB "#create-nodes",
+    NS_PUBSUB "#create-and-configure",
+    NS_PUBSUB "#modify-affiliations",
+    NS_PUBSUB "#retrieve-affiliations",
     NS_PUBOPTS,
     NS_BOOKMARKS "#compat",
     NULL,

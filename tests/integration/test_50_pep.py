@@ -8,7 +8,8 @@ precondition-not-met, "max" honoured); access models (presence: a
 non-contact gets not-authorized + presence-subscription-required, open:
 readable by anyone, whitelist: not-allowed + closed-node until the owner
 makes the reader a member), disco#items on
-the bare JID filtered the same way; owner configure get/set, purge and
+the bare JID filtered the same way; node creation with a configuration
+(XEP-0060 §8.1.3), owner configure get/set, purge and
 delete (others forbidden); limits (payload not-acceptable, nodes
 and the account's byte quota policy-violation); everything back after a restart. Run with --workers 2
 as well."""
@@ -283,8 +284,32 @@ def t08_whitelist_members(srv):
         closeall(b)
 
 
+def t09_create_and_configure(srv):
+    a = login(srv, 'alice', 'cc')
+    b = login(srv, 'bob', 'cc')
+    try:
+        node = 'urn:example:made'
+        cfg = "<configure>%s</configure>" % form('http://jabber.org/protocol/pubsub#node_config',
+                                                 {'pubsub#access_model': 'open', 'pubsub#max_items': '3'})
+        r = a.iq('set', None, "<pubsub xmlns='%s'><create node='%s'/>%s</pubsub>" % (NS_PS, node, cfg))
+        check(r.get('type') == 'result', tostr(r))
+        r = a.iq('set', None, "<pubsub xmlns='%s'><create node='%s'/></pubsub>" % (NS_PS, node))
+        check(app_error(r)[0] == 'conflict', tostr(r))
+        check(item_list(items(b, A, node)) == [], 'new node not empty or not open')
+        for i in range(5):
+            published_ok(publish(a, node, "<x xmlns='urn:x'>%d</x>" % i))
+        check(len(item_list(items(b, A, node))) == 3, 'configured max_items not applied')
+        r = a.iq('set', None, "<pubsub xmlns='%s'><create node='urn:example:bad'/><configure>%s</configure></pubsub>"
+                 % (NS_PS, form('urn:wrong', {'pubsub#access_model': 'open'})))
+        check(app_error(r)[0] == 'bad-request', tostr(r))
+        r = a.iq('set', None, "<pubsub xmlns='%s'><create/></pubsub>" % NS_PS)
+        check(app_error(r)[0] == 'not-acceptable', 'instant node: %s' % tostr(r))
+    finally:
+        closeall(a, b)
+
+
 TESTS = [t01_disco, t02_publish_items_retract, t03_publish_options, t04_access_models, t05_owner_ops,
-         t08_whitelist_members, t06_limits, t07_restart]
+         t08_whitelist_members, t09_create_and_configure, t06_limits, t07_restart]
 
 
 def main():
