@@ -643,6 +643,27 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Orders "category/type/lang/name" strings field by field (XEP-0115 §5.1
+ * step 2: by category, then type, then xml:lang; the name last), which a
+ * plain strcmp does not when a field is a prefix of the other ("en" and
+ * "en-GB"). */
+static int cmp_ident(const void *a, const void *b)
+{
+    const char *x = *(char *const *)a, *y = *(char *const *)b;
+    for (int f = 0; f < 4; f++) {
+        const char *xe = f < 3 ? strchr(x, '/') : NULL, *ye = f < 3 ? strchr(y, '/') : NULL;
+        size_t xl = xe ? (size_t)(xe - x) : strlen(x), yl = ye ? (size_t)(ye - y) : strlen(y);
+        int c = memcmp(x, y, xl < yl ? xl : yl);
+        if (c || xl != yl)
+            return c ? c : (xl < yl ? -1 : 1);
+        if (!xe || !ye)
+            return 0;
+        x = xe + 1;
+        y = ye + 1;
+    }
+    return 0;
+}
+
 struct sbuf {
     char *s;
     size_t n, cap;
@@ -767,7 +788,7 @@ static int caps_hash(mp_stanza *st, const mp_xml *q, char *out, size_t outlen)
             forms[x++].x = e;
         }
     }
-    qsort(ids, i, sizeof *ids, cmp_str);
+    qsort(ids, i, sizeof *ids, cmp_ident);
     qsort(feats, f, sizeof *feats, cmp_str);
     qsort(forms, x, sizeof *forms, cmp_form);
     struct sbuf sb = {0};

@@ -26,7 +26,8 @@ TUNE = "<tune xmlns='%s'><title>%%s</title></tune>" % TUNE_NS
 WANTS_TUNE = Caps(['http://jabber.org/protocol/disco#info', TUNE_NS, TUNE_NS + '+notify',
                    'urn:xmpp:avatar:metadata+notify'], node='https://example.org/bobclient')
 NO_NOTIFY = Caps(['http://jabber.org/protocol/disco#info', TUNE_NS],
-                 identities=(('client', 'phone', 'en', 'Carol'), ('client', 'phone', 'de', 'Karol')),
+                 identities=(('client', 'phone', 'en', 'Carol'), ('client', 'phone', 'de', 'Karol'),
+                             ('client', 'phone', 'en-GB', 'Carol UK')),
                  forms=[('urn:xmpp:dataforms:softwareinfo', {'software': ['CarolIM'], 'os': ['Linux', 'X']})],
                  node='https://example.org/carolclient')
 
