@@ -8,7 +8,8 @@ login (send_last_published_item never); the account advertises
 urn:xmpp:bookmarks:1#compat and a private storage get of storage:bookmarks
 shows the PEP bookmarks in the old format; a private storage set of
 storage:bookmarks replaces them (published and retracted, with events);
-other private storage still works; everything back after a restart."""
+other private storage still works; everything back after a restart;
+slixmpp's xep_0048 plugin (private storage) reads and replaces them."""
 
 from common import MagpieServer, Results, parse_args, check, child, tostr, closeall, sync, no_message
 from pephelp import (NS_PS, NS_EVENT, NS_INFO, pw, login, handshake, publish, published_ok, items,
@@ -120,7 +121,41 @@ def t04_no_last_item_and_restart(srv):
         closeall(a)
 
 
-TESTS = [t01_publish_and_read, t02_compat_get, t03_compat_set, t04_no_last_item_and_restart]
+async def slix_legacy(srv):
+    import asyncio
+    import slixhelp
+    from slixmpp.plugins.xep_0048.stanza import Bookmarks
+    c = await slixhelp.login(srv.c2s_port, 'alice@localhost/slix', pw('alice'),
+                             plugins=('xep_0049', 'xep_0048'))
+    try:
+        r = await c['xep_0048'].get_bookmarks(timeout=10)
+        confs = {str(x['jid']): x for x in r['private']['bookmarks']['conferences']}
+        check(set(confs) == {'coven@conference.localhost', 'new@conference.localhost'}, repr(list(confs)))
+        check(confs['coven@conference.localhost']['nick'] == 'alice', str(confs['coven@conference.localhost']))
+        bm = Bookmarks()
+        bm.add_conference('slix@conference.localhost', 'slixnick', name='From slixmpp', autojoin=True)
+        await c['xep_0048'].set_bookmarks(bm, timeout=10)
+        await asyncio.sleep(0.1)
+    finally:
+        await slixhelp.close(c)
+
+
+def t05_slixmpp_xep0048(srv):
+    import slixhelp
+    slixhelp.run(slix_legacy, srv, timeout=60)
+    a = login(srv, 'alice', 'after-slix')
+    try:
+        got = dict(item_list(items(a, A, BM)))
+        check(set(got) == {'slix@conference.localhost'}, 'slixmpp set not mapped: %r' % got)
+        cv = got['slix@conference.localhost']
+        check(cv.get('name') == 'From slixmpp' and cv.get('autojoin') == 'true' and
+              child(cv, 'nick', BM).text == 'slixnick', tostr(cv))
+    finally:
+        closeall(a)
+
+
+TESTS = [t01_publish_and_read, t02_compat_get, t03_compat_set, t04_no_last_item_and_restart,
+         t05_slixmpp_xep0048]
 
 
 def main():
