@@ -47,8 +47,9 @@
  * max=><item id=>payload</item>...</node>). Every operation runs with the
  * owner's nodes loaded and the lock held; stanzas are routed after the
  * lock is released. Store writes are issued under the lock, so they reach
- * the store in order. An owner is dropped from memory when none of its
- * resources is available and nothing waits for it. Limits: max_nodes per
+ * the store in order. An owner none of whose resources is available and
+ * for whom nothing waits is idle: idle owners stay in memory, least
+ * recently used dropped first, while they fit in cache_bytes. Limits: max_nodes per
  * account (policy-violation), max_items per node, max_payload per item
  * (not-acceptable). */
 #include <magpie/magpie.h>
@@ -91,6 +92,10 @@ static const struct mp_option options[] = {
     {"max_bytes", MP_OPT_INT, "4194304",
      "Item payload bytes one account may keep, all nodes together (beyond: policy-violation)", 1024,
      1073741824},
+    {"cache_bytes", MP_OPT_INT, "16777216",
+     "Memory kept for the nodes of accounts with no client online (bytes, least recently used "
+     "dropped first; 0: none)",
+     0, 4294967296LL},
     {"caps_cache", MP_OPT_INT, "4096",
      "Entity capabilities (XEP-0115 ver hashes) remembered, shared by all users", 16, 1000000},
     {NULL, 0, NULL, NULL, 0, 0},
@@ -189,6 +194,11 @@ struct owner {
     size_t n;
     struct waiter *wq, **wq_tail;
     struct owner *next;
+    /* idle: no available resource, nothing waiting; kept in an LRU list
+     * (newest first) while the idle owners' bytes fit in cache_bytes */
+    int idle;
+    size_t idle_bytes;
+    struct owner *lru_prev, *lru_next;
 };
 
 #define NBUCKETS 1024
@@ -405,21 +415,66 @@ static void count_res(void *ud, const char *full, int priority)
     (*(int *)ud)++;
 }
 
-/* Drops o when nothing needs it. Lock held. */
-static void maybe_evict(struct owner *o)
+static struct owner *lru_head, *lru_tail;
+static size_t lru_bytes;
+
+static void lru_unlink(struct owner *o)
 {
-    if (!o->loaded || o->wq)
+    if (!o->idle)
         return;
-    int n = 0;
-    mp_sessions_foreach(o->bare, count_res, &n);
-    if (n > 0)
-        return;
+    if (o->lru_prev)
+        o->lru_prev->lru_next = o->lru_next;
+    else
+        lru_head = o->lru_next;
+    if (o->lru_next)
+        o->lru_next->lru_prev = o->lru_prev;
+    else
+        lru_tail = o->lru_prev;
+    o->lru_prev = o->lru_next = NULL;
+    lru_bytes -= o->idle_bytes;
+    o->idle = 0;
+}
+
+static void owner_drop(struct owner *o)
+{
+    lru_unlink(o);
     struct owner **pp = &owners[hash_str(o->bare, NBUCKETS)];
     while (*pp && *pp != o)
         pp = &(*pp)->next;
     if (*pp)
         *pp = o->next;
     owner_free(o);
+}
+
+static size_t owner_bytes(const struct owner *o);
+
+/* After an operation on o (lock held): an owner with an available
+ * resource or waiting operations stays; an idle one goes to the head of
+ * the LRU list, and the least recently used idle owners are dropped
+ * while their bytes exceed cache_bytes. Contacts' logins (last items)
+ * then seldom read the store again. */
+static void maybe_evict(struct owner *o)
+{
+    if (!o->loaded)
+        return;
+    int n = 0;
+    if (!o->wq)
+        mp_sessions_foreach(o->bare, count_res, &n);
+    lru_unlink(o);
+    if (o->wq || n > 0)
+        return;
+    o->idle = 1;
+    o->idle_bytes = 512 + strlen(o->bare) + owner_bytes(o);
+    o->lru_next = lru_head;
+    if (lru_head)
+        lru_head->lru_prev = o;
+    lru_head = o;
+    if (!lru_tail)
+        lru_tail = o;
+    lru_bytes += o->idle_bytes;
+    size_t budget = (size_t)mp_module_opt_int(self, "cache_bytes");
+    while (lru_tail && lru_bytes > budget)
+        owner_drop(lru_tail);
 }
 
 static void loaded(void *ud, int rc, const mp_map_item *items, size_t n)

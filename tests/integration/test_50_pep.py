@@ -23,7 +23,7 @@ args = parse_args()
 R = Results('[workers=%d]' % args.workers)
 
 MODULES = ['disco', 'ping', 'roster', 'private',
-           '{ name = "pep"; max_nodes = 8; max_payload = 2000; max_items = 20; max_bytes = 6000; }']
+           '{ name = "pep"; max_nodes = 8; max_payload = 2000; max_items = 20; max_bytes = 6000; cache_bytes = 0; }']
 A = 'alice@localhost'
 TUNE = "<tune xmlns='http://jabber.org/protocol/tune'><title>%s</title></tune>"
 
