@@ -44,14 +44,19 @@
  * State: one `struct owner` per account being worked on, in a table
  * behind one mutex, loaded from the map store "pep" (key = username,
  * field = node name, value = the node as XML: <node access= persist=
- * max=><item id=>payload</item>...</node>). Every operation runs with the
- * owner's nodes loaded and the lock held; stanzas are routed after the
- * lock is released. Store writes are issued under the lock, so they reach
- * the store in order. An owner none of whose resources is available and
- * for whom nothing waits is idle: idle owners stay in memory, least
- * recently used dropped first, while they fit in cache_bytes. Limits: max_nodes per
- * account (policy-violation), max_items per node, max_payload per item
- * (not-acceptable). */
+ * max= [sendlast=never]><member jid=/>...<item id=>payload</item>...
+ * </node>). Every operation runs with the owner's nodes loaded and the
+ * lock held; stanzas are routed after the lock is released. Store writes
+ * are issued under the lock, so they reach the store in order, and an
+ * answer that changed a node goes once its write is committed. An owner
+ * none of whose resources is available and for whom nothing waits is
+ * idle: idle owners stay in memory, least recently used dropped first,
+ * while they fit in cache_bytes.
+ *
+ * Limits: max_nodes and max_bytes per account (policy-violation),
+ * max_items per node, max_payload per item, MAX_NAME per node name or
+ * item id (not-acceptable). The caps lock and the owner lock are never
+ * held together. */
 #include <magpie/magpie.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
