@@ -1426,22 +1426,25 @@ static void op_publish(struct owner *o, void *arg, struct outbox *out)
     struct node *nd = node_find(o, name);
     if (nd && r->options && preconditions_hold(iq, r->options, nd) != 0) {
         reply_error(iq, "cancel", "conflict", "precondition-not-met");
-        goto done;
+        return;
     }
     const char *id = mp_xml_get_attr(it, "id");
     char *data = mp_xml_to_string(payload, NULL);
+    /* the item this one replaces, or the oldest one it pushes out */
     struct item *old = nd && id ? item_find(nd, id) : NULL;
+    if (!old && nd && nd->n && nd->n >= (size_t)node_limit(nd))
+        old = &nd->items[0];
     if (owner_bytes(o) - (old ? strlen(old->payload) : 0) + strlen(data) >
         (size_t)mp_module_opt_int(self, "max_bytes")) {
         free(data);
         reply_error(iq, "wait", "policy-violation", NULL);
-        goto done;
+        return;
     }
     if (!nd) {
         if (o->n >= (size_t)mp_module_opt_int(self, "max_nodes")) {
             free(data);
             reply_error(iq, "cancel", "policy-violation", "max-nodes-exceeded");
-            goto done;
+            return;
         }
         struct node cfg = {.access = ACC_PRESENCE,
                            .persist = 1,
@@ -1450,7 +1453,7 @@ static void op_publish(struct owner *o, void *arg, struct outbox *out)
         if (err) {
             free(data);
             reply_error(iq, "modify", err, NULL);
-            goto done;
+            return;
         }
         nd = node_add(o, name);
         config_apply(nd, &cfg);
@@ -1476,8 +1479,6 @@ static void op_publish(struct owner *o, void *arg, struct outbox *out)
     mp_xml_set_attr(res, pub, "node", nd->name);
     mp_xml_set_attr(res, mp_xml_add_child(res, pub, "item", NULL), "id", id);
     node_save(o, nd, res);
-    return;
-done:
     (void)out;
 }
 

@@ -215,6 +215,14 @@ def t06_limits(srv):
         check(r.get('type') == 'result', tostr(r))
         for i in range(3):
             published_ok(publish(a, 'urn:example:quota', big, item_id='same'))
+        # a full node pushes its oldest item out: that item's bytes do not count
+        published_ok(publish(a, 'urn:example:quota', big, item_id='other'))
+        r = owner_iq(a, 'set', "<configure node='urn:example:quota'>%s</configure>" % form(
+            'http://jabber.org/protocol/pubsub#node_config', {'pubsub#max_items': '2'}))
+        check(r.get('type') == 'result', tostr(r))
+        published_ok(publish(a, 'urn:example:quota', big, item_id='third'))
+        check(sorted(i for i, _ in item_list(items(a, A, 'urn:example:quota'))) == ['other', 'third'],
+              'oldest not pushed out')
         r = a.iq('get', A, "<query xmlns='%s'/>" % NS_ITEMS)
         have = len(list(child(r, 'query', NS_ITEMS)))
         for i in range(have, 8):
