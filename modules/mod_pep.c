@@ -30,10 +30,11 @@
  *
  * Notifications (<message type='headline'><event
  * xmlns='http://jabber.org/protocol/pubsub#event'>) go to the full JIDs
- * of available resources: every resource of the owner, and the resources
- * of contacts with a 'from' subscription (asked of the roster module with
- * mp_roster_contacts) whose caps carry <node>+notify; whitelist nodes
- * notify the owner and the node's members.
+ * of available resources with a non-negative priority whose caps carry
+ * <node>+notify (XEP-0163 §4: the owner's own resources too), of the
+ * owner and of contacts with a 'from' subscription (asked of the roster
+ * module with mp_roster_contacts); whitelist nodes notify the owner and
+ * the node's members.
  *
  * Access models: open (anyone), presence (the owner and contacts with a
  * 'from' subscription; others get not-authorized with
@@ -570,8 +571,9 @@ struct caps {
 
 struct res {
     char *full;
-    char *ver;   /* NULL: no usable caps */
-    int initial; /* last items sent for this ver */
+    char *ver;    /* NULL: no usable caps */
+    int initial;  /* last items sent for this ver */
+    int negative; /* presence priority < 0: no notifications (§4.3.2) */
     struct res *next;
 };
 
@@ -1042,7 +1044,7 @@ static void due_collect(struct caps *c, struct due *d)
         strv_add(&d->notify, c->notify[i]);
     for (size_t b = 0; b < CBUCKETS; b++)
         for (struct res *r = res_tab[b]; r; r = r->next)
-            if (!r->initial && r->ver && strcmp(r->ver, c->ver) == 0) {
+            if (!r->initial && !r->negative && r->ver && strcmp(r->ver, c->ver) == 0) {
                 r->initial = 1;
                 d->full = realloc(d->full, (d->n + 1) * sizeof *d->full);
                 if (!d->full)
@@ -1129,7 +1131,9 @@ static void presence_changed(mp_session *s, mp_stanza *pres, int available, void
     const char *ver = c ? mp_xml_get_attr(c, "ver") : NULL;
     const char *node = c ? mp_xml_get_attr(c, "node") : NULL;
     if (!hash || strcmp(hash, "sha-1") != 0 || !ver || !node || !ver[0])
-        ver = NULL; /* legacy or unsupported caps: no notifications but the owner's */
+        ver = NULL; /* legacy or unsupported caps: no notifications */
+    mp_xml *prio = mp_xml_find(mp_stanza_root(pres), "priority", NULL);
+    int negative = prio && atoi(mp_xml_text(pres, prio)) < 0;
     mp_stanza *query = NULL;
     struct due d = {0};
     pthread_mutex_lock(&caps_lock);
@@ -1145,6 +1149,7 @@ static void presence_changed(mp_session *s, mp_stanza *pres, int available, void
         r->ver = xstrdup(ver);
         r->initial = 0;
     }
+    r->negative = negative;
     if (ver && !r->initial) {
         struct caps *e = caps_find(ver);
         if (e && !e->known && mp_now_us() - e->asked_at > CAPS_RETRY_US) {
@@ -1218,14 +1223,15 @@ static void fanout_free(struct fanout *f)
 
 struct fan_ctx {
     struct fanout *f;
-    int owner; /* the resources are the owner's own */
 };
 
+/* XEP-0163 §4.3.2: one notification per available resource with a
+ * non-negative priority whose caps ask for the node, the owner's own
+ * resources included (§4 item 3: subject to notification filtering). */
 static void fan_one(void *ud, const char *full, int priority)
 {
-    (void)priority;
     struct fan_ctx *x = ud;
-    if (!x->owner && !wants(full, x->f->node))
+    if (priority < 0 || !wants(full, x->f->node))
         return;
     mp_stanza *m = mp_stanza_copy_envelope(x->f->event);
     mp_xml_set_attr(m, mp_stanza_root(m), "to", full);
@@ -1239,23 +1245,22 @@ static void fanout_contacts(void *ud, int rc, const struct mp_roster_contact *c,
     for (size_t i = 0; rc == MAGPIE_OK && i < n; i++) {
         if (!(c[i].subscription & MP_SUB_FROM) || strcmp(c[i].jid, f->owner_bare) == 0)
             continue;
-        struct fan_ctx x = {f, 0};
+        struct fan_ctx x = {f};
         mp_sessions_foreach(c[i].jid, fan_one, &x);
     }
     fanout_free(f);
 }
 
-/* Sends f's event to the owner's resources and to the interested
- * resources of contacts with a 'from' subscription (whitelist: of the
- * node's members). Takes f.
+/* Sends f's event to the interested resources of the owner and of
+ * contacts with a 'from' subscription (whitelist: of the node's members).
+ * Takes f.
  * Call without the lock. */
 static void fanout_run(struct fanout *f, const char *host, const char *local)
 {
     mp_stanza_mark_fanout(f->event);
-    struct fan_ctx x = {f, 1};
+    struct fan_ctx x = {f};
     mp_sessions_foreach(f->owner_bare, fan_one, &x);
     if (f->access == ACC_WHITELIST) {
-        x.owner = 0;
         for (size_t i = 0; i < f->members.n; i++)
             mp_sessions_foreach(f->members.v[i], fan_one, &x);
         fanout_free(f);

@@ -2,7 +2,7 @@
 """50: PEP (XEP-0163, mod_pep) with raw stanzas: the account's disco
 identity pubsub/pep and features; publish (node auto-created, item id
 generated or kept), items (all, max_items newest first, by id), retract
-with notify to the owner's other resource, the node's item limit;
+with notify to the owner's other resource (when its caps ask for the node), the node's item limit;
 publish-options preconditions (XEP-0060 §7.1.5: conflict +
 precondition-not-met, "max" honoured); access models (presence: a
 non-contact gets not-authorized + presence-subscription-required, open:
@@ -17,7 +17,7 @@ as well."""
 from common import MagpieServer, Results, parse_args, check, child, tostr, closeall, sync, no_message
 from pephelp import (NS_PS, NS_OWNER, NS_EVENT, NS_INFO, NS_ITEMS, NS_DATA, NS_PUBOPTS, pw, login,
                      publish, published_ok, items, item_list, app_error, owner_iq, is_event, event_items,
-                     form)
+                     form, Caps, login_caps)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -26,6 +26,9 @@ MODULES = ['disco', 'ping', 'roster', 'private',
            '{ name = "pep"; max_nodes = 8; max_payload = 2000; max_items = 20; max_bytes = 6000; cache_bytes = 0; }']
 A = 'alice@localhost'
 TUNE = "<tune xmlns='http://jabber.org/protocol/tune'><title>%s</title></tune>"
+# the owner's watching client: notifications are filtered by caps for the owner too
+WATCH = Caps(['http://jabber.org/protocol/disco#info', 'http://jabber.org/protocol/tune+notify',
+              'urn:example:cfg+notify'], node='urn:test:watch')
 
 
 def title(payload):
@@ -51,7 +54,8 @@ def t01_disco(srv):
 
 def t02_publish_items_retract(srv):
     a = login(srv, 'alice', 'p')
-    a2 = login(srv, 'alice', 'p2')
+    a2 = login_caps(srv, 'alice', 'p2', WATCH, expect_query=None)
+    a3 = login(srv, 'alice', 'p3')  # no caps: no notifications
     try:
         # default node: one item kept
         id1 = published_ok(publish(a, 'urn:example:mood', "<mood xmlns='urn:example:mood'>1</mood>"))
@@ -78,6 +82,7 @@ def t02_publish_items_retract(srv):
         got = item_list(items(a, A, 'http://jabber.org/protocol/tune', ids=['t2']))
         check(title(got[0][1]) == 'again', repr(got))
         check(len(item_list(items(a, A, 'http://jabber.org/protocol/tune'))) == 4, 'replace added an item')
+        no_message(a3, 0.5, is_event(A, 'http://jabber.org/protocol/tune'))
         a2.drain(0.3)
         # retract with notify
         r = a.iq('set', None, "<pubsub xmlns='%s'><retract node='http://jabber.org/protocol/tune' notify='true'>"
@@ -98,7 +103,7 @@ def t02_publish_items_retract(srv):
         r = publish(a, 'urn:x', "<a xmlns='urn:x'/><b xmlns='urn:x'/>")
         check(app_error(r) == ('bad-request', 'invalid-payload'), tostr(r))
     finally:
-        closeall(a, a2)
+        closeall(a, a2, a3)
 
 
 def t03_publish_options(srv):
@@ -183,7 +188,7 @@ def t05_owner_ops(srv):
         check(r.get('type') == 'result', tostr(r))
         check(len(item_list(items(b, A, node))) == 2, 'open after configure')
         # purge, with an event to the owner's other resource
-        a2 = login(srv, 'alice', 'w2')
+        a2 = login_caps(srv, 'alice', 'w2', WATCH, expect_query=None)
         r = owner_iq(a, 'set', "<purge node='%s'/>" % node)
         check(r.get('type') == 'result', tostr(r))
         a2.wait_for('message', is_event(A, node, 'purge'), timeout=5)

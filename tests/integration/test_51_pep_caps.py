@@ -7,7 +7,8 @@ with +notify gets the event (to its full JID), a contact whose caps lack
 it does not, a non-contact does not, a client whose answer does not match
 its ver does not; a second client with known caps is not asked again and
 gets the last item on its available presence; the owner's own login gets
-its last item too; whitelist nodes notify nobody but the owner and the
+its last item too, its resources without caps nothing; a resource with a
+negative priority gets nothing; whitelist nodes notify nobody but the owner and the
 members the owner named. Run with
 --workers 2 as well."""
 
@@ -43,6 +44,10 @@ def t01_notify_filtered_by_caps(srv):
     c = login_caps(srv, 'carol', 'desk', NO_NOTIFY)
     d = login_caps(srv, 'dave', 'x', WANTS_TUNE, expect_query=None)  # not a contact
     a = login(srv, 'alice', 'pc')
+    # bob's resource with a negative priority: no notifications (XEP-0163 4.3.2)
+    bn = RawLogin(srv, 'bob', 'away')
+    bn.send('<presence><priority>-1</priority>%s</presence>' % WANTS_TUNE.element())
+    sync(bn)
     try:
         published_ok(publish(a, TUNE_NS, TUNE % 'first'))
         ev = b.wait_for('message', is_event(A, TUNE_NS), timeout=5)
@@ -50,11 +55,13 @@ def t01_notify_filtered_by_caps(srv):
         check(title_of(ev) == 'first', tostr(ev))
         no_message(c, 1.0, is_event(A, TUNE_NS))
         no_message(d, 0.5, is_event(A, TUNE_NS))
+        no_message(bn, 0.5, is_event(A, TUNE_NS))
+        no_message(a, 0.5, is_event(A, TUNE_NS))  # the owner's own client, without caps
         # a node carol's caps do not name, nor bob's: nobody but the owner hears of it
         published_ok(publish(a, 'urn:example:other', "<x xmlns='urn:example:other'/>"))
         no_message(b, 0.5, is_event(A, 'urn:example:other'))
     finally:
-        closeall(a, b, c, d)
+        closeall(a, b, c, d, bn)
 
 
 def t02_cached_caps_and_last_item(srv):
@@ -111,7 +118,7 @@ def RawLogin(srv, user, res):
 def t05_whitelist_only_owner(srv):
     b = login_caps(srv, 'bob', 'wl', WANTS_TUNE, expect_query=False)
     a = login(srv, 'alice', 'pc5')
-    a2 = login(srv, 'alice', 'pc6')
+    a2 = login_caps(srv, 'alice', 'pc6', WANTS_TUNE, expect_query=False)
     try:
         b.drain(0.5)
         published_ok(publish(a, 'urn:xmpp:avatar:metadata', "<metadata xmlns='urn:xmpp:avatar:metadata'/>",

@@ -44,7 +44,7 @@ def legacy(c, inner=None):
 
 def t01_publish_and_read(srv):
     a = login_caps(srv, 'alice', 'one', CAPS)
-    a2 = login(srv, 'alice', 'two')
+    a2 = login_caps(srv, 'alice', 'two', CAPS, expect_query=None)
     b = login_caps(srv, 'bob', 'b', CAPS, expect_query=False)  # same ver: cached
     try:
         r = a.iq('get', A, "<query xmlns='%s'/>" % NS_INFO)
@@ -83,7 +83,7 @@ def t02_compat_get(srv):
 
 def t03_compat_set(srv):
     a = login(srv, 'alice', 'legacy2')
-    a2 = login(srv, 'alice', 'watch')
+    a2 = login_caps(srv, 'alice', 'watch', CAPS, expect_query=None)
     try:
         r = legacy(a, "<conference jid='coven@conference.localhost' name='Coven 2' autojoin='false'>"
                       "<nick>alice</nick></conference>"
