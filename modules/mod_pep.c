@@ -203,6 +203,7 @@ struct owner {
     /* idle: no available resource, nothing waiting; kept in an LRU list
      * (newest first) while the idle owners' bytes fit in cache_bytes */
     int idle;
+    int forget; /* the account was deleted while its nodes loaded */
     size_t idle_bytes;
     struct owner *lru_prev, *lru_next;
 };
@@ -490,7 +491,7 @@ static void loaded(void *ud, int rc, const mp_map_item *items, size_t n)
     pthread_mutex_lock(&lock);
     if (rc != MAGPIE_OK)
         mp_log(MP_LOG_ERROR, "pep: cannot read the nodes of %s; serving none", o->bare);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && !o->forget; i++)
         node_load(o, items[i].field, items[i].data, items[i].len);
     o->loaded = 1;
     /* the operations that waited run here, in order (they only route) */
@@ -2154,21 +2155,30 @@ static void op_bm_set(struct owner *o, void *arg, struct outbox *out)
 
 /* ---- account deletion ---- */
 
-static void op_forget(struct owner *o, void *arg, struct outbox *out)
-{
-    (void)arg;
-    (void)out;
-    for (size_t i = 0; i < o->n; i++)
-        node_free(o->nodes[i]);
-    o->n = 0;
-}
-
+/* Any thread (magpiectl's deletions arrive on the main one): the nodes
+ * go from the store and from memory; a load under way is discarded. */
 static void account_deleted(const char *domain, const char *user, void *ud)
 {
     (void)ud;
     mp_map_del(domain, STORE, user, NULL, NULL, NULL);
-    if (mp_loop_current())
-        with_owner(domain, user, op_forget, NULL);
+    size_t bl = strlen(user) + strlen(domain) + 2;
+    char *bare = xmalloc(bl);
+    snprintf(bare, bl, "%s@%s", user, domain);
+    pthread_mutex_lock(&lock);
+    struct owner *o = owners[hash_str(bare, NBUCKETS)];
+    while (o && strcmp(o->bare, bare) != 0)
+        o = o->next;
+    if (o) {
+        for (size_t i = 0; i < o->n; i++)
+            node_free(o->nodes[i]);
+        o->n = 0;
+        if (!o->loaded)
+            o->forget = 1;
+        else if (!o->wq)
+            owner_drop(o);
+    }
+    pthread_mutex_unlock(&lock);
+    free(bare);
 }
 
 static const struct mp_notify notify = {

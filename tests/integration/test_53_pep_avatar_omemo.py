@@ -8,7 +8,7 @@ no contact, fetches it too (open). OMEMO (legacy
 eu.siacs.conversations.axolotl and urn:xmpp:omemo:2) with raw stanzas:
 device list and bundle nodes published open, a contact with devicelist
 +notify gets the device list event, a non-contact reads the device list and
-a bundle."""
+a bundle. Nodes go with a deleted account (magpiectl user del), cached or not."""
 
 import asyncio
 
@@ -108,7 +108,32 @@ def t02_omemo(srv):
         closeall(a, b, c)
 
 
-TESTS = [t01_avatar_slixmpp, t02_omemo]
+def t03_account_deleted(srv):
+    c = login(srv, 'carol', 'del')
+    try:
+        published_ok(publish(c, LEGACY + '.devicelist', "<list xmlns='%s'><device id='7'/></list>" % LEGACY,
+                             item_id='current', options=OPEN))
+    finally:
+        closeall(c)
+    a = login(srv, 'alice', 'del')
+    try:
+        # carol is offline: her nodes are cached (cache_bytes); reading them keeps them there
+        check(len(item_list(items(a, 'carol@localhost', LEGACY + '.devicelist'))) == 1, 'not published')
+        p = srv.ctl('user', 'del', 'carol@localhost')
+        check(p.returncode == 0, 'user del: %s %s' % (p.stdout, p.stderr))
+        srv.add_user('carol', pw('carol'))
+        c = login(srv, 'carol', 'new')
+        try:
+            r = items(a, 'carol@localhost', LEGACY + '.devicelist')
+            check(child(r, 'error') is not None and 'item-not-found' in tostr(r),
+                  'the deleted account\'s node survived: %s' % tostr(r))
+        finally:
+            closeall(c)
+    finally:
+        closeall(a)
+
+
+TESTS = [t01_avatar_slixmpp, t02_omemo, t03_account_deleted]
 
 
 def main():
