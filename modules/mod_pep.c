@@ -170,6 +170,7 @@ static const char *const access_names[] = {"open", "presence", "whitelist"};
 struct item {
     char *id;
     char *payload; /* serialised payload element */
+    int64_t ts;    /* published (unix microseconds) */
 };
 
 struct node {
@@ -326,7 +327,7 @@ static void item_remove(struct node *nd, struct item *it)
 /* Appends (id, payload) as the newest item (ownership of both taken),
  * replacing an item with the same id and dropping the oldest beyond the
  * node's limit. */
-static void item_push(struct node *nd, char *id, char *payload)
+static void item_push(struct node *nd, char *id, char *payload, int64_t ts)
 {
     struct item *old = item_find(nd, id);
     if (old)
@@ -334,7 +335,7 @@ static void item_push(struct node *nd, char *id, char *payload)
     nd->items = realloc(nd->items, (nd->n + 1) * sizeof *nd->items);
     if (!nd->items)
         abort();
-    nd->items[nd->n++] = (struct item){id, payload};
+    nd->items[nd->n++] = (struct item){id, payload, ts};
     size_t lim = (size_t)node_limit(nd);
     while (nd->n > lim)
         item_remove(nd, &nd->items[0]);
@@ -365,6 +366,9 @@ static void node_save(struct owner *o, struct node *nd, mp_stanza *reply)
             continue;
         mp_xml *it = mp_xml_add_child(st, root, "item", NULL);
         mp_xml_set_attr(st, it, "id", nd->items[i].id);
+        char ts[24];
+        snprintf(ts, sizeof ts, "%lld", (long long)nd->items[i].ts);
+        mp_xml_set_attr(st, it, "ts", ts);
         mp_xml_add_copy(st, it, mp_stanza_root(p));
         mp_stanza_unref(p);
     }
@@ -407,8 +411,9 @@ static void node_load(struct owner *o, const char *name, const void *data, size_
          it = mp_xml_find_next(it, "item", NULL)) {
         const char *id = mp_xml_get_attr(it, "id");
         mp_xml *pl = mp_xml_first_element(it);
+        const char *ts = mp_xml_get_attr(it, "ts");
         if (id && pl)
-            item_push(nd, xstrdup(id), mp_xml_to_string(pl, NULL));
+            item_push(nd, xstrdup(id), mp_xml_to_string(pl, NULL), ts ? atoll(ts) : 0);
     }
     mp_stanza_unref(st);
 }
@@ -963,6 +968,8 @@ static void op_last(struct owner *o, void *arg, struct outbox *out)
         mp_xml *items = mp_xml_add_child(m, ev, "items", NULL);
         mp_xml_set_attr(m, items, "node", nd->name);
         add_item(m, items, &nd->items[nd->n - 1], 1);
+        if (nd->items[nd->n - 1].ts) /* XEP-0163 4.3.4: when it was published */
+            mp_delay_add(m, mp_stanza_root(m), NULL, nd->items[nd->n - 1].ts, NULL);
         out_add(out, m);
         mp_counter_add(c_notified, 1);
     }
@@ -1469,7 +1476,7 @@ static void op_publish(struct owner *o, void *arg, struct outbox *out)
         mp_random_id(gen, sizeof gen);
         id = gen;
     }
-    item_push(nd, xstrdup(id), data);
+    item_push(nd, xstrdup(id), data, mp_now_us());
     mp_counter_add(c_published, 1);
     /* the event */
     mp_xml *ev;
@@ -2143,7 +2150,7 @@ static void op_bm_set(struct owner *o, void *arg, struct outbox *out)
         mp_xml_set_attr(p, root, "autojoin",
                         truthy(mp_xml_get_attr(c, "autojoin")) ? "true" : "false");
         copy_nick_password(p, root, iq, c, NS_BOOKMARKS);
-        item_push(nd, xstrdup(j.bare), mp_xml_to_string(root, NULL));
+        item_push(nd, xstrdup(j.bare), mp_xml_to_string(root, NULL), mp_now_us());
         add_item(f->event, evitems, &nd->items[nd->n - 1], 1);
         mp_stanza_unref(p);
         mp_jid_free(&j);

@@ -52,6 +52,7 @@ def t01_notify_filtered_by_caps(srv):
         published_ok(publish(a, TUNE_NS, TUNE % 'first'))
         ev = b.wait_for('message', is_event(A, TUNE_NS), timeout=5)
         check(ev.get('to') == 'bob@localhost/phone' and ev.get('type') == 'headline', tostr(ev))
+        check(child(ev, 'delay', 'urn:xmpp:delay') is None, 'a live event has a delay: %s' % tostr(ev))
         check(title_of(ev) == 'first', tostr(ev))
         no_message(c, 1.0, is_event(A, TUNE_NS))
         no_message(d, 0.5, is_event(A, TUNE_NS))
@@ -76,6 +77,8 @@ def t02_cached_caps_and_last_item(srv):
     try:
         ev = b.wait_for('message', is_event(A, TUNE_NS), timeout=5)
         check(ev.get('to') == 'bob@localhost/tablet' and title_of(ev) == 'second', tostr(ev))
+        dl = child(ev, 'delay', 'urn:xmpp:delay')
+        check(dl is not None and dl.get('stamp', '').endswith('Z'), 'no delay on the last item: %s' % tostr(ev))
         no_message(c, 1.0, is_event(A, TUNE_NS))
     finally:
         closeall(b, c)

@@ -64,6 +64,7 @@ def scenario(srv):
         b = login_caps(srv, 'bob', 'k2', caps)
         ev = b.wait_for('message', is_event(A, MOOD), timeout=5)
         check(event_items(ev)[0][0] == 'm2', tostr(ev))
+        check(child(ev, 'delay', 'urn:xmpp:delay') is not None, 'publication time lost: %s' % tostr(ev))
         published_ok(publish(a, MOOD, mood('excited'), item_id='m3'))
         ev = b.wait_for('message', is_event(A, MOOD), timeout=5)
         check(event_items(ev)[0][0] == 'm3', tostr(ev))
