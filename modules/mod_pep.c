@@ -13,7 +13,8 @@
  *   an inbound filter: disco#items addressed to an account's bare JID
  *     (without node: the nodes the requester may read; with a node: the
  *     ids of its items, plus the account items modules registered);
- *     mod_disco answers every other disco#items.
+ *     mod_disco answers every other disco#items. disco#info with a node
+ *     on an account: that node (identity pubsub/leaf, access model).
  *   the same filter: XEP-0049 private storage of storage:bookmarks, mapped
  *     to the XEP-0402 node (see the compatibility section).
  *   the account disco identity pubsub/pep and the pubsub features.
@@ -1770,6 +1771,31 @@ static void op_disco_items(struct owner *o, void *arg, struct outbox *out)
     out_add(out, res);
 }
 
+/* disco#info on a node of the account (XEP-0060 5.3): a leaf node, with
+ * its access model in a pubsub#meta-data form; item-not-found for a node
+ * that does not exist or that the requester may not read. */
+static void op_disco_info(struct owner *o, void *arg, struct outbox *out)
+{
+    struct req *r = arg;
+    mp_stanza *iq = r->iq;
+    const char *name = mp_xml_get_attr(r->op, "node");
+    struct node *nd = node_find(o, name);
+    if (!nd || !may_read(o, nd, mp_stanza_envelope(iq)->from.bare, r->sub_from)) {
+        reply_error(iq, "cancel", "item-not-found", NULL);
+        return;
+    }
+    mp_stanza *res = mp_iq_result(iq);
+    mp_xml *q = mp_xml_add_child(res, mp_stanza_root(res), "query", NS_DISCO_INFO);
+    mp_xml_set_attr(res, q, "node", nd->name);
+    mp_xml *id = mp_xml_add_child(res, q, "identity", NULL);
+    mp_xml_set_attr(res, id, "category", "pubsub");
+    mp_xml_set_attr(res, id, "type", "leaf");
+    mp_xml_set_attr(res, mp_xml_add_child(res, q, "feature", NULL), "var", NS_PUBSUB);
+    mp_xml *x = mp_form_add(res, q, "result", NS_PUBSUB "#meta-data", NULL);
+    mp_form_field_add(res, x, "pubsub#access_model", NULL, NULL, access_names[nd->access]);
+    out_add(out, res);
+}
+
 /* An operation and what follows it once the lock is released. */
 struct run {
     owner_fn fn;
@@ -2018,10 +2044,17 @@ static int from_client(mp_session *s, mp_stanza *st, void *ud)
         !mp_host_is_local(env->to.domain))
         return MP_FILTER_PASS;
     mp_xml *q = mp_xml_first_element(mp_stanza_root(st));
-    if (!q || strcmp(q->name, "query") != 0 || strcmp(q->ns, NS_DISCO_ITEMS) != 0)
+    if (!q || strcmp(q->name, "query") != 0)
         return MP_FILTER_PASS;
-    run_as_requester(op_disco_items, req_new(st, q));
-    return MP_FILTER_STOP;
+    if (strcmp(q->ns, NS_DISCO_ITEMS) == 0) {
+        run_as_requester(op_disco_items, req_new(st, q));
+        return MP_FILTER_STOP;
+    }
+    if (strcmp(q->ns, NS_DISCO_INFO) == 0 && mp_xml_get_attr(q, "node")) {
+        run_as_requester(op_disco_info, req_new(st, q));
+        return MP_FILTER_STOP;
+    }
+    return MP_FILTER_PASS;
 }
 
 /* XEP-0049 private storage of storage:bookmarks, from the account itself:

@@ -152,6 +152,17 @@ def t04_access_models(srv):
         r = a.iq('get', A, "<query xmlns='%s'/>" % NS_ITEMS)
         nodes = {i.get('node') for i in child(r, 'query', NS_ITEMS)}
         check({'urn:example:pres', 'urn:example:open', 'urn:example:opts'} <= nodes, 'alice sees %r' % nodes)
+        # disco#info on a node (XEP-0060 5.3): a leaf with its access model, hidden from who may not read
+        r = b.iq('get', A, "<query xmlns='%s' node='urn:example:open'/>" % NS_INFO)
+        q = child(r, 'query', NS_INFO)
+        check(q is not None and q.get('node') == 'urn:example:open', tostr(r))
+        ids = {(i.get('category'), i.get('type')) for i in q if i.tag.endswith('identity')}
+        check(ids == {('pubsub', 'leaf')}, tostr(r))
+        check("<ns" in tostr(r) and '>open<' in tostr(r), 'no access model in the meta-data: %s' % tostr(r))
+        r = b.iq('get', A, "<query xmlns='%s' node='urn:example:pres'/>" % NS_INFO)
+        check(app_error(r)[0] == 'item-not-found', tostr(r))
+        r = b.iq('get', A, "<query xmlns='%s'/>" % NS_INFO)
+        check(child(r, 'query', NS_INFO) is not None and r.get('type') == 'result', 'plain disco#info: %s' % tostr(r))
         # bob may not publish to alice
         r = publish(b, 'urn:example:pres', "<x xmlns='urn:x'>b</x>", to=A)
         check(app_error(r)[0] == 'forbidden', tostr(r))
