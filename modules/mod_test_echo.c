@@ -17,10 +17,16 @@
  *   top-level <echo xmlns='urn:magpie:test:echo'/> comes back as a copy
  *   with <seen jid='its full JID'/> added; <decline/> in that namespace is
  *   declined (HOOK_PASS), so the stream closes as for an unknown element.
- *   The post-auth stream features carry <echo xmlns='urn:magpie:test:echo'/>. */
+ *   The post-auth stream features carry <echo xmlns='urn:magpie:test:echo'/>.
+ * - An ad-hoc command (XEP-0050, tests/integration/test_65_adhoc.py) for
+ *   any local user, urn:magpie:test:echo#wizard: three forms asking for one
+ *   word each, with next/prev between them and complete on the last; the
+ *   words are kept in the session's state; completing answers with a note
+ *   "w1 w2 w3". Each form carries the stage number (mp_adhoc_stage). */
 #include <magpie/magpie.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NS_ECHO "urn:magpie:test:echo"
@@ -184,6 +190,63 @@ static void echo_feature(mp_session *s, mp_stanza *st, mp_xml *features, void *u
     mp_xml_add_child(st, features, "echo", NS_ECHO);
 }
 
+/* ---- the ad-hoc wizard ---- */
+
+struct wizard {
+    int step; /* 1..3: the form last sent */
+    char words[3][64];
+};
+
+static void wizard_form(mp_adhoc_req *r, struct wizard *w)
+{
+    mp_xml *cmd;
+    mp_stanza *reply = mp_adhoc_reply_new(r, MP_ADHOC_EXECUTING, &cmd);
+    unsigned allowed = w->step > 1 ? MP_ADHOC_ALLOW(MP_ADHOC_PREV) : 0;
+    allowed |= MP_ADHOC_ALLOW(w->step < 3 ? MP_ADHOC_NEXT : MP_ADHOC_COMPLETE);
+    mp_adhoc_actions(r, reply, cmd, allowed, w->step < 3 ? MP_ADHOC_NEXT : MP_ADHOC_COMPLETE);
+    char title[32], stage[16];
+    snprintf(title, sizeof title, "Word %d", w->step);
+    snprintf(stage, sizeof stage, "%d", mp_adhoc_stage(r));
+    mp_xml *form = mp_form_add(reply, cmd, "form", NS_ECHO, title);
+    mp_form_field_add(reply, form, "stage", "hidden", NULL, stage);
+    mp_form_field_add(reply, form, "word", "text-single", title, w->words[w->step - 1]);
+    mp_adhoc_send(r, reply);
+}
+
+static void wizard(mp_adhoc_req *r, void *ud)
+{
+    (void)ud;
+    struct wizard *w = mp_adhoc_state(r);
+    if (!w) {
+        w = calloc(1, sizeof *w);
+        w->step = 1;
+        mp_adhoc_set_state(r, w, free);
+        wizard_form(r, w);
+        return;
+    }
+    enum mp_adhoc_action a = mp_adhoc_action(r);
+    if (a == MP_ADHOC_PREV) {
+        w->step--;
+        wizard_form(r, w);
+        return;
+    }
+    mp_xml *form = mp_adhoc_form(r);
+    const char *word = form ? mp_form_value(mp_adhoc_iq(r), form, "word") : NULL;
+    if (!word) {
+        mp_adhoc_error(r, "modify", "bad-request", "bad-payload");
+        return;
+    }
+    snprintf(w->words[w->step - 1], sizeof w->words[0], "%s", word);
+    if (a == MP_ADHOC_NEXT) {
+        w->step++;
+        wizard_form(r, w);
+        return;
+    }
+    char note[200];
+    snprintf(note, sizeof note, "%s %s %s", w->words[0], w->words[1], w->words[2]);
+    mp_adhoc_complete_note(r, "info", note);
+}
+
 static int load(mp_module *m)
 {
     dom = mp_domain_add(m, mp_module_opt_str(m, "domain"), echo, NULL);
@@ -210,7 +273,7 @@ static int load(mp_module *m)
         mp_stream_element_add(m, "jabber:client", "echo", nonza_decline, NULL) == MAGPIE_OK)
         return MAGPIE_ERR;
     mp_stream_feature_add(m, MP_FEATURES_POST_AUTH, echo_feature, NULL);
-    return MAGPIE_OK;
+    return mp_adhoc_command_add(m, NS_ECHO "#wizard", "Three words", MP_ADHOC_LOCAL, wizard, NULL);
 }
 
 static const struct mp_option options[] = {

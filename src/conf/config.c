@@ -38,7 +38,9 @@ struct cctx {
 
 static const char *const default_modules[] = {"disco",   "ping",    "version", "time",     "muc",
                                               "roster",  "offline", "carbons", "blocking", "vcard",
-                                              "private", "last",    "csi",      "pep"};
+                                              "private", "last",    "csi",      "sm",
+                                              "adhoc",
+                                              "admin_adhoc", "pep"};
 
 /* Writes "FILE:LINE: message" for setting s (or "FILE: message" when s is
  * NULL) into the error buffer. Always returns MAGPIE_ERR. */
@@ -715,11 +717,38 @@ static void set_defaults(struct mp_config *c)
     c->auth_failure_window = 600;
 }
 
+/* admins = [ "alice@example.org", ... ]: bare JIDs of the server's
+ * administrators (ad-hoc service administration, XEP-0133). Optional,
+ * default none. Each is normalised; a full JID or a bad one is an error. */
+static int load_admins(struct cctx *x, struct mp_config *c, const config_setting_t *root)
+{
+    const config_setting_t *l = config_setting_get_member(root, "admins");
+    if (!l)
+        return MAGPIE_OK;
+    if (!config_setting_is_array(l) && !config_setting_is_list(l))
+        return cerr(x, l, "'admins' must be a list of bare JIDs, e.g. [ \"admin@example.org\" ]");
+    int n = config_setting_length(l);
+    c->admins = mp_calloc((size_t)n + 1, sizeof *c->admins);
+    for (int i = 0; i < n; i++) {
+        const char *v = config_setting_get_string(config_setting_get_elem(l, (unsigned)i));
+        mp_jid j;
+        if (!v || mp_jid_parse(&j, v) != MAGPIE_OK || j.resource) {
+            if (v)
+                mp_jid_free(&j);
+            return cerr(x, config_setting_get_elem(l, (unsigned)i),
+                        "admins[%d] is not a bare JID (user@domain)", i);
+        }
+        c->admins[c->n_admins++] = mp_strdup(j.bare);
+        mp_jid_free(&j);
+    }
+    return MAGPIE_OK;
+}
+
 static int load_root(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
     static const char *const keys[] = {"state_dir", "module_dir", "workers", "log",
                                        "hosts",     "listeners",  "storage", "limits",
-                                       "security",  "modules",    NULL};
+                                       "security",  "modules",    "admins",  NULL};
     long long v = 0;
 
     if (check_keys(x, root, NULL, keys) != MAGPIE_OK)
@@ -735,7 +764,7 @@ static int load_root(struct cctx *x, struct mp_config *c, const config_setting_t
     if (load_log(x, c, root) != MAGPIE_OK || load_hosts(x, c, root) != MAGPIE_OK ||
         load_listeners(x, c, root) != MAGPIE_OK || load_storage(x, c, root) != MAGPIE_OK ||
         load_limits(x, c, root) != MAGPIE_OK || load_security(x, c, root) != MAGPIE_OK ||
-        load_modules(x, c, root) != MAGPIE_OK)
+        load_modules(x, c, root) != MAGPIE_OK || load_admins(x, c, root) != MAGPIE_OK)
         return MAGPIE_ERR;
     return MAGPIE_OK;
 }
@@ -808,6 +837,9 @@ void mp_config_free(struct mp_config *c)
 {
     if (c == NULL)
         return;
+    for (size_t i = 0; i < c->n_admins; i++)
+        free(c->admins[i]);
+    free(c->admins);
     for (size_t i = 0; i < c->n_hosts; i++) {
         free(c->hosts[i].domain);
         free(c->hosts[i].cert_file);

@@ -104,6 +104,10 @@ struct mp_config {
     char *log_file;  /* NULL or "-": stderr; "syslog" */
 
     int workers; /* 0 = number of cores */
+
+    /* server administrators: normalised bare JIDs (XEP-0133 commands) */
+    char **admins;
+    size_t n_admins;
 };
 
 /* Reads and validates path. On success returns a new config the caller

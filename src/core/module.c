@@ -66,6 +66,19 @@ struct element_entry {
     mp_stream_element_fn fn;
     void *ud;
     mp_module *m;
+    int unbound; /* also before resource binding */
+};
+
+/* The stream management module's hooks (mp_stream_mgmt_set), or none. */
+static const struct mp_stream_mgmt *sm_hooks;
+static void *sm_ud;
+static mp_module *sm_module;
+
+struct preauth_entry {
+    char *ns;
+    mp_preauth_iq_fn fn;
+    void *ud;
+    mp_module *m;
 };
 
 struct disco_entry {
@@ -125,12 +138,39 @@ static struct feature_entry *features;
 static size_t n_features;
 static struct disco_entry *discos;
 static size_t n_discos;
+struct disco_node_entry {
+    enum mp_disco_scope scope;
+    mp_disco_node_fn fn;
+    void *ud;
+    mp_module *m;
+};
+static struct disco_node_entry *disco_nodes;
+static size_t n_disco_nodes;
+static struct mp_adhoc_cmd *adhoc; /* ad-hoc commands (adhoc.c runs them) */
+static size_t n_adhoc;
 static struct mp_counter *counters;
 static struct filter_list filters[2]; /* by enum mp_filter_dir */
 static struct notify_entry *notifies;
 static size_t n_notifies;
-static mp_table *domains;  /* name -> mp_domain */
-static mp_table *elements; /* "ns|name" -> struct element_entry */
+static mp_table *domains;              /* name -> mp_domain */
+static mp_table *elements;             /* "ns|name" -> struct element_entry */
+static struct preauth_entry *preauths; /* a handful at most: searched in order */
+static size_t n_preauths;
+
+/* The protocol helpers of magpie/proto.h are for modules: the core calls
+ * few of them, and they live in libmagpiecore, a static archive, from
+ * which the linker takes only what magpied uses. Referencing them here
+ * puts every one into magpied, whose symbols modules resolve against
+ * (-export-dynamic). */
+typedef void (*mp_api_fn)(void);
+const mp_api_fn mp_module_api_keep[] = {
+    (mp_api_fn)mp_now_us,         (mp_api_fn)mp_datetime_format, (mp_api_fn)mp_datetime_parse,
+    (mp_api_fn)mp_delay_add,      (mp_api_fn)mp_form_add,        (mp_api_fn)mp_form_field_add,
+    (mp_api_fn)mp_form_value_add, (mp_api_fn)mp_form_option_add, (mp_api_fn)mp_form_find,
+    (mp_api_fn)mp_form_type,      (mp_api_fn)mp_form_form_type,  (mp_api_fn)mp_form_field,
+    (mp_api_fn)mp_form_value,     (mp_api_fn)mp_form_bool,       (mp_api_fn)mp_rsm_parse,
+    (mp_api_fn)mp_rsm_add_result,
+};
 static struct {
     mp_module *m;
     mp_roster_contacts_fn fn;
@@ -367,6 +407,9 @@ void mp_modules_unload(void)
     domains = NULL;
     mp_table_free(elements, free);
     elements = NULL;
+    free(preauths);
+    preauths = NULL;
+    n_preauths = 0;
     for (int d = 0; d < 2; d++) {
         free(filters[d].v);
         filters[d] = (struct filter_list){NULL, 0};
@@ -381,6 +424,16 @@ void mp_modules_unload(void)
     features = NULL;
     free(discos);
     discos = NULL;
+    free(disco_nodes);
+    disco_nodes = NULL;
+    n_disco_nodes = 0;
+    for (size_t i = 0; i < n_adhoc; i++) {
+        free(adhoc[i].node);
+        free(adhoc[i].name);
+    }
+    free(adhoc);
+    adhoc = NULL;
+    n_adhoc = 0;
 }
 
 /* ---- hooks ---- */
@@ -544,6 +597,13 @@ void mp_notify_session_ended(mp_session *s)
     mp_hook_run_all("session-ended", s, NULL, NULL);
 }
 
+void mp_notify_session_resumed(mp_session *s)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->session_resumed)
+            notifies[i].n->session_resumed(s, notifies[i].ud);
+}
+
 void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available)
 {
     for (size_t i = 0; i < n_notifies; i++)
@@ -556,6 +616,13 @@ void mp_notify_account_deleted(const char *domain, const char *user)
     for (size_t i = 0; i < n_notifies; i++)
         if (notifies[i].n->account_deleted)
             notifies[i].n->account_deleted(domain, user, notifies[i].ud);
+}
+
+void mp_notify_message_held(mp_session *s, mp_stanza *message)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->message_held)
+            notifies[i].n->message_held(s, message, notifies[i].ud);
 }
 
 /* ---- IQ handlers ---- */
@@ -635,8 +702,8 @@ static int element_key(char *buf, size_t len, const char *ns, const char *name)
     return n < 0 || (size_t)n >= len ? MAGPIE_ERR : MAGPIE_OK;
 }
 
-int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
-                          void *ud)
+static int element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
+                       void *ud, int unbound)
 {
     char key[512];
     if (!ns || !name || !fn || !*ns || !*name || strcmp(ns, MP_NS_CLIENT) == 0 ||
@@ -648,19 +715,113 @@ int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_str
         return MAGPIE_ERR;
     }
     struct element_entry *e = mp_malloc(sizeof *e);
-    *e = (struct element_entry){fn, ud, m};
+    *e = (struct element_entry){fn, ud, m, unbound};
     mp_table_put(elements, key, e);
     return MAGPIE_OK;
 }
 
-int mp_stream_element_dispatch(mp_session *s, mp_stanza *el)
+int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
+                          void *ud)
+{
+    return element_add(m, ns, name, fn, ud, 0);
+}
+
+int mp_stream_element_add_unbound(mp_module *m, const char *ns, const char *name,
+                                  mp_stream_element_fn fn, void *ud)
+{
+    return element_add(m, ns, name, fn, ud, 1);
+}
+
+int mp_stream_element_dispatch(mp_session *s, mp_stanza *el, int bound)
 {
     const mp_xml *root = mp_stanza_root(el);
     char key[512];
     if (!elements || !root->ns || element_key(key, sizeof key, root->ns, root->name) != MAGPIE_OK)
         return HOOK_PASS;
     const struct element_entry *e = mp_table_get(elements, key);
-    return e ? e->fn(s, el, e->ud) : HOOK_PASS;
+    return e && (bound || e->unbound) ? e->fn(s, el, e->ud) : HOOK_PASS;
+}
+
+/* ---- stream management ---- */
+
+int mp_stream_mgmt_set(mp_module *m, const struct mp_stream_mgmt *h, void *ud)
+{
+    if (!h || sm_hooks) {
+        mp_log(MP_LOG_ERROR, "module %s: stream management hooks %s", m->desc->name,
+               h ? "are already registered" : "missing");
+        return MAGPIE_ERR;
+    }
+    sm_hooks = h;
+    sm_ud = ud;
+    sm_module = m;
+    return MAGPIE_OK;
+}
+
+int mp_sm_sent(mp_session *s, mp_stanza *st)
+{
+    return sm_hooks && sm_hooks->sent ? sm_hooks->sent(s, st, sm_ud) : MP_FILTER_PASS;
+}
+
+void mp_sm_handled(mp_session *s, uint32_t handled)
+{
+    if (sm_hooks && sm_hooks->handled)
+        sm_hooks->handled(s, handled, sm_ud);
+}
+
+void mp_sm_resumed(mp_session *s, void *arg)
+{
+    if (sm_hooks && sm_hooks->resumed)
+        sm_hooks->resumed(s, arg, sm_ud);
+}
+
+void mp_sm_closing(mp_session *s)
+{
+    if (sm_hooks && sm_hooks->closing)
+        sm_hooks->closing(s, sm_ud);
+}
+
+void mp_sm_resume_failed(mp_session *from, void *arg)
+{
+    if (sm_hooks && sm_hooks->resume_failed)
+        sm_hooks->resume_failed(from, arg, sm_ud);
+}
+
+/* ---- IQs before authentication ---- */
+
+int mp_preauth_iq_register(mp_module *m, const char *ns, mp_preauth_iq_fn fn, void *ud)
+{
+    if (!ns || !*ns || !fn)
+        return MAGPIE_ERR;
+    for (size_t i = 0; i < n_preauths; i++)
+        if (strcmp(preauths[i].ns, ns) == 0) {
+            mp_log(MP_LOG_ERROR, "module %s: a pre-auth IQ handler for %s is already registered",
+                   m->desc->name, ns);
+            return MAGPIE_ERR;
+        }
+    preauths = mp_realloc(preauths, (n_preauths + 1) * sizeof *preauths);
+    preauths[n_preauths++] = (struct preauth_entry){mp_strdup(ns), fn, ud, m};
+    return MAGPIE_OK;
+}
+
+int mp_preauth_iq_known(const char *ns)
+{
+    for (size_t i = 0; i < n_preauths; i++)
+        if (strcmp(preauths[i].ns, ns) == 0)
+            return 1;
+    return 0;
+}
+
+int mp_preauth_iq_dispatch(mp_session *s, mp_stanza *iq, const char *host, const char *addr)
+{
+    const mp_xml *child = mp_xml_first_element(mp_stanza_root(iq));
+    if (!child || !child->ns)
+        return HOOK_PASS;
+    for (size_t i = 0; i < n_preauths; i++)
+        if (strcmp(preauths[i].ns, child->ns) == 0) {
+            preauths[i].fn(s, iq, host, addr, preauths[i].ud);
+            return HOOK_HANDLED;
+        }
+    return HOOK_PASS;
 }
 
 /* ---- disco ---- */
@@ -715,6 +876,64 @@ void mp_disco_items_foreach(enum mp_disco_scope scope,
     for (size_t i = 0; i < n_discos; i++)
         if (discos[i].scope == scope && discos[i].item)
             fn(ud, discos[i].item, discos[i].name);
+}
+
+int mp_disco_node_add(mp_module *m, enum mp_disco_scope scope, mp_disco_node_fn fn, void *ud)
+{
+    if (!fn)
+        return MAGPIE_ERR;
+    disco_nodes = mp_realloc(disco_nodes, (n_disco_nodes + 1) * sizeof *disco_nodes);
+    disco_nodes[n_disco_nodes++] = (struct disco_node_entry){scope, fn, ud, m};
+    return MAGPIE_OK;
+}
+
+int mp_disco_node_dispatch(enum mp_disco_scope scope, mp_stanza *iq, const char *node, int items)
+{
+    for (size_t i = 0; i < n_disco_nodes; i++)
+        if (disco_nodes[i].scope == scope &&
+            disco_nodes[i].fn(iq, node, items, disco_nodes[i].ud) == HOOK_HANDLED)
+            return HOOK_HANDLED;
+    return HOOK_PASS;
+}
+
+/* ---- ad-hoc commands (the registry; adhoc.c has the sessions) ---- */
+
+const struct mp_adhoc_cmd *mp_adhoc_cmd_find(const char *node)
+{
+    for (size_t i = 0; i < n_adhoc; i++)
+        if (strcmp(adhoc[i].node, node) == 0)
+            return &adhoc[i];
+    return NULL;
+}
+
+const struct mp_adhoc_cmd *mp_adhoc_cmd_nth(size_t i)
+{
+    return i < n_adhoc ? &adhoc[i] : NULL;
+}
+
+int mp_adhoc_command_add(mp_module *m, const char *node, const char *name,
+                         enum mp_adhoc_access access, mp_adhoc_fn fn, void *ud)
+{
+    if (!node || !*node || !name || !fn || mp_adhoc_cmd_find(node)) {
+        mp_log(MP_LOG_ERROR, "ad-hoc command %s: invalid or already registered",
+               node ? node : "(null)");
+        return MAGPIE_ERR;
+    }
+    adhoc = mp_realloc(adhoc, (n_adhoc + 1) * sizeof *adhoc);
+    adhoc[n_adhoc++] =
+        (struct mp_adhoc_cmd){mp_strdup(node), mp_strdup(name), access, fn, ud, m, NULL, NULL};
+    return MAGPIE_OK;
+}
+
+int mp_adhoc_command_allow(mp_module *m, const char *node,
+                           int (*allow)(const mp_jid *requester, void *ud), void *ud)
+{
+    struct mp_adhoc_cmd *c = node ? (struct mp_adhoc_cmd *)mp_adhoc_cmd_find(node) : NULL;
+    if (!c || c->m != m)
+        return MAGPIE_ERR;
+    c->allow = allow;
+    c->allow_ud = ud;
+    return MAGPIE_OK;
 }
 
 /* ---- roster queries ---- */
@@ -963,6 +1182,11 @@ static void unregister_all(mp_module *m)
     if (roster_provider.m == m)
         roster_provider.m = NULL, roster_provider.fn = NULL, roster_provider.ud = NULL;
     mp_table_foreach(hooks, strip_hooks, m);
+    if (sm_module == m) {
+        sm_hooks = NULL;
+        sm_ud = NULL;
+        sm_module = NULL;
+    }
     for (int d = 0; d < 2; d++) {
         size_t j = 0;
         for (size_t i = 0; i < filters[d].n; i++)
@@ -997,6 +1221,14 @@ static void unregister_all(mp_module *m)
     }
     free(sw.keys);
     size_t j = 0;
+    for (size_t i = 0; i < n_preauths; i++) {
+        if (preauths[i].m == m)
+            free(preauths[i].ns);
+        else
+            preauths[j++] = preauths[i];
+    }
+    n_preauths = j;
+    j = 0;
     for (size_t i = 0; i < n_features; i++)
         if (features[i].m != m)
             features[j++] = features[i];
@@ -1014,6 +1246,21 @@ static void unregister_all(mp_module *m)
         }
     }
     n_discos = j;
+    j = 0;
+    for (size_t i = 0; i < n_disco_nodes; i++)
+        if (disco_nodes[i].m != m)
+            disco_nodes[j++] = disco_nodes[i];
+    n_disco_nodes = j;
+    j = 0;
+    for (size_t i = 0; i < n_adhoc; i++) {
+        if (adhoc[i].m == m) {
+            free(adhoc[i].node);
+            free(adhoc[i].name);
+        } else {
+            adhoc[j++] = adhoc[i];
+        }
+    }
+    n_adhoc = j;
     for (mp_counter **pp = &counters; *pp;) {
         mp_counter *c = *pp;
         if (c->m == m) {
