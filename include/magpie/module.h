@@ -25,7 +25,8 @@
  * has time bounds, routing hooks, stream elements, listeners with TLS, HTTP routes
  * 3: stream management (XEP-0198): struct mp_stream_mgmt, mp_session_manage,
  * mp_session_handled/received, mp_session_resume, mp_stream_element_add_unbound,
- * mp_notify.session_resumed, acknowledgement tokens (xml.h) */
+ * mp_notify.session_resumed, acknowledgement tokens (xml.h);
+ * mp_archive_filter.with_has, mp_archive_count */
 #define MP_MODULE_API_VERSION 3
 
 typedef struct mp_module mp_module;   /* a loaded module instance */
@@ -346,11 +347,20 @@ typedef struct mp_domain mp_domain;
 typedef int (*mp_domain_fn)(mp_stanza *st, void *ud);
 /* Returns the domain's handle, or NULL (invalid, a host, or taken). */
 mp_domain *mp_domain_add(mp_module *m, const char *domain, mp_domain_fn fn, void *ud);
+/* The name of a module's service domain: configured (an option, may be
+ * NULL or "") nameprepped, or "<label>.<first host>" ("conference",
+ * "upload") when nothing is configured, into buf. MAGPIE_OK, or MAGPIE_ERR
+ * (invalid, no host, too long: logged). */
+int mp_service_domain_name(const char *configured, const char *label, char *buf, size_t len);
 int mp_domain_iq_register(mp_domain *d, enum mp_iq_type type, const char *ns, mp_iq_fn fn,
                           void *ud);
 int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type,
                              const char *name);
 int mp_domain_disco_feature(mp_domain *d, const char *var);
+/* Adds a field var=value to the XEP-0128 extended-information form whose
+ * FORM_TYPE is form_type in the domain's disco#info answer (XEP-0363's
+ * max-file-size, say); fields of one form_type make one form. */
+int mp_domain_disco_field(mp_domain *d, const char *form_type, const char *var, const char *value);
 const char *mp_domain_name(const mp_domain *d);
 
 /* ---- routing and hosts ---- */
@@ -489,6 +499,10 @@ mp_counter *mp_counter_new(mp_module *m, const char *name, const char *help);
 void mp_counter_add(mp_counter *c, uint64_t n);
 
 /* ---- misc ---- */
+/* The server's state directory (config `state_dir`): where a module keeps
+ * files of its own, in a subdirectory named after it. Lives as long as the
+ * configuration. */
+const char *mp_state_dir(void);
 /* Returns a new random id string (hex, NUL-terminated) in buf (>= 17 bytes). */
 void mp_random_id(char *buf, size_t len);
 

@@ -36,11 +36,9 @@ struct cctx {
     size_t errlen;
 };
 
-static const char *const default_modules[] = {"disco",   "ping",    "version", "time",     "muc",
-                                              "roster",  "offline", "carbons", "blocking", "vcard",
-                                              "private", "last",    "csi",      "sm",
-                                              "adhoc",
-                                              "admin_adhoc", "pep"};
+static const char *const default_modules[] = {
+    "disco", "ping",    "version", "time", "muc", "roster", "offline",     "carbons", "blocking",
+    "vcard", "private", "last",    "csi",  "sm",  "adhoc",  "admin_adhoc", "upload",  "pep"};
 
 /* Writes "FILE:LINE: message" for setting s (or "FILE: message" when s is
  * NULL) into the error buffer. Always returns MAGPIE_ERR. */
@@ -490,6 +488,7 @@ static int load_limits(struct cctx *x, struct mp_config *c, const config_setting
                                        "max_connections",
                                        "rate",
                                        "burst",
+                                       "http_rate",
                                        "max_output_buffer",
                                        "negotiation_timeout",
                                        "output_stall_timeout",
@@ -520,6 +519,7 @@ static int load_limits(struct cctx *x, struct mp_config *c, const config_setting
     LIMIT("max_connections", 1, 10000000, max_connections);
     LIMIT("rate", 0, 1073741824, rate_bytes_per_sec);
     LIMIT("burst", 1024, 1073741824, rate_burst);
+    LIMIT("http_rate", 0, 1073741824, http_rate);
     LIMIT("max_output_buffer", 4096, 1073741824, max_output_buffer);
     LIMIT("negotiation_timeout", 1, 3600, negotiation_timeout);
     LIMIT("output_stall_timeout", 1, 3600, output_stall_timeout);
@@ -696,6 +696,7 @@ static void set_defaults(struct mp_config *c)
     c->max_connections = 100000;
     c->rate_bytes_per_sec = 65536;
     c->rate_burst = 262144;
+    c->http_rate = 4194304;
     c->max_output_buffer = 1048576;
     c->negotiation_timeout = 30;
     c->output_stall_timeout = 30;

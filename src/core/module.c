@@ -10,6 +10,7 @@
 #include "base/table.h"
 #include "core/modules.h"
 #include "core/router.h"
+#include <magpie/proto.h>
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -87,6 +88,7 @@ struct disco_entry {
     char *category, *type, *name; /* identity */
     mp_module *m;
     char *item; /* disco#items entry (var NULL, name optional) */
+    char *form; /* a service domain's XEP-0128 field: FORM_TYPE (var, value in name) */
 };
 
 struct filter_entry {
@@ -157,20 +159,6 @@ static mp_table *elements;             /* "ns|name" -> struct element_entry */
 static struct preauth_entry *preauths; /* a handful at most: searched in order */
 static size_t n_preauths;
 
-/* The protocol helpers of magpie/proto.h are for modules: the core calls
- * few of them, and they live in libmagpiecore, a static archive, from
- * which the linker takes only what magpied uses. Referencing them here
- * puts every one into magpied, whose symbols modules resolve against
- * (-export-dynamic). */
-typedef void (*mp_api_fn)(void);
-const mp_api_fn mp_module_api_keep[] = {
-    (mp_api_fn)mp_now_us,         (mp_api_fn)mp_datetime_format, (mp_api_fn)mp_datetime_parse,
-    (mp_api_fn)mp_delay_add,      (mp_api_fn)mp_form_add,        (mp_api_fn)mp_form_field_add,
-    (mp_api_fn)mp_form_value_add, (mp_api_fn)mp_form_option_add, (mp_api_fn)mp_form_find,
-    (mp_api_fn)mp_form_type,      (mp_api_fn)mp_form_form_type,  (mp_api_fn)mp_form_field,
-    (mp_api_fn)mp_form_value,     (mp_api_fn)mp_form_bool,       (mp_api_fn)mp_rsm_parse,
-    (mp_api_fn)mp_rsm_add_result,
-};
 static struct {
     mp_module *m;
     mp_roster_contacts_fn fn;
@@ -347,6 +335,12 @@ static mp_module *module_open(const struct mp_config *cfg, const struct mp_confi
 
 /* Drops every registration made by m. */
 static void unregister_all(mp_module *m);
+
+/* Only modules call the protocol helpers (proto.h); naming one here keeps
+ * their object file, and so all of them, in the daemon's link (the static
+ * core library would otherwise leave it out and loading a module that
+ * uses them would fail on an undefined symbol). */
+int64_t (*const mp_proto_linked)(void) = mp_now_us;
 
 int mp_modules_load(const struct mp_config *cfg)
 {
@@ -834,7 +828,7 @@ static void disco_add(struct disco_entry e)
 
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var)
 {
-    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m, NULL});
+    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m, NULL, NULL});
     return MAGPIE_OK;
 }
 
@@ -842,7 +836,7 @@ int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *c
                           const char *type, const char *name)
 {
     disco_add((struct disco_entry){scope, NULL, mp_strdup(category), mp_strdup(type),
-                                   name ? mp_strdup(name) : NULL, m, NULL});
+                                   name ? mp_strdup(name) : NULL, m, NULL, NULL});
     return MAGPIE_OK;
 }
 
@@ -866,7 +860,7 @@ void mp_disco_identities_foreach(enum mp_disco_scope scope,
 int mp_disco_item_add(mp_module *m, enum mp_disco_scope scope, const char *jid, const char *name)
 {
     disco_add((struct disco_entry){scope, NULL, NULL, NULL, name ? mp_strdup(name) : NULL, m,
-                                   mp_strdup(jid)});
+                                   mp_strdup(jid), NULL});
     return MAGPIE_OK;
 }
 
@@ -1009,14 +1003,42 @@ static void domain_disco_add(mp_domain *d, struct disco_entry e)
 int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type, const char *name)
 {
     domain_disco_add(d, (struct disco_entry){0, NULL, mp_strdup(category), mp_strdup(type),
-                                             name ? mp_strdup(name) : NULL, d->m, NULL});
+                                             name ? mp_strdup(name) : NULL, d->m, NULL, NULL});
     return MAGPIE_OK;
 }
 
 int mp_domain_disco_feature(mp_domain *d, const char *var)
 {
-    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m, NULL});
+    domain_disco_add(d,
+                     (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m, NULL, NULL});
     return MAGPIE_OK;
+}
+
+int mp_domain_disco_field(mp_domain *d, const char *form_type, const char *var, const char *value)
+{
+    if (!form_type || !var || !value)
+        return MAGPIE_ERR;
+    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, mp_strdup(value), d->m,
+                                             NULL, mp_strdup(form_type)});
+    return MAGPIE_OK;
+}
+
+/* Adds the XEP-0128 forms of d's disco#info to query rq of r: one form per
+ * FORM_TYPE, in the order first registered. */
+static void domain_disco_forms(mp_domain *d, mp_stanza *r, mp_xml *rq)
+{
+    for (size_t i = 0; i < d->n_discos; i++) {
+        const char *ft = d->discos[i].form;
+        int seen = 0;
+        for (size_t j = 0; ft && j < i && !seen; j++)
+            seen = d->discos[j].form && !strcmp(d->discos[j].form, ft);
+        if (!ft || seen)
+            continue;
+        mp_xml *x = mp_form_add(r, rq, "result", ft, NULL);
+        for (size_t j = i; j < d->n_discos; j++)
+            if (d->discos[j].form && !strcmp(d->discos[j].form, ft))
+                mp_form_field_add(r, x, d->discos[j].var, NULL, NULL, d->discos[j].name);
+    }
 }
 
 mp_domain *mp_domain_find(const char *name)
@@ -1045,7 +1067,7 @@ static mp_stanza *domain_disco_info(mp_domain *d, mp_stanza *iq)
     mp_stanza *r = mp_iq_result(iq);
     mp_xml *rq = mp_xml_add_child(r, mp_stanza_root(r), "query", NS_DISCO_INFO);
     for (size_t i = 0; i < d->n_discos; i++)
-        if (!d->discos[i].var) {
+        if (!d->discos[i].var && !d->discos[i].form) {
             mp_xml *id = mp_xml_add_child(r, rq, "identity", NULL);
             mp_xml_set_attr(r, id, "category", d->discos[i].category);
             mp_xml_set_attr(r, id, "type", d->discos[i].type);
@@ -1054,8 +1076,9 @@ static mp_stanza *domain_disco_info(mp_domain *d, mp_stanza *iq)
         }
     mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", NS_DISCO_INFO);
     for (size_t i = 0; i < d->n_discos; i++)
-        if (d->discos[i].var && strcmp(d->discos[i].var, NS_DISCO_INFO) != 0)
+        if (d->discos[i].var && !d->discos[i].form && strcmp(d->discos[i].var, NS_DISCO_INFO) != 0)
             mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", d->discos[i].var);
+    domain_disco_forms(d, r, rq);
     return r;
 }
 
@@ -1079,6 +1102,7 @@ static void domain_free(mp_domain *d)
         free(d->discos[i].category);
         free(d->discos[i].type);
         free(d->discos[i].name);
+        free(d->discos[i].form);
     }
     free(d->discos);
     free(d->name);

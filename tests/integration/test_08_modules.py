@@ -5,8 +5,8 @@ module code runs, module options are validated against the option table
 defaults apply, and a hook/IQ module written against the public headers
 only works end to end."""
 
-import re
 import os
+import re
 import shutil
 import subprocess
 import tempfile
