@@ -84,6 +84,11 @@ int mp_xmlstream_release(mp_xmlstream *p);
 /* Bytes held by the parser (approximate), for accounting. */
 size_t mp_xmlstream_memory(const mp_xmlstream *p);
 
+/* A deep copy (refcount 1, owned by the caller) whose arena is sized to its
+ * content instead of the usual first chunk: for stanzas kept for a
+ * session's life (its last presence). */
+mp_stanza *mp_stanza_copy_compact(const mp_stanza *src);
+
 /* ---- shared by xml.c and xmlstream.c only (tree building from expat) ---- */
 /* Separator of expat's namespace-processed names: "uri\xfflocal\xffprefix".
  * 0xFF never occurs in UTF-8, so it cannot clash with a URI or name. */
