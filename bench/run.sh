@@ -41,6 +41,8 @@
 #                      what Prosody gets too), default (no 'modules' setting:
 #                      the server's default list, roster offline carbons ...),
 #                      none (the core alone), or a comma-separated list
+#                      (MODE=muc adds mod_muc to bench or a list; with
+#                      default or none it runs mod_muc alone)
 set -euo pipefail
 # shellcheck disable=SC2059 # USERFMT is a printf format on purpose
 
