@@ -24,6 +24,7 @@
  * remote-server-not-found. */
 #include "base/base.h"
 #include "core/router.h"
+#include "xml/xmlstream.h"
 #include "base/table.h"
 #include "core/session.h"
 #include "core/fanout.h"
@@ -931,12 +932,10 @@ struct share {
 static void share_run(void *arg)
 {
     struct share *sh = arg;
-    mp_stanza *last = mp_presence_last(sh->owner);
+    mp_stanza *last = mp_presence_last(sh->owner); /* a new stanza, ours */
     if (last) {
-        /* the stored presence is shared: a new envelope carries the 'to' */
-        mp_stanza *c = mp_stanza_copy_envelope(last);
-        mp_xml_set_attr(c, mp_stanza_root(c), "to", sh->full);
-        deliver_one(sh->to, c);
+        mp_xml_set_attr(last, mp_stanza_root(last), "to", sh->full);
+        deliver_one(sh->to, last);
     }
     free(sh);
 }
@@ -969,6 +968,15 @@ static void client_presence(mp_session *s, mp_stanza *st)
         return;
     }
     int available = type == MP_TYPE_NONE;
+    if (available) {
+        /* kept for the session's life (here and by a roster module): a
+         * copy sized to fit instead of the parser's arena, a third of the
+         * bytes for a plain <presence/> */
+        mp_stanza *c = mp_stanza_copy_compact(st);
+        mp_stanza_unref(st);
+        st = c;
+        root = mp_stanza_root(st);
+    }
     int priority = 0;
     mp_xml *p = mp_xml_find(root, "priority", NULL);
     if (p) {
