@@ -36,9 +36,9 @@ struct cctx {
     size_t errlen;
 };
 
-static const char *const default_modules[] = {"disco",   "ping",    "version", "time",     "muc",
-                                              "roster",  "offline", "carbons", "blocking", "vcard",
-                                              "private", "last",    "csi"};
+static const char *const default_modules[] = {"disco",   "ping",    "version", "time",  "muc",
+                                              "roster",  "offline", "mam",     "carbons",
+                                              "blocking", "vcard",  "private", "last",  "csi"};
 
 /* Writes "FILE:LINE: message" for setting s (or "FILE: message" when s is
  * NULL) into the error buffer. Always returns MAGPIE_ERR. */

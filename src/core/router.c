@@ -493,6 +493,19 @@ void mp_route(mp_stanza *st)
         to_server(st);
         break;
     case ENTITY_SESSION:
+        if (env->kind == MP_KIND_MESSAGE && mp_route_hooks_any(MP_ROUTE_MESSAGE_ACCOUNT)) {
+            /* the handlers may modify it: give them a stanza of their own
+             * (the children are copied only if one adds to the root) */
+            mp_stanza *own = mp_stanza_copy_envelope(st);
+            mp_stanza_unref(st);
+            st = own;
+            if (mp_route_hooks_run(MP_ROUTE_MESSAGE_ACCOUNT, NULL, st) == HOOK_HANDLED) {
+                mp_stanza_unref(st);
+                break;
+            }
+            env = mp_stanza_envelope(st);
+            to = &env->to;
+        }
         if (to->resource)
             to_full(st);
         else
