@@ -657,7 +657,11 @@ static int has_own_sid(const mp_xml *root, const char *bare)
 static int message_account(mp_stanza *st, void *ud)
 {
     (void)ud;
-    if (st == reinject) {
+    /* the router hands back the stanza routed, or (had someone else a
+     * reference to it) an envelope copy sharing its children */
+    if (reinject && (st == reinject || (mp_stanza_root(st)->children &&
+                                        mp_stanza_root(st)->children ==
+                                            mp_stanza_root(reinject)->children))) {
         reinject = NULL;
         return HOOK_PASS;
     }

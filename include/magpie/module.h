@@ -114,7 +114,9 @@ int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, voi
  *                          that could not reach a full JID falls back to
  *                          the bare JID. HANDLED: taken (a handler that
  *                          routes it again later must recognise it, or its
- *                          handler runs once more); PASS: delivered
+ *                          handler runs once more: the stanza it routes is
+ *                          the one the handler gets, unless it is shared
+ *                          then); PASS: delivered
  * The string hooks of the same names ("message-offline", ...) still run
  * after the typed handlers, for older modules. */
 struct mp_route_hooks {

@@ -496,9 +496,11 @@ void mp_route(mp_stanza *st)
         if (env->kind == MP_KIND_MESSAGE && mp_route_hooks_any(MP_ROUTE_MESSAGE_ACCOUNT)) {
             /* the handlers may modify it: give them a stanza of their own
              * (the children are copied only if one adds to the root) */
-            mp_stanza *own = mp_stanza_copy_envelope(st);
-            mp_stanza_unref(st);
-            st = own;
+            if (mp_stanza_is_shared(st)) {
+                mp_stanza *own = mp_stanza_copy_envelope(st);
+                mp_stanza_unref(st);
+                st = own;
+            }
             if (mp_route_hooks_run(MP_ROUTE_MESSAGE_ACCOUNT, NULL, st) == HOOK_HANDLED) {
                 mp_stanza_unref(st);
                 break;

@@ -265,6 +265,11 @@ static void text_seal(mp_stanza *st);
 /* Taking the first extra reference shares the stanza: while the caller is
  * still its only owner, the concatenated texts are cached (text_seal) and
  * the envelope is completed, so that no reader has to write. */
+int mp_stanza_is_shared(const mp_stanza *st)
+{
+    return atomic_load_explicit(&((mp_stanza *)st)->refs, memory_order_acquire) > 1;
+}
+
 mp_stanza *mp_stanza_ref(mp_stanza *st)
 {
     if (atomic_fetch_add_explicit(&st->refs, 1, memory_order_acq_rel) == 1) {
