@@ -6,7 +6,9 @@ default='always' with a never list leaves that JID out (and its messages
 carry no stanza-id); default='roster' archives contacts only (mod_roster
 answers through mp_query_roster_item), offline messages included; prefs
 and archive survive a server restart; deleting the account
-(magpiectl user del) removes its archive and prefs."""
+(magpiectl user del) removes its archive and prefs; the sender's next
+stanza is handled only once its message is committed to both archives
+(SIGKILL right after the answer to a ping loses nothing)."""
 
 import time
 
@@ -152,6 +154,34 @@ def t05_account_deleted(srv):
         closeall(d)
 
 
+def t06_durable_before_next_stanza(srv):
+    """The sender's next stanza (a ping) is answered only once its messages
+    are committed to both archives: SIGKILL right after the pong loses
+    none of them."""
+    for rnd in range(3):
+        a = login(srv, 'alice', 'k%d' % rnd)
+        b = login(srv, 'bob', 'k%d' % rnd)
+        try:
+            burst = ''.join("<message to='bob@localhost' type='chat' id='k%d-%d'><body>kill %d %02d</body></message>"
+                            % (rnd, i, rnd, i) for i in range(20))
+            a.send(burst + "<iq type='get' id='kp%d' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>" % rnd)
+            a.wait_for('iq', lambda e: e.get('id') == 'kp%d' % rnd, timeout=10)
+            srv.kill()
+        finally:
+            closeall(a, b)
+        srv.start()
+        want = ['kill %d %02d' % (rnd, i) for i in range(20)]
+        for user in ('alice', 'bob'):
+            c = login(srv, user, 'chk%d' % rnd)
+            try:
+                other = 'bob@localhost' if user == 'alice' else 'alice@localhost'
+                _, msgs, _, _ = query(c, form={'with': other}, rsm='<max>20</max><before/>')
+                got = [x for x in bodies(msgs) if x and x.startswith('kill %d ' % rnd)]
+                check(got == want, 'round %d, %s lost %s' % (rnd, user, sorted(set(want) - set(got))))
+            finally:
+                closeall(c)
+
+
 def main():
     try:
         srv = MagpieServer(args.builddir, workers=args.workers, modules=MODULES)
@@ -167,6 +197,7 @@ def main():
         R.run('57.03 mam_prefs_roster_default', t03_roster_default, srv, server=srv)
         R.run('57.04 mam_persists_across_restart', t04_restart, srv, server=srv)
         R.run('57.05 mam_account_deleted', t05_account_deleted, srv, server=srv)
+        R.run('57.06 mam_durable_before_next_stanza_sigkill', t06_durable_before_next_stanza, srv, server=srv)
     except Exception as e:
         R.fail('57.00 mam_prefs_setup', e)
     try:
