@@ -92,7 +92,7 @@ static void test_default_config(void **state)
     assert_int_equal(c->listeners[1].kind, MP_LISTEN_C2S_TLS);
     assert_int_equal(c->listeners[1].port, 5223);
 
-    assert_int_equal(c->n_modules, 13);
+    assert_int_equal(c->n_modules, 14);
     assert_string_equal(c->modules[0].name, "disco");
     assert_string_equal(c->modules[1].name, "ping");
     assert_string_equal(c->modules[2].name, "version");
@@ -100,12 +100,13 @@ static void test_default_config(void **state)
     assert_string_equal(c->modules[4].name, "muc");
     assert_string_equal(c->modules[5].name, "roster");
     assert_string_equal(c->modules[6].name, "offline");
-    assert_string_equal(c->modules[7].name, "carbons");
-    assert_string_equal(c->modules[8].name, "blocking");
-    assert_string_equal(c->modules[9].name, "vcard");
-    assert_string_equal(c->modules[10].name, "private");
-    assert_string_equal(c->modules[11].name, "last");
-    assert_string_equal(c->modules[12].name, "csi");
+    assert_string_equal(c->modules[7].name, "mam");
+    assert_string_equal(c->modules[8].name, "carbons");
+    assert_string_equal(c->modules[9].name, "blocking");
+    assert_string_equal(c->modules[10].name, "vcard");
+    assert_string_equal(c->modules[11].name, "private");
+    assert_string_equal(c->modules[12].name, "last");
+    assert_string_equal(c->modules[13].name, "csi");
     assert_null(c->modules[1].options);
 
     assert_string_equal(c->state_dir, MAGPIE_STATE_DIR);
@@ -192,17 +193,18 @@ static void test_minimal_and_nameprep(void **state)
     assert_int_equal(c->n_listeners, 2);
     assert_int_equal(c->listeners[1].port, 5223);
     /* the default module list: what a messenger user needs, group chat included */
-    assert_int_equal(c->n_modules, 13);
+    assert_int_equal(c->n_modules, 14);
     assert_string_equal(c->modules[3].name, "time");
     assert_string_equal(c->modules[4].name, "muc");
     assert_string_equal(c->modules[5].name, "roster");
     assert_string_equal(c->modules[6].name, "offline");
-    assert_string_equal(c->modules[7].name, "carbons");
-    assert_string_equal(c->modules[8].name, "blocking");
-    assert_string_equal(c->modules[9].name, "vcard");
-    assert_string_equal(c->modules[10].name, "private");
-    assert_string_equal(c->modules[11].name, "last");
-    assert_string_equal(c->modules[12].name, "csi");
+    assert_string_equal(c->modules[7].name, "mam");
+    assert_string_equal(c->modules[8].name, "carbons");
+    assert_string_equal(c->modules[9].name, "blocking");
+    assert_string_equal(c->modules[10].name, "vcard");
+    assert_string_equal(c->modules[11].name, "private");
+    assert_string_equal(c->modules[12].name, "last");
+    assert_string_equal(c->modules[13].name, "csi");
     assert_int_equal(c->max_stanza_size, 262144);
     assert_true(c->require_tls);
     mp_config_free(c);
