@@ -1372,7 +1372,99 @@ static void query_set(mp_stanza *iq, void *ud)
     next_lookup(q);
 }
 
-/* XEP-0313 §4.1.5: the form a query may fill. */
+/* ---- archive metadata (XEP-0313 §5): the first and the last item ---- */
+
+struct meta {
+    mp_stanza *iq; /* referenced */
+    char *host, *user;
+    char *first_sid;
+    int64_t first_ts;
+};
+
+static void meta_free(struct meta *m)
+{
+    mp_stanza_unref(m->iq);
+    free(m->host);
+    free(m->user);
+    free(m->first_sid);
+    free(m);
+}
+
+/* The stanza id of the first readable item (into *sid, malloc'd). */
+static int64_t first_readable(const mp_archive_item *items, size_t n, char **sid)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *s;
+        int out;
+        mp_stanza *m = item_parse(&items[i], &s, &out);
+        if (m) {
+            *sid = xstrdup(s);
+            mp_stanza_unref(m);
+            return items[i].ts;
+        }
+    }
+    *sid = NULL;
+    return 0;
+}
+
+static void meta_add(mp_stanza *res, mp_xml *md, const char *name, const char *sid, int64_t ts)
+{
+    char stamp[MP_DATETIME_MAX];
+    mp_xml *e = mp_xml_add_child(res, md, name, NULL);
+    mp_xml_set_attr(res, e, "id", sid);
+    mp_xml_set_attr(res, e, "timestamp", mp_datetime_format(ts, stamp, sizeof stamp));
+}
+
+static void meta_end(void *ud, int rc, const mp_archive_item *items, size_t n)
+{
+    struct meta *m = ud;
+    if (rc != MAGPIE_OK) {
+        mp_iq_reply_error(m->iq, "wait", "internal-server-error");
+        meta_free(m);
+        return;
+    }
+    char *last;
+    int64_t ts = first_readable(items, n, &last);
+    mp_stanza *res = mp_iq_result(m->iq);
+    mp_xml *md = mp_xml_add_child(res, mp_stanza_root(res), "metadata", NS_MAM);
+    if (m->first_sid && last) {
+        meta_add(res, md, "start", m->first_sid, m->first_ts);
+        meta_add(res, md, "end", last, ts);
+    }
+    mp_iq_reply(res);
+    free(last);
+    meta_free(m);
+}
+
+static void meta_start(void *ud, int rc, const mp_archive_item *items, size_t n)
+{
+    struct meta *m = ud;
+    if (rc == MAGPIE_OK)
+        m->first_ts = first_readable(items, n, &m->first_sid);
+    mp_archive_filter f = {.limit = 4, .reverse = 1};
+    if (rc != MAGPIE_OK ||
+        mp_archive_query(m->host, STORE, m->user, &f, meta_end, m) != MAGPIE_OK) {
+        mp_iq_reply_error(m->iq, "wait", "internal-server-error");
+        meta_free(m);
+    }
+}
+
+static void metadata_get(mp_stanza *iq)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(iq);
+    struct meta *m = xmalloc(sizeof *m);
+    m->iq = mp_stanza_ref(iq);
+    m->host = xstrdup(env->from.domain);
+    m->user = xstrdup(env->from.local);
+    mp_archive_filter f = {.limit = 4, .ts_from = cutoff_us()};
+    if (mp_archive_query(m->host, STORE, m->user, &f, meta_start, m) != MAGPIE_OK) {
+        mp_iq_reply_error(iq, "wait", "internal-server-error");
+        meta_free(m);
+    }
+}
+
+/* XEP-0313 §4.1.5: the form a query may fill; also the preferences (§6)
+ * and the metadata (§5), which share the namespace. */
 static void query_get(mp_stanza *iq, void *ud)
 {
     (void)ud;
@@ -1382,6 +1474,10 @@ static void query_get(mp_stanza *iq, void *ud)
     }
     if (!own_request(iq))
         return;
+    if (mp_xml_find(mp_stanza_root(iq), "metadata", NS_MAM)) {
+        metadata_get(iq);
+        return;
+    }
     if (!mp_xml_find(mp_stanza_root(iq), "query", NS_MAM)) {
         mp_iq_reply_error(iq, "modify", "bad-request");
         return;

@@ -7,7 +7,8 @@ page, after-id/before-id, the ids field (#extended) and flip-page, the
 resource only), start/end, item-not-found for an unknown RSM or form id,
 the query form (type=get), a page never larger than max_page, results to
 the asking resource only, and a query on someone else's archive is
-refused."""
+refused. Runs with retention_days set (nothing here is that old: every
+query and id lookup goes through the cutoff and still finds everything)."""
 
 import datetime
 import time
@@ -18,7 +19,8 @@ from mamhelp import (NS_MAM, NS_XDATA, login, stanza_id, query, fin, bodies, wai
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
 USERS = ['alice', 'bob', 'carol']
-MODULES = ['disco', 'ping', 'roster', 'offline', '{ name = "mam"; max_page = 15; }']
+MODULES = ['disco', 'ping', 'roster', 'offline',
+           '{ name = "mam"; max_page = 15; retention_days = 3650; }']
 N = 25
 LIVE = []  # (body, bob's stanza id) in order
 T_MID = None
