@@ -27,7 +27,7 @@
  *     write and the recipient's (when the recipient is local and its
  *     decision needs no storage) have committed, so nothing the client
  *     sends after it (a XEP-0198 request, a receipt) is handled before
- *     the message is durable (struct hold).
+ *     the message is durable (see "holding the sender").
  *   Incoming: the message_account routing hook, which sees every message
  *     to a local account once, before delivery and before offline storage
  *     (so a message to an offline user is archived and stored offline,
@@ -405,93 +405,69 @@ static char *item_doc(mp_stanza *st, const char *sid, const char *dir)
  * A message a client sends is appended to its sender's archive (inbound
  * filter) and, when its recipient is local, to the recipient's (routing
  * hook, further down the same call on the same worker). The sender's
- * input is held until every one of these writes has committed, so what
- * the client sends next (a XEP-0198 request for an ack, a receipt) is
- * handled only once the message is durable on both sides. A struct hold
- * counts the writes; it lives on the sender's worker (the storage
- * callbacks come back there). `cur` names the message the inbound filter
- * saw last on this thread, so the routing hook can join its writes to the
- * sender's hold. */
-
-struct hold {
-    uint64_t sid;
-    int pending; /* writes not yet committed */
-    int held;    /* the session's input is held */
-};
+ * input is held (mp_session_hold, counted) once per write and released as
+ * each commits, so what the client sends next (a XEP-0198 request for an
+ * ack, a receipt) is handled only once the message is durable on both
+ * sides. `cur` names the message the inbound filter saw last on this
+ * thread, so the routing hook can hold its sender too. */
 
 static __thread struct {
     const mp_stanza *st;    /* not referenced: compared only */
     const mp_xml *children; /* its root's children (an envelope copy shares them) */
-    struct hold *h;
+    uint64_t sid;           /* its sender's session */
 } cur;
 
-static void hold_add(struct hold *h)
+/* Holds session sid's input (on its worker); returns sid, or 0 if gone. */
+static uint64_t hold(uint64_t sid)
 {
-    h->pending++;
-    if (!h->held) {
-        mp_session *s = mp_session_find(h->sid);
-        if (s) {
-            mp_session_hold(s);
-            h->held = 1;
-        }
-    }
+    mp_session *s = sid ? mp_session_find(sid) : NULL;
+    if (!s)
+        return 0;
+    mp_session_hold(s);
+    return sid;
 }
 
-static void hold_done(struct hold *h)
+/* Releases a hold of hold(); last thing a callback does: releasing may
+ * parse the client's next stanza at once. */
+static void unhold(uint64_t sid)
 {
-    if (--h->pending > 0)
-        return;
-    if (h->held) {
-        mp_session *s = mp_session_find(h->sid);
-        if (s)
-            mp_session_release(s);
-        h->held = 0;
-    }
-    if (cur.h != h)
-        free(h); /* else cur_reset frees it */
+    mp_session *s = sid ? mp_session_find(sid) : NULL;
+    if (s)
+        mp_session_release(s);
 }
 
-/* Forgets the message the inbound filter saw last on this thread. */
-static void cur_reset(void)
+/* The sender's session of st if st is the message the inbound filter saw
+ * last on this thread (or the router's envelope copy of it), else 0.
+ * Forgets it: one message is routed once. */
+static uint64_t cur_take(mp_stanza *st)
 {
-    if (cur.h && cur.h->pending == 0)
-        free(cur.h);
+    if (!cur.sid ||
+        (st != cur.st && (!cur.children || mp_stanza_root(st)->children != cur.children)))
+        return 0;
+    uint64_t sid = cur.sid;
     cur.st = NULL;
     cur.children = NULL;
-    cur.h = NULL;
-}
-
-/* The hold of the sender of st, if st is the message the inbound filter
- * saw last on this thread (or the router's envelope copy of it), else
- * NULL. Forgets it: one message is routed once. */
-static struct hold *cur_take(mp_stanza *st)
-{
-    if (!cur.h || (st != cur.st && (!cur.children || mp_stanza_root(st)->children != cur.children)))
-        return NULL;
-    struct hold *h = cur.h;
-    cur.h = NULL;
-    cur_reset();
-    if (h)
-        h->pending++; /* kept alive until the caller adds its write */
-    return h;
+    cur.sid = 0;
+    return sid;
 }
 
 /* ---- outgoing: the sender's session ---- */
 
 struct out_op {
-    struct hold *h;
+    uint64_t sid; /* held */
     mp_stanza *st; /* referenced */
     char *host, *user, *with;
 };
 
 static void out_op_end(struct out_op *op)
 {
-    hold_done(op->h);
+    uint64_t sid = op->sid;
     mp_stanza_unref(op->st);
     free(op->host);
     free(op->user);
     free(op->with);
     free(op);
+    unhold(sid);
 }
 
 static void out_appended(void *ud, int rc, int64_t id)
@@ -559,32 +535,27 @@ static int from_client(mp_session *s, mp_stanza *st, void *ud)
     /* to oneself: archived once, as it arrives */
     if (!env->to.domain || strcmp(env->to.bare, me->bare) == 0 || !archivable(st, env))
         return MP_FILTER_PASS;
-    cur_reset();
-    struct hold *h = xmalloc(sizeof *h);
-    h->sid = mp_session_id(s);
+    cur.st = NULL;
+    cur.sid = 0;
     if (mp_host_is_local(env->to.domain) && env->to.local) {
-        /* the recipient's archive write joins the hold (cur_take) */
+        /* the recipient's archive write holds the sender too (cur_take) */
         cur.st = st;
         cur.children = mp_stanza_root(st)->children;
-        cur.h = h;
+        cur.sid = mp_session_id(s);
     }
     pthread_mutex_lock(&lock);
     struct user *u = user_find(me->bare);
     enum verdict v = u && u->loaded ? decide(u, env->to.bare) : V_YES;
     pthread_mutex_unlock(&lock);
-    if (v == V_NO) {
-        if (cur.h != h)
-            free(h);
+    if (v == V_NO)
         return MP_FILTER_PASS;
-    }
     struct out_op *op = xmalloc(sizeof *op);
-    op->h = h;
     op->st = mp_stanza_ref(st);
     op->host = xstrdup(me->domain);
     op->user = xstrdup(me->local);
     op->with = xstrdup(env->to.bare);
     /* what the client sends next waits until this is durable */
-    hold_add(h);
+    op->sid = hold(mp_session_id(s));
     if (v == V_ASK_ROSTER) {
         if (mp_query_roster_item(me->domain, me->local, env->to.bare, out_roster, op) !=
             MAGPIE_OK)
@@ -602,7 +573,7 @@ static __thread mp_stanza *reinject;
 
 struct in_op {
     char *who;
-    struct hold *h; /* the sender's, or NULL */
+    uint64_t sid; /* the sender's session, held (0: none) */
 };
 
 static void in_appended(void *ud, int rc, int64_t id)
@@ -613,16 +584,16 @@ static void in_appended(void *ud, int rc, int64_t id)
         mp_counter_add(c_archived, 1);
     else
         mp_log(MP_LOG_ERROR, "mam: cannot archive a message to %s", op->who);
-    if (op->h)
-        hold_done(op->h);
+    uint64_t sid = op->sid;
     free(op->who);
     free(op);
+    unhold(sid);
 }
 
 /* Adds the stanza id to st (unshared) and appends it to the archive of
- * host/local; h (the sender's hold, or NULL) waits for the write. */
+ * host/local; the session sender (0: none) is held until the write. */
 static void in_archive(mp_stanza *st, const char *host, const char *local, const char *bare,
-                       const char *with, struct hold *h)
+                       const char *with, uint64_t sender)
 {
     char sid[SID_MAX];
     int64_t ts = next_ts();
@@ -633,9 +604,7 @@ static void in_archive(mp_stanza *st, const char *host, const char *local, const
     char *doc = item_doc(st, sid, "in");
     struct in_op *op = xmalloc(sizeof *op);
     op->who = xstrdup(bare);
-    op->h = h;
-    if (h)
-        hold_add(h);
+    op->sid = hold(sender);
     if (mp_archive_append_at(host, STORE, local, ts, with, doc, strlen(doc), in_appended, op) !=
         MAGPIE_OK)
         in_appended(op, MAGPIE_ERR, 0);
@@ -667,7 +636,7 @@ static void pump_roster(void *ud, int rc, const char *sub)
     struct pending *p = u->head;
     const struct mp_envelope *env = mp_stanza_envelope(p->st);
     if (rc == MAGPIE_OK)
-        in_archive(p->st, u->host, u->local, u->bare, env->from.bare, NULL);
+        in_archive(p->st, u->host, u->local, u->bare, env->from.bare, 0);
     pop_route(u);
     pump(u);
 }
@@ -736,7 +705,7 @@ static void pump(struct user *u)
             mp_query_roster_item(u->host, u->local, env->from.bare, pump_roster, u) == MAGPIE_OK)
             return; /* pump_roster goes on */
         if (v == V_YES)
-            in_archive(p->st, u->host, u->local, u->bare, env->from.bare, NULL);
+            in_archive(p->st, u->host, u->local, u->bare, env->from.bare, 0);
         pop_route(u);
     }
 }
@@ -753,7 +722,7 @@ static int has_own_sid(const mp_xml *root, const char *bare)
     return 0;
 }
 
-static int decide_in(mp_stanza *st, struct hold *h);
+static int decide_in(mp_stanza *st, uint64_t sender);
 
 static int message_account(mp_stanza *st, void *ud)
 {
@@ -766,15 +735,11 @@ static int message_account(mp_stanza *st, void *ud)
         reinject = NULL;
         return HOOK_PASS;
     }
-    struct hold *h = cur_take(st); /* the sender's, if a client of ours sent it */
-    int rc = decide_in(st, h);
-    if (h)
-        hold_done(h); /* cur_take's own count */
-    return rc;
+    return decide_in(st, cur_take(st));
 }
 
-/* The routing hook's work on st; h: see cur_take. */
-static int decide_in(mp_stanza *st, struct hold *h)
+/* The routing hook's work on st; sender: see cur_take. */
+static int decide_in(mp_stanza *st, uint64_t sender)
 {
     const struct mp_envelope *env = mp_stanza_envelope(st);
     if (!env->to.local || !env->from.domain)
@@ -795,7 +760,7 @@ static int decide_in(mp_stanza *st, struct hold *h)
     if (v != V_ASK_ROSTER) {
         pthread_mutex_unlock(&lock);
         if (v == V_YES)
-            in_archive(st, env->to.domain, env->to.local, env->to.bare, env->from.bare, h);
+            in_archive(st, env->to.domain, env->to.local, env->to.bare, env->from.bare, sender);
         return HOOK_PASS;
     }
     /* decided later, in order with what waits already */

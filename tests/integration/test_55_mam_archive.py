@@ -8,7 +8,8 @@ offline and archived (same stanza id at offline delivery, not archived
 twice); XEP-0334 no-store / no-permanent-store, headlines, errors and
 chat states without a body are not archived; carbon copies are not
 archived again; disco#info of the account shows urn:xmpp:mam:2 and
-urn:xmpp:sid:0."""
+urn:xmpp:sid:0; messages from a blocked JID (XEP-0191) and messages the
+user may not send to one are not archived."""
 
 import time
 
@@ -17,8 +18,8 @@ from mamhelp import (NS_MAM, NS_SID, login, stanza_id, query, fin, bodies, wait_
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
-USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank']
-MODULES = ['disco', 'ping', 'roster', 'offline', 'mam', 'carbons']
+USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'hank']
+MODULES = ['disco', 'ping', 'roster', 'offline', 'mam', 'carbons', 'blocking']
 
 
 def t01_both_directions(srv):
@@ -140,6 +141,27 @@ def t05_disco(srv):
         closeall(a)
 
 
+def t06_blocked_not_archived(srv):
+    g = login(srv, 'gina', 'g')
+    h = login(srv, 'hank', 'h')
+    try:
+        r = g.iq('set', None, "<block xmlns='urn:xmpp:blocking'><item jid='hank@localhost'/></block>")
+        check(r.get('type') == 'result', tostr(r))
+        h.message('gina@localhost', 'you blocked me')
+        h.message('gina@localhost/g', 'still blocked')
+        sync(h)
+        no_message(g, 0.5, lambda e: child(e, 'body') is not None)
+        _, msgs, _, _ = query(g)
+        check(msgs == [], 'blocked sender archived: %s' % bodies(msgs))
+        # a message the user tries to send to a blocked JID is refused, not archived
+        g.message('hank@localhost', 'to the blocked')
+        g.wait_for('message', lambda e: e.get('type') == 'error')
+        _, msgs, _, _ = query(g)
+        check(msgs == [], 'refused message archived: %s' % bodies(msgs))
+    finally:
+        closeall(g, h)
+
+
 def main():
     try:
         srv = MagpieServer(args.builddir, workers=args.workers, modules=MODULES)
@@ -155,6 +177,7 @@ def main():
         R.run('55.03 mam_hints_and_kinds_not_archived', t03_not_archived, srv, server=srv)
         R.run('55.04 mam_carbons_not_archived_twice', t04_carbons_not_twice, srv, server=srv)
         R.run('55.05 mam_disco_features', t05_disco, srv, server=srv)
+        R.run('55.06 mam_blocked_not_archived', t06_blocked_not_archived, srv, server=srv)
     except Exception as e:
         R.fail('55.00 mam_archive_setup', e)
     try:
