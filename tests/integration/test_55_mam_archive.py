@@ -93,15 +93,19 @@ def t03_not_archived(srv):
         a.send("<message to='dave@localhost' type='chat'>"
                "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
         a.send("<message to='dave@localhost' type='chat'><body>kept</body></message>")
+        a.send("<message to='dave@localhost' type='chat' id='st'><store xmlns='urn:xmpp:hints'/>"
+               "<x xmlns='jabber:x:oob'><url>https://example.test/f</url></x></message>")
         m = wait_body(d, 'nostore')
         check(stanza_id(m, 'dave@localhost') is None, 'no-store got a stanza-id: %s' % tostr(m))
         wait_body(d, 'kept')
+        d.wait_for('message', lambda e: e.get('id') == 'st')
         sync(a)
         sync(d)
         _, msgs, _, _ = query(d)
-        check(bodies(msgs) == ['kept'], 'dave archive: %s' % bodies(msgs))
+        check(bodies(msgs) == ['kept', None] and msgs[1].get('id') == 'st',
+              'dave archive (a <store/> hint keeps a message without body): %s' % bodies(msgs))
         _, msgs, _, _ = query(a, form={'with': 'dave@localhost'})
-        check(bodies(msgs) == ['kept'], 'alice (sender) archive: %s' % bodies(msgs))
+        check(bodies(msgs) == ['kept', None], 'alice (sender) archive: %s' % bodies(msgs))
     finally:
         closeall(a, d)
 

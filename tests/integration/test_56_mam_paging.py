@@ -128,6 +128,12 @@ def t05_with_and_time(srv):
         r, msgs, ids, _ = query(b, form={'with': 'alice@localhost/a2'}, rsm='<max>20</max>')
         check(bodies(msgs) == [x for i, (x, _) in enumerate(LIVE) if i % 2], 'full with: %s' % bodies(msgs))
         check(fin(r)[0], 'full with: not complete')
+        odd = [(x, sid) for i, (x, sid) in enumerate(LIVE) if i % 2]
+        r, msgs, ids, _ = query(b, form={'with': 'alice@localhost/a2'}, rsm='<max>5</max><before/>')
+        check(list(zip(bodies(msgs), ids)) == odd[-5:] and not fin(r)[0], 'full with, last page: %s' % bodies(msgs))
+        r, msgs, ids, _ = query(b, form={'with': 'alice@localhost/a2'},
+                                rsm='<max>5</max><before>%s</before>' % ids[0])
+        check(list(zip(bodies(msgs), ids)) == odd[-10:-5], 'full with, page before: %s' % bodies(msgs))
         r, msgs, ids, _ = query(b, form={'with': 'carol@localhost'})
         check(bodies(msgs) == ['from carol'], 'carol: %s' % bodies(msgs))
         stamp = T_MID.strftime('%Y-%m-%dT%H:%M:%SZ')
