@@ -21,7 +21,8 @@
  * per-session state lives in the session's module slot and is freed in
  * session_ended. At most max_held senders are kept per session: past that,
  * everything held is written out and holding starts over, so memory per
- * session stays bounded. */
+ * session stays bounded. A session resumed after a lost connection
+ * (XEP-0198) is active again: the client must send <inactive/> anew. */
 #include <magpie/magpie.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,7 +171,20 @@ static void session_ended(mp_session *s, void *ud)
     mp_session_set_data(s, self, NULL);
 }
 
-static const struct mp_notify notify = {.session_ended = session_ended};
+/* XEP-0352 §4: a stream starts active; a resumed one too (XEP-0198
+ * resumption is a new stream): what is held goes out now. */
+static void session_resumed(mp_session *s, void *ud)
+{
+    (void)ud;
+    struct csi *c = csi_of(s, 0);
+    if (c) {
+        c->inactive = 0;
+        flush(s, c);
+    }
+}
+
+static const struct mp_notify notify = {.session_ended = session_ended,
+                                        .session_resumed = session_resumed};
 
 static int load(mp_module *m)
 {

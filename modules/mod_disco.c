@@ -2,7 +2,8 @@
  *
  * Answers disco#info with the identities and features every module
  * registered for the scope, and disco#items with the items modules
- * registered (mod_muc adds its conference service). Queries for a node we do not know get
+ * registered (mod_muc adds its conference service). Queries for a node go to
+ * the modules' node handlers (mod_adhoc's commands node); unknown nodes get
  * item-not-found. */
 #include <magpie/magpie.h>
 #include <string.h>
@@ -31,13 +32,16 @@ static void add_feature(void *ud, const char *var)
     mp_xml_set_attr(b->st, mp_xml_add_child(b->st, b->query, "feature", NULL), "var", var);
 }
 
-/* Returns the query element if the request names no node, else answers
- * item-not-found and returns NULL. */
-static mp_xml *plain_query(mp_stanza *iq)
+/* Returns the query element if the request names no node; else offers it
+ * to the modules' node handlers (mp_disco_node_add), answers
+ * item-not-found when none knows the node, and returns NULL. */
+static mp_xml *plain_query(mp_stanza *iq, enum mp_disco_scope scope, int items)
 {
     mp_xml *q = mp_xml_first_element(mp_stanza_root(iq));
-    if (mp_xml_get_attr(q, "node")) {
-        mp_iq_reply_error(iq, "cancel", "item-not-found");
+    const char *node = mp_xml_get_attr(q, "node");
+    if (node) {
+        if (mp_disco_node_dispatch(scope, iq, node, items) != HOOK_HANDLED)
+            mp_iq_reply_error(iq, "cancel", "item-not-found");
         return NULL;
     }
     return q;
@@ -45,7 +49,7 @@ static mp_xml *plain_query(mp_stanza *iq)
 
 static void info(mp_stanza *iq, enum mp_disco_scope scope)
 {
-    if (!plain_query(iq))
+    if (!plain_query(iq, scope, 0))
         return;
     mp_stanza *r = mp_iq_result(iq);
     struct build b = {r, mp_xml_add_child(r, mp_stanza_root(r), "query", NS_INFO)};
@@ -77,7 +81,7 @@ static void add_item(void *ud, const char *jid, const char *name)
 
 static void items(mp_stanza *iq, enum mp_disco_scope scope)
 {
-    if (!plain_query(iq))
+    if (!plain_query(iq, scope, 1))
         return;
     mp_stanza *r = mp_iq_result(iq);
     struct build b = {r, mp_xml_add_child(r, mp_stanza_root(r), "query", NS_ITEMS)};

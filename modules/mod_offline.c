@@ -20,7 +20,13 @@
  * resource at a time takes a user's messages; a message that cannot reach
  * it (the session went away meanwhile) goes through the router's
  * undeliverable rules and is stored again before the old copy is deleted,
- * so none is lost (a crash between the two may deliver one twice). */
+ * so none is lost (a crash between the two may deliver one twice).
+ *
+ * "Acknowledged means durable": a message from a client with stream
+ * management (XEP-0198) carries an acknowledgement token; the module
+ * defers it while it stores the message and completes it once the write
+ * has committed (or the sender got its error), so no <a/> covering the
+ * message leaves before it is on disk. */
 #include <magpie/magpie.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -70,6 +76,7 @@ static void bounce(mp_stanza *st, const char *type, const char *cond)
 
 struct store_op {
     mp_stanza *st; /* referenced */
+    mp_ack *ack;   /* the sender's XEP-0198 acknowledgement waits for the write */
     char *host, *user, *with, *bare;
     struct store_op *next;
 };
@@ -130,6 +137,8 @@ static void store_op_free(struct store_op *op)
         break;
     }
     pthread_mutex_unlock(&queue_lock);
+    /* stored (committed), refused or bounced: the sender may be acked */
+    mp_ack_done(op->ack);
     mp_stanza_unref(op->st);
     free(op->host);
     free(op->user);
@@ -223,6 +232,7 @@ static int message_offline(mp_stanza *st, void *ud)
         return HOOK_HANDLED; /* dropped: XEP-0085 §5.5 */
     struct store_op *op = xmalloc(sizeof *op);
     op->st = mp_stanza_ref(st);
+    op->ack = mp_stanza_defer_ack(st);
     op->host = xstrdup(env->to.domain);
     op->user = xstrdup(env->to.local);
     op->with = xstrdup(env->from.bare);

@@ -17,10 +17,23 @@
  *   top-level <echo xmlns='urn:magpie:test:echo'/> comes back as a copy
  *   with <seen jid='its full JID'/> added; <decline/> in that namespace is
  *   declined (HOOK_PASS), so the stream closes as for an unknown element.
- *   The post-auth stream features carry <echo xmlns='urn:magpie:test:echo'/>. */
+ *   The post-auth stream features carry <echo xmlns='urn:magpie:test:echo'/>.
+ * - An ad-hoc command (XEP-0050, tests/integration/test_65_adhoc.py) for
+ *   any local user, urn:magpie:test:echo#wizard: three forms asking for one
+ *   word each, with next/prev between them and complete on the last; the
+ *   words are kept in the session's state; completing answers with a note
+ *   "w1 w2 w3". Each form carries the stage number (mp_adhoc_stage).
+ * - IQ set <relay xmlns='urn:magpie:test:echo' to='JID'>payload</relay> to
+ *   the domain sends <iq type='get'>payload</iq> to JID from
+ *   relay@<domain> (an entity of a domain the server serves but does not
+ *   host, like a user of another server) and answers with
+ *   <relay><iq .../></relay> holding the answer it got
+ *   (tests/integration/test_76_upload.py). */
 #include <magpie/magpie.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NS_ECHO "urn:magpie:test:echo"
@@ -42,10 +55,91 @@ static const char *body_of(mp_stanza *st)
 
 /* ---- the domain ---- */
 
+/* Relayed requests waiting for their answer. */
+struct relay {
+    char id[32];
+    mp_stanza *req; /* the client's IQ, referenced */
+    struct relay *next;
+};
+static pthread_mutex_t relay_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct relay *relays;
+static atomic_int relay_seq;
+
+static void relay_start(mp_stanza *iq, void *ud)
+{
+    (void)ud;
+    mp_xml *rl = mp_xml_find(mp_stanza_root(iq), "relay", NS_ECHO);
+    const char *to = mp_xml_get_attr(rl, "to");
+    mp_xml *payload = mp_xml_first_element(rl);
+    mp_jid jid, from;
+    if (!to || !payload || mp_jid_parse(&jid, to) != MAGPIE_OK) {
+        mp_iq_reply_error(iq, "modify", "bad-request");
+        return;
+    }
+    struct relay *r = calloc(1, sizeof *r);
+    snprintf(r->id, sizeof r->id, "relay-%d", atomic_fetch_add(&relay_seq, 1));
+    char *inner = mp_xml_to_string(payload, "jabber:client");
+    size_t n = strlen(inner) + 128;
+    char *xml = malloc(n);
+    snprintf(xml, n, "<iq xmlns='jabber:client' type='get' id='%s'>%s</iq>", r->id, inner);
+    free(inner);
+    mp_stanza *out = mp_stanza_parse(xml, strlen(xml));
+    free(xml);
+    char fromstr[1100];
+    snprintf(fromstr, sizeof fromstr, "relay@%s", mp_domain_name(dom));
+    if (!out || mp_jid_parse(&from, fromstr) != MAGPIE_OK) {
+        if (out)
+            mp_stanza_unref(out);
+        mp_jid_free(&jid);
+        free(r);
+        mp_iq_reply_error(iq, "wait", "internal-server-error");
+        return;
+    }
+    mp_stanza_set_to(out, &jid);
+    mp_stanza_set_from(out, &from);
+    mp_jid_free(&jid);
+    mp_jid_free(&from);
+    r->req = mp_stanza_ref(iq);
+    pthread_mutex_lock(&relay_lock);
+    r->next = relays;
+    relays = r;
+    pthread_mutex_unlock(&relay_lock);
+    mp_route(out);
+}
+
+/* The answer to a relayed request: back to the client inside <relay/>. */
+static int relay_answer(mp_stanza *st)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    if (!env->id)
+        return HOOK_PASS;
+    pthread_mutex_lock(&relay_lock);
+    struct relay *r = NULL;
+    for (struct relay **p = &relays; *p; p = &(*p)->next)
+        if (!strcmp((*p)->id, env->id)) {
+            r = *p;
+            *p = r->next;
+            break;
+        }
+    pthread_mutex_unlock(&relay_lock);
+    if (!r)
+        return HOOK_PASS;
+    mp_stanza *res = mp_iq_result(r->req);
+    mp_xml *rl = mp_xml_add_child(res, mp_stanza_root(res), "relay", NS_ECHO);
+    mp_xml_add_copy(res, rl, mp_stanza_root(st));
+    mp_iq_reply(res);
+    mp_stanza_unref(r->req);
+    free(r);
+    return HOOK_HANDLED;
+}
+
 static int echo(mp_stanza *st, void *ud)
 {
     (void)ud;
     const struct mp_envelope *env = mp_stanza_envelope(st);
+    if (env->kind == MP_KIND_IQ && (env->type == MP_TYPE_RESULT || env->type == MP_TYPE_ERROR) &&
+        env->to.local && !strcmp(env->to.local, "relay"))
+        return relay_answer(st);
     if (env->kind != MP_KIND_MESSAGE || env->type == MP_TYPE_ERROR || !env->from.domain)
         return HOOK_PASS;
     mp_stanza *r = mp_stanza_copy(st);
@@ -184,6 +278,63 @@ static void echo_feature(mp_session *s, mp_stanza *st, mp_xml *features, void *u
     mp_xml_add_child(st, features, "echo", NS_ECHO);
 }
 
+/* ---- the ad-hoc wizard ---- */
+
+struct wizard {
+    int step; /* 1..3: the form last sent */
+    char words[3][64];
+};
+
+static void wizard_form(mp_adhoc_req *r, struct wizard *w)
+{
+    mp_xml *cmd;
+    mp_stanza *reply = mp_adhoc_reply_new(r, MP_ADHOC_EXECUTING, &cmd);
+    unsigned allowed = w->step > 1 ? MP_ADHOC_ALLOW(MP_ADHOC_PREV) : 0;
+    allowed |= MP_ADHOC_ALLOW(w->step < 3 ? MP_ADHOC_NEXT : MP_ADHOC_COMPLETE);
+    mp_adhoc_actions(r, reply, cmd, allowed, w->step < 3 ? MP_ADHOC_NEXT : MP_ADHOC_COMPLETE);
+    char title[32], stage[16];
+    snprintf(title, sizeof title, "Word %d", w->step);
+    snprintf(stage, sizeof stage, "%d", mp_adhoc_stage(r));
+    mp_xml *form = mp_form_add(reply, cmd, "form", NS_ECHO, title);
+    mp_form_field_add(reply, form, "stage", "hidden", NULL, stage);
+    mp_form_field_add(reply, form, "word", "text-single", title, w->words[w->step - 1]);
+    mp_adhoc_send(r, reply);
+}
+
+static void wizard(mp_adhoc_req *r, void *ud)
+{
+    (void)ud;
+    struct wizard *w = mp_adhoc_state(r);
+    if (!w) {
+        w = calloc(1, sizeof *w);
+        w->step = 1;
+        mp_adhoc_set_state(r, w, free);
+        wizard_form(r, w);
+        return;
+    }
+    enum mp_adhoc_action a = mp_adhoc_action(r);
+    if (a == MP_ADHOC_PREV) {
+        w->step--;
+        wizard_form(r, w);
+        return;
+    }
+    mp_xml *form = mp_adhoc_form(r);
+    const char *word = form ? mp_form_value(mp_adhoc_iq(r), form, "word") : NULL;
+    if (!word) {
+        mp_adhoc_error(r, "modify", "bad-request", "bad-payload");
+        return;
+    }
+    snprintf(w->words[w->step - 1], sizeof w->words[0], "%s", word);
+    if (a == MP_ADHOC_NEXT) {
+        w->step++;
+        wizard_form(r, w);
+        return;
+    }
+    char note[200];
+    snprintf(note, sizeof note, "%s %s %s", w->words[0], w->words[1], w->words[2]);
+    mp_adhoc_complete_note(r, "info", note);
+}
+
 static int load(mp_module *m)
 {
     dom = mp_domain_add(m, mp_module_opt_str(m, "domain"), echo, NULL);
@@ -200,7 +351,8 @@ static int load(mp_module *m)
     mp_notify_add(m, &watch, &subs[0]);
     mp_notify_add(m, &watch, &subs[1]);
     if (mp_domain_iq_register(dom, MP_IQ_GET, NS_PING, pong, NULL) != MAGPIE_OK ||
-        mp_domain_iq_register(dom, MP_IQ_GET, NS_ECHO, stats, NULL) != MAGPIE_OK)
+        mp_domain_iq_register(dom, MP_IQ_GET, NS_ECHO, stats, NULL) != MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_SET, NS_ECHO, relay_start, NULL) != MAGPIE_OK)
         return MAGPIE_ERR;
     if (mp_stream_element_add(m, NS_ECHO, "echo", nonza_echo, NULL) != MAGPIE_OK ||
         mp_stream_element_add(m, NS_ECHO, "decline", nonza_decline, NULL) != MAGPIE_OK)
@@ -210,7 +362,7 @@ static int load(mp_module *m)
         mp_stream_element_add(m, "jabber:client", "echo", nonza_decline, NULL) == MAGPIE_OK)
         return MAGPIE_ERR;
     mp_stream_feature_add(m, MP_FEATURES_POST_AUTH, echo_feature, NULL);
-    return MAGPIE_OK;
+    return mp_adhoc_command_add(m, NS_ECHO "#wizard", "Three words", MP_ADHOC_LOCAL, wizard, NULL);
 }
 
 static const struct mp_option options[] = {
@@ -218,5 +370,18 @@ static const struct mp_option options[] = {
     {NULL, 0, NULL, NULL, 0, 0},
 };
 
+static void unload(mp_module *m)
+{
+    (void)m;
+    pthread_mutex_lock(&relay_lock);
+    while (relays) {
+        struct relay *r = relays;
+        relays = r->next;
+        mp_stanza_unref(r->req);
+        free(r);
+    }
+    pthread_mutex_unlock(&relay_lock);
+}
+
 MP_MODULE_DECLARE("test_echo", "Test: a service domain, filters and notifications", options, load,
-                  NULL, NULL);
+                  unload, NULL);

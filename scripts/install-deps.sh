@@ -30,7 +30,7 @@ libexpat1-dev libevent-dev libssl-dev libconfig-dev libidn11-dev
 libsqlite3-dev libmariadb-dev libhttp-parser-dev libjansson-dev openssl
 ca-certificates procps"
 TEST_PACKAGES="$RUN_PACKAGES git libcmocka-dev libstrophe-dev
-mariadb-server mariadb-client python3 python3-slixmpp sqlite3
+mariadb-server mariadb-client python3 python3-slixmpp python3-aiohttp sqlite3
 clang libclang-rt-14-dev"
 BENCH_PACKAGES="$RUN_PACKAGES python3 prosody lua5.4 mosquitto"
 

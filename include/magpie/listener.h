@@ -49,6 +49,12 @@ int mp_listener_add_tls(mp_module *m, const char *address, int port, const char 
 /* Queues len bytes to the peer. Only from the connection's callbacks or
  * its worker. */
 void mp_conn_write(mp_conn *c, const char *data, size_t len);
+/* Exempts c from the read rate limit (limits.rate) from now on: for a
+ * peer that proved to be trusted (a component after its handshake). */
+void mp_conn_unthrottle(mp_conn *c);
+/* Bytes written with mp_conn_write and not yet sent (a peer that does not
+ * read makes this grow: bound it). */
+size_t mp_conn_queued(mp_conn *c);
 /* Ends the connection once what is queued is written; closed() follows. */
 void mp_conn_close(mp_conn *c);
 /* "host:port" of the peer. */

@@ -20,10 +20,12 @@
 
 #include <magpie/log.h>
 #include <magpie/xml.h>
+#include <magpie/xmlstream.h>
 #include <magpie/proto.h>
 #include <magpie/jid.h>
 #include <magpie/loop.h>
 #include <magpie/storage.h>
 #include <magpie/module.h>
+#include <magpie/adhoc.h>
 
 #endif

@@ -22,8 +22,12 @@
 #include <magpie/jid.h>
 
 /* 2: layered core (2026-12-02): mp_xml_remove takes the stanza, mp_archive_filter
- * has time bounds, routing hooks, stream elements, listeners with TLS, HTTP routes */
-#define MP_MODULE_API_VERSION 2
+ * has time bounds, routing hooks, stream elements, listeners with TLS, HTTP routes
+ * 3: stream management (XEP-0198): struct mp_stream_mgmt, mp_session_manage,
+ * mp_session_handled/received, mp_session_resume, mp_stream_element_add_unbound,
+ * mp_notify.session_resumed, acknowledgement tokens (xml.h);
+ * mp_archive_filter.with_has, mp_archive_count */
+#define MP_MODULE_API_VERSION 3
 
 typedef struct mp_module mp_module;   /* a loaded module instance */
 typedef struct mp_session mp_session; /* a client session (opaque) */
@@ -163,12 +167,25 @@ int mp_filter_add(mp_module *m, enum mp_filter_dir dir, int priority, mp_filter_
  *   account_deleted   an account was deleted (mp_account_deleted: by a
  *                     module, or by `magpiectl user del` through the
  *                     control socket), on the main or a worker thread,
- *                     before the account's sessions are ended */
+ *                     before the account's sessions are ended
+ *   session_resumed   a detached session got a new connection (XEP-0198
+ *                     resumption), on its worker, after the stream
+ *                     management module's <resumed/> and resent stanzas:
+ *                     state tied to the connection starts over (CSI: the
+ *                     client is active again)
+ *   message_held      a routed message (any type; borrowed, shared: read
+ *                     only) was queued on a detached session, one whose
+ *                     connection is gone while it waits to be resumed
+ *                     (XEP-0198): the client will not see it until it
+ *                     resumes (XEP-0357 push notifies here); on the
+ *                     session's worker, after it is queued */
 struct mp_notify {
     void (*session_started)(mp_session *s, void *ud);
     void (*session_ended)(mp_session *s, void *ud);
     void (*presence_changed)(mp_session *s, mp_stanza *presence, int available, void *ud);
     void (*account_deleted)(const char *domain, const char *user, void *ud);
+    void (*session_resumed)(mp_session *s, void *ud);
+    void (*message_held)(mp_session *s, mp_stanza *message, void *ud);
 };
 int mp_notify_add(mp_module *m, const struct mp_notify *n, void *ud);
 
@@ -236,6 +253,91 @@ typedef int (*mp_stream_element_fn)(mp_session *s, mp_stanza *el, void *ud);
 int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
                           void *ud);
 
+/* Same, for an element also accepted after authentication and before
+ * resource binding (XEP-0198 <resume/>): fn then gets the not yet bound
+ * session, whose mp_session_jid has no full JID (->full NULL). */
+int mp_stream_element_add_unbound(mp_module *m, const char *ns, const char *name,
+                                  mp_stream_element_fn fn, void *ud);
+
+/* ---- stream management (XEP-0198) ----
+ * What a stream management module needs from the stream; one module may
+ * register (mp_stream_mgmt_set, in load). Per session it is off until the
+ * module calls mp_session_manage (on <enable/>); from then on:
+ *   sent      every stanza (message, presence, iq) written to the
+ *             session's connection, or given to it while it is detached
+ *             (then nothing is written: the module keeps it and sends it
+ *             again after a resume), in order, on the session's worker;
+ *             st borrowed (take a reference to keep it). Stream elements
+ *             (nonzas) are not reported. Returns MP_FILTER_PASS (written
+ *             as usual) or MP_FILTER_STOP: not written now, the module
+ *             keeps it and sends it itself later (while a <resumed/> waits).
+ *   handled   the count of the client's stanzas handled (mp_session_handled)
+ *             advanced after a deferred acknowledgement completed
+ *             (mp_stanza_defer_ack): time to send an <a/> that is owed.
+ *   resumed   mp_session_resume succeeded: s (detached until now) has the
+ *             new connection, on the connection's worker; runs before
+ *             anything else is written to it. arg is the caller's. (The
+ *             module may wait for `handled` before it answers <resumed/>:
+ *             `sent` returning MP_FILTER_STOP holds stanzas meanwhile.)
+ *   closing   the stream of s is being closed (by either side) while s
+ *             is bound: nothing more is written to it, and it ends once
+ *             the connection is gone (session_ended follows, up to a few
+ *             seconds later). Time to treat unacknowledged stanzas as
+ *             undeliverable.
+ *   resume_failed  mp_session_resume found no session to take over (gone,
+ *             another account's, ended meanwhile): on from's worker, from
+ *             still open and unbound (it may bind), or from NULL if it
+ *             closed meanwhile. arg is the caller's. */
+struct mp_stream_mgmt {
+    int (*sent)(mp_session *s, mp_stanza *st, void *ud);
+    void (*handled)(mp_session *s, uint32_t handled, void *ud);
+    void (*resumed)(mp_session *s, void *arg, void *ud);
+    void (*resume_failed)(mp_session *from, void *arg, void *ud);
+    void (*closing)(mp_session *s, void *ud);
+};
+int mp_stream_mgmt_set(mp_module *m, const struct mp_stream_mgmt *h, void *ud);
+/* On s's worker, s bound: starts stream management on s: the counts of
+ * stanzas from the client start at 0 and `sent` runs for what is written.
+ * resume_timeout > 0: when s loses its connection (EOF, error, timeout)
+ * it is detached for that many seconds instead of ended: it stays bound
+ * and available (no unavailable presence is broadcast), what is sent to
+ * it goes to `sent`, and it ends (session_ended) if not resumed in time. */
+void mp_session_manage(mp_session *s, double resume_timeout);
+/* Stanzas from the client since mp_session_manage that are handled, mod
+ * 2^32: a prefix of what it sent, each routed and made durable where a
+ * module deferred its acknowledgement. *all (if not NULL) is set to 1
+ * when every stanza received so far is handled. */
+uint32_t mp_session_handled(mp_session *s, int *all);
+/* Stanzas received from the client since mp_session_manage, mod 2^32
+ * (handled or not yet): an <a/> owed for an <r/> covers this many. */
+uint32_t mp_session_received(mp_session *s);
+/* On from's worker, from authenticated and not bound: the session of the
+ * same account bound to full JID `full` with id `id` takes over from's
+ * connection (wherever it runs; its old connection, if still open, gets
+ * a closing tag and is dropped). Then `resumed` or `resume_failed` runs
+ * once with arg. MAGPIE_OK (under way), or MAGPIE_NOTFOUND when no such
+ * session is known (nothing runs: answer at once). */
+int mp_session_resume(mp_session *from, const char *full, uint64_t id, void *arg);
+
+/* ---- IQs before authentication ----
+ * XEP-0077 lets a client create an account on a stream it has not
+ * authenticated yet. A module that registers namespace ns here gets IQ
+ * get/set requests whose one child is in ns from unauthenticated client
+ * streams (after STARTTLS where TLS is required); nothing else passes
+ * before authentication (any other stanza still closes the stream with
+ * not-authorized). Such IQs are parsed under the pre-auth size limits and
+ * each one is counted against the per-address connection rate (beyond it
+ * the core answers wait/resource-constraint itself). fn runs on the
+ * stream's worker with the IQ borrowed, host the stream's virtual host and
+ * addr the client's address key (its IP address, "local" when it has
+ * none), both valid during the call. It answers exactly once by
+ * mp_session_send(s, reply): now, or later after finding the stream again
+ * with mp_session_find_stream(id). One handler per namespace: MAGPIE_OK or
+ * MAGPIE_ERR (taken, or invalid). */
+typedef void (*mp_preauth_iq_fn)(mp_session *s, mp_stanza *iq, const char *host, const char *addr,
+                                 void *ud);
+int mp_preauth_iq_register(mp_module *m, const char *ns, mp_preauth_iq_fn fn, void *ud);
+
 enum mp_disco_scope { MP_DISCO_SERVER = 0, MP_DISCO_ACCOUNT = 1 };
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var);
 int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *category,
@@ -254,6 +356,16 @@ void mp_disco_identities_foreach(enum mp_disco_scope scope,
 void mp_disco_items_foreach(enum mp_disco_scope scope,
                             void (*fn)(void *ud, const char *jid, const char *name), void *ud);
 
+/* Node-specific disco (XEP-0030 §3.2, §4.2): a query with a node attribute
+ * is offered to the handlers of its scope in the order added; fn answers
+ * (mp_iq_reply) and returns HOOK_HANDLED, or returns HOOK_PASS for a node
+ * it does not know (nobody: item-not-found). items is 1 for disco#items,
+ * 0 for disco#info. mod_adhoc serves the commands node this way. */
+typedef int (*mp_disco_node_fn)(mp_stanza *iq, const char *node, int items, void *ud);
+int mp_disco_node_add(mp_module *m, enum mp_disco_scope scope, mp_disco_node_fn fn, void *ud);
+/* For mod_disco: offers iq to the node handlers; HOOK_HANDLED or HOOK_PASS. */
+int mp_disco_node_dispatch(enum mp_disco_scope scope, mp_stanza *iq, const char *node, int items);
+
 /* ---- service domains ----
  * A module serves a domain of its own (a MUC service, upload, the device
  * gateway, a component): every stanza whose 'to' has that domainpart
@@ -271,11 +383,20 @@ typedef struct mp_domain mp_domain;
 typedef int (*mp_domain_fn)(mp_stanza *st, void *ud);
 /* Returns the domain's handle, or NULL (invalid, a host, or taken). */
 mp_domain *mp_domain_add(mp_module *m, const char *domain, mp_domain_fn fn, void *ud);
+/* The name of a module's service domain: configured (an option, may be
+ * NULL or "") nameprepped, or "<label>.<first host>" ("conference",
+ * "upload") when nothing is configured, into buf. MAGPIE_OK, or MAGPIE_ERR
+ * (invalid, no host, too long: logged). */
+int mp_service_domain_name(const char *configured, const char *label, char *buf, size_t len);
 int mp_domain_iq_register(mp_domain *d, enum mp_iq_type type, const char *ns, mp_iq_fn fn,
                           void *ud);
 int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type,
                              const char *name);
 int mp_domain_disco_feature(mp_domain *d, const char *var);
+/* Adds a field var=value to the XEP-0128 extended-information form whose
+ * FORM_TYPE is form_type in the domain's disco#info answer (XEP-0363's
+ * max-file-size, say); fields of one form_type make one form. */
+int mp_domain_disco_field(mp_domain *d, const char *form_type, const char *var, const char *value);
 const char *mp_domain_name(const mp_domain *d);
 
 /* ---- routing and hosts ---- */
@@ -301,6 +422,38 @@ const char *mp_host_nth(size_t i);
  * for the recipient of a stanza (offline messages, subscription requests)
  * check first, so a stanza to a nonexistent account stores nothing. */
 int mp_account_exists(const char *host, const char *user, void (*cb)(void *ud, int rc), void *ud);
+/* Account administration for modules (ad-hoc admin commands, in-band
+ * registration). Asynchronous: the SCRAM derivation and the storage write
+ * run off the event loop; cb(ud, rc) runs once on the caller's loop. They
+ * return MAGPIE_OK when queued, MAGPIE_ERR when not (cb never called: a
+ * user name Nodeprep or a password SASLprep refuses, a host not served).
+ *   mp_account_create        rc MAGPIE_OK, MAGPIE_AGAIN (exists, left
+ *                            unchanged) or MAGPIE_ERR (bad name or
+ *                            password, storage)
+ *   mp_account_set_password  MAGPIE_OK, MAGPIE_NOTFOUND or MAGPIE_ERR; the
+ *                            new credentials apply to the next login
+ *   mp_account_remove        MAGPIE_OK, MAGPIE_NOTFOUND or MAGPIE_ERR; on
+ *                            MAGPIE_OK mp_account_deleted has run (the
+ *                            account's sessions are ending)
+ * user is the JID localpart (nodeprep'd here); password in UTF-8. */
+typedef void (*mp_account_cb)(void *ud, int rc);
+int mp_account_create(const char *host, const char *user, const char *password, mp_account_cb cb,
+                      void *ud);
+int mp_account_set_password(const char *host, const char *user, const char *password,
+                            mp_account_cb cb, void *ud);
+int mp_account_remove(const char *host, const char *user, mp_account_cb cb, void *ud);
+/* 1 if jid's bare JID is in the configuration's `admins` list. */
+int mp_is_admin(const mp_jid *jid);
+/* Ends sessions (any thread): every session of a bare JID, or the one
+ * bound to a full JID, with a stream error condition (NULL: a clean close)
+ * and text. Returns how many sessions were told to end. */
+size_t mp_sessions_end(const mp_jid *jid, const char *condition, const char *text);
+/* Collects the full JIDs of every bound session of host (NULL: all
+ * hosts) from every worker; cb(ud, jids, n) then runs once on the
+ * caller's loop (jids valid during the call only, in no particular
+ * order). Returns MAGPIE_OK, or MAGPIE_ERR (not called from a loop). */
+int mp_sessions_list(const char *host, void (*cb)(void *ud, const char *const *jids, size_t n),
+                     void *ud);
 /* Calls fn for each locally available resource of bare JID (on the calling
  * thread, from a snapshot). */
 void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full, int priority),
@@ -316,6 +469,10 @@ const mp_jid *mp_session_jid(mp_session *s); /* full JID once bound */
  * calling worker, or NULL once it has ended (or is closing). */
 uint64_t mp_session_id(mp_session *s);
 mp_session *mp_session_find(uint64_t id);
+/* Like mp_session_find, but also finds a stream of the calling worker
+ * that is not bound yet (one that sent a pre-auth IQ,
+ * mp_preauth_iq_register); NULL once it has ended or is closing. */
+mp_session *mp_session_find_stream(uint64_t id);
 /* Sends st to the client (ownership of the reference taken). */
 void mp_session_send(mp_session *s, mp_stanza *st);
 /* Seconds since the last byte was received from the client. */
@@ -355,6 +512,10 @@ mp_counter *mp_counter_new(mp_module *m, const char *name, const char *help);
 void mp_counter_add(mp_counter *c, uint64_t n);
 
 /* ---- misc ---- */
+/* The server's state directory (config `state_dir`): where a module keeps
+ * files of its own, in a subdirectory named after it. Lives as long as the
+ * configuration. */
+const char *mp_state_dir(void);
 /* Returns a new random id string (hex, NUL-terminated) in buf (>= 17 bytes). */
 void mp_random_id(char *buf, size_t len);
 

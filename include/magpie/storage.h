@@ -89,6 +89,9 @@ typedef struct mp_archive_filter {
     int reverse;       /* newest first */
     int64_t ts_from;   /* only ts >= ts_from (microseconds; 0: no bound) */
     int64_t ts_to;     /* only ts <= ts_to (microseconds; 0: no bound) */
+    /* NULL: any; only items whose with contains this byte string (a module
+     * that files several names in one with, e.g. MUC's nick and real JID) */
+    const char *with_has;
 } mp_archive_filter;
 /* Like mp_archive_append, with the item's timestamp given by the caller
  * (unix microseconds) instead of the time of the call: a module that names
@@ -101,6 +104,12 @@ int mp_archive_append_at(const char *host, const char *store, const char *key, i
 typedef void (*mp_archive_query_cb)(void *ud, int rc, const mp_archive_item *items, size_t n);
 int mp_archive_query(const char *host, const char *store, const char *key,
                      const mp_archive_filter *q, mp_archive_query_cb cb, void *ud);
+/* The number of items of key matching q (its limit and reverse are
+ * ignored): rc MAGPIE_OK with n, or MAGPIE_ERR (n 0). For XEP-0059 counts
+ * and trimming an archive to a size. */
+typedef void (*mp_archive_count_cb)(void *ud, int rc, int64_t n);
+int mp_archive_count(const char *host, const char *store, const char *key,
+                     const mp_archive_filter *q, mp_archive_count_cb cb, void *ud);
 /* Replaces the data of item id of key (its id, ts and with stay), e.g.
  * by a tombstone. The callback gets MAGPIE_OK, MAGPIE_NOTFOUND (no such
  * item) or MAGPIE_ERR. */

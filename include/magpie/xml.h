@@ -203,4 +203,17 @@ mp_stanza *mp_stanza_make_error(mp_stanza *st, const char *error_type, const cha
  * same id, to = req's from, from = req's to. */
 mp_stanza *mp_iq_result(const mp_stanza *req);
 
+/* ---- acknowledgement (XEP-0198: "acknowledged means durable") ----
+ * A stanza a client sent on a stream with stream management carries a
+ * token; the client's <a/> covers the stanza only once the token is done.
+ * The core completes its own part when routing returns; a module that
+ * makes the stanza durable later (an offline store write) defers the
+ * token while it handles the stanza, on the routing thread, and calls
+ * mp_ack_done (any thread) once the write committed or failed. Returns
+ * NULL when st carries no token or its acknowledgement is no longer
+ * pending (nothing to defer; mp_ack_done(NULL) is a no-op). */
+typedef struct mp_ack mp_ack;
+mp_ack *mp_stanza_defer_ack(mp_stanza *st);
+void mp_ack_done(mp_ack *a);
+
 #endif

@@ -166,6 +166,9 @@ void gw_out_add(struct gw_out *o, mp_stanza *st);
 /* Routes everything in o (call without the lock). */
 void gw_out_flush(struct gw_out *o);
 
+/* adhoc.c: the XEP-0050 commands send and status (server and gateway admins) */
+int gw_adhoc_load(mp_module *m);
+
 /* submit.c: commands from the HTTP API and the outbox */
 enum {
     GW_SUBMIT_CREATED = 0, /* new command */

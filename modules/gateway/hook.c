@@ -217,6 +217,7 @@ static char *notice(int64_t aid, const char *dev, int64_t queued_us, int64_t exp
             sends ? "true" : "false",
             !strcmp(sender, "!http")     ? "http"
             : !strcmp(sender, "!outbox") ? "outbox"
+            : !strcmp(sender, "!adhoc")  ? "adhoc"
                                          : "xmpp",
             k);
     return b;

@@ -407,7 +407,7 @@ static int load(mp_module *m)
     mp_domain_disco_feature(d, GW_NS);
     gw_load_all();
     if (gw_api_load(m) != MAGPIE_OK || gw_hook_load(m) != MAGPIE_OK ||
-        gw_outbox_load(m) != MAGPIE_OK)
+        gw_outbox_load(m) != MAGPIE_OK || gw_adhoc_load(m) != MAGPIE_OK)
         return MAGPIE_ERR;
     long long port = mp_module_opt_int(m, "port");
     if (port == 0)

@@ -4,6 +4,8 @@
  * Runs on the room's worker. */
 #include "muc.h"
 
+#include <magpie/proto.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,36 +242,23 @@ void muc_admin_set(struct muc_room *r, mp_stanza *iq)
 
 /* ---- muc#owner: the configuration form ---- */
 
-static void field(mp_stanza *st, mp_xml *form, const char *var, const char *type,
-                  const char *label, const char *value)
+/* A field with one value, empty when value is NULL. */
+static mp_xml *field(mp_stanza *st, mp_xml *form, const char *var, const char *type,
+                     const char *label, const char *value)
 {
-    mp_xml *f = mp_xml_add_child(st, form, "field", NULL);
-    mp_xml_set_attr(st, f, "var", var);
-    if (type)
-        mp_xml_set_attr(st, f, "type", type);
-    if (label)
-        mp_xml_set_attr(st, f, "label", label);
-    mp_xml_add_text(st, mp_xml_add_child(st, f, "value", NULL), value ? value : "",
-                    value ? strlen(value) : 0);
+    return mp_form_field_add(st, form, var, type, label, value ? value : "");
 }
 
-static void options(mp_stanza *st, mp_xml *form, const char *const *vals)
+static void options(mp_stanza *st, mp_xml *f, const char *const *vals)
 {
-    mp_xml *f = form->last_child;
-    for (; *vals; vals++) {
-        mp_xml *o = mp_xml_add_child(st, f, "option", NULL);
-        mp_xml_set_attr(st, o, "label", *vals);
-        mp_xml_add_text(st, mp_xml_add_child(st, o, "value", NULL), *vals, strlen(*vals));
-    }
+    for (; *vals; vals++)
+        mp_form_option_add(st, f, *vals, *vals);
 }
 
 void muc_config_form(struct muc_room *r, mp_stanza *st, mp_xml *parent)
 {
     const struct muc_config *c = &r->cfg;
-    mp_xml *x = mp_xml_add_child(st, parent, "x", NS_XDATA);
-    mp_xml_set_attr(st, x, "type", "form");
-    mp_xml_add_text(st, mp_xml_add_child(st, x, "title", NULL), "Room configuration", 18);
-    field(st, x, "FORM_TYPE", "hidden", NULL, NS_ROOMCONFIG);
+    mp_xml *x = mp_form_add(st, parent, "form", NS_ROOMCONFIG, "Room configuration");
     field(st, x, "muc#roomconfig_roomname", "text-single", "Name", c->name);
     field(st, x, "muc#roomconfig_roomdesc", "text-single", "Description", c->desc);
     field(st, x, "muc#roomconfig_persistentroom", "boolean", "Persistent", c->persistent ? "1" : "0");
@@ -281,24 +270,24 @@ void muc_config_form(struct muc_room *r, mp_stanza *st, mp_xml *parent)
           c->password ? "1" : "0");
     field(st, x, "muc#roomconfig_roomsecret", "text-private", "Password", c->password);
     field(st, x, "muc#roomconfig_moderatedroom", "boolean", "Moderated", c->moderated ? "1" : "0");
-    field(st, x, "muc#roomconfig_whois", "list-single", "Who may discover real JIDs",
-          c->whois_anyone ? "anyone" : "moderators");
+    mp_xml *f = field(st, x, "muc#roomconfig_whois", "list-single", "Who may discover real JIDs",
+                      c->whois_anyone ? "anyone" : "moderators");
     static const char *const whois[] = {"moderators", "anyone", NULL};
-    options(st, x, whois);
+    options(st, f, whois);
     char n[32];
     snprintf(n, sizeof n, "%ld", c->max_users);
-    field(st, x, "muc#roomconfig_maxusers", "list-single", "Maximum occupants",
-          c->max_users ? n : "none");
+    f = field(st, x, "muc#roomconfig_maxusers", "list-single", "Maximum occupants",
+              c->max_users ? n : "none");
     static const char *const maxu[] = {"10", "20", "30", "50", "100", "200", "none", NULL};
-    options(st, x, maxu);
+    options(st, f, maxu);
     field(st, x, "muc#roomconfig_changesubject", "boolean", "Occupants may change the subject",
           c->change_subject ? "1" : "0");
     field(st, x, "muc#roomconfig_allowinvites", "boolean", "Occupants may invite others",
           c->allow_invites ? "1" : "0");
-    field(st, x, "muc#roomconfig_allowpm", "list-single", "Who may send private messages",
-          c->allow_pm ? "anyone" : "none");
+    f = field(st, x, "muc#roomconfig_allowpm", "list-single", "Who may send private messages",
+              c->allow_pm ? "anyone" : "none");
     static const char *const pm[] = {"anyone", "none", NULL};
-    options(st, x, pm);
+    options(st, f, pm);
     snprintf(n, sizeof n, "%ld", c->history_len);
     field(st, x, "muc#maxhistoryfetch", "text-single", "Messages kept for newcomers", n);
     field(st, x, "muc#roomconfig_enablearchiving", "boolean",
@@ -476,7 +465,7 @@ void muc_owner_set(struct muc_room *r, mp_stanza *iq)
         return;
     }
     mp_xml *q = query_of(iq, NS_MUC_OWNER);
-    mp_xml *x = q ? mp_xml_find(q, "x", NS_XDATA) : NULL;
+    mp_xml *x = q ? mp_form_find(q) : NULL;
     mp_xml *d = q ? mp_xml_find(q, "destroy", NS_MUC_OWNER) : NULL;
     if (d) {
         mp_xml *reason = mp_xml_find(d, "reason", NULL), *pw = mp_xml_find(d, "password", NULL);

@@ -20,9 +20,16 @@
  *   <log xmlns='urn:magpie:muc:log:0' sid='..' jid='real full JID' k='m'/>
  *
  * (k: m = message with a body, s = subject change, r = retraction notice),
- * removed before anything is sent. The archive's 'with' column is the
- * sender's nick, for the 'with' filter (an occupant JID, XEP-0313 §4.1.1:
- * "the publisher").
+ * removed before anything is sent. The archive's 'with' column names the
+ * sender twice, "\tn=<nick>\tj=<real bare JID>\t" (a nick holds no
+ * control character, a JID no tab), so the 'with' filter finds the
+ * messages of an occupant JID room@service/nick (XEP-0313 §4.1.1: the
+ * publisher) or of a real bare JID (for askers who may see real JIDs)
+ * with one "contains" match.
+ *
+ * Limits (options): mam_max_messages keeps a room's archive to that many
+ * items (the oldest go), mam_retention_days drops items older than that;
+ * both are enforced after appends, in one count and one delete.
  *
  * Threads: everything runs on the room's worker; storage callbacks come
  * back there (the loop current at the call). A query keeps what it needs
@@ -30,36 +37,19 @@
  * room, which may be gone when the results arrive. */
 #include "muc.h"
 
+#include <magpie/proto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define STORE_LOG  "muc_log"
 #define NS_LOG     "urn:magpie:muc:log:0"
-#define NS_RSM     "http://jabber.org/protocol/rsm"
 #define NS_FORWARD "urn:xmpp:forward:0"
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void stamp_us(int64_t us, char *buf, size_t len)
-{
-    time_t t = (time_t)(us / 1000000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, len - n, ".%06dZ", (int)(us % 1000000));
-}
 
 void muc_stamp(struct muc_room *r, int64_t *us, char sid[MUC_SID_MAX])
 {
     char rnd[17];
-    *us = r->last_ts = muc_next_ts(r->last_ts, now_us());
+    *us = r->last_ts = muc_next_ts(r->last_ts, mp_now_us());
     mp_random_id(rnd, sizeof rnd);
     muc_sid_format(*us, rnd, sid);
 }
@@ -72,12 +62,25 @@ int muc_logging(const struct muc_room *r)
 /* ---- writing ---- */
 
 static void trim_note(struct muc_room *r, int64_t aid);
+static void limits_check(struct muc_room *r);
 
 struct appended {
     char *node;
     int64_t us;
     char kind;
 };
+
+/* The 'with' filter string of a nick ('n') or a real bare JID ('j'):
+ * "\tn=<nick>\t"; malloc'd, caller frees. */
+static char *with_part(char what, const char *v)
+{
+    size_t n = strlen(v) + 5;
+    char *s = malloc(n);
+    if (!s)
+        abort();
+    snprintf(s, n, "\t%c=%s\t", what, v);
+    return s;
+}
 
 static void on_appended(void *ud, int rc, int64_t id)
 {
@@ -96,6 +99,8 @@ static void on_appended(void *ud, int rc, int64_t id)
             }
         if (r && i == (size_t)-1 && a->kind == 'm')
             trim_note(r, id);
+        if (r)
+            limits_check(r);
     }
     free(a->node);
     free(a);
@@ -129,18 +134,27 @@ void muc_log_message(struct muc_room *r, mp_stanza *m, const struct muc_occupant
     if (!r->cfg.mam && (kind != 'm' || r->cfg.history_len <= 0))
         return; /* without archiving, only what history needs */
     char *doc = log_doc(r, m, sid, o ? o->real.full : NULL, kind, 0);
+    char *with = NULL;
+    if (o) {
+        size_t n = strlen(o->nick) + strlen(o->real.bare) + 10;
+        with = malloc(n);
+        if (!with)
+            abort();
+        snprintf(with, n, "\tn=%s\tj=%s\t", o->nick, o->real.bare);
+    }
     struct appended *a = malloc(sizeof *a);
     if (!a)
         abort();
     a->node = muc_strdup(r->node);
     a->us = us;
     a->kind = kind;
-    if (mp_archive_append_at(muc_domain(), STORE_LOG, r->node, us, o ? o->nick : NULL, doc,
-                             strlen(doc), on_appended, a) != MAGPIE_OK) {
+    if (mp_archive_append_at(muc_domain(), STORE_LOG, r->node, us, with, doc, strlen(doc),
+                             on_appended, a) != MAGPIE_OK) {
         mp_log(MP_LOG_WARN, "muc: could not queue the log of a message of %s", r->jid);
         free(a->node);
         free(a);
     }
+    free(with);
     free(doc);
 }
 
@@ -158,6 +172,122 @@ static void trim_note(struct muc_room *r, int64_t aid)
         return;
     r->trim_pending = 0;
     mp_archive_delete(muc_domain(), STORE_LOG, r->node, r->trim_upto, NULL, NULL);
+}
+
+/* ---- archive limits ---- */
+
+/* One trim of a room's log under way; a room has at most one size trim
+ * at a time (r->trim_busy), so each count sees the deletes before it. */
+struct trim {
+    char *node;
+    int size; /* the size trim (not the retention one) */
+};
+
+static void trim_free(struct trim *t)
+{
+    free(t->node);
+    free(t);
+}
+
+static void size_trim(struct muc_room *r);
+
+/* A size trim is over: another if appends came meanwhile. */
+static void trim_done(struct trim *t)
+{
+    struct muc_room *r = t->size ? muc_room_get(t->node) : NULL;
+    if (r) {
+        r->trim_busy = 0;
+        if (r->trim_again) {
+            r->trim_again = 0;
+            size_trim(r);
+        }
+    }
+    trim_free(t);
+}
+
+static void on_trim_deleted(void *ud, int rc)
+{
+    (void)rc;
+    trim_done(ud);
+}
+
+static void on_trim_items(void *ud, int rc, const mp_archive_item *items, size_t n)
+{
+    struct trim *t = ud;
+    if (rc != MAGPIE_OK || n == 0 ||
+        mp_archive_delete(muc_domain(), STORE_LOG, t->node, items[n - 1].id, on_trim_deleted, t) !=
+            MAGPIE_OK)
+        trim_done(t);
+}
+
+/* Fetches the items of t's room matching f and deletes up to the last of
+ * them; takes t. */
+static void trim_upto(struct trim *t, mp_archive_filter *f)
+{
+    if (mp_archive_query(muc_domain(), STORE_LOG, t->node, f, on_trim_items, t) != MAGPIE_OK)
+        trim_done(t);
+}
+
+static void on_trim_count(void *ud, int rc, int64_t n)
+{
+    struct trim *t = ud;
+    long max = (long)mp_module_opt_int(muc_self, "mam_max_messages");
+    if (rc != MAGPIE_OK || n <= max) {
+        trim_done(t);
+        return;
+    }
+    /* the oldest n - max items go, at most 1,000 at a time */
+    int64_t excess = n - max;
+    mp_archive_filter f = {.limit = excess < 1000 ? (size_t)excess : 1000};
+    trim_upto(t, &f);
+}
+
+static struct trim *trim_new(struct muc_room *r, int size)
+{
+    struct trim *t = calloc(1, sizeof *t);
+    if (!t)
+        abort();
+    t->node = muc_strdup(r->node);
+    t->size = size;
+    return t;
+}
+
+/* mam_max_messages: count, then delete the oldest beyond it. */
+static void size_trim(struct muc_room *r)
+{
+    if (r->trim_busy) {
+        r->trim_again = 1;
+        return;
+    }
+    struct trim *t = trim_new(r, 1);
+    r->trim_busy = 1;
+    if (mp_archive_count(muc_domain(), STORE_LOG, r->node, NULL, on_trim_count, t) != MAGPIE_OK)
+        trim_done(t);
+}
+
+/* Enforces mam_max_messages and mam_retention_days on an archiving room's
+ * log, every few appends (every append for small limits, so the archive
+ * never stays above its size for long). */
+static void limits_check(struct muc_room *r)
+{
+    if (!r->cfg.mam)
+        return;
+    long max = (long)mp_module_opt_int(muc_self, "mam_max_messages");
+    long days = (long)mp_module_opt_int(muc_self, "mam_retention_days");
+    long every = max > 0 && max / 8 < 64 ? max / 8 : 64;
+    if (every < 1)
+        every = 1;
+    if (r->mam_appends++ % every != 0)
+        return;
+    if (days > 0) {
+        /* items are numbered in time order in a room: delete up to the
+         * newest that is too old */
+        mp_archive_filter f = {
+            .ts_to = mp_now_us() - (int64_t)days * 86400 * 1000000, .reverse = 1, .limit = 1};
+        trim_upto(trim_new(r, 0), &f);
+    }
+    if (max > 0)
+        size_trim(r);
 }
 
 void muc_log_dropped(struct muc_room *r, const struct muc_hist *h)
@@ -268,9 +398,10 @@ struct mam_q {
     char *queryid;
     int sees_jids; /* the asker may see real JIDs (decided when asked) */
     /* the form and RSM */
-    char *with_nick;
+    char *with; /* the 'with' filter as filed (with_part), or NULL */
     int64_t ts_from, ts_to;
     size_t max;
+    long index; /* RSM <index/>: items to skip from the start, or -1 */
     int backward, flip;
     /* ids to turn into archive ids first: after-id, before-id, RSM after,
      * RSM before; then the 'ids' field */
@@ -281,6 +412,11 @@ struct mam_q {
     mp_stanza **found; /* the 'ids' items, as parsed */
     int64_t *found_ts;
     char **found_sid, **found_jid;
+    /* the page sent, for <fin/> */
+    int complete;
+    char *first, *last;
+    int64_t first_aid; /* the page's oldest item */
+    int64_t count;
 };
 
 enum { L_AFTER_ID, L_BEFORE_ID, L_RSM_AFTER, L_RSM_BEFORE };
@@ -291,7 +427,9 @@ static void mq_free(struct mam_q *q)
     free(q->node);
     free(q->room);
     free(q->queryid);
-    free(q->with_nick);
+    free(q->with);
+    free(q->first);
+    free(q->last);
     for (int i = 0; i < 4; i++)
         free(q->look[i]);
     for (size_t i = 0; i < q->n_ids; i++) {
@@ -340,29 +478,72 @@ static void send_result(struct mam_q *q, mp_stanza *m, const char *sid, const ch
         mp_xml_set_attr(w, res, "queryid", q->queryid);
     mp_xml_set_attr(w, res, "id", sid);
     mp_xml *fw = mp_xml_add_child(w, res, "forwarded", NS_FORWARD);
-    char st[40];
-    stamp_us(ts, st, sizeof st);
-    mp_xml_set_attr(w, mp_xml_add_child(w, fw, "delay", NS_DELAY), "stamp", st);
+    mp_delay_add(w, fw, NULL, ts, NULL);
     mp_xml_add_copy(w, fw, mr);
     mp_route(w);
 }
 
-/* The final IQ result with <fin/> (first and last: the ids of the page's
- * oldest and newest items). */
-static void send_fin(struct mam_q *q, int complete, const char *first, const char *last)
+/* The final IQ result with <fin/>: first and last name the page's oldest
+ * and newest items (first with its index in the whole result set), count
+ * the size of that set. Frees q. */
+static void send_fin(struct mam_q *q, int64_t index)
 {
     mp_stanza *res = mp_iq_result(q->iq);
     mp_xml *fin = mp_xml_add_child(res, mp_stanza_root(res), "fin", NS_MAM);
-    if (complete)
+    if (q->complete)
         mp_xml_set_attr(res, fin, "complete", "true");
-    mp_xml *set = mp_xml_add_child(res, fin, "set", NS_RSM);
-    if (first && last) {
-        mp_xml_add_text(res, mp_xml_add_child(res, set, "first", NULL), first, strlen(first));
-        mp_xml_add_text(res, mp_xml_add_child(res, set, "last", NULL), last, strlen(last));
-    } else {
-        mp_xml_add_text(res, mp_xml_add_child(res, set, "count", NULL), "0", 1);
-    }
+    mp_rsm_add_result(res, fin, q->first && q->last ? q->first : NULL,
+                      index > INT32_MAX ? -1 : (int)index, q->last,
+                      q->count > INT32_MAX ? INT32_MAX : (int)q->count);
     mp_iq_reply(res);
+    mq_free(q);
+}
+
+/* The query's filter without its RSM paging: the result set that count
+ * and index are about (XEP-0059 §2.1). */
+static mp_archive_filter result_set(const struct mam_q *q)
+{
+    mp_archive_filter f = {0};
+    f.with_has = q->with;
+    f.ts_from = q->ts_from;
+    f.ts_to = q->ts_to;
+    f.after_id = q->aid[L_AFTER_ID];
+    f.before_id = q->aid[L_BEFORE_ID];
+    return f;
+}
+
+static void on_index(void *ud, int rc, int64_t n)
+{
+    struct mam_q *q = ud;
+    if (rc != MAGPIE_OK) {
+        mq_error(q, "wait", "internal-server-error");
+        return;
+    }
+    send_fin(q, n);
+}
+
+static void on_count(void *ud, int rc, int64_t n)
+{
+    struct mam_q *q = ud;
+    if (rc != MAGPIE_OK) {
+        mq_error(q, "wait", "internal-server-error");
+        return;
+    }
+    q->count = n;
+    /* The index is optional (XEP-0059 §2.6). Pages fetched backwards leave
+     * it out: the last page's index plus its size is the count, which
+     * clients iterating backwards (slixmpp's XEP-0059 iterator) take for
+     * the end of the set and stop after one page. */
+    if (!q->first_aid || q->backward) {
+        send_fin(q, -1);
+        return;
+    }
+    /* the first item's index: how many of the set come before it */
+    mp_archive_filter f = result_set(q);
+    if (!f.before_id || q->first_aid < f.before_id)
+        f.before_id = q->first_aid;
+    if (mp_archive_count(muc_domain(), STORE_LOG, q->node, &f, on_index, q) != MAGPIE_OK)
+        mq_error(q, "wait", "internal-server-error");
 }
 
 static void on_page(void *ud, int rc, const mp_archive_item *items, size_t got)
@@ -372,9 +553,14 @@ static void on_page(void *ud, int rc, const mp_archive_item *items, size_t got)
         mq_error(q, "wait", "internal-server-error");
         return;
     }
+    /* RSM <index/>: the page starts that many items into the set */
+    size_t skip = q->index > 0 ? (size_t)q->index : 0;
+    if (skip > got)
+        skip = got;
+    items += skip;
+    got -= skip;
     size_t n;
-    int complete = muc_page(got, q->max, &n);
-    char *first = NULL, *last = NULL;
+    q->complete = muc_page(got, q->max, &n);
     for (size_t j = 0; j < n; j++) {
         const mp_archive_item *it = &items[muc_page_index(n, q->backward, q->flip, j)];
         const char *sid, *jid;
@@ -388,52 +574,47 @@ static void on_page(void *ud, int rc, const mp_archive_item *items, size_t got)
         }
         /* first/last name the page's oldest and newest items, flipped or not */
         size_t chrono = q->flip ? n - 1 - j : j;
-        if (chrono == 0)
-            muc_set_str(&first, sid);
+        if (chrono == 0) {
+            muc_set_str(&q->first, sid);
+            q->first_aid = it->id;
+        }
         if (chrono == n - 1)
-            muc_set_str(&last, sid);
+            muc_set_str(&q->last, sid);
         send_result(q, m, sid, jid, it->ts);
         mp_stanza_unref(m);
     }
-    send_fin(q, complete, first, last);
-    free(first);
-    free(last);
-    mq_free(q);
+    mp_archive_filter f = result_set(q);
+    if (mp_archive_count(muc_domain(), STORE_LOG, q->node, &f, on_count, q) != MAGPIE_OK)
+        mq_error(q, "wait", "internal-server-error");
 }
 
 static void run_page(struct mam_q *q)
 {
-    mp_archive_filter f = {0};
-    f.with = q->with_nick;
-    f.ts_from = q->ts_from;
-    f.ts_to = q->ts_to;
-    f.limit = q->max + 1;
+    mp_archive_filter f = result_set(q);
+    f.limit = q->max + 1 + (q->index > 0 ? (size_t)q->index : 0);
     f.reverse = q->backward;
     /* the tighter of the form's and RSM's bounds */
-    int64_t after =
-        q->aid[L_AFTER_ID] > q->aid[L_RSM_AFTER] ? q->aid[L_AFTER_ID] : q->aid[L_RSM_AFTER];
-    int64_t before = q->aid[L_BEFORE_ID];
-    if (q->aid[L_RSM_BEFORE] && (!before || q->aid[L_RSM_BEFORE] < before))
-        before = q->aid[L_RSM_BEFORE];
-    f.after_id = after;
-    f.before_id = before;
+    if (q->aid[L_RSM_AFTER] > f.after_id)
+        f.after_id = q->aid[L_RSM_AFTER];
+    if (q->aid[L_RSM_BEFORE] && (!f.before_id || q->aid[L_RSM_BEFORE] < f.before_id))
+        f.before_id = q->aid[L_RSM_BEFORE];
     if (mp_archive_query(muc_domain(), STORE_LOG, q->node, &f, on_page, q) != MAGPIE_OK)
         mq_error(q, "wait", "internal-server-error");
 }
 
-/* The 'ids' field: the items found, in the order asked. */
+/* The 'ids' field: the items found, in the order asked; the set is them. */
 static void send_ids(struct mam_q *q)
 {
-    const char *first = NULL, *last = NULL;
     for (size_t i = 0; i < q->n_ids; i++) {
         size_t k = q->flip ? q->n_ids - 1 - i : i;
-        if (!first)
-            first = q->found_sid[k];
-        last = q->found_sid[k];
+        if (!q->first)
+            q->first = muc_strdup(q->found_sid[k]);
+        muc_set_str(&q->last, q->found_sid[k]);
         send_result(q, q->found[k], q->found_sid[k], q->found_jid[k], q->found_ts[k]);
     }
-    send_fin(q, 1, first, last);
-    mq_free(q);
+    q->complete = 1;
+    q->count = (int64_t)q->n_ids;
+    send_fin(q, q->n_ids ? 0 : -1);
 }
 
 static void next_lookup(struct mam_q *q);
@@ -526,21 +707,29 @@ static int mam_allowed(struct muc_room *r, mp_stanza *iq, int *sees_jids)
     return 1;
 }
 
-static const char *field_value(mp_stanza *iq, mp_xml *f)
+/* The 'with' field (XEP-0313 §4.1.1): an occupant JID room@service/nick
+ * finds what that nick published; a real JID (its bare part) what that
+ * user published, for askers who may see real JIDs (a non-anonymous room,
+ * or a moderator). Returns NULL or an error condition. */
+static const char *read_with(struct muc_room *r, struct mam_q *q, const char *v, const char **type)
 {
-    mp_xml *v = mp_xml_find(f, "value", NULL);
-    return v ? mp_xml_text(iq, v) : NULL;
-}
-
-static long child_long(mp_stanza *iq, mp_xml *el, const char *name, long def)
-{
-    mp_xml *c = mp_xml_find(el, name, NULL);
-    if (!c)
-        return def;
-    char *end;
-    const char *t = mp_xml_text(iq, c);
-    long v = strtol(t, &end, 10);
-    return *t && !*end && v >= 0 ? v : -1;
+    mp_jid j;
+    if (mp_jid_parse(&j, v) != MAGPIE_OK)
+        return "jid-malformed";
+    const char *cond = NULL;
+    if (strcmp(j.bare, r->jid) == 0) {
+        if (j.resource)
+            q->with = with_part('n', j.resource);
+        /* the room's own JID: every message */
+    } else if (q->sees_jids) {
+        q->with = with_part('j', j.bare);
+    } else {
+        /* a semi-anonymous room does not tell who is behind a nick */
+        *type = "auth";
+        cond = "forbidden";
+    }
+    mp_jid_free(&j);
+    return cond;
 }
 
 /* Reads the query form into q; returns NULL or an error condition (with
@@ -549,41 +738,34 @@ static const char *read_query(struct muc_room *r, mp_stanza *iq, mp_xml *query, 
                               const char **type)
 {
     *type = "modify";
-    mp_xml *x = mp_xml_find(query, "x", NS_XDATA);
+    mp_xml *x = mp_form_find(query);
+    if (x) {
+        const char *ft = mp_form_form_type(iq, x);
+        if (ft && strcmp(ft, NS_MAM) != 0)
+            return "bad-request";
+    }
     for (mp_xml *f = x ? mp_xml_find(x, "field", NULL) : NULL; f;
          f = mp_xml_find_next(f, "field", NULL)) {
         const char *var = mp_xml_get_attr(f, "var");
-        const char *v = field_value(iq, f);
-        if (!var)
+        if (!var || strcmp(var, "FORM_TYPE") == 0)
             continue;
-        if (strcmp(var, "FORM_TYPE") == 0) {
-            if (!v || strcmp(v, NS_MAM) != 0)
-                return "bad-request";
-        } else if (strcmp(var, "start") == 0 || strcmp(var, "end") == 0) {
+        const char *v = mp_form_value(iq, x, var);
+        if (strcmp(var, "start") == 0 || strcmp(var, "end") == 0) {
             if (!v)
                 continue;
-            int64_t t = muc_parse_datetime(v);
-            if (t < 0)
+            int64_t t;
+            if (mp_datetime_parse(v, &t) != 0)
                 return "bad-request";
             if (var[0] == 's')
-                q->ts_from = t * 1000000 > 0 ? t * 1000000 : 1;
-            else
-                q->ts_to = t * 1000000 + 999999; /* the whole second */
+                q->ts_from = t > 0 ? t : 1;
+            else /* a time in whole seconds ends with its second */
+                q->ts_to = strchr(v, '.') ? t : t + 999999;
         } else if (strcmp(var, "with") == 0) {
             if (!v || !*v)
                 continue;
-            mp_jid j;
-            if (mp_jid_parse(&j, v) != MAGPIE_OK)
-                return "jid-malformed";
-            int ours = strcmp(j.bare, r->jid) == 0;
-            if (ours && j.resource)
-                q->with_nick = muc_strdup(j.resource);
-            mp_jid_free(&j);
-            if (!ours) {
-                /* a real JID: the archive is searched by occupant JID only */
-                *type = "cancel";
-                return "feature-not-implemented";
-            }
+            const char *cond = read_with(r, q, v, type);
+            if (cond)
+                return cond;
         } else if (strcmp(var, "after-id") == 0 || strcmp(var, "before-id") == 0) {
             if (v && *v)
                 muc_set_str(&q->look[var[0] == 'a' ? L_AFTER_ID : L_BEFORE_ID], v);
@@ -603,32 +785,35 @@ static const char *read_query(struct muc_room *r, mp_stanza *iq, mp_xml *query, 
         }
     }
     long page_max = (long)mp_module_opt_int(muc_self, "mam_page_max");
-    q->max = (size_t)page_max;
-    mp_xml *set = mp_xml_find(query, "set", NS_RSM);
-    if (set) {
-        long m = child_long(iq, set, "max", page_max);
-        if (m < 0)
+    struct mp_rsm rsm;
+    if (mp_rsm_parse(iq, query, &rsm) != 0)
+        return "bad-request"; /* also both after and before (§4.3.2: use the ids) */
+    q->max = rsm.max >= 0 && rsm.max < page_max ? (size_t)rsm.max : (size_t)page_max;
+    q->index = rsm.index;
+    if (rsm.after) {
+        if (!*rsm.after)
             return "bad-request";
-        q->max = m < page_max ? (size_t)m : (size_t)page_max;
-        mp_xml *after = mp_xml_find(set, "after", NULL);
-        mp_xml *before = mp_xml_find(set, "before", NULL);
-        if (after && before)
-            return "bad-request"; /* XEP-0313 §4.3.2: use before-id and after-id */
-        if (after) {
-            const char *t = mp_xml_text(iq, after);
-            if (!*t)
-                return "bad-request";
-            muc_set_str(&q->look[L_RSM_AFTER], t);
+        muc_set_str(&q->look[L_RSM_AFTER], rsm.after);
+    }
+    if (rsm.before) {
+        /* RSM §2.5: paging backwards; empty: the last page */
+        q->backward = 1;
+        if (*rsm.before)
+            muc_set_str(&q->look[L_RSM_BEFORE], rsm.before);
+    }
+    if (rsm.index >= 0) {
+        /* XEP-0059 §2.6: an index is counted from the start of the set,
+         * not combined with after/before; reading it means reading every
+         * item before it, so it is bounded like an archive */
+        long most = (long)mp_module_opt_int(muc_self, "mam_max_messages");
+        if (rsm.after || rsm.before)
+            return "bad-request";
+        if (most <= 0)
+            most = 10000;
+        if (rsm.index > most) {
+            *type = "cancel";
+            return "item-not-found";
         }
-        if (before) {
-            /* RSM §2.5: paging backwards; empty: the last page */
-            const char *t = mp_xml_text(iq, before);
-            q->backward = 1;
-            if (*t)
-                muc_set_str(&q->look[L_RSM_BEFORE], t);
-        }
-        if (mp_xml_find(set, "index", NULL))
-            return "feature-not-implemented";
     }
     q->flip = mp_xml_find(query, "flip-page", NULL) != NULL;
     if (q->n_ids) {
@@ -662,6 +847,7 @@ void muc_mam_query(struct muc_room *r, mp_stanza *iq)
     q->room = muc_strdup(r->jid);
     q->queryid = muc_strdup(mp_xml_get_attr(query, "queryid"));
     q->sees_jids = sees;
+    q->count = -1;
     const char *type, *cond = read_query(r, iq, query, q, &type);
     if (cond) {
         mq_error(q, type, cond);
@@ -671,13 +857,6 @@ void muc_mam_query(struct muc_room *r, mp_stanza *iq)
 }
 
 /* ---- the form and the metadata (iq get) ---- */
-
-static void form_field(mp_stanza *st, mp_xml *x, const char *var, const char *type)
-{
-    mp_xml *f = mp_xml_add_child(st, x, "field", NULL);
-    mp_xml_set_attr(st, f, "var", var);
-    mp_xml_set_attr(st, f, "type", type);
-}
 
 struct meta {
     mp_stanza *iq;
@@ -726,15 +905,13 @@ static void on_meta_end(void *ud, int rc, const mp_archive_item *items, size_t n
     mp_stanza *res = mp_iq_result(m->iq);
     mp_xml *md = mp_xml_add_child(res, mp_stanza_root(res), "metadata", NS_MAM);
     if (m->first_sid && last) {
-        char st[40];
+        char st[MP_DATETIME_MAX];
         mp_xml *s = mp_xml_add_child(res, md, "start", NULL);
         mp_xml_set_attr(res, s, "id", m->first_sid);
-        stamp_us(m->first_ts, st, sizeof st);
-        mp_xml_set_attr(res, s, "timestamp", st);
+        mp_xml_set_attr(res, s, "timestamp", mp_datetime_format(m->first_ts, st, sizeof st));
         mp_xml *e = mp_xml_add_child(res, md, "end", NULL);
         mp_xml_set_attr(res, e, "id", last);
-        stamp_us(ts, st, sizeof st);
-        mp_xml_set_attr(res, e, "timestamp", st);
+        mp_xml_set_attr(res, e, "timestamp", mp_datetime_format(ts, st, sizeof st));
     }
     mp_iq_reply(res);
     free(last);
@@ -781,20 +958,13 @@ void muc_mam_get(struct muc_room *r, mp_stanza *iq)
     /* XEP-0313 §4.1.5: the fields a query may use */
     mp_stanza *res = mp_iq_result(iq);
     mp_xml *rq = mp_xml_add_child(res, mp_stanza_root(res), "query", NS_MAM);
-    mp_xml *x = mp_xml_add_child(res, rq, "x", NS_XDATA);
-    mp_xml_set_attr(res, x, "type", "form");
-    mp_xml *ft = mp_xml_add_child(res, x, "field", NULL);
-    mp_xml_set_attr(res, ft, "var", "FORM_TYPE");
-    mp_xml_set_attr(res, ft, "type", "hidden");
-    mp_xml_add_text(res, mp_xml_add_child(res, ft, "value", NULL), NS_MAM, strlen(NS_MAM));
-    form_field(res, x, "with", "jid-single");
-    form_field(res, x, "start", "text-single");
-    form_field(res, x, "end", "text-single");
-    form_field(res, x, "before-id", "text-single");
-    form_field(res, x, "after-id", "text-single");
-    mp_xml *ids = mp_xml_add_child(res, x, "field", NULL);
-    mp_xml_set_attr(res, ids, "var", "ids");
-    mp_xml_set_attr(res, ids, "type", "list-multi");
+    mp_xml *x = mp_form_add(res, rq, "form", NS_MAM, NULL);
+    mp_form_field_add(res, x, "with", "jid-single", NULL, NULL);
+    mp_form_field_add(res, x, "start", "text-single", NULL, NULL);
+    mp_form_field_add(res, x, "end", "text-single", NULL, NULL);
+    mp_form_field_add(res, x, "before-id", "text-single", NULL, NULL);
+    mp_form_field_add(res, x, "after-id", "text-single", NULL, NULL);
+    mp_xml *ids = mp_form_field_add(res, x, "ids", "list-multi", NULL, NULL);
     mp_xml *val =
         mp_xml_add_child(res, ids, "validate", "http://jabber.org/protocol/xdata-validate");
     mp_xml_set_attr(res, val, "datatype", "xs:string");

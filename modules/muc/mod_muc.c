@@ -309,7 +309,8 @@ struct room_iq {
 static const struct room_iq admin_get = {muc_admin_get}, admin_set = {muc_admin_set},
                             owner_get = {muc_owner_get}, owner_set = {muc_owner_set},
                             mam_query = {muc_mam_query}, mam_get = {muc_mam_get},
-                            moderate = {muc_moderate};
+                            moderate = {muc_moderate}, register_get = {muc_register_get},
+                            register_set = {muc_register_set};
 
 static void on_room_iq(mp_stanza *iq, void *ud)
 {
@@ -467,18 +468,9 @@ static const struct mp_notify notify = {
 static int load(mp_module *m)
 {
     muc_self = m;
-    const char *d = mp_module_opt_str(m, "domain");
-    if (!d || !*d) {
-        const char *host = mp_host_nth(0);
-        if (!host) {
-            mp_log(MP_LOG_ERROR, "muc: no virtual host to name the service after; set 'domain'");
-            return MAGPIE_ERR;
-        }
-        snprintf(domain_name, sizeof domain_name, "conference.%s", host);
-    } else if (mp_jid_nameprep(d, domain_name, sizeof domain_name) != MAGPIE_OK) {
-        mp_log(MP_LOG_ERROR, "muc: invalid domain '%s'", d);
+    if (mp_service_domain_name(mp_module_opt_str(m, "domain"), "conference", domain_name,
+                               sizeof domain_name) != MAGPIE_OK)
         return MAGPIE_ERR;
-    }
     const char *who = mp_module_opt_str(m, "create_rooms");
     if (strcmp(who, "anyone") != 0 && strcmp(who, "local") != 0 && strcmp(who, "nobody") != 0) {
         mp_log(MP_LOG_ERROR, "muc: create_rooms must be \"anyone\", \"local\" or \"nobody\"");
@@ -511,6 +503,10 @@ static int load(mp_module *m)
             MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_GET, NS_MAM, on_room_iq, (void *)&mam_get) != MAGPIE_OK ||
         mp_domain_iq_register(dom, MP_IQ_SET, NS_MODERATE, on_room_iq, (void *)&moderate) !=
+            MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_GET, NS_REGISTER, on_room_iq, (void *)&register_get) !=
+            MAGPIE_OK ||
+        mp_domain_iq_register(dom, MP_IQ_SET, NS_REGISTER, on_room_iq, (void *)&register_set) !=
             MAGPIE_OK)
         return MAGPIE_ERR;
     mp_filter_add(m, MP_FILTER_IN, 0, track, NULL);
@@ -562,6 +558,12 @@ static const struct mp_option options[] = {
      0, 0},
     {"mam_page_max", MP_OPT_INT, "100", "Most archived messages one XEP-0313 query returns", 1,
      1000},
+    {"allow_register", MP_OPT_BOOL, "true",
+     "Users may register with rooms (XEP-0045 7.10): they become members and reserve a nick", 0, 0},
+    {"mam_max_messages", MP_OPT_INT, "10000",
+     "Most messages a room's archive keeps; the oldest go (0: no limit)", 0, 100000000},
+    {"mam_retention_days", MP_OPT_INT, "0",
+     "Days a room's archived messages are kept (0: for ever)", 0, 36500},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 

@@ -20,6 +20,8 @@
  * notice. */
 #include "muc.h"
 
+#include <magpie/proto.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,11 +75,8 @@ static mp_stanza *tombstone(mp_stanza *m, const struct mod_req *q)
     for (const mp_xml_attr *a = mr->attrs; a; a = a->next)
         if (strcmp(a->name, "to") != 0)
             mp_xml_set_attr(t, root, a->name, a->value);
-    char stamp[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char stamp[MP_DATETIME_MAX];
+    mp_datetime_format(mp_now_us() / 1000000 * 1000000, stamp, sizeof stamp);
     mp_xml *r = mp_xml_add_child(t, root, "retracted", NS_RETRACT);
     mp_xml_set_attr(t, r, "stamp", stamp);
     add_moderation(t, r, q);

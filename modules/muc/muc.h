@@ -13,6 +13,8 @@
  *   log.c      the room's log in an archive store: stanza ids (XEP-0359),
  *              history across restarts, XEP-0313 archive queries
  *   moderate.c XEP-0425 moderated retraction (tombstones in the log)
+ *   voice.c    voice requests and their approval (§7.13, §8.6)
+ *   register.c registration with a room, reserved nicks (§7.10, §7.12)
  *   rules.c    pure rules: permissions, history selection (rules.h)
  *
  * Threads: every stanza whose 'to' is room@domain[/nick] runs on the worker
@@ -44,6 +46,7 @@
 #define NS_SID         "urn:xmpp:sid:0"
 #define NS_MODERATE    "urn:xmpp:message-moderate:1"
 #define NS_RETRACT     "urn:xmpp:message-retract:1"
+#define NS_REGISTER    "jabber:iq:register"
 
 struct muc_config {
     char *name;
@@ -60,7 +63,10 @@ struct muc_config {
 
 struct muc_occupant {
     char *nick;
-    mp_jid real;         /* full JID of the occupant's session */
+    mp_jid real;  /* full JID of the occupant's (first) session */
+    mp_jid *more; /* further sessions of the same bare JID sharing the
+                   * nick (multi-session occupant), n_more of them */
+    size_t n_more;
     enum muc_role role;
     char occupant_id[40]; /* XEP-0421, stable per room and bare JID */
     mp_stanza *pres;     /* last available presence from the client (referenced) */
@@ -97,6 +103,8 @@ struct muc_room {
     int64_t last_ts;             /* last log time given (muc_stamp), µs */
     int64_t trim_upto;           /* log items up to this id may go (no archiving) */
     int trim_pending;
+    unsigned long mam_appends; /* logged while archiving, for the limits' checks */
+    int trim_busy, trim_again; /* a size trim of the log under way / wanted after it */
 };
 
 /* ---- mod_muc.c ---- */
@@ -205,7 +213,26 @@ void muc_log_replace(struct muc_room *r, int64_t aid, mp_stanza *m, const char *
 /* XEP-0425: a moderator's retraction request (iq set to the room). */
 void muc_moderate(struct muc_room *r, mp_stanza *iq);
 
+/* ---- voice.c ---- */
+/* Is st (a message to the room) a muc#request form? */
+int muc_is_voice_form(mp_stanza *st);
+/* A voice request or a moderator's approval (st borrowed). */
+void muc_voice_message(struct muc_room *r, mp_stanza *st);
+
+/* ---- register.c ---- */
+/* jabber:iq:register on the room's JID (get: the form, set: register). */
+void muc_register_get(struct muc_room *r, mp_stanza *iq);
+void muc_register_set(struct muc_room *r, mp_stanza *iq);
+/* The nick reserved for bare in r (its affiliation item's), or NULL. */
+const char *muc_reserved_nick(struct muc_room *r, const char *bare);
+/* Is nick reserved in r for a user other than bare? */
+int muc_nick_reserved_by_other(struct muc_room *r, const char *nick, const char *bare);
+/* disco#info node x-roomuser-item: the asker's reserved nick (§7.12). */
+void muc_reserved_nick_info(struct muc_room *r, mp_stanza *iq);
+
 /* ---- helpers (room.c) ---- */
+/* Sends st (built without 'to'; taken) to every session of occupant o. */
+void muc_occ_send(const struct muc_occupant *o, mp_stanza *st);
 /* Sends m (built without 'to', kept by the caller) to every occupant. */
 void muc_fan_out(struct muc_room *r, mp_stanza *m);
 /* Adds r's <stanza-id/> (XEP-0359) with id sid to m. */

@@ -8,6 +8,8 @@
  * the children shared), never a copy of the payload. */
 #include "muc.h"
 
+#include <magpie/proto.h>
+
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,14 +85,6 @@ static int64_t now_unix(void)
     return (int64_t)time(NULL);
 }
 
-static void stamp(int64_t t, char *buf, size_t len)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* ---- rooms ---- */
 
 struct muc_room *muc_room_new(const char *node)
@@ -109,10 +103,56 @@ struct muc_room *muc_room_new(const char *node)
     return r;
 }
 
+/* Sends st (built without 'to'; taken) to every session of o: copies to
+ * the further sessions, st itself to the first. */
+void muc_occ_send(const struct muc_occupant *o, mp_stanza *st)
+{
+    for (size_t i = 0; i < o->n_more; i++) {
+        mp_stanza *c = mp_stanza_copy(st);
+        mp_stanza_set_to(c, &o->more[i]);
+        mp_route(c);
+    }
+    mp_stanza_set_to(st, &o->real);
+    mp_route(st);
+}
+
+/* Sends shared (kept by the caller, its envelope parsed) to every session
+ * of o, an envelope copy each. */
+static void occ_send_copy(mp_stanza *shared, const struct muc_occupant *o)
+{
+    send_copy(shared, &o->real);
+    for (size_t i = 0; i < o->n_more; i++)
+        send_copy(shared, &o->more[i]);
+}
+
+/* Index of session full among o's: 0 the first, 1.. the further ones
+ * (more[i - 1]); -1 if not o's. */
+static long occ_session(const struct muc_occupant *o, const char *full)
+{
+    if (strcmp(o->real.full, full) == 0)
+        return 0;
+    for (size_t i = 0; i < o->n_more; i++)
+        if (strcmp(o->more[i].full, full) == 0)
+            return (long)i + 1;
+    return -1;
+}
+
+/* Removes session k (occ_session) of an occupant that has more than one;
+ * the last further session takes the place of a first one that goes. */
+static void occ_drop_session(struct muc_occupant *o, long k)
+{
+    mp_jid *gone = k == 0 ? &o->real : &o->more[k - 1];
+    mp_jid_free(gone);
+    *gone = o->more[--o->n_more];
+}
+
 static void occ_free(struct muc_occupant *o)
 {
     free(o->nick);
     mp_jid_free(&o->real);
+    for (size_t i = 0; i < o->n_more; i++)
+        mp_jid_free(&o->more[i]);
+    free(o->more);
     if (o->pres)
         mp_stanza_unref(o->pres);
     free(o);
@@ -179,7 +219,7 @@ struct muc_occupant *muc_occ_by_nick(struct muc_room *r, const char *nick)
 struct muc_occupant *muc_occ_by_jid(struct muc_room *r, const char *full)
 {
     for (size_t i = 0; i < r->n_occ; i++)
-        if (strcmp(r->occ[i]->real.full, full) == 0)
+        if (occ_session(r->occ[i], full) >= 0)
             return r->occ[i];
     return NULL;
 }
@@ -357,7 +397,7 @@ static void broadcast(struct muc_room *r, struct muc_occupant *o, struct pres_op
             variant[j] = occ_presence(r, o, &po);
             mp_stanza_envelope(variant[j]);
         }
-        send_copy(variant[j], &x->real);
+        occ_send_copy(variant[j], x);
     }
     for (int j = 0; j < 2; j++)
         if (variant[j])
@@ -366,9 +406,7 @@ static void broadcast(struct muc_room *r, struct muc_occupant *o, struct pres_op
         po.with_jid = 1;
         po.codes = self_codes;
         po.n_codes = n_self;
-        mp_stanza *p = occ_presence(r, o, &po);
-        mp_stanza_set_to(p, &o->real);
-        mp_route(p);
+        muc_occ_send(o, occ_presence(r, o, &po));
     }
 }
 
@@ -399,8 +437,9 @@ void muc_remove_occupant(struct muc_room *r, struct muc_occupant *o, const int *
     occ_free(o);
 }
 
-/* Sends every other occupant's presence to o (entering, §7.2.3). */
-static void send_occupants_to(struct muc_room *r, struct muc_occupant *o)
+/* Sends every other occupant's presence to o's session to (entering,
+ * §7.2.3). */
+static void send_occupants_to(struct muc_room *r, struct muc_occupant *o, const mp_jid *to)
 {
     for (size_t i = 0; i < r->n_occ; i++) {
         struct muc_occupant *x = r->occ[i];
@@ -408,7 +447,7 @@ static void send_occupants_to(struct muc_room *r, struct muc_occupant *o)
             continue;
         struct pres_opts po = {0, sees_jids(r, o), NULL, 0, NULL, NULL, NULL};
         mp_stanza *p = occ_presence(r, x, &po);
-        mp_stanza_set_to(p, &o->real);
+        mp_stanza_set_to(p, to);
         mp_route(p);
     }
 }
@@ -444,7 +483,8 @@ static long attr_long(const mp_xml *el, const char *name)
     return *end || n < 0 ? -1 : n;
 }
 
-static void send_history(struct muc_room *r, struct muc_occupant *o, mp_stanza *join)
+/* The history a joiner asked for (join, its presence) to its session to. */
+static void send_history(struct muc_room *r, const mp_jid *to, mp_stanza *join)
 {
     if (r->n_hist == 0)
         return;
@@ -456,8 +496,9 @@ static void send_history(struct muc_room *r, struct muc_occupant *o, mp_stanza *
         req.maxstanzas = attr_long(h, "maxstanzas");
         req.seconds = attr_long(h, "seconds");
         const char *since = mp_xml_get_attr(h, "since");
+        int64_t us;
         if (since)
-            req.since = muc_parse_datetime(since);
+            req.since = mp_datetime_parse(since, &us) == 0 ? us / 1000000 : -1;
     }
     struct muc_hist_meta *meta = calloc(r->n_hist, sizeof *meta);
     if (!meta)
@@ -475,12 +516,9 @@ static void send_history(struct muc_room *r, struct muc_occupant *o, mp_stanza *
     for (size_t i = first; i < r->n_hist; i++) {
         /* a delay child is added: this copy is the joiner's own */
         mp_stanza *c = mp_stanza_copy(r->hist[i].st);
-        mp_xml *d = mp_xml_add_child(c, mp_stanza_root(c), "delay", NS_DELAY);
-        char ts[32];
-        stamp(r->hist[i].ts, ts, sizeof ts);
-        mp_xml_set_attr(c, d, "from", r->jid);
-        mp_xml_set_attr(c, d, "stamp", ts);
-        mp_stanza_set_to(c, &o->real);
+        mp_delay_add(c, mp_stanza_root(c), r->jid,
+                     r->hist[i].us ? r->hist[i].us : r->hist[i].ts * 1000000, NULL);
+        mp_stanza_set_to(c, to);
         mp_route(c);
     }
 }
@@ -525,17 +563,71 @@ static const char *join_refusal(struct muc_room *r, mp_stanza *st, const char **
     *type = "cancel";
     struct muc_occupant *holder = muc_occ_by_nick(r, env->to.resource);
     if (holder)
+        /* the same user from another session shares the nick */
+        return strcmp(holder->real.bare, env->from.bare) == 0 ? NULL : "conflict";
+    /* a nick reserved by a member (§7.10, §7.12) is theirs */
+    if (muc_nick_reserved_by_other(r, env->to.resource, env->from.bare))
         return "conflict";
-    /* a nick reserved by a member (§7.12) is theirs */
-    for (size_t i = 0; i < r->n_aff; i++)
-        if (r->aff[i].nick && strcmp(r->aff[i].nick, env->to.resource) == 0 &&
-            strcmp(r->aff[i].jid, env->from.bare) != 0)
-            return "conflict";
     if (r->cfg.max_users > 0 && r->n_occ >= (size_t)r->cfg.max_users && a < AFF_ADMIN) {
         *type = "wait";
         return "service-unavailable";
     }
     return NULL;
+}
+
+/* The codes of an occupant's self-presence on entering (§7.2). */
+static size_t entering_codes(struct muc_room *r, int created, int codes[4])
+{
+    size_t k = 0;
+    if (r->cfg.whois_anyone)
+        codes[k++] = 100;
+    codes[k++] = 110;
+    if (created)
+        codes[k++] = 201;
+    if (r->cfg.mam)
+        codes[k++] = 170; /* §7.2.12: the discussion is logged (archived) */
+    return k;
+}
+
+/* Another session of o's user enters with o's nick (multi-session
+ * occupant): it joins o and gets what an entering occupant gets (the
+ * others' presence, its own with 110, history, subject); the others see
+ * no change. */
+static void add_session(struct muc_room *r, struct muc_occupant *o, mp_stanza *st)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    o->more = xrealloc(o->more, (o->n_more + 1) * sizeof *o->more);
+    if (mp_jid_copy(&o->more[o->n_more], &env->from) != MAGPIE_OK)
+        abort();
+    o->n_more++;
+    send_occupants_to(r, o, &env->from);
+    int self[4];
+    struct pres_opts po = {0, 1, self, entering_codes(r, 0, self), NULL, NULL, NULL};
+    mp_stanza *p = occ_presence(r, o, &po);
+    mp_stanza_set_to(p, &env->from);
+    mp_route(p);
+    send_history(r, &env->from, st);
+    mp_stanza *subj = subject_message(r);
+    mp_stanza_set_to(subj, &env->from);
+    mp_route(subj);
+}
+
+/* Session full of o leaves: with other sessions left it alone gets the
+ * unavailable self-presence and the occupant stays. Returns 1 then. */
+static int leave_session(struct muc_room *r, struct muc_occupant *o, const char *full, int tell)
+{
+    long k = occ_session(o, full);
+    if (o->n_more == 0 || k < 0)
+        return 0;
+    if (tell) {
+        int self = 110;
+        struct pres_opts po = {1, 1, &self, 1, NULL, NULL, NULL};
+        mp_stanza *p = occ_presence(r, o, &po);
+        mp_stanza_set_to(p, k == 0 ? &o->real : &o->more[k - 1]);
+        mp_route(p);
+    }
+    occ_drop_session(o, k);
+    return 1;
 }
 
 static void join(struct muc_room *r, mp_stanza *st, int created)
@@ -546,7 +638,12 @@ static void join(struct muc_room *r, mp_stanza *st, int created)
         muc_error(st, type, cond, NULL);
         return;
     }
-    struct muc_occupant *o = calloc(1, sizeof *o);
+    struct muc_occupant *o = created ? NULL : muc_occ_by_nick(r, env->to.resource);
+    if (o) {
+        add_session(r, o, st);
+        return;
+    }
+    o = calloc(1, sizeof *o);
     if (!o)
         abort();
     o->nick = muc_strdup(env->to.resource);
@@ -556,21 +653,14 @@ static void join(struct muc_room *r, mp_stanza *st, int created)
     o->pres = mp_stanza_ref(st);
     occupant_id(r, env->from.bare, o->occupant_id);
 
-    send_occupants_to(r, o);
+    send_occupants_to(r, o, &o->real);
     r->occ = xrealloc(r->occ, (r->n_occ + 1) * sizeof *r->occ);
     r->occ[r->n_occ++] = o;
     int self[4];
-    size_t k = 0;
-    if (r->cfg.whois_anyone)
-        self[k++] = 100;
-    self[k++] = 110;
-    if (created)
-        self[k++] = 201;
-    if (r->cfg.mam)
-        self[k++] = 170; /* §7.2.12: the discussion is logged (archived) */
+    size_t k = entering_codes(r, created, self);
     struct pres_opts po = {0, 0, NULL, 0, NULL, NULL, NULL};
     broadcast(r, o, po, self, k);
-    send_history(r, o, st);
+    send_history(r, &o->real, st);
     mp_stanza *subj = subject_message(r);
     mp_stanza_set_to(subj, &o->real);
     mp_route(subj);
@@ -621,9 +711,12 @@ static int is_delivery_failure(mp_stanza *st)
  * 1 if the room was freed. */
 static int error_from(struct muc_room *r, mp_stanza *st)
 {
-    struct muc_occupant *o = muc_occ_by_jid(r, mp_stanza_envelope(st)->from.full);
+    const char *full = mp_stanza_envelope(st)->from.full;
+    struct muc_occupant *o = muc_occ_by_jid(r, full);
     if (!o || !is_delivery_failure(st))
         return 0;
+    if (leave_session(r, o, full, 0))
+        return 0; /* that session is gone, the occupant's others stay */
     int code = 333;
     muc_remove_occupant(r, o, &code, 1, NULL, NULL);
     return muc_room_gc(r);
@@ -662,7 +755,7 @@ void muc_room_presence(struct muc_room *r, mp_stanza *st)
         error_from(r, st);
         return;
     case MP_TYPE_UNAVAILABLE:
-        if (!o)
+        if (!o || leave_session(r, o, env->from.full, 1))
             return;
         if (o->pres)
             mp_stanza_unref(o->pres);
@@ -708,7 +801,7 @@ void muc_fan_out(struct muc_room *r, mp_stanza *m)
 {
     mp_stanza_envelope(m);
     for (size_t i = 0; i < r->n_occ; i++)
-        send_copy(m, &r->occ[i]->real);
+        occ_send_copy(m, r->occ[i]);
 }
 
 void muc_room_status_message(struct muc_room *r, const int *codes, size_t n)
@@ -827,11 +920,10 @@ static void private_message(struct muc_room *r, struct muc_occupant *o, mp_stanz
             mp_xml_remove(m, c);
     }
     set_from_nick(m, r, o->nick);
-    mp_stanza_set_to(m, &t->real);
     if (!mp_xml_find(root, "x", NS_MUC_USER))
         mp_xml_add_child(m, root, "x", NS_MUC_USER);
     add_occupant_id(m, root, o);
-    mp_route(m);
+    muc_occ_send(t, m); /* every session of a multi-session occupant */
 }
 
 /* §7.8.2 mediated invitations and their declines. */
@@ -932,6 +1024,10 @@ void muc_room_message(struct muc_room *r, mp_stanza *st)
         invitations(r, o, st, x);
         return;
     }
+    if (muc_is_voice_form(st)) {
+        muc_voice_message(r, st);
+        return;
+    }
     muc_error(st, "modify", "bad-request", NULL);
 }
 
@@ -942,26 +1038,18 @@ static void add_feature(mp_stanza *st, mp_xml *q, const char *var)
     mp_xml_set_attr(st, mp_xml_add_child(st, q, "feature", NULL), "var", var);
 }
 
-static void add_field(mp_stanza *st, mp_xml *form, const char *var, const char *type,
-                      const char *label, const char *value)
-{
-    mp_xml *f = mp_xml_add_child(st, form, "field", NULL);
-    mp_xml_set_attr(st, f, "var", var);
-    if (type)
-        mp_xml_set_attr(st, f, "type", type);
-    if (label)
-        mp_xml_set_attr(st, f, "label", label);
-    if (value)
-        mp_xml_add_text(st, mp_xml_add_child(st, f, "value", NULL), value, strlen(value));
-}
-
 void muc_room_disco_info(struct muc_room *r, mp_stanza *iq)
 {
     const struct mp_envelope *env = mp_stanza_envelope(iq);
     mp_xml *q = mp_xml_first_element(mp_stanza_root(iq));
-    if (mp_xml_get_attr(q, "node") ||
+    const char *node = mp_xml_get_attr(q, "node");
+    if ((node && strcmp(node, "x-roomuser-item") != 0) ||
         (r->locked && muc_affil_of(r, env->from.bare) != AFF_OWNER)) {
         mp_iq_reply_error(iq, "cancel", "item-not-found");
+        return;
+    }
+    if (node) {
+        muc_reserved_nick_info(r, iq);
         return;
     }
     mp_stanza *res = mp_iq_result(iq);
@@ -977,6 +1065,8 @@ void muc_room_disco_info(struct muc_room *r, mp_stanza *iq)
     add_feature(res, rq, "http://jabber.org/protocol/muc#self-ping-optimization");
     add_feature(res, rq, NS_SID);
     add_feature(res, rq, NS_MODERATE);
+    if (mp_module_opt_bool(muc_self, "allow_register"))
+        add_feature(res, rq, NS_REGISTER);
     if (c->mam) {
         add_feature(res, rq, NS_MAM);
         add_feature(res, rq, NS_MAM_EXT);
@@ -987,20 +1077,21 @@ void muc_room_disco_info(struct muc_room *r, mp_stanza *iq)
     add_feature(res, rq, c->moderated ? "muc_moderated" : "muc_unmoderated");
     add_feature(res, rq, c->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
     add_feature(res, rq, c->password ? "muc_passwordprotected" : "muc_unsecured");
-    mp_xml *form = mp_xml_add_child(res, rq, "x", NS_XDATA);
-    mp_xml_set_attr(res, form, "type", "result");
-    add_field(res, form, "FORM_TYPE", "hidden", NULL, "http://jabber.org/protocol/muc#roominfo");
-    add_field(res, form, "muc#roominfo_description", NULL, "Description", c->desc ? c->desc : "");
+    mp_xml *form = mp_form_add(res, rq, "result", "http://jabber.org/protocol/muc#roominfo", NULL);
+    mp_form_field_add(res, form, "muc#roominfo_description", NULL, "Description",
+                      c->desc ? c->desc : "");
     char n[32];
     snprintf(n, sizeof n, "%zu", r->n_occ);
-    add_field(res, form, "muc#roominfo_occupants", NULL, "Number of occupants", n);
-    add_field(res, form, "muc#roominfo_subject", NULL, "Subject", r->subject ? r->subject : "");
-    add_field(res, form, "muc#roominfo_subjectmod", "boolean", "Occupants may change the subject",
-              c->change_subject ? "1" : "0");
-    add_field(res, form, "muc#roomconfig_roomname", NULL, "Name",
-              c->name && *c->name ? c->name : r->node);
+    mp_form_field_add(res, form, "muc#roominfo_occupants", NULL, "Number of occupants", n);
+    mp_form_field_add(res, form, "muc#roominfo_subject", NULL, "Subject",
+                      r->subject ? r->subject : "");
+    mp_form_field_add(res, form, "muc#roominfo_subjectmod", "boolean",
+                      "Occupants may change the subject", c->change_subject ? "1" : "0");
+    mp_form_field_add(res, form, "muc#roomconfig_roomname", NULL, "Name",
+                      c->name && *c->name ? c->name : r->node);
     snprintf(n, sizeof n, "%ld", c->max_users);
-    add_field(res, form, "muc#maxusers", NULL, "Maximum occupants", c->max_users ? n : "none");
+    mp_form_field_add(res, form, "muc#maxusers", NULL, "Maximum occupants",
+                      c->max_users ? n : "none");
     mp_iq_reply(res);
 }
 
@@ -1084,8 +1175,7 @@ void muc_room_destroy(struct muc_room *r, const char *alt, const char *reason,
         if (password)
             mp_xml_add_text(p, mp_xml_add_child(p, d, "password", NULL), password,
                             strlen(password));
-        mp_stanza_set_to(p, &o->real);
-        mp_route(p);
+        muc_occ_send(o, p);
     }
     muc_room_drop(r);
     if (r->cfg.persistent)

@@ -124,38 +124,6 @@ size_t muc_history_select(const struct muc_hist_meta *items, size_t n, const str
     return first;
 }
 
-int64_t muc_parse_datetime(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    if (!s)
-        return -1;
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
-        return -1;
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            return -1;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    long off = 0;
-    if (*p == 'Z') {
-        p++;
-    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-        int sign = *p == '-' ? -1 : 1;
-        int hh = atoi(p + 1), mm = atoi(p + 4);
-        off = sign * (hh * 3600L + mm * 60L);
-        p += 6;
-    } else {
-        return -1;
-    }
-    if (*p)
-        return -1;
-    return (int64_t)timegm(&tm) - off;
-}
-
 /* ---- stanza ids and pages ---- */
 
 int64_t muc_next_ts(int64_t last, int64_t now)

@@ -66,11 +66,8 @@ struct muc_hist_req {
 /* Index of the first of the n items (oldest first) to send to a joiner:
  * the items after it satisfy every limit given in req (maxchars counts
  * whole items only, newest first). Returns n for nothing. */
-size_t muc_history_select(const struct muc_hist_meta *items, size_t n, const struct muc_hist_req *req,
-                          int64_t now);
-/* Parses an XEP-0082 DateTime ("1970-01-01T00:00:00Z", fractions and
- * offsets allowed) into unix seconds; returns -1 if malformed. */
-int64_t muc_parse_datetime(const char *s);
+size_t muc_history_select(const struct muc_hist_meta *items, size_t n,
+                          const struct muc_hist_req *req, int64_t now);
 
 /* ---- stanza ids (XEP-0359) and archive pages (XEP-0313, XEP-0059) ----
  * A room names each message it logs by the time it logged it (unix

@@ -36,9 +36,10 @@ struct cctx {
     size_t errlen;
 };
 
-static const char *const default_modules[] = {"disco",   "ping",    "version", "time",  "muc",
-                                              "roster",  "offline", "mam",     "carbons",
-                                              "blocking", "vcard",  "private", "last",  "csi"};
+static const char *const default_modules[] = {"disco",    "ping",  "version", "time",        "muc",
+                                              "roster",   "offline", "mam",   "carbons",     "blocking",
+                                              "vcard",    "private", "last",  "csi",         "sm",
+                                              "adhoc",    "admin_adhoc", "upload"};
 
 /* Writes "FILE:LINE: message" for setting s (or "FILE: message" when s is
  * NULL) into the error buffer. Always returns MAGPIE_ERR. */
@@ -488,6 +489,7 @@ static int load_limits(struct cctx *x, struct mp_config *c, const config_setting
                                        "max_connections",
                                        "rate",
                                        "burst",
+                                       "http_rate",
                                        "max_output_buffer",
                                        "negotiation_timeout",
                                        "output_stall_timeout",
@@ -518,6 +520,7 @@ static int load_limits(struct cctx *x, struct mp_config *c, const config_setting
     LIMIT("max_connections", 1, 10000000, max_connections);
     LIMIT("rate", 0, 1073741824, rate_bytes_per_sec);
     LIMIT("burst", 1024, 1073741824, rate_burst);
+    LIMIT("http_rate", 0, 1073741824, http_rate);
     LIMIT("max_output_buffer", 4096, 1073741824, max_output_buffer);
     LIMIT("negotiation_timeout", 1, 3600, negotiation_timeout);
     LIMIT("output_stall_timeout", 1, 3600, output_stall_timeout);
@@ -694,6 +697,7 @@ static void set_defaults(struct mp_config *c)
     c->max_connections = 100000;
     c->rate_bytes_per_sec = 65536;
     c->rate_burst = 262144;
+    c->http_rate = 4194304;
     c->max_output_buffer = 1048576;
     c->negotiation_timeout = 30;
     c->output_stall_timeout = 30;
@@ -715,11 +719,38 @@ static void set_defaults(struct mp_config *c)
     c->auth_failure_window = 600;
 }
 
+/* admins = [ "alice@example.org", ... ]: bare JIDs of the server's
+ * administrators (ad-hoc service administration, XEP-0133). Optional,
+ * default none. Each is normalised; a full JID or a bad one is an error. */
+static int load_admins(struct cctx *x, struct mp_config *c, const config_setting_t *root)
+{
+    const config_setting_t *l = config_setting_get_member(root, "admins");
+    if (!l)
+        return MAGPIE_OK;
+    if (!config_setting_is_array(l) && !config_setting_is_list(l))
+        return cerr(x, l, "'admins' must be a list of bare JIDs, e.g. [ \"admin@example.org\" ]");
+    int n = config_setting_length(l);
+    c->admins = mp_calloc((size_t)n + 1, sizeof *c->admins);
+    for (int i = 0; i < n; i++) {
+        const char *v = config_setting_get_string(config_setting_get_elem(l, (unsigned)i));
+        mp_jid j;
+        if (!v || mp_jid_parse(&j, v) != MAGPIE_OK || j.resource) {
+            if (v)
+                mp_jid_free(&j);
+            return cerr(x, config_setting_get_elem(l, (unsigned)i),
+                        "admins[%d] is not a bare JID (user@domain)", i);
+        }
+        c->admins[c->n_admins++] = mp_strdup(j.bare);
+        mp_jid_free(&j);
+    }
+    return MAGPIE_OK;
+}
+
 static int load_root(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
     static const char *const keys[] = {"state_dir", "module_dir", "workers", "log",
                                        "hosts",     "listeners",  "storage", "limits",
-                                       "security",  "modules",    NULL};
+                                       "security",  "modules",    "admins",  NULL};
     long long v = 0;
 
     if (check_keys(x, root, NULL, keys) != MAGPIE_OK)
@@ -735,7 +766,7 @@ static int load_root(struct cctx *x, struct mp_config *c, const config_setting_t
     if (load_log(x, c, root) != MAGPIE_OK || load_hosts(x, c, root) != MAGPIE_OK ||
         load_listeners(x, c, root) != MAGPIE_OK || load_storage(x, c, root) != MAGPIE_OK ||
         load_limits(x, c, root) != MAGPIE_OK || load_security(x, c, root) != MAGPIE_OK ||
-        load_modules(x, c, root) != MAGPIE_OK)
+        load_modules(x, c, root) != MAGPIE_OK || load_admins(x, c, root) != MAGPIE_OK)
         return MAGPIE_ERR;
     return MAGPIE_OK;
 }
@@ -808,6 +839,9 @@ void mp_config_free(struct mp_config *c)
 {
     if (c == NULL)
         return;
+    for (size_t i = 0; i < c->n_admins; i++)
+        free(c->admins[i]);
+    free(c->admins);
     for (size_t i = 0; i < c->n_hosts; i++) {
         free(c->hosts[i].domain);
         free(c->hosts[i].cert_file);

@@ -74,19 +74,21 @@ struct mp_config {
     int max_connections;
     long rate_bytes_per_sec; /* per connection read rate; 0 = unlimited */
     long rate_burst;
-    size_t max_output_buffer; /* bytes queued to one client; above it senders are paused */
-    int output_stall_timeout; /* seconds a client over max_output_buffer may write nothing
-                                 before it is cut off */
-    int negotiation_timeout;  /* seconds to finish STARTTLS+SASL+bind */
-    size_t max_stanza_memory; /* bytes one stanza's tree may take in memory */
-    unsigned max_elements;    /* elements in one stanza */
+    long http_rate;                 /* per connection read rate of the HTTP listener (bodies are
+                                       uploads, not stanzas); 0 = unlimited */
+    size_t max_output_buffer;       /* bytes queued to one client; above it senders are paused */
+    int output_stall_timeout;       /* seconds a client over max_output_buffer may write nothing
+                                       before it is cut off */
+    int negotiation_timeout;        /* seconds to finish STARTTLS+SASL+bind */
+    size_t max_stanza_memory;       /* bytes one stanza's tree may take in memory */
+    unsigned max_elements;          /* elements in one stanza */
     size_t preauth_max_stanza_size; /* the same limits before authentication */
     unsigned preauth_max_elements;
     int max_connections_per_address;  /* simultaneous, per IPv4 address / IPv6 /64 */
     int connection_rate_per_address;  /* new connections per second, per address */
     int connection_burst_per_address; /* new connections at once before the rate applies */
-    int worker_queue;        /* stanzas queued to one worker; senders pause above it */
-    int storage_queue;       /* jobs queued to the storage pool; senders pause above it */
+    int worker_queue;                 /* stanzas queued to one worker; senders pause above it */
+    int storage_queue;                /* jobs queued to the storage pool; senders pause above it */
 
     /* security */
     int require_tls; /* c2s STARTTLS required (default true) */
@@ -104,6 +106,10 @@ struct mp_config {
     char *log_file;  /* NULL or "-": stderr; "syslog" */
 
     int workers; /* 0 = number of cores */
+
+    /* server administrators: normalised bare JIDs (XEP-0133 commands) */
+    char **admins;
+    size_t n_admins;
 };
 
 /* Reads and validates path. On success returns a new config the caller

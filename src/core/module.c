@@ -10,6 +10,7 @@
 #include "base/table.h"
 #include "core/modules.h"
 #include "core/router.h"
+#include <magpie/proto.h>
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -66,6 +67,19 @@ struct element_entry {
     mp_stream_element_fn fn;
     void *ud;
     mp_module *m;
+    int unbound; /* also before resource binding */
+};
+
+/* The stream management module's hooks (mp_stream_mgmt_set), or none. */
+static const struct mp_stream_mgmt *sm_hooks;
+static void *sm_ud;
+static mp_module *sm_module;
+
+struct preauth_entry {
+    char *ns;
+    mp_preauth_iq_fn fn;
+    void *ud;
+    mp_module *m;
 };
 
 struct disco_entry {
@@ -74,6 +88,7 @@ struct disco_entry {
     char *category, *type, *name; /* identity */
     mp_module *m;
     char *item; /* disco#items entry (var NULL, name optional) */
+    char *form; /* a service domain's XEP-0128 field: FORM_TYPE (var, value in name) */
 };
 
 struct filter_entry {
@@ -125,6 +140,16 @@ static struct feature_entry *features;
 static size_t n_features;
 static struct disco_entry *discos;
 static size_t n_discos;
+struct disco_node_entry {
+    enum mp_disco_scope scope;
+    mp_disco_node_fn fn;
+    void *ud;
+    mp_module *m;
+};
+static struct disco_node_entry *disco_nodes;
+static size_t n_disco_nodes;
+static struct mp_adhoc_cmd *adhoc; /* ad-hoc commands (adhoc.c runs them) */
+static size_t n_adhoc;
 static struct mp_counter *counters;
 static struct filter_list filters[2]; /* by enum mp_filter_dir */
 struct query_entry {
@@ -136,8 +161,10 @@ static struct query_entry *queries;
 static size_t n_queries;
 static struct notify_entry *notifies;
 static size_t n_notifies;
-static mp_table *domains;  /* name -> mp_domain */
-static mp_table *elements; /* "ns|name" -> struct element_entry */
+static mp_table *domains;              /* name -> mp_domain */
+static mp_table *elements;             /* "ns|name" -> struct element_entry */
+static struct preauth_entry *preauths; /* a handful at most: searched in order */
+static size_t n_preauths;
 
 size_t mp_modules_count(void)
 {
@@ -310,6 +337,12 @@ static mp_module *module_open(const struct mp_config *cfg, const struct mp_confi
 /* Drops every registration made by m. */
 static void unregister_all(mp_module *m);
 
+/* Only modules call the protocol helpers (proto.h); naming one here keeps
+ * their object file, and so all of them, in the daemon's link (the static
+ * core library would otherwise leave it out and loading a module that
+ * uses them would fail on an undefined symbol). */
+int64_t (*const mp_proto_linked)(void) = mp_now_us;
+
 int mp_modules_load(const struct mp_config *cfg)
 {
     char err[PATH_MAX * 2];
@@ -369,6 +402,9 @@ void mp_modules_unload(void)
     domains = NULL;
     mp_table_free(elements, free);
     elements = NULL;
+    free(preauths);
+    preauths = NULL;
+    n_preauths = 0;
     for (int d = 0; d < 2; d++) {
         free(filters[d].v);
         filters[d] = (struct filter_list){NULL, 0};
@@ -386,6 +422,16 @@ void mp_modules_unload(void)
     features = NULL;
     free(discos);
     discos = NULL;
+    free(disco_nodes);
+    disco_nodes = NULL;
+    n_disco_nodes = 0;
+    for (size_t i = 0; i < n_adhoc; i++) {
+        free(adhoc[i].node);
+        free(adhoc[i].name);
+    }
+    free(adhoc);
+    adhoc = NULL;
+    n_adhoc = 0;
 }
 
 /* ---- hooks ---- */
@@ -600,6 +646,13 @@ void mp_notify_session_ended(mp_session *s)
     mp_hook_run_all("session-ended", s, NULL, NULL);
 }
 
+void mp_notify_session_resumed(mp_session *s)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->session_resumed)
+            notifies[i].n->session_resumed(s, notifies[i].ud);
+}
+
 void mp_notify_presence_changed(mp_session *s, mp_stanza *presence, int available)
 {
     for (size_t i = 0; i < n_notifies; i++)
@@ -612,6 +665,13 @@ void mp_notify_account_deleted(const char *domain, const char *user)
     for (size_t i = 0; i < n_notifies; i++)
         if (notifies[i].n->account_deleted)
             notifies[i].n->account_deleted(domain, user, notifies[i].ud);
+}
+
+void mp_notify_message_held(mp_session *s, mp_stanza *message)
+{
+    for (size_t i = 0; i < n_notifies; i++)
+        if (notifies[i].n->message_held)
+            notifies[i].n->message_held(s, message, notifies[i].ud);
 }
 
 /* ---- IQ handlers ---- */
@@ -691,8 +751,8 @@ static int element_key(char *buf, size_t len, const char *ns, const char *name)
     return n < 0 || (size_t)n >= len ? MAGPIE_ERR : MAGPIE_OK;
 }
 
-int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
-                          void *ud)
+static int element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
+                       void *ud, int unbound)
 {
     char key[512];
     if (!ns || !name || !fn || !*ns || !*name || strcmp(ns, MP_NS_CLIENT) == 0 ||
@@ -704,19 +764,113 @@ int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_str
         return MAGPIE_ERR;
     }
     struct element_entry *e = mp_malloc(sizeof *e);
-    *e = (struct element_entry){fn, ud, m};
+    *e = (struct element_entry){fn, ud, m, unbound};
     mp_table_put(elements, key, e);
     return MAGPIE_OK;
 }
 
-int mp_stream_element_dispatch(mp_session *s, mp_stanza *el)
+int mp_stream_element_add(mp_module *m, const char *ns, const char *name, mp_stream_element_fn fn,
+                          void *ud)
+{
+    return element_add(m, ns, name, fn, ud, 0);
+}
+
+int mp_stream_element_add_unbound(mp_module *m, const char *ns, const char *name,
+                                  mp_stream_element_fn fn, void *ud)
+{
+    return element_add(m, ns, name, fn, ud, 1);
+}
+
+int mp_stream_element_dispatch(mp_session *s, mp_stanza *el, int bound)
 {
     const mp_xml *root = mp_stanza_root(el);
     char key[512];
     if (!elements || !root->ns || element_key(key, sizeof key, root->ns, root->name) != MAGPIE_OK)
         return HOOK_PASS;
     const struct element_entry *e = mp_table_get(elements, key);
-    return e ? e->fn(s, el, e->ud) : HOOK_PASS;
+    return e && (bound || e->unbound) ? e->fn(s, el, e->ud) : HOOK_PASS;
+}
+
+/* ---- stream management ---- */
+
+int mp_stream_mgmt_set(mp_module *m, const struct mp_stream_mgmt *h, void *ud)
+{
+    if (!h || sm_hooks) {
+        mp_log(MP_LOG_ERROR, "module %s: stream management hooks %s", m->desc->name,
+               h ? "are already registered" : "missing");
+        return MAGPIE_ERR;
+    }
+    sm_hooks = h;
+    sm_ud = ud;
+    sm_module = m;
+    return MAGPIE_OK;
+}
+
+int mp_sm_sent(mp_session *s, mp_stanza *st)
+{
+    return sm_hooks && sm_hooks->sent ? sm_hooks->sent(s, st, sm_ud) : MP_FILTER_PASS;
+}
+
+void mp_sm_handled(mp_session *s, uint32_t handled)
+{
+    if (sm_hooks && sm_hooks->handled)
+        sm_hooks->handled(s, handled, sm_ud);
+}
+
+void mp_sm_resumed(mp_session *s, void *arg)
+{
+    if (sm_hooks && sm_hooks->resumed)
+        sm_hooks->resumed(s, arg, sm_ud);
+}
+
+void mp_sm_closing(mp_session *s)
+{
+    if (sm_hooks && sm_hooks->closing)
+        sm_hooks->closing(s, sm_ud);
+}
+
+void mp_sm_resume_failed(mp_session *from, void *arg)
+{
+    if (sm_hooks && sm_hooks->resume_failed)
+        sm_hooks->resume_failed(from, arg, sm_ud);
+}
+
+/* ---- IQs before authentication ---- */
+
+int mp_preauth_iq_register(mp_module *m, const char *ns, mp_preauth_iq_fn fn, void *ud)
+{
+    if (!ns || !*ns || !fn)
+        return MAGPIE_ERR;
+    for (size_t i = 0; i < n_preauths; i++)
+        if (strcmp(preauths[i].ns, ns) == 0) {
+            mp_log(MP_LOG_ERROR, "module %s: a pre-auth IQ handler for %s is already registered",
+                   m->desc->name, ns);
+            return MAGPIE_ERR;
+        }
+    preauths = mp_realloc(preauths, (n_preauths + 1) * sizeof *preauths);
+    preauths[n_preauths++] = (struct preauth_entry){mp_strdup(ns), fn, ud, m};
+    return MAGPIE_OK;
+}
+
+int mp_preauth_iq_known(const char *ns)
+{
+    for (size_t i = 0; i < n_preauths; i++)
+        if (strcmp(preauths[i].ns, ns) == 0)
+            return 1;
+    return 0;
+}
+
+int mp_preauth_iq_dispatch(mp_session *s, mp_stanza *iq, const char *host, const char *addr)
+{
+    const mp_xml *child = mp_xml_first_element(mp_stanza_root(iq));
+    if (!child || !child->ns)
+        return HOOK_PASS;
+    for (size_t i = 0; i < n_preauths; i++)
+        if (strcmp(preauths[i].ns, child->ns) == 0) {
+            preauths[i].fn(s, iq, host, addr, preauths[i].ud);
+            return HOOK_HANDLED;
+        }
+    return HOOK_PASS;
 }
 
 /* ---- disco ---- */
@@ -729,7 +883,7 @@ static void disco_add(struct disco_entry e)
 
 int mp_disco_feature_add(mp_module *m, enum mp_disco_scope scope, const char *var)
 {
-    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m, NULL});
+    disco_add((struct disco_entry){scope, mp_strdup(var), NULL, NULL, NULL, m, NULL, NULL});
     return MAGPIE_OK;
 }
 
@@ -737,7 +891,7 @@ int mp_disco_identity_add(mp_module *m, enum mp_disco_scope scope, const char *c
                           const char *type, const char *name)
 {
     disco_add((struct disco_entry){scope, NULL, mp_strdup(category), mp_strdup(type),
-                                   name ? mp_strdup(name) : NULL, m, NULL});
+                                   name ? mp_strdup(name) : NULL, m, NULL, NULL});
     return MAGPIE_OK;
 }
 
@@ -761,7 +915,7 @@ void mp_disco_identities_foreach(enum mp_disco_scope scope,
 int mp_disco_item_add(mp_module *m, enum mp_disco_scope scope, const char *jid, const char *name)
 {
     disco_add((struct disco_entry){scope, NULL, NULL, NULL, name ? mp_strdup(name) : NULL, m,
-                                   mp_strdup(jid)});
+                                   mp_strdup(jid), NULL});
     return MAGPIE_OK;
 }
 
@@ -771,6 +925,64 @@ void mp_disco_items_foreach(enum mp_disco_scope scope,
     for (size_t i = 0; i < n_discos; i++)
         if (discos[i].scope == scope && discos[i].item)
             fn(ud, discos[i].item, discos[i].name);
+}
+
+int mp_disco_node_add(mp_module *m, enum mp_disco_scope scope, mp_disco_node_fn fn, void *ud)
+{
+    if (!fn)
+        return MAGPIE_ERR;
+    disco_nodes = mp_realloc(disco_nodes, (n_disco_nodes + 1) * sizeof *disco_nodes);
+    disco_nodes[n_disco_nodes++] = (struct disco_node_entry){scope, fn, ud, m};
+    return MAGPIE_OK;
+}
+
+int mp_disco_node_dispatch(enum mp_disco_scope scope, mp_stanza *iq, const char *node, int items)
+{
+    for (size_t i = 0; i < n_disco_nodes; i++)
+        if (disco_nodes[i].scope == scope &&
+            disco_nodes[i].fn(iq, node, items, disco_nodes[i].ud) == HOOK_HANDLED)
+            return HOOK_HANDLED;
+    return HOOK_PASS;
+}
+
+/* ---- ad-hoc commands (the registry; adhoc.c has the sessions) ---- */
+
+const struct mp_adhoc_cmd *mp_adhoc_cmd_find(const char *node)
+{
+    for (size_t i = 0; i < n_adhoc; i++)
+        if (strcmp(adhoc[i].node, node) == 0)
+            return &adhoc[i];
+    return NULL;
+}
+
+const struct mp_adhoc_cmd *mp_adhoc_cmd_nth(size_t i)
+{
+    return i < n_adhoc ? &adhoc[i] : NULL;
+}
+
+int mp_adhoc_command_add(mp_module *m, const char *node, const char *name,
+                         enum mp_adhoc_access access, mp_adhoc_fn fn, void *ud)
+{
+    if (!node || !*node || !name || !fn || mp_adhoc_cmd_find(node)) {
+        mp_log(MP_LOG_ERROR, "ad-hoc command %s: invalid or already registered",
+               node ? node : "(null)");
+        return MAGPIE_ERR;
+    }
+    adhoc = mp_realloc(adhoc, (n_adhoc + 1) * sizeof *adhoc);
+    adhoc[n_adhoc++] =
+        (struct mp_adhoc_cmd){mp_strdup(node), mp_strdup(name), access, fn, ud, m, NULL, NULL};
+    return MAGPIE_OK;
+}
+
+int mp_adhoc_command_allow(mp_module *m, const char *node,
+                           int (*allow)(const mp_jid *requester, void *ud), void *ud)
+{
+    struct mp_adhoc_cmd *c = node ? (struct mp_adhoc_cmd *)mp_adhoc_cmd_find(node) : NULL;
+    if (!c || c->m != m)
+        return MAGPIE_ERR;
+    c->allow = allow;
+    c->allow_ud = ud;
+    return MAGPIE_OK;
 }
 
 /* ---- service domains ---- */
@@ -825,14 +1037,42 @@ static void domain_disco_add(mp_domain *d, struct disco_entry e)
 int mp_domain_disco_identity(mp_domain *d, const char *category, const char *type, const char *name)
 {
     domain_disco_add(d, (struct disco_entry){0, NULL, mp_strdup(category), mp_strdup(type),
-                                             name ? mp_strdup(name) : NULL, d->m, NULL});
+                                             name ? mp_strdup(name) : NULL, d->m, NULL, NULL});
     return MAGPIE_OK;
 }
 
 int mp_domain_disco_feature(mp_domain *d, const char *var)
 {
-    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m, NULL});
+    domain_disco_add(d,
+                     (struct disco_entry){0, mp_strdup(var), NULL, NULL, NULL, d->m, NULL, NULL});
     return MAGPIE_OK;
+}
+
+int mp_domain_disco_field(mp_domain *d, const char *form_type, const char *var, const char *value)
+{
+    if (!form_type || !var || !value)
+        return MAGPIE_ERR;
+    domain_disco_add(d, (struct disco_entry){0, mp_strdup(var), NULL, NULL, mp_strdup(value), d->m,
+                                             NULL, mp_strdup(form_type)});
+    return MAGPIE_OK;
+}
+
+/* Adds the XEP-0128 forms of d's disco#info to query rq of r: one form per
+ * FORM_TYPE, in the order first registered. */
+static void domain_disco_forms(mp_domain *d, mp_stanza *r, mp_xml *rq)
+{
+    for (size_t i = 0; i < d->n_discos; i++) {
+        const char *ft = d->discos[i].form;
+        int seen = 0;
+        for (size_t j = 0; ft && j < i && !seen; j++)
+            seen = d->discos[j].form && !strcmp(d->discos[j].form, ft);
+        if (!ft || seen)
+            continue;
+        mp_xml *x = mp_form_add(r, rq, "result", ft, NULL);
+        for (size_t j = i; j < d->n_discos; j++)
+            if (d->discos[j].form && !strcmp(d->discos[j].form, ft))
+                mp_form_field_add(r, x, d->discos[j].var, NULL, NULL, d->discos[j].name);
+    }
 }
 
 mp_domain *mp_domain_find(const char *name)
@@ -861,7 +1101,7 @@ static mp_stanza *domain_disco_info(mp_domain *d, mp_stanza *iq)
     mp_stanza *r = mp_iq_result(iq);
     mp_xml *rq = mp_xml_add_child(r, mp_stanza_root(r), "query", NS_DISCO_INFO);
     for (size_t i = 0; i < d->n_discos; i++)
-        if (!d->discos[i].var) {
+        if (!d->discos[i].var && !d->discos[i].form) {
             mp_xml *id = mp_xml_add_child(r, rq, "identity", NULL);
             mp_xml_set_attr(r, id, "category", d->discos[i].category);
             mp_xml_set_attr(r, id, "type", d->discos[i].type);
@@ -870,8 +1110,9 @@ static mp_stanza *domain_disco_info(mp_domain *d, mp_stanza *iq)
         }
     mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", NS_DISCO_INFO);
     for (size_t i = 0; i < d->n_discos; i++)
-        if (d->discos[i].var && strcmp(d->discos[i].var, NS_DISCO_INFO) != 0)
+        if (d->discos[i].var && !d->discos[i].form && strcmp(d->discos[i].var, NS_DISCO_INFO) != 0)
             mp_xml_set_attr(r, mp_xml_add_child(r, rq, "feature", NULL), "var", d->discos[i].var);
+    domain_disco_forms(d, r, rq);
     return r;
 }
 
@@ -895,6 +1136,7 @@ static void domain_free(mp_domain *d)
         free(d->discos[i].category);
         free(d->discos[i].type);
         free(d->discos[i].name);
+        free(d->discos[i].form);
     }
     free(d->discos);
     free(d->name);
@@ -996,6 +1238,11 @@ static void strip_hooks(void *ud, const char *key, void *value)
 static void unregister_all(mp_module *m)
 {
     mp_table_foreach(hooks, strip_hooks, m);
+    if (sm_module == m) {
+        sm_hooks = NULL;
+        sm_ud = NULL;
+        sm_module = NULL;
+    }
     for (int d = 0; d < 2; d++) {
         size_t j = 0;
         for (size_t i = 0; i < filters[d].n; i++)
@@ -1035,6 +1282,14 @@ static void unregister_all(mp_module *m)
     }
     free(sw.keys);
     size_t j = 0;
+    for (size_t i = 0; i < n_preauths; i++) {
+        if (preauths[i].m == m)
+            free(preauths[i].ns);
+        else
+            preauths[j++] = preauths[i];
+    }
+    n_preauths = j;
+    j = 0;
     for (size_t i = 0; i < n_features; i++)
         if (features[i].m != m)
             features[j++] = features[i];
@@ -1052,6 +1307,21 @@ static void unregister_all(mp_module *m)
         }
     }
     n_discos = j;
+    j = 0;
+    for (size_t i = 0; i < n_disco_nodes; i++)
+        if (disco_nodes[i].m != m)
+            disco_nodes[j++] = disco_nodes[i];
+    n_disco_nodes = j;
+    j = 0;
+    for (size_t i = 0; i < n_adhoc; i++) {
+        if (adhoc[i].m == m) {
+            free(adhoc[i].node);
+            free(adhoc[i].name);
+        } else {
+            adhoc[j++] = adhoc[i];
+        }
+    }
+    n_adhoc = j;
     for (mp_counter **pp = &counters; *pp;) {
         mp_counter *c = *pp;
         if (c->m == m) {

@@ -45,6 +45,7 @@ struct delivery {
     uint64_t id;
     mp_stanza *st;
     struct mp_fanout *fo;
+    mp_ack *ack; /* the sender's acknowledgement waits for this hop */
 };
 
 int mp_router_init(void)
@@ -85,20 +86,73 @@ size_t mp_router_count(void)
 
 /* ---- delivery ---- */
 
-/* Hands st to session id on the calling (its owning) worker: its outbound
- * filters, then the session. MAGPIE_OK: st taken (delivered, or a filter
- * took it: blocked, or sent in another form); MAGPIE_ERR: the session is
- * gone or refuses it, st stays the caller's. */
-static int deliver_now(uint64_t id, mp_stanza *st)
+/* Hands st to s on its own worker: its outbound filters, then the
+ * session. MAGPIE_OK: st taken (delivered, or a filter took it: blocked,
+ * or sent in another form); MAGPIE_ERR: s refuses it, st stays the
+ * caller's. */
+static int deliver_session(mp_session *s, mp_stanza *st)
 {
-    mp_session *s = mp_session_find(id);
-    if (!s)
-        return MAGPIE_ERR;
     if (mp_filters_run(MP_FILTER_OUT, s, st) == MP_FILTER_STOP) {
         mp_stanza_unref(st);
         return MAGPIE_OK;
     }
     return mp_session_deliver(s, st);
+}
+
+struct forward {
+    mp_session *s; /* referenced */
+    mp_stanza *st;
+};
+
+/* On the worker s moved to: a stanza that reached its old worker first.
+ * It is older than anything held there, so it goes straight in. */
+static void forward_run(void *arg)
+{
+    struct forward *f = arg;
+    mp_session *s = f->s;
+    struct mp_worker *w = mp_session_worker(s);
+    if (w->loop != mp_loop_current() && mp_loop_post(w->loop, forward_run, f) == MAGPIE_OK)
+        return; /* moved again */
+    if (deliver_session(s, f->st) != MAGPIE_OK)
+        mp_router_undeliverable(f->st);
+    mp_session_unref(s);
+    free(f);
+}
+
+/* Hands st to session id found on the calling worker. A session that is
+ * moving to another worker (a resume) is followed: what reached the old
+ * worker is forwarded, and on the new one direct deliveries wait until
+ * the old worker has forwarded everything it had (the barrier of
+ * mp_router_session_arrive), so per-sender order holds across the move.
+ * MAGPIE_OK: st taken; MAGPIE_ERR: the session is gone or refuses it, st
+ * stays the caller's. */
+static int deliver_now(uint64_t id, mp_stanza *st)
+{
+    mp_session *s = mp_session_find(id);
+    if (!s)
+        return MAGPIE_ERR;
+    struct mp_session_base *b = MP_SESSION_BASE(s);
+    if (b->w->loop != mp_loop_current()) {
+        struct forward *f = mp_malloc(sizeof *f);
+        f->s = s;
+        f->st = st;
+        mp_session_ref(s);
+        if (mp_loop_post(b->w->loop, forward_run, f) != MAGPIE_OK) {
+            mp_session_unref(s);
+            free(f);
+            return MAGPIE_ERR;
+        }
+        return MAGPIE_OK;
+    }
+    if (b->moving) {
+        if (b->n_held == b->cap_held) {
+            b->cap_held = b->cap_held ? 2 * b->cap_held : 8;
+            b->held = mp_realloc(b->held, b->cap_held * sizeof *b->held);
+        }
+        b->held[b->n_held++] = st;
+        return MAGPIE_OK;
+    }
+    return deliver_session(s, st);
 }
 
 /* Hands st (taken) to session id on the calling (its owning) worker and
@@ -114,7 +168,11 @@ static void deliver_here(uint64_t id, mp_stanza *st, struct mp_fanout *fo)
 static void delivery_run(void *arg)
 {
     struct delivery *d = arg;
+    mp_ack *a = d->ack;
     deliver_here(d->id, d->st, d->fo);
+    /* delivered, or (the last failed attempt) through the undeliverable
+     * rules: an offline store deferred it again meanwhile */
+    mp_ack_done(a);
     free(d);
 }
 
@@ -138,9 +196,11 @@ static void deliver(struct mp_sref to, mp_stanza *st, struct mp_fanout *fo)
     d->id = to.id;
     d->st = st;
     d->fo = fo;
+    d->ack = mp_stanza_defer_ack(st);
     if (mp_loop_post(w->loop, delivery_run, d) != MAGPIE_OK) {
         mp_stanza_unref(st);
         mp_fanout_done(fo, 0);
+        mp_ack_done(d->ack);
         free(d);
     }
 }
@@ -556,14 +616,37 @@ int mp_router_bind(mp_session *s, mp_session **replaced)
     return MAGPIE_OK;
 }
 
-/* Ends session id (posted to its worker): its account was deleted. */
-static void end_deleted_run(void *arg)
+/* A session to end, posted to its worker. */
+struct end_job {
+    uint64_t id;
+    char *condition; /* NULL: clean close */
+    char *text;
+};
+
+static void end_run(void *arg)
 {
-    uint64_t *id = arg;
-    mp_session *s = local_sessions ? mp_idmap_get(local_sessions, *id) : NULL;
+    struct end_job *j = arg;
+    mp_session *s = local_sessions ? mp_idmap_get(local_sessions, j->id) : NULL;
     if (s)
-        MP_SESSION_BASE(s)->ops->close(s, "not-authorized", "Account deleted");
-    free(id);
+        MP_SESSION_BASE(s)->ops->close(s, j->condition, j->text);
+    free(j->condition);
+    free(j->text);
+    free(j);
+}
+
+static int post_end(struct mp_sref who, const char *condition, const char *text)
+{
+    struct end_job *j = mp_malloc(sizeof *j);
+    j->id = who.id;
+    j->condition = condition ? mp_strdup(condition) : NULL;
+    j->text = text ? mp_strdup(text) : NULL;
+    if (mp_loop_post(mp_server.workers[who.worker].loop, end_run, j) != MAGPIE_OK) {
+        free(j->condition);
+        free(j->text);
+        free(j);
+        return 0;
+    }
+    return 1;
 }
 
 struct sref_list {
@@ -582,37 +665,169 @@ static void collect_res(void *ud, const struct mp_dir_res *r, const char *resour
     l->v[l->n++] = r->who;
 }
 
+size_t mp_sessions_end(const mp_jid *jid, const char *condition, const char *text)
+{
+    if (!jid || !jid->domain)
+        return 0;
+    if (jid->resource) {
+        struct mp_sref who;
+        if (mp_directory->lookup_full(jid, &who) != MAGPIE_OK)
+            return 0;
+        return (size_t)post_end(who, condition, text);
+    }
+    struct sref_list l = {NULL, 0, 0};
+    mp_directory->resources(jid->bare, collect_res, &l);
+    size_t n = 0;
+    for (size_t i = 0; i < l.n; i++)
+        n += (size_t)post_end(l.v[i], condition, text);
+    free(l.v);
+    return n;
+}
+
 void mp_account_deleted(const char *domain, const char *user)
 {
     mp_notify_account_deleted(domain, user);
-    char bare[2 * MP_JID_PART_MAX + 2];
-    snprintf(bare, sizeof bare, "%s@%s", user, domain);
-    struct sref_list l = {NULL, 0, 0};
-    mp_directory->resources(bare, collect_res, &l);
-    for (size_t i = 0; i < l.n; i++) {
-        uint64_t *id = mp_malloc(sizeof *id);
-        *id = l.v[i].id;
-        if (mp_loop_post(mp_server.workers[l.v[i].worker].loop, end_deleted_run, id) != MAGPIE_OK)
-            free(id);
+    mp_jid j;
+    if (mp_jid_set(&j, user, domain, NULL) == MAGPIE_OK)
+        mp_sessions_end(&j, "not-authorized", "Account deleted");
+    mp_jid_free(&j);
+}
+
+int mp_is_admin(const mp_jid *jid)
+{
+    const struct mp_config *cfg = mp_server.cfg;
+    if (!jid || !jid->bare)
+        return 0;
+    for (size_t i = 0; i < cfg->n_admins; i++)
+        if (strcmp(cfg->admins[i], jid->bare) == 0)
+            return 1;
+    return 0;
+}
+
+/* ---- listing every bound session (mp_sessions_list) ----
+ * One job per worker collects the full JIDs of its sessions into a shared
+ * list; the last one posts the answer to the caller's loop. */
+struct list_job {
+    pthread_mutex_t mu;
+    int pending; /* workers still to answer */
+    char *host;  /* NULL: all */
+    char **jids;
+    size_t n, cap;
+    mp_loop *caller;
+    void (*cb)(void *ud, const char *const *jids, size_t n);
+    void *ud;
+};
+
+static void list_job_free(struct list_job *j)
+{
+    for (size_t i = 0; i < j->n; i++)
+        free(j->jids[i]);
+    free(j->jids);
+    free(j->host);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static void list_answer(void *arg)
+{
+    struct list_job *j = arg;
+    j->cb(j->ud, (const char *const *)j->jids, j->n);
+    list_job_free(j);
+}
+
+static void list_collect_one(void *ud, uint64_t id, void *value)
+{
+    (void)id;
+    struct list_job *j = ud;
+    const mp_jid *jid = mp_session_jid(value);
+    if (!jid || !jid->full || (j->host && strcmp(jid->domain, j->host) != 0))
+        return;
+    if (j->n == j->cap) {
+        j->cap = j->cap ? 2 * j->cap : 16;
+        j->jids = mp_realloc(j->jids, j->cap * sizeof *j->jids);
     }
-    free(l.v);
+    j->jids[j->n++] = mp_strdup(jid->full);
+}
+
+/* Marks one worker done; the last posts the answer. */
+static void list_done_one(struct list_job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int last = --j->pending == 0;
+    pthread_mutex_unlock(&j->mu);
+    if (last && mp_loop_post(j->caller, list_answer, j) != MAGPIE_OK)
+        list_job_free(j);
+}
+
+static void list_run(void *arg)
+{
+    struct list_job *j = arg;
+    if (local_sessions) {
+        pthread_mutex_lock(&j->mu);
+        mp_idmap_foreach(local_sessions, list_collect_one, j);
+        pthread_mutex_unlock(&j->mu);
+    }
+    list_done_one(j);
+}
+
+int mp_sessions_list(const char *host, void (*cb)(void *ud, const char *const *jids, size_t n),
+                     void *ud)
+{
+    mp_loop *caller = mp_loop_current();
+    if (!caller || !cb)
+        return MAGPIE_ERR;
+    struct list_job *j = mp_calloc(1, sizeof *j);
+    pthread_mutex_init(&j->mu, NULL);
+    j->host = host ? mp_strdup(host) : NULL;
+    j->caller = caller;
+    j->cb = cb;
+    j->ud = ud;
+    j->pending = mp_server.n_workers + 1; /* +1: this call, so none finishes early */
+    for (int i = 0; i < mp_server.n_workers; i++)
+        if (mp_loop_post(mp_server.workers[i].loop, list_run, j) != MAGPIE_OK)
+            list_done_one(j);
+    list_done_one(j);
+    return MAGPIE_OK;
 }
 
 struct moved {
     uint64_t id;
     mp_session *s; /* referenced */
+    struct mp_worker *to;
 };
 
-/* On the old worker, after the move: deliveries that reached this worker
- * meanwhile found the session here and were forwarded (c2s); from now on
- * the directory points at the new worker. */
-static void moved_run(void *arg)
+/* On the new worker, after the barrier: everything routed to the old
+ * worker before the directory moved has been forwarded ahead of this job,
+ * so what was held here may go now, in order. */
+static void release_run(void *arg)
+{
+    struct moved *m = arg;
+    struct mp_session_base *b = MP_SESSION_BASE(m->s);
+    b->moving = 0;
+    size_t n = b->n_held;
+    mp_stanza **v = b->held;
+    b->held = NULL;
+    b->n_held = b->cap_held = 0;
+    for (size_t i = 0; i < n; i++)
+        if (deliver_session(m->s, v[i]) != MAGPIE_OK)
+            mp_router_undeliverable(v[i]);
+    free(v);
+    mp_session_unref(m->s);
+    free(m);
+}
+
+/* On the old worker, behind every delivery routed here before the
+ * directory moved (each was forwarded to the new worker): the session is
+ * forgotten here, and the new worker may deliver what it held. */
+static void barrier_run(void *arg)
 {
     struct moved *m = arg;
     if (local_sessions && mp_idmap_get(local_sessions, m->id) == m->s)
         mp_idmap_del(local_sessions, m->id);
-    mp_session_unref(m->s);
-    free(m);
+    if (mp_loop_post(m->to->loop, release_run, m) != MAGPIE_OK) {
+        mp_session_unref(m->s);
+        free(m);
+    }
 }
 
 void mp_router_session_arrive(mp_session *s, struct mp_worker *old, mp_stanza *presence)
@@ -621,15 +836,37 @@ void mp_router_session_arrive(mp_session *s, struct mp_worker *old, mp_stanza *p
     mp_idmap_put(sessions_here(), id, s);
     if (presence)
         mp_presence_store(id, presence);
+    /* direct deliveries wait here until the old worker's barrier */
+    MP_SESSION_BASE(s)->moving = 1;
     mp_directory->move(mp_session_jid(s), id, mp_session_worker(s)->id);
     struct moved *m = mp_malloc(sizeof *m);
     m->id = id;
     m->s = s;
+    m->to = mp_session_worker(s);
     mp_session_ref(s);
-    if (mp_loop_post(old->loop, moved_run, m) != MAGPIE_OK) {
+    if (mp_loop_post(old->loop, barrier_run, m) != MAGPIE_OK) {
+        MP_SESSION_BASE(s)->moving = 0;
         mp_session_unref(s);
         free(m);
     }
+}
+
+int mp_router_find_full(const char *full, uint64_t id, int *worker)
+{
+    mp_jid j;
+    if (!full || mp_jid_parse(&j, full) != MAGPIE_OK)
+        return MAGPIE_NOTFOUND;
+    struct mp_sref who;
+    int rc = j.resource ? mp_directory->lookup_full(&j, &who) : MAGPIE_NOTFOUND;
+    mp_jid_free(&j);
+    if (rc != MAGPIE_OK)
+        return MAGPIE_NOTFOUND;
+    if (who.outq)
+        mp_waitq_unref(who.outq);
+    if (who.id != id)
+        return MAGPIE_NOTFOUND;
+    *worker = who.worker;
+    return MAGPIE_OK;
 }
 
 /* Sends an unavailable presence from s's full JID to the user's other

@@ -21,6 +21,9 @@ void mp_router_unbind(mp_session *s);
  * the directory points here from now on; the old worker keeps finding it
  * (and c2s forwards what reaches it) until a job posted there forgets it. */
 void mp_router_session_arrive(mp_session *s, struct mp_worker *old, mp_stanza *presence);
+/* The worker of the session bound to full JID `full` if its id is id:
+ * MAGPIE_OK, else MAGPIE_NOTFOUND. */
+int mp_router_find_full(const char *full, uint64_t id, int *worker);
 /* Handles a stanza from a bound client (from already stamped). Takes st. */
 void mp_router_from_client(mp_session *s, mp_stanza *st);
 /* Applies RFC 6121 §8.5.3.2 to st (taken), whose full-JID recipient is gone. */

@@ -29,9 +29,10 @@ struct mp_worker {
     void **listener_args;        /* worker.c's per-listener state */
     struct mp_session *sessions; /* every connection on this worker */
     size_t n_sessions;
-    struct mp_conn *conns;            /* connections on module listeners (listener.c) */
-    struct event *sweep;              /* periodic idle sweep */
-    struct ev_token_bucket_cfg *rate; /* per-connection read rate, or NULL */
+    struct mp_conn *conns;                 /* connections on module listeners (listener.c) */
+    struct event *sweep;                   /* periodic idle sweep */
+    struct ev_token_bucket_cfg *rate;      /* per-connection read rate, or NULL */
+    struct ev_token_bucket_cfg *http_rate; /* the same for HTTP connections */
     int shutting_down;
 };
 

@@ -30,6 +30,9 @@ void mp_session_unref(mp_session *s)
         return;
     mp_jid_free(&b->jid);
     free(b->mod_data);
+    for (size_t i = 0; i < b->n_held; i++)
+        mp_stanza_unref(b->held[i]);
+    free(b->held);
     mp_waitq_unref(b->outq);
     b->ops->release(s);
 }

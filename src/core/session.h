@@ -41,6 +41,11 @@ struct mp_session_base {
     struct mp_waitq *outq;
     void **mod_data; /* per-module slots (mp_session_set_data) */
     size_t n_mod_data;
+    /* moving to this worker (router.c): deliveries wait in held until the
+     * old worker has forwarded what it had; owner's thread only */
+    int moving;
+    mp_stanza **held;
+    size_t n_held, cap_held;
 };
 
 #define MP_SESSION_BASE(s) ((struct mp_session_base *)(void *)(s))

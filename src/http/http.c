@@ -21,6 +21,8 @@
 #include <magpie/http.h>
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <unistd.h>
 #include <event2/buffer.h>
@@ -39,6 +41,9 @@ struct route {
     char *method; /* NULL: any */
     char *prefix;
     size_t plen;
+    size_t max_body;      /* 0: MP_HTTP_MAX_BODY */
+    mp_http_head_fn head; /* judges the head before the body is read, or NULL */
+    char *spool_dir;      /* NULL: the body is kept in memory */
     mp_http_fn fn;
     void *ud;
 };
@@ -48,7 +53,13 @@ static size_t n_routes;
 
 int mp_http_route(mp_module *m, const char *method, const char *prefix, mp_http_fn fn, void *ud)
 {
-    if (!prefix || prefix[0] != '/' || !fn)
+    return mp_http_route_ex(m, method, prefix, 0, NULL, NULL, fn, ud);
+}
+
+int mp_http_route_ex(mp_module *m, const char *method, const char *prefix, size_t max_body,
+                     const char *spool_dir, mp_http_head_fn head, mp_http_fn fn, void *ud)
+{
+    if (!prefix || prefix[0] != '/' || !fn || (spool_dir && !*spool_dir))
         return MAGPIE_ERR;
     size_t pl = strlen(prefix);
     while (pl > 1 && prefix[pl - 1] == '/')
@@ -66,6 +77,9 @@ int mp_http_route(mp_module *m, const char *method, const char *prefix, mp_http_
     memcpy(r->prefix, prefix, pl);
     r->prefix[pl] = '\0';
     r->plen = pl;
+    r->max_body = max_body ? max_body : MP_HTTP_MAX_BODY;
+    r->head = head;
+    r->spool_dir = spool_dir ? mp_strdup(spool_dir) : NULL;
     r->fn = fn;
     r->ud = ud;
     return MAGPIE_OK;
@@ -76,6 +90,7 @@ void mp_http_routes_clear(void)
     for (size_t i = 0; i < n_routes; i++) {
         free(routes[i].method);
         free(routes[i].prefix);
+        free(routes[i].spool_dir);
     }
     free(routes);
     routes = NULL;
@@ -126,6 +141,8 @@ struct mp_http_req {
     size_t n_h;
     char *body;
     size_t body_len;
+    char *body_file; /* the spooled body (a route with a spool_dir), or NULL */
+    size_t file_len; /* its length (body and body_len are then "" and 0) */
     int keep_alive, secure;
     char peer[64];
     struct evbuffer *extra; /* response headers added by the handler */
@@ -134,6 +151,7 @@ struct mp_http_req {
     char *ctype;
     char *resp;
     size_t resp_len;
+    int resp_fd; /* mp_http_respond_file: the body's file, or -1 */
 };
 
 struct http_conn {
@@ -147,9 +165,14 @@ struct http_conn {
     struct hdr *h;
     size_t n_h;
     struct evbuffer *body;
+    size_t body_max;  /* the route's limit, known once the head is read */
+    size_t body_seen; /* bytes of body received */
+    int spool_fd;     /* the body goes to this file (spool_path), or -1 */
+    char *spool_path;
     size_t head_bytes;
     int last_was_value;
-    int too_big;           /* 413/431 to answer */
+    int too_big;           /* 413/431/500 to answer, or a route's refusal */
+    mp_http_req *building; /* head read, body being read */
     mp_http_req *pending;  /* with its handler */
     mp_http_req *complete; /* parsed, not yet dispatched */
     int closing;
@@ -169,6 +192,12 @@ static void req_free(mp_http_req *r)
     free(r->body);
     free(r->ctype);
     free(r->resp);
+    if (r->resp_fd >= 0)
+        close(r->resp_fd);
+    if (r->body_file) {
+        unlink(r->body_file);
+        free(r->body_file);
+    }
     if (r->extra)
         evbuffer_free(r->extra);
     free(r);
@@ -189,6 +218,21 @@ static void reset_parse_state(struct http_conn *c)
     c->n_h = 0;
     c->head_bytes = 0;
     c->last_was_value = 0;
+    if (c->building) {
+        req_free(c->building);
+        c->building = NULL;
+    }
+    c->body_max = MP_HTTP_MAX_BODY;
+    c->body_seen = 0;
+    if (c->spool_fd >= 0) {
+        close(c->spool_fd);
+        c->spool_fd = -1;
+    }
+    if (c->spool_path) {
+        unlink(c->spool_path);
+        free(c->spool_path);
+        c->spool_path = NULL;
+    }
 }
 
 static void conn_free(struct http_conn *c)
@@ -260,8 +304,13 @@ static void write_response(struct http_conn *c, mp_http_req *r)
     if (!r->keep_alive)
         evbuffer_add_printf(out, "Connection: close\r\n");
     evbuffer_add(out, "\r\n", 2);
-    if (r->resp_len && strcmp(r->method, "HEAD") != 0)
+    if (r->resp_fd >= 0) {
+        if (r->resp_len && strcmp(r->method, "HEAD") != 0 &&
+            evbuffer_add_file(out, r->resp_fd, 0, (ev_off_t)r->resp_len) == 0)
+            r->resp_fd = -1; /* the buffer closes it once sent */
+    } else if (r->resp_len && strcmp(r->method, "HEAD") != 0) {
         evbuffer_add(out, r->resp, r->resp_len);
+    }
     c->t->ops->write(c->t, out);
     evbuffer_free(out);
 }
@@ -293,6 +342,15 @@ static void deliver(void *arg)
     conn_read(c); /* pipelined bytes already in the input */
 }
 
+/* Sends r's answer (set by the caller) from r's loop. */
+static void respond_now(mp_http_req *r)
+{
+    if (mp_loop_current() == r->loop)
+        deliver(r);
+    else if (mp_loop_post(r->loop, deliver, r) != MAGPIE_OK)
+        req_free(r); /* the worker is shutting down */
+}
+
 void mp_http_respond(mp_http_req *r, int status, const char *content_type, const char *body,
                      size_t len)
 {
@@ -303,10 +361,16 @@ void mp_http_respond(mp_http_req *r, int status, const char *content_type, const
         memcpy(r->resp, body, len);
     }
     r->resp_len = len;
-    if (mp_loop_current() == r->loop)
-        deliver(r);
-    else if (mp_loop_post(r->loop, deliver, r) != MAGPIE_OK)
-        req_free(r); /* the worker is shutting down */
+    respond_now(r);
+}
+
+void mp_http_respond_file(mp_http_req *r, int status, const char *content_type, int fd, size_t len)
+{
+    r->status = status;
+    r->ctype = content_type ? mp_strdup(content_type) : NULL;
+    r->resp_fd = fd;
+    r->resp_len = len;
+    respond_now(r);
 }
 
 void mp_http_add_header(mp_http_req *r, const char *name, const char *value)
@@ -416,13 +480,67 @@ static int on_value(http_parser *p, const char *at, size_t n)
     return count_head(c, n);
 }
 
+static mp_http_req *req_new(struct http_conn *c);
+
+/* The head is read: the request is built from it (the body is added
+ * when it is complete), and its route decides how large the body may be,
+ * whether it goes to a file, and (its head callback) whether to read it at
+ * all. A refused or too large body is refused before any of it is read;
+ * "Expect: 100-continue" is answered otherwise. */
 static int on_headers_complete(http_parser *p)
 {
     struct http_conn *c = p->data;
     header_done(c);
-    if (p->content_length != ULLONG_MAX && p->content_length > MP_HTTP_MAX_BODY) {
+    mp_http_req *r = req_new(c);
+    snprintf(r->method, sizeof r->method, "%s", http_method_str(p->method));
+    char *url = buf_string(c->url);
+    url[strcspn(url, "#")] = '\0';
+    char *q = strchr(url, '?');
+    if (q) {
+        *q = '\0';
+        r->query = mp_strdup(q + 1);
+    }
+    r->path = url[0] == '/' ? pct_decode(url, strlen(url)) : NULL;
+    free(url);
+    r->h = c->h;
+    r->n_h = c->n_h;
+    c->h = NULL;
+    c->n_h = 0;
+    c->building = r;
+    int known;
+    const struct route *rt = r->path ? route_find(r->method, r->path, &known) : NULL;
+    c->body_max = rt ? rt->max_body : MP_HTTP_MAX_BODY;
+    if (p->content_length != ULLONG_MAX && p->content_length > c->body_max) {
         c->too_big = 413;
         return -1;
+    }
+    if (rt && rt->head) {
+        int st = rt->head(r, rt->ud);
+        if (st) {
+            c->too_big = st >= 400 && st <= 599 ? st : 500;
+            return -1;
+        }
+    }
+    if (rt && rt->spool_dir && p->content_length != 0) {
+        size_t n = strlen(rt->spool_dir) + sizeof "/.http-XXXXXX";
+        c->spool_path = mp_malloc(n);
+        snprintf(c->spool_path, n, "%s/.http-XXXXXX", rt->spool_dir);
+        c->spool_fd = mkstemp(c->spool_path);
+        if (c->spool_fd < 0) {
+            mp_log(MP_LOG_ERROR, "http: cannot create a file in %s: %s", rt->spool_dir,
+                   strerror(errno));
+            free(c->spool_path);
+            c->spool_path = NULL;
+            c->too_big = 500;
+            return -1;
+        }
+    }
+    const char *expect = mp_http_header(r, "Expect");
+    if (expect && !strcasecmp(expect, "100-continue") && p->http_major == 1 && p->http_minor >= 1) {
+        struct evbuffer *out = evbuffer_new();
+        evbuffer_add_printf(out, "HTTP/1.1 100 Continue\r\n\r\n");
+        c->t->ops->write(c->t, out);
+        evbuffer_free(out);
     }
     return 0;
 }
@@ -430,11 +548,28 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     struct http_conn *c = p->data;
-    if (evbuffer_get_length(c->body) + n > MP_HTTP_MAX_BODY) {
+    if (c->body_seen + n > c->body_max) {
         c->too_big = 413;
         return -1;
     }
-    evbuffer_add(c->body, at, n);
+    c->body_seen += n;
+    if (c->spool_fd < 0) {
+        evbuffer_add(c->body, at, n);
+        return 0;
+    }
+    while (n > 0) {
+        ssize_t w = write(c->spool_fd, at, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            mp_log(MP_LOG_ERROR, "http: writing %s: %s", c->spool_path, strerror(errno));
+            c->too_big = 500;
+            return -1;
+        }
+        at += w;
+        n -= (size_t)w;
+    }
+    arm_idle(c); /* a large body: the idle timeout counts from its last bytes */
     return 0;
 }
 
@@ -446,34 +581,29 @@ static mp_http_req *req_new(struct http_conn *c)
     snprintf(r->peer, sizeof r->peer, "%s", c->t->peer);
     r->secure = c->t->secure;
     r->keep_alive = 0;
+    r->resp_fd = -1;
     return r;
 }
 
 static int on_complete(http_parser *p)
 {
     struct http_conn *c = p->data;
-    mp_http_req *r = req_new(c);
-    snprintf(r->method, sizeof r->method, "%s", http_method_str(p->method));
+    mp_http_req *r = c->building;
+    c->building = NULL;
     r->keep_alive = http_should_keep_alive(p);
-    char *url = buf_string(c->url);
-    char *q = strchr(url, '?');
-    char *frag = strchr(url, '#');
-    if (frag)
-        *frag = '\0';
-    if (q) {
-        *q = '\0';
-        r->query = mp_strdup(q + 1);
+    if (c->spool_fd >= 0) {
+        close(c->spool_fd);
+        c->spool_fd = -1;
+        r->body_file = c->spool_path; /* the request's now */
+        c->spool_path = NULL;
+        r->file_len = c->body_seen;
+        r->body = mp_calloc(1, 1);
+    } else {
+        r->body_len = evbuffer_get_length(c->body);
+        r->body = mp_malloc(r->body_len + 1);
+        evbuffer_remove(c->body, r->body, r->body_len);
+        r->body[r->body_len] = '\0';
     }
-    r->path = url[0] == '/' ? pct_decode(url, strlen(url)) : NULL;
-    free(url);
-    r->h = c->h;
-    r->n_h = c->n_h;
-    c->h = NULL;
-    c->n_h = 0;
-    r->body_len = evbuffer_get_length(c->body);
-    r->body = mp_malloc(r->body_len + 1);
-    evbuffer_remove(c->body, r->body, r->body_len);
-    r->body[r->body_len] = '\0';
     c->complete = r;
     http_parser_pause(p, 1); /* one request at a time */
     return 0;
@@ -554,6 +684,10 @@ static void conn_read(void *ud)
             refuse(c, 413, "request body too large\n");
         else if (c->too_big == 431)
             refuse(c, 431, "request header too large\n");
+        else if (c->too_big == 500)
+            refuse(c, 500, "cannot store the request body\n");
+        else if (c->too_big)
+            refuse(c, c->too_big, "request refused\n");
         else
             refuse(c, 400, "malformed request\n");
         mp_log(MP_LOG_DEBUG, "http %s: %s", c->t->peer, http_errno_name(e));
@@ -599,6 +733,8 @@ void mp_http_serve(struct mp_transport *t, const char *addr_key)
     c->field = evbuffer_new();
     c->value = evbuffer_new();
     c->body = evbuffer_new();
+    c->spool_fd = -1;
+    c->body_max = MP_HTTP_MAX_BODY;
     c->idle = evtimer_new(mp_loop_base(mp_loop_current()), on_idle, c);
     c->next = tl_conns;
     if (tl_conns)
@@ -645,6 +781,22 @@ const char *mp_http_body(const mp_http_req *r, size_t *len)
     if (len)
         *len = r->body_len;
     return r->body;
+}
+
+const char *mp_http_body_file(const mp_http_req *r, size_t *len)
+{
+    if (len)
+        *len = r->body_file ? r->file_len : 0;
+    return r->body_file;
+}
+
+int mp_http_body_move(mp_http_req *r, const char *dest)
+{
+    if (!r->body_file || !dest || rename(r->body_file, dest) != 0)
+        return MAGPIE_ERR;
+    free(r->body_file);
+    r->body_file = NULL;
+    return MAGPIE_OK;
 }
 
 const char *mp_http_peer(const mp_http_req *r)

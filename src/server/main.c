@@ -237,6 +237,7 @@ out_modules:
     mp_workpool_free(mp_server.auth_pool);
     mp_server.auth_pool = NULL;
     mp_workers_free();
+    mp_adhoc_sessions_free(); /* before the modules: a session's state is freed by its module */
     mp_modules_unload();
     mp_listeners_clear();
     mp_http_routes_clear();

@@ -45,7 +45,7 @@ static void http_accept(struct mp_worker *w, int fd, int tls)
         close(fd);
         return;
     }
-    struct mp_transport *t = mp_transport_tcp_new(mp_loop_base(w->loop), fd, w->rate, tls,
+    struct mp_transport *t = mp_transport_tcp_new(mp_loop_base(w->loop), fd, w->http_rate, tls,
                                                   mp_server.cfg->hosts[0].domain);
     if (!t) {
         mp_addrlimit_release(key);
@@ -165,6 +165,12 @@ int mp_workers_start(void)
             w->rate = ev_token_bucket_cfg_new(rate ? rate : 1, burst, EV_RATE_LIMIT_MAX,
                                               EV_RATE_LIMIT_MAX, &tick);
         }
+        if (cfg->http_rate > 0) {
+            struct timeval tick = {0, 100000};
+            size_t rate = (size_t)cfg->http_rate / 10;
+            w->http_rate = ev_token_bucket_cfg_new(rate ? rate : 1, (size_t)cfg->http_rate,
+                                                   EV_RATE_LIMIT_MAX, EV_RATE_LIMIT_MAX, &tick);
+        }
         /* the configured client ports, then those of modules */
         size_t n_all = cfg->n_listeners + mp_listeners_count();
         w->listeners = mp_calloc(n_all, sizeof *w->listeners);
@@ -283,6 +289,8 @@ void mp_workers_free(void)
             event_free(w->sweep);
         if (w->rate)
             ev_token_bucket_cfg_free(w->rate);
+        if (w->http_rate)
+            ev_token_bucket_cfg_free(w->http_rate);
         mp_loop_free(w->loop);
     }
     free(mp_server.workers);

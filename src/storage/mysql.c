@@ -73,6 +73,7 @@ enum {
     S_AR_APPEND,
     S_AR_QUERY,
     S_AR_QUERY_REV,
+    S_AR_COUNT,
     S_AR_REPLACE,
     S_AR_DELETE,
     N_STMT
@@ -80,7 +81,8 @@ enum {
 
 #define AR_WHERE                                                                                   \
     " WHERE host = ? AND store = ? AND `key` = ? AND id > ? AND id < ?"                            \
-    " AND (? IS NULL OR with_jid = ?) AND ts >= ? AND ts <= ?"
+    " AND (? IS NULL OR with_jid = ?) AND ts >= ? AND ts <= ?"                                     \
+    " AND (? IS NULL OR LOCATE(?, with_jid) > 0)"
 
 static const char *const stmt_sql[N_STMT] = {
     [S_KV_GET] = "SELECT value FROM keyval WHERE host = ? AND store = ? AND `key` = ?",
@@ -102,6 +104,7 @@ static const char *const stmt_sql[N_STMT] = {
         "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id ASC LIMIT ?",
     [S_AR_QUERY_REV] =
         "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id DESC LIMIT ?",
+    [S_AR_COUNT] = "SELECT COUNT(*) FROM archive" AR_WHERE,
     [S_AR_REPLACE] = "UPDATE archive SET value = ? WHERE host = ? AND store = ? AND `key` = ?"
                      " AND id = ?",
     [S_AR_DELETE] = "DELETE FROM archive WHERE host = ? AND store = ? AND `key` = ?"
@@ -755,26 +758,41 @@ static int my_archive_append(void *conn, const char *host, const char *store, co
                append_once(conn, host, store, key, ts, with, data, len, id));
 }
 
+/* The bound values of AR_WHERE after the scope; they must outlive the run. */
+struct ar_where {
+    long long after, before, ts_from, ts_to;
+};
+
+/* Binds AR_WHERE's filter to p[3..10] (w holds the numbers). */
+static void b_filter(MYSQL_BIND *p, unsigned long *l, struct ar_where *w,
+                     const mp_archive_filter *q)
+{
+    w->ts_from = q->ts_from > 0 ? q->ts_from : INT64_MIN;
+    w->ts_to = q->ts_to > 0 ? q->ts_to : INT64_MAX;
+    w->after = q->after_id > 0 ? q->after_id : 0;
+    w->before = q->before_id > 0 ? q->before_id : INT64_MAX;
+    b_i64(&p[3], &w->after);
+    b_i64(&p[4], &w->before);
+    b_str(&p[5], &l[5], q->with);
+    b_str(&p[6], &l[6], q->with);
+    b_i64(&p[7], &w->ts_from);
+    b_i64(&p[8], &w->ts_to);
+    b_str(&p[9], &l[9], q->with_has);
+    b_str(&p[10], &l[10], q->with_has);
+}
+
 static int query_once(struct my_conn *c, const char *host, const char *store, const char *key,
                       const mp_archive_filter *q, mp_sd_item_fn fn, void *ud)
 {
-    MYSQL_BIND p[10];
-    unsigned long l[10];
-    long long ts_from = q->ts_from > 0 ? q->ts_from : INT64_MIN;
-    long long ts_to = q->ts_to > 0 ? q->ts_to : INT64_MAX;
-    long long after = q->after_id > 0 ? q->after_id : 0;
-    long long before = q->before_id > 0 ? q->before_id : INT64_MAX;
+    MYSQL_BIND p[12];
+    unsigned long l[12];
+    struct ar_where w;
     long long limit =
         q->limit > 0 && q->limit < (size_t)INT64_MAX ? (long long)q->limit : INT64_MAX;
     MYSQL_STMT *s;
     b_scope(p, l, host, store, key);
-    b_i64(&p[3], &after);
-    b_i64(&p[4], &before);
-    b_str(&p[5], &l[5], q->with);
-    b_str(&p[6], &l[6], q->with);
-    b_i64(&p[7], &ts_from);
-    b_i64(&p[8], &ts_to);
-    b_i64(&p[9], &limit);
+    b_filter(p, l, &w, q);
+    b_i64(&p[11], &limit);
     int rc = run(c, q->reverse ? S_AR_QUERY_REV : S_AR_QUERY, p, &s);
     if (rc != MAGPIE_OK)
         return rc;
@@ -796,6 +814,32 @@ static int my_archive_query(void *conn, const char *host, const char *store, con
                             const mp_archive_filter *q, mp_sd_item_fn fn, void *ud)
 {
     WITH_RETRY((struct my_conn *)conn, query_once(conn, host, store, key, q, fn, ud));
+}
+
+static int count_once(struct my_conn *c, const char *host, const char *store, const char *key,
+                      const mp_archive_filter *q, int64_t *n)
+{
+    MYSQL_BIND p[11];
+    unsigned long l[11];
+    struct ar_where w;
+    MYSQL_STMT *s;
+    b_scope(p, l, host, store, key);
+    b_filter(p, l, &w, q);
+    int rc = run(c, S_AR_COUNT, p, &s);
+    if (rc != MAGPIE_OK)
+        return rc;
+    if (res_bind(c, s, "i") != MAGPIE_OK)
+        return MAGPIE_ERR;
+    *n = 0;
+    while ((rc = res_next(c, s, "i")) == 1)
+        *n = c->col[0].i;
+    return rc == 0 ? MAGPIE_OK : MAGPIE_ERR;
+}
+
+static int my_archive_count(void *conn, const char *host, const char *store, const char *key,
+                            const mp_archive_filter *q, int64_t *n)
+{
+    WITH_RETRY((struct my_conn *)conn, count_once(conn, host, store, key, q, n));
 }
 
 static int replace_once(struct my_conn *c, const char *host, const char *store, const char *key,
@@ -855,6 +899,7 @@ const struct mp_storage_driver mp_storage_mysql = {
     .map_all = my_map_all,
     .archive_append = my_archive_append,
     .archive_query = my_archive_query,
+    .archive_count = my_archive_count,
     .archive_replace = my_archive_replace,
     .archive_delete = my_archive_delete,
 };

@@ -56,6 +56,7 @@ enum {
     S_AR_APPEND,
     S_AR_QUERY,
     S_AR_QUERY_REV,
+    S_AR_COUNT,
     S_AR_REPLACE,
     S_AR_DELETE,
     S_BEGIN,
@@ -66,7 +67,8 @@ enum {
 
 #define AR_WHERE                                                                                   \
     " WHERE host = ?1 AND store = ?2 AND \"key\" = ?3 AND id > ?4 AND id < ?5"                     \
-    " AND (?6 IS NULL OR with_jid = ?6) AND ts >= ?8 AND ts <= ?9"
+    " AND (?6 IS NULL OR with_jid = ?6) AND ts >= ?8 AND ts <= ?9"                                 \
+    " AND (?10 IS NULL OR instr(with_jid, ?10) > 0)"
 
 static const char *const stmt_sql[N_STMT] = {
     [S_KV_GET] = "SELECT value FROM keyval WHERE host = ? AND store = ? AND \"key\" = ?",
@@ -88,6 +90,8 @@ static const char *const stmt_sql[N_STMT] = {
         "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id ASC LIMIT ?7",
     [S_AR_QUERY_REV] =
         "SELECT id, ts, with_jid, value FROM archive" AR_WHERE " ORDER BY id DESC LIMIT ?7",
+    /* ?7 (the limit) is bound and unused */
+    [S_AR_COUNT] = "SELECT count(*) FROM archive" AR_WHERE " AND ?7 = ?7",
     [S_AR_REPLACE] = "UPDATE archive SET value = ? WHERE host = ? AND store = ? AND \"key\" = ?"
                      " AND id = ?",
     [S_AR_DELETE] = "DELETE FROM archive WHERE host = ? AND store = ? AND \"key\" = ?"
@@ -522,6 +526,25 @@ static int sq_archive_append(void *conn, const char *host, const char *store, co
     return MAGPIE_OK;
 }
 
+/* Binds the filter of AR_WHERE (?4..?10) to s. */
+static int bind_filter(sqlite3_stmt *s, const mp_archive_filter *q)
+{
+    int64_t after = q->after_id > 0 ? q->after_id : 0;
+    int64_t before = q->before_id > 0 ? q->before_id : INT64_MAX;
+    int64_t limit = q->limit > 0 && q->limit < (size_t)INT64_MAX ? (int64_t)q->limit : -1;
+    if (sqlite3_bind_int64(s, 4, after) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 5, before) != SQLITE_OK ||
+        (q->with ? sqlite3_bind_text(s, 6, q->with, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 6)) !=
+            SQLITE_OK ||
+        sqlite3_bind_int64(s, 7, limit) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 8, q->ts_from > 0 ? q->ts_from : INT64_MIN) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 9, q->ts_to > 0 ? q->ts_to : INT64_MAX) != SQLITE_OK ||
+        (q->with_has ? sqlite3_bind_text(s, 10, q->with_has, -1, SQLITE_STATIC)
+                     : sqlite3_bind_null(s, 10)) != SQLITE_OK)
+        return SQLITE_ERROR;
+    return SQLITE_OK;
+}
+
 static int sq_archive_query(void *conn, const char *host, const char *store, const char *key,
                             const mp_archive_filter *q, mp_sd_item_fn fn, void *ud)
 {
@@ -529,17 +552,7 @@ static int sq_archive_query(void *conn, const char *host, const char *store, con
     sqlite3_stmt *s = st_get(c, q->reverse ? S_AR_QUERY_REV : S_AR_QUERY);
     if (!s)
         return MAGPIE_ERR;
-    int64_t after = q->after_id > 0 ? q->after_id : 0;
-    int64_t before = q->before_id > 0 ? q->before_id : INT64_MAX;
-    int64_t limit = q->limit > 0 && q->limit < (size_t)INT64_MAX ? (int64_t)q->limit : -1;
-    if (bind_scope(s, host, store, key) != SQLITE_OK ||
-        sqlite3_bind_int64(s, 4, after) != SQLITE_OK ||
-        sqlite3_bind_int64(s, 5, before) != SQLITE_OK ||
-        (q->with ? sqlite3_bind_text(s, 6, q->with, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 6)) !=
-            SQLITE_OK ||
-        sqlite3_bind_int64(s, 7, limit) != SQLITE_OK ||
-        sqlite3_bind_int64(s, 8, q->ts_from > 0 ? q->ts_from : INT64_MIN) != SQLITE_OK ||
-        sqlite3_bind_int64(s, 9, q->ts_to > 0 ? q->ts_to : INT64_MAX) != SQLITE_OK)
+    if (bind_scope(s, host, store, key) != SQLITE_OK || bind_filter(s, q) != SQLITE_OK)
         return fail(c, s, "archive_query");
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -555,6 +568,21 @@ static int sq_archive_query(void *conn, const char *host, const char *store, con
     }
     if (rc != SQLITE_DONE)
         return fail(c, s, "archive_query");
+    st_done(s);
+    return MAGPIE_OK;
+}
+
+static int sq_archive_count(void *conn, const char *host, const char *store, const char *key,
+                            const mp_archive_filter *q, int64_t *n)
+{
+    struct sq_conn *c = conn;
+    sqlite3_stmt *s = st_get(c, S_AR_COUNT);
+    if (!s)
+        return MAGPIE_ERR;
+    if (bind_scope(s, host, store, key) != SQLITE_OK || bind_filter(s, q) != SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_ROW)
+        return fail(c, s, "archive_count");
+    *n = sqlite3_column_int64(s, 0);
     st_done(s);
     return MAGPIE_OK;
 }
@@ -608,6 +636,7 @@ const struct mp_storage_driver mp_storage_sqlite = {
     .map_all = sq_map_all,
     .archive_append = sq_archive_append,
     .archive_query = sq_archive_query,
+    .archive_count = sq_archive_count,
     .archive_replace = sq_archive_replace,
     .archive_delete = sq_archive_delete,
 };

@@ -46,6 +46,7 @@ enum job_op {
     OP_MAP_ALL,
     OP_AR_APPEND,
     OP_AR_QUERY,
+    OP_AR_COUNT,
     OP_AR_REPLACE,
     OP_AR_DELETE
 };
@@ -56,6 +57,7 @@ union job_cb {
     mp_map_all_cb all;
     mp_archive_append_cb append;
     mp_archive_query_cb query;
+    mp_archive_count_cb count;
 };
 
 /* One queued call. The strings and input data live in the same allocation,
@@ -69,7 +71,7 @@ struct job {
     const char *host, *store, *key, *field, *with;
     const void *data;
     size_t len;
-    mp_archive_filter q; /* q.with points into the allocation */
+    mp_archive_filter q; /* q.with, q.with_has point into the allocation */
     int64_t ts;
 
     int rc;
@@ -348,6 +350,9 @@ static void job_run(const struct mp_storage_driver *drv, void *conn, struct job 
     case OP_AR_QUERY:
         j->rc = drv->archive_query(conn, j->host, j->store, j->key, &j->q, collect_item, j);
         break;
+    case OP_AR_COUNT:
+        j->rc = drv->archive_count(conn, j->host, j->store, j->key, &j->q, &j->id);
+        break;
     case OP_AR_REPLACE:
         j->rc = drv->archive_replace(conn, j->host, j->store, j->key, j->id, j->data, j->len);
         break;
@@ -405,6 +410,10 @@ static void job_deliver(void *arg)
         if (j->cb.query)
             j->cb.query(j->ud, rc, rc == MAGPIE_OK ? j->items : NULL, rc == MAGPIE_OK ? j->n : 0);
         break;
+    case OP_AR_COUNT:
+        if (j->cb.count)
+            j->cb.count(j->ud, rc, rc == MAGPIE_OK ? j->id : 0);
+        break;
     }
     job_free(j);
 }
@@ -421,6 +430,8 @@ static int job_has_cb(const struct job *j)
         return j->cb.append != NULL;
     case OP_AR_QUERY:
         return j->cb.query != NULL;
+    case OP_AR_COUNT:
+        return j->cb.count != NULL;
     default:
         return j->cb.done != NULL;
     }
@@ -468,7 +479,7 @@ static void run_write_batch(const struct mp_storage_driver *drv, void *conn, str
     int ok = conn && drv->begin(conn) == MAGPIE_OK;
     for (size_t i = 0; ok && i < n; i++, j = j->next) {
         job_run(drv, conn, j);
-        ok = j->rc == MAGPIE_OK;
+        ok = j->rc != MAGPIE_ERR; /* deleting nothing is no failure */
     }
     if (ok && drv->commit(conn) == MAGPIE_OK) {
         mp_log(MP_LOG_DEBUG, "storage: group commit of %zu writes", n);
@@ -777,18 +788,42 @@ int mp_archive_replace(const char *host, const char *store, const char *key, int
     return job_submit(j);
 }
 
-int mp_archive_query(const char *host, const char *store, const char *key,
-                     const mp_archive_filter *q, mp_archive_query_cb cb, void *ud)
+/* A job for a call with a filter (q may be NULL: everything); the filter's
+ * strings are copied into it (with_has in the field slot, unused by
+ * archive calls). */
+static struct job *filter_job(enum job_op op, const char *host, const char *store, const char *key,
+                              const mp_archive_filter *q)
 {
     mp_archive_filter none = {0};
     if (!q)
         q = &none;
-    struct job *j = job_new(OP_AR_QUERY, host, store, key, NULL, q->with, NULL, 0);
+    struct job *j = job_new(op, host, store, key, q->with_has, q->with, NULL, 0);
     if (!j)
-        return MAGPIE_ERR;
+        return NULL;
     j->q = *q;
     j->q.with = j->with;
+    j->q.with_has = j->field;
+    return j;
+}
+
+int mp_archive_query(const char *host, const char *store, const char *key,
+                     const mp_archive_filter *q, mp_archive_query_cb cb, void *ud)
+{
+    struct job *j = filter_job(OP_AR_QUERY, host, store, key, q);
+    if (!j)
+        return MAGPIE_ERR;
     j->cb.query = cb;
+    j->ud = ud;
+    return job_submit(j);
+}
+
+int mp_archive_count(const char *host, const char *store, const char *key,
+                     const mp_archive_filter *q, mp_archive_count_cb cb, void *ud)
+{
+    struct job *j = filter_job(OP_AR_COUNT, host, store, key, q);
+    if (!j)
+        return MAGPIE_ERR;
+    j->cb.count = cb;
     j->ud = ud;
     return job_submit(j);
 }

@@ -105,6 +105,9 @@ struct mp_storage_driver {
                           int64_t ts, const char *with, const void *data, size_t len, int64_t *id);
     int (*archive_query)(void *conn, const char *host, const char *store, const char *key,
                          const mp_archive_filter *q, mp_sd_item_fn fn, void *ud);
+    /* Sets *n to the number of items matching q (limit, reverse ignored). */
+    int (*archive_count)(void *conn, const char *host, const char *store, const char *key,
+                         const mp_archive_filter *q, int64_t *n);
     /* MAGPIE_NOTFOUND when no item id of key exists. */
     int (*archive_replace)(void *conn, const char *host, const char *store, const char *key,
                            int64_t id, const void *data, size_t len);

@@ -65,7 +65,8 @@ struct mp_session {
     mp_stanza **pending;
     size_t pending_head, pending_n, pending_cap;
     unsigned tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1, dead : 1,
-        starttls_pending : 1, read_paused : 1, waiting_creds : 1, addr_counted : 1;
+        starttls_pending : 1, read_paused : 1, waiting_creds : 1, addr_counted : 1,
+        sm : 1;          /* stream management (mp_session_manage): counts, `sent` */
     unsigned blocked;    /* full queues this session waits on before reading again */
     struct event *stall; /* output_stall_timeout check while congested */
     uint64_t written;    /* bytes the socket has taken, ever */
@@ -84,6 +85,12 @@ struct mp_session {
     double parser_idle_since;
     double detach_deadline; /* when a detached session ends */
     double resume_timeout;  /* > 0: losing the connection detaches */
+    /* stream management: stanzas received from the client since it was
+     * enabled (mod 2^32), and those of them not handled yet (their
+     * acknowledgement token is deferred), oldest first */
+    uint32_t in_seq;
+    uint32_t *in_open;
+    size_t in_open_n, in_open_cap;
     struct mp_timer *timers;
     char peer[64];
 };
@@ -104,6 +111,7 @@ static int pending_push(mp_session *s, mp_stanza *st);
  * released I/O in c2s_destroy); the base is already released. */
 static void c2s_release(mp_session *s)
 {
+    free(s->in_open);
     free(s->pending);
     free(s->host);
     free(s->user);
@@ -144,11 +152,30 @@ static void send_header(mp_session *s, const char *client_from)
 
 /* Sends st (taken) to the client; while detached it waits on the session
  * (dropped, logged, if that queue is full). */
+/* A stanza (counted by stream management), not a stream element. */
+static int is_stanza(const mp_stanza *st)
+{
+    const mp_xml *r = mp_stanza_root(st);
+    if (r->ns && *r->ns && strcmp(r->ns, MP_NS_CLIENT) != 0)
+        return 0;
+    return strcmp(r->name, "message") == 0 || strcmp(r->name, "presence") == 0 ||
+           strcmp(r->name, "iq") == 0;
+}
+
 void mp_session_send(mp_session *s, mp_stanza *st)
 {
     if (s->dead || s->closing) {
         mp_stanza_unref(st);
         return;
+    }
+    if (s->sm) {
+        /* stanzas are counted where they are written; while detached the
+         * module keeps them, and a stream element (<r/>) is moot */
+        int held = is_stanza(st) && mp_sm_sent(s, st) == MP_FILTER_STOP;
+        if (held || !s->t || s->closing) {
+            mp_stanza_unref(st);
+            return;
+        }
     }
     if (!s->t) {
         if (pending_push(s, st) != MAGPIE_OK) {
@@ -207,9 +234,21 @@ int mp_c2s_deliver(mp_session *s, mp_stanza *st)
         }
         return MAGPIE_OK;
     }
-    if (!s->t && s->pending_n >= MP_SESSION_QUEUE_MAX)
+    if (!s->t && !s->sm && s->pending_n >= MP_SESSION_QUEUE_MAX)
         return MAGPIE_ERR; /* the router treats it as undeliverable */
+    if (s->t) {
+        mp_session_send(s, st);
+        return MAGPIE_OK;
+    }
+    /* detached: it waits for a resumption; tell the modules (push) */
+    int message = mp_stanza_envelope(st)->kind == MP_KIND_MESSAGE;
+    if (message)
+        mp_stanza_ref(st);
     mp_session_send(s, st);
+    if (message) {
+        mp_notify_message_held(s, st);
+        mp_stanza_unref(st);
+    }
     return MAGPIE_OK;
 }
 
@@ -283,11 +322,22 @@ static void c2s_close(mp_session *s, const char *condition, const char *text)
 {
     if (s->closing || s->dead)
         return;
+    /* a resumable session whose peer stopped answering (mod_ping) lost
+     * its connection, not its session */
+    if (s->resume_timeout > 0 && condition && strcmp(condition, "connection-timeout") == 0 &&
+        s->t && s->bound) {
+        mp_stream_write_error(s->t, condition, text);
+        mp_stream_write_close(s->t);
+        if (mp_c2s_detach(s, s->resume_timeout) == MAGPIE_OK)
+            return;
+    }
     s->closing = 1;
     mp_waitq_set(s->base.outq, 0); /* what it is sent now is dropped: nobody waits */
     if (s->bound) {
         /* stop routing to this session at once */
         mp_router_unbind(s);
+        if (s->sm)
+            mp_sm_closing(s); /* its unacknowledged stanzas are undeliverable now */
     }
     if (s->t) {
         if (condition) {
@@ -345,9 +395,12 @@ static void c2s_destroy(mp_session *s)
         return;
     struct mp_worker *w = s->base.w;
     if (s->bound) {
-        mp_notify_session_ended(s);
+        /* out of the directory first: what session_ended subscribers route
+         * (unacknowledged stanzas) must not come back to s */
         if (!s->closing)
             mp_router_unbind(s);
+        s->closing = 1;
+        mp_notify_session_ended(s);
         s->bound = 0;
         atomic_fetch_sub(&mp_server.sessions, 1);
     }
@@ -970,18 +1023,37 @@ static int valid_stanza(mp_session *s, mp_stanza *st)
     return 1;
 }
 
+static void handle_client_stanza(mp_session *s, mp_stanza *st);
+static mp_ack *in_begin(mp_session *s, mp_stanza *st);
+
 static void handle_stanza(mp_session *s, mp_stanza *st)
 {
     mp_xml *root = mp_stanza_root(st);
     if (!root->ns || strcmp(root->ns, MP_NS_CLIENT) != 0 ||
         (strcmp(root->name, "message") != 0 && strcmp(root->name, "presence") != 0 &&
          strcmp(root->name, "iq") != 0)) {
-        /* a nonza a module handles on bound streams (XEP-0352, XEP-0198) */
-        if (s->bound && mp_stream_element_dispatch(s, st) == HOOK_HANDLED)
+        /* a nonza a module handles (XEP-0352, XEP-0198; before binding
+         * only those registered for it: <resume/>) */
+        if (mp_stream_element_dispatch(s, st, s->bound) == HOOK_HANDLED)
             return;
         c2s_close(s, "unsupported-stanza-type", NULL);
         return;
     }
+    if (s->sm && s->bound) {
+        /* counted: handled once routing returned and every deferral of
+         * its acknowledgement token (mp_stanza_defer_ack) is done */
+        mp_ack *a = in_begin(s, st);
+        handle_client_stanza(s, st);
+        mp_ack_done(a);
+        return;
+    }
+    handle_client_stanza(s, st);
+}
+
+/* A message, presence or iq from the client. */
+static void handle_client_stanza(mp_session *s, mp_stanza *st)
+{
+    mp_xml *root = mp_stanza_root(st);
     if (!valid_stanza(s, st))
         return;
 
@@ -1097,6 +1169,53 @@ static void wait_for_pressure(mp_session *s)
     }
 }
 
+/* An IQ on a stream not authenticated yet: only a get/set with one child
+ * element, in a namespace a module registered with mp_preauth_iq_register
+ * (XEP-0077), is let through, each one counted against the address's
+ * connection rate. HOOK_HANDLED (answered, by the module or here), or
+ * HOOK_PASS: the caller closes the stream. st borrowed. */
+static int preauth_iq(mp_session *s, mp_stanza *st)
+{
+    mp_xml *root = mp_stanza_root(st);
+    if (!root->ns || strcmp(root->ns, MP_NS_CLIENT) != 0 || strcmp(root->name, "iq") != 0 ||
+        !s->host)
+        return HOOK_PASS;
+    const char *type = mp_xml_get_attr(root, "type");
+    if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0) ||
+        !mp_xml_get_attr(root, "id"))
+        return HOOK_PASS;
+    mp_xml *child = mp_xml_first_element(root);
+    if (!child || mp_xml_find_next(child, NULL, NULL))
+        return HOOK_PASS;
+    if (!child->ns || !mp_preauth_iq_known(child->ns))
+        return HOOK_PASS;
+    if (s->addr_counted) {
+        if (mp_addrlimit_acquire(s->addr_key) != MAGPIE_OK) {
+            send_iq_error(s, st, "wait", "resource-constraint");
+            return HOOK_HANDLED;
+        }
+        mp_addrlimit_release(s->addr_key);
+    }
+    return mp_preauth_iq_dispatch(s, st, s->host, s->addr_counted ? s->addr_key : "local");
+}
+
+mp_session *mp_session_find_stream(uint64_t id)
+{
+    mp_session *b = mp_session_find(id);
+    if (b)
+        return b;
+    mp_loop *cur = mp_loop_current();
+    for (int i = 0; i < mp_server.n_workers; i++) {
+        struct mp_worker *w = &mp_server.workers[i];
+        if (w->loop != cur)
+            continue;
+        for (mp_session *s = w->sessions; s; s = s->next)
+            if (s->base.id == id)
+                return s->closing || s->dead ? NULL : s;
+    }
+    return NULL;
+}
+
 static void on_stanza(void *ud, mp_stanza *st)
 {
     mp_session *s = ud;
@@ -1139,7 +1258,8 @@ static void handle_nonza_or_stanza(mp_session *s, mp_stanza *st)
         if (!s->waiting_creds)
             handle_sasl(s, st);
     } else if (!s->authed) {
-        c2s_close(s, "not-authorized", "Authenticate first");
+        if (preauth_iq(s, st) != HOOK_HANDLED)
+            c2s_close(s, "not-authorized", "Authenticate first");
     } else {
         handle_stanza(s, st);
     }
@@ -1417,16 +1537,24 @@ static void resume_reading_run(void *arg)
     mp_session_unref(s);
 }
 
+static void resume_failed(mp_session *from, void *arg);
+
 /* On s's (now) own worker: s takes from's connection and open stream,
- * writes what waited, and from's shell ends. */
-static void adopt(mp_session *s, mp_session *from)
+ * writes what waited, and from's shell ends. resume: called for
+ * mp_session_resume (arg is its caller's), which reports the outcome. */
+static void adopt(mp_session *s, mp_session *from, int resume, void *arg)
 {
     if (s->dead || s->closing || s->t || from->dead || from->closing || !from->t) {
-        c2s_close(from, "not-authorized", "The session to resume is gone");
+        if (resume)
+            resume_failed(from, arg);
+        else
+            c2s_close(from, "not-authorized", "The session to resume is gone");
         if (!s->dead && !s->closing && !s->t)
             arm_detach_timer(s); /* still detached: it ends in its own time */
         return;
     }
+    if (resume && from->blocked > 0)
+        from->blocked--; /* the hold taken by mp_session_resume */
     if (s->timer)
         event_free(s->timer);
     s->timer = NULL;
@@ -1446,8 +1574,15 @@ static void adopt(mp_session *s, mp_session *from)
     from->addr_counted = 0;
     s->last_read = s->parser_idle_since = mp_now();
     c2s_destroy(from); /* the connection (and its count) went to s */
-    mp_log(MP_LOG_DEBUG, "c2s %s: session %" PRIu64 " (%s) attached, %zu stanza(s) waited", s->peer,
-           s->base.id, s->base.jid.full, s->pending_n);
+    mp_log(MP_LOG_DEBUG,
+           "c2s %s: session %" PRIu64 " (%s) attached on worker %d, %zu stanza(s) waited", s->peer,
+           s->base.id, s->base.jid.full, s->base.w->id, s->pending_n);
+    if (resume) {
+        /* <resumed/> and what the client has not acknowledged go first;
+         * then module state tied to the connection starts over (CSI) */
+        mp_sm_resumed(s, arg);
+        mp_notify_session_resumed(s);
+    }
     /* what waited goes first, in order, once each */
     while (s->pending_n > 0 && s->t) {
         mp_stanza *st = s->pending[s->pending_head];
@@ -1466,6 +1601,8 @@ static void adopt(mp_session *s, mp_session *from)
 }
 
 struct handover {
+    int resume; /* for mp_session_resume, with its caller's arg */
+    void *arg;
     mp_session *s, *from; /* referenced */
     struct mp_worker *to;
     mp_stanza *presence;           /* s's last presence, carried along (referenced) */
@@ -1507,7 +1644,7 @@ static void handover_in(void *arg)
         s->stall = NULL;
     }
     mp_router_session_arrive(s, h->from_worker, h->presence);
-    adopt(s, h->from);
+    adopt(s, h->from, h->resume, h->arg);
     handover_end(h);
 }
 
@@ -1515,7 +1652,10 @@ static void handover_in(void *arg)
 static void handover_refused(void *arg)
 {
     struct handover *h = arg;
-    c2s_close(h->from, "not-authorized", "The session to resume is gone");
+    if (h->resume)
+        resume_failed(h->from, h->arg);
+    else
+        c2s_close(h->from, "not-authorized", "The session to resume is gone");
     handover_end(h);
 }
 
@@ -1567,7 +1707,7 @@ int mp_c2s_takeover(mp_session *s, mp_session *from)
     if (s->base.w == from->base.w) {
         if (s->t)
             return MAGPIE_ERR;
-        adopt(s, from);
+        adopt(s, from, 0, NULL);
         return MAGPIE_OK;
     }
     /* s lives on another worker: it moves to from's, where the connection
@@ -1575,7 +1715,7 @@ int mp_c2s_takeover(mp_session *s, mp_session *from)
     from->t->ops->set_reading(from->t, 0);
     mp_xmlstream_stop(from->parser);
     from->read_paused = 1;
-    struct handover *h = mp_malloc(sizeof *h);
+    struct handover *h = mp_calloc(1, sizeof *h);
     h->s = s;
     h->from = from;
     h->to = from->base.w;
@@ -1587,6 +1727,194 @@ int mp_c2s_takeover(mp_session *s, mp_session *from)
         from->read_paused = 0;
         handover_end(h);
         return MAGPIE_ERR;
+    }
+    return MAGPIE_OK;
+}
+
+/* ---- stream management (XEP-0198) ---- */
+
+void mp_session_manage(mp_session *s, double resume_timeout)
+{
+    s->sm = 1;
+    s->in_seq = 0;
+    s->in_open_n = 0;
+    s->resume_timeout = resume_timeout;
+}
+
+uint32_t mp_session_received(mp_session *s)
+{
+    return s->in_seq;
+}
+
+uint32_t mp_session_handled(mp_session *s, int *all)
+{
+    if (all)
+        *all = s->in_open_n == 0;
+    return s->in_open_n ? s->in_open[0] - 1 : s->in_seq;
+}
+
+/* The client's stanza seq is handled (on s's worker). */
+static void in_done(mp_session *s, uint32_t seq)
+{
+    size_t i = 0;
+    while (i < s->in_open_n && s->in_open[i] != seq)
+        i++;
+    if (i == s->in_open_n)
+        return; /* counting restarted (a second <enable/>) */
+    memmove(s->in_open + i, s->in_open + i + 1, (s->in_open_n - i - 1) * sizeof *s->in_open);
+    s->in_open_n--;
+    if (i == 0 && !s->dead && !s->closing && s->sm)
+        mp_sm_handled(s, mp_session_handled(s, NULL));
+}
+
+struct in_tok {
+    mp_session *s; /* referenced */
+    uint32_t seq;
+};
+
+static void in_done_run(void *arg)
+{
+    struct in_tok *k = arg;
+    mp_session *s = k->s;
+    if (!s->dead && !s->closing && s->base.w->loop != mp_loop_current()) {
+        /* the session moved (resumed on another worker): follow it */
+        if (mp_loop_post(s->base.w->loop, in_done_run, k) == MAGPIE_OK)
+            return;
+    } else if (!s->dead && s->base.w->loop == mp_loop_current()) {
+        in_done(s, k->seq);
+    }
+    mp_session_unref(s);
+    free(k);
+}
+
+/* The token's last completion (any thread): report it on s's worker. */
+static void in_complete(void *ud)
+{
+    struct in_tok *k = ud;
+    if (k->s->base.w->loop == mp_loop_current()) {
+        in_done_run(k);
+        return;
+    }
+    if (mp_loop_post(k->s->base.w->loop, in_done_run, k) != MAGPIE_OK) {
+        mp_session_unref(k->s);
+        free(k);
+    }
+}
+
+/* Counts a stanza from the client and gives it an acknowledgement token;
+ * the caller completes its own part with mp_ack_done once it handled it. */
+static mp_ack *in_begin(mp_session *s, mp_stanza *st)
+{
+    uint32_t seq = ++s->in_seq;
+    if (s->in_open_n == s->in_open_cap) {
+        s->in_open_cap = s->in_open_cap ? 2 * s->in_open_cap : 8;
+        s->in_open = mp_realloc(s->in_open, s->in_open_cap * sizeof *s->in_open);
+    }
+    s->in_open[s->in_open_n++] = seq;
+    struct in_tok *k = mp_malloc(sizeof *k);
+    k->s = s;
+    k->seq = seq;
+    mp_session_ref(s);
+    mp_ack *a = mp_ack_new(in_complete, k);
+    mp_stanza_set_ack(st, a);
+    return a;
+}
+
+struct resume_job {
+    uint64_t id;
+    mp_session *from; /* referenced */
+    void *arg;
+};
+
+static void resume_job_end(struct resume_job *r)
+{
+    mp_session_unref(r->from);
+    free(r);
+}
+
+/* On from's worker: no session to take over. from reads again (it may
+ * bind), and the module answers <failed/>. */
+static void resume_failed(mp_session *from, void *arg)
+{
+    int open = !from->dead && !from->closing;
+    if (open && from->blocked > 0)
+        from->blocked--;
+    mp_sm_resume_failed(open ? from : NULL, arg);
+    if (open) {
+        mp_session_ref(from);
+        if (mp_loop_post(from->base.w->loop, resume_reading_run, from) != MAGPIE_OK)
+            mp_session_unref(from);
+    }
+}
+
+static void resume_failed_run(void *arg)
+{
+    struct resume_job *r = arg;
+    resume_failed(r->from, r->arg);
+    resume_job_end(r);
+}
+
+/* On the worker the directory named for the session: finds it, closes
+ * its old connection if it still has one, and hands it to from. */
+static void resume_run(void *arg)
+{
+    struct resume_job *r = arg;
+    mp_session *from = r->from;
+    mp_session *s = mp_session_find(r->id);
+    if (!s || s->dead || s->closing || !s->bound || !s->sm || !s->user || !from->user ||
+        strcmp(s->user, from->user) != 0 || !s->host || !from->host ||
+        strcmp(s->host, from->host) != 0) {
+        if (from->base.w->loop == mp_loop_current())
+            resume_failed_run(r);
+        else if (mp_loop_post(from->base.w->loop, resume_failed_run, r) != MAGPIE_OK)
+            resume_job_end(r);
+        return;
+    }
+    if (s->t) {
+        /* XEP-0198 §5: the old connection, still open here, ends */
+        mp_log(MP_LOG_DEBUG, "c2s %s: session %" PRIu64 " resumed elsewhere, old connection closed",
+               s->peer, s->base.id);
+        if (s->header_sent)
+            mp_stream_write_close(s->t);
+        mp_c2s_detach(s, s->resume_timeout > 0 ? s->resume_timeout : 60);
+    }
+    if (s->base.w == from->base.w) {
+        adopt(s, from, 1, r->arg);
+        resume_job_end(r);
+        return;
+    }
+    struct handover *h = mp_calloc(1, sizeof *h);
+    h->resume = 1;
+    h->arg = r->arg;
+    h->s = s;
+    h->from = from; /* the job's reference goes to the handover */
+    h->to = from->base.w;
+    h->from_worker = s->base.w;
+    mp_session_ref(s);
+    free(r);
+    handover_out(h);
+}
+
+int mp_session_resume(mp_session *from, const char *full, uint64_t id, void *arg)
+{
+    int worker;
+    if (!from->authed || from->bound || from->closing || from->dead || !from->t ||
+        mp_router_find_full(full, id, &worker) != MAGPIE_OK)
+        return MAGPIE_NOTFOUND;
+    /* from reads nothing more until the outcome */
+    mp_session_hold(from);
+    struct resume_job *r = mp_malloc(sizeof *r);
+    r->id = id;
+    r->from = from;
+    r->arg = arg;
+    mp_session_ref(from);
+    struct mp_worker *w = &mp_server.workers[worker];
+    if (w->loop == mp_loop_current()) {
+        resume_run(r);
+    } else if (mp_loop_post(w->loop, resume_run, r) != MAGPIE_OK) {
+        resume_job_end(r);
+        mp_session_release(from);
+        return MAGPIE_NOTFOUND;
     }
     return MAGPIE_OK;
 }

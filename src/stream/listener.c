@@ -80,6 +80,7 @@ struct mp_conn {
     uint8_t ev_timer; /* and its timeout: 0 none, 1 refill, 2 linger */
     uint8_t closing, shut_wr, in_data, failed, paused;
     uint8_t v6, has_addr;
+    uint8_t unthrottled; /* mp_conn_unthrottle: limits.rate does not apply */
     uint16_t port;
     uint8_t addr[16]; /* the peer, for mp_conn_peer */
     /* the connection's event follows, in the same allocation */
@@ -253,7 +254,7 @@ static int conn_flush(mp_conn *c)
 static void conn_spend(mp_conn *c, size_t n)
 {
     const struct mp_config *cfg = mp_server.cfg;
-    if (!cfg || cfg->rate_bytes_per_sec <= 0)
+    if (!cfg || cfg->rate_bytes_per_sec <= 0 || c->unthrottled)
         return;
     c->tokens = n >= c->tokens ? 0 : c->tokens - (uint32_t)n;
     if (c->tokens == 0)
@@ -283,7 +284,7 @@ static int conn_read(mp_conn *c)
     char buf[CONN_READ_MAX];
     size_t want = sizeof buf;
     const struct mp_config *cfg = mp_server.cfg;
-    if (!c->closing && cfg && cfg->rate_bytes_per_sec > 0 && c->tokens < want)
+    if (!c->closing && !c->unthrottled && cfg && cfg->rate_bytes_per_sec > 0 && c->tokens < want)
         want = c->tokens;
     if (want == 0)
         return MAGPIE_OK;
@@ -488,6 +489,19 @@ void mp_conn_write(mp_conn *c, const char *data, size_t len)
         return;
     }
     evbuffer_add(c->out, data, len);
+}
+
+void mp_conn_unthrottle(mp_conn *c)
+{
+    c->unthrottled = 1;
+    c->paused = 0;
+}
+
+size_t mp_conn_queued(mp_conn *c)
+{
+    if (c->t)
+        return c->t->ops->queued(c->t);
+    return c->out ? evbuffer_get_length(c->out) : 0;
 }
 
 void mp_listener_thread_exit(void)

@@ -59,7 +59,8 @@ struct mp_stanza {
      * of a stanza written to several recipients (mp_stanza_serialize) and
      * shared by the others; dropped when the tree changes. */
     _Atomic(struct inner_out *) inner;
-    atomic_int fanout; /* mp_stanza_mark_fanout: cache the inner output */
+    atomic_int fanout;  /* mp_stanza_mark_fanout: cache the inner output */
+    struct mp_ack *ack; /* mp_stanza_set_ack: the sender's acknowledgement (referenced) */
 };
 
 /* Serialised root children and the context they were written in. */
@@ -91,6 +92,7 @@ static mp_stanza *stanza_alloc(size_t first_size)
     st->root = NULL;
     atomic_init(&st->inner, NULL);
     atomic_init(&st->fanout, 0);
+    st->ack = NULL;
     st->base = NULL;
     st->text_dirty = 0;
     st->env_stale = ENV_ALL;
@@ -426,9 +428,71 @@ void mp_stanza_unref(mp_stanza *st)
         c = prev;
     }
     mp_stanza *base = st->base;
+    struct mp_ack *ack = st->ack;
     free(atomic_load_explicit(&st->inner, memory_order_relaxed));
     free(st);
     mp_stanza_unref(base);
+    mp_ack_unref(ack);
+}
+
+/* ---- acknowledgement tokens ----
+ * Two counts: refs keeps the memory (the stanza, the creator, each
+ * deferral), pending counts the completions still owed (the creator and
+ * each deferral). A deferral is only taken while pending > 0, so a token
+ * whose acknowledgement has gone out can never be held again. */
+struct mp_ack {
+    atomic_int refs;
+    atomic_int pending;
+    void (*complete)(void *ud);
+    void *ud;
+};
+
+struct mp_ack *mp_ack_new(void (*complete)(void *ud), void *ud)
+{
+    struct mp_ack *a = mp_malloc(sizeof *a);
+    atomic_init(&a->refs, 1);
+    atomic_init(&a->pending, 1);
+    a->complete = complete;
+    a->ud = ud;
+    return a;
+}
+
+void mp_ack_unref(struct mp_ack *a)
+{
+    if (a && atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+        free(a);
+}
+
+void mp_stanza_set_ack(mp_stanza *st, struct mp_ack *a)
+{
+    if (a)
+        atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+    mp_ack_unref(st->ack);
+    st->ack = a;
+}
+
+mp_ack *mp_stanza_defer_ack(mp_stanza *st)
+{
+    struct mp_ack *a = st->ack;
+    if (!a)
+        return NULL;
+    int p = atomic_load_explicit(&a->pending, memory_order_acquire);
+    while (p > 0)
+        if (atomic_compare_exchange_weak_explicit(&a->pending, &p, p + 1, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+            atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+            return a;
+        }
+    return NULL; /* acknowledged already */
+}
+
+void mp_ack_done(mp_ack *a)
+{
+    if (!a)
+        return;
+    if (atomic_fetch_sub_explicit(&a->pending, 1, memory_order_acq_rel) == 1)
+        a->complete(a->ud);
+    mp_ack_unref(a);
 }
 
 mp_xml *mp_stanza_root(const mp_stanza *st)

@@ -606,10 +606,11 @@ static void make_parser(mp_xmlstream *p)
     }
 }
 
-/* Makes limits (0 = default) the ones in force. */
+/* Makes limits (0 = default; NULL: all defaults) the ones in force. */
 static void apply_limits(mp_xmlstream *p, const struct mp_xml_limits *limits)
 {
-    p->lim = *limits;
+    static const struct mp_xml_limits defaults;
+    p->lim = limits ? *limits : defaults;
     if (!p->lim.max_stanza)
         p->lim.max_stanza = DEF_MAX_STANZA;
     if (!p->lim.max_depth)

@@ -87,7 +87,7 @@ class ScriptError(Exception):
 TEST_RE = re.compile(r'^#\s*([0-9][A-Za-z0-9_.]*-[A-Za-z0-9_.-]+):\s+(.+?)\s*$')
 HEADER_RE = re.compile(r'^([a-z][a-z-]*):\s*(.*)$')
 CLIENT_RE = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*):\s+(.*)$')
-HEADERS = ('config', 'only', 'timeout', 'users', 'prosody-config')
+HEADERS = ('config', 'only', 'timeout', 'users', 'prosody-config', 'http')
 
 
 class Test:
@@ -296,7 +296,7 @@ class MagpieTarget:
     """magpied started through tests/lib/magpie_fixture.py."""
     name = 'magpie'
 
-    def __init__(self, builddir, config_lines, workers=1):
+    def __init__(self, builddir, config_lines, workers=1, http=False):
         if magpie_fixture is None:
             raise RuntimeError('tests/lib/magpie_fixture.py not importable')
         self.overrides = []
@@ -311,7 +311,7 @@ class MagpieTarget:
             def config_text(self):
                 return apply_overrides(super().config_text(), overrides)
 
-        self.srv = Server(builddir, workers=workers)
+        self.srv = Server(builddir, workers=workers, http=http)
         self.host, self.domain = '127.0.0.1', 'localhost'
 
     def start(self):
@@ -980,7 +980,11 @@ def main():
             sc.headers.get('prosody-config', [])
         Target = MagpieTarget if a.server == 'magpie' else ProsodyTarget
         try:
-            target = Target(a.builddir, cfg, **({'workers': a.workers} if a.server == 'magpie' else {}))
+            kw = {}
+            if a.server == 'magpie':
+                kw = {'workers': a.workers,
+                      'http': sc.headers.get('http', ['false'])[0].strip() == 'true'}
+            target = Target(a.builddir, cfg, **kw)
             target.start()
         except Exception as e:   # noqa: BLE001
             for t in tests:

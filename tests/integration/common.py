@@ -99,3 +99,13 @@ def wait_until(fn, timeout=5.0, step=0.05):
             return True
         time.sleep(step)
     return fn()
+
+
+def subscribe_both(x, xname, y, yname):
+    """A mutual subscription between two online clients (mod_roster)."""
+    xj, yj = xname + '@localhost', yname + '@localhost'
+    for a, aj, b, bj in ((x, xj, y, yj), (y, yj, x, xj)):
+        a.send("<presence to='%s' type='subscribe'/>" % bj)
+        b.wait_for('presence', lambda e: e.get('type') == 'subscribe' and e.get('from') == aj)
+        b.send("<presence to='%s' type='subscribed'/>" % aj)
+        a.wait_for('presence', lambda e: e.get('type') == 'subscribed' and e.get('from') == bj)

@@ -4,7 +4,11 @@ helpers to talk to a device's owner."""
 
 import http.client
 import json
+import os
 import struct
+import subprocess
+import threading
+import time
 
 from common import MagpieServer, check, child, tostr
 from magpie_fixture import free_port
@@ -106,3 +110,46 @@ def status(srv, cid):
     st, d, _ = request(srv, 'GET', '/gateway/v1/commands/%s' % cid)
     check(st == 200, (st, d))
     return d
+
+
+class Sim:
+    """sdk/sim/mgw-sim (the device simulator on the SDK) in the background,
+    for the devices [(id, secret)]; .lines collects its output."""
+
+    def __init__(self, srv, devices, *extra):
+        path = os.path.join(srv.tmp, 'devices-%d.txt' % id(self))
+        with open(path, 'w') as f:
+            for dev, secret in devices:
+                f.write('%s %s\n' % (dev, secret.hex()))
+        sim = os.path.join(srv.builddir, 'sdk', 'sim', 'mgw-sim')
+        self.p = subprocess.Popen([sim, '--port', str(srv.gw_port), '--devices', path]
+                                  + [str(e) for e in extra], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=srv._env())
+        self.lines = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.append(line.strip())
+
+    def wait(self, pred, count=1, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len([l for l in self.lines if pred(l)]) >= count:
+                return
+            time.sleep(0.02)
+        raise AssertionError('simulator: expected %d matching lines, got %s' % (count, self.lines[-20:]))
+
+    def count(self, prefix):
+        return len([l for l in self.lines if l.startswith(prefix)])
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        err = self.p.stderr.read()
+        check('runtime error' not in err and 'Sanitizer' not in err, err)

@@ -218,3 +218,34 @@ def moderate(c, room, sid, reason=None, retract=True):
     if reason:
         inner += '<reason>%s</reason>' % esc(reason)
     return c.iq('set', room_jid(room), "<moderate xmlns='%s' id='%s'>%s</moderate>" % (NS_MODERATE, sid, inner))
+
+
+def run_suite(R, args, num, name, tests, users, modules=None, storage='sqlite'):
+    """Starts a server with mod_muc (modules: the module list, entries may
+    be '{ name = "muc"; ... }'), creates users (password user-pw) and logs
+    each in as resource 'p', runs tests [(label, fn)] with u (user name ->
+    client, 'srv' -> the server) and reports as '<num>.NN <name>_<label>'."""
+    from common import MagpieServer, online, closeall
+    try:
+        srv = MagpieServer(args.builddir, workers=args.workers, storage=storage,
+                           modules=modules or ['disco', 'ping', 'version', 'time', 'muc'])
+        srv.__enter__()
+    except Exception as e:
+        R.fail('%d.00 %s_server_start' % (num, name), e)
+        R.exit()
+    u = {}
+    try:
+        for n in users:
+            srv.add_user(n, n + '-pw')
+        u = {n: online(srv, n, n + '-pw', 'p') for n in users}
+        u['srv'] = srv
+        for i, (label, fn) in enumerate(tests, 1):
+            R.run('%d.%02d %s_%s' % (num, i, name, label), fn, u, server=srv)
+    except Exception as e:
+        R.fail('%d.00 %s_setup' % (num, name), e)
+    closeall(*[c for k, c in u.items() if k != 'srv'])
+    try:
+        srv.__exit__(None, None, None)
+    except Exception as e:
+        R.fail('%d.99 %s_clean_shutdown' % (num, name), e)
+    R.exit()

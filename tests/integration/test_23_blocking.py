@@ -8,7 +8,8 @@ contacts stopping (and an unavailable at block time), unblock-all, and the
 list kept across a restart. Run with --workers 2 as well (run-all.sh)."""
 
 from common import (RawClient, MagpieServer, Results, parse_args, check, child, error_condition, tostr,
-                    closeall, sync, no_message, no_stanza, body_of, expect_error)
+                    closeall, sync, no_message, no_stanza, body_of, expect_error,
+                    subscribe_both as common_subscribe_both)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -53,13 +54,8 @@ def push(c, what, jids):
 
 
 def subscribe_both(x, xname, y, yname):
-    """A mutual subscription between two online clients (mod_roster)."""
-    xj, yj = xname + '@localhost', yname + '@localhost'
-    for a, aj, b, bj in ((x, xj, y, yj), (y, yj, x, xj)):
-        a.send("<presence to='%s' type='subscribe'/>" % bj)
-        b.wait_for('presence', lambda e: e.get('type') == 'subscribe' and e.get('from') == aj)
-        b.send("<presence to='%s' type='subscribed'/>" % aj)
-        a.wait_for('presence', lambda e: e.get('type') == 'subscribed' and e.get('from') == bj)
+    """A mutual subscription between two online clients, backlogs emptied."""
+    common_subscribe_both(x, xname, y, yname)
     x.drain(0.3)
     y.drain(0.3)
 

@@ -18,7 +18,7 @@ Run with --workers 2 as well (run-all.sh does)."""
 import time
 
 from common import (RawClient, Results, MagpieServer, parse_args, check, child, tostr, closeall,
-                    sync, no_stanza, body_of, PING)
+                    sync, no_stanza, body_of, PING, subscribe_both)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -41,16 +41,6 @@ def login(srv, user, res, priority=0):
     c.login(user, pw(user), resource=res, presence=priority)
     sync(c)
     return c
-
-
-def subscribe_both(x, xname, y, yname):
-    """A mutual subscription between two online clients (mod_roster)."""
-    xj, yj = xname + '@localhost', yname + '@localhost'
-    for a, aj, b, bj in ((x, xj, y, yj), (y, yj, x, xj)):
-        a.send("<presence to='%s' type='subscribe'/>" % bj)
-        b.wait_for('presence', lambda e: e.get('type') == 'subscribe' and e.get('from') == aj)
-        b.send("<presence to='%s' type='subscribed'/>" % aj)
-        a.wait_for('presence', lambda e: e.get('type') == 'subscribed' and e.get('from') == bj)
 
 
 def status(c, text, show='away'):

@@ -7,58 +7,15 @@ device that sends everything twice causes no second receipt or uplink; a
 device that goes silent is closed after 2.5 heartbeats and its owner sees
 it go offline."""
 
-import os
 import re
-import subprocess
-import threading
 import time
 
 from common import Results, parse_args, online, check, child, closeall, no_message, body_of
 from gwcommon import (gateway_server, provision, send_command, wait_receipt, GW_DOMAIN,
-                      NS_RECEIPTS)
+                      NS_RECEIPTS, Sim)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
-SIM = os.path.join(args.builddir, 'sdk', 'sim', 'mgw-sim')
-
-
-class Sim:
-    def __init__(self, srv, devices, *extra):
-        path = os.path.join(srv.tmp, 'devices-%d.txt' % id(self))
-        with open(path, 'w') as f:
-            for dev, secret in devices:
-                f.write('%s %s\n' % (dev, secret.hex()))
-        self.p = subprocess.Popen([SIM, '--port', str(srv.gw_port), '--devices', path]
-                                  + [str(e) for e in extra], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=srv._env())
-        self.lines = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.p.stdout:
-            self.lines.append(line.strip())
-
-    def wait(self, pred, count=1, timeout=10):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if len([l for l in self.lines if pred(l)]) >= count:
-                return
-            time.sleep(0.02)
-        raise AssertionError('simulator: expected %d matching lines, got %s' % (count, self.lines[-20:]))
-
-    def count(self, prefix):
-        return len([l for l in self.lines if l.startswith(prefix)])
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        err = self.p.stderr.read()
-        check('runtime error' not in err and 'Sanitizer' not in err, err)
 
 
 def counter(srv, name):

@@ -54,6 +54,20 @@ static void pump(void)
     }
 }
 
+/* message_held notifications seen for alice/phone (test_detach_and_takeover). */
+static int held_messages;
+
+static void on_message_held(mp_session *s, mp_stanza *msg, void *ud)
+{
+    (void)ud;
+    const struct mp_envelope *env = mp_stanza_envelope(msg);
+    if (env->kind == MP_KIND_MESSAGE &&
+        strcmp(mp_session_jid(s)->full, "alice@" HOST "/phone") == 0)
+        held_messages++;
+}
+
+static const struct mp_notify held_notify = {.message_held = on_message_held};
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -103,6 +117,8 @@ static int group_setup(void **state)
     mp_server.auth_guard = mp_authguard_new(100, 1, 60, 1024);
     if (mp_router_init() != MAGPIE_OK || mp_modules_load(cfg) != MAGPIE_OK)
         return -1;
+    /* no module loaded: a notification of the test's own (m NULL) */
+    mp_notify_add(NULL, &held_notify, NULL);
     if (mp_account_add_sync(HOST, "alice", "secret", 4096) != MAGPIE_OK)
         return -1;
     return 0;
@@ -472,7 +488,9 @@ static void test_detach_and_takeover(void **state)
     assert_int_equal(mp_transport_mem_state(a.t), 2);   /* the connection is gone */
     mp_transport_mem_destroy(a.t);
 
-    /* another resource sends to the detached one: no error comes back */
+    /* another resource sends to the detached one: no error comes back,
+     * and modules hear of each message held for it (message_held) */
+    held_messages = 0;
     client_open(&b, 1);
     login(&b, "desk");
     for (int i = 1; i <= 5; i++) {
@@ -482,6 +500,7 @@ static void test_detach_and_takeover(void **state)
     }
     send_str(&b, "<message to='alice@" HOST "/desk' type='chat'><body>sync</body></message>");
     expect_clean(&b, "<body>sync</body>", "error");
+    assert_int_equal(held_messages, 5);
 
     /* a new connection authenticates as the same account and takes over */
     client_open(&c, 1);
@@ -504,6 +523,7 @@ static void test_detach_and_takeover(void **state)
     /* later stanzas come straight through, after those, with none again */
     send_str(&b, "<message to='alice@" HOST "/phone' type='chat'><body>after</body></message>");
     expect_clean(&c, "<body>after</body>", "<body>n");
+    assert_int_equal(held_messages, 5); /* attached again: nothing held */
     /* and the new connection speaks for the session */
     send_str(&c, "<message to='alice@" HOST "/desk' type='chat'><body>back</body></message>");
     expect(&b, "from='alice@" HOST "/phone'");
@@ -605,6 +625,75 @@ static void test_detached_expires(void **state)
     client_close(&b);
 }
 
+/* Stream management's core part (XEP-0198, module.h): the client's
+ * stanzas are counted from mp_session_manage on and handled once routed;
+ * a resumable managed session that loses its connection is detached, and
+ * mp_session_resume finds it by full JID and id (a wrong id finds
+ * nothing) and gives it the new authenticated connection, on the same or
+ * on another worker; the count goes on there. */
+static void sm_resume_on(int target_worker)
+{
+    struct client a, b, c;
+    client_open(&a, 1);
+    login(&a, "sm");
+    mp_session *s = a.s;
+    mp_session_ref(s);
+    uint64_t id = mp_session_id(s);
+    client_open(&b, 1);
+    login(&b, "other");
+    mp_session_manage(s, 60);
+    int all = 0;
+    assert_int_equal(mp_session_handled(s, &all), 0);
+    assert_true(all);
+    for (int i = 0; i < 3; i++)
+        send_str(&a, "<message to='alice@" HOST "/other' type='chat'><body>c</body></message>");
+    expect(&b, "<body>c</body>");
+    pump();
+    assert_int_equal(mp_session_handled(s, &all), 3);
+    assert_true(all);
+    client_close(&a); /* the peer vanishes: detached, not ended */
+    client_open_on(&c, 1, target_worker);
+    authenticate(&c);
+    if (target_worker)
+        mp_loop_bind_thread(workers[1].loop);
+    assert_int_equal(mp_session_resume(c.s, "alice@" HOST "/sm", id + 1000, NULL), MAGPIE_NOTFOUND);
+    assert_int_equal(mp_session_resume(c.s, "alice@" HOST "/nope", id, NULL), MAGPIE_NOTFOUND);
+    assert_int_equal(mp_session_resume(c.s, "alice@" HOST "/sm", id, NULL), MAGPIE_OK);
+    mp_loop_bind_thread(worker.loop);
+    pump();
+    pump();
+    assert_ptr_equal(mp_session_worker(s), &workers[target_worker]);
+    /* (the router's per-worker session maps are per thread, and this test
+     * runs both workers on one thread: deliveries to a session that moved
+     * are checked by tests/integration/test_63 on real workers) */
+    if (target_worker == 0) {
+        send_str(&b, "<message to='alice@" HOST "/sm' type='chat'><body>resumed</body></message>");
+        expect(&c, "<body>resumed</body>");
+    }
+    send_str(&c, "<message to='alice@" HOST "/other' type='chat'><body>again</body></message>");
+    expect(&b, "from='alice@" HOST "/sm'");
+    for (int i = 0; i < 10 && mp_session_handled(s, NULL) != 4; i++) {
+        pump();
+        usleep(1000);
+    }
+    assert_int_equal(mp_session_handled(s, &all), 4);
+    mp_session_unref(s);
+    client_close(&c);
+    client_close(&b);
+}
+
+static void test_sm_count_and_resume(void **state)
+{
+    (void)state;
+    sm_resume_on(0);
+}
+
+static void test_sm_resume_across_workers(void **state)
+{
+    (void)state;
+    sm_resume_on(1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -621,6 +710,8 @@ int main(void)
         cmocka_unit_test(test_takeover_across_workers),
         cmocka_unit_test(test_resumable_survives_disconnect),
         cmocka_unit_test(test_detached_expires),
+        cmocka_unit_test(test_sm_count_and_resume),
+        cmocka_unit_test(test_sm_resume_across_workers),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

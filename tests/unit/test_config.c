@@ -67,6 +67,24 @@ static void expect_error(const char *text, int line, const char *msg)
 
 #define HOSTS "hosts = ( { domain = \"localhost\"; } );\n"
 
+/* admins: bare JIDs, normalised; a full JID or a non-string is refused. */
+static void test_admins(void **state)
+{
+    (void)state;
+    struct mp_config *c = load_text(HOSTS "admins = [ \"Ops@Example.ORG\", \"root@localhost\" ];\n");
+    if (c == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(c->n_admins, 2);
+    assert_string_equal(c->admins[0], "ops@example.org");
+    assert_string_equal(c->admins[1], "root@localhost");
+    mp_config_free(c);
+    expect_error(HOSTS "admins = [ \"ops@example.org/phone\" ];\n", 2,
+                 "admins[0] is not a bare JID (user@domain)");
+    expect_error(HOSTS "admins = [ 5 ];\n", 2, "admins[0] is not a bare JID (user@domain)");
+    expect_error(HOSTS "admins = \"ops@example.org\";\n", 2,
+                 "'admins' must be a list of bare JIDs, e.g. [ \"admin@example.org\" ]");
+}
+
 static void test_default_config(void **state)
 {
     const char *path = TOP_SRCDIR "/conf/magpie.conf";
@@ -92,7 +110,12 @@ static void test_default_config(void **state)
     assert_int_equal(c->listeners[1].kind, MP_LISTEN_C2S_TLS);
     assert_int_equal(c->listeners[1].port, 5223);
 
-    assert_int_equal(c->n_modules, 14);
+    assert_int_equal(c->n_modules, 18);
+    assert_string_equal(c->modules[14].name, "sm");
+    assert_string_equal(c->modules[15].name, "adhoc");
+    assert_string_equal(c->modules[16].name, "admin_adhoc");
+    assert_string_equal(c->modules[17].name, "upload");
+    assert_int_equal(c->n_admins, 0);
     assert_string_equal(c->modules[0].name, "disco");
     assert_string_equal(c->modules[1].name, "ping");
     assert_string_equal(c->modules[2].name, "version");
@@ -107,6 +130,7 @@ static void test_default_config(void **state)
     assert_string_equal(c->modules[11].name, "private");
     assert_string_equal(c->modules[12].name, "last");
     assert_string_equal(c->modules[13].name, "csi");
+    assert_string_equal(c->modules[14].name, "sm");
     assert_null(c->modules[1].options);
 
     assert_string_equal(c->state_dir, MAGPIE_STATE_DIR);
@@ -128,6 +152,7 @@ static void test_default_config(void **state)
     assert_int_equal(c->max_connections, 100000);
     assert_int_equal(c->rate_bytes_per_sec, 65536);
     assert_int_equal(c->rate_burst, 262144);
+    assert_int_equal(c->http_rate, 4194304);
     assert_int_equal(c->max_output_buffer, 1048576);
     assert_int_equal(c->negotiation_timeout, 30);
     assert_int_equal(c->output_stall_timeout, 30);
@@ -193,7 +218,12 @@ static void test_minimal_and_nameprep(void **state)
     assert_int_equal(c->n_listeners, 2);
     assert_int_equal(c->listeners[1].port, 5223);
     /* the default module list: what a messenger user needs, group chat included */
-    assert_int_equal(c->n_modules, 14);
+    assert_int_equal(c->n_modules, 18);
+    assert_string_equal(c->modules[14].name, "sm");
+    assert_string_equal(c->modules[15].name, "adhoc");
+    assert_string_equal(c->modules[16].name, "admin_adhoc");
+    assert_string_equal(c->modules[17].name, "upload");
+    assert_int_equal(c->n_admins, 0);
     assert_string_equal(c->modules[3].name, "time");
     assert_string_equal(c->modules[4].name, "muc");
     assert_string_equal(c->modules[5].name, "roster");
@@ -205,6 +235,7 @@ static void test_minimal_and_nameprep(void **state)
     assert_string_equal(c->modules[11].name, "private");
     assert_string_equal(c->modules[12].name, "last");
     assert_string_equal(c->modules[13].name, "csi");
+    assert_string_equal(c->modules[14].name, "sm");
     assert_int_equal(c->max_stanza_size, 262144);
     assert_true(c->require_tls);
     mp_config_free(c);
@@ -553,6 +584,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_config),
+        cmocka_unit_test(test_admins),
         cmocka_unit_test(test_mariadb_example),
         cmocka_unit_test(test_minimal_and_nameprep),
         cmocka_unit_test(test_build_tree_config),

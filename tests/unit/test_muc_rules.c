@@ -132,20 +132,6 @@ static void test_history(void **state)
     assert_int_equal(muc_history_select(H, 0, &(struct muc_hist_req){-1, -1, -1, -1}, 0), 0);
 }
 
-static void test_datetime(void **state)
-{
-    (void)state;
-    assert_int_equal(muc_parse_datetime("1970-01-01T00:00:00Z"), 0);
-    assert_int_equal(muc_parse_datetime("2002-10-13T23:58:37Z"), 1034553517);
-    assert_int_equal(muc_parse_datetime("2002-10-13T23:58:37.123Z"), 1034553517);
-    assert_int_equal(muc_parse_datetime("2002-10-14T01:58:37+02:00"), 1034553517);
-    assert_int_equal(muc_parse_datetime("2002-10-13T22:58:37-01:00"), 1034553517);
-    assert_int_equal(muc_parse_datetime("2002-10-13T23:58:37"), -1);
-    assert_int_equal(muc_parse_datetime("yesterday"), -1);
-    assert_int_equal(muc_parse_datetime("2002-10-13T23:58:37Zjunk"), -1);
-    assert_int_equal(muc_parse_datetime(NULL), -1);
-}
-
 static void test_stanza_ids(void **state)
 {
     (void)state;
@@ -201,10 +187,10 @@ static void test_pages(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_names),        cmocka_unit_test(test_default_role),
-        cmocka_unit_test(test_roles),        cmocka_unit_test(test_affiliations),
-        cmocka_unit_test(test_history),      cmocka_unit_test(test_datetime),
-        cmocka_unit_test(test_stanza_ids),   cmocka_unit_test(test_pages),
+        cmocka_unit_test(test_names),   cmocka_unit_test(test_default_role),
+        cmocka_unit_test(test_roles),   cmocka_unit_test(test_affiliations),
+        cmocka_unit_test(test_history), cmocka_unit_test(test_stanza_ids),
+        cmocka_unit_test(test_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

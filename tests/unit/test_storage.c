@@ -669,7 +669,16 @@ struct tsr {
     struct aloop a;
     int64_t ids[3];
     int n_app, replaced, missing;
+    int64_t count;
 };
+
+static void t_count(void *ud, int rc, int64_t n)
+{
+    struct tsr *t = ud;
+    assert_int_equal(rc, MAGPIE_OK);
+    t->count = n;
+    aloop_done(&t->a);
+}
 
 static void t_append(void *ud, int rc, int64_t id)
 {
@@ -742,6 +751,31 @@ static void test_archive_ts_replace(void **state)
                      MAGPIE_OK);
     assert_int_equal(r.n, 1);
     assert_string_equal(r.data[0], "three");
+    /* with_has: with contains the string (binary, case-sensitive) */
+    q = (mp_archive_filter){.with_has = "1"};
+    memset(&r, 0, sizeof r);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.data[1], "three");
+    q = (mp_archive_filter){.with_has = "N"};
+    memset(&r, 0, sizeof r);
+    assert_int_equal(mp_archive_query_sync(d->host, "tsr", "room", &q, collect_item, &r),
+                     MAGPIE_OK);
+    assert_int_equal(r.n, 0);
+    /* counts: what a filter selects, limit ignored */
+    t.count = -1;
+    aloop_init(&t.a);
+    assert_int_equal(mp_archive_count(d->host, "tsr", "room", NULL, t_count, &t), MAGPIE_OK);
+    t.a.pending = 1;
+    aloop_run(&t.a);
+    assert_int_equal(t.count, 3);
+    q = (mp_archive_filter){.with_has = "n", .after_id = t.ids[0], .limit = 1};
+    aloop_init(&t.a);
+    assert_int_equal(mp_archive_count(d->host, "tsr", "room", &q, t_count, &t), MAGPIE_OK);
+    t.a.pending = 1;
+    aloop_run(&t.a);
+    assert_int_equal(t.count, 2);
     /* replace: data changes, id, ts and with stay; another key's id is not found */
     aloop_init(&t.a);
     assert_int_equal(

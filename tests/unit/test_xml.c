@@ -886,6 +886,40 @@ static void envelope_is_parsed_once_and_follows_changes(void **state)
     mp_stanza_unref(st);
 }
 
+/* Acknowledgement tokens (XEP-0198): complete runs once, when the
+ * creator's part and every deferral are done; no deferral once it ran;
+ * the stanza keeps the token's memory. */
+static int completions;
+static void count_completion(void *ud)
+{
+    (void)ud;
+    completions++;
+}
+
+static void ack_token_completes_once(void **state)
+{
+    (void)state;
+    completions = 0;
+    mp_stanza *st = mp_stanza_new("message", MP_NS_CLIENT);
+    assert_null(mp_stanza_defer_ack(st)); /* no token: nothing to defer */
+    mp_ack_done(NULL);
+    mp_ack *a = mp_ack_new(count_completion, NULL);
+    mp_stanza_set_ack(st, a);
+    mp_ack *d1 = mp_stanza_defer_ack(st);
+    mp_ack *d2 = mp_stanza_defer_ack(st);
+    assert_non_null(d1);
+    assert_non_null(d2);
+    mp_ack_done(a); /* the creator's part */
+    assert_int_equal(completions, 0);
+    mp_ack_done(d2);
+    assert_int_equal(completions, 0);
+    mp_ack_done(d1);
+    assert_int_equal(completions, 1);
+    assert_null(mp_stanza_defer_ack(st)); /* acknowledged already */
+    mp_stanza_unref(st);                  /* frees the token too (ASan) */
+    assert_int_equal(completions, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -919,6 +953,7 @@ int main(void)
         cmocka_unit_test(no_namespace_child_keeps_empty_xmlns),
         cmocka_unit_test(namespaced_attributes_serialise_in_linear_time),
         cmocka_unit_test(envelope_is_parsed_once_and_follows_changes),
+        cmocka_unit_test(ack_token_completes_once),
         cmocka_unit_test(is_shared_counts_references),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
