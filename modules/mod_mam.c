@@ -23,11 +23,10 @@
  *   Outgoing: an inbound filter on the sender's session. It first strips
  *     any XEP-0359 <stanza-id/> whose 'by' is one of our hosts or
  *     accounts (the client may not forge them), then appends the message
- *     to the sender's archive and holds the session's input until that
- *     write and the recipient's (when the recipient is local and its
- *     decision needs no storage) have committed, so nothing the client
- *     sends after it (a XEP-0198 request, a receipt) is handled before
- *     the message is durable (see "holding the sender").
+ *     to the sender's archive. "Acknowledged means durable": each archive
+ *     write of the message (the sender's here, the recipient's in the
+ *     routing hook) defers the message's XEP-0198 acknowledgement
+ *     (mp_stanza_defer_ack) until it has committed.
  *   Incoming: the message_account routing hook, which sees every message
  *     to a local account once, before delivery and before offline storage
  *     (so a message to an offline user is archived and stored offline,
@@ -158,6 +157,7 @@ static int policy_parse(const char *s, enum policy *p)
 
 struct pending {
     mp_stanza *st; /* referenced */
+    mp_ack *ack;   /* its sender's acknowledgement, deferred (or NULL) */
     int archivable;
     struct pending *next;
 };
@@ -401,73 +401,22 @@ static char *item_doc(mp_stanza *st, const char *sid, const char *dir)
     return s;
 }
 
-/* ---- holding the sender ----
- * A message a client sends is appended to its sender's archive (inbound
- * filter) and, when its recipient is local, to the recipient's (routing
- * hook, further down the same call on the same worker). The sender's
- * input is held (mp_session_hold, counted) once per write and released as
- * each commits, so what the client sends next (a XEP-0198 request for an
- * ack, a receipt) is handled only once the message is durable on both
- * sides. `cur` names the message the inbound filter saw last on this
- * thread, so the routing hook can hold its sender too. */
-
-static __thread struct {
-    const mp_stanza *st;    /* not referenced: compared only */
-    const mp_xml *children; /* its root's children (an envelope copy shares them) */
-    uint64_t sid;           /* its sender's session */
-} cur;
-
-/* Holds session sid's input (on its worker); returns sid, or 0 if gone. */
-static uint64_t hold(uint64_t sid)
-{
-    mp_session *s = sid ? mp_session_find(sid) : NULL;
-    if (!s)
-        return 0;
-    mp_session_hold(s);
-    return sid;
-}
-
-/* Releases a hold of hold(); last thing a callback does: releasing may
- * parse the client's next stanza at once. */
-static void unhold(uint64_t sid)
-{
-    mp_session *s = sid ? mp_session_find(sid) : NULL;
-    if (s)
-        mp_session_release(s);
-}
-
-/* The sender's session of st if st is the message the inbound filter saw
- * last on this thread (or the router's envelope copy of it), else 0.
- * Forgets it: one message is routed once. */
-static uint64_t cur_take(mp_stanza *st)
-{
-    if (!cur.sid ||
-        (st != cur.st && (!cur.children || mp_stanza_root(st)->children != cur.children)))
-        return 0;
-    uint64_t sid = cur.sid;
-    cur.st = NULL;
-    cur.children = NULL;
-    cur.sid = 0;
-    return sid;
-}
-
 /* ---- outgoing: the sender's session ---- */
 
 struct out_op {
-    uint64_t sid; /* held */
+    mp_ack *ack; /* the message's acknowledgement, deferred (or NULL) */
     mp_stanza *st; /* referenced */
     char *host, *user, *with;
 };
 
 static void out_op_end(struct out_op *op)
 {
-    uint64_t sid = op->sid;
+    mp_ack_done(op->ack);
     mp_stanza_unref(op->st);
     free(op->host);
     free(op->user);
     free(op->with);
     free(op);
-    unhold(sid);
 }
 
 static void out_appended(void *ud, int rc, int64_t id)
@@ -535,14 +484,6 @@ static int from_client(mp_session *s, mp_stanza *st, void *ud)
     /* to oneself: archived once, as it arrives */
     if (!env->to.domain || strcmp(env->to.bare, me->bare) == 0 || !archivable(st, env))
         return MP_FILTER_PASS;
-    cur.st = NULL;
-    cur.sid = 0;
-    if (mp_host_is_local(env->to.domain) && env->to.local) {
-        /* the recipient's archive write holds the sender too (cur_take) */
-        cur.st = st;
-        cur.children = mp_stanza_root(st)->children;
-        cur.sid = mp_session_id(s);
-    }
     pthread_mutex_lock(&lock);
     struct user *u = user_find(me->bare);
     enum verdict v = u && u->loaded ? decide(u, env->to.bare) : V_YES;
@@ -554,8 +495,8 @@ static int from_client(mp_session *s, mp_stanza *st, void *ud)
     op->host = xstrdup(me->domain);
     op->user = xstrdup(me->local);
     op->with = xstrdup(env->to.bare);
-    /* what the client sends next waits until this is durable */
-    op->sid = hold(mp_session_id(s));
+    /* the client's <a/> covering it waits until this is durable */
+    op->ack = mp_stanza_defer_ack(st);
     if (v == V_ASK_ROSTER) {
         if (mp_query_roster_item(me->domain, me->local, env->to.bare, out_roster, op) !=
             MAGPIE_OK)
@@ -573,7 +514,7 @@ static __thread mp_stanza *reinject;
 
 struct in_op {
     char *who;
-    uint64_t sid; /* the sender's session, held (0: none) */
+    mp_ack *ack; /* the sender's acknowledgement, deferred (or NULL) */
 };
 
 static void in_appended(void *ud, int rc, int64_t id)
@@ -584,16 +525,16 @@ static void in_appended(void *ud, int rc, int64_t id)
         mp_counter_add(c_archived, 1);
     else
         mp_log(MP_LOG_ERROR, "mam: cannot archive a message to %s", op->who);
-    uint64_t sid = op->sid;
+    mp_ack_done(op->ack);
     free(op->who);
     free(op);
-    unhold(sid);
 }
 
 /* Adds the stanza id to st (unshared) and appends it to the archive of
- * host/local; the session sender (0: none) is held until the write. */
+ * host/local; ack (taken; a deferral of st's acknowledgement, or NULL) is
+ * done when the write has committed. */
 static void in_archive(mp_stanza *st, const char *host, const char *local, const char *bare,
-                       const char *with, uint64_t sender)
+                       const char *with, mp_ack *ack)
 {
     char sid[SID_MAX];
     int64_t ts = next_ts();
@@ -604,7 +545,7 @@ static void in_archive(mp_stanza *st, const char *host, const char *local, const
     char *doc = item_doc(st, sid, "in");
     struct in_op *op = xmalloc(sizeof *op);
     op->who = xstrdup(bare);
-    op->sid = hold(sender);
+    op->ack = ack;
     if (mp_archive_append_at(host, STORE, local, ts, with, doc, strlen(doc), in_appended, op) !=
         MAGPIE_OK)
         in_appended(op, MAGPIE_ERR, 0);
@@ -623,9 +564,11 @@ static void pop_route(struct user *u)
     if (!u->head)
         u->tail = NULL;
     pthread_mutex_unlock(&lock);
+    mp_ack *ack = p->ack;
     reinject = p->st;
     mp_route(p->st);
     reinject = NULL;
+    mp_ack_done(ack); /* routed again (an archive write took it: NULL) */
     free(p);
 }
 
@@ -635,8 +578,10 @@ static void pump_roster(void *ud, int rc, const char *sub)
     struct user *u = ud;
     struct pending *p = u->head;
     const struct mp_envelope *env = mp_stanza_envelope(p->st);
-    if (rc == MAGPIE_OK)
-        in_archive(p->st, u->host, u->local, u->bare, env->from.bare, 0);
+    if (rc == MAGPIE_OK) {
+        in_archive(p->st, u->host, u->local, u->bare, env->from.bare, p->ack);
+        p->ack = NULL;
+    }
     pop_route(u);
     pump(u);
 }
@@ -664,6 +609,7 @@ static void pump_drop(struct user *u)
         reinject = p->st;
         mp_route(p->st); /* the router bounces it */
         reinject = NULL;
+        mp_ack_done(p->ack);
         free(p);
         p = n;
     }
@@ -704,8 +650,10 @@ static void pump(struct user *u)
         if (v == V_ASK_ROSTER &&
             mp_query_roster_item(u->host, u->local, env->from.bare, pump_roster, u) == MAGPIE_OK)
             return; /* pump_roster goes on */
-        if (v == V_YES)
-            in_archive(p->st, u->host, u->local, u->bare, env->from.bare, 0);
+        if (v == V_YES) {
+            in_archive(p->st, u->host, u->local, u->bare, env->from.bare, p->ack);
+            p->ack = NULL;
+        }
         pop_route(u);
     }
 }
@@ -722,7 +670,7 @@ static int has_own_sid(const mp_xml *root, const char *bare)
     return 0;
 }
 
-static int decide_in(mp_stanza *st, uint64_t sender);
+static int decide_in(mp_stanza *st);
 
 static int message_account(mp_stanza *st, void *ud)
 {
@@ -735,11 +683,11 @@ static int message_account(mp_stanza *st, void *ud)
         reinject = NULL;
         return HOOK_PASS;
     }
-    return decide_in(st, cur_take(st));
+    return decide_in(st);
 }
 
-/* The routing hook's work on st; sender: see cur_take. */
-static int decide_in(mp_stanza *st, uint64_t sender)
+/* The routing hook's work on st. */
+static int decide_in(mp_stanza *st)
 {
     const struct mp_envelope *env = mp_stanza_envelope(st);
     if (!env->to.local || !env->from.domain)
@@ -760,12 +708,14 @@ static int decide_in(mp_stanza *st, uint64_t sender)
     if (v != V_ASK_ROSTER) {
         pthread_mutex_unlock(&lock);
         if (v == V_YES)
-            in_archive(st, env->to.domain, env->to.local, env->to.bare, env->from.bare, sender);
+            in_archive(st, env->to.domain, env->to.local, env->to.bare, env->from.bare,
+                       mp_stanza_defer_ack(st));
         return HOOK_PASS;
     }
     /* decided later, in order with what waits already */
     struct pending *p = xmalloc(sizeof *p);
     p->st = mp_stanza_ref(st);
+    p->ack = mp_stanza_defer_ack(st); /* done once decided (and archived) */
     p->archivable = ok;
     if (u->tail)
         u->tail->next = p;
@@ -1502,6 +1452,7 @@ static void unload(mp_module *m)
                 struct pending *p = u->head;
                 u->head = p->next;
                 mp_stanza_unref(p->st);
+                mp_ack_done(p->ack);
                 free(p);
             }
             user_free(u);

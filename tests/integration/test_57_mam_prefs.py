@@ -6,19 +6,20 @@ default='always' with a never list leaves that JID out (and its messages
 carry no stanza-id); default='roster' archives contacts only (mod_roster
 answers through mp_query_roster_item), offline messages included; prefs
 and archive survive a server restart; deleting the account
-(magpiectl user del) removes its archive and prefs; the sender's next
-stanza is handled only once its message is committed to both archives
-(SIGKILL right after the answer to a ping loses nothing)."""
+(magpiectl user del) removes its archive and prefs; a XEP-0198 <a/>
+covers a message only once it is committed to both archives (SIGKILL
+right after the <a/> loses nothing)."""
 
 import time
 
 from common import MagpieServer, Results, parse_args, check, child, tostr, closeall, sync
+from smhelp import sm_login
 from mamhelp import (NS_MAM, login, stanza_id, query, fin, bodies, wait_body)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
 USERS = ['alice', 'bob', 'carol', 'dave', 'erin']
-MODULES = ['disco', 'ping', 'roster', 'offline', 'mam']
+MODULES = ['disco', 'ping', 'roster', 'offline', 'mam', 'sm']
 
 
 def prefs(c, default=None, always=(), never=()):
@@ -154,18 +155,20 @@ def t05_account_deleted(srv):
         closeall(d)
 
 
-def t06_durable_before_next_stanza(srv):
-    """The sender's next stanza (a ping) is answered only once its messages
-    are committed to both archives: SIGKILL right after the pong loses
-    none of them."""
+def t06_acked_means_archived(srv):
+    """XEP-0198: an <a/> covering messages is sent only once they are
+    committed to both archives (the sender's and the local recipient's):
+    SIGKILL right after the <a/> loses none of them."""
     for rnd in range(3):
-        a = login(srv, 'alice', 'k%d' % rnd)
+        a = sm_login(srv, 'alice', 'alice-pw', 'k%d' % rnd)
         b = login(srv, 'bob', 'k%d' % rnd)
         try:
+            h0 = a.request()
             burst = ''.join("<message to='bob@localhost' type='chat' id='k%d-%d'><body>kill %d %02d</body></message>"
                             % (rnd, i, rnd, i) for i in range(20))
-            a.send(burst + "<iq type='get' id='kp%d' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>" % rnd)
-            a.wait_for('iq', lambda e: e.get('id') == 'kp%d' % rnd, timeout=10)
+            a.send(burst)
+            h = a.request()
+            check(h == h0 + 20, 'h %d, want %d' % (h, h0 + 20))
             srv.kill()
         finally:
             closeall(a, b)
@@ -197,7 +200,7 @@ def main():
         R.run('57.03 mam_prefs_roster_default', t03_roster_default, srv, server=srv)
         R.run('57.04 mam_persists_across_restart', t04_restart, srv, server=srv)
         R.run('57.05 mam_account_deleted', t05_account_deleted, srv, server=srv)
-        R.run('57.06 mam_durable_before_next_stanza_sigkill', t06_durable_before_next_stanza, srv, server=srv)
+        R.run('57.06 mam_acked_means_archived_sigkill', t06_acked_means_archived, srv, server=srv)
     except Exception as e:
         R.fail('57.00 mam_prefs_setup', e)
     try:
