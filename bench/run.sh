@@ -37,6 +37,12 @@
 #                      messages/s in total, each delivered to every occupant
 #   MUC_MAM=0          MUC mode: 1 archives every message (Magpie default_mam,
 #                      Prosody muc_mam); 0: no archive on either side
+#   MODULES=bench      Magpie's module list: bench (disco ping version time,
+#                      what Prosody gets too), default (no 'modules' setting:
+#                      the server's default list, roster offline carbons ...),
+#                      none (the core alone), or a comma-separated list
+#                      (MODE=muc adds mod_muc to bench or a list; with
+#                      default or none it runs mod_muc alone)
 set -euo pipefail
 # shellcheck disable=SC2059 # USERFMT is a printf format on purpose
 
@@ -70,6 +76,7 @@ MODE=${MODE:-c2s}
 ROOMS=${ROOMS:-1}
 OCCUPANTS=${OCCUPANTS:-100}
 MUC_MAM=${MUC_MAM:-0}
+MODULES=${MODULES:-bench}
 USERFMT="bench%d"
 
 case $MODE in
@@ -147,13 +154,21 @@ setup_magpie() {
         log "magpied/magpiectl not built: cd $BUILDDIR && make magpied magpiectl modules/mod_disco.la ..."
         return 1
     }
-    local mods='"disco", "ping", "version", "time"'
+    local mods modline
+    case $MODULES in
+    bench) mods='"disco", "ping", "version", "time"' ;;
+    default | none) mods='' ;;
+    *) mods=$(printf '%s' "$MODULES" | sed 's/[^,][^,]*/"&"/g; s/,/, /g') ;;
+    esac
     if [ "$MODE" = muc ]; then
         local mam=false
         [ "$MUC_MAM" = 1 ] && mam=true
         # instant rooms (no configuration round trip), no occupant limit
-        mods="$mods, { name = \"muc\"; lock_new_rooms = false; default_max_users = 0; default_mam = $mam; }"
+        mods="${mods:+$mods, }{ name = \"muc\"; lock_new_rooms = false; default_max_users = 0; default_mam = $mam; }"
     fi
+    # MODULES=default leaves 'modules' out: the list built into the server
+    modline="modules = ( $mods );"
+    [ "$MODULES" = default ] && [ "$MODE" != muc ] && modline=""
     cat >"$d/magpie.conf" <<EOF
 state_dir = "$d/state";
 module_dir = "$BUILDDIR/modules/.libs";
@@ -165,7 +180,7 @@ storage = { driver = "sqlite"; };
 limits = { max_connections = $((SESSIONS + 1000)); negotiation_timeout = 120;
            max_connections_per_address = $((SESSIONS + 1000)); connection_burst_per_address = $((SESSIONS + 1000)); connection_rate_per_address = 100000; };
 security = { require_tls = true; scram_iterations = $ITERATIONS; };
-modules = ( $mods );
+$modline
 EOF
     local t0 t1 i
     t0=$(date +%s.%N)

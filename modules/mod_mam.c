@@ -405,14 +405,17 @@ static char *item_doc(mp_stanza *st, const char *sid, const char *dir)
 
 struct out_op {
     mp_ack *ack; /* the message's acknowledgement, deferred (or NULL) */
-    mp_stanza *st; /* referenced */
+    char *doc;   /* the item, made at once: no reference to the stanza is
+                    kept (a shared stanza would be copied by the router,
+                    without its acknowledgement token) */
+    int64_t ts;
     char *host, *user, *with;
 };
 
 static void out_op_end(struct out_op *op)
 {
     mp_ack_done(op->ack);
-    mp_stanza_unref(op->st);
+    free(op->doc);
     free(op->host);
     free(op->user);
     free(op->with);
@@ -432,14 +435,8 @@ static void out_appended(void *ud, int rc, int64_t id)
 
 static void out_append(struct out_op *op)
 {
-    char sid[SID_MAX];
-    int64_t ts = next_ts();
-    sid_make(ts, sid);
-    char *doc = item_doc(op->st, sid, "out");
-    int rc = mp_archive_append_at(op->host, STORE, op->user, ts, op->with, doc, strlen(doc),
-                                  out_appended, op);
-    free(doc);
-    if (rc != MAGPIE_OK)
+    if (mp_archive_append_at(op->host, STORE, op->user, op->ts, op->with, op->doc,
+                             strlen(op->doc), out_appended, op) != MAGPIE_OK)
         out_appended(op, MAGPIE_ERR, 0);
 }
 
@@ -491,7 +488,10 @@ static int from_client(mp_session *s, mp_stanza *st, void *ud)
     if (v == V_NO)
         return MP_FILTER_PASS;
     struct out_op *op = xmalloc(sizeof *op);
-    op->st = mp_stanza_ref(st);
+    char sid[SID_MAX];
+    op->ts = next_ts();
+    sid_make(op->ts, sid);
+    op->doc = item_doc(st, sid, "out");
     op->host = xstrdup(me->domain);
     op->user = xstrdup(me->local);
     op->with = xstrdup(env->to.bare);

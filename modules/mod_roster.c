@@ -18,6 +18,8 @@
  *     delivers subscription requests that waited while the user was
  *     offline), account deleted (the roster goes).
  *   stream features: roster versioning and subscription pre-approval.
+ *   the roster provider (mp_roster_contacts): other modules (PEP) read an
+ *     account's contacts and subscription states.
  *
  * The core still sends a presence to the user's own resources and keeps
  * the availability the router uses (router.c, client_presence); everything
@@ -1251,6 +1253,64 @@ static void features(mp_session *s, mp_stanza *st, mp_xml *f, void *ud)
 
 /* ---- module ---- */
 
+/* ---- roster queries for other modules (mp_roster_contacts) ---- */
+
+struct contacts_op {
+    mp_roster_contacts_cb cb;
+    void *ud;
+    struct mp_roster_contact *v;
+    size_t n;
+};
+
+static void contacts_deliver(void *arg)
+{
+    struct contacts_op *op = arg;
+    op->cb(op->ud, MAGPIE_OK, op->v, op->n);
+    for (size_t i = 0; i < op->n; i++)
+        free((char *)op->v[i].jid);
+    free(op->v);
+    free(op);
+}
+
+/* Copies the visible items with their subscription bits and hands them to
+ * the caller on its loop, after the lock is released. */
+static void op_contacts(struct user *u, void *arg, struct outbox *out)
+{
+    (void)out;
+    struct contacts_op *op = arg;
+    op->v = xmalloc(u->n_items * sizeof *op->v);
+    for (size_t i = 0; i < u->n_items; i++) {
+        if (u->items[i]->hidden)
+            continue;
+        op->v[op->n].jid = xstrdup(u->items[i]->jid);
+        op->v[op->n++].subscription = ((u->items[i]->sub & SUB_TO) ? MP_SUB_TO : 0) |
+                                      ((u->items[i]->sub & SUB_FROM) ? MP_SUB_FROM : 0);
+    }
+    if (mp_loop_post(mp_loop_current(), contacts_deliver, op) != MAGPIE_OK) {
+        for (size_t i = 0; i < op->n; i++)
+            free((char *)op->v[i].jid);
+        free(op->v);
+        free(op); /* shutting down */
+    }
+}
+
+static int contacts_query(const char *host, const char *user, mp_roster_contacts_cb cb, void *ud,
+                          void *pud)
+{
+    (void)pud;
+    if (!mp_loop_current())
+        return MAGPIE_ERR;
+    size_t n = strlen(user) + strlen(host) + 2;
+    char *bare = xmalloc(n);
+    snprintf(bare, n, "%s@%s", user, host);
+    struct contacts_op *op = xmalloc(sizeof *op);
+    op->cb = cb;
+    op->ud = ud;
+    with_user(host, user, bare, op_contacts, op);
+    free(bare);
+    return MAGPIE_OK;
+}
+
 static const struct mp_route_hooks route_hooks = {
     .presence_subscription = subscription_in,
     .presence_probe = probe_in,
@@ -1315,6 +1375,7 @@ static int load(mp_module *m)
     mp_route_hooks_add(m, &route_hooks, 0, NULL);
     mp_notify_add(m, &notify, NULL);
     mp_stream_feature_add(m, MP_FEATURES_POST_AUTH, features, NULL);
+    mp_roster_provider_set(m, contacts_query, NULL);
     return MAGPIE_OK;
 }
 
@@ -1323,6 +1384,8 @@ static void waiter_drop(struct waiter *w)
 {
     if (w->fn == op_session_start || w->fn == op_session_end || w->fn == op_presence) {
         res_op_free(w->arg);
+    } else if (w->fn == op_contacts) {
+        free(w->arg); /* nothing copied yet */
     } else if (w->fn == op_get || w->fn == op_set) {
         struct iq_op *op = w->arg;
         mp_stanza_unref(op->iq);

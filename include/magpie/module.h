@@ -459,6 +459,29 @@ int mp_sessions_list(const char *host, void (*cb)(void *ud, const char *const *j
 void mp_sessions_foreach(const char *bare, void (*fn)(void *ud, const char *full, int priority),
                          void *ud);
 
+/* ---- roster queries ----
+ * The roster lives in one module (mod_roster); others (PEP's presence
+ * access model and notifications) ask it through this typed query. The
+ * roster module registers the provider; anyone calls mp_roster_contacts.
+ * cb(ud, rc, contacts, n) runs once on the caller's loop (never inside
+ * the call) with rc MAGPIE_OK and the account's roster items (contacts
+ * valid during the callback only), or MAGPIE_ERR. mp_roster_contacts
+ * returns MAGPIE_ERR (cb never called) when no roster module is loaded or
+ * the query could not be queued. */
+#define MP_SUB_TO   1u /* the user receives the contact's presence */
+#define MP_SUB_FROM 2u /* the contact receives the user's presence */
+struct mp_roster_contact {
+    const char *jid;       /* contact's bare JID, normalised */
+    unsigned subscription; /* MP_SUB_TO | MP_SUB_FROM bits (0: none) */
+};
+typedef void (*mp_roster_contacts_cb)(void *ud, int rc, const struct mp_roster_contact *contacts,
+                                      size_t n);
+typedef int (*mp_roster_contacts_fn)(const char *host, const char *user, mp_roster_contacts_cb cb,
+                                     void *ud, void *provider_ud);
+/* One provider at a time: MAGPIE_ERR when another module registered one. */
+int mp_roster_provider_set(mp_module *m, mp_roster_contacts_fn fn, void *provider_ud);
+int mp_roster_contacts(const char *host, const char *user, mp_roster_contacts_cb cb, void *ud);
+
 /* ---- sessions (only on the session's own worker) ---- */
 const mp_jid *mp_session_jid(mp_session *s); /* full JID once bound */
 /* A session's id: stable for its life, never reused. To keep work for a

@@ -43,6 +43,18 @@ char *mp_memdup0(const void *p, size_t n);
 void *mp_malloc(size_t n);
 void *mp_calloc(size_t n, size_t m);
 void *mp_realloc(void *p, size_t n);
+/* Per-thread slab pool (slab.c) for memory that comes and goes with a
+ * connection's activity (expat parsers), kept out of the main heap so that
+ * freeing it leaves no holes between long-lived objects. mp_slab_alloc
+ * returns a 16-aligned block of at least n <= MP_SLAB_MAX bytes, or NULL
+ * (n too big, or no memory); mp_slab_free (any thread) takes it back.
+ * mp_slab_size: the bytes a request of n really takes; mp_slab_mapped: the
+ * bytes all pools have mapped. */
+#define MP_SLAB_MAX (16 * 1024)
+void *mp_slab_alloc(size_t n);
+void mp_slab_free(void *b);
+size_t mp_slab_size(size_t n);
+size_t mp_slab_mapped(void);
 /* Writes the per-address accounting key of a peer: its IPv4 address
  * ("192.0.2.1", also for IPv4-mapped IPv6) or its IPv6 /64
  * ("2001:db8:1:2::/64"); "local" for other families. */

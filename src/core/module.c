@@ -166,6 +166,12 @@ static mp_table *elements;             /* "ns|name" -> struct element_entry */
 static struct preauth_entry *preauths; /* a handful at most: searched in order */
 static size_t n_preauths;
 
+static struct {
+    mp_module *m;
+    mp_roster_contacts_fn fn;
+    void *ud;
+} roster_provider;
+
 size_t mp_modules_count(void)
 {
     return n_modules;
@@ -985,6 +991,27 @@ int mp_adhoc_command_allow(mp_module *m, const char *node,
     return MAGPIE_OK;
 }
 
+/* ---- roster queries ---- */
+
+int mp_roster_provider_set(mp_module *m, mp_roster_contacts_fn fn, void *provider_ud)
+{
+    if (roster_provider.fn) {
+        mp_log(MP_LOG_ERROR, "module %s: a roster provider is already registered", m->desc->name);
+        return MAGPIE_ERR;
+    }
+    roster_provider.m = m;
+    roster_provider.fn = fn;
+    roster_provider.ud = provider_ud;
+    return MAGPIE_OK;
+}
+
+int mp_roster_contacts(const char *host, const char *user, mp_roster_contacts_cb cb, void *ud)
+{
+    if (!roster_provider.fn || !host || !user)
+        return MAGPIE_ERR;
+    return roster_provider.fn(host, user, cb, ud, roster_provider.ud);
+}
+
 /* ---- service domains ---- */
 
 mp_domain *mp_domain_add(mp_module *m, const char *name, mp_domain_fn fn, void *ud)
@@ -1237,6 +1264,8 @@ static void strip_hooks(void *ud, const char *key, void *value)
 
 static void unregister_all(mp_module *m)
 {
+    if (roster_provider.m == m)
+        roster_provider.m = NULL, roster_provider.fn = NULL, roster_provider.ud = NULL;
     mp_table_foreach(hooks, strip_hooks, m);
     if (sm_module == m) {
         sm_hooks = NULL;

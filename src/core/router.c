@@ -24,6 +24,7 @@
  * remote-server-not-found. */
 #include "base/base.h"
 #include "core/router.h"
+#include "xml/xmlstream.h"
 #include "base/table.h"
 #include "core/session.h"
 #include "core/fanout.h"
@@ -558,6 +559,7 @@ void mp_route(mp_stanza *st)
              * (the children are copied only if one adds to the root) */
             if (mp_stanza_is_shared(st)) {
                 mp_stanza *own = mp_stanza_copy_envelope(st);
+                mp_stanza_set_ack(own, mp_stanza_get_ack(st)); /* same sender's stanza */
                 mp_stanza_unref(st);
                 st = own;
             }
@@ -946,12 +948,10 @@ struct share {
 static void share_run(void *arg)
 {
     struct share *sh = arg;
-    mp_stanza *last = mp_presence_last(sh->owner);
+    mp_stanza *last = mp_presence_last(sh->owner); /* a new stanza, ours */
     if (last) {
-        /* the stored presence is shared: a new envelope carries the 'to' */
-        mp_stanza *c = mp_stanza_copy_envelope(last);
-        mp_xml_set_attr(c, mp_stanza_root(c), "to", sh->full);
-        deliver_one(sh->to, c);
+        mp_xml_set_attr(last, mp_stanza_root(last), "to", sh->full);
+        deliver_one(sh->to, last);
     }
     free(sh);
 }
@@ -984,6 +984,15 @@ static void client_presence(mp_session *s, mp_stanza *st)
         return;
     }
     int available = type == MP_TYPE_NONE;
+    if (available) {
+        /* kept for the session's life (here and by a roster module): a
+         * copy sized to fit instead of the parser's arena, a third of the
+         * bytes for a plain <presence/> */
+        mp_stanza *c = mp_stanza_copy_compact(st);
+        mp_stanza_unref(st);
+        st = c;
+        root = mp_stanza_root(st);
+    }
     int priority = 0;
     mp_xml *p = mp_xml_find(root, "priority", NULL);
     if (p) {

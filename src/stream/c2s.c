@@ -71,14 +71,14 @@ struct mp_session {
     struct event *stall; /* output_stall_timeout check while congested */
     uint64_t written;    /* bytes the socket has taken, ever */
     uint64_t stall_mark; /* `written` when the stall check was armed */
-    char addr_key[64];   /* per-address accounting key (addrlimit.c) */
+    char addr_key[48];   /* per-address accounting key (mp_addr_key: at most 24 chars) */
     char *host;          /* stream's 'to', normalised */
     char stream_id[17];
     char lang[36]; /* client stream's xml:lang, "" if none */
     mp_sasl *sasl;
-    int sasl_failures;
     mp_timer *auth_timer; /* delays a throttled SASL failure answer */
-    int auth_delayed;     /* a failure answer waits for auth_timer */
+    int sasl_failures;
+    int auth_delayed; /* a failure answer waits for auth_timer */
     char *user;           /* authenticated username */
     struct event *timer;  /* negotiation, then close grace */
     double last_read;
@@ -92,7 +92,10 @@ struct mp_session {
     uint32_t *in_open;
     size_t in_open_n, in_open_cap;
     struct mp_timer *timers;
-    char peer[64];
+    /* "host:port" for logs: the transport's own string while attached, a
+     * copy once the connection is gone (keep_peer) */
+    const char *peer;
+    char *peer_copy;
 };
 
 static void c2s_read(void *ud);
@@ -112,6 +115,7 @@ static int pending_push(mp_session *s, mp_stanza *st);
 static void c2s_release(mp_session *s)
 {
     free(s->in_open);
+    free(s->peer_copy);
     free(s->pending);
     free(s->host);
     free(s->user);
@@ -416,7 +420,7 @@ static void c2s_destroy(mp_session *s)
     while (s->timers) {
         struct mp_timer *t = s->timers;
         s->timers = t->next;
-        event_free(t->ev);
+        event_del(t->ev); /* the event lives in t's block (mp_session_timer) */
         free(t);
     }
     if (s->timer)
@@ -470,14 +474,16 @@ mp_timer *mp_session_timer(mp_session *s, double secs, int repeat, mp_session_ti
 {
     if (s->dead)
         return NULL;
-    mp_timer *t = mp_calloc(1, sizeof *t);
+    /* one block: the timer and its libevent event right after it */
+    mp_timer *t = mp_calloc(1, sizeof *t + event_get_struct_event_size());
+    t->ev = (struct event *)(void *)(t + 1);
     t->s = s;
     t->fn = fn;
     t->ud = ud;
     t->repeat = repeat;
     t->secs = secs;
-    t->ev = event_new(mp_loop_base(s->base.w->loop), -1, repeat ? EV_PERSIST : 0,
-                      session_timer_fire, t);
+    event_assign(t->ev, mp_loop_base(s->base.w->loop), -1, repeat ? EV_PERSIST : 0,
+                 session_timer_fire, t);
     struct timeval tv = to_tv(secs);
     event_add(t->ev, &tv);
     t->next = s->timers;
@@ -1382,7 +1388,7 @@ static mp_session *c2s_start(struct mp_worker *w, struct mp_transport *t)
     mp_session_base_init(&s->base, &c2s_ops, w); /* the worker's reference */
     s->t = t;
     s->tls = t->secure;
-    memcpy(s->peer, t->peer, sizeof s->peer);
+    s->peer = t->peer;
     s->last_read = mp_now();
     s->parser_idle_since = s->last_read;
     s->parser = mp_xmlstream_new(&mp_server.preauth_limits, &parser_cb, s);
@@ -1441,7 +1447,8 @@ void mp_c2s_accept(struct mp_worker *w, int fd, int direct_tls)
     }
     mp_session *s = c2s_start(w, t);
     if (s) {
-        memcpy(s->addr_key, key, sizeof s->addr_key);
+        memcpy(s->addr_key, key, sizeof s->addr_key - 1);
+        s->addr_key[sizeof s->addr_key - 1] = '\0';
         s->addr_counted = 1;
     } else {
         mp_addrlimit_release(key);
@@ -1493,9 +1500,19 @@ static void arm_detach_timer(mp_session *s)
     evtimer_add(s->timer, &tv);
 }
 
+/* s's connection is about to go: its peer string becomes a copy of its own. */
+static void keep_peer(mp_session *s)
+{
+    if (!s->t || s->peer != s->t->peer)
+        return;
+    s->peer_copy = mp_strdup(s->t->peer);
+    s->peer = s->peer_copy;
+}
+
 /* Frees s's connection-side state: transport, parser, output accounting. */
 static void drop_connection(mp_session *s)
 {
+    keep_peer(s);
     if (s->t)
         s->t->ops->free(s->t);
     s->t = NULL;
@@ -1558,6 +1575,7 @@ static void adopt(mp_session *s, mp_session *from, int resume, void *arg)
     if (s->timer)
         event_free(s->timer);
     s->timer = NULL;
+    keep_peer(from);
     s->t = from->t;
     s->parser = from->parser;
     from->t = NULL;
@@ -1568,7 +1586,9 @@ static void adopt(mp_session *s, mp_session *from, int resume, void *arg)
     s->tls = from->tls;
     s->header_sent = from->header_sent;
     memcpy(s->lang, from->lang, sizeof s->lang);
-    memcpy(s->peer, from->peer, sizeof s->peer);
+    free(s->peer_copy);
+    s->peer_copy = NULL;
+    s->peer = s->t->peer;
     memcpy(s->addr_key, from->addr_key, sizeof s->addr_key);
     s->addr_counted = from->addr_counted;
     from->addr_counted = 0;
@@ -1631,9 +1651,9 @@ static void handover_in(void *arg)
     w->n_sessions++;
     for (struct mp_timer *t = s->timers; t; t = t->next) {
         int pending = t->repeat || evtimer_pending(t->ev, NULL);
-        event_free(t->ev);
-        t->ev =
-            event_new(mp_loop_base(w->loop), -1, t->repeat ? EV_PERSIST : 0, session_timer_fire, t);
+        event_del(t->ev);
+        event_assign(t->ev, mp_loop_base(w->loop), -1, t->repeat ? EV_PERSIST : 0,
+                     session_timer_fire, t);
         if (pending) {
             struct timeval tv = to_tv(t->secs);
             event_add(t->ev, &tv);
@@ -1685,8 +1705,7 @@ static void handover_out(void *arg)
         s->next->prev = s->prev;
     old->n_sessions--;
     /* the router finds it on the new worker from now on; its presence goes along */
-    mp_stanza *p = mp_presence_last(mp_session_id(s));
-    h->presence = p ? mp_stanza_ref(p) : NULL;
+    h->presence = mp_presence_last(mp_session_id(s)); /* a new stanza, or NULL */
     mp_presence_forget(mp_session_id(s));
     h->from_worker = old;
     s->base.w = h->to; /* deliveries still routed here are forwarded from now on */

@@ -471,6 +471,11 @@ void mp_stanza_set_ack(mp_stanza *st, struct mp_ack *a)
     st->ack = a;
 }
 
+mp_ack *mp_stanza_get_ack(const mp_stanza *st)
+{
+    return st->ack;
+}
+
 mp_ack *mp_stanza_defer_ack(mp_stanza *st)
 {
     struct mp_ack *a = st->ack;
@@ -655,13 +660,9 @@ mp_xml *mp_xml_add_copy(mp_stanza *st, mp_xml *parent, const mp_xml *src)
     return n;
 }
 
-mp_stanza *mp_stanza_copy(const mp_stanza *src)
+/* A deep copy of src whose first arena chunk holds hint bytes. */
+static mp_stanza *copy_sized(const mp_stanza *src, size_t hint)
 {
-    size_t hint = src->total - sizeof(*src);
-    if (hint < ARENA_FIRST)
-        hint = ARENA_FIRST;
-    if (hint > ARENA_CHUNK_MAX)
-        hint = ARENA_CHUNK_MAX;
     mp_stanza *st = stanza_alloc(hint);
     const mp_xml *r = src->root;
     mp_xml *n = node_new(st, MP_XML_ELEMENT);
@@ -671,6 +672,32 @@ mp_stanza *mp_stanza_copy(const mp_stanza *src)
     st->root = n;
     copy_children(st, n, r);
     return st;
+}
+
+mp_stanza *mp_stanza_copy(const mp_stanza *src)
+{
+    size_t hint = src->total - sizeof(*src);
+    if (hint < ARENA_FIRST)
+        hint = ARENA_FIRST;
+    if (hint > ARENA_CHUNK_MAX)
+        hint = ARENA_CHUNK_MAX;
+    return copy_sized(src, hint);
+}
+
+/* Bytes used in st's arena (and its base's, for an envelope copy), with
+ * room for the alignment padding of each allocation in a copy. */
+static size_t arena_used(const mp_stanza *st)
+{
+    size_t n = 0;
+    for (; st; st = st->base)
+        for (const struct chunk *c = st->cur; c; c = c->prev)
+            n += c->used + c->used / 8 + 16;
+    return n;
+}
+
+mp_stanza *mp_stanza_copy_compact(const mp_stanza *src)
+{
+    return copy_sized(src, arena_used(src));
 }
 
 /* The root is new (its attribute list copied, names and values shared with

@@ -83,12 +83,13 @@ struct mp_xmlstream {
     struct mp_xml_limits lim;
     struct mp_xmlstream_cb cb;
     void *ud;
-    int state;
-    int halt; /* why the current XML_Parse was stopped */
-    int in_feed;
-    int rebuilding;    /* parsing our own synthetic header */
-    int framed;        /* RFC 7395: top-level elements, <open/> and <close/> */
-    int framed_open;   /* ... and an <open/> was read */
+    /* small fields together: this struct stays with every idle stream */
+    unsigned char state;
+    unsigned char halt;        /* why the current XML_Parse was stopped */
+    unsigned char in_feed;
+    unsigned char rebuilding;  /* parsing our own synthetic header */
+    unsigned char framed;      /* RFC 7395: top-level elements, <open/> and <close/> */
+    unsigned char framed_open; /* ... and an <open/> was read */
     unsigned depth;    /* open elements, stream element included */
     uint64_t fed;      /* bytes given to the current expat parser */
     uint64_t mark;     /* start of the current unit, see top */
@@ -98,15 +99,16 @@ struct mp_xmlstream {
     unsigned elements; /* elements in cur */
     char *text;        /* text run not yet in the tree, see top */
     size_t text_len, text_cap;
-    struct mp_xml_limits next_lim; /* set_limits during a stanza */
-    int lim_pending;
-    char *synth; /* synthetic header for rebuilding */
+    struct mp_xml_limits *next_lim; /* set_limits during a stanza, or NULL */
+    char *synth; /* synthetic header for rebuilding (maybe a shared constant) */
     size_t synth_len;
     /* header namespace declarations, collected before the header's start
      * handler: "prefix\0uri\0" pairs, prefix "" for the default */
     char *decls;
     size_t decls_len;
-    char *default_ns;
+    char *default_ns;          /* maybe a shared constant, see own_strings */
+    unsigned char synth_const; /* synth is a string constant, not ours */
+    unsigned char ns_const;    /* default_ns likewise */
     const char *err_cond, *err_text;
     size_t expat_mem; /* bytes currently allocated by expat */
     unsigned forced;  /* forced reparses since the last event */
@@ -118,31 +120,35 @@ struct mp_xmlstream {
  * accounting target is found through a thread-local set around calls. */
 static _Thread_local mp_xmlstream *mm_owner;
 
+/* Parser memory (expat's blocks, the text run buffer) comes from the
+ * per-thread slab pool (base.h) up to MP_SLAB_MAX, from malloc above:
+ * an idle stream's parser is freed long after the session's long-lived
+ * objects were allocated around it, and in the main heap it would leave
+ * a hole in every idle session. Callers know the size of what they free. */
+static void *blk_alloc(size_t n)
+{
+    return n <= MP_SLAB_MAX ? mp_slab_alloc(n) : malloc(n);
+}
+
+static void blk_free(void *b, size_t n)
+{
+    if (n <= MP_SLAB_MAX)
+        mp_slab_free(b);
+    else
+        free(b);
+}
+
 static void *mm_malloc(size_t n)
 {
-    unsigned char *b = malloc(n + MM_HDR);
+    if (n > SIZE_MAX - MM_HDR)
+        return NULL;
+    unsigned char *b = blk_alloc(n + MM_HDR);
     if (!b)
         return NULL;
     memcpy(b, &n, sizeof(n));
     if (mm_owner)
         mm_owner->expat_mem += n + MM_HDR;
     return b + MM_HDR;
-}
-
-static void *mm_realloc(void *p, size_t n)
-{
-    if (!p)
-        return mm_malloc(n);
-    unsigned char *b = (unsigned char *)p - MM_HDR;
-    size_t old;
-    memcpy(&old, b, sizeof(old));
-    unsigned char *nb = realloc(b, n + MM_HDR);
-    if (!nb)
-        return NULL;
-    memcpy(nb, &n, sizeof(n));
-    if (mm_owner)
-        mm_owner->expat_mem += n - old;
-    return nb + MM_HDR;
 }
 
 static void mm_free(void *p)
@@ -154,7 +160,30 @@ static void mm_free(void *p)
     memcpy(&old, b, sizeof(old));
     if (mm_owner && mm_owner->expat_mem >= old + MM_HDR)
         mm_owner->expat_mem -= old + MM_HDR;
-    free(b);
+    blk_free(b, old + MM_HDR);
+}
+
+static void *mm_realloc(void *p, size_t n)
+{
+    if (!p)
+        return mm_malloc(n);
+    unsigned char *b = (unsigned char *)p - MM_HDR;
+    size_t old;
+    memcpy(&old, b, sizeof(old));
+    if (old + MM_HDR <= MP_SLAB_MAX && n <= MP_SLAB_MAX - MM_HDR &&
+        mp_slab_size(old + MM_HDR) == mp_slab_size(n + MM_HDR)) {
+        /* same slab class: in place */
+        memcpy(b, &n, sizeof(n));
+        if (mm_owner)
+            mm_owner->expat_mem = mm_owner->expat_mem + n - old;
+        return p;
+    }
+    void *np = mm_malloc(n);
+    if (!np)
+        return NULL;
+    memcpy(np, p, old < n ? old : n);
+    mm_free(p);
+    return np;
 }
 
 static const XML_Memory_Handling_Suite mm_suite = {mm_malloc, mm_realloc, mm_free};
@@ -233,6 +262,56 @@ static void synth_add(mp_xmlstream *p, size_t *cap, const char *s, int escape)
     synth_addn(p, cap, s, strlen(s), escape);
 }
 
+/* The synthetic headers and default namespace of almost every client
+ * stream (the declarations in either order): kept by every idle stream,
+ * so they are shared constants instead of copies. */
+static const char *const common_synth[] = {
+    "<stream:stream xmlns='" MP_NS_CLIENT "' xmlns:stream='" MP_NS_STREAMS "'>",
+    "<stream:stream xmlns:stream='" MP_NS_STREAMS "' xmlns='" MP_NS_CLIENT "'>",
+};
+
+static void free_synth(mp_xmlstream *p)
+{
+    if (!p->synth_const)
+        free(p->synth);
+    p->synth = NULL;
+    p->synth_len = 0;
+    p->synth_const = 0;
+}
+
+static void free_default_ns(mp_xmlstream *p)
+{
+    if (!p->ns_const)
+        free(p->default_ns);
+    p->default_ns = NULL;
+    p->ns_const = 0;
+}
+
+static void set_default_ns(mp_xmlstream *p, const char *ns)
+{
+    free_default_ns(p);
+    if (strcmp(ns, MP_NS_CLIENT) == 0) {
+        p->default_ns = (char *)MP_NS_CLIENT;
+        p->ns_const = 1;
+    } else {
+        p->default_ns = mp_strdup(ns);
+    }
+}
+
+/* The finished synthetic header: a shared constant if it is a common one,
+ * else trimmed to its length. */
+static void own_synth(mp_xmlstream *p)
+{
+    for (size_t i = 0; i < sizeof common_synth / sizeof *common_synth; i++)
+        if (strcmp(p->synth, common_synth[i]) == 0) {
+            free(p->synth);
+            p->synth = (char *)common_synth[i];
+            p->synth_const = 1;
+            return;
+        }
+    p->synth = mp_realloc(p->synth, p->synth_len + 1);
+}
+
 /* Records what is needed to rebuild the parser: the header's qualified
  * name and its namespace declarations, as a start tag. */
 static void save_header(mp_xmlstream *p, const char *name)
@@ -242,9 +321,8 @@ static void save_header(mp_xmlstream *p, const char *name)
     mp_xml_split_name(name, &uri, &ulen, &local, &llen);
     const char *prefix = ulen ? strchr(local, MP_XML_NS_SEP) : NULL;
     size_t cap = 128;
-    free(p->synth);
+    free_synth(p);
     p->synth = mp_malloc(cap);
-    p->synth_len = 0;
     synth_add(p, &cap, "<", 0);
     if (prefix) {
         synth_add(p, &cap, prefix + 1, 0);
@@ -260,12 +338,11 @@ static void save_header(mp_xmlstream *p, const char *name)
         synth_add(p, &cap, "='", 0);
         synth_add(p, &cap, u, 1);
         synth_add(p, &cap, "'", 0);
-        if (!*pre) {
-            free(p->default_ns);
-            p->default_ns = mp_strdup(u);
-        }
+        if (!*pre)
+            set_default_ns(p, u);
     }
     synth_add(p, &cap, ">", 0);
+    own_synth(p);
     free(p->decls);
     p->decls = NULL;
     p->decls_len = 0;
@@ -311,7 +388,8 @@ static void flush_text(mp_xmlstream *p)
 
 static void free_text(mp_xmlstream *p)
 {
-    free(p->text);
+    if (p->text)
+        blk_free(p->text, p->text_cap);
     p->text = NULL;
     p->text_len = p->text_cap = 0;
 }
@@ -335,6 +413,17 @@ static void drop_qualified_addressing(mp_xml *root)
 }
 
 static void apply_limits(mp_xmlstream *p, const struct mp_xml_limits *limits);
+
+/* Applies the limits set during the stanza that just ended, if any. */
+static void apply_pending_limits(mp_xmlstream *p)
+{
+    if (!p->next_lim)
+        return;
+    struct mp_xml_limits l = *p->next_lim;
+    free(p->next_lim);
+    p->next_lim = NULL;
+    apply_limits(p, &l);
+}
 
 enum { FRAMING_NONE, FRAMING_OPEN, FRAMING_CLOSE };
 
@@ -434,10 +523,7 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
     p->mark = event_end(p);
     if (p->text_cap > TEXT_KEEP)
         free_text(p);
-    if (p->lim_pending) {
-        p->lim_pending = 0;
-        apply_limits(p, &p->next_lim);
-    }
+    apply_pending_limits(p);
     if (p->framed) {
         int f = framing_element(name);
         if (f == FRAMING_OPEN) {
@@ -477,7 +563,16 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
             size_t cap = p->text_cap ? p->text_cap : 256;
             while (cap - p->text_len < n)
                 cap *= 2;
-            p->text = mp_realloc(p->text, cap);
+            char *t = blk_alloc(cap);
+            if (!t) {
+                fail(p, "resource-constraint", "out of memory");
+                return;
+            }
+            if (p->text) {
+                memcpy(t, p->text, p->text_len);
+                blk_free(p->text, p->text_cap);
+            }
+            p->text = t;
             p->text_cap = cap;
         }
         memcpy(p->text + p->text_len, s, n);
@@ -646,18 +741,12 @@ static void clear_stream(mp_xmlstream *p)
     p->cur = NULL;
     p->node = NULL;
     free_text(p);
-    if (p->lim_pending) {
-        p->lim_pending = 0;
-        apply_limits(p, &p->next_lim);
-    }
-    free(p->synth);
-    p->synth = NULL;
-    p->synth_len = 0;
+    apply_pending_limits(p);
+    free_synth(p);
     free(p->decls);
     p->decls = NULL;
     p->decls_len = 0;
-    free(p->default_ns);
-    p->default_ns = NULL;
+    free_default_ns(p);
     p->depth = 0;
 }
 
@@ -675,7 +764,7 @@ static void stream_restart(mp_xmlstream *p)
     static const char root[] = "<framed xmlns='" MP_NS_CLIENT "'>";
     p->synth = mp_strdup(root);
     p->synth_len = sizeof root - 1;
-    p->default_ns = mp_strdup(MP_NS_CLIENT);
+    set_default_ns(p, MP_NS_CLIENT);
     p->framed_open = 0;
     p->state = ST_STREAM;
 }
@@ -692,11 +781,13 @@ void mp_xmlstream_set_framed(mp_xmlstream *p)
 void mp_xmlstream_set_limits(mp_xmlstream *p, const struct mp_xml_limits *limits)
 {
     if (p->cur) {
-        p->next_lim = *limits;
-        p->lim_pending = 1;
+        if (!p->next_lim)
+            p->next_lim = mp_malloc(sizeof *p->next_lim);
+        *p->next_lim = *limits;
         return;
     }
-    p->lim_pending = 0;
+    free(p->next_lim);
+    p->next_lim = NULL;
     apply_limits(p, limits);
 }
 

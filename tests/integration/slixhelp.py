@@ -76,10 +76,13 @@ class Client(slixmpp.ClientXMPP):
 
 
 async def login(port, jid, password, direct_tls=False, mech='SCRAM-SHA-256',
-                presence=True, timeout=20):
+                presence=True, timeout=20, plugins=()):
     """Connects and waits for session_start. Returns the Client; raises
-    LoginFailed (with .client) otherwise."""
+    LoginFailed (with .client) otherwise. plugins: more slixmpp plugins
+    to register first ('xep_0084', ...)."""
     c = Client(jid, password, mech)
+    for p in plugins:
+        c.register_plugin(p)
     if direct_tls:
         c.enable_direct_tls = True
         c.connect(('127.0.0.1', port), use_ssl=True, force_starttls=False)

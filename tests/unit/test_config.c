@@ -110,11 +110,12 @@ static void test_default_config(void **state)
     assert_int_equal(c->listeners[1].kind, MP_LISTEN_C2S_TLS);
     assert_int_equal(c->listeners[1].port, 5223);
 
-    assert_int_equal(c->n_modules, 18);
+    assert_int_equal(c->n_modules, 19);
     assert_string_equal(c->modules[14].name, "sm");
     assert_string_equal(c->modules[15].name, "adhoc");
     assert_string_equal(c->modules[16].name, "admin_adhoc");
     assert_string_equal(c->modules[17].name, "upload");
+    assert_string_equal(c->modules[18].name, "pep");
     assert_int_equal(c->n_admins, 0);
     assert_string_equal(c->modules[0].name, "disco");
     assert_string_equal(c->modules[1].name, "ping");
@@ -218,11 +219,12 @@ static void test_minimal_and_nameprep(void **state)
     assert_int_equal(c->n_listeners, 2);
     assert_int_equal(c->listeners[1].port, 5223);
     /* the default module list: what a messenger user needs, group chat included */
-    assert_int_equal(c->n_modules, 18);
+    assert_int_equal(c->n_modules, 19);
     assert_string_equal(c->modules[14].name, "sm");
     assert_string_equal(c->modules[15].name, "adhoc");
     assert_string_equal(c->modules[16].name, "admin_adhoc");
     assert_string_equal(c->modules[17].name, "upload");
+    assert_string_equal(c->modules[18].name, "pep");
     assert_int_equal(c->n_admins, 0);
     assert_string_equal(c->modules[3].name, "time");
     assert_string_equal(c->modules[4].name, "muc");
