@@ -559,21 +559,6 @@ int mp_route_hooks_run(enum mp_route_point p, mp_session *s, mp_stanza *st)
 
 /* ---- questions between modules ---- */
 
-/* The part of the module API that lives below the core and that the core
- * itself never calls (proto.h): referenced here, so that the linker keeps
- * it in magpied (which links the lower layers as an archive) for modules
- * to resolve. A new such function goes here too. */
-typedef void (*api_fn)(void);
-extern const api_fn mp_module_api_keep[];
-const api_fn mp_module_api_keep[] = {
-    (api_fn)mp_now_us,        (api_fn)mp_datetime_format, (api_fn)mp_datetime_parse,
-    (api_fn)mp_delay_add,     (api_fn)mp_form_add,        (api_fn)mp_form_field_add,
-    (api_fn)mp_form_value_add, (api_fn)mp_form_option_add, (api_fn)mp_form_find,
-    (api_fn)mp_form_type,     (api_fn)mp_form_form_type,  (api_fn)mp_form_field,
-    (api_fn)mp_form_value,    (api_fn)mp_form_bool,       (api_fn)mp_rsm_parse,
-    (api_fn)mp_rsm_add_result,
-};
-
 int mp_queries_add(mp_module *m, const struct mp_queries *q, void *ud)
 {
     if (!q)
