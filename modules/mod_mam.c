@@ -924,6 +924,7 @@ struct query {
     struct hit *hits;
     size_t n_hits;
     int64_t cursor; /* the page read so far ends here (an archive id) */
+    int complete;   /* the page reaches the end of the result set */
 };
 
 static void hits_free(struct hit *h, size_t n)
@@ -1013,7 +1014,37 @@ static void send_result(struct query *q, const struct hit *h)
     mp_route(w);
 }
 
-/* Sends the hits (oldest first, or newest first when flipped) and <fin/>. */
+/* <fin/> with the page's RSM set; count is the size of the whole result
+ * set (XEP-0059 <count/>), or -1 when not known. */
+static void send_fin(struct query *q, int64_t count)
+{
+    size_t n = q->n_hits;
+    mp_stanza *res = mp_iq_result(q->iq);
+    mp_xml *fin = mp_xml_add_child(res, mp_stanza_root(res), "fin", NS_MAM);
+    if (q->queryid)
+        mp_xml_set_attr(res, fin, "queryid", q->queryid);
+    if (q->complete)
+        mp_xml_set_attr(res, fin, "complete", "true");
+    const char *first = NULL, *last = NULL;
+    if (n) {
+        first = q->hits[q->backward ? n - 1 : 0].sid;
+        last = q->hits[q->backward ? 0 : n - 1].sid;
+    }
+    mp_rsm_add_result(res, fin, first, -1, last, count > INT32_MAX ? INT32_MAX : (int)count);
+    mp_iq_reply(res);
+    mp_counter_add(c_queries, 1);
+    q_free(q);
+}
+
+static void on_count(void *ud, int rc, int64_t n)
+{
+    send_fin(ud, rc == MAGPIE_OK ? n : -1);
+}
+
+/* Sends the hits (oldest first, or newest first when flipped), then <fin/>
+ * once the result set is counted: the storage counts what the query's form
+ * selects (with a bare or no 'with', start, end and the retention cutoff);
+ * a full-JID 'with' or an 'ids' query is filtered here, so it gets no count. */
 static void send_page(struct query *q, int complete)
 {
     size_t n = q->n_hits;
@@ -1022,21 +1053,19 @@ static void send_page(struct query *q, int complete)
         size_t chrono = q->backward ? n - 1 - j : j;
         send_result(q, &q->hits[q->flip ? n - 1 - chrono : chrono]);
     }
-    mp_stanza *res = mp_iq_result(q->iq);
-    mp_xml *fin = mp_xml_add_child(res, mp_stanza_root(res), "fin", NS_MAM);
-    if (q->queryid)
-        mp_xml_set_attr(res, fin, "queryid", q->queryid);
-    if (complete)
-        mp_xml_set_attr(res, fin, "complete", "true");
-    const char *first = NULL, *last = NULL;
-    if (n) {
-        first = q->hits[q->backward ? n - 1 : 0].sid;
-        last = q->hits[q->backward ? 0 : n - 1].sid;
+    q->complete = complete;
+    if (!q->with_full && q->n_ids == 0) {
+        mp_archive_filter f = {0};
+        f.with = q->with_bare;
+        f.ts_from = q->ts_from;
+        f.ts_to = q->ts_to;
+        int64_t cut = cutoff_us();
+        if (cut > f.ts_from)
+            f.ts_from = cut;
+        if (mp_archive_count(q->host, STORE, q->user, &f, on_count, q) == MAGPIE_OK)
+            return;
     }
-    mp_rsm_add_result(res, fin, first, -1, last, -1);
-    mp_iq_reply(res);
-    mp_counter_add(c_queries, 1);
-    q_free(q);
+    send_fin(q, -1);
 }
 
 static void read_more(struct query *q);

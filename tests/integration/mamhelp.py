@@ -83,6 +83,13 @@ def fin(r):
             last.text if last is not None else None)
 
 
+def count(r):
+    """The RSM <count/> of a query's <fin/>, or None."""
+    s = child(child(r, 'fin', NS_MAM), 'set', NS_RSM)
+    c = child(s, 'count', NS_RSM) if s is not None else None
+    return int(c.text) if c is not None else None
+
+
 def bodies(msgs):
     out = []
     for m in msgs:

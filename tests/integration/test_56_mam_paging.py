@@ -14,7 +14,7 @@ import datetime
 import time
 
 from common import MagpieServer, Results, parse_args, check, child, tostr, closeall, sync, no_message, error_condition
-from mamhelp import (NS_MAM, NS_XDATA, login, stanza_id, query, fin, bodies, wait_body)
+from mamhelp import (NS_MAM, NS_XDATA, login, stanza_id, query, fin, count, bodies, wait_body)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -58,6 +58,7 @@ def t02_forward(srv):
             complete, first, last = fin(r)
             pages.append((len(ids), complete))
             check(first == ids[0] and last == ids[-1], 'first/last %s %s vs %s' % (first, last, ids))
+            check(count(r) == N, 'count %s, want %d' % (count(r), N))
             got += list(zip(bodies(msgs), ids))
             after = last
             if complete:
@@ -125,6 +126,9 @@ def t05_with_and_time(srv):
         sync(b)
         r, msgs, ids, _ = query(b, form={'with': 'alice@localhost'})
         check(bodies(msgs) == [x for x, _ in LIVE][:15] and not fin(r)[0], 'bare with: %s' % bodies(msgs))
+        check(count(r) == N, 'bare with: count %s' % count(r))
+        r, msgs, ids, _ = query(b, form={'with': 'carol@localhost'})
+        check(bodies(msgs) == ['from carol'] and count(r) == 1, 'carol: %s %s' % (bodies(msgs), count(r)))
         r, msgs, ids, _ = query(b, form={'with': 'alice@localhost/a2'}, rsm='<max>20</max>')
         check(bodies(msgs) == [x for i, (x, _) in enumerate(LIVE) if i % 2], 'full with: %s' % bodies(msgs))
         check(fin(r)[0], 'full with: not complete')
