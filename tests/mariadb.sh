@@ -69,6 +69,8 @@ CREATE USER IF NOT EXISTS 'magpie'@'127.0.0.1' IDENTIFIED BY 'magpie';
 CREATE USER IF NOT EXISTS 'magpie'@'localhost' IDENTIFIED BY 'magpie';
 GRANT ALL PRIVILEGES ON magpie_test.* TO 'magpie'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON magpie_test.* TO 'magpie'@'localhost';
+GRANT ALL PRIVILEGES ON `magpie\_t%`.* TO 'magpie'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON `magpie\_t%`.* TO 'magpie'@'localhost';
 FLUSH PRIVILEGES;
 EOF
     echo "127.0.0.1:$port:magpie:magpie:magpie_test"

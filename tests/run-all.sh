@@ -1,7 +1,7 @@
 #!/bin/bash
 # run-all.sh - runs the whole test suite against one build tree.
 #
-#   tests/run-all.sh [--quick] [--fuzz] [--only unit|integration|conformance|fuzz] BUILDDIR
+#   tests/run-all.sh [--quick] [--fuzz] [--only unit|integration|mariadb|conformance|fuzz] BUILDDIR
 #
 # 1. the cmocka unit tests: every program BUILDDIR/tests/unit/test_*
 #    (build them first: make check TESTS=)
@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
     *) break ;;
     esac
 done
-[ $# -eq 1 ] || { echo "usage: $0 [--quick] [--fuzz] [--only unit|integration|conformance|fuzz] BUILDDIR" >&2; exit 2; }
+[ $# -eq 1 ] || { echo "usage: $0 [--quick] [--fuzz] [--only unit|integration|mariadb|conformance|fuzz] BUILDDIR" >&2; exit 2; }
 BUILDDIR=$(cd "$1" && pwd) || exit 2
 export MAGPIE_BUILDDIR="$BUILDDIR"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0}
@@ -218,13 +218,40 @@ run_fuzz() {
     run_script "fuzz" tests/fuzz/run.sh -b "$BUILDDIR/fuzz" "${MAGPIE_FUZZ_SECONDS:-20}"
 }
 
+# ---- 2b. the IM and group chat tests again with MariaDB as the store (a
+# throwaway mariadbd; each server in them gets a fresh database of its own)
+MARIADB_TESTS="18_account_deleted 20_roster 21_offline 22_carbons 23_blocking 24_vcard 25_private 26_last 27_csi 30_muc_basic 33_muc_persist 50_pep 51_pep_caps 52_pep_bookmarks 53_pep_avatar_omemo 55_mam_archive 56_mam_paging 57_mam_prefs 58_mam_slixmpp 60_sm_acks 61_sm_resume 62_sm_expiry 64_sm_slixmpp 65_adhoc 66_admin_adhoc 68_register 69_push 76_upload"
+run_mariadb() {
+    local t
+    [ -f "$SRCDIR/tests/mariadb.sh" ] || return 0
+    if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+        echo "SKIP integration on MariaDB: mariadbd is not installed"
+        SKIPPED=$((SKIPPED + 1))
+        return 0
+    fi
+    start_mariadb
+    if [ -z "${MAGPIE_TEST_MYSQL:-}" ]; then
+        FAILED=$((FAILED + 1))
+        echo "FAIL integration on MariaDB: the server did not start"
+        note_failure "integration on MariaDB: mariadbd did not start"
+        return
+    fi
+    for t in $MARIADB_TESTS; do
+        [ -f "$SRCDIR/tests/integration/test_$t.py" ] || continue
+        MAGPIE_TEST_STORAGE=mysql run_script "integration $t [mariadb]" "$PYTHON" \
+            "tests/integration/test_$t.py" "$BUILDDIR" --workers 1
+    done
+    stop_mariadb
+}
+
 case "$ONLY" in
-"") run_unit; run_integration; run_conformance; [ $FUZZ -eq 1 ] && run_fuzz ;;
+"") run_unit; run_integration; [ $QUICK -eq 0 ] && run_mariadb; run_conformance; [ $FUZZ -eq 1 ] && run_fuzz ;;
 unit) run_unit ;;
 integration) run_integration ;;
+mariadb) run_mariadb ;;
 conformance) run_conformance ;;
 fuzz) run_fuzz ;;
-*) echo "run-all.sh: --only unit|integration|conformance|fuzz" >&2; exit 2 ;;
+*) echo "run-all.sh: --only unit|integration|mariadb|conformance|fuzz" >&2; exit 2 ;;
 esac
 
 echo

@@ -16,9 +16,14 @@ MagpieServer(builddir, workers=1, storage='sqlite', mysql=None,
              extra_config='', modules=None, limits=None, hosts=None,
              security=None, log_level='debug', log_file='-')
   builddir   the build tree holding magpied, magpiectl and modules/.libs
-  storage    'sqlite' (a file in the temp state dir) or 'mysql'
+  storage    'sqlite' (a file in the temp state dir) or 'mysql'; default
+             $MAGPIE_TEST_STORAGE or 'sqlite' (run-all.sh runs the IM tests
+             once more with mysql)
   mysql      "host:port:user:password:database" (what tests/mariadb.sh
-             prints) or a dict with those keys; default $MAGPIE_TEST_MYSQL
+             prints) or a dict with those keys; default $MAGPIE_TEST_MYSQL,
+             and then each server gets a fresh database of its own
+             (magpie_t<pid>_<n>, dropped at cleanup: tests/mariadb.sh lets
+             its user create them), so servers never see each other's data
   modules    list of module names (default disco, ping, version, time, roster,
              offline, mam, carbons, blocking: the messaging part of the
              server's own default list) or
@@ -157,14 +162,23 @@ class ServerError(Exception):
 class MagpieServer:
     """One magpied process with its own temp dir, ports and config."""
 
-    def __init__(self, builddir=None, workers=1, storage='sqlite', mysql=None,
+    _fresh_dbs = 0
+
+    def __init__(self, builddir=None, workers=1, storage=None, mysql=None,
                  extra_config='', modules=None, limits=None, hosts=None,
                  log_level='debug', start_timeout=None, security=None, log_file='-',
                  http=False):
         self.builddir = os.path.abspath(builddir or default_builddir())
         self.workers = workers
+        storage = storage or os.environ.get('MAGPIE_TEST_STORAGE') or 'sqlite'
         self.storage = storage
         self.mysql = parse_mysql(mysql) if storage == 'mysql' else None
+        self.fresh_db = None
+        if storage == 'mysql' and mysql is None:
+            MagpieServer._fresh_dbs += 1
+            self.fresh_db = 'magpie_t%d_%d' % (os.getpid(), MagpieServer._fresh_dbs)
+            self._mysql_cli('CREATE DATABASE %s CHARACTER SET utf8mb4' % self.fresh_db)
+            self.mysql['database'] = self.fresh_db
         self.extra_config = extra_config
         self.modules = (['disco', 'ping', 'version', 'time', 'roster', 'offline', 'mam', 'carbons',
                          'blocking']
@@ -355,7 +369,21 @@ class MagpieServer:
                 raise ServerError('sanitizer report in magpied log:\n' + '\n'.join(reports))
         return False
 
+    def _mysql_cli(self, sql):
+        m = self.mysql
+        p = subprocess.run(['mariadb', '--no-defaults', '-h', m['host'], '-P', str(m['port']),
+                            '-u', m['user'], '-p%s' % m['password'], '-e', sql],
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise ServerError('mariadb %r: %s' % (sql, p.stderr.strip()))
+
     def cleanup(self, force_keep=False):
+        if self.fresh_db and not (force_keep or os.environ.get('MAGPIE_KEEP_TMP')):
+            try:
+                self._mysql_cli('DROP DATABASE IF EXISTS %s' % self.fresh_db)
+            except (ServerError, OSError, subprocess.TimeoutExpired):
+                pass
+            self.fresh_db = None
         if force_keep or os.environ.get('MAGPIE_KEEP_TMP'):
             sys.stderr.write('magpie_fixture: kept %s\n' % self.tmp)
             return
