@@ -139,6 +139,10 @@ case " $SERVERS " in *" mosquitto "*) DO_MOSQ=1 ;; *) DO_MOSQ=0 ;; esac
 # the load generator logs in 2 x SENDERS sessions (pairs); every one is an admin
 ADMINS=""
 for ((s = 1; s <= 2 * SENDERS; s++)); do ADMINS="$ADMINS gwbench$s@localhost"; done
+# every connection counts against limits.max_connections, the devices'
+# (module listener) included: room for all of them, the latency devices
+# and the load generator's sessions
+MAXCONN=$((DEVICES + LAT_DEVICES + 2 * SENDERS + 100))
 if [ $DO_MAGPIE = 1 ]; then
     for ((i = 1; i <= NODES; i++)); do
         d=$TMP/n$i
@@ -154,7 +158,7 @@ log = { level = "warn"; file = "-"; };
 hosts = ( { domain = "localhost"; } );
 listeners = ( { type = "c2s"; address = "127.0.0.1"; port = ${CPORT[$i]}; } );
 storage = { driver = "sqlite"; threads = $STORAGE_THREADS; };
-limits = { max_connections = 1000; max_connections_per_address = 1000; };
+limits = { max_connections = $MAXCONN; max_connections_per_address = $MAXCONN; };
 security = { scram_iterations = 4096; };
 modules = ( "ping",
             { name = "gateway"; domain = "$GWDOMAIN"; address = "127.0.0.1";
@@ -363,6 +367,9 @@ if [ $DO_MAGPIE = 1 ] && [ -n "$RATES" ]; then
                   a["acc_p50_ms"], a["acc_p99_ms"], a["lat_p50_ms"], a["lat_p99_ms"],
                   a["lat_max_ms"], a["server_cpu_per_msg_us"] }'
         echo "RESULT-GWLAT rate=$r ${line#RESULT }" >>"$TMP/lat-results"
+        # the server's own view (cumulative over the rates): gateway counters
+        echo "COUNTERS-GWLAT rate=$r load=$(cut -d' ' -f1 /proc/loadavg) $("$BUILD/magpiectl" -c "${CONF[1]}" status 2>/dev/null |
+            awk '/gateway_(commands_accepted|commands_acked|ack_latency_ms_total|accept_latency_us_total|end_latency_us_total|commands_retried)/ { printf "%s=%s ", $1, $2 }')" >>"$TMP/lat-results"
         sleep 2
     done
     echo "(milliseconds; acc = send -> <accepted/> (the command is durable), ack = send -> receipt"
