@@ -103,6 +103,11 @@ wait_port() { # pid port
     done
     return 1
 }
+# sched_ms PID: "<cpu ms> <run-queue wait ms>" summed over its threads
+sched_ms() {
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null |
+        awk '{ c += $1; w += $2 } END { printf "%d %d\n", c / 1e6, w / 1e6 }'
+}
 # count_lines FILE REGEX
 count_lines() { local n; n=$(grep -c "$2" "$1" 2>/dev/null || true); echo "${n:-0}"; }
 
@@ -139,6 +144,10 @@ case " $SERVERS " in *" mosquitto "*) DO_MOSQ=1 ;; *) DO_MOSQ=0 ;; esac
 # the load generator logs in 2 x SENDERS sessions (pairs); every one is an admin
 ADMINS=""
 for ((s = 1; s <= 2 * SENDERS; s++)); do ADMINS="$ADMINS gwbench$s@localhost"; done
+# every connection counts against limits.max_connections, the devices'
+# (module listener) included: room for all of them, the latency devices
+# and the load generator's sessions
+MAXCONN=$((DEVICES + LAT_DEVICES + 2 * SENDERS + 100))
 if [ $DO_MAGPIE = 1 ]; then
     for ((i = 1; i <= NODES; i++)); do
         d=$TMP/n$i
@@ -154,7 +163,7 @@ log = { level = "warn"; file = "-"; };
 hosts = ( { domain = "localhost"; } );
 listeners = ( { type = "c2s"; address = "127.0.0.1"; port = ${CPORT[$i]}; } );
 storage = { driver = "sqlite"; threads = $STORAGE_THREADS; };
-limits = { max_connections = 1000; max_connections_per_address = 1000; };
+limits = { max_connections = $MAXCONN; max_connections_per_address = $MAXCONN; };
 security = { scram_iterations = 4096; };
 modules = ( "ping",
             { name = "gateway"; domain = "$GWDOMAIN"; address = "127.0.0.1";
@@ -347,6 +356,7 @@ if [ $DO_MAGPIE = 1 ] && [ -n "$RATES" ]; then
     for r in $RATES; do
         check_deadline
         out=$TMP/n1/lat-$r.out
+        sched0=$(sched_ms "${NPID[1]}")
         "$BUILD/bench/magpie-loadgen" --port "${CPORT[1]}" --domain localhost --users "gwbench%d" \
             --password "$PASSWORD" --sessions $((2 * SENDERS)) --pairs "$SENDERS" \
             --concurrency "$SENDERS" --hold 1 --rate "$r" --duration "$LAT_DURATION" --drain 10 \
@@ -363,6 +373,13 @@ if [ $DO_MAGPIE = 1 ] && [ -n "$RATES" ]; then
                   a["acc_p50_ms"], a["acc_p99_ms"], a["lat_p50_ms"], a["lat_p99_ms"],
                   a["lat_max_ms"], a["server_cpu_per_msg_us"] }'
         echo "RESULT-GWLAT rate=$r ${line#RESULT }" >>"$TMP/lat-results"
+        # the server's own view: its threads' CPU time and time runnable but
+        # waiting for a CPU during this rate's run (schedstat), and the gateway
+        # counters (cumulative over the rates)
+        read -r c0 w0 <<<"$sched0"
+        read -r c1 w1 <<<"$(sched_ms "${NPID[1]}")"
+        echo "COUNTERS-GWLAT rate=$r load=$(cut -d' ' -f1 /proc/loadavg) cpu_ms=$((c1 - c0)) runq_wait_ms=$((w1 - w0)) $("$BUILD/magpiectl" -c "${CONF[1]}" status 2>/dev/null |
+            awk '/gateway_(commands_accepted|commands_acked|ack_latency_ms_total|accept_latency_us_total|end_latency_us_total|commands_retried)/ { printf "%s=%s ", $1, $2 }')" >>"$TMP/lat-results"
         sleep 2
     done
     echo "(milliseconds; acc = send -> <accepted/> (the command is durable), ack = send -> receipt"

@@ -30,9 +30,11 @@
 /* storage (host = the gateway domain) */
 #define GW_STORE_DEVICES "gateway_devices" /* keyval: id -> "1 <secret hex> [owner ...]" */
 #define GW_STORE_QUEUE   "gateway_queue"   /* archive: id -> commands, in order */
-#define GW_STORE_DONE    "gateway_done"    /* keyval: "<id>/<archive id>" -> final state */
+#define GW_STORE_DONE    "gateway_done"    /* keyval: "<id>/<archive id>" -> final state
+                                              (before 2026-12-02; converted at start-up) */
 #define GW_STORE_IDEM    "gateway_idem"    /* keyval: idempotency key -> "<command id> <device>" */
-#define GW_STORE_STATUS  "gateway_status"  /* keyval: command id -> its end (submit.c) */
+#define GW_STORE_STATUS  "gateway_status"  /* keyval: command id -> its end (submit.c);
+                                              present = the command ended */
 #define GW_STORE_HOOK    "gateway_hook"    /* keyval: command id -> fallback webhook state */
 
 enum gw_frame {
@@ -67,6 +69,8 @@ struct gw_cmd {
     int64_t aid;        /* archive id; the wire msg_id is its low 32 bits */
     int64_t queued_us;  /* when accepted */
     int64_t expires_us; /* 0: never */
+    struct gw_dev *dev; /* its device (set by gw_queue_insert) */
+    size_t hidx;        /* 1 + its place in the expiry heap; 0: not there */
     uint64_t sent_conn; /* connection it was last sent on (0: not sent) */
     int64_t sent_us;    /* first sent (this run; 0: not yet) */
     unsigned sends;     /* how often it was sent */
@@ -129,10 +133,13 @@ struct gw_state {
     struct gw_dev **tab;
     size_t tab_size, n_devs;
     uint64_t next_conn_id;
+    /* commands with a ttl, a min-heap on expires_us (queue.c) */
+    struct gw_cmd **heap;
+    size_t n_heap, cap_heap;
     struct {
         mp_counter *accepted, *sent, *retried, *acked, *failed, *expired, *late_acks, *uplinks,
             *connects, *auth_failures, *bad_frames, *timeouts, *replaced, *forbidden, *latency_ms,
-            *hooks, *hook_failures, *outbox_rows;
+            *hooks, *hook_failures, *outbox_rows, *accept_us, *end_us;
     } c;
 };
 extern struct gw_state G;
@@ -154,7 +161,8 @@ void gw_queue_insert(struct gw_dev *d, struct gw_cmd *c);
  * queue is empty. Frees c. Must run on a worker loop. */
 void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int result,
                    struct gw_out *out);
-/* Expires due commands of every device (into out). */
+/* Expires due commands (into out): pops the expiry heap (ordered by
+ * expires_us), so it costs nothing while nothing is due. */
 void gw_sweep(int64_t now_us, struct gw_out *out);
 /* Serialises / parses the archive form of a command. */
 void *gw_cmd_encode(const struct gw_cmd *c, size_t *len);
@@ -198,9 +206,11 @@ struct gw_status {
 /* rc MAGPIE_OK (st), MAGPIE_NOTFOUND or MAGPIE_ERR. Lock not held. */
 typedef void (*gw_status_cb)(void *ud, int rc, const struct gw_status *st);
 void gw_status(int64_t aid, gw_status_cb cb, void *ud);
-/* Records c's end for status queries (lock held). */
-void gw_status_record(const struct gw_dev *d, const struct gw_cmd *c, const char *state,
-                      int result, int64_t now_us);
+/* Records c's end for status queries and for start-up (the record marks
+ * c ended); cb (may be NULL) once it is durable. Lock held. MAGPIE_OK or
+ * MAGPIE_ERR (storage refused: cb is not called). */
+int gw_status_record(const struct gw_dev *d, const struct gw_cmd *c, const char *state,
+                     int result, int64_t now_us, mp_store_done_cb cb, void *ud);
 
 /* api.c: the HTTP routes */
 int gw_api_load(mp_module *m);

@@ -131,6 +131,8 @@ static void appended(void *ud, int rc, int64_t aid)
         return;
     }
     c->aid = aid;
+    int64_t us = gw_now_us() - c->queued_us;
+    mp_counter_add(G.c.accept_us, us > 0 ? (uint64_t)us : 0);
     mp_stanza *ok = mp_stanza_new("message", MP_NS_CLIENT);
     mp_xml *root = mp_stanza_root(ok);
     mp_xml_set_attr(ok, root, "to", c->sender);
@@ -389,6 +391,12 @@ static int load(mp_module *m)
     G.c.late_acks = mp_counter_new(m, "acks_unmatched", "ACKs for no pending command");
     G.c.latency_ms = mp_counter_new(m, "ack_latency_ms_total",
                                     "sum of accept-to-ACK times in ms (divide by acked+failed)");
+    G.c.accept_us = mp_counter_new(m, "accept_latency_us_total",
+                                   "sum of times from a command's arrival to its durable append "
+                                   "in µs (divide by commands_accepted)");
+    G.c.end_us = mp_counter_new(m, "end_latency_us_total",
+                                "sum of times from a command's end (ACK) to its durable status "
+                                "record in µs, for ends someone is told about");
     G.c.uplinks = mp_counter_new(m, "uplinks", "UPLINK frames routed to owners");
     G.c.connects = mp_counter_new(m, "device_logins", "devices authenticated");
     G.c.auth_failures = mp_counter_new(m, "auth_failures", "failed device authentications");

@@ -2,12 +2,20 @@
  *
  * A command is appended to the archive GW_STORE_QUEUE (key: device id)
  * before it is accepted; it stays there until it has ended (ACKed,
- * failed, expired). Its end is written to GW_STORE_DONE as
- * "<device>/<archive id>" so that a restart does not send it again; when a
- * device's queue is empty, the archive up to the last ended id and those
- * markers are deleted (compaction). At start-up (gw_load_all) every
- * provisioned device is read with its pending commands, minus those with a
- * marker. All functions here run with G.lock held unless said otherwise. */
+ * failed, expired). Its end is one write, the status record
+ * GW_STORE_STATUS (key: the command id), which also tells a restart not to
+ * send it again; the sender hears about the end once that record is
+ * durable. When a device's queue is empty and enough ended commands have
+ * gathered (COMPACT_AT), the archive up to the last ended id is deleted
+ * (compaction). At start-up (gw_load_all) every provisioned device is read
+ * with its pending commands, minus those with a status record (and those
+ * with an end marker GW_STORE_DONE of the older format, converted there).
+ *
+ * Expiry: the commands with a ttl are also in a min-heap on expires_us
+ * (G.heap, each command knows its place), so the once-a-second sweep pops
+ * what is due instead of walking every device.
+ *
+ * All functions here run with G.lock held unless said otherwise. */
 #include "gateway.h"
 
 #include <stdio.h>
@@ -226,6 +234,70 @@ struct gw_cmd *gw_cmd_decode(int64_t aid, int64_t ts, const char *with, const vo
     return c;
 }
 
+/* ---- the expiry heap ---- */
+
+static int heap_less(size_t a, size_t b)
+{
+    return G.heap[a]->expires_us < G.heap[b]->expires_us;
+}
+
+static void heap_swap(size_t a, size_t b)
+{
+    struct gw_cmd *t = G.heap[a];
+    G.heap[a] = G.heap[b];
+    G.heap[b] = t;
+    G.heap[a]->hidx = a + 1;
+    G.heap[b]->hidx = b + 1;
+}
+
+static void heap_up(size_t i)
+{
+    while (i > 0 && heap_less(i, (i - 1) / 2)) {
+        heap_swap(i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < G.n_heap && heap_less(l, m))
+            m = l;
+        if (r < G.n_heap && heap_less(r, m))
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(i, m);
+        i = m;
+    }
+}
+
+static void heap_add(struct gw_cmd *c)
+{
+    if (G.n_heap == G.cap_heap) {
+        G.cap_heap = G.cap_heap ? G.cap_heap * 2 : 256;
+        G.heap = realloc(G.heap, G.cap_heap * sizeof *G.heap);
+    }
+    G.heap[G.n_heap] = c;
+    c->hidx = ++G.n_heap;
+    heap_up(G.n_heap - 1);
+}
+
+static void heap_remove(struct gw_cmd *c)
+{
+    if (!c->hidx)
+        return;
+    size_t i = c->hidx - 1;
+    c->hidx = 0;
+    if (i == --G.n_heap)
+        return;
+    G.heap[i] = G.heap[G.n_heap];
+    G.heap[i]->hidx = i + 1;
+    heap_up(i);
+    heap_down(i);
+}
+
 void gw_queue_insert(struct gw_dev *d, struct gw_cmd *c)
 {
     struct gw_cmd **pp = &d->q;
@@ -237,6 +309,9 @@ void gw_queue_insert(struct gw_dev *d, struct gw_cmd *c)
     }
     c->next = *pp;
     *pp = c;
+    c->dev = d;
+    if (c->expires_us)
+        heap_add(c);
 }
 
 void gw_out_add(struct gw_out *o, mp_stanza *st)
@@ -309,54 +384,41 @@ static mp_stanza *outcome(const struct gw_dev *d, const struct gw_cmd *c, const 
     return st;
 }
 
-struct compact {
-    char id[GW_ID_MAX + 1];
-    size_t n;
-    int64_t aids[];
-};
-
-/* Archive compacted: the end markers can go. Runs on the caller's loop. */
-static void compacted(void *ud, int rc)
-{
-    struct compact *k = ud;
-    if (rc == MAGPIE_OK)
-        for (size_t i = 0; i < k->n; i++) {
-            char key[GW_ID_MAX + 32];
-            snprintf(key, sizeof key, "%s/%lld", k->id, (long long)k->aids[i]);
-            mp_kv_del(G.domain, GW_STORE_DONE, key, NULL, NULL);
-        }
-    free(k);
-}
+/* Ended commands a device gathers before its archive is compacted: one
+ * delete per COMPACT_AT commands instead of one per command (the ended
+ * rows left meanwhile are recognised by their status record at start-up). */
+#define COMPACT_AT 8
 
 static void compact(struct gw_dev *d)
 {
-    if (d->q || d->n_done == 0)
+    if (d->q || d->n_done < COMPACT_AT)
         return;
-    struct compact *k = malloc(sizeof *k + d->n_done * sizeof k->aids[0]);
-    snprintf(k->id, sizeof k->id, "%s", d->id);
-    k->n = d->n_done;
     int64_t max = 0;
-    for (size_t i = 0; i < d->n_done; i++) {
-        k->aids[i] = d->done[i];
+    for (size_t i = 0; i < d->n_done; i++)
         if (d->done[i] > max)
             max = d->done[i];
-    }
     d->n_done = 0;
-    if (mp_archive_delete(G.domain, GW_STORE_QUEUE, d->id, max, compacted, k) != MAGPIE_OK)
-        free(k);
+    mp_archive_delete(G.domain, GW_STORE_QUEUE, d->id, max, NULL, NULL);
 }
 
 /* The end state is durable: now the sender may hear about it (so that a
  * sender told "done" never sees the command delivered again after a
  * crash). */
+struct fin {
+    mp_stanza *st;
+    int64_t t0; /* when the end was written */
+};
+
 static void finish_recorded(void *ud, int rc)
 {
-    mp_stanza *st = ud;
+    struct fin *f = ud;
     if (rc != MAGPIE_OK)
         mp_log(MP_LOG_WARN, "gateway: could not record the end of a command; it may be sent "
                             "again after a restart");
-    if (st)
-        mp_route(st);
+    int64_t us = gw_now_us() - f->t0;
+    mp_counter_add(G.c.end_us, us > 0 ? (uint64_t)us : 0);
+    mp_route(f->st);
+    free(f);
 }
 
 void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int result,
@@ -367,22 +429,28 @@ void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int re
         pp = &(*pp)->next;
     if (*pp)
         *pp = c->next;
-    char key[GW_ID_MAX + 32], val[96];
+    heap_remove(c);
     int64_t now = gw_now_us();
-    snprintf(key, sizeof key, "%s/%lld", d->id, (long long)c->aid);
-    int n = snprintf(val, sizeof val, "%s %d %lld", state, result, (long long)now);
     /* the lifecycle's end: acked (result DONE), failed (any other result),
      * expired */
     const char *life = strcmp(state, "acked") ? state : result == GW_R_DONE ? "acked" : "failed";
-    gw_status_record(d, c, life, result, now);
     if (!strcmp(state, "expired"))
         gw_hook_expired(d, c);
     if (!strcmp(c->sender, "!outbox"))
         gw_outbox_ended(c, life, result);
     mp_stanza *st = outcome(d, c, state, result);
-    if (mp_kv_set(G.domain, GW_STORE_DONE, key, val, (size_t)n, finish_recorded, st) != MAGPIE_OK &&
-        st)
+    /* one write: the status record is also the end marker */
+    struct fin *f = NULL;
+    if (st) {
+        f = malloc(sizeof *f);
+        f->st = st;
+        f->t0 = now;
+    }
+    if (gw_status_record(d, c, life, result, now, f ? finish_recorded : NULL, f) != MAGPIE_OK &&
+        f) {
         gw_out_add(out, st);
+        free(f);
+    }
     if (d->n_done == d->cap_done) {
         d->cap_done = d->cap_done ? d->cap_done * 2 : 8;
         d->done = realloc(d->done, d->cap_done * sizeof *d->done);
@@ -394,65 +462,71 @@ void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int re
 
 void gw_sweep(int64_t now_us, struct gw_out *out)
 {
-    for (size_t i = 0; i < G.tab_size; i++)
-        for (struct gw_dev *d = G.tab[i]; d; d = d->hnext)
-            for (struct gw_cmd *c = d->q, *nx; c; c = nx) {
-                nx = c->next;
-                if (c->expires_us && c->expires_us <= now_us) {
-                    mp_log(MP_LOG_DEBUG, "gateway: command %lld for %s expired", (long long)c->aid,
-                           d->id);
-                    mp_counter_add(G.c.expired, 1);
-                    gw_cmd_finish(d, c, "expired", -1, out);
-                }
-            }
+    while (G.n_heap && G.heap[0]->expires_us <= now_us) {
+        struct gw_cmd *c = G.heap[0];
+        struct gw_dev *d = c->dev;
+        mp_log(MP_LOG_DEBUG, "gateway: command %lld for %s expired", (long long)c->aid, d->id);
+        mp_counter_add(G.c.expired, 1);
+        gw_cmd_finish(d, c, "expired", -1, out); /* takes it off the heap */
+    }
 }
 
 /* ---- start-up ---- */
 
-struct load_ctx {
-    struct gw_dev *d;
-    char **done; /* sorted keys of GW_STORE_DONE for this device */
-    size_t n_done;
+struct keys {
+    char **v;
+    size_t n;
 };
 
-static void load_done_key(void *ud, const char *key)
+static void key_add(void *ud, const char *key)
 {
-    struct load_ctx *l = ud;
-    l->done = realloc(l->done, (l->n_done + 1) * sizeof *l->done);
-    l->done[l->n_done++] = strdup(key);
+    struct keys *k = ud;
+    k->v = realloc(k->v, (k->n + 1) * sizeof *k->v);
+    k->v[k->n++] = strdup(key);
 }
 
-static int cmp_str(const void *a, const void *b)
+static void keys_free(struct keys *k)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    for (size_t i = 0; i < k->n; i++)
+        free(k->v[i]);
+    free(k->v);
 }
+
+/* A device's stored commands, collected first: no storage call nested in
+ * the archive query. */
+struct load_ctx {
+    struct gw_cmd **c;
+    size_t n;
+    struct gw_dev *d;
+};
 
 static void load_item(void *ud, const mp_archive_item *it)
 {
     struct load_ctx *l = ud;
-    char key[GW_ID_MAX + 32], *kp = key;
-    snprintf(key, sizeof key, "%s/%lld", l->d->id, (long long)it->id);
-    if (l->n_done && bsearch(&kp, l->done, l->n_done, sizeof *l->done, cmp_str)) {
-        /* ended before the restart: remember for compaction */
-        struct gw_dev *d = l->d;
-        if (d->n_done == d->cap_done) {
-            d->cap_done = d->cap_done ? d->cap_done * 2 : 8;
-            d->done = realloc(d->done, d->cap_done * sizeof *d->done);
-        }
-        d->done[d->n_done++] = it->id;
-        return;
-    }
     struct gw_cmd *c = gw_cmd_decode(it->id, it->ts, it->with, it->data, it->len);
     if (!c) {
         mp_log(MP_LOG_WARN, "gateway: unreadable queued command %lld for %s, skipped",
                (long long)it->id, l->d->id);
         return;
     }
-    gw_idem_repair(l->d, c);
-    gw_queue_insert(l->d, c);
+    l->c = realloc(l->c, (l->n + 1) * sizeof *l->c);
+    l->c[l->n++] = c;
 }
 
-static void load_key(struct load_ctx *all, const char *id)
+/* 1 if command aid has ended (it has a status record). */
+static int ended(int64_t aid)
+{
+    char key[32];
+    void *v;
+    size_t vl;
+    snprintf(key, sizeof key, "%lld", (long long)aid);
+    if (mp_kv_get_sync(G.domain, GW_STORE_STATUS, key, &v, &vl) != MAGPIE_OK)
+        return 0;
+    free(v);
+    return 1;
+}
+
+static void load_key(const char *id)
 {
     void *rec;
     size_t len;
@@ -464,34 +538,91 @@ static void load_key(struct load_ctx *all, const char *id)
     free(rec);
     if (!d)
         return;
-    struct load_ctx l = {d, all->done, all->n_done};
+    struct load_ctx l = {.d = d};
     mp_archive_filter q = {0};
     if (mp_archive_query_sync(G.domain, GW_STORE_QUEUE, id, &q, load_item, &l) != MAGPIE_OK)
         mp_log(MP_LOG_ERROR, "gateway: cannot read the command queue of %s", id);
+    for (size_t i = 0; i < l.n; i++) {
+        struct gw_cmd *c = l.c[i];
+        if (ended(c->aid)) { /* ended before the restart: remember for compaction */
+            if (d->n_done == d->cap_done) {
+                d->cap_done = d->cap_done ? d->cap_done * 2 : 8;
+                d->done = realloc(d->done, d->cap_done * sizeof *d->done);
+            }
+            d->done[d->n_done++] = c->aid;
+            gw_cmd_free(c);
+            continue;
+        }
+        gw_idem_repair(d, c);
+        gw_queue_insert(d, c);
+    }
+    free(l.c);
 }
 
-void gw_load_all(void)
+/* End markers of the older format ("<device>/<archive id>" -> "<state>
+ * <result> <time>" in GW_STORE_DONE): each becomes a status record (if
+ * the command has none) and goes. */
+static void convert_done(const struct keys *k)
 {
-    struct load_ctx all = {0}, ids = {0};
-    /* keys first, then the reads: no storage call nested in an iteration */
-    if (mp_kv_keys_sync(G.domain, GW_STORE_DONE, load_done_key, &all) != MAGPIE_OK ||
-        mp_kv_keys_sync(G.domain, GW_STORE_DEVICES, load_done_key, &ids) != MAGPIE_OK)
-        mp_log(MP_LOG_WARN, "gateway: could not read the provisioned devices from storage "
-                            "(expected under --check-config)");
-    for (size_t i = 0; i < ids.n_done; i++) {
-        load_key(&all, ids.done[i]);
-        free(ids.done[i]);
+    for (size_t i = 0; i < k->n; i++) {
+        const char *slash = strrchr(k->v[i], '/');
+        void *v;
+        size_t vl;
+        if (!slash || mp_kv_get_sync(G.domain, GW_STORE_DONE, k->v[i], &v, &vl) != MAGPIE_OK)
+            continue;
+        char val[96], state[16], dev[GW_ID_MAX + 1];
+        size_t n = vl < sizeof val - 1 ? vl : sizeof val - 1;
+        memcpy(val, v, n);
+        val[n] = '\0';
+        free(v);
+        int result;
+        long long ts, aid = strtoll(slash + 1, NULL, 10);
+        size_t dl = (size_t)(slash - k->v[i]);
+        if (aid <= 0 || dl > GW_ID_MAX || sscanf(val, "%15s %d %lld", state, &result, &ts) != 3)
+            continue;
+        memcpy(dev, k->v[i], dl);
+        dev[dl] = '\0';
+        if (!ended(aid)) {
+            const char *life = strcmp(state, "acked")      ? state
+                               : result == GW_R_DONE ? "acked"
+                                                     : "failed";
+            char key[32], rec[256];
+            snprintf(key, sizeof key, "%lld", aid);
+            int rl = snprintf(rec, sizeof rec, "1 %s %s %d 0 0 %lld", dev, life, result, ts);
+            if (mp_kv_set_sync(G.domain, GW_STORE_STATUS, key, rec, (size_t)rl) != MAGPIE_OK)
+                continue; /* keep the marker */
+        }
+        mp_kv_del_sync(G.domain, GW_STORE_DONE, k->v[i]);
     }
-    free(ids.done);
-    for (size_t i = 0; i < all.n_done; i++)
-        free(all.done[i]);
-    free(all.done);
+    if (k->n)
+        mp_log(MP_LOG_INFO, "gateway: %zu end marker(s) of the older format converted", k->n);
+}
+
+static size_t pending(void)
+{
     size_t n = 0;
     for (size_t i = 0; i < G.tab_size; i++)
         for (struct gw_dev *d = G.tab[i]; d; d = d->hnext)
             for (struct gw_cmd *c = d->q; c; c = c->next)
                 n++;
-    mp_log(MP_LOG_INFO, "gateway: %zu device(s), %zu pending command(s)", G.n_devs, n);
+    return n;
+}
+
+void gw_load_all(void)
+{
+    struct keys done = {0}, ids = {0};
+    /* keys first, then the reads: no storage call nested in an iteration */
+    if (mp_kv_keys_sync(G.domain, GW_STORE_DONE, key_add, &done) != MAGPIE_OK ||
+        mp_kv_keys_sync(G.domain, GW_STORE_DEVICES, key_add, &ids) != MAGPIE_OK)
+        mp_log(MP_LOG_WARN, "gateway: could not read the provisioned devices from storage "
+                            "(expected under --check-config)");
+    convert_done(&done);
+    keys_free(&done);
+    for (size_t i = 0; i < ids.n; i++)
+        load_key(ids.v[i]);
+    keys_free(&ids);
+    mp_log(MP_LOG_INFO, "gateway: %zu device(s), %zu pending command(s) (%zu with a ttl)",
+           G.n_devs, pending(), G.n_heap);
 }
 
 void gw_free_all(void)
@@ -511,4 +642,7 @@ void gw_free_all(void)
     free(G.tab);
     G.tab = NULL;
     G.tab_size = G.n_devs = 0;
+    free(G.heap);
+    G.heap = NULL;
+    G.n_heap = G.cap_heap = 0;
 }

@@ -114,6 +114,8 @@ static void appended(void *ud, int rc, int64_t aid)
     }
     s->aid = aid;
     mp_counter_add(G.c.accepted, 1);
+    int64_t us = gw_now_us() - s->cmd->queued_us;
+    mp_counter_add(G.c.accept_us, us > 0 ? (uint64_t)us : 0);
     struct gw_cmd *c = s->cmd; /* to the queue */
     s->cmd = NULL;
     c->aid = aid;
@@ -346,12 +348,12 @@ void gw_status(int64_t aid, gw_status_cb cb, void *ud)
     }
 }
 
-void gw_status_record(const struct gw_dev *d, const struct gw_cmd *c, const char *state, int result,
-                      int64_t now_us)
+int gw_status_record(const struct gw_dev *d, const struct gw_cmd *c, const char *state, int result,
+                     int64_t now_us, mp_store_done_cb cb, void *ud)
 {
     char key[32], val[256];
     snprintf(key, sizeof key, "%lld", (long long)c->aid);
     int n = snprintf(val, sizeof val, "1 %s %s %d %lld %lld %lld", d->id, state, result,
                      (long long)c->queued_us, (long long)c->sent_us, (long long)now_us);
-    mp_kv_set(G.domain, GW_STORE_STATUS, key, val, (size_t)n, NULL, NULL);
+    return mp_kv_set(G.domain, GW_STORE_STATUS, key, val, (size_t)n, cb, ud);
 }

@@ -2,7 +2,8 @@
 """43: the gateway's queue is durable: commands accepted while the device
 is offline survive kill -9 of magpied; after the restart the device gets
 the ones it had not ACKed (the unACKed one it had already received
-included), in order, and none it had ACKed; after a clean restart nothing
+included), in order, and none it had ACKed (also when every command had
+ended and the queue was not compacted yet); after a clean restart nothing
 is sent again."""
 
 from common import Results, parse_args, online, check, closeall
@@ -85,6 +86,31 @@ def t02_kill9_right_after_accept(srv):
     d.close()
 
 
+def t03_kill9_after_acks_nothing_again(srv):
+    # fewer ended commands than the compaction threshold: their rows stay in
+    # the queue's archive, and their status records must keep them from
+    # being sent again after kill -9
+    secret = provision(srv, 'vm-a', 'alice@localhost')
+    a = online(srv, 'alice', 'pw-alice', 'a')
+    d = device(srv, 'vm-a', secret)
+    try:
+        for i in range(3):
+            send_command(a, 'vm-a', 'once-%d' % i, 'a%d' % i)
+            wait_accepted(a, 'a%d' % i)
+            got = read_commands(d, 1)
+            check(got[0][1] == b'once-%d' % i, got)
+            d.send(ack_frame(got[0][0]))
+            wait_receipt(a, 'a%d' % i)
+    finally:
+        closeall(a)
+    srv.kill()
+    d.close()
+    srv.start()
+    d = device(srv, 'vm-a', secret)
+    nothing_more(d, 'after kill -9 with every command ACKed')
+    d.close()
+
+
 def main():
     try:
         srv = gateway_server(args)
@@ -98,6 +124,8 @@ def main():
               server=srv)
         R.run('43.02 gateway_restart_kill9_right_after_accept', t02_kill9_right_after_accept, srv,
               server=srv)
+        R.run('43.03 gateway_restart_kill9_after_acks_nothing_again',
+              t03_kill9_after_acks_nothing_again, srv, server=srv)
     except Exception as e:
         R.fail('43.00 gateway_restart_setup', e)
     try:
