@@ -32,6 +32,22 @@ void mp_loop_set_bound(mp_loop *loop, size_t bound);
 /* Calls posted and not yet run. */
 size_t mp_loop_pending(mp_loop *loop);
 
+/* Work deferred to the end of the current loop turn: once the callbacks
+ * that are active now have run (I/O, timers, posted calls), the queued
+ * hooks run in the order they were queued. Used to coalesce output: every
+ * stanza written to a connection during a turn leaves in one send. A hook
+ * is embedded in its owner (zeroed = not queued); fn may queue it again
+ * (it then runs once more in the same turn) and may cancel or free other
+ * hooks. Loop thread only. */
+struct mp_turn_hook {
+    struct mp_turn_hook *next, *prev; /* NULL while not queued */
+    void (*fn)(struct mp_turn_hook *h);
+};
+/* Queues h (fn set) on loop, the calling thread's loop; no-op if queued. */
+void mp_loop_at_turn_end(mp_loop *loop, struct mp_turn_hook *h);
+/* Unqueues h if queued (call before freeing its owner). */
+void mp_turn_hook_cancel(struct mp_turn_hook *h);
+
 /* Monotonic clock in seconds. */
 double mp_now(void);
 /* Fills buf with len random bytes from OpenSSL's CSPRNG. */

@@ -33,6 +33,8 @@ struct mp_loop {
     atomic_size_t pending; /* posted, not yet run */
     size_t bound;          /* 0: unbounded */
     struct mp_waitq *full;
+    struct event *turn_end;     /* runs the hooks at the end of a turn */
+    struct mp_turn_hook hooks;  /* sentinel of the circular hook list */
 };
 
 static _Thread_local mp_loop *current_loop;
@@ -67,6 +69,59 @@ static void drain(evutil_socket_t fd, short what, void *arg)
         event_base_loopbreak(loop->base);
 }
 
+/* ---- end-of-turn hooks ----
+ * libevent runs the callbacks made active during a turn after those that
+ * were active before them (one priority queue), so activating turn_end on
+ * the first queued hook runs it after every callback already due: the I/O
+ * batch of this turn, posted calls, and what they activate before it. */
+
+static void hook_unlink(struct mp_turn_hook *h)
+{
+    h->prev->next = h->next;
+    h->next->prev = h->prev;
+    h->next = h->prev = NULL;
+}
+
+static void run_turn_end(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mp_loop *loop = arg;
+    if (loop->hooks.next == &loop->hooks)
+        return;
+    /* run the hooks queued so far; those queued meanwhile (again) go to
+     * the loop's list, which activates turn_end once more this turn */
+    struct mp_turn_hook now;
+    now.next = loop->hooks.next;
+    now.prev = loop->hooks.prev;
+    now.next->prev = &now;
+    now.prev->next = &now;
+    loop->hooks.next = loop->hooks.prev = &loop->hooks;
+    while (now.next != &now) {
+        struct mp_turn_hook *h = now.next;
+        hook_unlink(h);
+        h->fn(h);
+    }
+}
+
+void mp_loop_at_turn_end(mp_loop *loop, struct mp_turn_hook *h)
+{
+    if (h->next)
+        return;
+    if (loop->hooks.next == &loop->hooks)
+        event_active(loop->turn_end, 0, 0);
+    h->prev = loop->hooks.prev;
+    h->next = &loop->hooks;
+    loop->hooks.prev->next = h;
+    loop->hooks.prev = h;
+}
+
+void mp_turn_hook_cancel(struct mp_turn_hook *h)
+{
+    if (h->next)
+        hook_unlink(h);
+}
+
 mp_loop *mp_loop_new(void)
 {
     pthread_once(&evthread_once, init_evthread);
@@ -80,6 +135,8 @@ mp_loop *mp_loop_new(void)
     }
     pthread_mutex_init(&loop->lock, NULL);
     loop->wake = event_new(loop->base, -1, 0, drain, loop);
+    loop->turn_end = event_new(loop->base, -1, 0, run_turn_end, loop);
+    loop->hooks.next = loop->hooks.prev = &loop->hooks;
     loop->full = mp_waitq_new();
     return loop;
 }
@@ -90,6 +147,8 @@ void mp_loop_free(mp_loop *loop)
         return;
     /* run what is still queued so posted resources are released */
     drain(-1, 0, loop);
+    run_turn_end(-1, 0, loop);
+    event_free(loop->turn_end);
     event_free(loop->wake);
     event_base_free(loop->base);
     pthread_mutex_destroy(&loop->lock);

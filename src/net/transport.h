@@ -54,7 +54,9 @@ struct mp_transport;
 struct mp_transport_ops {
     /* The buffer of received bytes not yet consumed by the owner. */
     struct evbuffer *(*input)(struct mp_transport *t);
-    /* Moves every byte of buf to the output (buf is left empty). */
+    /* Moves every byte of buf to the output (buf is left empty). TCP sends
+     * what a turn of the loop wrote at the end of that turn, in one send
+     * (see transport_tcp.c). */
     void (*write)(struct mp_transport *t, struct evbuffer *buf);
     /* Bytes written and not yet taken by the peer, in every layer. */
     size_t (*queued)(struct mp_transport *t);

@@ -26,6 +26,9 @@
 #include "storage/storage_driver.h"
 #include "net/transport.h"
 
+#include <errno.h>
+#include <sys/socket.h>
+
 struct mp_server mp_server;
 void (*mp_control_reload)(void);
 
@@ -694,6 +697,151 @@ static void test_sm_resume_across_workers(void **state)
     sm_resume_on(1);
 }
 
+/* ---- the TCP transport's output: one send per turn, libevent on a full
+ * socket ---- */
+
+struct tx {
+    mp_loop *loop;
+    struct mp_transport *t;
+    int peer;
+    size_t big, got;
+    int drained, eof;
+    unsigned char *rx;
+    struct event *reader;
+};
+static struct tx *tx;
+
+static void tx_read(void *ud)
+{
+    (void)ud;
+}
+static void tx_drained(void *ud)
+{
+    (void)ud;
+    tx->drained++;
+    mp_loop_stop(tx->loop);
+}
+static void tx_progress(void *ud, size_t n)
+{
+    (void)ud;
+    (void)n;
+}
+static void tx_event(void *ud, enum mp_transport_event ev)
+{
+    (void)ud;
+    if (ev != MP_TRANSPORT_TLS_READY)
+        tx->eof++;
+}
+static const struct mp_transport_up tx_up = {tx_read, tx_drained, tx_progress, tx_event};
+
+static void tx_put(const void *data, size_t len)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, data, len);
+    tx->t->ops->write(tx->t, b);
+    assert_int_equal(evbuffer_get_length(b), 0);
+    evbuffer_free(b);
+}
+
+/* the peer reads slowly, in the loop, until it has everything */
+static void tx_reader(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    size_t want = 6 + tx->big - tx->got;
+    ssize_t n = recv(tx->peer, tx->rx + tx->got, want < 4096 ? want : 4096, MSG_DONTWAIT);
+    if (n > 0)
+        tx->got += (size_t)n;
+    else
+        assert_true(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    if (tx->got < 6 + tx->big) {
+        struct timeval tv = {0, 200};
+        evtimer_add(tx->reader, &tv);
+    }
+}
+
+static void tx_give_up(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    mp_loop_stop(tx->loop); /* x.drained stays 0: the test fails */
+}
+
+static void tx_job(void *arg)
+{
+    (void)arg;
+    char c;
+    tx_put("one", 3);
+    tx_put("two", 3);
+    /* nothing is sent before the turn ends */
+    assert_int_equal(recv(tx->peer, &c, 1, MSG_DONTWAIT | MSG_PEEK), -1);
+    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+    unsigned char *big = malloc(tx->big);
+    for (size_t i = 0; i < tx->big; i++)
+        big[i] = (unsigned char)(i * 7 + (i >> 12));
+    tx_put(big, tx->big);
+    free(big);
+    tx->t->ops->watch_drain(tx->t);
+    struct timeval tv = {0, 0};
+    evtimer_add(tx->reader, &tv);
+}
+
+/* What is written during a turn leaves at its end, in order; what the
+ * socket does not take is written by libevent as the peer reads, and the
+ * drain is reported once the peer has taken everything. */
+static void tcp_output_per_turn_and_backpressure(void **state)
+{
+    (void)state;
+    struct tx x;
+    memset(&x, 0, sizeof x);
+    tx = &x;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int small = 16384;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    mp_loop *prev = mp_loop_current();
+    x.loop = mp_loop_new();
+    mp_loop_bind_thread(x.loop);
+    x.peer = sv[1];
+    x.big = 1 << 20; /* far more than the socket holds */
+    x.rx = malloc(3 + 3 + x.big);
+    x.t = mp_transport_tcp_new(mp_loop_base(x.loop), sv[0], NULL, 0, "localhost");
+    assert_non_null(x.t);
+    mp_transport_set_up(x.t, &tx_up, NULL);
+    x.reader = evtimer_new(mp_loop_base(x.loop), tx_reader, NULL);
+    x.big -= 3; /* "one" + "two" + big = 1 MiB + 3 */
+    struct event *give_up = evtimer_new(mp_loop_base(x.loop), tx_give_up, NULL);
+    struct timeval limit = {20, 0};
+    evtimer_add(give_up, &limit);
+    mp_loop_post(x.loop, tx_job, NULL);
+    mp_loop_run(x.loop); /* until drained: the socket took the last bytes */
+    event_free(give_up);
+    assert_int_equal(x.drained, 1);
+    /* what the kernel still holds */
+    while (x.got < 6 + x.big) {
+        ssize_t n = recv(x.peer, x.rx + x.got, 6 + x.big - x.got, 0);
+        assert_true(n > 0);
+        x.got += (size_t)n;
+    }
+    char extra;
+    assert_int_equal(recv(x.peer, &extra, 1, MSG_DONTWAIT), -1);
+    assert_int_equal(x.t->ops->queued(x.t), 0);
+    assert_memory_equal(x.rx, "onetwo", 6);
+    for (size_t i = 0; i < x.big; i++)
+        if (x.rx[6 + i] != (unsigned char)(i * 7 + (i >> 12)))
+            fail_msg("byte %zu out of order", i);
+    assert_int_equal(x.eof, 0);
+    event_free(x.reader);
+    x.t->ops->free(x.t);
+    close(sv[1]);
+    free(x.rx);
+    mp_loop_free(x.loop);
+    mp_loop_bind_thread(prev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -712,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_detached_expires),
         cmocka_unit_test(test_sm_count_and_resume),
         cmocka_unit_test(test_sm_resume_across_workers),
+        cmocka_unit_test(tcp_output_per_turn_and_backpressure),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

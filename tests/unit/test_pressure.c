@@ -7,8 +7,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <event2/event.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/base.h"
 #include "core/fanout.h"
@@ -223,6 +225,103 @@ static void fanout_attempts_on_many_threads(void **state)
     }
 }
 
+/* ---- end-of-turn hooks ---- */
+
+struct turn {
+    mp_loop *loop;
+    char log[32];
+    struct mp_turn_hook a, b, c;
+    struct event *other;
+    int b_runs;
+};
+static struct turn *tt;
+
+static void note(char ch)
+{
+    size_t n = strlen(tt->log);
+    assert_true(n + 1 < sizeof tt->log);
+    tt->log[n] = ch;
+}
+
+static void hook_a(struct mp_turn_hook *h)
+{
+    assert_ptr_equal(h, &tt->a);
+    note('A');
+}
+
+static void hook_b(struct mp_turn_hook *h)
+{
+    note('B');
+    if (++tt->b_runs == 1)
+        mp_loop_at_turn_end(tt->loop, h); /* once more, same turn */
+    else
+        mp_loop_stop(tt->loop);
+}
+
+static void hook_c(struct mp_turn_hook *h)
+{
+    (void)h;
+    note('C');
+}
+
+static void job1(void *arg)
+{
+    (void)arg;
+    note('1');
+    mp_loop_at_turn_end(tt->loop, &tt->a);
+}
+
+static void job2(void *arg)
+{
+    (void)arg;
+    note('2');
+    mp_loop_at_turn_end(tt->loop, &tt->b);
+    mp_loop_at_turn_end(tt->loop, &tt->a); /* queued already: no-op */
+    mp_loop_at_turn_end(tt->loop, &tt->c);
+}
+
+static void job3(void *arg)
+{
+    (void)arg;
+    note('3');
+    mp_turn_hook_cancel(&tt->c);
+}
+
+static void other_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    note('E');
+}
+
+/* Hooks run once each, in queueing order, after the callbacks already due
+ * when the first was queued; a hook queued again runs again in the same
+ * turn; a cancelled one does not run. */
+static void turn_end_hooks_run_after_the_turn(void **state)
+{
+    (void)state;
+    struct turn t;
+    memset(&t, 0, sizeof t);
+    tt = &t;
+    t.loop = mp_loop_new();
+    t.a.fn = hook_a;
+    t.b.fn = hook_b;
+    t.c.fn = hook_c;
+    t.other = event_new(mp_loop_base(t.loop), -1, 0, other_cb, NULL);
+    mp_loop_post(t.loop, job1, NULL);
+    mp_loop_post(t.loop, job2, NULL);
+    mp_loop_post(t.loop, job3, NULL);
+    event_active(t.other, 0, 0); /* due after the posted calls */
+    mp_loop_run(t.loop);
+    assert_string_equal(t.log, "123EABB");
+    assert_null(t.a.next);
+    assert_null(t.c.next);
+    event_free(t.other);
+    mp_loop_free(t.loop);
+    mp_loop_bind_thread(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +331,7 @@ int main(void)
         cmocka_unit_test(notes_only_while_collecting_and_only_congested),
         cmocka_unit_test(loop_queue_over_bound_pauses_then_releases),
         cmocka_unit_test(loop_queue_under_bound_notes_nothing),
+        cmocka_unit_test(turn_end_hooks_run_after_the_turn),
         cmocka_unit_test(fanout_all_failed_is_undeliverable_once),
         cmocka_unit_test(fanout_one_delivered_is_not_undeliverable),
         cmocka_unit_test(fanout_attempts_on_many_threads),
