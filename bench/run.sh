@@ -22,6 +22,8 @@
 #   MAGPIE_ACCOUNTS=auto  magpiectl | bulk (auto: magpiectl up to 5000 sessions)
 #   PROSODY_NAGLE=default default | off (network_settings.nagle = false)
 #   PROSODY_BACKEND=epoll epoll (0.12 default) | event (libevent via luaevent)
+#   MAGPIE_STORAGE=""  extra settings in magpied's storage group, e.g.
+#                      'sqlite = { cache_kib = 2000; };'
 #   PROSODY_EXTRA=""   extra global Prosody config lines, e.g. 'gc = { mode = "generational" }'
 #   MAGPIE_PORT=auto PROSODY_PORT=auto (auto: first free port from 45222 / 45322)
 #   DOMAIN=localhost PASSWORD=bench-pass
@@ -84,6 +86,7 @@ MAGPIE_ACCOUNTS=${MAGPIE_ACCOUNTS:-auto}
 PROSODY_NAGLE=${PROSODY_NAGLE:-default}
 PROSODY_BACKEND=${PROSODY_BACKEND:-epoll}
 PROSODY_EXTRA=${PROSODY_EXTRA:-}
+MAGPIE_STORAGE=${MAGPIE_STORAGE:-}
 MAGPIE_PORT=${MAGPIE_PORT:-auto}
 PROSODY_PORT=${PROSODY_PORT:-auto}
 DOMAIN=${DOMAIN:-localhost}
@@ -223,7 +226,7 @@ workers = $MAGPIE_WORKERS;
 log = { level = "warn"; file = "-"; };
 hosts = ( { domain = "$DOMAIN"; } );
 listeners = ( { type = "c2s"; address = "127.0.0.1"; port = $MAGPIE_PORT; } );
-storage = { driver = "sqlite"; };
+storage = { driver = "sqlite"; $MAGPIE_STORAGE };
 limits = { max_connections = $((SESSIONS + 1000)); negotiation_timeout = 120;
            max_connections_per_address = $((SESSIONS + 1000)); connection_burst_per_address = $((SESSIONS + 1000)); connection_rate_per_address = 100000; $ratelim };
 security = { require_tls = true; scram_iterations = $ITERATIONS; };

@@ -109,6 +109,7 @@ static void stream_fail(struct cconn *cc, const char *condition, const char *tex
            text);
     cc->state = C_DEAD;
     unbind(cc);
+    mp_xmlstream_stop(cc->parser); /* nothing after the error is read */
     mp_conn_close(cc->conn);
 }
 

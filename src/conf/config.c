@@ -404,7 +404,7 @@ static int load_listeners(struct cctx *x, struct mp_config *c, const config_sett
 static int load_storage(struct cctx *x, struct mp_config *c, const config_setting_t *root)
 {
     static const char *const keys[] = {"driver", "sqlite", "mysql", "threads", NULL};
-    static const char *const sqlite_keys[] = {"path", NULL};
+    static const char *const sqlite_keys[] = {"path", "cache_kib", NULL};
     static const char *const mysql_keys[] = {"host",     "port",   "user", "password",
                                              "database", "socket", NULL};
     config_setting_t *g, *sq, *my;
@@ -436,6 +436,10 @@ static int load_storage(struct cctx *x, struct mp_config *c, const config_settin
             if (check_keys(x, sq, "storage.sqlite", sqlite_keys) != MAGPIE_OK ||
                 get_string(x, sq, "storage.sqlite", "path", 0, &c->sqlite_path) != MAGPIE_OK)
                 return MAGPIE_ERR;
+            v = c->sqlite_cache_kib;
+            if (get_int(x, sq, "storage.sqlite", "cache_kib", 64, 1048576, &v) != MAGPIE_OK)
+                return MAGPIE_ERR;
+            c->sqlite_cache_kib = (int)v;
         }
         if (get_group(x, g, "storage", "mysql", &my) != MAGPIE_OK)
             return MAGPIE_ERR;
@@ -681,6 +685,7 @@ static void set_defaults(struct mp_config *c)
     c->log_level = mp_strdup("info");
     c->log_file = mp_strdup("-");
     c->storage_driver = mp_strdup("sqlite");
+    c->sqlite_cache_kib = 512;
     c->mysql_host = mp_strdup("localhost");
     c->mysql_port = 3306;
     c->mysql_user = mp_strdup("magpie");

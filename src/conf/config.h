@@ -56,6 +56,7 @@ struct mp_config {
     /* storage */
     char *storage_driver; /* "sqlite" | "mysql" */
     char *sqlite_path;    /* default <state_dir>/magpie.db */
+    int sqlite_cache_kib; /* page cache per connection (default 512) */
     char *mysql_host;
     int mysql_port;
     char *mysql_user;

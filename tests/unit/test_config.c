@@ -80,6 +80,8 @@ static void test_admins(void **state)
     mp_config_free(c);
     expect_error(HOSTS "admins = [ \"ops@example.org/phone\" ];\n", 2,
                  "admins[0] is not a bare JID (user@domain)");
+    expect_error(HOSTS "storage = { sqlite = { cache_kib = 8; }; };\n", 2,
+                 "'storage.sqlite.cache_kib' must be an integer between 64 and 1048576");
     expect_error(HOSTS "admins = [ 5 ];\n", 2, "admins[0] is not a bare JID (user@domain)");
     expect_error(HOSTS "admins = \"ops@example.org\";\n", 2,
                  "'admins' must be a list of bare JIDs, e.g. [ \"admin@example.org\" ]");
@@ -117,6 +119,7 @@ static void test_default_config(void **state)
     assert_string_equal(c->modules[16].name, "upload");
     assert_string_equal(c->modules[17].name, "pep");
     assert_int_equal(c->n_admins, 0);
+    assert_int_equal(c->sqlite_cache_kib, 512);
     assert_string_equal(c->modules[0].name, "disco");
     assert_string_equal(c->modules[1].name, "ping");
     assert_string_equal(c->modules[2].name, "version");
@@ -289,9 +292,10 @@ static void test_relative_paths(void **state)
         "log = { file = \"logs/magpie.log\"; };\n"
         "hosts = ( { domain = \"a.example\"; cert = \"certs/a.pem\"; },\n"
         "          { domain = \"b.example\"; cert = \"/etc/b.crt\"; key = \"b.key\"; } );\n"
-        "storage = { sqlite = { path = \"db/m.db\"; }; };\n");
+        "storage = { sqlite = { path = \"db/m.db\"; cache_kib = 4096; }; };\n");
     if (c == NULL)
         fail_msg("%s", err);
+    assert_int_equal(c->sqlite_cache_kib, 4096);
     snprintf(want, sizeof(want), "%s/state", tmpdir);
     assert_string_equal(c->state_dir, want);
     snprintf(want, sizeof(want), "%s/logs/magpie.log", tmpdir);
