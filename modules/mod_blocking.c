@@ -17,10 +17,12 @@
  *     user (an IQ request gets service-unavailable, §3.5), and nothing but
  *     unavailable presence is written from a user to a JID that user
  *     blocked (the roster module's broadcast, for instance).
- *   hooks presence-subscription, presence-probe and message-offline (run
- *     before mod_roster's and mod_offline's): a subscription stanza, probe
- *     or offline message from a JID blocked by a user who has a session is
- *     dropped. For a user with no session the blocklist is not in memory:
+ *   hooks presence-subscription, presence-probe, message-offline and
+ *     message-account (run before mod_roster's, mod_offline's and
+ *     mod_mam's): a subscription stanza, probe or offline message from a
+ *     JID blocked by a user who has a session is dropped; a message to
+ *     such a user from a JID it blocked is refused with
+ *     service-unavailable before it is delivered or archived. For a user with no session the blocklist is not in memory:
  *     such a stanza is kept (offline message, subscription request) and
  *     dropped by the outbound filter when it would be delivered.
  *
@@ -583,8 +585,24 @@ static int drop_blocked(mp_stanza *st, void *ud)
     return HOOK_PASS;
 }
 
-/* before mod_roster and mod_offline (priority 0) see them */
+/* A message from a JID the recipient (with a session) blocked: refused
+ * before it is archived or stored, with the error the outbound filter
+ * would give (§3.5), once; error and headline messages silently. */
+static int refuse_message(mp_stanza *st, void *ud)
+{
+    (void)ud;
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    if (!env->to.local || !env->from.domain || strcmp(env->from.bare, env->to.bare) == 0 ||
+        !blocked_by(env->to.bare, &env->from))
+        return HOOK_PASS;
+    if (env->type != MP_TYPE_ERROR && env->type != MP_TYPE_HEADLINE)
+        mp_iq_reply_error(st, "cancel", "service-unavailable");
+    return HOOK_HANDLED;
+}
+
+/* before mod_roster, mod_offline and mod_mam (priority 0) see them */
 static const struct mp_route_hooks route_hooks = {
+    .message_account = refuse_message, /* not archived either */
     .message_offline = drop_blocked,
     .presence_subscription = drop_blocked,
     .presence_probe = drop_blocked,

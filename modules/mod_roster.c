@@ -1316,9 +1316,56 @@ static const struct mp_route_hooks route_hooks = {
     .presence_probe = probe_in,
 };
 
+/* ---- answers to other modules (module.h, struct mp_queries) ---- */
+
+struct item_q {
+    mp_roster_item_cb cb;
+    void *ud;
+};
+
+/* The stored item answers: the store has every change, written in order
+ * (one pool thread per key), so a read sees the changes made before it. */
+static void item_read(void *ud, int rc, const void *data, size_t len)
+{
+    struct item_q *q = ud;
+    mp_stanza *st = rc == MAGPIE_OK ? mp_stanza_parse(data, len) : NULL;
+    if (rc == MAGPIE_OK && !st)
+        rc = MAGPIE_ERR;
+    if (st && mp_xml_get_attr(mp_stanza_root(st), "hidden"))
+        rc = MAGPIE_NOTFOUND; /* only a waiting request, not a roster item */
+    if (rc == MAGPIE_OK) {
+        const char *sub = mp_xml_get_attr(mp_stanza_root(st), "subscription");
+        q->cb(q->ud, MAGPIE_OK, sub ? sub : "none");
+    } else {
+        q->cb(q->ud, rc, NULL);
+    }
+    if (st)
+        mp_stanza_unref(st);
+    free(q);
+}
+
+static int roster_item(const char *host, const char *user, const char *contact,
+                       mp_roster_item_cb cb, void *cb_ud, void *ud)
+{
+    (void)ud;
+    if (!contact || !*contact)
+        return MAGPIE_ERR; /* "" is the version field */
+    struct item_q *q = xmalloc(sizeof *q);
+    q->cb = cb;
+    q->ud = cb_ud;
+    if (mp_map_get(host, STORE, user, contact, item_read, q) != MAGPIE_OK) {
+        free(q);
+        return MAGPIE_ERR;
+    }
+    return MAGPIE_OK;
+}
+
+static const struct mp_queries queries = {.roster_item = roster_item};
+
 static int load(mp_module *m)
 {
     self = m;
+    mp_queries_add(m, &queries, NULL);
     c_pushes = mp_counter_new(m, "pushes", "Roster pushes sent");
     c_broadcasts = mp_counter_new(m, "broadcasts", "Presence stanzas broadcast to contacts");
     c_probes = mp_counter_new(m, "probes", "Presence probes sent on login");

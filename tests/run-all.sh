@@ -188,7 +188,7 @@ run_integration() {
         t=$(basename "$t" .py)
         t=${t#test_}
         case "$t" in
-        02_routing|01_login|15_domains|20_roster|21_offline|22_carbons|23_blocking|24_vcard|25_private|26_last|27_csi|60_sm_acks|61_sm_resume|62_sm_expiry|63_sm_durable_workers|64_sm_slixmpp)
+        02_routing|01_login|15_domains|20_roster|21_offline|22_carbons|23_blocking|24_vcard|25_private|26_last|27_csi|60_sm_acks|61_sm_resume|62_sm_expiry|63_sm_durable_workers|64_sm_slixmpp|55_mam_archive|56_mam_paging|57_mam_prefs)
             for w in 1 2; do
                 run_script "integration $t [workers=$w]" "$PYTHON" "tests/integration/test_$t.py" "$BUILDDIR" --workers $w
             done ;;

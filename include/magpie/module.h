@@ -109,6 +109,18 @@ int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, voi
  *   remote                 a stanza for a domain this server neither hosts
  *                          nor serves (federation attaches here); PASS:
  *                          remote-server-not-found
+ *   message_account        every message (any type) routed to a local
+ *                          account (bare or full JID), once, before the
+ *                          delivery rules and before message_offline; the
+ *                          stanza is unshared here, so the handler may
+ *                          modify it (a XEP-0359 stanza-id). Runs on the
+ *                          routing worker; not run again when a stanza
+ *                          that could not reach a full JID falls back to
+ *                          the bare JID. HANDLED: taken (a handler that
+ *                          routes it again later must recognise it, or its
+ *                          handler runs once more: the stanza it routes is
+ *                          the one the handler gets, unless it is shared
+ *                          then); PASS: delivered
  * The string hooks of the same names ("message-offline", ...) still run
  * after the typed handlers, for older modules. */
 struct mp_route_hooks {
@@ -118,6 +130,7 @@ struct mp_route_hooks {
     int (*iq_result)(mp_stanza *st, void *ud);
     int (*to_host)(mp_stanza *st, void *ud);
     int (*remote)(mp_stanza *st, void *ud);
+    int (*message_account)(mp_stanza *st, void *ud);
 };
 int mp_route_hooks_add(mp_module *m, const struct mp_route_hooks *h, int priority, void *ud);
 
@@ -175,6 +188,29 @@ struct mp_notify {
     void (*message_held)(mp_session *s, mp_stanza *message, void *ud);
 };
 int mp_notify_add(mp_module *m, const struct mp_notify *n, void *ud);
+
+/* ---- questions between modules ----
+ * Typed queries one module answers for the others, so that neither links
+ * the other: the answering module registers a static const struct with
+ * the members it answers (mod_roster: roster_item), any module asks
+ * through the mp_query_* function of the same name, which calls the first
+ * registered answerer. Asynchronous: the answer comes once, on the
+ * asker's loop.
+ *   roster_item   the item for contact (a bare JID) in the roster of
+ *                 user@host: rc MAGPIE_OK with its subscription ("none",
+ *                 "to", "from", "both"; pending states are not shown),
+ *                 MAGPIE_NOTFOUND (not in the roster), MAGPIE_ERR */
+typedef void (*mp_roster_item_cb)(void *ud, int rc, const char *subscription);
+struct mp_queries {
+    int (*roster_item)(const char *host, const char *user, const char *contact,
+                       mp_roster_item_cb cb, void *cb_ud, void *ud);
+};
+int mp_queries_add(mp_module *m, const struct mp_queries *q, void *ud);
+/* Returns MAGPIE_OK when asked (cb will run once), MAGPIE_NOTFOUND when no
+ * loaded module answers (cb never runs), MAGPIE_ERR when the answerer could
+ * not queue the question (cb never runs). */
+int mp_query_roster_item(const char *host, const char *user, const char *contact,
+                         mp_roster_item_cb cb, void *ud);
 
 /* ---- IQ handlers ----
  * Keyed by (type, namespace of the IQ's child element, scope): one hash

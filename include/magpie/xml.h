@@ -103,6 +103,8 @@ mp_stanza *mp_stanza_parse(const char *xml, size_t len);
 mp_stanza *mp_stanza_ref(mp_stanza *st);
 void mp_stanza_unref(mp_stanza *st);
 
+/* 1 if st has more than one reference (it must not be modified), else 0. */
+int mp_stanza_is_shared(const mp_stanza *st);
 /* Deep copy, refcount 1, owned by the caller (to modify a shared stanza). */
 mp_stanza *mp_stanza_copy(const mp_stanza *st);
 /* Cheap per-recipient copy: a new stanza (refcount 1, owned by the caller)

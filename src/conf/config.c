@@ -37,8 +37,8 @@ struct cctx {
 };
 
 static const char *const default_modules[] = {
-    "disco", "ping",    "version", "time", "muc", "roster", "offline",     "carbons", "blocking",
-    "vcard", "private", "last",    "csi",  "sm",  "adhoc",  "admin_adhoc", "upload",  "pep"};
+    "disco", "ping", "version", "time",  "muc",         "roster", "offline", "mam", "carbons", "blocking",
+    "vcard", "private", "last", "csi", "sm", "adhoc", "admin_adhoc", "upload", "pep"};
 
 /* Writes "FILE:LINE: message" for setting s (or "FILE: message" when s is
  * NULL) into the error buffer. Always returns MAGPIE_ERR. */

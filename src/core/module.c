@@ -152,6 +152,13 @@ static struct mp_adhoc_cmd *adhoc; /* ad-hoc commands (adhoc.c runs them) */
 static size_t n_adhoc;
 static struct mp_counter *counters;
 static struct filter_list filters[2]; /* by enum mp_filter_dir */
+struct query_entry {
+    const struct mp_queries *q;
+    void *ud;
+    mp_module *m;
+};
+static struct query_entry *queries;
+static size_t n_queries;
 static struct notify_entry *notifies;
 static size_t n_notifies;
 static mp_table *domains;              /* name -> mp_domain */
@@ -411,6 +418,9 @@ void mp_modules_unload(void)
     free(notifies);
     notifies = NULL;
     n_notifies = 0;
+    free(queries);
+    queries = NULL;
+    n_queries = 0;
     free(routes);
     routes = NULL;
     n_routes = 0;
@@ -516,6 +526,8 @@ static int (*route_fn(const struct mp_route_hooks *h, enum mp_route_point p))(mp
         return h->to_host;
     case MP_ROUTE_REMOTE:
         return h->remote;
+    case MP_ROUTE_MESSAGE_ACCOUNT:
+        return h->message_account;
     }
     return NULL;
 }
@@ -529,6 +541,7 @@ int mp_route_hooks_run(enum mp_route_point p, mp_session *s, mp_stanza *st)
         [MP_ROUTE_IQ_RESULT] = "iq-result",
         [MP_ROUTE_TO_HOST] = NULL, /* message-to-server / presence-to-server */
         [MP_ROUTE_REMOTE] = "route-remote",
+        [MP_ROUTE_MESSAGE_ACCOUNT] = NULL, /* typed only */
     };
     for (size_t i = 0; i < n_routes; i++) {
         int (*fn)(mp_stanza *, void *) = route_fn(routes[i].h, p);
@@ -536,10 +549,43 @@ int mp_route_hooks_run(enum mp_route_point p, mp_session *s, mp_stanza *st)
             return HOOK_HANDLED;
     }
     const char *name = legacy[p];
+    if (p == MP_ROUTE_MESSAGE_ACCOUNT)
+        return HOOK_PASS;
     if (p == MP_ROUTE_TO_HOST)
         name = mp_stanza_envelope(st)->kind == MP_KIND_MESSAGE ? "message-to-server"
                                                                : "presence-to-server";
     return mp_hook_run(name, s, st, NULL);
+}
+
+/* ---- questions between modules ---- */
+
+int mp_queries_add(mp_module *m, const struct mp_queries *q, void *ud)
+{
+    if (!q)
+        return MAGPIE_ERR;
+    queries = mp_realloc(queries, (n_queries + 1) * sizeof *queries);
+    queries[n_queries++] = (struct query_entry){q, ud, m};
+    return MAGPIE_OK;
+}
+
+int mp_query_roster_item(const char *host, const char *user, const char *contact,
+                         mp_roster_item_cb cb, void *ud)
+{
+    for (size_t i = 0; i < n_queries; i++)
+        if (queries[i].q->roster_item)
+            return queries[i].q->roster_item(host, user, contact, cb, ud, queries[i].ud) ==
+                           MAGPIE_OK
+                       ? MAGPIE_OK
+                       : MAGPIE_ERR;
+    return MAGPIE_NOTFOUND;
+}
+
+int mp_route_hooks_any(enum mp_route_point p)
+{
+    for (size_t i = 0; i < n_routes; i++)
+        if (route_fn(routes[i].h, p))
+            return 1;
+    return 0;
 }
 
 /* ---- filters and notifications ---- */
@@ -1223,6 +1269,11 @@ static void unregister_all(mp_module *m)
         if (notifies[i].m != m)
             notifies[k++] = notifies[i];
     n_notifies = k;
+    k = 0;
+    for (size_t i = 0; i < n_queries; i++)
+        if (queries[i].m != m)
+            queries[k++] = queries[i];
+    n_queries = k;
     struct domain_sweep ds = {m, NULL, 0};
     mp_table_foreach(domains, collect_domain, &ds);
     for (size_t i = 0; i < ds.n; i++) {

@@ -47,10 +47,13 @@ enum mp_route_point {
     MP_ROUTE_IQ_RESULT,
     MP_ROUTE_TO_HOST,
     MP_ROUTE_REMOTE,
+    MP_ROUTE_MESSAGE_ACCOUNT,
 };
 /* Offers st (borrowed) to the handlers of point p, then to the string hook
  * of the same name; HOOK_HANDLED or HOOK_PASS. */
 int mp_route_hooks_run(enum mp_route_point p, mp_session *s, mp_stanza *st);
+/* True if some module handles point p (lets the router skip work). */
+int mp_route_hooks_any(enum mp_route_point p);
 /* The module-served domain named name (normalised), or NULL. */
 mp_domain *mp_domain_find(const char *name);
 /* Offers st (borrowed) to d on the calling worker: its IQ handlers, its

@@ -554,6 +554,22 @@ void mp_route(mp_stanza *st)
         to_server(st);
         break;
     case ENTITY_SESSION:
+        if (env->kind == MP_KIND_MESSAGE && mp_route_hooks_any(MP_ROUTE_MESSAGE_ACCOUNT)) {
+            /* the handlers may modify it: give them a stanza of their own
+             * (the children are copied only if one adds to the root) */
+            if (mp_stanza_is_shared(st)) {
+                mp_stanza *own = mp_stanza_copy_envelope(st);
+                mp_stanza_set_ack(own, mp_stanza_get_ack(st)); /* same sender's stanza */
+                mp_stanza_unref(st);
+                st = own;
+            }
+            if (mp_route_hooks_run(MP_ROUTE_MESSAGE_ACCOUNT, NULL, st) == HOOK_HANDLED) {
+                mp_stanza_unref(st);
+                break;
+            }
+            env = mp_stanza_envelope(st);
+            to = &env->to;
+        }
         if (to->resource)
             to_full(st);
         else

@@ -267,6 +267,11 @@ static void text_seal(mp_stanza *st);
 /* Taking the first extra reference shares the stanza: while the caller is
  * still its only owner, the concatenated texts are cached (text_seal) and
  * the envelope is completed, so that no reader has to write. */
+int mp_stanza_is_shared(const mp_stanza *st)
+{
+    return atomic_load_explicit(&((mp_stanza *)st)->refs, memory_order_acquire) > 1;
+}
+
 mp_stanza *mp_stanza_ref(mp_stanza *st)
 {
     if (atomic_fetch_add_explicit(&st->refs, 1, memory_order_acq_rel) == 1) {
@@ -464,6 +469,11 @@ void mp_stanza_set_ack(mp_stanza *st, struct mp_ack *a)
         atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
     mp_ack_unref(st->ack);
     st->ack = a;
+}
+
+mp_ack *mp_stanza_get_ack(const mp_stanza *st)
+{
+    return st->ack;
 }
 
 mp_ack *mp_stanza_defer_ack(mp_stanza *st)

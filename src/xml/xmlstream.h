@@ -33,6 +33,8 @@ size_t mp_xmlstream_memory(const mp_xmlstream *p);
 mp_ack *mp_ack_new(void (*complete)(void *ud), void *ud);
 void mp_ack_unref(mp_ack *a);
 void mp_stanza_set_ack(mp_stanza *st, mp_ack *a);
+/* The token st carries (borrowed), or NULL. */
+mp_ack *mp_stanza_get_ack(const mp_stanza *st);
 /* A deep copy (refcount 1, owned by the caller) whose arena is sized to its
  * content instead of the usual first chunk: for stanzas kept for a
  * session's life (its last presence). */

@@ -20,7 +20,8 @@ MagpieServer(builddir, workers=1, storage='sqlite', mysql=None,
   mysql      "host:port:user:password:database" (what tests/mariadb.sh
              prints) or a dict with those keys; default $MAGPIE_TEST_MYSQL
   modules    list of module names (default disco, ping, version, time, roster,
-             offline, carbons, blocking: the server's own default list) or
+             offline, mam, carbons, blocking: the messaging part of the
+             server's own default list) or
              preformatted libconfig entries (strings starting with '{')
   limits     dict merged into the limits group
              (default max_stanza_size 65536, negotiation_timeout 30)
@@ -165,7 +166,8 @@ class MagpieServer:
         self.storage = storage
         self.mysql = parse_mysql(mysql) if storage == 'mysql' else None
         self.extra_config = extra_config
-        self.modules = (['disco', 'ping', 'version', 'time', 'roster', 'offline', 'carbons', 'blocking']
+        self.modules = (['disco', 'ping', 'version', 'time', 'roster', 'offline', 'mam', 'carbons',
+                         'blocking']
                         if modules is None else list(modules))
         self.limits = {'max_stanza_size': 65536, 'negotiation_timeout': 30}
         if limits:

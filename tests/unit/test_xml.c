@@ -803,6 +803,22 @@ static void namespaced_attributes_serialise_in_linear_time(void **state)
 
 /* The envelope is parsed once, follows attribute changes, survives an
  * envelope copy and swaps with the addresses of an error reply. */
+static void is_shared_counts_references(void **state)
+{
+    (void)state;
+    mp_stanza *st = mp_stanza_new("message", MP_NS_CLIENT);
+    assert_int_equal(mp_stanza_is_shared(st), 0);
+    mp_stanza_ref(st);
+    assert_int_equal(mp_stanza_is_shared(st), 1);
+    mp_stanza_unref(st);
+    assert_int_equal(mp_stanza_is_shared(st), 0);
+    /* an envelope copy is a stanza of its own */
+    mp_stanza *c = mp_stanza_copy_envelope(st);
+    assert_int_equal(mp_stanza_is_shared(c), 0);
+    mp_stanza_unref(c);
+    mp_stanza_unref(st);
+}
+
 static void envelope_is_parsed_once_and_follows_changes(void **state)
 {
     (void)state;
@@ -938,6 +954,7 @@ int main(void)
         cmocka_unit_test(namespaced_attributes_serialise_in_linear_time),
         cmocka_unit_test(envelope_is_parsed_once_and_follows_changes),
         cmocka_unit_test(ack_token_completes_once),
+        cmocka_unit_test(is_shared_counts_references),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
