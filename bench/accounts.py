@@ -12,6 +12,14 @@
       table (host, store 'accounts', key user).  The fast path for large runs;
       `magpiectl user add` is the supported way (about 10 ms per account).
 
+  accounts.py prosody-roster DATA_DIR DOMAIN FMT FIRST COUNT K
+  accounts.py magpie-roster DB_PATH DOMAIN FMT FIRST COUNT K
+      gives every user i of FIRST..FIRST+COUNT-1 the K contacts i+-1 .. i+-K/2
+      (a ring, so every contact is mutual), subscription "both", no groups:
+      Prosody's roster files DATA_DIR/<host>/roster/<user>.dat (what
+      rostermanager saves), Magpie's map rows (store 'roster', key user, field
+      contact, value the item as mod_roster stores it; field '' the version).
+
 Real PBKDF2 with a random salt per account, as the servers would do.
 """
 import base64
@@ -73,7 +81,53 @@ def magpie(db_path, domain, fmt, first, count, password, iterations):
     db.close()
 
 
+def ring(fmt, domain, first, count, k, i):
+    """The bare JIDs of user i's contacts: k/2 on each side, wrapping."""
+    out = []
+    for d in range(1, k // 2 + 1):
+        for j in (i + d, i - d):
+            out.append("%s@%s" % (fmt % (first + (j - first) % count), domain))
+    return out
+
+
+def rosters(kind, path, domain, fmt, first, count, k):
+    if k >= count:
+        sys.exit("accounts.py: %d contacts need more than %d users" % (k, count))
+    if kind == "prosody-roster":
+        d = os.path.join(path, prosody_encode(domain), "roster")
+        os.makedirs(d, exist_ok=True)
+        for i in range(first, first + count):
+            lines = ["return {", '\t[false] = {\n\t\t["version"] = 1;\n\t\t["pending"] = {};\n\t};']
+            for c in ring(fmt, domain, first, count, k, i):
+                lines.append('\t["%s"] = {\n\t\t["subscription"] = "both";\n'
+                             '\t\t["groups"] = {};\n\t};' % c)
+            lines.append("};\n")
+            with open(os.path.join(d, prosody_encode(fmt % i) + ".dat"), "w") as f:
+                f.write("\n".join(lines))
+        return
+    db = sqlite3.connect(path, timeout=30)
+    rows = []
+    for i in range(first, first + count):
+        user = fmt % i
+        rows.append((domain, "roster", user, "", b"1"))
+        for c in ring(fmt, domain, first, count, k, i):
+            item = "<item xmlns='jabber:iq:roster' jid='%s' subscription='both'/>" % c
+            rows.append((domain, "roster", user, c, item.encode()))
+        if len(rows) >= 20000:
+            db.executemany("insert or replace into map (host, store, key, field, value) "
+                           "values (?, ?, ?, ?, ?)", rows)
+            rows = []
+    db.executemany("insert or replace into map (host, store, key, field, value) "
+                   "values (?, ?, ?, ?, ?)", rows)
+    db.commit()
+    db.close()
+
+
 def main():
+    if len(sys.argv) == 8 and sys.argv[1] in ("prosody-roster", "magpie-roster"):
+        rosters(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),
+                int(sys.argv[6]), int(sys.argv[7]))
+        return
     if len(sys.argv) != 9 or sys.argv[1] not in ("prosody", "magpie"):
         sys.exit(__doc__)
     kind, path, domain, fmt = sys.argv[1:5]

@@ -24,6 +24,18 @@
  * each one, so deliveries = messages x M, and latency is measured per
  * delivery.
  *
+ * IM modes (--im roster|offline|mam, one process): roster: after the bind
+ * every session fetches its roster (a login is done at the roster result)
+ * and sends its initial presence; the presences of contacts arriving are
+ * counted (the login report waits until they stop).  offline: receivers
+ * (odd sessions) bind without presence; a store phase sends --offline-msgs
+ * messages per pair to the receiver's bare JID, then a ping barrier; a
+ * delivery phase has every receiver send its presence and counts what
+ * arrives.  mam: a fill phase sends --mam-fill messages per pair (window
+ * 32), then every paired session queries its own archive (XEP-0313, 50
+ * items per page, latest page and oldest page with 'with' alternately)
+ * with --mam-window queries in flight for --duration s.
+ *
  * Replies are recognised by a tiny incremental tag scanner (depth counting,
  * quoted attribute values, PIs, comments, CDATA) over the bufferevent input
  * buffer: a stanza is the byte range of one depth-1 element; it is handled
@@ -74,6 +86,7 @@
 
 enum mech { MECH_SCRAM_SHA1, MECH_SCRAM_SHA256, MECH_PLAIN };
 enum sessmode { SESSION_AUTO, SESSION_ALWAYS, SESSION_NEVER };
+enum { IM_NONE, IM_ROSTER, IM_OFFLINE, IM_MAM };
 
 static struct {
     const char *host;
@@ -106,6 +119,12 @@ static struct {
     long muc_rooms;          /* MUC mode: rooms (0: c2s pairs) */
     const char *muc_service; /* NULL: conference.<domain> */
     double join_max;         /* join phase limit, s */
+    int im;                  /* IM mode: IM_NONE, IM_ROSTER, IM_OFFLINE, IM_MAM */
+    long roster_size;        /* roster mode: contacts per user (presences expected) */
+    long offline_msgs;       /* offline mode: messages per pair */
+    long mam_fill;           /* mam mode: messages per pair before the queries */
+    int mam_window;          /* mam mode: queries in flight per session */
+    int mam_max;             /* mam mode: page size */
 } opt = {
     .host = "127.0.0.1",
     .port = 5222,
@@ -134,6 +153,10 @@ static struct {
     .muc_rooms = 0,
     .muc_service = NULL,
     .join_max = 300,
+    .offline_msgs = 100,
+    .mam_fill = 10000,
+    .mam_window = 1,
+    .mam_max = 50,
 };
 
 static const char *mech_name(enum mech m)
@@ -347,6 +370,7 @@ enum state {
     S_FEAT3,
     S_BIND,
     S_SESSION,
+    S_ROSTER,
     S_ONLINE,
     S_DEAD
 };
@@ -354,7 +378,7 @@ enum state {
 static const char *state_name[] = {
     "new",          "connecting",     "features",     "starttls",      "tls-handshake",
     "features-tls", "sasl-challenge", "sasl-success", "features-bind", "bind",
-    "session",      "online",         "dead"};
+    "session",      "roster",         "online",        "dead"};
 
 struct sess {
     long g;    /* global session number (0-based) */
@@ -370,6 +394,11 @@ struct sess {
     char *jid;               /* bound full JID (malloc'd) */
     char *scram_first_bare;  /* client-first-message-bare (malloc'd) */
     unsigned muc_joined : 1; /* MUC mode: self-presence (110) received */
+    long im_n;               /* IM modes: messages sent (sender) / received (receiver) */
+    unsigned sm_offered : 1; /* offline mode: the server offers XEP-0198 */
+    unsigned sm : 1;         /* ... and it is enabled on this session */
+    unsigned barrier : 1;    /* offline mode: the store barrier is pending */
+    uint32_t sm_in;          /* XEP-0198: stanzas received since <enable/> */
     unsigned char server_sig[EVP_MAX_MD_SIZE];
     unsigned server_sig_len;
 };
@@ -417,7 +446,20 @@ static struct {
     struct report join;
 } MU;
 
+/* IM modes: the state of the current phase of this (single) child. */
+static struct {
+    int phase; /* 0, or the command letter of the running phase */
+    long todo; /* barriers / queries outstanding */
+    uint64_t deadline, end, all_logged_in;
+    unsigned long qseq;
+    long stored;
+    struct report r;
+} IM;
+
 static void pump_logins(void);
+static int im_stanza(struct sess *s, const char *name, const char *st);
+static int im_receiver(const struct sess *s);
+static void im_tick(void);
 static void sess_send(struct sess *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void sess_send(struct sess *s, const char *fmt, ...)
@@ -441,9 +483,20 @@ static void report_login_if_done(void)
 {
     if (E.login_reported || E.login.ok + E.login.fail < E.n)
         return;
+    if (!IM.all_logged_in)
+        IM.all_logged_in = mono_ns();
+    /* roster mode: the contacts' presences (broadcasts and probe answers)
+     * are part of the logins: wait until all expected came, or none for 1 s */
+    if (opt.im == IM_ROSTER && E.login.recv < E.login.expect) {
+        uint64_t now = mono_ns(), last = E.login.last_recv > IM.all_logged_in
+                                             ? E.login.last_recv
+                                             : IM.all_logged_in;
+        if (now - last < 1000000000ull)
+            return;
+    }
     E.login_reported = 1;
     E.login.kind = REP_LOGIN;
-    E.login.t1 = mono_ns();
+    E.login.t1 = IM.all_logged_in;
     if (write_full(E.rep, &E.login, sizeof E.login) < 0)
         exit(1);
 }
@@ -516,7 +569,14 @@ static void sess_fail(struct sess *s, enum reason r, const char *fmt, ...)
 
 static void go_online(struct sess *s)
 {
-    sess_send(s, "<presence/>");
+    if (opt.im == IM_OFFLINE && s->sm_offered && !im_receiver(s)) {
+        /* senders: XEP-0198, so that the store barrier is <r/> -> <a/>,
+         * which a server that acks durably answers once all is stored */
+        sess_send(s, "<enable xmlns='urn:xmpp:sm:3'/>");
+        s->sm = 1;
+    }
+    if (!im_receiver(s)) /* offline mode: receivers stay unavailable */
+        sess_send(s, "<presence/>");
     s->state = S_ONLINE;
     E.inflight--;
     E.login.ok++;
@@ -986,6 +1046,18 @@ static void on_iq(struct sess *s, const char *st)
                   id, to);
 }
 
+/* The resource is bound (and the session established): roster mode fetches
+ * the roster first, the others go online. */
+static void bound(struct sess *s)
+{
+    if (opt.im != IM_ROSTER) {
+        go_online(s);
+        return;
+    }
+    sess_send(s, "<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>");
+    s->state = S_ROSTER;
+}
+
 /* Handles one complete depth-1 element.  Returns 1 if the caller must stop
  * touching the session's bufferevent (closed, or replaced for TLS). */
 static int handle_stanza(struct sess *s, const char *st)
@@ -1057,6 +1129,7 @@ static int handle_stanza(struct sess *s, const char *st)
             return 1;
         }
         const char *sess = strstr(st, "urn:ietf:params:xml:ns:xmpp-session");
+        s->sm_offered = strstr(st, "urn:xmpp:sm:3") != NULL;
         if (opt.session == SESSION_ALWAYS)
             s->need_session = 1;
         else if (opt.session == SESSION_NEVER || !sess)
@@ -1093,7 +1166,7 @@ static int handle_stanza(struct sess *s, const char *st)
                          "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
             s->state = S_SESSION;
         } else {
-            go_online(s);
+            bound(s);
         }
         return 0;
     }
@@ -1107,10 +1180,32 @@ static int handle_stanza(struct sess *s, const char *st)
             sess_fail(s, R_BIND, "session %s", type);
             return 1;
         }
+        bound(s);
+        return 0;
+    }
+    case S_ROSTER: {
+        char id[32] = "", type[16] = "";
+        st_attr(st, "id", id, sizeof id);
+        st_attr(st, "type", type, sizeof type);
+        if (strcmp(name, "iq") || strcmp(id, "roster1")) {
+            if (!strcmp(name, "presence")) /* a contact's, before our roster result */
+                im_stanza(s, name, st);
+            return 0;
+        }
+        if (strcmp(type, "result")) {
+            sess_fail(s, R_BIND, "roster get %s", type);
+            return 1;
+        }
+        for (const char *p = st; (p = strstr(p, "<item")) != NULL; p += 5)
+            E.login.sent++; /* roster items received */
         go_online(s);
         return 0;
     }
     case S_ONLINE:
+        if (s->sm && (!strcmp(name, "message") || !strcmp(name, "presence") || !strcmp(name, "iq")))
+            s->sm_in++;
+        if (opt.im && im_stanza(s, name, st))
+            return 0;
         if (strcmp(name, "message") == 0)
             on_message(s, st);
         else if (strcmp(name, "iq") == 0)
@@ -1364,6 +1459,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         MU.step_todo = 0;
         muc_join_report();
     }
+    if (opt.im)
+        im_tick();
     if (E.login_reported)
         return;
     uint64_t now = mono_ns(), lim = (uint64_t)(opt.login_timeout * 1e9);
@@ -1517,6 +1614,270 @@ static void start_messaging(void)
     event_add(E.msg_timer, &tv);
 }
 
+/* ---- IM modes (--im roster|offline|mam): one child process ---- */
+
+static int im_receiver(const struct sess *s)
+{
+    long i = (long)(s - E.s);
+    return opt.im == IM_OFFLINE && (i & 1) && i / 2 < E.npairs;
+}
+
+static void bare_jid(char *out, size_t cap, long user)
+{
+    char u[128];
+    username(u, sizeof u, user);
+    snprintf(out, cap, "%s@%s", u, opt.domain);
+}
+
+static void im_report(void)
+{
+    if (!IM.phase)
+        return;
+    IM.phase = 0;
+    IM.r.kind = REP_JOIN;
+    IM.r.t1 = mono_ns();
+    if (write_full(E.rep, &IM.r, sizeof IM.r) < 0)
+        exit(1);
+}
+
+static void im_begin(int phase)
+{
+    memset(&IM.r, 0, sizeof IM.r);
+    IM.phase = phase;
+    IM.todo = 0;
+    IM.r.t0 = mono_ns();
+    IM.deadline = IM.r.t0 + (uint64_t)((opt.drain + 120) * 1e9);
+}
+
+static void im_first_err(const char *what, const char *st)
+{
+    char cond[64];
+    const char *e = strstr(st, "<error");
+    st_condition(e ? e : st, cond, sizeof cond);
+    if (!IM.r.first_err[0])
+        snprintf(IM.r.first_err, sizeof IM.r.first_err, "%s: %s", what, cond);
+}
+
+/* mam mode: one archive query from s, alternately the latest page and the
+ * oldest page of the conversation with its partner ('with' filter). */
+static void mam_query(struct sess *s)
+{
+    long i = (long)(s - E.s);
+    char with[300];
+    bare_jid(with, sizeof with, E.s[i ^ 1].user);
+    unsigned long q = IM.qseq++;
+    if (q & 1)
+        sess_send(s,
+                  "<iq type='set' id='q%" PRIu64 "'><query xmlns='urn:xmpp:mam:2' queryid='w%lu'>"
+                  "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+                  "<value>urn:xmpp:mam:2</value></field><field var='with'><value>%s</value>"
+                  "</field></x><set xmlns='http://jabber.org/protocol/rsm'><max>%d</max></set>"
+                  "</query></iq>",
+                  mono_ns(), q, with, opt.mam_max);
+    else
+        sess_send(s,
+                  "<iq type='set' id='q%" PRIu64 "'><query xmlns='urn:xmpp:mam:2' queryid='l%lu'>"
+                  "<set xmlns='http://jabber.org/protocol/rsm'><max>%d</max><before/></set>"
+                  "</query></iq>",
+                  mono_ns(), q, opt.mam_max);
+    IM.todo++;
+    IM.r.sent++;
+}
+
+/* Sends the next message of pair j (sender 2j) in the offline and fill
+ * phases; offline: to the receiver's bare JID, fill: to its full JID. */
+static void im_send(long j)
+{
+    struct sess *a = &E.s[2 * j], *b = &E.s[2 * j + 1];
+    char to[300];
+    if (opt.im == IM_OFFLINE)
+        bare_jid(to, sizeof to, b->user);
+    else
+        snprintf(to, sizeof to, "%s", b->jid ? b->jid : "");
+    sess_send(a, "<message to='%s' type='chat' id='o%ld'><body>t=%" PRIu64 "</body></message>", to,
+              a->im_n, mono_ns());
+    a->im_n++;
+    IM.r.sent++;
+    IM.r.last_send = mono_ns();
+}
+
+/* Commands: 'O' offline store, 'D' offline delivery, 'F' archive fill,
+ * 'A' archive queries. */
+static void im_phase(char c)
+{
+    im_begin(c);
+    if (c == 'O' || c == 'F') {
+        long per = c == 'O' ? opt.offline_msgs : opt.mam_fill;
+        for (long j = 0; j < E.npairs; j++) {
+            struct sess *a = &E.s[2 * j], *b = &E.s[2 * j + 1];
+            if (a->state != S_ONLINE || (c == 'F' && (b->state != S_ONLINE || !b->jid)))
+                continue;
+            long n = c == 'O' ? per : (per < 32 ? per : 32); /* fill: window of 32 */
+            for (long k = 0; k < n; k++)
+                im_send(j);
+            IM.r.expect += per;
+            if (c == 'O') {
+                /* barrier: with XEP-0198 the <a/> answering <r/> (Magpie sends
+                 * it once every message is durable), else a ping answered
+                 * after the messages were handled */
+                if (a->sm)
+                    sess_send(a, "<r xmlns='urn:xmpp:sm:3'/>");
+                else
+                    sess_send(a,
+                              "<iq type='get' id='bar%ld' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>",
+                              j, opt.domain);
+                a->barrier = 1;
+                IM.todo++;
+            }
+        }
+    } else if (c == 'D') {
+        IM.r.expect = IM.stored; /* sent in the 'O' phase */
+        for (long j = 0; j < E.npairs; j++)
+            if (E.s[2 * j + 1].state == S_ONLINE)
+                sess_send(&E.s[2 * j + 1], "<presence/>");
+    } else if (c == 'A') {
+        IM.end = IM.r.t0 + (uint64_t)(opt.duration * 1e9);
+        IM.deadline = IM.end + (uint64_t)(opt.drain * 1e9);
+        for (long i = 0; i < 2 * E.npairs; i++)
+            if (E.s[i].state == S_ONLINE)
+                for (int k = 0; k < opt.mam_window; k++)
+                    mam_query(&E.s[i]);
+    }
+    if (c == 'O')
+        IM.stored = IM.r.sent;
+    if (((c == 'O' || c == 'A') && IM.todo <= 0) || ((c == 'F' || c == 'D') && IM.r.expect == 0))
+        im_report();
+}
+
+/* A stanza of an online (or roster-fetching) session in an IM mode;
+ * returns 1 if it was consumed here. */
+static int im_stanza(struct sess *s, const char *name, const char *st)
+{
+    uint64_t now = mono_ns();
+    char type[16] = "", id[64] = "";
+    st_attr(st, "type", type, sizeof type);
+    if (opt.im == IM_ROSTER) {
+        if (strcmp(name, "presence"))
+            return 0;
+        char from[512] = "", me[300];
+        st_attr(st, "from", from, sizeof from);
+        char *slash = strchr(from, '/');
+        if (slash)
+            *slash = 0;
+        bare_jid(me, sizeof me, s->user);
+        if (!type[0] && strcmp(from, me)) { /* a contact's available presence */
+            E.login.recv++;
+            E.login.last_recv = now;
+            if (E.login.recv >= E.login.expect)
+                report_login_if_done();
+        }
+        return 1;
+    }
+    long i = (long)(s - E.s);
+    if (s->sm && !strcmp(name, "r")) {
+        sess_send(s, "<a xmlns='urn:xmpp:sm:3' h='%u'/>", s->sm_in);
+        return 1;
+    }
+    if (s->sm && !strcmp(name, "a")) {
+        char h[16] = "";
+        st_attr(st, "h", h, sizeof h);
+        /* our presence + the messages sent */
+        if (IM.phase == 'O' && s->barrier && strtoul(h, NULL, 10) >= (unsigned long)(1 + s->im_n)) {
+            s->barrier = 0;
+            IM.r.last_recv = now;
+            if (--IM.todo <= 0)
+                im_report();
+        }
+        return 1;
+    }
+    if (!strcmp(name, "enabled") || !strcmp(name, "failed"))
+        return 1;
+    if (!strcmp(name, "iq")) {
+        st_attr(st, "id", id, sizeof id);
+        if (opt.im == IM_OFFLINE && IM.phase == 'O' && !strncmp(id, "bar", 3) && s->barrier) {
+            s->barrier = 0;
+            IM.r.last_recv = now;
+            if (--IM.todo <= 0)
+                im_report();
+            return 1;
+        }
+        if (opt.im == IM_MAM && IM.phase == 'A' && id[0] == 'q') {
+            uint64_t t = strtoull(id + 1, NULL, 10);
+            if (!strcmp(type, "result")) {
+                IM.r.ok++;
+                hist_add(&IM.r.h, now > t ? (now - t) / 1000 : 0);
+            } else {
+                IM.r.fail++;
+                im_first_err("mam query", st);
+            }
+            IM.r.last_recv = now;
+            IM.todo--;
+            if (now < IM.end)
+                mam_query(s);
+            else if (IM.todo <= 0)
+                im_report();
+            return 1;
+        }
+        return 0;
+    }
+    if (strcmp(name, "message"))
+        return 0;
+    if (!strcmp(type, "error")) {
+        IM.r.fail++;
+        im_first_err("message", st);
+        return 1;
+    }
+    if (opt.im == IM_MAM && strstr(st, "urn:xmpp:mam:2") && strstr(st, "<result")) {
+        IM.r.recv++; /* one archived message of a query's page */
+        return 1;
+    }
+    size_t bl;
+    const char *body = st_child_text(st, "body", &bl);
+    if (!body || bl < 3 || body[0] != 't' || body[1] != '=')
+        return 1;
+    if (opt.im == IM_OFFLINE && IM.phase == 'D' && (i & 1)) {
+        IM.r.recv++;
+        IM.r.last_recv = now;
+        if (strstr(st, "urn:xmpp:delay"))
+            IM.r.acc++; /* with a XEP-0203 delay stamp */
+        if (IM.r.recv >= IM.r.expect)
+            im_report();
+    } else if (opt.im == IM_MAM && IM.phase == 'F' && (i & 1) && i / 2 < E.npairs) {
+        s->im_n++;
+        IM.r.recv++;
+        IM.r.last_recv = now;
+        if (E.s[i - 1].im_n < opt.mam_fill && E.s[i - 1].state == S_ONLINE)
+            im_send(i / 2);
+        if (IM.r.recv >= IM.r.expect)
+            im_report();
+    }
+    return 1;
+}
+
+/* From the tick: a phase that makes no progress ends at its deadline;
+ * delivery ends after --drain s without a message. */
+static void im_tick(void)
+{
+    uint64_t now = mono_ns();
+    if (opt.im == IM_ROSTER && !E.login_reported)
+        report_login_if_done();
+    if (!IM.phase)
+        return;
+    if (IM.phase == 'D') {
+        /* Prosody 0.12 delivers in bursts with pauses of several seconds
+         * between them under this load: at least 30 s of silence */
+        uint64_t last = IM.r.last_recv > IM.r.t0 ? IM.r.last_recv : IM.r.t0;
+        if (now - last > (uint64_t)((opt.drain > 30 ? opt.drain : 30) * 1e9))
+            im_report();
+        return;
+    }
+    if (now > IM.deadline) {
+        if (!IM.r.first_err[0])
+            snprintf(IM.r.first_err, sizeof IM.r.first_err, "phase %c: time limit", IM.phase);
+        im_report();
+    }
+}
+
 /* Commands from the parent: 'M' start messaging, 'Q' quit.  EOF: quit. */
 static void on_ctl(evutil_socket_t fd, short what, void *arg)
 {
@@ -1532,6 +1893,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     }
     if (c == 'M')
         start_messaging();
+    else if (c == 'O' || c == 'D' || c == 'F' || c == 'A')
+        im_phase(c);
     else if (c == 'J' || c == 'K')
         muc_join_step(c == 'J');
 }
@@ -1561,6 +1924,8 @@ static int child_main(long g0, long n, long npairs, double rate, int conc, int n
         if (!MU.next_sender)
             return 1;
     }
+    if (opt.im == IM_ROSTER)
+        E.login.expect = n * opt.roster_size; /* each user hears from each contact */
     for (long i = 0; i < n; i++) {
         E.s[i].g = g0 + i;
         E.s[i].user = opt.first_index + g0 + i;
@@ -1806,6 +2171,21 @@ static void usage(FILE *f)
         "                       (the device ACKed), and send -> <accepted/> (durable)\n"
         "  --gw-devices N       devices to address (needed with --gw-domain)\n"
         "  --gw-fmt FMT         device id format with one %%d (dev%%d)\n"
+        "  --im MODE            IM modes (one process; --rate 0 skips the pair messaging):\n"
+        "                       roster: after the bind a roster get (a login ends at its\n"
+        "                       result), then presence; contacts' presences are counted\n"
+        "                       (--roster-size K expected per user); offline: receivers\n"
+        "                       (odd sessions) stay unavailable, each pair's sender sends\n"
+        "                       --offline-msgs to the bare JID then a ping barrier (stored/s),\n"
+        "                       then receivers send presence (delivered/s); mam: each pair\n"
+        "                       exchanges --mam-fill messages (window 32), then every paired\n"
+        "                       session queries its archive for --duration s with\n"
+        "                       --mam-window queries in flight, --mam-max items per page\n"
+        "  --roster-size K      roster mode: contacts per user (0)\n"
+        "  --offline-msgs M     offline mode: messages per pair (100)\n"
+        "  --mam-fill F         mam mode: messages per pair before the queries (10000)\n"
+        "  --mam-window W       mam mode: queries in flight per session (1)\n"
+        "  --mam-max N          mam mode: items per page (50)\n"
         "  -v, --verbose        print every failure\n");
 }
 
@@ -1851,6 +2231,12 @@ static void parse_args(int argc, char **argv)
                                        {"gw-domain", 1, 0, 'g'},
                                        {"gw-devices", 1, 0, 'N'},
                                        {"gw-fmt", 1, 0, 'F'},
+                                       {"im", 1, 0, 1001},
+                                       {"roster-size", 1, 0, 1002},
+                                       {"offline-msgs", 1, 0, 1003},
+                                       {"mam-fill", 1, 0, 1004},
+                                       {"mam-window", 1, 0, 1005},
+                                       {"mam-max", 1, 0, 1006},
                                        {"verbose", 0, 0, 'v'},
                                        {"help", 0, 0, '?'},
                                        {0, 0, 0, 0}};
@@ -1941,6 +2327,33 @@ static void parse_args(int argc, char **argv)
         case 'v':
             opt.verbose = 1;
             break;
+        case 1001:
+            if (!strcmp(optarg, "roster"))
+                opt.im = IM_ROSTER;
+            else if (!strcmp(optarg, "offline"))
+                opt.im = IM_OFFLINE;
+            else if (!strcmp(optarg, "mam"))
+                opt.im = IM_MAM;
+            else {
+                fprintf(stderr, "loadgen: unknown --im %s (roster, offline, mam)\n", optarg);
+                exit(2);
+            }
+            break;
+        case 1002:
+            opt.roster_size = (long)num(optarg, "--roster-size");
+            break;
+        case 1003:
+            opt.offline_msgs = (long)num(optarg, "--offline-msgs");
+            break;
+        case 1004:
+            opt.mam_fill = (long)num(optarg, "--mam-fill");
+            break;
+        case 1005:
+            opt.mam_window = (int)num(optarg, "--mam-window");
+            break;
+        case 1006:
+            opt.mam_max = (int)num(optarg, "--mam-max");
+            break;
         case 'm':
             if (!strcasecmp(optarg, "scram-sha-1"))
                 opt.mech = MECH_SCRAM_SHA1;
@@ -1997,6 +2410,10 @@ static void parse_args(int argc, char **argv)
     }
     if (opt.pairs < 0)
         opt.pairs = opt.sessions / 2;
+    if (opt.im && (opt.procs != 1 || opt.muc_rooms || opt.gw_domain || opt.window > 0)) {
+        fprintf(stderr, "loadgen: --im runs in one process, without MUC, gateway or --window\n");
+        exit(2);
+    }
     if (opt.gw_domain && (opt.gw_devices <= 0 || opt.window > 0)) {
         fprintf(stderr, "loadgen: --gw-domain needs --gw-devices N and no --window\n");
         exit(2);
@@ -2140,6 +2557,11 @@ int main(int argc, char **argv)
             continue;
         }
         struct report *r = &ch[i].login;
+        L.sent += r->sent; /* roster mode: roster items, contacts' presences */
+        L.recv += r->recv;
+        L.expect += r->expect;
+        if (r->last_recv > L.last_recv)
+            L.last_recv = r->last_recv;
         L.ok += r->ok;
         L.fail += r->fail;
         for (int k = 0; k < R_COUNT; k++)
@@ -2169,6 +2591,11 @@ int main(int argc, char **argv)
                 printf(" %s=%ld", reason_name[k], L.reasons[k]);
         printf("\n          first: %s\n", L.first_err);
     }
+    if (opt.im == IM_ROSTER)
+        printf("roster:   %ld roster items received, %ld of %ld contact presences in %.2f s "
+               "from the first connect\n",
+               L.sent, L.recv, L.expect,
+               L.last_recv > lt0 ? (double)(L.last_recv - lt0) / 1e9 : 0);
     fflush(stdout);
 
     /* phase 1b (MUC mode): every occupant enters its room */
@@ -2236,9 +2663,67 @@ int main(int argc, char **argv)
                L.ok ? (cpu_login - cpu0) * 1000 / (double)L.ok : 0, cpu_idle - cpu_hold0, held);
     fflush(stdout);
 
+    /* phase 2b (IM modes offline, mam): two timed phases each */
+    struct report I1 = {0}, I2 = {0};
+    double cpu_i0 = cpu_idle, cpu_i1 = -1, cpu_i2 = -1, cpu_after_im = cpu_idle;
+    int did_im = 0;
+    if ((opt.im == IM_OFFLINE || opt.im == IM_MAM) && !got_signal && have_all_login) {
+        char c1 = opt.im == IM_OFFLINE ? 'O' : 'F', c2 = opt.im == IM_OFFLINE ? 'D' : 'A';
+        if (pid)
+            cpu_i0 = proc_cpu_s(pid);
+        broadcast(ch, opt.procs, c1);
+        collect(ch, opt.procs, REP_JOIN, opt.drain + 180);
+        if (ch[0].have_join)
+            I1 = ch[0].join;
+        ch[0].have_join = 0;
+        if (pid)
+            cpu_i1 = proc_cpu_s(pid);
+        if (opt.im == IM_MAM)
+            nap(1); /* the archive writes settle */
+        double cpu_i1b = pid ? proc_cpu_s(pid) : -1;
+        broadcast(ch, opt.procs, c2);
+        collect(ch, opt.procs, REP_JOIN, opt.duration + opt.drain + 180);
+        if (ch[0].have_join)
+            I2 = ch[0].join;
+        if (pid)
+            cpu_i2 = proc_cpu_s(pid);
+        did_im = 1;
+        double s1 = I1.t1 > I1.t0 ? (double)(I1.t1 - I1.t0) / 1e9 : 0;
+        uint64_t e2 = opt.im == IM_OFFLINE ? I2.last_recv : I2.t1;
+        double s2 = e2 > I2.t0 ? (double)(e2 - I2.t0) / 1e9 : 0;
+        double c1s = cpu_i1 - cpu_i0, c2s = cpu_i2 - cpu_i1b;
+        if (opt.im == IM_OFFLINE) {
+            printf("offline:  stored %ld (%ld errors) in %.2f s = %.1f/s, server CPU %.3f s = %.1f "
+                   "us/message\n",
+                   I1.sent - I1.fail, I1.fail, s1, s1 > 0 ? (double)(I1.sent - I1.fail) / s1 : 0,
+                   c1s, I1.sent ? c1s * 1e6 / (double)I1.sent : 0);
+            printf("          delivered %ld of %ld (%ld with a delay stamp) in %.2f s = %.1f/s, "
+                   "server CPU %.3f s = %.1f us/message\n",
+                   I2.recv, I2.expect, I2.acc, s2, s2 > 0 ? (double)I2.recv / s2 : 0, c2s,
+                   I2.recv ? c2s * 1e6 / (double)I2.recv : 0);
+        } else {
+            printf("mam fill: %ld messages exchanged in %.2f s (%.1f/s), server CPU %.3f s\n",
+                   I1.recv, s1, s1 > 0 ? (double)I1.recv / s1 : 0, c1s);
+            printf("mam:      %ld queries ok, %ld failed in %.2f s = %.1f queries/s; %ld results "
+                   "(%.1f per query); query p50 %.2f ms p99 %.2f ms; server CPU %.3f s = %.3f "
+                   "ms/query\n",
+                   I2.ok, I2.fail, s2, s2 > 0 ? (double)I2.ok / s2 : 0, I2.recv,
+                   I2.ok ? (double)I2.recv / (double)I2.ok : 0, (double)hist_q(&I2.h, 0.5) / 1000,
+                   (double)hist_q(&I2.h, 0.99) / 1000, c2s,
+                   I2.ok ? c2s * 1000 / (double)I2.ok : 0);
+        }
+        if (I1.first_err[0] || I2.first_err[0])
+            printf("          first error: %s\n", I1.first_err[0] ? I1.first_err : I2.first_err);
+        fflush(stdout);
+        cpu_i1 = c1s;
+        cpu_i2 = c2s;
+        cpu_after_im = pid ? proc_cpu_s(pid) : -1; /* messaging CPU counts from here */
+    }
+
     /* phase 3: messaging */
     struct report M = {0};
-    double msg_s = 0, send_s = 0, sent_ps = 0, recv_ps = 0, cpu_msg = -1, cpu_m0 = cpu_idle;
+    double msg_s = 0, send_s = 0, sent_ps = 0, recv_ps = 0, cpu_msg = -1, cpu_m0 = cpu_after_im;
+    (void)did_im;
     long rss_after = -1;
     int did_msg = 0;
     if (!got_signal && have_all_login) {
@@ -2359,6 +2844,42 @@ quit:
                opt.muc_rooms, opt.sessions / opt.muc_rooms, J.ok, J.fail, M.expect);
         kv_double("join_secs", join_s, J.ok > 0);
         kv_double("server_cpu_join_s", cpu_join - cpu_login, pid && cpu_join >= 0);
+    }
+    if (opt.im == IM_ROSTER) {
+        printf(" roster_size=%ld roster_items=%ld presences_received=%ld presences_expected=%ld",
+               opt.roster_size, L.sent, L.recv, L.expect);
+        kv_double("presence_secs", L.last_recv > lt0 ? (double)(L.last_recv - lt0) / 1e9 : 0,
+                  L.recv > 0);
+    }
+    if (opt.im == IM_OFFLINE) {
+        double s1 = I1.t1 > I1.t0 ? (double)(I1.t1 - I1.t0) / 1e9 : 0;
+        double s2 = I2.last_recv > I2.t0 ? (double)(I2.last_recv - I2.t0) / 1e9 : 0;
+        printf(" offline_sent=%ld offline_errors=%ld offline_delivered=%ld offline_delayed=%ld",
+               I1.sent, I1.fail, I2.recv, I2.acc);
+        kv_double("offline_store_secs", s1, did_im);
+        kv_double("offline_stored_per_sec", s1 > 0 ? (double)(I1.sent - I1.fail) / s1 : 0,
+                  did_im && s1 > 0);
+        kv_double("server_cpu_per_stored_us", I1.sent ? cpu_i1 * 1e6 / (double)I1.sent : 0,
+                  did_im && pid && I1.sent > 0);
+        kv_double("offline_deliver_secs", s2, did_im);
+        kv_double("offline_delivered_per_sec", s2 > 0 ? (double)I2.recv / s2 : 0,
+                  did_im && s2 > 0);
+        kv_double("server_cpu_per_delivered_us", I2.recv ? cpu_i2 * 1e6 / (double)I2.recv : 0,
+                  did_im && pid && I2.recv > 0);
+    }
+    if (opt.im == IM_MAM) {
+        double s1 = I1.t1 > I1.t0 ? (double)(I1.t1 - I1.t0) / 1e9 : 0;
+        double s2 = I2.t1 > I2.t0 ? (double)(I2.t1 - I2.t0) / 1e9 : 0;
+        printf(" mam_fill=%ld mam_filled=%ld mam_queries=%ld mam_query_errors=%ld mam_results=%ld",
+               opt.mam_fill, I1.recv, I2.ok, I2.fail, I2.recv);
+        kv_double("mam_fill_secs", s1, did_im);
+        kv_double("mam_queries_per_sec", s2 > 0 ? (double)I2.ok / s2 : 0, did_im && s2 > 0);
+        kv_double("mam_results_per_query", I2.ok ? (double)I2.recv / (double)I2.ok : 0,
+                  did_im && I2.ok > 0);
+        kv_double("mam_query_p50_ms", (double)hist_q(&I2.h, 0.5) / 1000, did_im && I2.h.n > 0);
+        kv_double("mam_query_p99_ms", (double)hist_q(&I2.h, 0.99) / 1000, did_im && I2.h.n > 0);
+        kv_double("server_cpu_per_query_ms", I2.ok ? cpu_i2 * 1000 / (double)I2.ok : 0,
+                  did_im && pid && I2.ok > 0);
     }
     kv_double("msgs_sent_per_sec", sent_ps, did_msg);
     kv_double("msgs_recv_per_sec", recv_ps, did_msg);

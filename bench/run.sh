@@ -39,6 +39,20 @@
 #                      messages/s in total, each delivered to every occupant
 #   MUC_MAM=0          MUC mode: 1 archives every message (Magpie default_mam,
 #                      Prosody muc_mam); 0: no archive on either side
+#   MODE=roster        IM: every user has ROSTER contacts (a ring, subscription
+#                      both, written to both servers' storage before the run);
+#                      a login = ... bind, roster get, initial presence; the
+#                      contacts' presences (broadcasts, probe answers) counted
+#   MODE=offline       IM: SESSIONS/2 pairs; receivers bound but unavailable;
+#                      OFFLINE_MSGS per pair to the bare JID (stored/s, to a
+#                      ping barrier), then receivers' presence (delivered/s)
+#   MODE=mam           IM: PAIRS pairs (default 2) exchange MAM_FILL messages
+#                      (default 10000: each paired user's archive), then every
+#                      paired session queries its archive for DURATION s,
+#                      MAM_WINDOW (1) in flight, pages of 50 (queries/s)
+#   ROSTER=100 OFFLINE_MSGS=100 MAM_FILL=10000 MAM_WINDOW=1
+#   PIN=0              1: taskset the server to CPU 0 and the load generator to
+#                      CPU 1 (the rest of the machine still shares both)
 #   MODULES=bench      Magpie's module list: bench (disco ping version time,
 #                      what Prosody gets too), default (no 'modules' setting:
 #                      the server's default list, roster offline carbons ...),
@@ -52,6 +66,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/.." && pwd)
 PY=/usr/bin/python3
 
+MODE=${MODE:-c2s}
+case $MODE in
+mam) SESSIONS=${SESSIONS:-$((2 * ${PAIRS:-2}))} ;;
+roster) SESSIONS=${SESSIONS:-1000} ;;
+esac
 SESSIONS=${SESSIONS:-2000}
 PAIRS=${PAIRS:-$((SESSIONS / 2))}
 RATE=${RATE:-1000}
@@ -75,11 +94,17 @@ PASSWORD=${PASSWORD:-bench-pass}
 LOADGEN_ARGS=${LOADGEN_ARGS:-}
 KEEP=${KEEP:-0}
 BUILDDIR=$(cd "${BUILDDIR:-$TOP}" && pwd)
-MODE=${MODE:-c2s}
 ROOMS=${ROOMS:-1}
 OCCUPANTS=${OCCUPANTS:-100}
 MUC_MAM=${MUC_MAM:-0}
 MODULES=${MODULES:-bench}
+PIN=${PIN:-0}
+SRV_PIN=() LG_PIN=()
+[ "$PIN" = 1 ] && SRV_PIN=(taskset -c 0) && LG_PIN=(taskset -c 1)
+ROSTER=${ROSTER:-100}
+OFFLINE_MSGS=${OFFLINE_MSGS:-100}
+MAM_FILL=${MAM_FILL:-10000}
+MAM_WINDOW=${MAM_WINDOW:-1}
 USERFMT="bench%d"
 
 case $MODE in
@@ -91,7 +116,17 @@ muc)
     PAIRS=0
     [ "$PROCS" = auto ] && PROCS=1
     LOADGEN_ARGS="--muc-rooms $ROOMS --muc-service conference.$DOMAIN $LOADGEN_ARGS" ;;
-*) echo "run.sh: MODE is c2s or muc" >&2; exit 2 ;;
+roster | offline | mam)
+    # IM modes: one load generator process, no pair messaging (RATE=0)
+    [ "$MODE" = roster ] && PAIRS=0
+    PROCS=1
+    RATE=0
+    case $MODE in
+    roster) LOADGEN_ARGS="--im roster --roster-size $ROSTER $LOADGEN_ARGS" ;;
+    offline) LOADGEN_ARGS="--im offline --offline-msgs $OFFLINE_MSGS $LOADGEN_ARGS" ;;
+    mam) LOADGEN_ARGS="--im mam --mam-fill $MAM_FILL --mam-window $MAM_WINDOW $LOADGEN_ARGS" ;;
+    esac ;;
+*) echo "run.sh: MODE is c2s, muc, roster, offline or mam" >&2; exit 2 ;;
 esac
 [ "$PROCS" = auto ] && PROCS=$(((SESSIONS + 18999) / 19000))
 
@@ -169,9 +204,21 @@ setup_magpie() {
         # instant rooms (no configuration round trip), no occupant limit
         mods="${mods:+$mods, }{ name = \"muc\"; lock_new_rooms = false; default_max_users = 0; default_mam = $mam; }"
     fi
+    # IM modes: what the mode needs on top of bench or a list (with default,
+    # the default list; offline's quota must then hold OFFLINE_MSGS)
+    if [ "$MODULES" != default ] && [ "$MODULES" != none ]; then
+        case $MODE in
+        roster) mods="$mods, \"roster\"" ;;
+        offline) mods="$mods, \"roster\", \"sm\", { name = \"offline\"; quota = $((OFFLINE_MSGS + 100)); }" ;;
+        mam) mods="$mods, \"roster\", \"mam\"" ;;
+        esac
+    fi
     # MODULES=default leaves 'modules' out: the list built into the server
     modline="modules = ( $mods );"
     [ "$MODULES" = default ] && [ "$MODE" != muc ] && modline=""
+    # IM modes: no per-connection byte rate limit (Prosody's config has none)
+    local ratelim=""
+    case $MODE in roster | offline | mam) ratelim="rate = 1073741824; burst = 1073741824;" ;; esac
     cat >"$d/magpie.conf" <<EOF
 state_dir = "$d/state";
 module_dir = "$BUILDDIR/modules/.libs";
@@ -181,7 +228,7 @@ hosts = ( { domain = "$DOMAIN"; } );
 listeners = ( { type = "c2s"; address = "127.0.0.1"; port = $MAGPIE_PORT; } );
 storage = { driver = "sqlite"; $MAGPIE_STORAGE };
 limits = { max_connections = $((SESSIONS + 1000)); negotiation_timeout = 120;
-           max_connections_per_address = $((SESSIONS + 1000)); connection_burst_per_address = $((SESSIONS + 1000)); connection_rate_per_address = 100000; };
+           max_connections_per_address = $((SESSIONS + 1000)); connection_burst_per_address = $((SESSIONS + 1000)); connection_rate_per_address = 100000; $ratelim };
 security = { require_tls = true; scram_iterations = $ITERATIONS; };
 $modline
 EOF
@@ -201,6 +248,10 @@ EOF
                 $((SESSIONS - 1)) "$PASSWORD" "$ITERATIONS"
         fi
     fi
+    if [ "$MODE" = roster ]; then
+        $PY "$HERE/accounts.py" magpie-roster "$d/state/magpie.db" "$DOMAIN" "$USERFMT" 1 \
+            "$SESSIONS" "$ROSTER"
+    fi
     t1=$(date +%s.%N)
     ACCT_SECS[magpie]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     log "magpie: $SESSIONS accounts ($MAGPIE_ACCOUNTS) in ${ACCT_SECS[magpie]} s"
@@ -208,7 +259,7 @@ EOF
 
 start_magpie() {
     local d=$TMP/magpie
-    "$BUILDDIR/magpied" -c "$d/magpie.conf" >"$d/magpied.log" 2>&1 &
+    "${SRV_PIN[@]}" "$BUILDDIR/magpied" -c "$d/magpie.conf" >"$d/magpied.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     SERVER_PORT=$MAGPIE_PORT
@@ -226,7 +277,7 @@ setup_prosody() {
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
         -subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN" \
         -keyout "$d/certs/$DOMAIN.key" -out "$d/certs/$DOMAIN.crt" 2>/dev/null
-    local root="" nagle="" muc=""
+    local root="" nagle="" muc="" mods="" disabled='"offline", '
     [ "$(id -u)" = 0 ] && root="run_as_root = true"
     [ "$PROSODY_NAGLE" = off ] && nagle="nagle = false;"
     if [ "$MODE" = muc ]; then
@@ -238,6 +289,9 @@ setup_prosody() {
   modules_enabled = { \"muc_mam\" }
   muc_log_by_default = true"
     fi
+    # IM modes: offline storage (on by default in Prosody) and the archive
+    [ "$MODE" = offline ] && disabled=""
+    [ "$MODE" = mam ] && mods=', "mam"'
     cat >"$d/prosody.cfg.lua" <<EOF
 -- throwaway config written by bench/run.sh
 $root
@@ -246,8 +300,8 @@ data_path = "$d/data"
 certificates = "$d/certs"
 log = { { levels = { min = "warn" }, to = "file", filename = "$d/prosody.log" } }
 -- only what the benchmark exercises (and what Magpie loads: disco ping version time)
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "version", "time" }
-modules_disabled = { "s2s", "s2s_auth_certs", "s2s_bidi", "offline", "tombstones" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "version", "time"$mods }
+modules_disabled = { "s2s", "s2s_auth_certs", "s2s_bidi", ${disabled}"tombstones" }
 interfaces = { "127.0.0.1" }
 c2s_interfaces = { "127.0.0.1" }
 c2s_ports = { $PROSODY_PORT }
@@ -270,6 +324,9 @@ EOF
     t0=$(date +%s.%N)
     $PY "$HERE/accounts.py" prosody "$d/data" "$DOMAIN" "$USERFMT" 1 "$SESSIONS" \
         "$PASSWORD" "$ITERATIONS"
+    if [ "$MODE" = roster ]; then
+        $PY "$HERE/accounts.py" prosody-roster "$d/data" "$DOMAIN" "$USERFMT" 1 "$SESSIONS" "$ROSTER"
+    fi
     t1=$(date +%s.%N)
     ACCT_SECS[prosody]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     log "prosody: $SESSIONS accounts (internal storage files) in ${ACCT_SECS[prosody]} s"
@@ -277,7 +334,7 @@ EOF
 
 start_prosody() {
     local d=$TMP/prosody
-    lua5.4 /usr/bin/prosody --config "$d/prosody.cfg.lua" -F >"$d/stdout.log" 2>&1 &
+    "${SRV_PIN[@]}" lua5.4 /usr/bin/prosody --config "$d/prosody.cfg.lua" -F >"$d/stdout.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     SERVER_PORT=$PROSODY_PORT
@@ -313,8 +370,10 @@ echo "# bench/run.sh $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n): $(nproc) c
      "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 echo "# SESSIONS=$SESSIONS PAIRS=$PAIRS RATE=$RATE DURATION=$DURATION HOLD=$HOLD" \
      "CONCURRENCY=$CONCURRENCY PROCS=$PROCS MECH=$MECH ITERATIONS=$ITERATIONS" \
-     "MAGPIE_WORKERS=$MAGPIE_WORKERS PROSODY_NAGLE=$PROSODY_NAGLE PROSODY_BACKEND=$PROSODY_BACKEND" \
-     "MODE=$MODE$([ "$MODE" = muc ] && echo " ROOMS=$ROOMS OCCUPANTS=$OCCUPANTS MUC_MAM=$MUC_MAM")"
+     "MAGPIE_WORKERS=$MAGPIE_WORKERS PIN=$PIN PROSODY_NAGLE=$PROSODY_NAGLE PROSODY_BACKEND=$PROSODY_BACKEND" \
+     "MODE=$MODE$([ "$MODE" = muc ] && echo " ROOMS=$ROOMS OCCUPANTS=$OCCUPANTS MUC_MAM=$MUC_MAM")" \
+     "$(case $MODE in roster) echo "ROSTER=$ROSTER" ;; offline) echo "OFFLINE_MSGS=$OFFLINE_MSGS" ;;
+        mam) echo "MAM_FILL=$MAM_FILL MAM_WINDOW=$MAM_WINDOW" ;; esac) MODULES=$MODULES"
 
 for srv in $SERVERS; do
     log "=== $srv: $(server_version "$srv")"
@@ -335,7 +394,7 @@ for srv in $SERVERS; do
     # (bash runs traps only after a foreground command ends).
     : >"$TMP/$srv.out"
     # shellcheck disable=SC2086
-    "$LOADGEN" --host 127.0.0.1 --port "$port" --domain "$DOMAIN" --users "$USERFMT" \
+    "${LG_PIN[@]}" "$LOADGEN" --host 127.0.0.1 --port "$port" --domain "$DOMAIN" --users "$USERFMT" \
         --password "$PASSWORD" --first-index 1 --sessions "$SESSIONS" --pairs "$PAIRS" \
         --concurrency "$CONCURRENCY" --hold "$HOLD" --rate "$RATE" --duration "$DURATION" \
         --procs "$PROCS" --mech "$MECH" --server-pid "$SERVER_PID" $LOADGEN_ARGS \
@@ -383,6 +442,33 @@ BEGIN {
     row("server RSS idle kB", "rss_idle_kb", "%d")
     row("server RSS kB per session", "rss_per_session_kb", "%.2f")
     row("server CPU s while idle (HOLD)", "server_cpu_idle_s", "%.2f")
+    if ("roster_size" in M || "roster_size" in P) {
+        row("roster items received", "roster_items", "%d")
+        row("contact presences received", "presences_received", "%d")
+        row("contact presences expected", "presences_expected", "%d")
+        row("s to the last presence", "presence_secs", "%.2f")
+    }
+    if ("offline_sent" in M || "offline_sent" in P) {
+        row("offline messages sent", "offline_sent", "%d")
+        row("offline store errors", "offline_errors", "%d")
+        row("offline stored/s", "offline_stored_per_sec", "%.1f")
+        row("server CPU us per stored", "server_cpu_per_stored_us", "%.1f")
+        row("offline delivered", "offline_delivered", "%d")
+        row("offline delivered with delay", "offline_delayed", "%d")
+        row("offline delivered/s", "offline_delivered_per_sec", "%.1f")
+        row("server CPU us per delivered", "server_cpu_per_delivered_us", "%.1f")
+    }
+    if ("mam_fill" in M || "mam_fill" in P) {
+        row("archive fill messages", "mam_filled", "%d")
+        row("archive fill s", "mam_fill_secs", "%.2f")
+        row("MAM queries ok", "mam_queries", "%d")
+        row("MAM query errors", "mam_query_errors", "%d")
+        row("MAM queries/s", "mam_queries_per_sec", "%.1f")
+        row("MAM results per query", "mam_results_per_query", "%.1f")
+        row("MAM query p50 ms", "mam_query_p50_ms", "%.2f")
+        row("MAM query p99 ms", "mam_query_p99_ms", "%.2f")
+        row("server CPU ms per query", "server_cpu_per_query_ms", "%.3f")
+    }
     if ("muc_rooms" in M || "muc_rooms" in P) {
         row("rooms", "muc_rooms", "%d")
         row("occupants per room", "muc_occupants", "%d")

@@ -70,7 +70,10 @@ struct held {
     struct held *next;
 };
 
-static struct blist *lists;
+/* The users with a bound session, hashed by bare JID (every stanza to or
+ * from a client looks its user up: a list scan cost O(online users)). */
+static struct blist **buckets;
+static size_t n_buckets, n_lists;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static char *xstrdup(const char *s)
@@ -115,17 +118,54 @@ static void strv_free(struct strv *s)
     s->n = 0;
 }
 
+static size_t bucket_of(const char *bare, size_t nb)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)bare; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return (size_t)(h % nb);
+}
+
 static struct blist *find(const char *bare)
 {
-    for (struct blist *b = lists; b; b = b->next)
+    if (!n_buckets)
+        return NULL;
+    for (struct blist *b = buckets[bucket_of(bare, n_buckets)]; b; b = b->next)
         if (strcmp(b->bare, bare) == 0)
             return b;
     return NULL;
 }
 
+/* Adds b to the table, doubling it when it holds as many lists as buckets. */
+static void blist_insert(struct blist *b)
+{
+    if (n_lists >= n_buckets) {
+        size_t nb = n_buckets ? 2 * n_buckets : 256;
+        struct blist **nv = calloc(nb, sizeof *nv);
+        if (!nv)
+            abort();
+        for (size_t i = 0; i < n_buckets; i++)
+            while (buckets[i]) {
+                struct blist *x = buckets[i];
+                buckets[i] = x->next;
+                size_t k = bucket_of(x->bare, nb);
+                x->next = nv[k];
+                nv[k] = x;
+            }
+        free(buckets);
+        buckets = nv;
+        n_buckets = nb;
+    }
+    size_t k = bucket_of(b->bare, n_buckets);
+    b->next = buckets[k];
+    buckets[k] = b;
+    n_lists++;
+}
+
 static void blist_free(struct blist *b)
 {
-    for (struct blist **pp = &lists; *pp; pp = &(*pp)->next)
+    n_lists--;
+    for (struct blist **pp = &buckets[bucket_of(b->bare, n_buckets)]; *pp; pp = &(*pp)->next)
         if (*pp == b) {
             *pp = b->next;
             break;
@@ -406,8 +446,7 @@ static void session_started(mp_session *s, void *ud)
         b->bare = xstrdup(j->bare);
         b->host = xstrdup(j->domain);
         b->local = xstrdup(j->local);
-        b->next = lists;
-        lists = b;
+        blist_insert(b);
         load = 1;
     }
     b->sessions++;
@@ -585,8 +624,12 @@ static int load(mp_module *m)
 static void unload(mp_module *m)
 {
     (void)m;
-    while (lists)
-        blist_free(lists);
+    for (size_t i = 0; i < n_buckets; i++)
+        while (buckets[i])
+            blist_free(buckets[i]);
+    free(buckets);
+    buckets = NULL;
+    n_buckets = n_lists = 0;
 }
 
 MP_MODULE_DECLARE("blocking", "XEP-0191 Blocking Command", options, load, unload, NULL);

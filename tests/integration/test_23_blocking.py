@@ -178,13 +178,51 @@ def t05_enforced_from_the_first_stanza(srv):
             closeall(c)
 
 
+def t06_many_users_online(srv):
+    """More users online than the first size of the module's table of
+    blocklists (256 buckets, doubled when full): every user's list is still
+    found after the table grew — a block by every 37th user is enforced,
+    the others get the message."""
+    n = 300
+    users = ['many%d' % i for i in range(n)]
+    for u in users:
+        srv.add_user(u, pw(u))
+    cs = []
+    e = None
+    try:
+        for u in users:
+            c = RawClient(srv.c2s_port)
+            cs.append(c)
+            c.login(u, pw(u), resource='m')
+            c.presence()
+        blockers = set(range(0, n, 37))
+        for i in sorted(blockers):
+            r = block(cs[i], 'eve@localhost')
+            check(r.get('type') == 'result', tostr(r))
+        e = login(srv, 'eve', 'e')
+        for i in sorted(blockers | set(range(5, n, 23))):
+            mid = e.message('many%d@localhost/m' % i, 'hello %d' % i)
+            if i in blockers:
+                expect_error(e, 'message', 'service-unavailable', lambda x, mid=mid: x.get('id') == mid)
+            else:
+                cs[i].wait_for('message', lambda x, i=i: body_of(x) == 'hello %d' % i)
+        no_message(e, 0.3, lambda x: x.get('type') == 'error')
+    finally:
+        closeall(*cs)
+        if e:
+            closeall(e)
+
+
 TESTS = [t01_disco_and_empty_list, t02_block_enforced_both_ways, t03_domain_and_unblock_all,
-         t04_kept_across_restart, t05_enforced_from_the_first_stanza]
+         t04_kept_across_restart, t05_enforced_from_the_first_stanza, t06_many_users_online]
 
 
 def main():
     try:
-        srv = MagpieServer(args.builddir, workers=args.workers, modules=MODULES)
+        # t06 holds 300 connections from 127.0.0.1 (default limit 256)
+        srv = MagpieServer(args.builddir, workers=args.workers, modules=MODULES,
+                           limits={'max_connections_per_address': 1000,
+                                   'connection_burst_per_address': 1000})
         srv.__enter__()
     except Exception as e:
         R.fail('23.00 blocking_server_start', e)
