@@ -12,7 +12,9 @@ still stored offline and delivered at login. A message without body
 notifies nobody; after <disable/> nothing comes; an error answer from the
 app server removes the registration; registrations survive a restart and
 go with the account; bursts are coalesced by min_interval; only the
-account itself can enable, at most max_registrations app servers."""
+account itself can enable, at most max_registrations app servers; a
+message held for a detached XEP-0198 session notifies too, and the resumed
+session gets it once."""
 
 import time
 
@@ -268,6 +270,44 @@ def t10_max_registrations(srv):
         closeall(c)
 
 
+def t11_detached_session():
+    """XEP-0198 + push: a message that arrives while the user's only session
+    is detached (connection lost, waiting to be resumed) notifies the app
+    server; the resumed session then gets the message once."""
+    with MagpieServer(args.builddir, workers=args.workers,
+                      modules=BASE + ['sm', '{ name = "push"; min_interval = 0; }']) as srv:
+        for u in ('pusher', 'sender', 'pushsrv'):
+            srv.add_user(u, u + '-pw')
+        sender = online(srv, 'sender', 'sender-pw', 's')
+        app = online(srv, 'pushsrv', 'pushsrv-pw', 'app')
+        c = online(srv, 'pusher', 'pusher-pw', 'phone')
+        try:
+            enable(c, 'node-11')
+            c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            en = c.wait_for('enabled', timeout=10)
+            check(en.get('resume') in ('true', '1'), tostr(en))
+            c.sock.close()  # lost, not closed: the session waits for a resume
+            time.sleep(0.5)
+            sender.message('pusher@localhost', 'while detached')
+            iq, node, summary, _ = next_push(app)
+            check(node == 'node-11' and summary.get('message-count') == '1',
+                  'notification: %s' % tostr(iq))
+            r = RawClient(srv.c2s_port)
+            r.open_stream()
+            r.starttls()
+            check(r.auth('pusher', 'pusher-pw'), 'auth before resume')
+            r.open_stream()
+            r.send("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % en.get('id'))
+            res = r.wait_for(None, lambda e: e.tag.split('}')[-1] in ('resumed', 'failed'), timeout=10)
+            check(res.tag.endswith('}resumed'), 'resume: %s' % tostr(res))
+            m = r.wait_for('message', lambda e: child(e, 'body') is not None, timeout=10)
+            check(child(m, 'body').text == 'while detached', tostr(m))
+            no_stanza(r, 'message', 1.0, lambda e: child(e, 'body') is not None)
+            r.close()
+        finally:
+            closeall(sender, app)
+
+
 def main():
     try:
         srv = MagpieServer(args.builddir, workers=args.workers,
@@ -305,6 +345,7 @@ def main():
         srv.__exit__(None, None, None)
     except Exception as e:
         R.fail('69.99 push_clean_shutdown', e)
+    R.run('69.11 push_for_detached_sm_session', t11_detached_session)
     R.exit()
 
 
