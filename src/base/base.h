@@ -76,6 +76,8 @@ size_t mp_slab_mapped(void);
  * ("2001:db8:1:2::/64"); "local" for other families. */
 struct sockaddr;
 void mp_addr_key(const struct sockaddr *sa, char *key, size_t len);
+/* Room for any key: the longest is an IPv6 /64, 21 + 3 characters. */
+#define MP_ADDR_KEY_LEN 25
 
 /* backpressure between bounded queues and their senders */
 struct mp_waitq;

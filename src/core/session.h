@@ -35,15 +35,15 @@ struct mp_session_ops {
 struct mp_session_base {
     const struct mp_session_ops *ops;
     atomic_int refs;
+    int moving; /* moving to this worker: see held */
     uint64_t id;         /* stable for the session's life, unique in the process */
     struct mp_worker *w; /* owner; changes only by a handover (takeover) */
     mp_jid jid;          /* bound full JID (empty until bound) */
     struct mp_waitq *outq;
     void **mod_data; /* per-module slots (mp_session_set_data) */
     size_t n_mod_data;
-    /* moving to this worker (router.c): deliveries wait in held until the
-     * old worker has forwarded what it had; owner's thread only */
-    int moving;
+    /* while moving to this worker (router.c), deliveries wait in held until
+     * the old worker has forwarded what it had; owner's thread only */
     mp_stanza **held;
     size_t n_held, cap_held;
 };

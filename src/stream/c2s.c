@@ -63,34 +63,36 @@ struct mp_session {
     mp_xmlstream *parser;           /* the connection's stream; NULL while detached */
     /* stanzas waiting while detached: a ring of references, oldest first */
     mp_stanza **pending;
-    size_t pending_head, pending_n, pending_cap;
+    uint32_t pending_head, pending_n, pending_cap; /* at most MP_SESSION_QUEUE_MAX */
     unsigned tls : 1, authed : 1, bound : 1, header_sent : 1, closing : 1, dead : 1,
         starttls_pending : 1, read_paused : 1, waiting_creds : 1, addr_counted : 1,
-        sm : 1;          /* stream management (mp_session_manage): counts, `sent` */
+        sm : 1,            /* stream management (mp_session_manage): counts, `sent` */
+        auth_delayed : 1; /* a SASL failure answer waits for auth_timer */
     unsigned blocked;    /* full queues this session waits on before reading again */
+    /* stream management: stanzas received from the client since it was
+     * enabled (mod 2^32); in_open below: those of them not handled yet
+     * (their acknowledgement token is deferred), oldest first */
+    uint32_t in_seq;
     struct event *stall; /* output_stall_timeout check while congested */
     uint64_t written;    /* bytes the socket has taken, ever */
     uint64_t stall_mark; /* `written` when the stall check was armed */
-    char addr_key[48];   /* per-address accounting key (mp_addr_key: at most 24 chars) */
     char *host;          /* stream's 'to', normalised */
+    /* 58 bytes of strings, then 32-bit counts: little padding */
+    char addr_key[MP_ADDR_KEY_LEN]; /* per-address accounting key (mp_addr_key) */
     char stream_id[17];
-    char lang[36]; /* client stream's xml:lang, "" if none */
+    char lang[16]; /* client stream's xml:lang, "" if none or not a tag of at most
+                    * 15 characters (RFC 5646 tags in use are shorter: "zh-Hant-TW") */
+    uint32_t in_open_n, in_open_cap;
+    int sasl_failures;
+    uint32_t *in_open;
     mp_sasl *sasl;
     mp_timer *auth_timer; /* delays a throttled SASL failure answer */
-    int sasl_failures;
-    int auth_delayed; /* a failure answer waits for auth_timer */
     char *user;           /* authenticated username */
     struct event *timer;  /* negotiation, then close grace */
     double last_read;
     double parser_idle_since;
     double detach_deadline; /* when a detached session ends */
     double resume_timeout;  /* > 0: losing the connection detaches */
-    /* stream management: stanzas received from the client since it was
-     * enabled (mod 2^32), and those of them not handled yet (their
-     * acknowledgement token is deferred), oldest first */
-    uint32_t in_seq;
-    uint32_t *in_open;
-    size_t in_open_n, in_open_cap;
     struct mp_timer *timers;
     /* "host:port" for logs: the transport's own string while attached, a
      * copy once the connection is gone (keep_peer) */
@@ -1467,9 +1469,9 @@ static int pending_push(mp_session *s, mp_stanza *st)
     if (s->pending_n >= MP_SESSION_QUEUE_MAX)
         return MAGPIE_ERR;
     if (s->pending_n == s->pending_cap) {
-        size_t cap = s->pending_cap ? 2 * s->pending_cap : 16;
+        uint32_t cap = s->pending_cap ? 2 * s->pending_cap : 16;
         mp_stanza **v = mp_malloc(cap * sizeof *v);
-        for (size_t i = 0; i < s->pending_n; i++)
+        for (uint32_t i = 0; i < s->pending_n; i++)
             v[i] = s->pending[(s->pending_head + i) % s->pending_cap];
         free(s->pending);
         s->pending = v;
@@ -1595,7 +1597,7 @@ static void adopt(mp_session *s, mp_session *from, int resume, void *arg)
     s->last_read = s->parser_idle_since = mp_now();
     c2s_destroy(from); /* the connection (and its count) went to s */
     mp_log(MP_LOG_DEBUG,
-           "c2s %s: session %" PRIu64 " (%s) attached on worker %d, %zu stanza(s) waited", s->peer,
+           "c2s %s: session %" PRIu64 " (%s) attached on worker %d, %u stanza(s) waited", s->peer,
            s->base.id, s->base.jid.full, s->base.w->id, s->pending_n);
     if (resume) {
         /* <resumed/> and what the client has not acknowledged go first;
