@@ -8,10 +8,13 @@
 #     magpied's VmRSS before and after: KiB per device.
 #  2. the same for Mosquitto (Debian) holding DEVICES idle MQTT clients
 #     (bench/mqtt-idle): KiB per client, and the ratio.
-#  3. trigger-to-ACK latency: XMPP messages to device JIDs at each rate in
-#     RATES (bench/magpie-loadgen --gw-domain), every command durable before
-#     it is accepted; send -> <accepted/> and send -> XEP-0184 receipt (the
-#     device ACKed, the end of the command durable), p50/p99.
+#  3. trigger-to-ACK latency at each rate in RATES, for each trigger in
+#     TRIGGERS: "http" (bench/gw-http POSTs to the HTTP API, with an
+#     idempotency key) and "xmpp" (bench/magpie-loadgen --gw-domain: messages
+#     to device JIDs); every command durable before it is accepted. Measured:
+#     trigger -> acceptance (201 / <accepted/>), trigger -> the device's ACK
+#     (by the device: mgw-sim --latency), and for xmpp trigger -> XEP-0184
+#     receipt (sent once the command's end is durable too); p50/p99.
 #
 #   bench/gateway.sh                                  # 2000 devices, 1000 and 5000 commands/s
 #   DEVICES=19000 HOLD=30 bench/gateway.sh            # the most one process may hold here
@@ -23,7 +26,9 @@
 # RSS sample), HEARTBEAT (30 s: the devices' PING interval), SERVERS ("magpie
 # mosquitto"), RATES ("1000 5000" commands/s; empty: no latency phase; node 1
 # only), LAT_DURATION (10 s per rate), LAT_DEVICES (200: devices addressed, on a
-# simulator of their own), SENDERS (10 XMPP sessions sending), MAGPIE_WORKERS
+# simulator of their own), TRIGGERS ("http xmpp"), SENDERS (50 XMPP sessions
+# sending; each stays under the default limits.rate of 64 KiB/s at 5000/s),
+# HTTP_CONNS (64 keep-alive connections of the HTTP trigger), MAGPIE_WORKERS
 # (1), STORAGE_THREADS (2: storage.threads), SIM_CONCURRENCY (200: device handshakes in flight per simulator), BUILD (the build directory: magpied, magpiectl, modules/.libs,
 # sdk/sim/mgw-sim, bench/*; default: the first of ., build-rel, build that has
 # a magpied; use a build without --enable-sanitizers: ASan multiplies memory),
@@ -42,7 +47,10 @@ SERVERS=${SERVERS:-magpie mosquitto}
 RATES=${RATES-1000 5000}
 LAT_DURATION=${LAT_DURATION:-10}
 LAT_DEVICES=${LAT_DEVICES:-200}
-SENDERS=${SENDERS:-10}
+SENDERS=${SENDERS:-50}
+TRIGGERS=${TRIGGERS-http xmpp}
+HTTP_CONNS=${HTTP_CONNS:-64}
+TOKEN=bench-token-0123456789
 MAGPIE_WORKERS=${MAGPIE_WORKERS:-1}
 SIM_CONCURRENCY=${SIM_CONCURRENCY:-200}
 STORAGE_THREADS=${STORAGE_THREADS:-2}
@@ -64,7 +72,7 @@ LOG_TAG=gateway
 TMP=$(mktemp -d /tmp/magpie-gw.XXXXXX)
 DEADLINE=$(($(date +%s) + MAX_SECS))
 PIDS=() # every process started here, stopped in reverse order
-declare -a NPID SPID GPORT CPORT CONF RSS0 RSS1 READY
+declare -a NPID SPID GPORT CPORT HPORT CONF RSS0 RSS1 READY
 
 cleanup() {
     local rc=$? i
@@ -111,11 +119,11 @@ sched_ms() {
 # count_lines FILE REGEX
 count_lines() { local n; n=$(grep -c "$2" "$1" 2>/dev/null || true); echo "${n:-0}"; }
 
-for f in magpied magpiectl sdk/sim/mgw-sim bench/magpie-loadgen bench/mqtt-idle \
+for f in magpied magpiectl sdk/sim/mgw-sim bench/magpie-loadgen bench/mqtt-idle bench/gw-http \
     modules/.libs/mod_gateway.so; do
     [ -e "$BUILD/$f" ] || {
         log "missing $BUILD/$f: make magpied magpiectl modules/mod_gateway.la modules/mod_ping.la" \
-            "sdk/sim/mgw-sim bench/magpie-loadgen bench/mqtt-idle"
+            "sdk/sim/mgw-sim bench/magpie-loadgen bench/mqtt-idle bench/gw-http"
         exit 1
     }
 done
@@ -131,7 +139,8 @@ fi
 echo "# bench/gateway.sh $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n): $(nproc) cores," \
     "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), RLIMIT_NOFILE $NOFILE"
 echo "# NODES=$NODES DEVICES=$DEVICES HOLD=$HOLD HEARTBEAT=$HEARTBEAT SERVERS=\"$SERVERS\"" \
-    "RATES=\"$RATES\" LAT_DURATION=$LAT_DURATION LAT_DEVICES=$LAT_DEVICES SENDERS=$SENDERS" \
+    "RATES=\"$RATES\" TRIGGERS=\"$TRIGGERS\" LAT_DURATION=$LAT_DURATION LAT_DEVICES=$LAT_DEVICES" \
+    "SENDERS=$SENDERS HTTP_CONNS=$HTTP_CONNS" \
     "MAGPIE_WORKERS=$MAGPIE_WORKERS STORAGE_THREADS=$STORAGE_THREADS"
 echo "# magpie $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$TOP" diff --quiet HEAD 2>/dev/null || echo '+dirty')," \
     "build $BUILD; $( (mosquitto -h 2>/dev/null || true) | head -n 1);" \
@@ -147,13 +156,14 @@ for ((s = 1; s <= 2 * SENDERS; s++)); do ADMINS="$ADMINS gwbench$s@localhost"; d
 # every connection counts against limits.max_connections, the devices'
 # (module listener) included: room for all of them, the latency devices
 # and the load generator's sessions
-MAXCONN=$((DEVICES + LAT_DEVICES + 2 * SENDERS + 100))
+MAXCONN=$((DEVICES + LAT_DEVICES + 2 * SENDERS + HTTP_CONNS + 100))
 if [ $DO_MAGPIE = 1 ]; then
     for ((i = 1; i <= NODES; i++)); do
         d=$TMP/n$i
         mkdir -p "$d/state"
         GPORT[$i]=$(free_port)
         CPORT[$i]=$(free_port)
+        HPORT[$i]=$(free_port)
         CONF[$i]=$d/magpie.conf
         cat >"${CONF[$i]}" <<EOF
 state_dir = "$d/state";
@@ -161,14 +171,15 @@ module_dir = "$BUILD/modules/.libs";
 workers = $MAGPIE_WORKERS;
 log = { level = "warn"; file = "-"; };
 hosts = ( { domain = "localhost"; } );
-listeners = ( { type = "c2s"; address = "127.0.0.1"; port = ${CPORT[$i]}; } );
+listeners = ( { type = "c2s"; address = "127.0.0.1"; port = ${CPORT[$i]}; },
+              { type = "http"; address = "127.0.0.1"; port = ${HPORT[$i]}; } );
 storage = { driver = "sqlite"; threads = $STORAGE_THREADS; };
 limits = { max_connections = $MAXCONN; max_connections_per_address = $MAXCONN; };
 security = { scram_iterations = 4096; };
 modules = ( "ping",
             { name = "gateway"; domain = "$GWDOMAIN"; address = "127.0.0.1";
               port = ${GPORT[$i]}; heartbeat = $HEARTBEAT; handshake_timeout = 300;
-              admins = "${ADMINS# }"; } );
+              admins = "${ADMINS# }"; api_tokens = "$TOKEN"; } );
 EOF
         # magpiectl creates the database; the senders are admins of the gateway
         for ((s = 1; s <= 2 * SENDERS; s++)); do
@@ -339,11 +350,36 @@ echo "RESULT-GWMEM nodes=$NODES devices=${sumr:-0} magpie_kib_per_device=${MG_PE
     "mosquitto_clients=${MQ_OK:-0} mosquitto_kib_per_client=${MQ_PER:-na} disconnected=${DISC:-0}"
 
 # ---------------------------------------------------------------- latency (node 1)
+# sim_latency: asks the latency simulator for its histogram since the last
+# call (SIGUSR1) and prints "p50 p99" of trigger -> the device's ACK
+sim_latency() {
+    local before after i line
+    before=$(count_lines "$TMP/n1/lat-sim.out" '^LATENCY')
+    kill -USR1 "$LSIM"
+    for i in $(seq 1 50); do
+        after=$(count_lines "$TMP/n1/lat-sim.out" '^LATENCY')
+        [ "$after" -gt "$before" ] && break
+        sleep 0.1
+    done
+    line=$(grep '^LATENCY' "$TMP/n1/lat-sim.out" | tail -n 1)
+    echo "$line" | awk '{ for (k = 2; k <= NF; k++) { split($k, kv, "="); a[kv[1]] = kv[2] } }
+        END { printf "%s %s %s %s\n", a["n"], a["p50_ms"] == "" ? "na" : a["p50_ms"],
+              a["p99_ms"] == "" ? "na" : a["p99_ms"], a["max_ms"] == "" ? "na" : a["max_ms"] }'
+}
+# counters_line RATE TRIGGER SCHED0: magpied's CPU and run-queue wait during
+# the run, the machine's load and the gateway counters (cumulative)
+counters_line() {
+    local c0 w0 c1 w1
+    read -r c0 w0 <<<"$3"
+    read -r c1 w1 <<<"$(sched_ms "${NPID[1]}")"
+    echo "COUNTERS-GWLAT trigger=$2 rate=$1 load=$(cut -d' ' -f1 /proc/loadavg) cpu_ms=$((c1 - c0)) runq_wait_ms=$((w1 - w0)) $("$BUILD/magpiectl" -c "${CONF[1]}" status 2>/dev/null |
+        awk '/gateway_(commands_accepted|commands_acked|ack_latency_ms_total|accept_latency_us_total|end_latency_us_total|commands_retried)/ { printf "%s=%s ", $1, $2 }')"
+}
 if [ $DO_MAGPIE = 1 ] && [ -n "$RATES" ]; then
     echo
-    echo "## trigger-to-ACK latency (node 1: XMPP message -> COMMAND -> ACK -> XEP-0184 receipt)"
+    echo "## trigger-to-ACK latency (node 1; triggers: $TRIGGERS)"
     $PY "$HERE/devices.py" "$TMP/n1/state/magpie.db" "$GWDOMAIN" "l%d" 1 "$LAT_DEVICES" "$TMP/n1/lat-devices"
-    "$BUILD/sdk/sim/mgw-sim" --port "${GPORT[1]}" --devices "$TMP/n1/lat-devices" >"$TMP/n1/lat-sim.out" 2>&1 &
+    "$BUILD/sdk/sim/mgw-sim" --latency --port "${GPORT[1]}" --devices "$TMP/n1/lat-devices" >"$TMP/n1/lat-sim.out" 2>&1 &
     PIDS+=("$!")
     LSIM=$!
     while [ "$(count_lines "$TMP/n1/lat-sim.out" '^READY')" -lt "$LAT_DEVICES" ]; do
@@ -351,39 +387,60 @@ if [ $DO_MAGPIE = 1 ] && [ -n "$RATES" ]; then
         kill -0 "$LSIM" 2>/dev/null || { log "latency mgw-sim exited"; exit 1; }
         sleep 0.5
     done
-    printf '%-8s %8s %8s %8s %8s %9s %9s %9s %9s %9s %10s\n' rate sent accepted receipts errors \
-        acc_p50 acc_p99 ack_p50 ack_p99 ack_max cpu_us/cmd
+    printf '%-7s %-6s %8s %8s %8s %6s %8s %8s %8s %8s %8s %8s %9s %8s\n' trigger rate sent \
+        accepted acked errors acc_p50 acc_p99 ack_p50 ack_p99 ack_max rcpt_p99 cpu_us/cmd runq_ms
     for r in $RATES; do
-        check_deadline
-        out=$TMP/n1/lat-$r.out
-        sched0=$(sched_ms "${NPID[1]}")
-        "$BUILD/bench/magpie-loadgen" --port "${CPORT[1]}" --domain localhost --users "gwbench%d" \
-            --password "$PASSWORD" --sessions $((2 * SENDERS)) --pairs "$SENDERS" \
-            --concurrency "$SENDERS" --hold 1 --rate "$r" --duration "$LAT_DURATION" --drain 10 \
-            --gw-domain "$GWDOMAIN" --gw-devices "$LAT_DEVICES" --gw-fmt "l%d" \
-            --server-pid "${NPID[1]}" >"$out" 2>"$out.err" || true
-        line=$(grep '^RESULT ' "$out" || true)
-        if [ -z "$line" ]; then
-            log "loadgen at rate $r failed:"; tail -n 5 "$out" "$out.err" >&2; continue
-        fi
-        echo "$line" | awk -v r="$r" '
-            { for (k = 2; k <= NF; k++) { split($k, kv, "="); a[kv[1]] = kv[2] } }
-            END { printf "%-8s %8s %8s %8s %8s %9s %9s %9s %9s %9s %10s\n", r, a["msgs_sent"],
-                  a["gw_accepted"], a["msgs_received"] - a["gw_errors"], a["gw_errors"],
-                  a["acc_p50_ms"], a["acc_p99_ms"], a["lat_p50_ms"], a["lat_p99_ms"],
-                  a["lat_max_ms"], a["server_cpu_per_msg_us"] }'
-        echo "RESULT-GWLAT rate=$r ${line#RESULT }" >>"$TMP/lat-results"
-        # the server's own view: its threads' CPU time and time runnable but
-        # waiting for a CPU during this rate's run (schedstat), and the gateway
-        # counters (cumulative over the rates)
-        read -r c0 w0 <<<"$sched0"
-        read -r c1 w1 <<<"$(sched_ms "${NPID[1]}")"
-        echo "COUNTERS-GWLAT rate=$r load=$(cut -d' ' -f1 /proc/loadavg) cpu_ms=$((c1 - c0)) runq_wait_ms=$((w1 - w0)) $("$BUILD/magpiectl" -c "${CONF[1]}" status 2>/dev/null |
-            awk '/gateway_(commands_accepted|commands_acked|ack_latency_ms_total|accept_latency_us_total|end_latency_us_total|commands_retried)/ { printf "%s=%s ", $1, $2 }')" >>"$TMP/lat-results"
-        sleep 2
+        for trig in $TRIGGERS; do
+            check_deadline
+            out=$TMP/n1/lat-$trig-$r.out
+            sim_latency >/dev/null # a new histogram for this run
+            sched0=$(sched_ms "${NPID[1]}")
+            cpu0=$(cpu_s "${NPID[1]}")
+            case $trig in
+            http)
+                "$BUILD/bench/gw-http" --port "${HPORT[1]}" --token "$TOKEN" --devices "$LAT_DEVICES" \
+                    --fmt "l%d" --rate "$r" --duration "$LAT_DURATION" --conns "$HTTP_CONNS" \
+                    --drain 10 >"$out" 2>"$out.err" || true
+                line=$(grep '^RESULT-HTTP ' "$out" || true)
+                ;;
+            xmpp)
+                "$BUILD/bench/magpie-loadgen" --port "${CPORT[1]}" --domain localhost --users "gwbench%d" \
+                    --password "$PASSWORD" --sessions $((2 * SENDERS)) --pairs "$SENDERS" \
+                    --concurrency "$SENDERS" --hold 1 --rate "$r" --duration "$LAT_DURATION" --drain 10 \
+                    --gw-domain "$GWDOMAIN" --gw-devices "$LAT_DEVICES" --gw-fmt "l%d" \
+                    --server-pid "${NPID[1]}" >"$out" 2>"$out.err" || true
+                line=$(grep '^RESULT ' "$out" || true)
+                ;;
+            *) log "unknown trigger $trig"; exit 1 ;;
+            esac
+            sleep 1 # the last ACKs
+            cpu1=$(cpu_s "${NPID[1]}")
+            read -r dn dp50 dp99 dmax <<<"$(sim_latency)"
+            if [ -z "$line" ]; then
+                log "$trig trigger at rate $r failed:"; tail -n 5 "$out" "$out.err" >&2; continue
+            fi
+            counters=$(counters_line "$r" "$trig" "$sched0")
+            runq=$(echo "$counters" | sed -n 's/.*runq_wait_ms=\([0-9]*\).*/\1/p')
+            echo "$line" | awk -v r="$r" -v t="$trig" -v dn="$dn" -v dp50="$dp50" -v dp99="$dp99" \
+                -v dmax="$dmax" -v c0="$cpu0" -v c1="$cpu1" -v runq="$runq" '
+                { for (k = 2; k <= NF; k++) { split($k, kv, "="); a[kv[1]] = kv[2] } }
+                END {
+                    if (t == "http") { sent = a["sent"]; acc = a["ok"]; err = a["errors"] + a["unanswered"];
+                                       ap50 = a["acc_p50_ms"]; ap99 = a["acc_p99_ms"]; rc = "-" }
+                    else { sent = a["msgs_sent"]; acc = a["gw_accepted"]; err = a["gw_errors"];
+                           ap50 = a["acc_p50_ms"]; ap99 = a["acc_p99_ms"]; rc = a["lat_p99_ms"] }
+                    printf "%-7s %-6s %8s %8s %8s %6s %8s %8s %8s %8s %8s %8s %9.1f %8s\n", t, r, sent,
+                           acc, dn, err, ap50, ap99, dp50, dp99, dmax, rc,
+                           (sent > 0 ? (c1 - c0) * 1e6 / sent : 0), runq }'
+            echo "RESULT-GWLAT trigger=$trig rate=$r device_acked=$dn ack_p50_ms=$dp50 ack_p99_ms=$dp99 ack_max_ms=$dmax ${line#RESULT* }" >>"$TMP/lat-results"
+            echo "$counters" >>"$TMP/lat-results"
+            sleep 2
+        done
     done
-    echo "(milliseconds; acc = send -> <accepted/> (the command is durable), ack = send -> receipt"
-    echo " (the device ACKed and the end is durable); sent/received rates: see the RESULT lines)"
+    echo "(milliseconds; acc = trigger -> 201 / <accepted/> (the command is durable); ack = trigger ->"
+    echo " the device's ACK, measured by the device; rcpt = trigger -> XEP-0184 receipt (the end is"
+    echo " durable too; xmpp only); cpu_us/cmd: magpied's CPU over the run incl. drain / commands sent;"
+    echo " runq_ms: time magpied's threads were runnable but had no CPU)"
     cat "$TMP/lat-results" 2>/dev/null || true
 fi
 if [ $DO_MAGPIE = 1 ]; then

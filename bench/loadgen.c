@@ -1502,10 +1502,13 @@ static void send_test_message(struct sess *a, struct sess *b)
         /* a command to the next device, receipt requested */
         char dev[128];
         snprintf(dev, sizeof dev, opt.gw_fmt, (int)(E.gw_next++ % opt.gw_devices + 1));
+        /* the body is the COMMAND payload: the send time again, for the
+         * device-side trigger-to-ACK histogram (mgw-sim --latency) */
+        uint64_t t = mono_ns();
         sess_send(a,
-                  "<message to='%s@%s' type='chat' id='g%" PRIu64 "'><body>c%ld</body>"
+                  "<message to='%s@%s' type='chat' id='g%" PRIu64 "'><body>t=%" PRIu64 "</body>"
                   "<request xmlns='urn:xmpp:receipts'/></message>",
-                  dev, opt.gw_domain, mono_ns(), E.msg.sent);
+                  dev, opt.gw_domain, t, t);
         E.msg.sent++;
         E.msg.last_send = mono_ns();
         return;

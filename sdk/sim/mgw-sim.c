@@ -7,7 +7,13 @@
  *   mgw-sim --port P [--host A] --device ID:SECRETHEX ... | --devices FILE
  *           [--result N] [--drop-before-ack K] [--duplicates]
  *           [--silent-after S] [--uplink TEXT] [--exit-after N]
- *           [--duration S] [--no-reconnect] [--concurrency N]
+ *           [--duration S] [--no-reconnect] [--concurrency N] [--latency]
+ *
+ * --latency (bench/gateway.sh): a command whose payload starts with
+ * "t=<CLOCK_MONOTONIC ns>" (the trigger's send time, same machine) adds
+ * (time its ACK was written - t) to a histogram; SIGUSR1 prints
+ * "LATENCY n=N p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.." and starts a new
+ * one. That is trigger-to-ACK as the device sees it.
  *
  * FILE holds one "ID SECRETHEX" per line. One line per event on stdout:
  *   READY id | COMMAND id msg_id ttl payload | DUPLICATE id msg_id |
@@ -48,6 +54,7 @@ struct sim_dev {
     uint32_t reconnect_at; /* ms; 0: now */
     unsigned backoff_ms;
     int uplink_sent;
+    uint64_t lat_t; /* --latency: trigger time of the command being ACKed */
 };
 
 static struct sim_dev *devs;
@@ -65,6 +72,63 @@ static double duration = -1;
 static int reconnect = 1;
 static long concurrency; /* handshakes in flight at once (0: no limit) */
 static uint32_t t0;
+static int latency;                   /* --latency */
+static uint32_t *lat_us;              /* samples of the current histogram */
+static size_t lat_n, lat_cap;
+static volatile sig_atomic_t lat_report; /* SIGUSR1 */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void lat_add(uint64_t t)
+{
+    uint64_t now = now_ns();
+    uint64_t us = now > t ? (now - t) / 1000 : 0;
+    if (lat_n == lat_cap) {
+        size_t cap = lat_cap ? 2 * lat_cap : 65536;
+        uint32_t *v = realloc(lat_us, cap * sizeof *v);
+        if (!v)
+            return;
+        lat_us = v;
+        lat_cap = cap;
+    }
+    lat_us[lat_n++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double lat_pct(double p)
+{
+    size_t i = (size_t)(p * (double)lat_n);
+    return lat_us[i < lat_n ? i : lat_n - 1] / 1000.0;
+}
+
+static void lat_print(void)
+{
+    if (lat_n) {
+        qsort(lat_us, lat_n, sizeof *lat_us, cmp_u32);
+        printf("LATENCY n=%zu p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f\n", lat_n,
+               lat_pct(0.50), lat_pct(0.90), lat_pct(0.99), lat_us[lat_n - 1] / 1000.0);
+    } else {
+        printf("LATENCY n=0\n");
+    }
+    fflush(stdout);
+    lat_n = 0;
+}
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    lat_report = 1;
+}
 
 static uint32_t now_ms(void)
 {
@@ -94,6 +158,15 @@ static int io_send(void *io, const uint8_t *buf, size_t len)
         d->drop_ack = 0;
         say("DROP %s %u", d->id, (unsigned)d->drop_id);
         return -1;
+    }
+    if (d->lat_t && len >= 3 && buf[2] == MGW_ACK) {
+        /* the ACK of a timed command: counted once it is written below */
+        uint64_t t = d->lat_t;
+        d->lat_t = 0;
+        int rc = io_send(io, buf, len);
+        if (rc == 0)
+            lat_add(t);
+        return rc;
     }
     int times = duplicates && len >= 3 && (buf[2] == MGW_ACK || buf[2] == MGW_UPLINK) ? 2 : 1;
     for (int t = 0; t < times; t++) {
@@ -145,6 +218,12 @@ static int on_command(void *app, struct mgw *m, uint32_t id, const uint8_t *p, s
     struct sim_dev *d = app;
     say("COMMAND %s %u %u %.*s", d->id, (unsigned)id, (unsigned)ttl, (int)len, (const char *)p);
     acted++;
+    if (latency && len > 2 && p[0] == 't' && p[1] == '=') {
+        uint64_t t = 0;
+        for (size_t i = 2; i < len && p[i] >= '0' && p[i] <= '9'; i++)
+            t = t * 10 + (uint64_t)(p[i] - '0');
+        d->lat_t = t;
+    }
     if (drop_left > 0) {
         drop_left--;
         d->drop_ack = 1;
@@ -262,7 +341,9 @@ static void usage(void)
                     "FILE)\n"
                     "  [--result N] [--drop-before-ack K] [--duplicates] [--silent-after S]\n"
                     "  [--uplink TEXT] [--exit-after N] [--duration S] [--no-reconnect]\n"
-                    "  [--concurrency N]   (at most N handshakes at once; default: no limit)\n");
+                    "  [--concurrency N]   (at most N handshakes at once; default: no limit)\n"
+                    "  [--latency]         (trigger-to-ACK histogram of \"t=<ns>\" payloads, "
+                    "printed on SIGUSR1)\n");
 }
 
 int main(int argc, char **argv)
@@ -281,6 +362,7 @@ int main(int argc, char **argv)
         {"duration", required_argument, NULL, 't'},
         {"no-reconnect", no_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'c'},
+        {"latency", no_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -344,6 +426,9 @@ int main(int argc, char **argv)
         case 'c':
             concurrency = atol(optarg);
             break;
+        case 'L':
+            latency = 1;
+            break;
         default:
             goto bad;
         }
@@ -351,6 +436,10 @@ int main(int argc, char **argv)
     if (port <= 0 || ndevs == 0)
         goto bad;
     signal(SIGPIPE, SIG_IGN);
+    if (latency) {
+        struct sigaction sa = {.sa_handler = on_usr1};
+        sigaction(SIGUSR1, &sa, NULL); /* no SA_RESTART: poll returns EINTR */
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     struct pollfd *pfd = calloc(ndevs, sizeof *pfd);
     if (!pfd)
@@ -404,6 +493,10 @@ int main(int argc, char **argv)
         int n = poll(pfd, ndevs, 50);
         if (n < 0 && errno != EINTR)
             break;
+        if (lat_report) {
+            lat_report = 0;
+            lat_print();
+        }
         now = now_ms();
         /* a device is looked at when its socket has something, and every
          * 200 ms for its timers (heartbeat, handshake): with thousands of
@@ -449,6 +542,7 @@ int main(int argc, char **argv)
         }
     say("DONE");
     free(pfd);
+    free(lat_us);
     free(devs);
     return 0;
 bad:
