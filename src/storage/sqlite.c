@@ -626,6 +626,7 @@ static int sq_archive_delete(void *conn, const char *host, const char *store, co
 
 const struct mp_storage_driver mp_storage_sqlite = {
     .name = "sqlite",
+    .single_writer = 1,
     .init = sq_init,
     .fini = sq_fini,
     .connect = sq_connect,

@@ -12,6 +12,15 @@
  * Completions are posted only after the commit, so a write's callback
  * always sees it durable.
  *
+ * Single-writer engines (SQLite: one writer at a time, each commit an
+ * fsync) route instead of hashing: a key with jobs in flight keeps the
+ * thread it has (so the per-key order above holds); an idle key's write
+ * goes to thread 0, the writer, and its read to one of the others. Writes
+ * of every module then share the writer's group commits instead of taking
+ * turns on the lock with a commit each, and a read (a MAM query, an
+ * idempotency-key lookup) does not wait behind an fsync. With one thread,
+ * or a driver whose engine commits concurrently (MariaDB), keys are hashed.
+ *
  * The *_sync calls borrow a connection from a small free list (opening a
  * new one when it is empty) and run the driver on the caller's thread.
  *
@@ -35,6 +44,7 @@
 #include <time.h>
 
 #define WRITE_BATCH_MAX 128
+#define ROUTE_SLOTS 4096 /* single-writer routing: slots of key hashes */
 
 enum job_op {
     OP_KV_GET,
@@ -65,6 +75,7 @@ union job_cb {
 struct job {
     struct job *next;
     enum job_op op;
+    uint32_t route; /* its slot in storage.routes (single-writer routing) */
     mp_loop *loop; /* where to call back; NULL: pool thread */
     union job_cb cb;
     void *ud;
@@ -103,6 +114,14 @@ struct storage {
     void **free_conns; /* connections for *_sync calls */
     size_t nfree, capfree;
     atomic_size_t queued; /* async jobs submitted, not yet completed */
+    /* single-writer routing: per slot of key hashes, the thread of the keys
+     * with jobs in flight and how many (routes_lock) */
+    int routed;
+    pthread_mutex_t routes_lock;
+    struct {
+        uint32_t pending;
+        uint32_t worker;
+    } *routes;
     size_t bound;         /* limits.storage_queue (0: none) */
     struct mp_waitq *full;
 };
@@ -236,6 +255,36 @@ static void job_free(struct job *j)
     free(j);
 }
 
+static int job_is_write(const struct job *j);
+
+/* The pool thread for j: its key's hash, or with single-writer routing the
+ * thread its key's slot is on while it has jobs in flight, else the writer
+ * (thread 0) for a write and a reader for a read. Counts j in its slot. */
+static struct worker *job_route(struct storage *s, struct job *j)
+{
+    uint64_t h = key_hash(j->host, j->store, j->key);
+    if (!s->routed)
+        return &s->workers[h % s->nworkers];
+    j->route = (uint32_t)(h % ROUTE_SLOTS);
+    pthread_mutex_lock(&s->routes_lock);
+    if (!s->routes[j->route].pending++) {
+        int write = job_is_write(j) || j->op == OP_AR_REPLACE;
+        s->routes[j->route].worker =
+            write ? 0 : 1 + (uint32_t)(h / ROUTE_SLOTS % (s->nworkers - 1));
+    }
+    size_t w = s->routes[j->route].worker;
+    pthread_mutex_unlock(&s->routes_lock);
+    return &s->workers[w];
+}
+
+/* j has completed: one job less in flight in its slot. */
+static void job_unroute(struct storage *s, uint32_t route)
+{
+    pthread_mutex_lock(&s->routes_lock);
+    s->routes[route].pending--;
+    pthread_mutex_unlock(&s->routes_lock);
+}
+
 /* Queues j to the pool thread of its key. On MAGPIE_ERR (storage closed or
  * sync-only) j is freed and its callback will not run. */
 static int job_submit(struct job *j)
@@ -248,7 +297,7 @@ static int job_submit(struct job *j)
         free(j);
         return MAGPIE_ERR;
     }
-    struct worker *w = &st->workers[key_hash(j->host, j->store, j->key) % st->nworkers];
+    struct worker *w = job_route(st, j);
     pthread_mutex_lock(&w->lock);
     int stopping = w->stopping;
     if (!stopping) {
@@ -264,6 +313,8 @@ static int job_submit(struct job *j)
         mp_waitq_set(st->full, 1);
         mp_pressure_note(st->full);
     }
+    if (stopping && st->routed)
+        job_unroute(st, j->route);
     pthread_rwlock_unlock(&st_lock);
     if (stopping) {
         free(j);
@@ -532,10 +583,15 @@ static void *worker_main(void *arg)
                 run_write_batch(drv, w->conn, j, n);
             else
                 job_run(drv, w->conn, j);
-            /* complete this unit now (in order), not after the whole list */
+            /* complete this unit now (in order), not after the whole list;
+             * a key leaves its routing slot only once its completion is
+             * posted, so a later job on it cannot overtake it elsewhere */
             while (j != e) {
                 struct job *next = j->next;
+                uint32_t route = j->route;
                 job_complete(j);
+                if (w->s->routed)
+                    job_unroute(w->s, route);
                 atomic_fetch_sub(&w->s->queued, 1);
                 j = next;
             }
@@ -558,6 +614,8 @@ static void storage_free(struct storage *s)
     if (s->engine)
         s->drv->fini(s->engine);
     pthread_mutex_destroy(&s->conns_lock);
+    pthread_mutex_destroy(&s->routes_lock);
+    free(s->routes);
     mp_waitq_unref(s->full);
     free(s->workers);
     free(s);
@@ -603,6 +661,7 @@ static int storage_open(const struct mp_config *cfg, int with_pool, char *err, s
     s->full = mp_waitq_new();
     s->bound = cfg->storage_queue > 0 ? (size_t)cfg->storage_queue : 0;
     pthread_mutex_init(&s->conns_lock, NULL);
+    pthread_mutex_init(&s->routes_lock, NULL);
     s->engine = drv->init(cfg, err, errlen);
     if (!s->engine)
         goto fail;
@@ -641,6 +700,10 @@ static int storage_open(const struct mp_config *cfg, int with_pool, char *err, s
             }
         }
         s->nworkers = n;
+        if (drv->single_writer && n > 1) {
+            s->routes = mp_calloc(ROUTE_SLOTS, sizeof *s->routes);
+            s->routed = 1;
+        }
     }
     st = s;
     pthread_rwlock_unlock(&st_lock);

@@ -62,6 +62,11 @@ typedef void (*mp_sd_item_fn)(void *ud, const mp_archive_item *item);
 
 struct mp_storage_driver {
     const char *name;
+    /* 1 when the engine lets one writer at a time commit (SQLite): the pool
+     * then sends writes to one thread, so concurrent writers share one
+     * commit instead of queueing for the lock with a commit each, and reads
+     * to the others, so they never wait behind a commit (storage.c). */
+    int single_writer;
 
     /* Copies what it needs from cfg; returns an engine handle or NULL. */
     void *(*init)(const struct mp_config *cfg, char *err, size_t errlen);
