@@ -76,20 +76,12 @@ static struct blist **buckets;
 static size_t n_buckets, n_lists;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
-
 static void strv_add(struct strv *s, const char *x)
 {
     s->v = realloc(s->v, (s->n + 1) * sizeof *s->v);
     if (!s->v)
         abort();
-    s->v[s->n++] = xstrdup(x);
+    s->v[s->n++] = mp_strdup(x);
 }
 
 static int strv_find(const struct strv *s, const char *x)
@@ -443,9 +435,9 @@ static void session_started(mp_session *s, void *ud)
         b = calloc(1, sizeof *b);
         if (!b)
             abort();
-        b->bare = xstrdup(j->bare);
-        b->host = xstrdup(j->domain);
-        b->local = xstrdup(j->local);
+        b->bare = mp_strdup(j->bare);
+        b->host = mp_strdup(j->domain);
+        b->local = mp_strdup(j->local);
         blist_insert(b);
         load = 1;
     }
