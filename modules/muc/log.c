@@ -145,7 +145,7 @@ void muc_log_message(struct muc_room *r, mp_stanza *m, const struct muc_occupant
     struct appended *a = malloc(sizeof *a);
     if (!a)
         abort();
-    a->node = muc_strdup(r->node);
+    a->node = mp_strdup(r->node);
     a->us = us;
     a->kind = kind;
     if (mp_archive_append_at(muc_domain(), STORE_LOG, r->node, us, with, doc, strlen(doc),
@@ -247,7 +247,7 @@ static struct trim *trim_new(struct muc_room *r, int size)
     struct trim *t = calloc(1, sizeof *t);
     if (!t)
         abort();
-    t->node = muc_strdup(r->node);
+    t->node = mp_strdup(r->node);
     t->size = size;
     return t;
 }
@@ -608,7 +608,7 @@ static void send_ids(struct mam_q *q)
     for (size_t i = 0; i < q->n_ids; i++) {
         size_t k = q->flip ? q->n_ids - 1 - i : i;
         if (!q->first)
-            q->first = muc_strdup(q->found_sid[k]);
+            q->first = mp_strdup(q->found_sid[k]);
         muc_set_str(&q->last, q->found_sid[k]);
         send_result(q, q->found[k], q->found_sid[k], q->found_jid[k], q->found_ts[k]);
     }
@@ -640,8 +640,8 @@ static void on_lookup(void *ud, int rc, const mp_archive_item *items, size_t n)
                 size_t k = q->at - 4;
                 q->found[k] = m;
                 q->found_ts[k] = items[i].ts;
-                q->found_sid[k] = muc_strdup(sid);
-                q->found_jid[k] = muc_strdup(jid);
+                q->found_sid[k] = mp_strdup(sid);
+                q->found_jid[k] = mp_strdup(jid);
             }
             q->at++;
             next_lookup(q);
@@ -776,7 +776,7 @@ static const char *read_query(struct muc_room *r, mp_stanza *iq, mp_xml *query, 
                 if (!n)
                     abort();
                 q->ids = n;
-                q->ids[q->n_ids++] = muc_strdup(mp_xml_text(iq, ve));
+                q->ids[q->n_ids++] = mp_strdup(mp_xml_text(iq, ve));
             }
         } else {
             /* XEP-0313 §4.1.5: a field we do not know */
@@ -843,9 +843,9 @@ void muc_mam_query(struct muc_room *r, mp_stanza *iq)
     if (!q)
         abort();
     q->iq = mp_stanza_ref(iq);
-    q->node = muc_strdup(r->node);
-    q->room = muc_strdup(r->jid);
-    q->queryid = muc_strdup(mp_xml_get_attr(query, "queryid"));
+    q->node = mp_strdup(r->node);
+    q->room = mp_strdup(r->jid);
+    q->queryid = mp_strdup(mp_xml_get_attr(query, "queryid"));
     q->sees_jids = sees;
     q->count = -1;
     const char *type, *cond = read_query(r, iq, query, q, &type);
@@ -881,7 +881,7 @@ static char *first_sid(const mp_archive_item *items, size_t n, int64_t *ts)
         char kind;
         int tomb;
         mp_stanza *m = item_parse(&items[i], &sid, &jid, &kind, &tomb);
-        char *s = m && sid ? muc_strdup(sid) : NULL;
+        char *s = m && sid ? mp_strdup(sid) : NULL;
         if (m)
             mp_stanza_unref(m);
         if (s) {
@@ -943,7 +943,7 @@ void muc_mam_get(struct muc_room *r, mp_stanza *iq)
         if (!m)
             abort();
         m->iq = mp_stanza_ref(iq);
-        m->node = muc_strdup(r->node);
+        m->node = mp_strdup(r->node);
         mp_archive_filter f = {.limit = 4};
         if (mp_archive_query(muc_domain(), STORE_LOG, r->node, &f, on_meta_start, m) != MAGPIE_OK) {
             mp_iq_reply_error(iq, "wait", "internal-server-error");
@@ -1012,7 +1012,7 @@ int muc_log_find(struct muc_room *r, const char *sid, muc_log_found_fn fn, void 
         abort();
     c->fn = fn;
     c->ud = ud;
-    c->sid = muc_strdup(sid);
+    c->sid = mp_strdup(sid);
     mp_archive_filter f = {.ts_from = ts, .ts_to = ts, .limit = 4};
     if (mp_archive_query(muc_domain(), STORE_LOG, r->node, &f, on_find, c) != MAGPIE_OK) {
         free(c->sid);
@@ -1035,7 +1035,7 @@ void muc_log_replace(struct muc_room *r, int64_t aid, mp_stanza *m, const char *
                      const char *jid, char kind)
 {
     char *doc = log_doc(r, m, sid, jid, kind, 1);
-    char *node = muc_strdup(r->node);
+    char *node = mp_strdup(r->node);
     if (mp_archive_replace(muc_domain(), STORE_LOG, r->node, aid, doc, strlen(doc), on_replaced,
                            node) != MAGPIE_OK)
         free(node);

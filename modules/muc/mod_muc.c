@@ -126,7 +126,7 @@ static void summary_locked(struct dir_entry *e)
 {
     struct muc_room *r = e->room;
     free(e->name);
-    e->name = muc_strdup(r->cfg.name && *r->cfg.name ? r->cfg.name : NULL);
+    e->name = mp_strdup(r->cfg.name && *r->cfg.name ? r->cfg.name : NULL);
     e->listed = r->cfg.public_ && !r->locked;
 }
 
@@ -414,7 +414,7 @@ static int track(mp_session *s, mp_stanza *st, void *ud)
         j->to = v;
         i = j->n++;
     }
-    j->to[i] = muc_strdup(env->to.full);
+    j->to[i] = mp_strdup(env->to.full);
     return MP_FILTER_PASS;
 }
 

@@ -164,8 +164,8 @@ void muc_moderate(struct muc_room *r, mp_stanza *iq)
     if (!q)
         abort();
     q->iq = mp_stanza_ref(iq);
-    q->node = muc_strdup(r->node);
-    q->sid = muc_strdup(sid);
+    q->node = mp_strdup(r->node);
+    q->sid = mp_strdup(sid);
     size_t l = strlen(r->jid) + strlen(o->nick) + 2;
     q->by = malloc(l);
     if (!q->by)
@@ -174,7 +174,7 @@ void muc_moderate(struct muc_room *r, mp_stanza *iq)
     snprintf(q->oid, sizeof q->oid, "%s", o->occupant_id);
     mp_xml *reason = mp_xml_find(mod, "reason", NULL);
     if (reason && *mp_xml_text(iq, reason))
-        q->reason = muc_strdup(mp_xml_text(iq, reason));
+        q->reason = mp_strdup(mp_xml_text(iq, reason));
 
     if (muc_logging(r)) {
         int rc = muc_log_find(r, sid, on_found, q);
