@@ -78,9 +78,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void strv_add(struct strv *s, const char *x)
 {
-    s->v = realloc(s->v, (s->n + 1) * sizeof *s->v);
-    if (!s->v)
-        abort();
+    s->v = mp_realloc(s->v, (s->n + 1) * sizeof *s->v);
     s->v[s->n++] = mp_strdup(x);
 }
 
@@ -133,9 +131,7 @@ static void blist_insert(struct blist *b)
 {
     if (n_lists >= n_buckets) {
         size_t nb = n_buckets ? 2 * n_buckets : 256;
-        struct blist **nv = calloc(nb, sizeof *nv);
-        if (!nv)
-            abort();
+        struct blist **nv = mp_calloc(nb, sizeof *nv);
         for (size_t i = 0; i < n_buckets; i++)
             while (buckets[i]) {
                 struct blist *x = buckets[i];
@@ -215,9 +211,7 @@ struct outbox {
 
 static void out_add(struct outbox *o, mp_stanza *st)
 {
-    o->v = realloc(o->v, (o->n + 1) * sizeof *o->v);
-    if (!o->v)
-        abort();
+    o->v = mp_realloc(o->v, (o->n + 1) * sizeof *o->v);
     o->v[o->n++] = st;
 }
 
@@ -366,9 +360,7 @@ static void blocklist_iq(mp_stanza *iq, void *ud)
     if (!b) {
         out_add(&out, iq_error(iq, "wait", "internal-server-error"));
     } else if (!b->loaded) {
-        b->pending = realloc(b->pending, (b->n_pending + 1) * sizeof *b->pending);
-        if (!b->pending)
-            abort();
+        b->pending = mp_realloc(b->pending, (b->n_pending + 1) * sizeof *b->pending);
         b->pending[b->n_pending++] = mp_stanza_ref(iq);
     } else {
         handle(b, iq, &out);
@@ -432,9 +424,7 @@ static void session_started(mp_session *s, void *ud)
     struct blist *b = find(j->bare);
     int load = 0;
     if (!b) {
-        b = calloc(1, sizeof *b);
-        if (!b)
-            abort();
+        b = mp_calloc(1, sizeof *b);
         b->bare = mp_strdup(j->bare);
         b->host = mp_strdup(j->domain);
         b->local = mp_strdup(j->local);
@@ -444,9 +434,7 @@ static void session_started(mp_session *s, void *ud)
     b->sessions++;
     if (!b->loaded) {
         /* nothing the client sends is judged before its list is known */
-        struct held *h = calloc(1, sizeof *h);
-        if (!h)
-            abort();
+        struct held *h = mp_calloc(1, sizeof *h);
         h->sid = mp_session_id(s);
         h->loop = mp_loop_current();
         h->next = b->held;

@@ -258,9 +258,7 @@ static void user_forget(const char *bare)
 
 static void list_add(char ***v, size_t *n, const char *jid)
 {
-    *v = realloc(*v, (*n + 1) * sizeof **v);
-    if (!*v)
-        abort();
+    *v = mp_realloc(*v, (*n + 1) * sizeof **v);
     (*v)[(*n)++] = mp_strdup(jid);
 }
 
@@ -1071,9 +1069,7 @@ static void on_page(void *ud, int rc, const mp_archive_item *items, size_t got)
             mp_stanza_unref(m);
             continue;
         }
-        q->hits = realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
-        if (!q->hits)
-            abort();
+        q->hits = mp_realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
         q->hits[q->n_hits++] =
             (struct hit){m, mp_strdup(sid), items[i].ts, items[i].id};
     }
@@ -1139,9 +1135,7 @@ static void on_lookup(void *ud, int rc, const mp_archive_item *items, size_t n)
                 q->aid[q->at] = items[i].id;
                 mp_stanza_unref(m);
             } else {
-                q->hits = realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
-                if (!q->hits)
-                    abort();
+                q->hits = mp_realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
                 q->hits[q->n_hits++] = (struct hit){m, mp_strdup(sid), items[i].ts, items[i].id};
             }
             q->at++;
@@ -1231,9 +1225,7 @@ static const char *read_query(mp_stanza *iq, mp_xml *query, struct query *q, con
         } else if (strcmp(var, "ids") == 0) {
             for (mp_xml *ve = mp_xml_find(f, "value", NULL); ve;
                  ve = mp_xml_find_next(ve, "value", NULL)) {
-                q->ids = realloc(q->ids, (q->n_ids + 1) * sizeof *q->ids);
-                if (!q->ids)
-                    abort();
+                q->ids = mp_realloc(q->ids, (q->n_ids + 1) * sizeof *q->ids);
                 q->ids[q->n_ids++] = mp_strdup(mp_xml_text(iq, ve));
             }
         } else {

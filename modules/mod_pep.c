@@ -130,9 +130,7 @@ static void out_add(struct outbox *o, mp_stanza *st)
 {
     if (o->n == o->cap) {
         o->cap = o->cap ? 2 * o->cap : 8;
-        o->v = realloc(o->v, o->cap * sizeof *o->v);
-        if (!o->v)
-            abort();
+        o->v = mp_realloc(o->v, o->cap * sizeof *o->v);
     }
     o->v[o->n++] = st;
 }
@@ -241,9 +239,7 @@ static void member_set(struct node *nd, const char *bare, int on)
 {
     int k = member_find(nd, bare);
     if (on && k < 0) {
-        nd->members = realloc(nd->members, (nd->n_members + 1) * sizeof *nd->members);
-        if (!nd->members)
-            abort();
+        nd->members = mp_realloc(nd->members, (nd->n_members + 1) * sizeof *nd->members);
         nd->members[nd->n_members++] = mp_strdup(bare);
     } else if (!on && k >= 0) {
         free(nd->members[k]);
@@ -266,9 +262,7 @@ static struct node *node_add(struct owner *o, const char *name)
     nd->access = ACC_PRESENCE;
     nd->persist = 1;
     nd->max_items = (int)mp_module_opt_int(self, "default_max_items");
-    o->nodes = realloc(o->nodes, (o->n + 1) * sizeof *o->nodes);
-    if (!o->nodes)
-        abort();
+    o->nodes = mp_realloc(o->nodes, (o->n + 1) * sizeof *o->nodes);
     o->nodes[o->n++] = nd;
     return nd;
 }
@@ -315,9 +309,7 @@ static void item_push(struct node *nd, char *id, char *payload, int64_t ts)
     struct item *old = item_find(nd, id);
     if (old)
         item_remove(nd, old);
-    nd->items = realloc(nd->items, (nd->n + 1) * sizeof *nd->items);
-    if (!nd->items)
-        abort();
+    nd->items = mp_realloc(nd->items, (nd->n + 1) * sizeof *nd->items);
     nd->items[nd->n++] = (struct item){id, payload, ts};
     size_t lim = (size_t)node_limit(nd);
     while (nd->n > lim)
@@ -659,9 +651,7 @@ static void strv_free(struct strv *s)
 
 static void strv_add(struct strv *s, const char *x)
 {
-    s->v = realloc(s->v, (s->n + 1) * sizeof *s->v);
-    if (!s->v)
-        abort();
+    s->v = mp_realloc(s->v, (s->n + 1) * sizeof *s->v);
     s->v[s->n++] = mp_strdup(x);
 }
 
@@ -725,9 +715,7 @@ static void sb_add(struct sbuf *b, const char *s)
     size_t l = strlen(s);
     if (b->n + l + 1 > b->cap) {
         b->cap = (b->n + l + 1) * 2;
-        b->s = realloc(b->s, b->cap);
-        if (!b->s)
-            abort();
+        b->s = mp_realloc(b->s, b->cap);
     }
     memcpy(b->s + b->n, s, l + 1);
     b->n += l;
@@ -1037,9 +1025,7 @@ static void due_collect(struct caps *c, struct due *d)
         for (struct res *r = res_tab[b]; r; r = r->next)
             if (!r->initial && !r->negative && r->ver && strcmp(r->ver, c->ver) == 0) {
                 r->initial = 1;
-                d->full = realloc(d->full, (d->n + 1) * sizeof *d->full);
-                if (!d->full)
-                    abort();
+                d->full = mp_realloc(d->full, (d->n + 1) * sizeof *d->full);
                 d->full[d->n++] = mp_strdup(r->full);
             }
 }
@@ -1089,9 +1075,7 @@ static int iq_result_in(mp_stanza *st, void *ud)
         const char *var = mp_xml_get_attr(f, "var");
         size_t l = var ? strlen(var) : 0;
         if (l > 7 && strcmp(var + l - 7, "+notify") == 0) {
-            c->notify = realloc(c->notify, (c->n + 1) * sizeof *c->notify);
-            if (!c->notify)
-                abort();
+            c->notify = mp_realloc(c->notify, (c->n + 1) * sizeof *c->notify);
             c->notify[c->n] = mp_calloc(1, l - 6);
             memcpy(c->notify[c->n], var, l - 7);
             c->n++;

@@ -130,9 +130,7 @@ static void out_add(struct outbox *o, mp_stanza *st)
 {
     if (o->n == o->cap) {
         o->cap = o->cap ? 2 * o->cap : 8;
-        o->v = realloc(o->v, o->cap * sizeof *o->v);
-        if (!o->v)
-            abort();
+        o->v = mp_realloc(o->v, o->cap * sizeof *o->v);
     }
     o->v[o->n++] = st;
 }
@@ -171,9 +169,7 @@ static struct item *item_add(struct user *u, const char *jid)
 {
     struct item *it = mp_calloc(1, sizeof *it);
     it->jid = mp_strdup(jid);
-    u->items = realloc(u->items, (u->n_items + 1) * sizeof *u->items);
-    if (!u->items)
-        abort();
+    u->items = mp_realloc(u->items, (u->n_items + 1) * sizeof *u->items);
     u->items[u->n_items++] = it;
     return it;
 }
@@ -329,9 +325,7 @@ static void item_load(struct user *u, const char *field, const void *data, size_
     it->pending_in = mp_xml_get_attr(x, "pending-in") != NULL;
     it->hidden = mp_xml_get_attr(x, "hidden") != NULL;
     for (mp_xml *g = mp_xml_find(x, "group", NULL); g; g = mp_xml_find_next(g, "group", NULL)) {
-        it->groups = realloc(it->groups, (it->n_groups + 1) * sizeof *it->groups);
-        if (!it->groups)
-            abort();
+        it->groups = mp_realloc(it->groups, (it->n_groups + 1) * sizeof *it->groups);
         it->groups[it->n_groups++] = mp_strdup(mp_xml_text(st, g));
     }
     mp_xml *p = mp_xml_find(x, "presence", NULL);
@@ -1160,9 +1154,7 @@ static int from_client(mp_session *s, mp_stanza *st, void *ud)
             d->v[i] = d->v[--d->n];
         }
     } else if (i == d->n && ss->available && d->n < 1000) {
-        d->v = realloc(d->v, (d->n + 1) * sizeof *d->v);
-        if (!d->v)
-            abort();
+        d->v = mp_realloc(d->v, (d->n + 1) * sizeof *d->v);
         d->v[d->n++] = mp_strdup(env->to.full);
     }
     return MP_FILTER_PASS;

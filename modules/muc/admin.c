@@ -192,9 +192,7 @@ void muc_admin_set(struct muc_room *r, mp_stanza *iq)
         return;
     }
     /* all or nothing: every item is checked before any is applied */
-    struct change *cs = calloc(n, sizeof *cs);
-    if (!cs)
-        abort();
+    struct change *cs = mp_calloc(n, sizeof *cs);
     size_t k = 0;
     for (mp_xml *it = mp_xml_find(q, "item", NS_MUC_ADMIN); it;
          it = mp_xml_find_next(it, "item", NS_MUC_ADMIN), k++) {

@@ -75,9 +75,7 @@ struct appended {
 static char *with_part(char what, const char *v)
 {
     size_t n = strlen(v) + 5;
-    char *s = malloc(n);
-    if (!s)
-        abort();
+    char *s = mp_malloc(n);
     snprintf(s, n, "\t%c=%s\t", what, v);
     return s;
 }
@@ -137,14 +135,10 @@ void muc_log_message(struct muc_room *r, mp_stanza *m, const struct muc_occupant
     char *with = NULL;
     if (o) {
         size_t n = strlen(o->nick) + strlen(o->real.bare) + 10;
-        with = malloc(n);
-        if (!with)
-            abort();
+        with = mp_malloc(n);
         snprintf(with, n, "\tn=%s\tj=%s\t", o->nick, o->real.bare);
     }
-    struct appended *a = malloc(sizeof *a);
-    if (!a)
-        abort();
+    struct appended *a = mp_malloc(sizeof *a);
     a->node = mp_strdup(r->node);
     a->us = us;
     a->kind = kind;
@@ -244,9 +238,7 @@ static void on_trim_count(void *ud, int rc, int64_t n)
 
 static struct trim *trim_new(struct muc_room *r, int size)
 {
-    struct trim *t = calloc(1, sizeof *t);
-    if (!t)
-        abort();
+    struct trim *t = mp_calloc(1, sizeof *t);
     t->node = mp_strdup(r->node);
     t->size = size;
     return t;
@@ -356,9 +348,7 @@ static void collect_hist(void *ud, const mp_archive_item *it)
     }
     /* newest first: shift later */
     struct muc_room *r = c->r;
-    struct muc_hist *h = realloc(r->hist, (r->n_hist + 1) * sizeof *h);
-    if (!h)
-        abort();
+    struct muc_hist *h = mp_realloc(r->hist, (r->n_hist + 1) * sizeof *h);
     r->hist = h;
     h = &r->hist[r->n_hist++];
     memset(h, 0, sizeof *h);
@@ -772,9 +762,7 @@ static const char *read_query(struct muc_room *r, mp_stanza *iq, mp_xml *query, 
         } else if (strcmp(var, "ids") == 0) {
             for (mp_xml *ve = mp_xml_find(f, "value", NULL); ve;
                  ve = mp_xml_find_next(ve, "value", NULL)) {
-                char **n = realloc(q->ids, (q->n_ids + 1) * sizeof *n);
-                if (!n)
-                    abort();
+                char **n = mp_realloc(q->ids, (q->n_ids + 1) * sizeof *n);
                 q->ids = n;
                 q->ids[q->n_ids++] = mp_strdup(mp_xml_text(iq, ve));
             }
@@ -819,12 +807,10 @@ static const char *read_query(struct muc_room *r, mp_stanza *iq, mp_xml *query, 
     if (q->n_ids) {
         if (q->n_ids > (size_t)page_max)
             return "policy-violation";
-        q->found = calloc(q->n_ids, sizeof *q->found);
-        q->found_ts = calloc(q->n_ids, sizeof *q->found_ts);
-        q->found_sid = calloc(q->n_ids, sizeof *q->found_sid);
-        q->found_jid = calloc(q->n_ids, sizeof *q->found_jid);
-        if (!q->found || !q->found_ts || !q->found_sid || !q->found_jid)
-            abort();
+        q->found = mp_calloc(q->n_ids, sizeof *q->found);
+        q->found_ts = mp_calloc(q->n_ids, sizeof *q->found_ts);
+        q->found_sid = mp_calloc(q->n_ids, sizeof *q->found_sid);
+        q->found_jid = mp_calloc(q->n_ids, sizeof *q->found_jid);
     }
     return NULL;
 }
@@ -839,9 +825,7 @@ void muc_mam_query(struct muc_room *r, mp_stanza *iq)
         mp_iq_reply_error(iq, "modify", "bad-request");
         return;
     }
-    struct mam_q *q = calloc(1, sizeof *q);
-    if (!q)
-        abort();
+    struct mam_q *q = mp_calloc(1, sizeof *q);
     q->iq = mp_stanza_ref(iq);
     q->node = mp_strdup(r->node);
     q->room = mp_strdup(r->jid);
@@ -939,9 +923,7 @@ void muc_mam_get(struct muc_room *r, mp_stanza *iq)
     mp_xml *el = mp_xml_first_element(mp_stanza_root(iq));
     if (el && strcmp(el->name, "metadata") == 0) {
         /* XEP-0313 §5: the first and the last item */
-        struct meta *m = calloc(1, sizeof *m);
-        if (!m)
-            abort();
+        struct meta *m = mp_calloc(1, sizeof *m);
         m->iq = mp_stanza_ref(iq);
         m->node = mp_strdup(r->node);
         mp_archive_filter f = {.limit = 4};
@@ -1007,9 +989,7 @@ int muc_log_find(struct muc_room *r, const char *sid, muc_log_found_fn fn, void 
     int64_t ts = muc_sid_ts(sid);
     if (ts < 0)
         return MAGPIE_NOTFOUND;
-    struct find_ctx *c = malloc(sizeof *c);
-    if (!c)
-        abort();
+    struct find_ctx *c = mp_malloc(sizeof *c);
     c->fn = fn;
     c->ud = ud;
     c->sid = mp_strdup(sid);

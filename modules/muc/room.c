@@ -45,9 +45,7 @@ void muc_error(mp_stanza *st, const char *type, const char *cond, const char *te
 static void set_from_nick(mp_stanza *st, struct muc_room *r, const char *nick)
 {
     size_t l = strlen(r->jid) + 1 + (nick ? strlen(nick) : 0) + 1;
-    char *buf = malloc(l);
-    if (!buf)
-        abort();
+    char *buf = mp_malloc(l);
     snprintf(buf, l, nick ? "%s/%s" : "%s", r->jid, nick ? nick : "");
     mp_xml_set_attr(st, mp_stanza_root(st), "from", buf);
     free(buf);
@@ -71,14 +69,10 @@ static int64_t now_unix(void)
 
 struct muc_room *muc_room_new(const char *node)
 {
-    struct muc_room *r = calloc(1, sizeof *r);
-    if (!r)
-        abort();
+    struct muc_room *r = mp_calloc(1, sizeof *r);
     r->node = mp_strdup(node);
     size_t l = strlen(node) + 1 + strlen(muc_domain()) + 1;
-    r->jid = malloc(l);
-    if (!r->jid)
-        abort();
+    r->jid = mp_malloc(l);
     snprintf(r->jid, l, "%s@%s", node, muc_domain());
     muc_config_defaults(&r->cfg);
     mp_random_id(r->salt, sizeof r->salt);
@@ -482,9 +476,7 @@ static void send_history(struct muc_room *r, const mp_jid *to, mp_stanza *join)
         if (since)
             req.since = mp_datetime_parse(since, &us) == 0 ? us / 1000000 : -1;
     }
-    struct muc_hist_meta *meta = calloc(r->n_hist, sizeof *meta);
-    if (!meta)
-        abort();
+    struct muc_hist_meta *meta = mp_calloc(r->n_hist, sizeof *meta);
     for (size_t i = 0; i < r->n_hist; i++) {
         meta[i].ts = r->hist[i].ts;
         if (req.maxchars >= 0) {
@@ -625,9 +617,7 @@ static void join(struct muc_room *r, mp_stanza *st, int created)
         add_session(r, o, st);
         return;
     }
-    o = calloc(1, sizeof *o);
-    if (!o)
-        abort();
+    o = mp_calloc(1, sizeof *o);
     o->nick = mp_strdup(env->to.resource);
     if (mp_jid_copy(&o->real, &env->from) != MAGPIE_OK)
         abort();

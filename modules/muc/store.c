@@ -175,9 +175,7 @@ struct keys {
 static void collect(void *ud, const char *key)
 {
     struct keys *k = ud;
-    char **v = realloc(k->v, (k->n + 1) * sizeof *v);
-    if (!v)
-        abort();
+    char **v = mp_realloc(k->v, (k->n + 1) * sizeof *v);
     k->v = v;
     k->v[k->n++] = mp_strdup(key);
 }
