@@ -76,20 +76,10 @@ static struct blist **buckets;
 static size_t n_buckets, n_lists;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
-
 static void strv_add(struct strv *s, const char *x)
 {
-    s->v = realloc(s->v, (s->n + 1) * sizeof *s->v);
-    if (!s->v)
-        abort();
-    s->v[s->n++] = xstrdup(x);
+    s->v = mp_realloc(s->v, (s->n + 1) * sizeof *s->v);
+    s->v[s->n++] = mp_strdup(x);
 }
 
 static int strv_find(const struct strv *s, const char *x)
@@ -141,9 +131,7 @@ static void blist_insert(struct blist *b)
 {
     if (n_lists >= n_buckets) {
         size_t nb = n_buckets ? 2 * n_buckets : 256;
-        struct blist **nv = calloc(nb, sizeof *nv);
-        if (!nv)
-            abort();
+        struct blist **nv = mp_calloc(nb, sizeof *nv);
         for (size_t i = 0; i < n_buckets; i++)
             while (buckets[i]) {
                 struct blist *x = buckets[i];
@@ -223,9 +211,7 @@ struct outbox {
 
 static void out_add(struct outbox *o, mp_stanza *st)
 {
-    o->v = realloc(o->v, (o->n + 1) * sizeof *o->v);
-    if (!o->v)
-        abort();
+    o->v = mp_realloc(o->v, (o->n + 1) * sizeof *o->v);
     o->v[o->n++] = st;
 }
 
@@ -374,9 +360,7 @@ static void blocklist_iq(mp_stanza *iq, void *ud)
     if (!b) {
         out_add(&out, iq_error(iq, "wait", "internal-server-error"));
     } else if (!b->loaded) {
-        b->pending = realloc(b->pending, (b->n_pending + 1) * sizeof *b->pending);
-        if (!b->pending)
-            abort();
+        b->pending = mp_realloc(b->pending, (b->n_pending + 1) * sizeof *b->pending);
         b->pending[b->n_pending++] = mp_stanza_ref(iq);
     } else {
         handle(b, iq, &out);
@@ -440,21 +424,17 @@ static void session_started(mp_session *s, void *ud)
     struct blist *b = find(j->bare);
     int load = 0;
     if (!b) {
-        b = calloc(1, sizeof *b);
-        if (!b)
-            abort();
-        b->bare = xstrdup(j->bare);
-        b->host = xstrdup(j->domain);
-        b->local = xstrdup(j->local);
+        b = mp_calloc(1, sizeof *b);
+        b->bare = mp_strdup(j->bare);
+        b->host = mp_strdup(j->domain);
+        b->local = mp_strdup(j->local);
         blist_insert(b);
         load = 1;
     }
     b->sessions++;
     if (!b->loaded) {
         /* nothing the client sends is judged before its list is known */
-        struct held *h = calloc(1, sizeof *h);
-        if (!h)
-            abort();
+        struct held *h = mp_calloc(1, sizeof *h);
         h->sid = mp_session_id(s);
         h->loop = mp_loop_current();
         h->next = b->held;

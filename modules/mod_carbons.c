@@ -48,9 +48,9 @@ static void set_enabled(const mp_jid *j, int on)
     while (*pp && strcmp((*pp)->full, j->full) != 0)
         pp = &(*pp)->next;
     if (on && !*pp) {
-        struct enabled *e = calloc(1, sizeof *e);
-        if (!e || !(e->bare = strdup(j->bare)) || !(e->full = strdup(j->full)))
-            abort();
+        struct enabled *e = mp_calloc(1, sizeof *e);
+        e->bare = mp_strdup(j->bare);
+        e->full = mp_strdup(j->full);
         e->next = enabled;
         enabled = e;
     } else if (!on && *pp) {
@@ -78,9 +78,8 @@ static char **enabled_of(const char *bare, const char *except, char **skip, size
             ;
         if (k < nskip)
             continue;
-        v = realloc(v, (*n + 1) * sizeof *v);
-        if (!v || !(v[*n] = strdup(e->full)))
-            abort();
+        v = mp_realloc(v, (*n + 1) * sizeof *v);
+        v[*n] = mp_strdup(e->full);
         (*n)++;
     }
     pthread_mutex_unlock(&lock);
@@ -189,9 +188,8 @@ static void collect(void *ud, const char *full, int priority)
         t->n = 0;
         t->best = priority;
     }
-    t->v = realloc(t->v, (t->n + 1) * sizeof *t->v);
-    if (!t->v || !(t->v[t->n] = strdup(full)))
-        abort();
+    t->v = mp_realloc(t->v, (t->n + 1) * sizeof *t->v);
+    t->v[t->n] = mp_strdup(full);
     t->n++;
 }
 

@@ -48,9 +48,7 @@ static struct csi *csi_of(mp_session *s, int create)
 {
     struct csi *c = mp_session_data(s, self);
     if (!c && create) {
-        c = calloc(1, sizeof *c);
-        if (!c)
-            abort();
+        c = mp_calloc(1, sizeof *c);
         mp_session_set_data(s, self, c);
     }
     return c;
@@ -119,13 +117,9 @@ static int to_client(mp_session *s, mp_stanza *st, void *ud)
         flush(s, c); /* bounded: write out what is held, keep holding */
     if (c->n == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 8;
-        c->v = realloc(c->v, c->cap * sizeof *c->v);
-        if (!c->v)
-            abort();
+        c->v = mp_realloc(c->v, c->cap * sizeof *c->v);
     }
-    c->v[c->n].from = strdup(from);
-    if (!c->v[c->n].from)
-        abort();
+    c->v[c->n].from = mp_strdup(from);
     c->v[c->n].st = mp_stanza_ref(st);
     c->n++;
     mp_counter_add(c_held, 1);

@@ -57,9 +57,7 @@ static void record(const mp_jid *j, const char *status)
     char head[32];
     int hl = snprintf(head, sizeof head, "%lld\n", (long long)time(NULL));
     size_t sl = status ? strlen(status) : 0;
-    char *v = malloc((size_t)hl + sl + 1);
-    if (!v)
-        abort();
+    char *v = mp_malloc((size_t)hl + sl + 1);
     memcpy(v, head, (size_t)hl);
     if (sl)
         memcpy(v + hl, status, sl);
@@ -121,9 +119,7 @@ static void got_last(void *ud, int rc, const void *data, size_t len)
     } else if (rc != MAGPIE_OK) {
         mp_iq_reply_error(iq, "wait", "internal-server-error");
     } else {
-        char *v = malloc(len + 1);
-        if (!v)
-            abort();
+        char *v = mp_malloc(len + 1);
         memcpy(v, data, len);
         v[len] = '\0';
         char *nl = strchr(v, '\n');

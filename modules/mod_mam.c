@@ -76,24 +76,6 @@ static const struct mp_option options[] = {
 static mp_module *self;
 static mp_counter *c_archived, *c_queries;
 
-static void *xmalloc(size_t n)
-{
-    void *p = calloc(1, n);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
-
 /* ---- stanza ids ---- */
 
 static pthread_mutex_t ts_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -244,10 +226,10 @@ static struct user *user_get(const char *host, const char *local, const char *ba
     if (u)
         return u;
     users_trim();
-    u = xmalloc(sizeof *u);
-    u->bare = xstrdup(bare);
-    u->host = xstrdup(host);
-    u->local = xstrdup(local);
+    u = mp_calloc(1, sizeof *u);
+    u->bare = mp_strdup(bare);
+    u->host = mp_strdup(host);
+    u->local = mp_strdup(local);
     u->def = POL_ALWAYS;
     policy_parse(mp_module_opt_str(self, "default_policy"), &u->def);
     unsigned b = bucket_of(bare);
@@ -276,10 +258,8 @@ static void user_forget(const char *bare)
 
 static void list_add(char ***v, size_t *n, const char *jid)
 {
-    *v = realloc(*v, (*n + 1) * sizeof **v);
-    if (!*v)
-        abort();
-    (*v)[(*n)++] = xstrdup(jid);
+    *v = mp_realloc(*v, (*n + 1) * sizeof **v);
+    (*v)[(*n)++] = mp_strdup(jid);
 }
 
 /* Reads <prefs/> (in st) into u. Lock held. Returns 0, or -1 if invalid
@@ -487,14 +467,14 @@ static int from_client(mp_session *s, mp_stanza *st, void *ud)
     pthread_mutex_unlock(&lock);
     if (v == V_NO)
         return MP_FILTER_PASS;
-    struct out_op *op = xmalloc(sizeof *op);
+    struct out_op *op = mp_calloc(1, sizeof *op);
     char sid[SID_MAX];
     op->ts = next_ts();
     sid_make(op->ts, sid);
     op->doc = item_doc(st, sid, "out");
-    op->host = xstrdup(me->domain);
-    op->user = xstrdup(me->local);
-    op->with = xstrdup(env->to.bare);
+    op->host = mp_strdup(me->domain);
+    op->user = mp_strdup(me->local);
+    op->with = mp_strdup(env->to.bare);
     /* the client's <a/> covering it waits until this is durable */
     op->ack = mp_stanza_defer_ack(st);
     if (v == V_ASK_ROSTER) {
@@ -543,8 +523,8 @@ static void in_archive(mp_stanza *st, const char *host, const char *local, const
     mp_xml_set_attr(st, e, "by", bare);
     mp_xml_set_attr(st, e, "id", sid);
     char *doc = item_doc(st, sid, "in");
-    struct in_op *op = xmalloc(sizeof *op);
-    op->who = xstrdup(bare);
+    struct in_op *op = mp_calloc(1, sizeof *op);
+    op->who = mp_strdup(bare);
     op->ack = ack;
     if (mp_archive_append_at(host, STORE, local, ts, with, doc, strlen(doc), in_appended, op) !=
         MAGPIE_OK)
@@ -600,7 +580,7 @@ static void pump_drop(struct user *u)
     struct pending *p = u->head;
     u->head = u->tail = NULL;
     u->busy = 0;
-    char *bare = xstrdup(u->bare);
+    char *bare = mp_strdup(u->bare);
     user_forget(bare);
     pthread_mutex_unlock(&lock);
     free(bare);
@@ -713,7 +693,7 @@ static int decide_in(mp_stanza *st)
         return HOOK_PASS;
     }
     /* decided later, in order with what waits already */
-    struct pending *p = xmalloc(sizeof *p);
+    struct pending *p = mp_calloc(1, sizeof *p);
     p->st = mp_stanza_ref(st);
     p->ack = mp_stanza_defer_ack(st); /* done once decided (and archived) */
     p->archivable = ok;
@@ -753,7 +733,7 @@ static void purge(const char *host, const char *user)
     if (!cut)
         return;
     size_t hl = strlen(host), ul = strlen(user);
-    char *hu = xmalloc(hl + ul + 2);
+    char *hu = mp_calloc(1, hl + ul + 2);
     memcpy(hu, host, hl);
     memcpy(hu + hl + 1, user, ul);
     mp_archive_filter f = {.ts_to = cut - 1, .reverse = 1, .limit = 1};
@@ -795,9 +775,9 @@ static void session_started(mp_session *s, void *ud)
     pthread_mutex_unlock(&lock);
     if (loaded)
         return;
-    struct sess_load *l = xmalloc(sizeof *l);
+    struct sess_load *l = mp_calloc(1, sizeof *l);
     l->sid = mp_session_id(s);
-    l->bare = xstrdup(j->bare);
+    l->bare = mp_strdup(j->bare);
     mp_session_hold(s); /* the first message it sends needs the prefs */
     if (mp_kv_get(j->domain, PREFS_STORE, j->local, sess_prefs, l) != MAGPIE_OK)
         sess_prefs(l, MAGPIE_ERR, NULL, 0);
@@ -809,7 +789,7 @@ static void account_deleted(const char *domain, const char *user, void *ud)
     mp_archive_delete(domain, STORE, user, 0, NULL, NULL);
     mp_kv_del(domain, PREFS_STORE, user, NULL, NULL);
     size_t n = strlen(user) + 1 + strlen(domain) + 1;
-    char *bare = xmalloc(n);
+    char *bare = mp_calloc(1, n);
     snprintf(bare, n, "%s@%s", user, domain);
     pthread_mutex_lock(&lock);
     user_forget(bare);
@@ -880,7 +860,7 @@ static void prefs_iq(mp_stanza *iq, void *ud)
     if (!own_request(iq))
         return;
     const struct mp_envelope *env = mp_stanza_envelope(iq);
-    struct prefs_op *op = xmalloc(sizeof *op);
+    struct prefs_op *op = mp_calloc(1, sizeof *op);
     op->iq = mp_stanza_ref(iq);
     op->set = ud != NULL;
     pthread_mutex_lock(&lock);
@@ -1089,11 +1069,9 @@ static void on_page(void *ud, int rc, const mp_archive_item *items, size_t got)
             mp_stanza_unref(m);
             continue;
         }
-        q->hits = realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
-        if (!q->hits)
-            abort();
+        q->hits = mp_realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
         q->hits[q->n_hits++] =
-            (struct hit){m, xstrdup(sid), items[i].ts, items[i].id};
+            (struct hit){m, mp_strdup(sid), items[i].ts, items[i].id};
     }
     if (q->n_hits <= q->max && got >= asked) {
         read_more(q); /* some were filtered out: read on */
@@ -1157,10 +1135,8 @@ static void on_lookup(void *ud, int rc, const mp_archive_item *items, size_t n)
                 q->aid[q->at] = items[i].id;
                 mp_stanza_unref(m);
             } else {
-                q->hits = realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
-                if (!q->hits)
-                    abort();
-                q->hits[q->n_hits++] = (struct hit){m, xstrdup(sid), items[i].ts, items[i].id};
+                q->hits = mp_realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
+                q->hits[q->n_hits++] = (struct hit){m, mp_strdup(sid), items[i].ts, items[i].id};
             }
             q->at++;
             next_lookup(q);
@@ -1201,7 +1177,7 @@ static void next_lookup(struct query *q)
 static void set_str(char **dst, const char *s)
 {
     free(*dst);
-    *dst = xstrdup(s);
+    *dst = mp_strdup(s);
 }
 
 /* Reads the form and the RSM set into q; NULL, or an error condition with
@@ -1249,10 +1225,8 @@ static const char *read_query(mp_stanza *iq, mp_xml *query, struct query *q, con
         } else if (strcmp(var, "ids") == 0) {
             for (mp_xml *ve = mp_xml_find(f, "value", NULL); ve;
                  ve = mp_xml_find_next(ve, "value", NULL)) {
-                q->ids = realloc(q->ids, (q->n_ids + 1) * sizeof *q->ids);
-                if (!q->ids)
-                    abort();
-                q->ids[q->n_ids++] = xstrdup(mp_xml_text(iq, ve));
+                q->ids = mp_realloc(q->ids, (q->n_ids + 1) * sizeof *q->ids);
+                q->ids[q->n_ids++] = mp_strdup(mp_xml_text(iq, ve));
             }
         } else {
             /* XEP-0313 §4.1.5: a field we do not know */
@@ -1302,12 +1276,12 @@ static void query_set(mp_stanza *iq, void *ud)
         mp_iq_reply_error(iq, "modify", "bad-request");
         return;
     }
-    struct query *q = xmalloc(sizeof *q);
+    struct query *q = mp_calloc(1, sizeof *q);
     q->iq = mp_stanza_ref(iq);
-    q->host = xstrdup(env->from.domain);
-    q->user = xstrdup(env->from.local);
-    q->bare = xstrdup(env->from.bare);
-    q->queryid = xstrdup(mp_xml_get_attr(query, "queryid"));
+    q->host = mp_strdup(env->from.domain);
+    q->user = mp_strdup(env->from.local);
+    q->bare = mp_strdup(env->from.bare);
+    q->queryid = mp_strdup(mp_xml_get_attr(query, "queryid"));
     const char *type, *cond = read_query(iq, query, q, &type);
     if (cond) {
         q_error(q, type, cond);
@@ -1342,7 +1316,7 @@ static int64_t first_readable(const mp_archive_item *items, size_t n, char **sid
         int out;
         mp_stanza *m = item_parse(&items[i], &s, &out);
         if (m) {
-            *sid = xstrdup(s);
+            *sid = mp_strdup(s);
             mp_stanza_unref(m);
             return items[i].ts;
         }
@@ -1396,10 +1370,10 @@ static void meta_start(void *ud, int rc, const mp_archive_item *items, size_t n)
 static void metadata_get(mp_stanza *iq)
 {
     const struct mp_envelope *env = mp_stanza_envelope(iq);
-    struct meta *m = xmalloc(sizeof *m);
+    struct meta *m = mp_calloc(1, sizeof *m);
     m->iq = mp_stanza_ref(iq);
-    m->host = xstrdup(env->from.domain);
-    m->user = xstrdup(env->from.local);
+    m->host = mp_strdup(env->from.domain);
+    m->user = mp_strdup(env->from.local);
     mp_archive_filter f = {.limit = 4, .ts_from = cutoff_us()};
     if (mp_archive_query(m->host, STORE, m->user, &f, meta_start, m) != MAGPIE_OK) {
         mp_iq_reply_error(iq, "wait", "internal-server-error");

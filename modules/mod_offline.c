@@ -48,22 +48,6 @@ static const struct mp_option options[] = {
 static mp_module *self;
 static mp_counter *c_stored, *c_delivered, *c_refused;
 
-static void *xmalloc(size_t n)
-{
-    void *p = calloc(1, n);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
-
 /* Bounces the message st (not taken) to its sender. */
 static void bounce(mp_stanza *st, const char *type, const char *cond)
 {
@@ -109,8 +93,8 @@ static void store_enqueue(struct store_op *op)
         pthread_mutex_unlock(&queue_lock);
         return;
     }
-    q = xmalloc(sizeof *q);
-    q->bare = xstrdup(op->bare);
+    q = mp_calloc(1, sizeof *q);
+    q->bare = mp_strdup(op->bare);
     q->head = q->tail = op;
     q->next = queues;
     queues = q;
@@ -230,13 +214,13 @@ static int message_offline(mp_stanza *st, void *ud)
         return HOOK_PASS;
     if (only_chat_state(root))
         return HOOK_HANDLED; /* dropped: XEP-0085 §5.5 */
-    struct store_op *op = xmalloc(sizeof *op);
+    struct store_op *op = mp_calloc(1, sizeof *op);
     op->st = mp_stanza_ref(st);
     op->ack = mp_stanza_defer_ack(st);
-    op->host = xstrdup(env->to.domain);
-    op->user = xstrdup(env->to.local);
-    op->with = xstrdup(env->from.bare);
-    op->bare = xstrdup(env->to.bare);
+    op->host = mp_strdup(env->to.domain);
+    op->user = mp_strdup(env->to.local);
+    op->with = mp_strdup(env->from.bare);
+    op->bare = mp_strdup(env->to.bare);
     store_enqueue(op);
     return HOOK_HANDLED;
 }
@@ -265,8 +249,8 @@ static int take_begin(const char *bare)
             pthread_mutex_unlock(&lock);
             return 0;
         }
-    struct taking *t = xmalloc(sizeof *t);
-    t->bare = xstrdup(bare);
+    struct taking *t = mp_calloc(1, sizeof *t);
+    t->bare = mp_strdup(bare);
     t->next = takers;
     takers = t;
     pthread_mutex_unlock(&lock);
@@ -318,11 +302,11 @@ static void flush_start(const char *host, const char *user, const char *bare, ui
 {
     if (!take_begin(bare))
         return; /* another resource is taking them now */
-    struct flush_op *op = xmalloc(sizeof *op);
+    struct flush_op *op = mp_calloc(1, sizeof *op);
     op->sid = sid;
-    op->host = xstrdup(host);
-    op->user = xstrdup(user);
-    op->bare = xstrdup(bare);
+    op->host = mp_strdup(host);
+    op->user = mp_strdup(user);
+    op->bare = mp_strdup(bare);
     fetch_more(op);
 }
 
@@ -410,7 +394,7 @@ static void presence_changed(mp_session *s, mp_stanza *presence, int available, 
         return;
     struct sess *ss = mp_session_data(s, self);
     if (!ss) {
-        ss = xmalloc(sizeof *ss);
+        ss = mp_calloc(1, sizeof *ss);
         mp_session_set_data(s, self, ss);
     }
     if (ss->taken)

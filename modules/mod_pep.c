@@ -111,24 +111,6 @@ static const struct mp_option options[] = {
 static mp_module *self;
 static mp_counter *c_published, *c_notified, *c_caps_queries;
 
-static void *xmalloc(size_t n)
-{
-    void *p = calloc(1, n ? n : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
-
 static unsigned hash_str(const char *s, unsigned n)
 {
     uint32_t h = 2166136261u;
@@ -148,9 +130,7 @@ static void out_add(struct outbox *o, mp_stanza *st)
 {
     if (o->n == o->cap) {
         o->cap = o->cap ? 2 * o->cap : 8;
-        o->v = realloc(o->v, o->cap * sizeof *o->v);
-        if (!o->v)
-            abort();
+        o->v = mp_realloc(o->v, o->cap * sizeof *o->v);
     }
     o->v[o->n++] = st;
 }
@@ -259,10 +239,8 @@ static void member_set(struct node *nd, const char *bare, int on)
 {
     int k = member_find(nd, bare);
     if (on && k < 0) {
-        nd->members = realloc(nd->members, (nd->n_members + 1) * sizeof *nd->members);
-        if (!nd->members)
-            abort();
-        nd->members[nd->n_members++] = xstrdup(bare);
+        nd->members = mp_realloc(nd->members, (nd->n_members + 1) * sizeof *nd->members);
+        nd->members[nd->n_members++] = mp_strdup(bare);
     } else if (!on && k >= 0) {
         free(nd->members[k]);
         nd->members[k] = nd->members[--nd->n_members];
@@ -279,14 +257,12 @@ static struct node *node_find(struct owner *o, const char *name)
 
 static struct node *node_add(struct owner *o, const char *name)
 {
-    struct node *nd = xmalloc(sizeof *nd);
-    nd->name = xstrdup(name);
+    struct node *nd = mp_calloc(1, sizeof *nd);
+    nd->name = mp_strdup(name);
     nd->access = ACC_PRESENCE;
     nd->persist = 1;
     nd->max_items = (int)mp_module_opt_int(self, "default_max_items");
-    o->nodes = realloc(o->nodes, (o->n + 1) * sizeof *o->nodes);
-    if (!o->nodes)
-        abort();
+    o->nodes = mp_realloc(o->nodes, (o->n + 1) * sizeof *o->nodes);
     o->nodes[o->n++] = nd;
     return nd;
 }
@@ -333,9 +309,7 @@ static void item_push(struct node *nd, char *id, char *payload, int64_t ts)
     struct item *old = item_find(nd, id);
     if (old)
         item_remove(nd, old);
-    nd->items = realloc(nd->items, (nd->n + 1) * sizeof *nd->items);
-    if (!nd->items)
-        abort();
+    nd->items = mp_realloc(nd->items, (nd->n + 1) * sizeof *nd->items);
     nd->items[nd->n++] = (struct item){id, payload, ts};
     size_t lim = (size_t)node_limit(nd);
     while (nd->n > lim)
@@ -414,7 +388,7 @@ static void node_load(struct owner *o, const char *name, const void *data, size_
         mp_xml *pl = mp_xml_first_element(it);
         const char *ts = mp_xml_get_attr(it, "ts");
         if (id && pl)
-            item_push(nd, xstrdup(id), mp_xml_to_string(pl, NULL), ts ? atoll(ts) : 0);
+            item_push(nd, mp_strdup(id), mp_xml_to_string(pl, NULL), ts ? atoll(ts) : 0);
     }
     mp_stanza_unref(st);
 }
@@ -520,7 +494,7 @@ static void with_owner(const char *host, const char *local, owner_fn fn, void *a
 {
     struct outbox out = {0};
     size_t bl = strlen(local) + strlen(host) + 2;
-    char *bare = xmalloc(bl);
+    char *bare = mp_calloc(1, bl);
     snprintf(bare, bl, "%s@%s", local, host);
     pthread_mutex_lock(&lock);
     unsigned h = hash_str(bare, NBUCKETS);
@@ -528,15 +502,15 @@ static void with_owner(const char *host, const char *local, owner_fn fn, void *a
     while (o && strcmp(o->bare, bare) != 0)
         o = o->next;
     if (!o) {
-        o = xmalloc(sizeof *o);
+        o = mp_calloc(1, sizeof *o);
         o->bare = bare;
         bare = NULL;
-        o->host = xstrdup(host);
-        o->local = xstrdup(local);
+        o->host = mp_strdup(host);
+        o->local = mp_strdup(local);
         o->wq_tail = &o->wq;
         o->next = owners[h];
         owners[h] = o;
-        struct waiter *w = xmalloc(sizeof *w);
+        struct waiter *w = mp_calloc(1, sizeof *w);
         w->fn = fn;
         w->arg = arg;
         *o->wq_tail = w;
@@ -548,7 +522,7 @@ static void with_owner(const char *host, const char *local, owner_fn fn, void *a
     }
     free(bare);
     if (!o->loaded) {
-        struct waiter *w = xmalloc(sizeof *w);
+        struct waiter *w = mp_calloc(1, sizeof *w);
         w->fn = fn;
         w->arg = arg;
         *o->wq_tail = w;
@@ -677,10 +651,8 @@ static void strv_free(struct strv *s)
 
 static void strv_add(struct strv *s, const char *x)
 {
-    s->v = realloc(s->v, (s->n + 1) * sizeof *s->v);
-    if (!s->v)
-        abort();
-    s->v[s->n++] = xstrdup(x);
+    s->v = mp_realloc(s->v, (s->n + 1) * sizeof *s->v);
+    s->v[s->n++] = mp_strdup(x);
 }
 
 static int strv_has(const struct strv *s, const char *x)
@@ -743,9 +715,7 @@ static void sb_add(struct sbuf *b, const char *s)
     size_t l = strlen(s);
     if (b->n + l + 1 > b->cap) {
         b->cap = (b->n + l + 1) * 2;
-        b->s = realloc(b->s, b->cap);
-        if (!b->s)
-            abort();
+        b->s = mp_realloc(b->s, b->cap);
     }
     memcpy(b->s + b->n, s, l + 1);
     b->n += l;
@@ -781,7 +751,7 @@ static void caps_form_string(mp_stanza *st, const struct cform *f, struct sbuf *
     for (mp_xml *fl = mp_xml_find(f->x, "field", NULL); fl;
          fl = mp_xml_find_next(fl, "field", NULL))
         nf++;
-    struct cfield *fields = xmalloc(nf * sizeof *fields);
+    struct cfield *fields = mp_calloc(1, nf * sizeof *fields);
     size_t k = 0;
     for (mp_xml *fl = mp_xml_find(f->x, "field", NULL); fl;
          fl = mp_xml_find_next(fl, "field", NULL)) {
@@ -792,7 +762,7 @@ static void caps_form_string(mp_stanza *st, const struct cform *f, struct sbuf *
         cf->var = var;
         for (mp_xml *v = mp_xml_find(fl, "value", NULL); v; v = mp_xml_find_next(v, "value", NULL))
             cf->n++;
-        cf->values = xmalloc(cf->n * sizeof *cf->values);
+        cf->values = mp_calloc(1, cf->n * sizeof *cf->values);
         size_t j = 0;
         for (mp_xml *v = mp_xml_find(fl, "value", NULL); v; v = mp_xml_find_next(v, "value", NULL))
             cf->values[j++] = mp_xml_text(st, v);
@@ -826,9 +796,9 @@ static int caps_hash(mp_stanza *st, const mp_xml *q, char *out, size_t outlen)
         else if (strcmp(e->name, "x") == 0 && strcmp(e->ns, MP_NS_DATA) == 0)
             nx++;
     }
-    char **ids = xmalloc(ni * sizeof *ids);
-    const char **feats = xmalloc(nf * sizeof *feats);
-    struct cform *forms = xmalloc(nx * sizeof *forms);
+    char **ids = mp_calloc(1, ni * sizeof *ids);
+    const char **feats = mp_calloc(1, nf * sizeof *feats);
+    struct cform *forms = mp_calloc(1, nx * sizeof *forms);
     size_t i = 0, f = 0, x = 0;
     int bad = 0;
     for (mp_xml *e = mp_xml_first_element(q); e; e = mp_xml_find_next(e, NULL, NULL)) {
@@ -845,7 +815,7 @@ static int caps_hash(mp_stanza *st, const mp_xml *q, char *out, size_t outlen)
             sb_add(&sb, l ? l : "");
             sb_add(&sb, "/");
             sb_add(&sb, n ? n : "");
-            ids[i++] = sb.s ? sb.s : xstrdup("");
+            ids[i++] = sb.s ? sb.s : mp_strdup("");
         } else if (strcmp(e->name, "feature") == 0) {
             const char *v = mp_xml_get_attr(e, "var");
             feats[f++] = v ? v : "";
@@ -979,9 +949,9 @@ static void op_last(struct owner *o, void *arg, struct outbox *out)
 
 static struct last_op *last_op_new(const char *full, const char *bare, const struct strv *notify)
 {
-    struct last_op *op = xmalloc(sizeof *op);
-    op->full = xstrdup(full);
-    op->bare = xstrdup(bare);
+    struct last_op *op = mp_calloc(1, sizeof *op);
+    op->full = mp_strdup(full);
+    op->bare = mp_strdup(bare);
     for (size_t i = 0; i < notify->n; i++)
         strv_add(&op->notify, notify->v[i]);
     return op;
@@ -1025,13 +995,13 @@ static void send_initial(const char *full, const struct strv *notify)
 {
     if (!notify->n)
         return;
-    struct initial *in = xmalloc(sizeof *in);
+    struct initial *in = mp_calloc(1, sizeof *in);
     if (mp_jid_parse(&in->jid, full) != MAGPIE_OK || !in->jid.local) {
         mp_jid_free(&in->jid);
         free(in);
         return;
     }
-    in->full = xstrdup(full);
+    in->full = mp_strdup(full);
     for (size_t i = 0; i < notify->n; i++)
         strv_add(&in->notify, notify->v[i]);
     with_owner(in->jid.domain, in->jid.local, op_last, last_op_new(full, in->jid.bare, notify));
@@ -1055,10 +1025,8 @@ static void due_collect(struct caps *c, struct due *d)
         for (struct res *r = res_tab[b]; r; r = r->next)
             if (!r->initial && !r->negative && r->ver && strcmp(r->ver, c->ver) == 0) {
                 r->initial = 1;
-                d->full = realloc(d->full, (d->n + 1) * sizeof *d->full);
-                if (!d->full)
-                    abort();
-                d->full[d->n++] = xstrdup(r->full);
+                d->full = mp_realloc(d->full, (d->n + 1) * sizeof *d->full);
+                d->full[d->n++] = mp_strdup(r->full);
             }
 }
 
@@ -1107,10 +1075,8 @@ static int iq_result_in(mp_stanza *st, void *ud)
         const char *var = mp_xml_get_attr(f, "var");
         size_t l = var ? strlen(var) : 0;
         if (l > 7 && strcmp(var + l - 7, "+notify") == 0) {
-            c->notify = realloc(c->notify, (c->n + 1) * sizeof *c->notify);
-            if (!c->notify)
-                abort();
-            c->notify[c->n] = xmalloc(l - 6);
+            c->notify = mp_realloc(c->notify, (c->n + 1) * sizeof *c->notify);
+            c->notify[c->n] = mp_calloc(1, l - 6);
             memcpy(c->notify[c->n], var, l - 7);
             c->n++;
         }
@@ -1149,13 +1115,13 @@ static void presence_changed(mp_session *s, mp_stanza *pres, int available, void
     struct res **pp;
     struct res *r = res_find(me->full, &pp);
     if (!r) {
-        r = xmalloc(sizeof *r);
-        r->full = xstrdup(me->full);
+        r = mp_calloc(1, sizeof *r);
+        r->full = mp_strdup(me->full);
         *pp = r;
     }
     if (!(r->ver && ver && strcmp(r->ver, ver) == 0)) {
         free(r->ver);
-        r->ver = xstrdup(ver);
+        r->ver = mp_strdup(ver);
         r->initial = 0;
     }
     r->negative = negative;
@@ -1168,12 +1134,12 @@ static void presence_changed(mp_session *s, mp_stanza *pres, int available, void
         }
         if (!e) {
             caps_evict();
-            e = xmalloc(sizeof *e);
-            e->ver = xstrdup(ver);
+            e = mp_calloc(1, sizeof *e);
+            e->ver = mp_strdup(ver);
             e->used = ++caps_clock;
             memcpy(e->qid, CAPS_ID_PREFIX, strlen(CAPS_ID_PREFIX));
             mp_random_id(e->qid + strlen(CAPS_ID_PREFIX), sizeof e->qid - strlen(CAPS_ID_PREFIX));
-            e->asked = xstrdup(me->full);
+            e->asked = mp_strdup(me->full);
             e->asked_at = mp_now_us();
             unsigned b = hash_str(ver, CBUCKETS);
             e->next = caps_tab[b];
@@ -1187,7 +1153,7 @@ static void presence_changed(mp_session *s, mp_stanza *pres, int available, void
             mp_xml_set_attr(query, root, "from", me->domain);
             mp_xml *q = mp_xml_add_child(query, root, "query", NS_DISCO_INFO);
             size_t nl = strlen(node) + strlen(ver) + 2;
-            char *nv = xmalloc(nl);
+            char *nv = mp_calloc(1, nl);
             snprintf(nv, nl, "%s#%s", node, ver);
             mp_xml_set_attr(query, q, "node", nv);
             free(nv);
@@ -1280,9 +1246,9 @@ static void fanout_run(struct fanout *f, const char *host, const char *local)
 
 static struct fanout *fanout_new(const struct owner *o, const struct node *nd, mp_xml **event)
 {
-    struct fanout *f = xmalloc(sizeof *f);
-    f->owner_bare = xstrdup(o->bare);
-    f->node = xstrdup(nd->name);
+    struct fanout *f = mp_calloc(1, sizeof *f);
+    f->owner_bare = mp_strdup(o->bare);
+    f->node = mp_strdup(nd->name);
     f->access = nd->access;
     for (size_t i = 0; nd->access == ACC_WHITELIST && i < nd->n_members; i++)
         strv_add(&f->members, nd->members[i]);
@@ -1477,7 +1443,7 @@ static void op_publish(struct owner *o, void *arg, struct outbox *out)
         mp_random_id(gen, sizeof gen);
         id = gen;
     }
-    item_push(nd, xstrdup(id), data, mp_now_us());
+    item_push(nd, mp_strdup(id), data, mp_now_us());
     mp_counter_add(c_published, 1);
     /* the event */
     mp_xml *ev;
@@ -1834,17 +1800,17 @@ static void op_run(struct owner *o, void *arg, struct outbox *out)
 
 static void run_now(owner_fn fn, struct req *r, const char *host, const char *local)
 {
-    struct run *x = xmalloc(sizeof *x);
+    struct run *x = mp_calloc(1, sizeof *x);
     x->fn = fn;
     x->r = r;
-    x->host = xstrdup(host);
-    x->local = xstrdup(local);
+    x->host = mp_strdup(host);
+    x->local = mp_strdup(local);
     with_owner(host, local, op_run, x);
 }
 
 static struct req *req_new(mp_stanza *iq, mp_xml *op)
 {
-    struct req *r = xmalloc(sizeof *r);
+    struct req *r = mp_calloc(1, sizeof *r);
     r->iq = mp_stanza_ref(iq);
     r->op = op;
     return r;
@@ -1876,7 +1842,7 @@ static void run_as_requester(owner_fn fn, struct req *r)
         run_now(fn, r, t->domain, t->local);
         return;
     }
-    struct auth *a = xmalloc(sizeof *a);
+    struct auth *a = mp_calloc(1, sizeof *a);
     a->fn = fn;
     a->r = r;
     if (mp_roster_contacts(t->domain, t->local, auth_done, a) != MAGPIE_OK)
@@ -2183,7 +2149,7 @@ static void op_bm_set(struct owner *o, void *arg, struct outbox *out)
         mp_xml_set_attr(p, root, "autojoin",
                         truthy(mp_xml_get_attr(c, "autojoin")) ? "true" : "false");
         copy_nick_password(p, root, iq, c, NS_BOOKMARKS);
-        item_push(nd, xstrdup(j.bare), mp_xml_to_string(root, NULL), mp_now_us());
+        item_push(nd, mp_strdup(j.bare), mp_xml_to_string(root, NULL), mp_now_us());
         add_item(f->event, evitems, &nd->items[nd->n - 1], 1);
         mp_stanza_unref(p);
         mp_jid_free(&j);
@@ -2202,7 +2168,7 @@ static void account_deleted(const char *domain, const char *user, void *ud)
     (void)ud;
     mp_map_del(domain, STORE, user, NULL, NULL, NULL);
     size_t bl = strlen(user) + strlen(domain) + 2;
-    char *bare = xmalloc(bl);
+    char *bare = mp_calloc(1, bl);
     snprintf(bare, bl, "%s@%s", user, domain);
     pthread_mutex_lock(&lock);
     struct owner *o = owners[hash_str(bare, NBUCKETS)];

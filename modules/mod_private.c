@@ -44,9 +44,7 @@ struct set_op {
 static char *field_of(const mp_xml *el)
 {
     size_t n = strlen(el->ns) + 1 + strlen(el->name) + 1;
-    char *f = malloc(n);
-    if (!f)
-        abort();
+    char *f = mp_malloc(n);
     snprintf(f, n, "%s %s", el->ns, el->name);
     return f;
 }
@@ -158,9 +156,7 @@ static void private_set(mp_stanza *iq, void *ud)
     for (mp_xml *e = el; e; e = mp_xml_find_next(e, NULL, NULL)) {
         if (check_fragment(iq, e))
             goto out;
-        docs = realloc(docs, (n + 1) * sizeof *docs);
-        if (!docs)
-            abort();
+        docs = mp_realloc(docs, (n + 1) * sizeof *docs);
         docs[n++] = mp_xml_to_string(e, NULL);
         if (strlen(docs[n - 1]) > max) {
             mp_iq_reply_error(iq, "modify", "not-acceptable");
@@ -168,9 +164,7 @@ static void private_set(mp_stanza *iq, void *ud)
         }
     }
     const struct mp_envelope *env = mp_stanza_envelope(iq);
-    struct set_op *op = calloc(1, sizeof *op);
-    if (!op)
-        abort();
+    struct set_op *op = mp_calloc(1, sizeof *op);
     op->iq = mp_stanza_ref(iq);
     op->pending = 1; /* held until every write is issued */
     size_t i = 0;

@@ -68,27 +68,11 @@ static const struct mp_option options[] = {
 static mp_module *self;
 static mp_counter *c_sent, *c_coalesced, *c_disabled;
 
-static void *xcalloc(size_t n)
-{
-    void *p = calloc(1, n);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
-
 /* "APP\nNODE": the map field of a registration (malloc'd). */
 static char *field_of(const char *app, const char *node)
 {
     size_t n = strlen(app) + strlen(node) + 2;
-    char *f = xcalloc(n);
+    char *f = mp_calloc(1, n);
     snprintf(f, n, "%s\n%s", app, node);
     return f;
 }
@@ -144,8 +128,8 @@ static unsigned count_message(const char *bare)
     while (c && strcmp(c->bare, bare) != 0)
         c = c->next;
     if (!c) {
-        c = xcalloc(sizeof *c);
-        c->bare = xstrdup(bare);
+        c = mp_calloc(1, sizeof *c);
+        c->bare = mp_strdup(bare);
         c->next = counts;
         counts = c;
     }
@@ -192,9 +176,9 @@ static int may_notify(const char *bare, const char *field)
         r = r->next;
     int ok = !r || now - r->last_us >= gap;
     if (!r) {
-        r = xcalloc(sizeof *r);
-        r->bare = xstrdup(bare);
-        r->field = xstrdup(field);
+        r = mp_calloc(1, sizeof *r);
+        r->bare = mp_strdup(bare);
+        r->field = mp_strdup(field);
         r->next = regs;
         regs = r;
     }
@@ -208,12 +192,12 @@ static int may_notify(const char *bare, const char *field)
 static void pending_add(const char *id, const char *host, const char *user, const char *field,
                         const char *app)
 {
-    struct pending *p = xcalloc(sizeof *p);
+    struct pending *p = mp_calloc(1, sizeof *p);
     snprintf(p->id, sizeof p->id, "%s", id);
-    p->host = xstrdup(host);
-    p->user = xstrdup(user);
-    p->field = xstrdup(field);
-    p->app = xstrdup(app);
+    p->host = mp_strdup(host);
+    p->user = mp_strdup(user);
+    p->field = mp_strdup(field);
+    p->app = mp_strdup(app);
     p->sent_us = mp_now_us();
     pthread_mutex_lock(&lock);
     for (struct pending **pp = &pendings; *pp;) {
@@ -325,11 +309,11 @@ static void enable(mp_stanza *iq, mp_xml *el, const mp_jid *owner)
         mp_iq_reply_error(iq, "modify", "not-acceptable");
         free(xml);
     } else {
-        struct enable_op *op = xcalloc(sizeof *op);
+        struct enable_op *op = mp_calloc(1, sizeof *op);
         op->iq = mp_stanza_ref(iq);
-        op->host = xstrdup(owner->domain);
-        op->user = xstrdup(owner->local);
-        op->bare = xstrdup(owner->bare);
+        op->host = mp_strdup(owner->domain);
+        op->user = mp_strdup(owner->local);
+        op->bare = mp_strdup(owner->bare);
         op->field = field_of(aj.full, node);
         op->xml = xml;
         /* count the account's other registrations first */
@@ -396,12 +380,12 @@ static void disable(mp_stanza *iq, mp_xml *el, const mp_jid *owner)
         }
         free(field);
     } else {
-        struct disable_op *op = xcalloc(sizeof *op);
+        struct disable_op *op = mp_calloc(1, sizeof *op);
         op->iq = mp_stanza_ref(iq);
-        op->host = xstrdup(owner->domain);
-        op->user = xstrdup(owner->local);
-        op->bare = xstrdup(owner->bare);
-        op->app = xstrdup(aj.full);
+        op->host = mp_strdup(owner->domain);
+        op->user = mp_strdup(owner->local);
+        op->bare = mp_strdup(owner->bare);
+        op->app = mp_strdup(aj.full);
         if (mp_map_all(owner->domain, STORE, owner->local, disable_listed, op) != MAGPIE_OK) {
             mp_iq_reply_error(iq, "wait", "internal-server-error");
             disable_op_free(op);
@@ -512,13 +496,13 @@ static void message_missed(mp_stanza *msg, const char *host, const char *user, c
     mp_xml *body = mp_xml_find(mp_stanza_root(msg), "body", NULL);
     if (!body || !env->from.domain || env->type == MP_TYPE_ERROR || env->type == MP_TYPE_HEADLINE)
         return;
-    struct notify_op *op = xcalloc(sizeof *op);
-    op->host = xstrdup(host);
-    op->user = xstrdup(user);
-    op->bare = xstrdup(bare);
-    op->sender = xstrdup(env->from.bare);
+    struct notify_op *op = mp_calloc(1, sizeof *op);
+    op->host = mp_strdup(host);
+    op->user = mp_strdup(user);
+    op->bare = mp_strdup(bare);
+    op->sender = mp_strdup(env->from.bare);
     if (mp_module_opt_bool(self, "include_body"))
-        op->body = xstrdup(mp_xml_text(msg, body));
+        op->body = mp_strdup(mp_xml_text(msg, body));
     op->count = count_message(bare);
     if (mp_map_all(host, STORE, user, regs_listed, op) != MAGPIE_OK)
         notify_op_free(op);

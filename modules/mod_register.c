@@ -81,9 +81,8 @@ static int rate_take(const char *addr)
         pp = &r->next;
     }
     if (ok) {
-        struct recent *r = calloc(1, sizeof *r);
-        if (!r || !(r->addr = strdup(addr)))
-            abort();
+        struct recent *r = mp_calloc(1, sizeof *r);
+        r->addr = mp_strdup(addr);
         r->at = now;
         r->next = recents;
         recents = r;
@@ -229,9 +228,8 @@ static void register_new(mp_session *s, mp_stanza *iq, mp_xml *q, const char *ho
                                     "Too many registrations from your address; try later"));
         return;
     }
-    struct pending *p = calloc(1, sizeof *p);
-    if (!p || !(p->addr = strdup(addr)))
-        abort();
+    struct pending *p = mp_calloc(1, sizeof *p);
+    p->addr = mp_strdup(addr);
     p->sid = mp_session_id(s);
     p->iq = mp_stanza_ref(iq);
     if (mp_account_create(host, norm, password, created, p) != MAGPIE_OK) {

@@ -118,24 +118,6 @@ struct user {
 static struct user *buckets[NBUCKETS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void *xmalloc(size_t n)
-{
-    void *p = calloc(1, n ? n : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
-
 static unsigned hash(const char *s)
 {
     uint32_t h = 2166136261u;
@@ -148,9 +130,7 @@ static void out_add(struct outbox *o, mp_stanza *st)
 {
     if (o->n == o->cap) {
         o->cap = o->cap ? 2 * o->cap : 8;
-        o->v = realloc(o->v, o->cap * sizeof *o->v);
-        if (!o->v)
-            abort();
+        o->v = mp_realloc(o->v, o->cap * sizeof *o->v);
     }
     o->v[o->n++] = st;
 }
@@ -187,11 +167,9 @@ static struct item *item_find(struct user *u, const char *jid)
 
 static struct item *item_add(struct user *u, const char *jid)
 {
-    struct item *it = xmalloc(sizeof *it);
-    it->jid = xstrdup(jid);
-    u->items = realloc(u->items, (u->n_items + 1) * sizeof *u->items);
-    if (!u->items)
-        abort();
+    struct item *it = mp_calloc(1, sizeof *it);
+    it->jid = mp_strdup(jid);
+    u->items = mp_realloc(u->items, (u->n_items + 1) * sizeof *u->items);
     u->items[u->n_items++] = it;
     return it;
 }
@@ -335,7 +313,7 @@ static void item_load(struct user *u, const char *field, const void *data, size_
     mp_xml *x = mp_stanza_root(st);
     struct item *it = item_add(u, field);
     const char *v;
-    it->name = xstrdup(mp_xml_get_attr(x, "name"));
+    it->name = mp_strdup(mp_xml_get_attr(x, "name"));
     v = mp_xml_get_attr(x, "subscription");
     it->sub = !v                   ? 0
               : !strcmp(v, "to")   ? SUB_TO
@@ -347,10 +325,8 @@ static void item_load(struct user *u, const char *field, const void *data, size_
     it->pending_in = mp_xml_get_attr(x, "pending-in") != NULL;
     it->hidden = mp_xml_get_attr(x, "hidden") != NULL;
     for (mp_xml *g = mp_xml_find(x, "group", NULL); g; g = mp_xml_find_next(g, "group", NULL)) {
-        it->groups = realloc(it->groups, (it->n_groups + 1) * sizeof *it->groups);
-        if (!it->groups)
-            abort();
-        it->groups[it->n_groups++] = xstrdup(mp_xml_text(st, g));
+        it->groups = mp_realloc(it->groups, (it->n_groups + 1) * sizeof *it->groups);
+        it->groups[it->n_groups++] = mp_strdup(mp_xml_text(st, g));
     }
     mp_xml *p = mp_xml_find(x, "presence", NULL);
     if (p && it->pending_in) {
@@ -451,10 +427,10 @@ static void with_user(const char *host, const char *local, const char *bare, use
         u = u->next;
     int start_load = 0;
     if (!u) {
-        u = xmalloc(sizeof *u);
-        u->bare = xstrdup(bare);
-        u->host = xstrdup(host);
-        u->local = xstrdup(local);
+        u = mp_calloc(1, sizeof *u);
+        u->bare = mp_strdup(bare);
+        u->host = mp_strdup(host);
+        u->local = mp_strdup(local);
         u->wq_tail = &u->wq;
         u->next = buckets[h];
         buckets[h] = u;
@@ -464,7 +440,7 @@ static void with_user(const char *host, const char *local, const char *bare, use
     for (struct waiter *w = u->wq; w && !wait; w = w->next)
         wait = w->loop == here;
     if (wait) {
-        struct waiter *w = xmalloc(sizeof *w);
+        struct waiter *w = mp_calloc(1, sizeof *w);
         w->fn = fn;
         w->arg = arg;
         w->loop = here;
@@ -607,7 +583,7 @@ static void op_session_start(struct user *u, void *arg, struct outbox *out)
     (void)out;
     struct res_op *op = arg;
     if (!res_find(u, op->sid)) {
-        struct resource *r = xmalloc(sizeof *r);
+        struct resource *r = mp_calloc(1, sizeof *r);
         r->full = op->full;
         op->full = NULL;
         r->sid = op->sid;
@@ -710,7 +686,7 @@ static struct sess *sess_of(mp_session *s)
 {
     struct sess *ss = mp_session_data(s, self);
     if (!ss) {
-        ss = xmalloc(sizeof *ss);
+        ss = mp_calloc(1, sizeof *ss);
         mp_session_set_data(s, self, ss);
     }
     return ss;
@@ -718,9 +694,9 @@ static struct sess *sess_of(mp_session *s)
 
 static struct res_op *res_op_new(mp_session *s)
 {
-    struct res_op *op = xmalloc(sizeof *op);
+    struct res_op *op = mp_calloc(1, sizeof *op);
     op->sid = mp_session_id(s);
-    op->full = xstrdup(mp_session_jid(s)->full);
+    op->full = mp_strdup(mp_session_jid(s)->full);
     return op;
 }
 
@@ -872,15 +848,15 @@ static void op_set(struct user *u, void *arg, struct outbox *out)
     it->hidden = 0;
     free(it->name);
     const char *name = mp_xml_get_attr(x, "name");
-    it->name = name && *name ? xstrdup(name) : NULL;
+    it->name = name && *name ? mp_strdup(name) : NULL;
     for (size_t i = 0; i < it->n_groups; i++)
         free(it->groups[i]);
     free(it->groups);
-    it->groups = ng ? xmalloc(ng * sizeof *it->groups) : NULL;
+    it->groups = ng ? mp_calloc(1, ng * sizeof *it->groups) : NULL;
     it->n_groups = 0;
     for (mp_xml *g = mp_xml_find(x, "group", NS_ROSTER); g;
          g = mp_xml_find_next(g, "group", NS_ROSTER))
-        it->groups[it->n_groups++] = xstrdup(mp_xml_text(iq, g));
+        it->groups[it->n_groups++] = mp_strdup(mp_xml_text(iq, g));
     out_add(out, mp_iq_result(iq));
     changed(u, it, 0, out);
 done_jid:
@@ -906,7 +882,7 @@ static void roster_get(mp_stanza *iq, void *ud)
         mp_iq_reply_error(iq, "auth", "forbidden");
         return;
     }
-    struct iq_op *op = xmalloc(sizeof *op);
+    struct iq_op *op = mp_calloc(1, sizeof *op);
     op->iq = mp_stanza_ref(iq);
     with_jid(&mp_stanza_envelope(iq)->from, op_get, op);
 }
@@ -924,7 +900,7 @@ static void roster_set(mp_stanza *iq, void *ud)
         mp_iq_reply_error(iq, "modify", "bad-request");
         return;
     }
-    struct iq_op *op = xmalloc(sizeof *op);
+    struct iq_op *op = mp_calloc(1, sizeof *op);
     op->iq = mp_stanza_ref(iq);
     with_jid(&mp_stanza_envelope(iq)->from, op_set, op);
 }
@@ -1135,8 +1111,8 @@ static void op_probe(struct user *u, void *arg, struct outbox *out)
 
 static struct sub_op *sub_op_new(mp_stanza *st, const mp_jid *other)
 {
-    struct sub_op *op = xmalloc(sizeof *op);
-    op->contact = xstrdup(other->bare);
+    struct sub_op *op = mp_calloc(1, sizeof *op);
+    op->contact = mp_strdup(other->bare);
     op->type = mp_stanza_envelope(st)->type;
     op->st = mp_stanza_ref(st);
     return op;
@@ -1178,10 +1154,8 @@ static int from_client(mp_session *s, mp_stanza *st, void *ud)
             d->v[i] = d->v[--d->n];
         }
     } else if (i == d->n && ss->available && d->n < 1000) {
-        d->v = realloc(d->v, (d->n + 1) * sizeof *d->v);
-        if (!d->v)
-            abort();
-        d->v[d->n++] = xstrdup(env->to.full);
+        d->v = mp_realloc(d->v, (d->n + 1) * sizeof *d->v);
+        d->v[d->n++] = mp_strdup(env->to.full);
     }
     return MP_FILTER_PASS;
 }
@@ -1220,11 +1194,11 @@ static int subscription_in(mp_stanza *st, void *ud)
         with_jid(&env->to, op_inbound, op);
         return HOOK_HANDLED;
     }
-    struct exists_op *e = xmalloc(sizeof *e);
+    struct exists_op *e = mp_calloc(1, sizeof *e);
     e->op = op;
-    e->host = xstrdup(env->to.domain);
-    e->local = xstrdup(env->to.local);
-    e->bare = xstrdup(env->to.bare);
+    e->host = mp_strdup(env->to.domain);
+    e->local = mp_strdup(env->to.local);
+    e->bare = mp_strdup(env->to.bare);
     if (mp_account_exists(e->host, e->local, contact_checked, e) != MAGPIE_OK)
         contact_checked(e, MAGPIE_ERR);
     return HOOK_HANDLED;
@@ -1278,11 +1252,11 @@ static void op_contacts(struct user *u, void *arg, struct outbox *out)
 {
     (void)out;
     struct contacts_op *op = arg;
-    op->v = xmalloc(u->n_items * sizeof *op->v);
+    op->v = mp_calloc(1, u->n_items * sizeof *op->v);
     for (size_t i = 0; i < u->n_items; i++) {
         if (u->items[i]->hidden)
             continue;
-        op->v[op->n].jid = xstrdup(u->items[i]->jid);
+        op->v[op->n].jid = mp_strdup(u->items[i]->jid);
         op->v[op->n++].subscription = ((u->items[i]->sub & SUB_TO) ? MP_SUB_TO : 0) |
                                       ((u->items[i]->sub & SUB_FROM) ? MP_SUB_FROM : 0);
     }
@@ -1301,9 +1275,9 @@ static int contacts_query(const char *host, const char *user, mp_roster_contacts
     if (!mp_loop_current())
         return MAGPIE_ERR;
     size_t n = strlen(user) + strlen(host) + 2;
-    char *bare = xmalloc(n);
+    char *bare = mp_calloc(1, n);
     snprintf(bare, n, "%s@%s", user, host);
-    struct contacts_op *op = xmalloc(sizeof *op);
+    struct contacts_op *op = mp_calloc(1, sizeof *op);
     op->cb = cb;
     op->ud = ud;
     with_user(host, user, bare, op_contacts, op);
@@ -1350,7 +1324,7 @@ static int roster_item(const char *host, const char *user, const char *contact,
     (void)ud;
     if (!contact || !*contact)
         return MAGPIE_ERR; /* "" is the version field */
-    struct item_q *q = xmalloc(sizeof *q);
+    struct item_q *q = mp_calloc(1, sizeof *q);
     q->cb = cb;
     q->ud = cb_ud;
     if (mp_map_get(host, STORE, user, contact, item_read, q) != MAGPIE_OK) {

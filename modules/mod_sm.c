@@ -89,9 +89,7 @@ static void q_push(struct sm *sm, mp_stanza *st)
 {
     if (sm->n == sm->cap) {
         size_t cap = sm->cap ? 2 * sm->cap : 16;
-        mp_stanza **v = malloc(cap * sizeof *v);
-        if (!v)
-            abort();
+        mp_stanza **v = mp_malloc(cap * sizeof *v);
         for (size_t i = 0; i < sm->n; i++)
             v[i] = sm->q[(sm->head + i) % sm->cap];
         free(sm->q);
@@ -150,9 +148,8 @@ static double now_s(void)
 
 static void registry_add(const char *previd, const char *full, uint64_t id)
 {
-    struct entry *e = calloc(1, sizeof *e);
-    if (!e || !(e->full = strdup(full)))
-        abort();
+    struct entry *e = mp_calloc(1, sizeof *e);
+    e->full = mp_strdup(full);
     memcpy(e->previd, previd, PREVID_SIZE);
     e->id = id;
     unsigned b = bucket_of(previd);
@@ -192,11 +189,9 @@ static int registry_find(const char *previd, char **full, uint64_t *id, uint32_t
     pthread_mutex_lock(&lock);
     for (struct entry *e = buckets[b]; e; e = e->next)
         if (strcmp(e->previd, previd) == 0) {
-            *full = strdup(e->full);
+            *full = mp_strdup(e->full);
             *id = e->id;
             pthread_mutex_unlock(&lock);
-            if (!*full)
-                abort();
             return MAGPIE_OK;
         }
     double now = now_s();
@@ -355,9 +350,7 @@ static void finish_resume(mp_session *s, struct sm *sm)
     send_h(s, "resumed", handled, sm->previd);
     /* resend what the client did not get; counted again as it goes out */
     size_t n = sm->n;
-    mp_stanza **v = malloc((n ? n : 1) * sizeof *v);
-    if (!v)
-        abort();
+    mp_stanza **v = mp_malloc((n ? n : 1) * sizeof *v);
     for (size_t i = 0; i < n; i++)
         v[i] = q_pop(sm);
     sm->out_count = sm->out_acked;
@@ -415,9 +408,7 @@ static int on_enable(mp_session *s, mp_stanza *el, void *ud)
         if (want > 0 && want < timeout)
             timeout = (double)want;
     }
-    struct sm *sm = calloc(1, sizeof *sm);
-    if (!sm)
-        abort();
+    struct sm *sm = mp_calloc(1, sizeof *sm);
     sm->resumable = resume;
     sm->timeout = timeout;
     mp_session_set_data(s, self, sm);
@@ -505,9 +496,7 @@ static int on_resume(mp_session *from, mp_stanza *el, void *ud)
         send_failed(from, "item-not-found", known ? &last_h : NULL);
         return HOOK_HANDLED;
     }
-    struct resume_arg *ra = calloc(1, sizeof *ra);
-    if (!ra)
-        abort();
+    struct resume_arg *ra = mp_calloc(1, sizeof *ra);
     ra->h = h;
     memcpy(ra->previd, previd, strlen(previd) + 1);
     int rc = mp_session_resume(from, full, id, ra);

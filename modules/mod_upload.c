@@ -143,9 +143,7 @@ static struct user *user_get(const char *jid)
     for (struct user *u = *b; u; u = u->next)
         if (!strcmp(u->jid, jid))
             return u;
-    struct user *u = calloc(1, sizeof *u);
-    if (!u)
-        abort();
+    struct user *u = mp_calloc(1, sizeof *u);
     u->jid = strdup(jid);
     u->next = *b;
     *b = u;
@@ -229,9 +227,7 @@ static char *sanitise_name(const char *in)
     for (const char *q = in; *q; q++)
         if (*q == '/' || *q == '\\')
             p = q + 1;
-    char *out = malloc(NAME_MAX_LEN + 1);
-    if (!out)
-        abort();
+    char *out = mp_malloc(NAME_MAX_LEN + 1);
     size_t o = 0;
     for (; *p && o < NAME_MAX_LEN; p++) {
         unsigned char ch = (unsigned char)*p;
@@ -352,9 +348,7 @@ static struct slot *meta_read(const char *id)
     fclose(f);
     if (!ok || !line[0][0] || !line[1][0])
         return NULL;
-    struct slot *s = calloc(1, sizeof *s);
-    if (!s)
-        abort();
+    struct slot *s = mp_calloc(1, sizeof *s);
     snprintf(s->id, sizeof s->id, "%s", id);
     s->owner = strdup(line[0]);
     s->name = strdup(line[1]);
@@ -510,9 +504,7 @@ static void on_request(mp_stanza *iq, void *ud)
         return;
     }
     u->count++;
-    struct slot *s = calloc(1, sizeof *s);
-    if (!s)
-        abort();
+    struct slot *s = mp_calloc(1, sizeof *s);
     mp_random_id(s->id, sizeof s->id);
     mp_random_id(s->token, sizeof s->token);
     s->owner = strdup(owner);

@@ -18,6 +18,7 @@
 
 #define MAGPIE_VERSION_STRING "0.1.0"
 
+#include <magpie/alloc.h>
 #include <magpie/log.h>
 #include <magpie/xml.h>
 #include <magpie/xmlstream.h>

@@ -192,9 +192,7 @@ void muc_admin_set(struct muc_room *r, mp_stanza *iq)
         return;
     }
     /* all or nothing: every item is checked before any is applied */
-    struct change *cs = calloc(n, sizeof *cs);
-    if (!cs)
-        abort();
+    struct change *cs = mp_calloc(n, sizeof *cs);
     size_t k = 0;
     for (mp_xml *it = mp_xml_find(q, "item", NS_MUC_ADMIN); it;
          it = mp_xml_find_next(it, "item", NS_MUC_ADMIN), k++) {
@@ -206,7 +204,7 @@ void muc_admin_set(struct muc_room *r, mp_stanza *iq)
         }
     }
     struct muc_occupant *actor = muc_occ_by_jid(r, env->from.full);
-    char *actor_nick = muc_strdup(actor ? actor->nick : NULL);
+    char *actor_nick = mp_strdup(actor ? actor->nick : NULL);
     int save = 0;
     mp_iq_reply(mp_iq_result(iq));
     for (k = 0; k < n; k++) {
@@ -409,9 +407,9 @@ static void config_free(struct muc_config *c)
 static void config_submit(struct muc_room *r, mp_stanza *iq, mp_xml *x)
 {
     struct muc_config c = r->cfg;
-    c.name = muc_strdup(r->cfg.name);
-    c.desc = muc_strdup(r->cfg.desc);
-    c.password = muc_strdup(r->cfg.password);
+    c.name = mp_strdup(r->cfg.name);
+    c.desc = mp_strdup(r->cfg.desc);
+    c.password = mp_strdup(r->cfg.password);
     int pw_flag;
     const char *no = read_form(iq, x, &c, &pw_flag);
     if (no) {

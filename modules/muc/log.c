@@ -75,9 +75,7 @@ struct appended {
 static char *with_part(char what, const char *v)
 {
     size_t n = strlen(v) + 5;
-    char *s = malloc(n);
-    if (!s)
-        abort();
+    char *s = mp_malloc(n);
     snprintf(s, n, "\t%c=%s\t", what, v);
     return s;
 }
@@ -137,15 +135,11 @@ void muc_log_message(struct muc_room *r, mp_stanza *m, const struct muc_occupant
     char *with = NULL;
     if (o) {
         size_t n = strlen(o->nick) + strlen(o->real.bare) + 10;
-        with = malloc(n);
-        if (!with)
-            abort();
+        with = mp_malloc(n);
         snprintf(with, n, "\tn=%s\tj=%s\t", o->nick, o->real.bare);
     }
-    struct appended *a = malloc(sizeof *a);
-    if (!a)
-        abort();
-    a->node = muc_strdup(r->node);
+    struct appended *a = mp_malloc(sizeof *a);
+    a->node = mp_strdup(r->node);
     a->us = us;
     a->kind = kind;
     if (mp_archive_append_at(muc_domain(), STORE_LOG, r->node, us, with, doc, strlen(doc),
@@ -244,10 +238,8 @@ static void on_trim_count(void *ud, int rc, int64_t n)
 
 static struct trim *trim_new(struct muc_room *r, int size)
 {
-    struct trim *t = calloc(1, sizeof *t);
-    if (!t)
-        abort();
-    t->node = muc_strdup(r->node);
+    struct trim *t = mp_calloc(1, sizeof *t);
+    t->node = mp_strdup(r->node);
     t->size = size;
     return t;
 }
@@ -356,9 +348,7 @@ static void collect_hist(void *ud, const mp_archive_item *it)
     }
     /* newest first: shift later */
     struct muc_room *r = c->r;
-    struct muc_hist *h = realloc(r->hist, (r->n_hist + 1) * sizeof *h);
-    if (!h)
-        abort();
+    struct muc_hist *h = mp_realloc(r->hist, (r->n_hist + 1) * sizeof *h);
     r->hist = h;
     h = &r->hist[r->n_hist++];
     memset(h, 0, sizeof *h);
@@ -608,7 +598,7 @@ static void send_ids(struct mam_q *q)
     for (size_t i = 0; i < q->n_ids; i++) {
         size_t k = q->flip ? q->n_ids - 1 - i : i;
         if (!q->first)
-            q->first = muc_strdup(q->found_sid[k]);
+            q->first = mp_strdup(q->found_sid[k]);
         muc_set_str(&q->last, q->found_sid[k]);
         send_result(q, q->found[k], q->found_sid[k], q->found_jid[k], q->found_ts[k]);
     }
@@ -640,8 +630,8 @@ static void on_lookup(void *ud, int rc, const mp_archive_item *items, size_t n)
                 size_t k = q->at - 4;
                 q->found[k] = m;
                 q->found_ts[k] = items[i].ts;
-                q->found_sid[k] = muc_strdup(sid);
-                q->found_jid[k] = muc_strdup(jid);
+                q->found_sid[k] = mp_strdup(sid);
+                q->found_jid[k] = mp_strdup(jid);
             }
             q->at++;
             next_lookup(q);
@@ -772,11 +762,9 @@ static const char *read_query(struct muc_room *r, mp_stanza *iq, mp_xml *query, 
         } else if (strcmp(var, "ids") == 0) {
             for (mp_xml *ve = mp_xml_find(f, "value", NULL); ve;
                  ve = mp_xml_find_next(ve, "value", NULL)) {
-                char **n = realloc(q->ids, (q->n_ids + 1) * sizeof *n);
-                if (!n)
-                    abort();
+                char **n = mp_realloc(q->ids, (q->n_ids + 1) * sizeof *n);
                 q->ids = n;
-                q->ids[q->n_ids++] = muc_strdup(mp_xml_text(iq, ve));
+                q->ids[q->n_ids++] = mp_strdup(mp_xml_text(iq, ve));
             }
         } else {
             /* XEP-0313 §4.1.5: a field we do not know */
@@ -819,12 +807,10 @@ static const char *read_query(struct muc_room *r, mp_stanza *iq, mp_xml *query, 
     if (q->n_ids) {
         if (q->n_ids > (size_t)page_max)
             return "policy-violation";
-        q->found = calloc(q->n_ids, sizeof *q->found);
-        q->found_ts = calloc(q->n_ids, sizeof *q->found_ts);
-        q->found_sid = calloc(q->n_ids, sizeof *q->found_sid);
-        q->found_jid = calloc(q->n_ids, sizeof *q->found_jid);
-        if (!q->found || !q->found_ts || !q->found_sid || !q->found_jid)
-            abort();
+        q->found = mp_calloc(q->n_ids, sizeof *q->found);
+        q->found_ts = mp_calloc(q->n_ids, sizeof *q->found_ts);
+        q->found_sid = mp_calloc(q->n_ids, sizeof *q->found_sid);
+        q->found_jid = mp_calloc(q->n_ids, sizeof *q->found_jid);
     }
     return NULL;
 }
@@ -839,13 +825,11 @@ void muc_mam_query(struct muc_room *r, mp_stanza *iq)
         mp_iq_reply_error(iq, "modify", "bad-request");
         return;
     }
-    struct mam_q *q = calloc(1, sizeof *q);
-    if (!q)
-        abort();
+    struct mam_q *q = mp_calloc(1, sizeof *q);
     q->iq = mp_stanza_ref(iq);
-    q->node = muc_strdup(r->node);
-    q->room = muc_strdup(r->jid);
-    q->queryid = muc_strdup(mp_xml_get_attr(query, "queryid"));
+    q->node = mp_strdup(r->node);
+    q->room = mp_strdup(r->jid);
+    q->queryid = mp_strdup(mp_xml_get_attr(query, "queryid"));
     q->sees_jids = sees;
     q->count = -1;
     const char *type, *cond = read_query(r, iq, query, q, &type);
@@ -881,7 +865,7 @@ static char *first_sid(const mp_archive_item *items, size_t n, int64_t *ts)
         char kind;
         int tomb;
         mp_stanza *m = item_parse(&items[i], &sid, &jid, &kind, &tomb);
-        char *s = m && sid ? muc_strdup(sid) : NULL;
+        char *s = m && sid ? mp_strdup(sid) : NULL;
         if (m)
             mp_stanza_unref(m);
         if (s) {
@@ -939,11 +923,9 @@ void muc_mam_get(struct muc_room *r, mp_stanza *iq)
     mp_xml *el = mp_xml_first_element(mp_stanza_root(iq));
     if (el && strcmp(el->name, "metadata") == 0) {
         /* XEP-0313 §5: the first and the last item */
-        struct meta *m = calloc(1, sizeof *m);
-        if (!m)
-            abort();
+        struct meta *m = mp_calloc(1, sizeof *m);
         m->iq = mp_stanza_ref(iq);
-        m->node = muc_strdup(r->node);
+        m->node = mp_strdup(r->node);
         mp_archive_filter f = {.limit = 4};
         if (mp_archive_query(muc_domain(), STORE_LOG, r->node, &f, on_meta_start, m) != MAGPIE_OK) {
             mp_iq_reply_error(iq, "wait", "internal-server-error");
@@ -1007,12 +989,10 @@ int muc_log_find(struct muc_room *r, const char *sid, muc_log_found_fn fn, void 
     int64_t ts = muc_sid_ts(sid);
     if (ts < 0)
         return MAGPIE_NOTFOUND;
-    struct find_ctx *c = malloc(sizeof *c);
-    if (!c)
-        abort();
+    struct find_ctx *c = mp_malloc(sizeof *c);
     c->fn = fn;
     c->ud = ud;
-    c->sid = muc_strdup(sid);
+    c->sid = mp_strdup(sid);
     mp_archive_filter f = {.ts_from = ts, .ts_to = ts, .limit = 4};
     if (mp_archive_query(muc_domain(), STORE_LOG, r->node, &f, on_find, c) != MAGPIE_OK) {
         free(c->sid);
@@ -1035,7 +1015,7 @@ void muc_log_replace(struct muc_room *r, int64_t aid, mp_stanza *m, const char *
                      const char *jid, char kind)
 {
     char *doc = log_doc(r, m, sid, jid, kind, 1);
-    char *node = muc_strdup(r->node);
+    char *node = mp_strdup(r->node);
     if (mp_archive_replace(muc_domain(), STORE_LOG, r->node, aid, doc, strlen(doc), on_replaced,
                            node) != MAGPIE_OK)
         free(node);

@@ -95,9 +95,7 @@ static struct dir_entry **dir_slot(const char *node)
 static void dir_grow(void)
 {
     size_t n = dir_nbuckets ? dir_nbuckets * 2 : 64;
-    struct dir_entry **b = calloc(n, sizeof *b);
-    if (!b)
-        abort();
+    struct dir_entry **b = mp_calloc(n, sizeof *b);
     for (size_t i = 0; i < dir_nbuckets; i++)
         for (struct dir_entry *e = dir_buckets[i], *next; e; e = next) {
             next = e->next;
@@ -126,7 +124,7 @@ static void summary_locked(struct dir_entry *e)
 {
     struct muc_room *r = e->room;
     free(e->name);
-    e->name = muc_strdup(r->cfg.name && *r->cfg.name ? r->cfg.name : NULL);
+    e->name = mp_strdup(r->cfg.name && *r->cfg.name ? r->cfg.name : NULL);
     e->listed = r->cfg.public_ && !r->locked;
 }
 
@@ -137,9 +135,7 @@ void muc_room_put(struct muc_room *r)
         dir_grow();
     struct dir_entry **slot = dir_slot(r->node);
     if (!*slot) {
-        struct dir_entry *e = calloc(1, sizeof *e);
-        if (!e)
-            abort();
+        struct dir_entry *e = mp_calloc(1, sizeof *e);
         e->room = r;
         *slot = e;
         dir_count++;
@@ -400,21 +396,17 @@ static int track(mp_session *s, mp_stanza *st, void *ud)
     if (!env->to.resource)
         return MP_FILTER_PASS;
     if (!j) {
-        j = calloc(1, sizeof *j);
-        if (!j)
-            abort();
+        j = mp_calloc(1, sizeof *j);
         mp_session_set_data(s, muc_self, j);
     }
     if (i < j->n) {
         free(j->to[i]);
     } else {
-        char **v = realloc(j->to, (j->n + 1) * sizeof *v);
-        if (!v)
-            abort();
+        char **v = mp_realloc(j->to, (j->n + 1) * sizeof *v);
         j->to = v;
         i = j->n++;
     }
-    j->to[i] = muc_strdup(env->to.full);
+    j->to[i] = mp_strdup(env->to.full);
     return MP_FILTER_PASS;
 }
 

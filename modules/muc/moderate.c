@@ -160,21 +160,17 @@ void muc_moderate(struct muc_room *r, mp_stanza *iq)
         muc_error(iq, "auth", "forbidden", "Only moderators may retract other occupants' messages");
         return;
     }
-    struct mod_req *q = calloc(1, sizeof *q);
-    if (!q)
-        abort();
+    struct mod_req *q = mp_calloc(1, sizeof *q);
     q->iq = mp_stanza_ref(iq);
-    q->node = muc_strdup(r->node);
-    q->sid = muc_strdup(sid);
+    q->node = mp_strdup(r->node);
+    q->sid = mp_strdup(sid);
     size_t l = strlen(r->jid) + strlen(o->nick) + 2;
-    q->by = malloc(l);
-    if (!q->by)
-        abort();
+    q->by = mp_malloc(l);
     snprintf(q->by, l, "%s/%s", r->jid, o->nick);
     snprintf(q->oid, sizeof q->oid, "%s", o->occupant_id);
     mp_xml *reason = mp_xml_find(mod, "reason", NULL);
     if (reason && *mp_xml_text(iq, reason))
-        q->reason = muc_strdup(mp_xml_text(iq, reason));
+        q->reason = mp_strdup(mp_xml_text(iq, reason));
 
     if (muc_logging(r)) {
         int rc = muc_log_find(r, sid, on_found, q);

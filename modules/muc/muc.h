@@ -237,7 +237,6 @@ void muc_occ_send(const struct muc_occupant *o, mp_stanza *st);
 void muc_fan_out(struct muc_room *r, mp_stanza *m);
 /* Adds r's <stanza-id/> (XEP-0359) with id sid to m. */
 void muc_add_stanza_id(struct muc_room *r, mp_stanza *m, const char *sid);
-char *muc_strdup(const char *s);
 void muc_set_str(char **dst, const char *s); /* replaces, NULL allowed */
 /* Adds <status code='N'/> to x. */
 void muc_add_status(mp_stanza *st, mp_xml *x, int code);

@@ -18,29 +18,11 @@
 
 /* ---- small helpers ---- */
 
-char *muc_strdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
-
 void muc_set_str(char **dst, const char *s)
 {
-    char *n = muc_strdup(s);
+    char *n = mp_strdup(s);
     free(*dst);
     *dst = n;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q)
-        abort();
-    return q;
 }
 
 void muc_add_status(mp_stanza *st, mp_xml *x, int code)
@@ -63,9 +45,7 @@ void muc_error(mp_stanza *st, const char *type, const char *cond, const char *te
 static void set_from_nick(mp_stanza *st, struct muc_room *r, const char *nick)
 {
     size_t l = strlen(r->jid) + 1 + (nick ? strlen(nick) : 0) + 1;
-    char *buf = malloc(l);
-    if (!buf)
-        abort();
+    char *buf = mp_malloc(l);
     snprintf(buf, l, nick ? "%s/%s" : "%s", r->jid, nick ? nick : "");
     mp_xml_set_attr(st, mp_stanza_root(st), "from", buf);
     free(buf);
@@ -89,14 +69,10 @@ static int64_t now_unix(void)
 
 struct muc_room *muc_room_new(const char *node)
 {
-    struct muc_room *r = calloc(1, sizeof *r);
-    if (!r)
-        abort();
-    r->node = muc_strdup(node);
+    struct muc_room *r = mp_calloc(1, sizeof *r);
+    r->node = mp_strdup(node);
     size_t l = strlen(node) + 1 + strlen(muc_domain()) + 1;
-    r->jid = malloc(l);
-    if (!r->jid)
-        abort();
+    r->jid = mp_malloc(l);
     snprintf(r->jid, l, "%s@%s", node, muc_domain());
     muc_config_defaults(&r->cfg);
     mp_random_id(r->salt, sizeof r->salt);
@@ -263,10 +239,10 @@ void muc_affil_set(struct muc_room *r, const char *bare, enum muc_affil a, const
         return;
     }
     if (!it) {
-        r->aff = xrealloc(r->aff, (r->n_aff + 1) * sizeof *r->aff);
+        r->aff = mp_realloc(r->aff, (r->n_aff + 1) * sizeof *r->aff);
         it = &r->aff[r->n_aff++];
         memset(it, 0, sizeof *it);
-        it->jid = muc_strdup(bare);
+        it->jid = mp_strdup(bare);
     }
     it->affil = a;
     muc_set_str(&it->reason, reason);
@@ -464,7 +440,7 @@ static void history_add(struct muc_room *r, mp_stanza *st, int64_t us, const cha
         memmove(r->hist, r->hist + 1, (r->n_hist - 1) * sizeof *r->hist);
         r->n_hist--;
     }
-    r->hist = xrealloc(r->hist, (r->n_hist + 1) * sizeof *r->hist);
+    r->hist = mp_realloc(r->hist, (r->n_hist + 1) * sizeof *r->hist);
     struct muc_hist *h = &r->hist[r->n_hist++];
     memset(h, 0, sizeof *h);
     h->st = mp_stanza_ref(st);
@@ -500,9 +476,7 @@ static void send_history(struct muc_room *r, const mp_jid *to, mp_stanza *join)
         if (since)
             req.since = mp_datetime_parse(since, &us) == 0 ? us / 1000000 : -1;
     }
-    struct muc_hist_meta *meta = calloc(r->n_hist, sizeof *meta);
-    if (!meta)
-        abort();
+    struct muc_hist_meta *meta = mp_calloc(r->n_hist, sizeof *meta);
     for (size_t i = 0; i < r->n_hist; i++) {
         meta[i].ts = r->hist[i].ts;
         if (req.maxchars >= 0) {
@@ -596,7 +570,7 @@ static size_t entering_codes(struct muc_room *r, int created, int codes[4])
 static void add_session(struct muc_room *r, struct muc_occupant *o, mp_stanza *st)
 {
     const struct mp_envelope *env = mp_stanza_envelope(st);
-    o->more = xrealloc(o->more, (o->n_more + 1) * sizeof *o->more);
+    o->more = mp_realloc(o->more, (o->n_more + 1) * sizeof *o->more);
     if (mp_jid_copy(&o->more[o->n_more], &env->from) != MAGPIE_OK)
         abort();
     o->n_more++;
@@ -643,10 +617,8 @@ static void join(struct muc_room *r, mp_stanza *st, int created)
         add_session(r, o, st);
         return;
     }
-    o = calloc(1, sizeof *o);
-    if (!o)
-        abort();
-    o->nick = muc_strdup(env->to.resource);
+    o = mp_calloc(1, sizeof *o);
+    o->nick = mp_strdup(env->to.resource);
     if (mp_jid_copy(&o->real, &env->from) != MAGPIE_OK)
         abort();
     o->role = muc_default_role(muc_affil_of(r, env->from.bare), r->cfg.moderated);
@@ -654,7 +626,7 @@ static void join(struct muc_room *r, mp_stanza *st, int created)
     occupant_id(r, env->from.bare, o->occupant_id);
 
     send_occupants_to(r, o, &o->real);
-    r->occ = xrealloc(r->occ, (r->n_occ + 1) * sizeof *r->occ);
+    r->occ = mp_realloc(r->occ, (r->n_occ + 1) * sizeof *r->occ);
     r->occ[r->n_occ++] = o;
     int self[4];
     size_t k = entering_codes(r, created, self);

@@ -144,7 +144,7 @@ void muc_store_save(struct muc_room *r)
     if (!r->cfg.persistent || r->locked)
         return;
     char *doc = serialize(r);
-    char *node = muc_strdup(r->node);
+    char *node = mp_strdup(r->node);
     if (mp_kv_set(muc_domain(), STORE, r->node, doc, strlen(doc), saved, node) != MAGPIE_OK) {
         mp_log(MP_LOG_WARN, "muc: could not queue the save of room %s", r->jid);
         free(node);
@@ -162,7 +162,7 @@ static void deleted(void *ud, int rc)
 
 void muc_store_delete(const char *node)
 {
-    char *n = muc_strdup(node);
+    char *n = mp_strdup(node);
     if (mp_kv_del(muc_domain(), STORE, node, deleted, n) != MAGPIE_OK)
         free(n);
 }
@@ -175,11 +175,9 @@ struct keys {
 static void collect(void *ud, const char *key)
 {
     struct keys *k = ud;
-    char **v = realloc(k->v, (k->n + 1) * sizeof *v);
-    if (!v)
-        abort();
+    char **v = mp_realloc(k->v, (k->n + 1) * sizeof *v);
     k->v = v;
-    k->v[k->n++] = muc_strdup(key);
+    k->v[k->n++] = mp_strdup(key);
 }
 
 void muc_store_load_all(void)

@@ -52,13 +52,8 @@ void mp_turn_hook_cancel(struct mp_turn_hook *h);
 double mp_now(void);
 /* Fills buf with len random bytes from OpenSSL's CSPRNG. */
 void mp_random_bytes(void *buf, size_t len);
-/* strdup that aborts on OOM. */
-char *mp_strdup(const char *s);
-/* Copies n bytes into a new buffer with a NUL after them (caller frees). */
-char *mp_memdup0(const void *p, size_t n);
-void *mp_malloc(size_t n);
-void *mp_calloc(size_t n, size_t m);
-void *mp_realloc(void *p, size_t n);
+/* mp_malloc, mp_calloc, mp_realloc, mp_strdup, mp_memdup0 (util.c): in
+ * <magpie/alloc.h>, public for modules. */
 /* Per-thread slab pool (slab.c) for memory that comes and goes with a
  * connection's activity (expat parsers), kept out of the main heap so that
  * freeing it leaves no holes between long-lived objects. mp_slab_alloc

@@ -80,6 +80,8 @@ char *mp_memdup0(const void *p, size_t n)
 
 char *mp_strdup(const char *s)
 {
+    if (!s)
+        return NULL;
     char *d = strdup(s);
     if (!d)
         oom();
