@@ -45,6 +45,7 @@
  * hour while online. The account_deleted notification removes the archive
  * and the preferences. */
 #include <magpie/magpie.h>
+#include <magpie/mam.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +57,6 @@
 #define NS_MAM_EXT  "urn:xmpp:mam:2#extended"
 #define NS_SID      "urn:xmpp:sid:0"
 #define NS_PRIV     "urn:magpie:mam:0"
-#define NS_FORWARD  "urn:xmpp:forward:0"
 #define NS_HINTS    "urn:xmpp:hints"
 #define NS_CARBONS  "urn:xmpp:carbons:2"
 #define NS_OMEMO    "eu.siacs.conversations.axolotl"
@@ -879,67 +879,7 @@ static void prefs_iq(mp_stanza *iq, void *ud)
     }
 }
 
-/* ---- queries (XEP-0313 §4) ---- */
-
-/* One stored item, parsed, that a page will send. */
-struct hit {
-    mp_stanza *m; /* without the private child */
-    char *sid;
-    int64_t ts, id;
-};
-
-enum { L_AFTER_ID, L_BEFORE_ID, L_RSM_AFTER, L_RSM_BEFORE, N_LOOK };
-
-struct query {
-    mp_stanza *iq; /* referenced */
-    char *host, *user, *bare, *queryid;
-    char *with_bare, *with_full; /* with_full: match one resource only */
-    int64_t ts_from, ts_to;
-    size_t max;
-    int backward, flip;
-    char *look[N_LOOK];
-    int64_t aid[N_LOOK];
-    char **ids;
-    size_t n_ids, at; /* the lookup under way: 0..3 the four above, 4.. ids */
-    struct hit *hits;
-    size_t n_hits;
-    int64_t cursor; /* the page read so far ends here (an archive id) */
-    int complete;   /* the page reaches the end of the result set */
-};
-
-static void hits_free(struct hit *h, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (h[i].m)
-            mp_stanza_unref(h[i].m);
-        free(h[i].sid);
-    }
-    free(h);
-}
-
-static void q_free(struct query *q)
-{
-    mp_stanza_unref(q->iq);
-    free(q->host);
-    free(q->user);
-    free(q->bare);
-    free(q->queryid);
-    free(q->with_bare);
-    free(q->with_full);
-    for (int i = 0; i < N_LOOK; i++)
-        free(q->look[i]);
-    for (size_t i = 0; i < q->n_ids; i++)
-        free(q->ids[i]);
-    free(q->ids);
-    hits_free(q->hits, q->n_hits);
-    free(q);
-}
-
-static void q_error(struct query *q, const char *type, const char *cond)
-{
-    mp_iq_reply_error(q->iq, type, cond);
-    q_free(q);
-}
+/* ---- queries (XEP-0313 §4) and metadata (§5): magpie/mam.h ---- */
 
 /* Parses a stored item: the message (caller owns), its stanza id and its
  * direction. NULL if unreadable. */
@@ -960,305 +900,82 @@ static mp_stanza *item_parse(const mp_archive_item *it, const char **sid, int *o
     return m;
 }
 
-/* XEP-0313 §4.1.1: a full JID in 'with' matches that resource only. */
-static int with_matches(struct query *q, mp_stanza *m, int out)
+/* What a query keeps of its 'with': a full JID matches that resource only
+ * (XEP-0313 §4.1.1), which the store cannot filter. NULL for metadata. */
+struct q_with {
+    char *full;
+};
+
+static mp_stanza *q_item(void *ud, const mp_archive_item *it, const char **sid, int *in_set)
 {
-    if (!q->with_full)
-        return 1;
-    const char *peer = mp_xml_get_attr(mp_stanza_root(m), out ? "to" : "from");
-    mp_jid j;
-    if (!peer || mp_jid_parse(&j, peer) != MAGPIE_OK)
-        return 0;
-    int ok = strcmp(j.full, q->with_full) == 0;
-    mp_jid_free(&j);
-    return ok;
-}
-
-static void send_result(struct query *q, const struct hit *h)
-{
-    const struct mp_envelope *env = mp_stanza_envelope(q->iq);
-    mp_stanza *w = mp_stanza_new("message", MP_NS_CLIENT);
-    mp_xml *root = mp_stanza_root(w);
-    char id[24];
-    mp_random_id(id, sizeof id);
-    mp_xml_set_attr(w, root, "id", id);
-    mp_xml_set_attr(w, root, "from", q->bare);
-    mp_stanza_set_to(w, &env->from);
-    mp_xml *res = mp_xml_add_child(w, root, "result", NS_MAM);
-    if (q->queryid)
-        mp_xml_set_attr(w, res, "queryid", q->queryid);
-    mp_xml_set_attr(w, res, "id", h->sid);
-    mp_xml *fw = mp_xml_add_child(w, res, "forwarded", NS_FORWARD);
-    mp_delay_add(w, fw, NULL, h->ts, NULL);
-    mp_xml_add_copy(w, fw, mp_stanza_root(h->m));
-    mp_route(w);
-}
-
-/* <fin/> with the page's RSM set; count is the size of the whole result
- * set (XEP-0059 <count/>), or -1 when not known. */
-static void send_fin(struct query *q, int64_t count)
-{
-    size_t n = q->n_hits;
-    mp_stanza *res = mp_iq_result(q->iq);
-    mp_xml *fin = mp_xml_add_child(res, mp_stanza_root(res), "fin", NS_MAM);
-    if (q->queryid)
-        mp_xml_set_attr(res, fin, "queryid", q->queryid);
-    if (q->complete)
-        mp_xml_set_attr(res, fin, "complete", "true");
-    const char *first = NULL, *last = NULL;
-    if (n) {
-        first = q->hits[q->backward ? n - 1 : 0].sid;
-        last = q->hits[q->backward ? 0 : n - 1].sid;
-    }
-    mp_rsm_add_result(res, fin, first, -1, last, count > INT32_MAX ? INT32_MAX : (int)count);
-    mp_iq_reply(res);
-    mp_counter_add(c_queries, 1);
-    q_free(q);
-}
-
-static void on_count(void *ud, int rc, int64_t n)
-{
-    send_fin(ud, rc == MAGPIE_OK ? n : -1);
-}
-
-/* Sends the hits (oldest first, or newest first when flipped), then <fin/>
- * once the result set is counted: the storage counts what the query's form
- * selects (with a bare or no 'with', start, end and the retention cutoff);
- * a full-JID 'with' or an 'ids' query is filtered here, so it gets no count. */
-static void send_page(struct query *q, int complete)
-{
-    size_t n = q->n_hits;
-    /* hits are in reading order: newest first when paging backwards */
-    for (size_t j = 0; j < n; j++) {
-        size_t chrono = q->backward ? n - 1 - j : j;
-        send_result(q, &q->hits[q->flip ? n - 1 - chrono : chrono]);
-    }
-    q->complete = complete;
-    if (!q->with_full && q->n_ids == 0) {
-        mp_archive_filter f = {0};
-        f.with = q->with_bare;
-        f.ts_from = q->ts_from;
-        f.ts_to = q->ts_to;
-        int64_t cut = cutoff_us();
-        if (cut > f.ts_from)
-            f.ts_from = cut;
-        if (mp_archive_count(q->host, STORE, q->user, &f, on_count, q) == MAGPIE_OK)
-            return;
-    }
-    send_fin(q, -1);
-}
-
-static void read_more(struct query *q);
-
-static void on_page(void *ud, int rc, const mp_archive_item *items, size_t got)
-{
-    struct query *q = ud;
-    if (rc != MAGPIE_OK) {
-        q_error(q, "wait", "internal-server-error");
-        return;
-    }
-    size_t asked = q->max + 1;
-    for (size_t i = 0; i < got && q->n_hits < q->max + 1; i++) {
-        q->cursor = items[i].id;
-        const char *sid;
-        int out;
-        mp_stanza *m = item_parse(&items[i], &sid, &out);
-        if (!m)
-            continue;
-        if (!with_matches(q, m, out)) {
-            mp_stanza_unref(m);
-            continue;
-        }
-        q->hits = mp_realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
-        q->hits[q->n_hits++] =
-            (struct hit){m, mp_strdup(sid), items[i].ts, items[i].id};
-    }
-    if (q->n_hits <= q->max && got >= asked) {
-        read_more(q); /* some were filtered out: read on */
-        return;
-    }
-    int complete = q->n_hits <= q->max;
-    if (!complete) {
-        /* the one past the page only told that there is more */
-        struct hit *h = &q->hits[--q->n_hits];
-        mp_stanza_unref(h->m);
-        free(h->sid);
-    }
-    send_page(q, complete);
-}
-
-/* Reads the next batch of the page from q->cursor on. */
-static void read_more(struct query *q)
-{
-    mp_archive_filter f = {0};
-    f.with = q->with_bare;
-    f.ts_from = q->ts_from;
-    f.ts_to = q->ts_to;
-    int64_t cut = cutoff_us();
-    if (cut > f.ts_from)
-        f.ts_from = cut;
-    f.limit = q->max + 1;
-    f.reverse = q->backward;
-    int64_t after = q->aid[L_AFTER_ID] > q->aid[L_RSM_AFTER] ? q->aid[L_AFTER_ID]
-                                                             : q->aid[L_RSM_AFTER];
-    int64_t before = q->aid[L_BEFORE_ID];
-    if (q->aid[L_RSM_BEFORE] && (!before || q->aid[L_RSM_BEFORE] < before))
-        before = q->aid[L_RSM_BEFORE];
-    if (q->cursor) {
-        if (q->backward)
-            before = q->cursor;
-        else
-            after = q->cursor;
-    }
-    f.after_id = after;
-    f.before_id = before;
-    if (mp_archive_query(q->host, STORE, q->user, &f, on_page, q) != MAGPIE_OK)
-        q_error(q, "wait", "internal-server-error");
-}
-
-static void next_lookup(struct query *q);
-
-static void on_lookup(void *ud, int rc, const mp_archive_item *items, size_t n)
-{
-    struct query *q = ud;
-    if (rc != MAGPIE_OK) {
-        q_error(q, "wait", "internal-server-error");
-        return;
-    }
-    const char *want = q->at < N_LOOK ? q->look[q->at] : q->ids[q->at - N_LOOK];
-    for (size_t i = 0; i < n; i++) {
-        const char *sid;
-        int out;
-        mp_stanza *m = item_parse(&items[i], &sid, &out);
-        if (m && strcmp(sid, want) == 0) {
-            if (q->at < N_LOOK) {
-                q->aid[q->at] = items[i].id;
-                mp_stanza_unref(m);
-            } else {
-                q->hits = mp_realloc(q->hits, (q->n_hits + 1) * sizeof *q->hits);
-                q->hits[q->n_hits++] = (struct hit){m, mp_strdup(sid), items[i].ts, items[i].id};
-            }
-            q->at++;
-            next_lookup(q);
-            return;
-        }
-        if (m)
-            mp_stanza_unref(m);
-    }
-    /* XEP-0313 §4.1.3, §4.3.2: an id that is not in the archive */
-    q_error(q, "cancel", "item-not-found");
-}
-
-/* Turns the next client id into an archive id, or runs the query. */
-static void next_lookup(struct query *q)
-{
-    while (q->at < N_LOOK && !q->look[q->at])
-        q->at++;
-    if (q->at >= N_LOOK + q->n_ids) {
-        if (q->n_ids) {
-            q->backward = 0; /* the ids field: in the order asked */
-            send_page(q, 1);
-        } else {
-            read_more(q);
-        }
-        return;
-    }
-    const char *sid = q->at < N_LOOK ? q->look[q->at] : q->ids[q->at - N_LOOK];
-    int64_t ts = sid_ts(sid);
-    if (ts < 0 || ts < cutoff_us()) {
-        q_error(q, "cancel", "item-not-found");
-        return;
-    }
-    mp_archive_filter f = {.ts_from = ts, .ts_to = ts, .limit = 4};
-    if (mp_archive_query(q->host, STORE, q->user, &f, on_lookup, q) != MAGPIE_OK)
-        q_error(q, "wait", "internal-server-error");
-}
-
-static void set_str(char **dst, const char *s)
-{
-    free(*dst);
-    *dst = mp_strdup(s);
-}
-
-/* Reads the form and the RSM set into q; NULL, or an error condition with
- * its type in *type. */
-static const char *read_query(mp_stanza *iq, mp_xml *query, struct query *q, const char **type)
-{
-    *type = "modify";
-    mp_xml *x = mp_form_find(query);
-    if (x) {
-        const char *ft = mp_form_form_type(iq, x);
-        if (ft && strcmp(ft, NS_MAM) != 0)
-            return "bad-request";
-    }
-    for (mp_xml *f = x ? mp_xml_find(x, "field", NULL) : NULL; f;
-         f = mp_xml_find_next(f, "field", NULL)) {
-        const char *var = mp_xml_get_attr(f, "var");
-        const char *v = var ? mp_form_value(iq, x, var) : NULL;
-        if (!var || strcmp(var, "FORM_TYPE") == 0)
-            continue;
-        if (strcmp(var, "start") == 0 || strcmp(var, "end") == 0) {
-            if (!v || !*v)
-                continue;
-            int64_t t;
-            if (mp_datetime_parse(v, &t) != 0)
-                return "bad-request";
-            if (var[0] == 's')
-                q->ts_from = t > 0 ? t : 1;
-            else
-                q->ts_to = t;
-        } else if (strcmp(var, "with") == 0) {
-            if (!v || !*v)
-                continue;
-            mp_jid j;
-            if (mp_jid_parse(&j, v) != MAGPIE_OK) {
-                mp_jid_free(&j);
-                return "jid-malformed";
-            }
-            set_str(&q->with_bare, j.bare);
-            if (j.resource)
-                set_str(&q->with_full, j.full);
+    struct q_with *w = ud;
+    int out;
+    mp_stanza *m = item_parse(it, sid, &out);
+    if (m && w && w->full) {
+        const char *peer = mp_xml_get_attr(mp_stanza_root(m), out ? "to" : "from");
+        mp_jid j;
+        *in_set = 0;
+        if (peer && mp_jid_parse(&j, peer) == MAGPIE_OK) {
+            *in_set = strcmp(j.full, w->full) == 0;
             mp_jid_free(&j);
-        } else if (strcmp(var, "after-id") == 0 || strcmp(var, "before-id") == 0) {
-            if (v && *v)
-                set_str(&q->look[var[0] == 'a' ? L_AFTER_ID : L_BEFORE_ID], v);
-        } else if (strcmp(var, "ids") == 0) {
-            for (mp_xml *ve = mp_xml_find(f, "value", NULL); ve;
-                 ve = mp_xml_find_next(ve, "value", NULL)) {
-                q->ids = mp_realloc(q->ids, (q->n_ids + 1) * sizeof *q->ids);
-                q->ids[q->n_ids++] = mp_strdup(mp_xml_text(iq, ve));
-            }
-        } else {
-            /* XEP-0313 §4.1.5: a field we do not know */
-            *type = "cancel";
-            return "feature-not-implemented";
         }
     }
-    size_t page_max = (size_t)mp_module_opt_int(self, "max_page");
-    q->max = page_max;
-    struct mp_rsm rsm;
-    if (mp_rsm_parse(iq, query, &rsm) != 0)
-        return "bad-request";
-    if (rsm.max >= 0)
-        q->max = (size_t)rsm.max < page_max ? (size_t)rsm.max : page_max;
-    if (rsm.after) {
-        if (!*rsm.after)
-            return "bad-request";
-        set_str(&q->look[L_RSM_AFTER], rsm.after);
+    return m;
+}
+
+/* The archive's 'with' column is the other party's bare JID. */
+static const char *q_with(void *ud, const char *v, struct mp_mam_with *mw, const char **type)
+{
+    (void)type;
+    struct q_with *w = ud;
+    mp_jid j;
+    if (mp_jid_parse(&j, v) != MAGPIE_OK) {
+        mp_jid_free(&j);
+        return "jid-malformed";
     }
-    if (rsm.before) {
-        q->backward = 1; /* XEP-0059 §2.5; empty: the last page */
-        if (*rsm.before)
-            set_str(&q->look[L_RSM_BEFORE], rsm.before);
+    free(mw->exact);
+    mw->exact = mp_strdup(j.bare);
+    if (j.resource) {
+        free(w->full);
+        w->full = mp_strdup(j.full);
+        mw->filtered = 1;
     }
-    if (rsm.index >= 0) {
-        *type = "cancel";
-        return "feature-not-implemented";
-    }
-    q->flip = mp_xml_find(query, "flip-page", NULL) != NULL;
-    if (q->n_ids > page_max)
-        return "policy-violation";
+    mp_jid_free(&j);
     return NULL;
+}
+
+static void q_done(void *ud, int rc)
+{
+    struct q_with *w = ud;
+    if (rc == MAGPIE_OK)
+        mp_counter_add(c_queries, 1);
+    free(w->full);
+    free(w);
+}
+
+static void meta_done(void *ud, int rc)
+{
+    (void)ud;
+    (void)rc;
+}
+
+static const struct mp_mam_ops query_ops = {
+    .item = q_item, .sid_ts = sid_ts, .with = q_with, .done = q_done};
+static const struct mp_mam_ops meta_ops = {.item = q_item, .sid_ts = sid_ts, .done = meta_done};
+
+/* The user's archive, as iq's sender (its own request) asks it. */
+static struct mp_mam_archive archive_of(mp_stanza *iq)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(iq);
+    return (struct mp_mam_archive){
+        .host = env->from.domain,
+        .store = STORE,
+        .key = env->from.local,
+        .jid = env->from.bare,
+        .page_max = (size_t)mp_module_opt_int(self, "max_page"),
+        .ts_min = cutoff_us(),
+        .flags = MP_MAM_FIN_QUERYID,
+    };
 }
 
 static void query_set(mp_stanza *iq, void *ud)
@@ -1276,111 +993,15 @@ static void query_set(mp_stanza *iq, void *ud)
         mp_iq_reply_error(iq, "modify", "bad-request");
         return;
     }
-    struct query *q = mp_calloc(1, sizeof *q);
-    q->iq = mp_stanza_ref(iq);
-    q->host = mp_strdup(env->from.domain);
-    q->user = mp_strdup(env->from.local);
-    q->bare = mp_strdup(env->from.bare);
-    q->queryid = mp_strdup(mp_xml_get_attr(query, "queryid"));
-    const char *type, *cond = read_query(iq, query, q, &type);
-    if (cond) {
-        q_error(q, type, cond);
-        return;
-    }
-    next_lookup(q);
-}
-
-/* ---- archive metadata (XEP-0313 §5): the first and the last item ---- */
-
-struct meta {
-    mp_stanza *iq; /* referenced */
-    char *host, *user;
-    char *first_sid;
-    int64_t first_ts;
-};
-
-static void meta_free(struct meta *m)
-{
-    mp_stanza_unref(m->iq);
-    free(m->host);
-    free(m->user);
-    free(m->first_sid);
-    free(m);
-}
-
-/* The stanza id of the first readable item (into *sid, malloc'd). */
-static int64_t first_readable(const mp_archive_item *items, size_t n, char **sid)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *s;
-        int out;
-        mp_stanza *m = item_parse(&items[i], &s, &out);
-        if (m) {
-            *sid = mp_strdup(s);
-            mp_stanza_unref(m);
-            return items[i].ts;
-        }
-    }
-    *sid = NULL;
-    return 0;
-}
-
-static void meta_add(mp_stanza *res, mp_xml *md, const char *name, const char *sid, int64_t ts)
-{
-    char stamp[MP_DATETIME_MAX];
-    mp_xml *e = mp_xml_add_child(res, md, name, NULL);
-    mp_xml_set_attr(res, e, "id", sid);
-    mp_xml_set_attr(res, e, "timestamp", mp_datetime_format(ts, stamp, sizeof stamp));
-}
-
-static void meta_end(void *ud, int rc, const mp_archive_item *items, size_t n)
-{
-    struct meta *m = ud;
-    if (rc != MAGPIE_OK) {
-        mp_iq_reply_error(m->iq, "wait", "internal-server-error");
-        meta_free(m);
-        return;
-    }
-    char *last;
-    int64_t ts = first_readable(items, n, &last);
-    mp_stanza *res = mp_iq_result(m->iq);
-    mp_xml *md = mp_xml_add_child(res, mp_stanza_root(res), "metadata", NS_MAM);
-    if (m->first_sid && last) {
-        meta_add(res, md, "start", m->first_sid, m->first_ts);
-        meta_add(res, md, "end", last, ts);
-    }
-    mp_iq_reply(res);
-    free(last);
-    meta_free(m);
-}
-
-static void meta_start(void *ud, int rc, const mp_archive_item *items, size_t n)
-{
-    struct meta *m = ud;
-    if (rc == MAGPIE_OK)
-        m->first_ts = first_readable(items, n, &m->first_sid);
-    mp_archive_filter f = {.limit = 4, .reverse = 1};
-    if (rc != MAGPIE_OK ||
-        mp_archive_query(m->host, STORE, m->user, &f, meta_end, m) != MAGPIE_OK) {
-        mp_iq_reply_error(m->iq, "wait", "internal-server-error");
-        meta_free(m);
-    }
+    struct mp_mam_archive a = archive_of(iq);
+    mp_mam_query(iq, query, &a, &query_ops, mp_calloc(1, sizeof(struct q_with)));
 }
 
 static void metadata_get(mp_stanza *iq)
 {
-    const struct mp_envelope *env = mp_stanza_envelope(iq);
-    struct meta *m = mp_calloc(1, sizeof *m);
-    m->iq = mp_stanza_ref(iq);
-    m->host = mp_strdup(env->from.domain);
-    m->user = mp_strdup(env->from.local);
-    mp_archive_filter f = {.limit = 4, .ts_from = cutoff_us()};
-    if (mp_archive_query(m->host, STORE, m->user, &f, meta_start, m) != MAGPIE_OK) {
-        mp_iq_reply_error(iq, "wait", "internal-server-error");
-        meta_free(m);
-    }
+    struct mp_mam_archive a = archive_of(iq);
+    mp_mam_metadata(iq, &a, &meta_ops, NULL);
 }
-
 /* XEP-0313 §4.1.5: the form a query may fill; also the preferences (§6)
  * and the metadata (§5), which share the namespace. */
 static void query_get(mp_stanza *iq, void *ud)
@@ -1401,14 +1022,7 @@ static void query_get(mp_stanza *iq, void *ud)
         return;
     }
     mp_stanza *res = mp_iq_result(iq);
-    mp_xml *rq = mp_xml_add_child(res, mp_stanza_root(res), "query", NS_MAM);
-    mp_xml *x = mp_form_add(res, rq, "form", NS_MAM, NULL);
-    mp_form_field_add(res, x, "with", "jid-single", NULL, NULL);
-    mp_form_field_add(res, x, "start", "text-single", NULL, NULL);
-    mp_form_field_add(res, x, "end", "text-single", NULL, NULL);
-    mp_form_field_add(res, x, "before-id", "text-single", NULL, NULL);
-    mp_form_field_add(res, x, "after-id", "text-single", NULL, NULL);
-    mp_form_field_add(res, x, "ids", "list-multi", NULL, NULL);
+    mp_mam_form_add(res, mp_stanza_root(res));
     mp_iq_reply(res);
 }
 

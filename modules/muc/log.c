@@ -37,6 +37,7 @@
  * room, which may be gone when the results arrive. */
 #include "muc.h"
 
+#include <magpie/mam.h>
 #include <magpie/proto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +45,6 @@
 
 #define STORE_LOG  "muc_log"
 #define NS_LOG     "urn:magpie:muc:log:0"
-#define NS_FORWARD "urn:xmpp:forward:0"
 
 void muc_stamp(struct muc_room *r, int64_t *us, char sid[MUC_SID_MAX])
 {
@@ -379,292 +379,95 @@ void muc_log_load_history(struct muc_room *r)
     }
 }
 
-/* ---- XEP-0313 queries ---- */
+/* ---- XEP-0313 queries and metadata: magpie/mam.h ---- */
 
-/* What a query keeps across its storage calls. */
-struct mam_q {
-    mp_stanza *iq;     /* referenced */
-    char *node, *room; /* the room's localpart and bare JID */
-    char *queryid;
-    int sees_jids; /* the asker may see real JIDs (decided when asked) */
-    /* the form and RSM */
-    char *with; /* the 'with' filter as filed (with_part), or NULL */
-    int64_t ts_from, ts_to;
-    size_t max;
-    long index; /* RSM <index/>: items to skip from the start, or -1 */
-    int backward, flip;
-    /* ids to turn into archive ids first: after-id, before-id, RSM after,
-     * RSM before; then the 'ids' field */
-    char *look[4];
-    int64_t aid[4];
-    char **ids;
-    size_t n_ids, at;  /* the lookup under way: 0..3 the four, 4.. ids */
-    mp_stanza **found; /* the 'ids' items, as parsed */
-    int64_t *found_ts;
-    char **found_sid, **found_jid;
-    /* the page sent, for <fin/> */
-    int complete;
-    char *first, *last;
-    int64_t first_aid; /* the page's oldest item */
-    int64_t count;
+/* What a query keeps (decided when asked): not the room, which may be
+ * gone when the results arrive. NULL for metadata. */
+struct mam_ctx {
+    char *room;    /* the room's bare JID */
+    int sees_jids; /* the asker may see real JIDs */
 };
 
-enum { L_AFTER_ID, L_BEFORE_ID, L_RSM_AFTER, L_RSM_BEFORE };
-
-static void mq_free(struct mam_q *q)
+/* A log item as a result shows it: without 'to', with the sender's real
+ * JID for askers who may see it. */
+static mp_stanza *mam_item(void *ud, const mp_archive_item *it, const char **sid, int *in_set)
 {
-    mp_stanza_unref(q->iq);
-    free(q->node);
-    free(q->room);
-    free(q->queryid);
-    free(q->with);
-    free(q->first);
-    free(q->last);
-    for (int i = 0; i < 4; i++)
-        free(q->look[i]);
-    for (size_t i = 0; i < q->n_ids; i++) {
-        free(q->ids[i]);
-        if (q->found && q->found[i])
-            mp_stanza_unref(q->found[i]);
-        if (q->found_sid)
-            free(q->found_sid[i]);
-        if (q->found_jid)
-            free(q->found_jid[i]);
-    }
-    free(q->ids);
-    free(q->found);
-    free(q->found_ts);
-    free(q->found_sid);
-    free(q->found_jid);
-    free(q);
-}
-
-static void mq_error(struct mam_q *q, const char *type, const char *cond)
-{
-    mp_iq_reply_error(q->iq, type, cond);
-    mq_free(q);
-}
-
-/* Sends one result (XEP-0313 §4.2) for message m (owned by the caller,
- * modified: the real JID is added for askers who may see it). */
-static void send_result(struct mam_q *q, mp_stanza *m, const char *sid, const char *jid, int64_t ts)
-{
-    const struct mp_envelope *env = mp_stanza_envelope(q->iq);
-    mp_xml *mr = mp_stanza_root(m);
-    mp_xml_set_attr(m, mr, "to", NULL);
-    if (q->sees_jids && jid) {
-        mp_xml *x = mp_xml_add_child(m, mr, "x", NS_MUC_USER);
-        mp_xml_set_attr(m, mp_xml_add_child(m, x, "item", NULL), "jid", jid);
-    }
-    mp_stanza *w = mp_stanza_new("message", MP_NS_CLIENT);
-    mp_xml *root = mp_stanza_root(w);
-    char id[24];
-    mp_random_id(id, sizeof id);
-    mp_xml_set_attr(w, root, "id", id);
-    mp_xml_set_attr(w, root, "from", q->room);
-    mp_stanza_set_to(w, &env->from);
-    mp_xml *res = mp_xml_add_child(w, root, "result", NS_MAM);
-    if (q->queryid)
-        mp_xml_set_attr(w, res, "queryid", q->queryid);
-    mp_xml_set_attr(w, res, "id", sid);
-    mp_xml *fw = mp_xml_add_child(w, res, "forwarded", NS_FORWARD);
-    mp_delay_add(w, fw, NULL, ts, NULL);
-    mp_xml_add_copy(w, fw, mr);
-    mp_route(w);
-}
-
-/* The final IQ result with <fin/>: first and last name the page's oldest
- * and newest items (first with its index in the whole result set), count
- * the size of that set. Frees q. */
-static void send_fin(struct mam_q *q, int64_t index)
-{
-    mp_stanza *res = mp_iq_result(q->iq);
-    mp_xml *fin = mp_xml_add_child(res, mp_stanza_root(res), "fin", NS_MAM);
-    if (q->complete)
-        mp_xml_set_attr(res, fin, "complete", "true");
-    mp_rsm_add_result(res, fin, q->first && q->last ? q->first : NULL,
-                      index > INT32_MAX ? -1 : (int)index, q->last,
-                      q->count > INT32_MAX ? INT32_MAX : (int)q->count);
-    mp_iq_reply(res);
-    mq_free(q);
-}
-
-/* The query's filter without its RSM paging: the result set that count
- * and index are about (XEP-0059 §2.1). */
-static mp_archive_filter result_set(const struct mam_q *q)
-{
-    mp_archive_filter f = {0};
-    f.with_has = q->with;
-    f.ts_from = q->ts_from;
-    f.ts_to = q->ts_to;
-    f.after_id = q->aid[L_AFTER_ID];
-    f.before_id = q->aid[L_BEFORE_ID];
-    return f;
-}
-
-static void on_index(void *ud, int rc, int64_t n)
-{
-    struct mam_q *q = ud;
-    if (rc != MAGPIE_OK) {
-        mq_error(q, "wait", "internal-server-error");
-        return;
-    }
-    send_fin(q, n);
-}
-
-static void on_count(void *ud, int rc, int64_t n)
-{
-    struct mam_q *q = ud;
-    if (rc != MAGPIE_OK) {
-        mq_error(q, "wait", "internal-server-error");
-        return;
-    }
-    q->count = n;
-    /* The index is optional (XEP-0059 §2.6). Pages fetched backwards leave
-     * it out: the last page's index plus its size is the count, which
-     * clients iterating backwards (slixmpp's XEP-0059 iterator) take for
-     * the end of the set and stop after one page. */
-    if (!q->first_aid || q->backward) {
-        send_fin(q, -1);
-        return;
-    }
-    /* the first item's index: how many of the set come before it */
-    mp_archive_filter f = result_set(q);
-    if (!f.before_id || q->first_aid < f.before_id)
-        f.before_id = q->first_aid;
-    if (mp_archive_count(muc_domain(), STORE_LOG, q->node, &f, on_index, q) != MAGPIE_OK)
-        mq_error(q, "wait", "internal-server-error");
-}
-
-static void on_page(void *ud, int rc, const mp_archive_item *items, size_t got)
-{
-    struct mam_q *q = ud;
-    if (rc != MAGPIE_OK) {
-        mq_error(q, "wait", "internal-server-error");
-        return;
-    }
-    /* RSM <index/>: the page starts that many items into the set */
-    size_t skip = q->index > 0 ? (size_t)q->index : 0;
-    if (skip > got)
-        skip = got;
-    items += skip;
-    got -= skip;
-    size_t n;
-    q->complete = muc_page(got, q->max, &n);
-    for (size_t j = 0; j < n; j++) {
-        const mp_archive_item *it = &items[muc_page_index(n, q->backward, q->flip, j)];
-        const char *sid, *jid;
-        char kind;
-        int tomb;
-        mp_stanza *m = item_parse(it, &sid, &jid, &kind, &tomb);
-        if (!m || !sid) {
-            if (m)
-                mp_stanza_unref(m);
-            continue;
-        }
-        /* first/last name the page's oldest and newest items, flipped or not */
-        size_t chrono = q->flip ? n - 1 - j : j;
-        if (chrono == 0) {
-            muc_set_str(&q->first, sid);
-            q->first_aid = it->id;
-        }
-        if (chrono == n - 1)
-            muc_set_str(&q->last, sid);
-        send_result(q, m, sid, jid, it->ts);
+    (void)in_set;
+    struct mam_ctx *c = ud;
+    const char *jid;
+    char kind;
+    int tomb;
+    mp_stanza *m = item_parse(it, sid, &jid, &kind, &tomb);
+    if (m && !*sid) {
         mp_stanza_unref(m);
+        return NULL;
     }
-    mp_archive_filter f = result_set(q);
-    if (mp_archive_count(muc_domain(), STORE_LOG, q->node, &f, on_count, q) != MAGPIE_OK)
-        mq_error(q, "wait", "internal-server-error");
-}
-
-static void run_page(struct mam_q *q)
-{
-    mp_archive_filter f = result_set(q);
-    f.limit = q->max + 1 + (q->index > 0 ? (size_t)q->index : 0);
-    f.reverse = q->backward;
-    /* the tighter of the form's and RSM's bounds */
-    if (q->aid[L_RSM_AFTER] > f.after_id)
-        f.after_id = q->aid[L_RSM_AFTER];
-    if (q->aid[L_RSM_BEFORE] && (!f.before_id || q->aid[L_RSM_BEFORE] < f.before_id))
-        f.before_id = q->aid[L_RSM_BEFORE];
-    if (mp_archive_query(muc_domain(), STORE_LOG, q->node, &f, on_page, q) != MAGPIE_OK)
-        mq_error(q, "wait", "internal-server-error");
-}
-
-/* The 'ids' field: the items found, in the order asked; the set is them. */
-static void send_ids(struct mam_q *q)
-{
-    for (size_t i = 0; i < q->n_ids; i++) {
-        size_t k = q->flip ? q->n_ids - 1 - i : i;
-        if (!q->first)
-            q->first = mp_strdup(q->found_sid[k]);
-        muc_set_str(&q->last, q->found_sid[k]);
-        send_result(q, q->found[k], q->found_sid[k], q->found_jid[k], q->found_ts[k]);
-    }
-    q->complete = 1;
-    q->count = (int64_t)q->n_ids;
-    send_fin(q, q->n_ids ? 0 : -1);
-}
-
-static void next_lookup(struct mam_q *q);
-
-static void on_lookup(void *ud, int rc, const mp_archive_item *items, size_t n)
-{
-    struct mam_q *q = ud;
-    if (rc != MAGPIE_OK) {
-        mq_error(q, "wait", "internal-server-error");
-        return;
-    }
-    const char *want = q->at < 4 ? q->look[q->at] : q->ids[q->at - 4];
-    for (size_t i = 0; i < n; i++) {
-        const char *sid, *jid;
-        char kind;
-        int tomb;
-        mp_stanza *m = item_parse(&items[i], &sid, &jid, &kind, &tomb);
-        if (m && sid && strcmp(sid, want) == 0) {
-            if (q->at < 4) {
-                q->aid[q->at] = items[i].id;
-                mp_stanza_unref(m);
-            } else {
-                size_t k = q->at - 4;
-                q->found[k] = m;
-                q->found_ts[k] = items[i].ts;
-                q->found_sid[k] = mp_strdup(sid);
-                q->found_jid[k] = mp_strdup(jid);
-            }
-            q->at++;
-            next_lookup(q);
-            return;
+    if (m && c) {
+        mp_xml *mr = mp_stanza_root(m);
+        mp_xml_set_attr(m, mr, "to", NULL);
+        if (c->sees_jids && jid) {
+            mp_xml *x = mp_xml_add_child(m, mr, "x", NS_MUC_USER);
+            mp_xml_set_attr(m, mp_xml_add_child(m, x, "item", NULL), "jid", jid);
         }
-        if (m)
-            mp_stanza_unref(m);
     }
-    /* XEP-0313 §4.1.3, §4.3.2: an id not in the archive */
-    mq_error(q, "cancel", "item-not-found");
+    return m;
 }
 
-/* Looks up the next id that needs it, or runs the query. */
-static void next_lookup(struct mam_q *q)
+/* The 'with' field (XEP-0313 §4.1.1): an occupant JID room@service/nick
+ * finds what that nick published; a real JID (its bare part) what that
+ * user published, for askers who may see real JIDs (a non-anonymous room,
+ * or a moderator). */
+static const char *mam_with(void *ud, const char *v, struct mp_mam_with *w, const char **type)
 {
-    while (q->at < 4 && !q->look[q->at])
-        q->at++;
-    if (q->at >= 4 + q->n_ids) {
-        if (q->n_ids)
-            send_ids(q);
-        else
-            run_page(q);
-        return;
+    struct mam_ctx *c = ud;
+    mp_jid j;
+    if (mp_jid_parse(&j, v) != MAGPIE_OK)
+        return "jid-malformed";
+    const char *cond = NULL;
+    if (strcmp(j.bare, c->room) == 0) {
+        /* the room's own JID: every message */
+        if (j.resource) {
+            free(w->has);
+            w->has = with_part('n', j.resource);
+        }
+    } else if (c->sees_jids) {
+        free(w->has);
+        w->has = with_part('j', j.bare);
+    } else {
+        /* a semi-anonymous room does not tell who is behind a nick */
+        *type = "auth";
+        cond = "forbidden";
     }
-    const char *sid = q->at < 4 ? q->look[q->at] : q->ids[q->at - 4];
-    int64_t ts = muc_sid_ts(sid);
-    if (ts < 0) {
-        mq_error(q, "cancel", "item-not-found");
-        return;
-    }
-    mp_archive_filter f = {.ts_from = ts, .ts_to = ts, .limit = 4};
-    if (mp_archive_query(muc_domain(), STORE_LOG, q->node, &f, on_lookup, q) != MAGPIE_OK)
-        mq_error(q, "wait", "internal-server-error");
+    mp_jid_free(&j);
+    return cond;
+}
+
+static void mam_done(void *ud, int rc)
+{
+    (void)rc;
+    struct mam_ctx *c = ud;
+    if (c)
+        free(c->room);
+    free(c);
+}
+
+static const struct mp_mam_ops mam_ops = {
+    .item = mam_item, .sid_ts = muc_sid_ts, .with = mam_with, .done = mam_done};
+
+/* The room's archive. */
+static struct mp_mam_archive mam_archive(const struct muc_room *r)
+{
+    long most = (long)mp_module_opt_int(muc_self, "mam_max_messages");
+    return (struct mp_mam_archive){
+        .host = muc_domain(),
+        .store = STORE_LOG,
+        .key = r->node,
+        .jid = r->jid,
+        .page_max = (size_t)mp_module_opt_int(muc_self, "mam_page_max"),
+        /* reading an index means reading every item before it */
+        .index_max = most > 0 ? most : 10000,
+        .flags = MP_MAM_END_SECOND | MP_MAM_INDEX,
+    };
 }
 
 /* May the sender of iq read the room's archive (XEP-0313 §6.1.2: whoever
@@ -697,124 +500,6 @@ static int mam_allowed(struct muc_room *r, mp_stanza *iq, int *sees_jids)
     return 1;
 }
 
-/* The 'with' field (XEP-0313 §4.1.1): an occupant JID room@service/nick
- * finds what that nick published; a real JID (its bare part) what that
- * user published, for askers who may see real JIDs (a non-anonymous room,
- * or a moderator). Returns NULL or an error condition. */
-static const char *read_with(struct muc_room *r, struct mam_q *q, const char *v, const char **type)
-{
-    mp_jid j;
-    if (mp_jid_parse(&j, v) != MAGPIE_OK)
-        return "jid-malformed";
-    const char *cond = NULL;
-    if (strcmp(j.bare, r->jid) == 0) {
-        if (j.resource)
-            q->with = with_part('n', j.resource);
-        /* the room's own JID: every message */
-    } else if (q->sees_jids) {
-        q->with = with_part('j', j.bare);
-    } else {
-        /* a semi-anonymous room does not tell who is behind a nick */
-        *type = "auth";
-        cond = "forbidden";
-    }
-    mp_jid_free(&j);
-    return cond;
-}
-
-/* Reads the query form into q; returns NULL or an error condition (with
- * its type in *type). */
-static const char *read_query(struct muc_room *r, mp_stanza *iq, mp_xml *query, struct mam_q *q,
-                              const char **type)
-{
-    *type = "modify";
-    mp_xml *x = mp_form_find(query);
-    if (x) {
-        const char *ft = mp_form_form_type(iq, x);
-        if (ft && strcmp(ft, NS_MAM) != 0)
-            return "bad-request";
-    }
-    for (mp_xml *f = x ? mp_xml_find(x, "field", NULL) : NULL; f;
-         f = mp_xml_find_next(f, "field", NULL)) {
-        const char *var = mp_xml_get_attr(f, "var");
-        if (!var || strcmp(var, "FORM_TYPE") == 0)
-            continue;
-        const char *v = mp_form_value(iq, x, var);
-        if (strcmp(var, "start") == 0 || strcmp(var, "end") == 0) {
-            if (!v)
-                continue;
-            int64_t t;
-            if (mp_datetime_parse(v, &t) != 0)
-                return "bad-request";
-            if (var[0] == 's')
-                q->ts_from = t > 0 ? t : 1;
-            else /* a time in whole seconds ends with its second */
-                q->ts_to = strchr(v, '.') ? t : t + 999999;
-        } else if (strcmp(var, "with") == 0) {
-            if (!v || !*v)
-                continue;
-            const char *cond = read_with(r, q, v, type);
-            if (cond)
-                return cond;
-        } else if (strcmp(var, "after-id") == 0 || strcmp(var, "before-id") == 0) {
-            if (v && *v)
-                muc_set_str(&q->look[var[0] == 'a' ? L_AFTER_ID : L_BEFORE_ID], v);
-        } else if (strcmp(var, "ids") == 0) {
-            for (mp_xml *ve = mp_xml_find(f, "value", NULL); ve;
-                 ve = mp_xml_find_next(ve, "value", NULL)) {
-                char **n = mp_realloc(q->ids, (q->n_ids + 1) * sizeof *n);
-                q->ids = n;
-                q->ids[q->n_ids++] = mp_strdup(mp_xml_text(iq, ve));
-            }
-        } else {
-            /* XEP-0313 §4.1.5: a field we do not know */
-            *type = "cancel";
-            return "feature-not-implemented";
-        }
-    }
-    long page_max = (long)mp_module_opt_int(muc_self, "mam_page_max");
-    struct mp_rsm rsm;
-    if (mp_rsm_parse(iq, query, &rsm) != 0)
-        return "bad-request"; /* also both after and before (§4.3.2: use the ids) */
-    q->max = rsm.max >= 0 && rsm.max < page_max ? (size_t)rsm.max : (size_t)page_max;
-    q->index = rsm.index;
-    if (rsm.after) {
-        if (!*rsm.after)
-            return "bad-request";
-        muc_set_str(&q->look[L_RSM_AFTER], rsm.after);
-    }
-    if (rsm.before) {
-        /* RSM §2.5: paging backwards; empty: the last page */
-        q->backward = 1;
-        if (*rsm.before)
-            muc_set_str(&q->look[L_RSM_BEFORE], rsm.before);
-    }
-    if (rsm.index >= 0) {
-        /* XEP-0059 §2.6: an index is counted from the start of the set,
-         * not combined with after/before; reading it means reading every
-         * item before it, so it is bounded like an archive */
-        long most = (long)mp_module_opt_int(muc_self, "mam_max_messages");
-        if (rsm.after || rsm.before)
-            return "bad-request";
-        if (most <= 0)
-            most = 10000;
-        if (rsm.index > most) {
-            *type = "cancel";
-            return "item-not-found";
-        }
-    }
-    q->flip = mp_xml_find(query, "flip-page", NULL) != NULL;
-    if (q->n_ids) {
-        if (q->n_ids > (size_t)page_max)
-            return "policy-violation";
-        q->found = mp_calloc(q->n_ids, sizeof *q->found);
-        q->found_ts = mp_calloc(q->n_ids, sizeof *q->found_ts);
-        q->found_sid = mp_calloc(q->n_ids, sizeof *q->found_sid);
-        q->found_jid = mp_calloc(q->n_ids, sizeof *q->found_jid);
-    }
-    return NULL;
-}
-
 void muc_mam_query(struct muc_room *r, mp_stanza *iq)
 {
     int sees;
@@ -825,95 +510,14 @@ void muc_mam_query(struct muc_room *r, mp_stanza *iq)
         mp_iq_reply_error(iq, "modify", "bad-request");
         return;
     }
-    struct mam_q *q = mp_calloc(1, sizeof *q);
-    q->iq = mp_stanza_ref(iq);
-    q->node = mp_strdup(r->node);
-    q->room = mp_strdup(r->jid);
-    q->queryid = mp_strdup(mp_xml_get_attr(query, "queryid"));
-    q->sees_jids = sees;
-    q->count = -1;
-    const char *type, *cond = read_query(r, iq, query, q, &type);
-    if (cond) {
-        mq_error(q, type, cond);
-        return;
-    }
-    next_lookup(q);
+    struct mam_ctx *c = mp_calloc(1, sizeof *c);
+    c->room = mp_strdup(r->jid);
+    c->sees_jids = sees;
+    struct mp_mam_archive a = mam_archive(r);
+    mp_mam_query(iq, query, &a, &mam_ops, c);
 }
 
 /* ---- the form and the metadata (iq get) ---- */
-
-struct meta {
-    mp_stanza *iq;
-    char *node;
-    char *first_sid;
-    int64_t first_ts;
-};
-
-static void meta_free(struct meta *m)
-{
-    mp_stanza_unref(m->iq);
-    free(m->node);
-    free(m->first_sid);
-    free(m);
-}
-
-/* The sid of the first readable item, or NULL. */
-static char *first_sid(const mp_archive_item *items, size_t n, int64_t *ts)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *sid, *jid;
-        char kind;
-        int tomb;
-        mp_stanza *m = item_parse(&items[i], &sid, &jid, &kind, &tomb);
-        char *s = m && sid ? mp_strdup(sid) : NULL;
-        if (m)
-            mp_stanza_unref(m);
-        if (s) {
-            *ts = items[i].ts;
-            return s;
-        }
-    }
-    return NULL;
-}
-
-static void on_meta_end(void *ud, int rc, const mp_archive_item *items, size_t n)
-{
-    struct meta *m = ud;
-    if (rc != MAGPIE_OK) {
-        mp_iq_reply_error(m->iq, "wait", "internal-server-error");
-        meta_free(m);
-        return;
-    }
-    int64_t ts = 0;
-    char *last = first_sid(items, n, &ts);
-    mp_stanza *res = mp_iq_result(m->iq);
-    mp_xml *md = mp_xml_add_child(res, mp_stanza_root(res), "metadata", NS_MAM);
-    if (m->first_sid && last) {
-        char st[MP_DATETIME_MAX];
-        mp_xml *s = mp_xml_add_child(res, md, "start", NULL);
-        mp_xml_set_attr(res, s, "id", m->first_sid);
-        mp_xml_set_attr(res, s, "timestamp", mp_datetime_format(m->first_ts, st, sizeof st));
-        mp_xml *e = mp_xml_add_child(res, md, "end", NULL);
-        mp_xml_set_attr(res, e, "id", last);
-        mp_xml_set_attr(res, e, "timestamp", mp_datetime_format(ts, st, sizeof st));
-    }
-    mp_iq_reply(res);
-    free(last);
-    meta_free(m);
-}
-
-static void on_meta_start(void *ud, int rc, const mp_archive_item *items, size_t n)
-{
-    struct meta *m = ud;
-    if (rc == MAGPIE_OK)
-        m->first_sid = first_sid(items, n, &m->first_ts);
-    mp_archive_filter f = {.limit = 4, .reverse = 1};
-    if (rc != MAGPIE_OK ||
-        mp_archive_query(muc_domain(), STORE_LOG, m->node, &f, on_meta_end, m) != MAGPIE_OK) {
-        mp_iq_reply_error(m->iq, "wait", "internal-server-error");
-        meta_free(m);
-    }
-}
 
 void muc_mam_get(struct muc_room *r, mp_stanza *iq)
 {
@@ -923,14 +527,8 @@ void muc_mam_get(struct muc_room *r, mp_stanza *iq)
     mp_xml *el = mp_xml_first_element(mp_stanza_root(iq));
     if (el && strcmp(el->name, "metadata") == 0) {
         /* XEP-0313 §5: the first and the last item */
-        struct meta *m = mp_calloc(1, sizeof *m);
-        m->iq = mp_stanza_ref(iq);
-        m->node = mp_strdup(r->node);
-        mp_archive_filter f = {.limit = 4};
-        if (mp_archive_query(muc_domain(), STORE_LOG, r->node, &f, on_meta_start, m) != MAGPIE_OK) {
-            mp_iq_reply_error(iq, "wait", "internal-server-error");
-            meta_free(m);
-        }
+        struct mp_mam_archive a = mam_archive(r);
+        mp_mam_metadata(iq, &a, &mam_ops, NULL);
         return;
     }
     if (!el || strcmp(el->name, "query") != 0) {
@@ -939,14 +537,7 @@ void muc_mam_get(struct muc_room *r, mp_stanza *iq)
     }
     /* XEP-0313 §4.1.5: the fields a query may use */
     mp_stanza *res = mp_iq_result(iq);
-    mp_xml *rq = mp_xml_add_child(res, mp_stanza_root(res), "query", NS_MAM);
-    mp_xml *x = mp_form_add(res, rq, "form", NS_MAM, NULL);
-    mp_form_field_add(res, x, "with", "jid-single", NULL, NULL);
-    mp_form_field_add(res, x, "start", "text-single", NULL, NULL);
-    mp_form_field_add(res, x, "end", "text-single", NULL, NULL);
-    mp_form_field_add(res, x, "before-id", "text-single", NULL, NULL);
-    mp_form_field_add(res, x, "after-id", "text-single", NULL, NULL);
-    mp_xml *ids = mp_form_field_add(res, x, "ids", "list-multi", NULL, NULL);
+    mp_xml *ids = mp_mam_form_add(res, mp_stanza_root(res));
     mp_xml *val =
         mp_xml_add_child(res, ids, "validate", "http://jabber.org/protocol/xdata-validate");
     mp_xml_set_attr(res, val, "datatype", "xs:string");

@@ -124,7 +124,7 @@ size_t muc_history_select(const struct muc_hist_meta *items, size_t n, const str
     return first;
 }
 
-/* ---- stanza ids and pages ---- */
+/* ---- stanza ids ---- */
 
 int64_t muc_next_ts(int64_t last, int64_t now)
 {
@@ -158,18 +158,4 @@ int64_t muc_sid_ts(const char *s)
         if (!is_hex(s[k]))
             return -1;
     return k >= 8 && k <= 24 ? (int64_t)v : -1;
-}
-
-int muc_page(size_t got, size_t max, size_t *n)
-{
-    *n = got > max ? max : got;
-    return got <= max;
-}
-
-size_t muc_page_index(size_t n, int backward, int flip, size_t j)
-{
-    /* fetched oldest first (forward) or newest first (backward); sent in
-     * chronological order unless flipped */
-    int newest_first = flip;
-    return backward != newest_first ? n - 1 - j : j;
 }

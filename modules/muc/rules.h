@@ -69,7 +69,7 @@ struct muc_hist_req {
 size_t muc_history_select(const struct muc_hist_meta *items, size_t n,
                           const struct muc_hist_req *req, int64_t now);
 
-/* ---- stanza ids (XEP-0359) and archive pages (XEP-0313, XEP-0059) ----
+/* ---- stanza ids (XEP-0359) ----
  * A room names each message it logs by the time it logged it (unix
  * microseconds, unique and increasing per room) and a random tail, so an
  * id is unpredictable (XEP-0313 §3) yet tells where to look in the
@@ -85,14 +85,5 @@ void muc_sid_format(int64_t ts, const char *rnd, char out[MUC_SID_MAX]);
 /* The time of a stanza id written by muc_sid_format, or -1 when s is not
  * one (a client's made-up id). */
 int64_t muc_sid_ts(const char *s);
-
-/* A page of archive results fetched with limit max + 1, got items in the
- * fetch order (oldest first, or newest first when backward: RSM <before/>).
- * Sets *n to the number of items to send and returns 1 when the result
- * is complete (nothing more in the paging direction). */
-int muc_page(size_t got, size_t max, size_t *n);
-/* Index, in the fetched array, of the j-th of the n items to send: in
- * chronological order, or reversed with flip (XEP-0313 flip-page). */
-size_t muc_page_index(size_t n, int backward, int flip, size_t j);
 
 #endif

@@ -1,8 +1,8 @@
 /* test_muc_rules.c - mod_muc's pure rules (modules/muc/rules.c): the
  * XEP-0045 permission table for role and affiliation changes and lists,
  * the role an affiliation enters with, history selection for a joiner
- * (§7.2.15), XEP-0082 timestamps, stanza ids (XEP-0359) and archive pages
- * (XEP-0313 with XEP-0059). */
+ * (§7.2.15), XEP-0082 timestamps and stanza ids (XEP-0359); archive pages
+ * are src/core/mam.c's (tests 36, 39, 56). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -160,37 +160,12 @@ static void test_stanza_ids(void **state)
     assert_int_equal(muc_next_ts(500, 900), 900);
 }
 
-static void test_pages(void **state)
-{
-    (void)state;
-    size_t n;
-    /* fetched max + 1: one more than max means more remain */
-    assert_int_equal(muc_page(11, 10, &n), 0);
-    assert_int_equal(n, 10);
-    assert_int_equal(muc_page(10, 10, &n), 1);
-    assert_int_equal(n, 10);
-    assert_int_equal(muc_page(0, 10, &n), 1);
-    assert_int_equal(n, 0);
-    assert_int_equal(muc_page(1, 0, &n), 0);
-    assert_int_equal(n, 0);
-    /* forward: fetched oldest first, sent as fetched */
-    assert_int_equal(muc_page_index(3, 0, 0, 0), 0);
-    assert_int_equal(muc_page_index(3, 0, 0, 2), 2);
-    /* backward (last page): fetched newest first, sent oldest first */
-    assert_int_equal(muc_page_index(3, 1, 0, 0), 2);
-    assert_int_equal(muc_page_index(3, 1, 0, 2), 0);
-    /* flip-page reverses what is sent, not what is selected */
-    assert_int_equal(muc_page_index(3, 0, 1, 0), 2);
-    assert_int_equal(muc_page_index(3, 1, 1, 0), 0);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),   cmocka_unit_test(test_default_role),
         cmocka_unit_test(test_roles),   cmocka_unit_test(test_affiliations),
         cmocka_unit_test(test_history), cmocka_unit_test(test_stanza_ids),
-        cmocka_unit_test(test_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
