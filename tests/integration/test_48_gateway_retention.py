@@ -7,14 +7,17 @@ creates a new command, sent to the device); the key of a command still
 pending is kept however old; the status record of a command ended behind
 one still pending is kept (its row is still in the queue); the pruned
 records are counted in `magpiectl status`; after kill -9 and a restart
-the device gets only the pending command, nothing that ended. Runs on the
+the device gets only the pending command, nothing that ended; a delivered
+fallback webhook record goes after the retention and is not posted again
+after a restart. Runs on the
 storage of $MAGPIE_TEST_STORAGE (run-all.sh: SQLite, then MariaDB)."""
 
 import re
 import time
 
 from common import Results, parse_args, check
-from gwcommon import gateway_server, provision, device, request, post, status, TOKEN
+from gwcommon import (gateway_server, provision, device, request, post, status, Receiver,
+                      wait_posts, TOKEN)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
@@ -60,7 +63,7 @@ def t01_pruned_after_retention(srv):
     cmd = d.command()
     check(cmd is not None and cmd[2] == b'vend:1', cmd)
     d.ack(cmd[0])
-    s = wait_state(srv, r1['id'], 'acked')
+    wait_state(srv, r1['id'], 'acked')
     ended = time.time()
     # during the retention: the status and the key are there
     time.sleep(RETENTION - 1.5)
@@ -143,10 +146,38 @@ def t03_restart_after_pruning(srv):
     d.close()
 
 
+def t04_webhook_record(srv, rx):
+    """An expired command's delivered webhook record and its status go
+    after the retention, and the hook is not posted again."""
+    provision(srv, 'ret-4')  # offline: the command expires unsent
+    before = counter(srv, 'gateway_pruned_webhooks')
+    st, r, _ = post(srv, 'ret-4', {'payload': 'x', 'ttl': 1, 'idempotency_key': 'order-4'})
+    check(st == 201, (st, r))
+    wait_posts(rx, r['id'], 1)
+    check(status(srv, r['id'])['state'] == 'expired', 'not expired')
+    check(counter(srv, 'gateway_pruned_webhooks') == before, 'webhook record pruned at once')
+    deadline = time.time() + RETENTION + 10
+    while time.time() < deadline and counter(srv, 'gateway_pruned_webhooks') == before:
+        time.sleep(0.25)
+    check(counter(srv, 'gateway_pruned_webhooks') == before + 1, 'webhook record not pruned')
+    for _ in range(40):
+        st, x = get(srv, r['id'])
+        if st == 404:
+            break
+        time.sleep(0.25)
+    check(st == 404, 'status of the expired command kept: %s %s' % (st, x))
+    srv.restart()
+    post(srv, 'ret-4', {'payload': 'wake', 'ttl': 60})  # starts the gateway's timer
+    time.sleep(2)
+    check(len(rx.for_id(r['id'])) == 1, 'posted %d times' % len(rx.for_id(r['id'])))
+
+
 def main():
+    rx = Receiver()
     try:
-        srv = gateway_server(args, extra='api_tokens = "%s"; status_retention = %d;'
-                             % (TOKEN, RETENTION), http=True)
+        srv = gateway_server(args, extra='api_tokens = "%s"; status_retention = %d; '
+                             'webhook_url = "http://127.0.0.1:%d/hook";'
+                             % (TOKEN, RETENTION, rx.port), http=True)
         srv.__enter__()
     except Exception as e:
         R.fail('48.00 gateway_retention_server_start', e)
@@ -157,12 +188,14 @@ def main():
         R.run('48.02 gateway_retention_pending_kept', t02_pending_kept, srv, server=srv)
         R.run('48.03 gateway_retention_restart_after_pruning', t03_restart_after_pruning, srv,
               server=srv)
+        R.run('48.04 gateway_retention_webhook_record', t04_webhook_record, srv, rx, server=srv)
     except Exception as e:
         R.fail('48.00 gateway_retention_setup', e)
     try:
         srv.__exit__(None, None, None)
     except Exception as e:
         R.fail('48.99 gateway_retention_clean_shutdown', e)
+    rx.stop()
     R.exit()
 
 
