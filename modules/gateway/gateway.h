@@ -32,7 +32,8 @@
 #define GW_STORE_QUEUE   "gateway_queue"   /* archive: id -> commands, in order */
 #define GW_STORE_DONE    "gateway_done"    /* keyval: "<id>/<archive id>" -> final state
                                               (before 2026-12-02; converted at start-up) */
-#define GW_STORE_IDEM    "gateway_idem"    /* keyval: idempotency key -> "<command id> <device>" */
+#define GW_STORE_IDEM    "gateway_idem"    /* keyval: idempotency key -> "<command id> <device>
+                                              [<time recorded us>]" */
 #define GW_STORE_STATUS  "gateway_status"  /* keyval: command id -> its end (submit.c);
                                               present = the command ended */
 #define GW_STORE_HOOK    "gateway_hook"    /* keyval: command id -> fallback webhook state */

@@ -17,7 +17,8 @@
  *   idem    a key whose command is not pending (in memory) and whose
  *           status record is gone or older than the retention: a key thus
  *           lives at least as long as its command's status, and never
- *           less than the command's time to live.
+ *           less than the command's time to live. Keys recorded within the
+ *           retention (the time in their value) are not even looked at.
  *   hook    a "delivered" or "gave-up" record older than the retention
  *           ("pending" ones are still being posted).
  *
@@ -103,9 +104,17 @@ static int candidate(const mp_map_item *it, int64_t *aid, char *dev)
             return 0;
         *aid = strtoll(it->field, NULL, 10);
         return *aid > 0;
-    case PH_IDEM: /* "<command id> <device>" */
-        if (sscanf(buf, "%lld %64s", &a, dev) != 2)
+    case PH_IDEM: /* "<command id> <device> [<time recorded>]" */
+        switch (sscanf(buf, "%lld %64s %lld", &a, dev, &e)) {
+        case 3: /* recorded within the retention: its command ended within it */
+            if (e >= P.cutoff)
+                return 0;
+            break;
+        case 2: /* the older form: ask its status */
+            break;
+        default:
             return 0;
+        }
         *aid = a;
         return 1;
     case PH_HOOK: /* "delivered <us>", "gave-up <us>"; "pending <n>" stays */
