@@ -220,7 +220,7 @@ run_fuzz() {
 
 # ---- 2b. the IM and group chat tests again with MariaDB as the store (a
 # throwaway mariadbd; each server in them gets a fresh database of its own)
-MARIADB_TESTS="18_account_deleted 20_roster 21_offline 22_carbons 23_blocking 24_vcard 25_private 26_last 27_csi 30_muc_basic 33_muc_persist 50_pep 51_pep_caps 52_pep_bookmarks 53_pep_avatar_omemo 55_mam_archive 56_mam_paging 57_mam_prefs 58_mam_slixmpp 60_sm_acks 61_sm_resume 62_sm_expiry 64_sm_slixmpp 65_adhoc 66_admin_adhoc 68_register 69_push 76_upload"
+MARIADB_TESTS="18_account_deleted 20_roster 21_offline 22_carbons 23_blocking 24_vcard 25_private 26_last 27_csi 30_muc_basic 33_muc_persist 48_gateway_retention 50_pep 51_pep_caps 52_pep_bookmarks 53_pep_avatar_omemo 55_mam_archive 56_mam_paging 57_mam_prefs 58_mam_slixmpp 60_sm_acks 61_sm_resume 62_sm_expiry 64_sm_slixmpp 65_adhoc 66_admin_adhoc 68_register 69_push 76_upload"
 run_mariadb() {
     local t
     [ -f "$SRCDIR/tests/mariadb.sh" ] || return 0

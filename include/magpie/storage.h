@@ -60,6 +60,15 @@ typedef struct mp_map_item {
 typedef void (*mp_map_all_cb)(void *ud, int rc, const mp_map_item *items, size_t n);
 int mp_map_all(const char *host, const char *store, const char *key, mp_map_all_cb cb, void *ud);
 
+/* Pages through a keyval store: up to limit (1..1000) keys of (host,
+ * store) greater than after ("" : from the first) in ascending byte order,
+ * with their values, as items whose field is the key. rc MAGPIE_OK with n
+ * items (fewer than limit: the end was reached) or MAGPIE_ERR. For
+ * background clean-up in small batches (the next page starts after the
+ * last key seen). */
+int mp_kv_scan(const char *host, const char *store, const char *after, size_t limit,
+               mp_map_all_cb cb, void *ud);
+
 int mp_map_get_sync(const char *host, const char *store, const char *key, const char *field,
                     void **data, size_t *len);
 int mp_map_set_sync(const char *host, const char *store, const char *key, const char *field,

@@ -201,10 +201,12 @@ static void on_sweep(evutil_socket_t fd, short what, void *ud)
     (void)what;
     (void)ud;
     struct gw_out out = {.n = 0};
+    int64_t now = gw_now_us();
     pthread_mutex_lock(&G.lock);
-    gw_sweep(gw_now_us(), &out);
+    gw_sweep(now, &out);
     pthread_mutex_unlock(&G.lock);
     gw_out_flush(&out);
+    gw_prune_tick(now);
 }
 
 void gw_sweep_start(void)

@@ -32,7 +32,8 @@
 #define GW_STORE_QUEUE   "gateway_queue"   /* archive: id -> commands, in order */
 #define GW_STORE_DONE    "gateway_done"    /* keyval: "<id>/<archive id>" -> final state
                                               (before 2026-12-02; converted at start-up) */
-#define GW_STORE_IDEM    "gateway_idem"    /* keyval: idempotency key -> "<command id> <device>" */
+#define GW_STORE_IDEM    "gateway_idem"    /* keyval: idempotency key -> "<command id> <device>
+                                              [<time recorded us>]" */
 #define GW_STORE_STATUS  "gateway_status"  /* keyval: command id -> its end (submit.c);
                                               present = the command ended */
 #define GW_STORE_HOOK    "gateway_hook"    /* keyval: command id -> fallback webhook state */
@@ -127,6 +128,7 @@ struct gw_state {
     /* database outbox (outbox.c) */
     int outbox_on;
     long long ttl_default, ttl_max;
+    long long retention; /* status_retention, seconds (0: keep forever; prune.c) */
     char **admins;
     size_t n_admins;
     pthread_mutex_t lock;
@@ -139,7 +141,8 @@ struct gw_state {
     struct {
         mp_counter *accepted, *sent, *retried, *acked, *failed, *expired, *late_acks, *uplinks,
             *connects, *auth_failures, *bad_frames, *timeouts, *replaced, *forbidden, *latency_ms,
-            *hooks, *hook_failures, *outbox_rows, *accept_us, *end_us;
+            *hooks, *hook_failures, *outbox_rows, *accept_us, *end_us, *pruned_status,
+            *pruned_idem, *pruned_hooks;
     } c;
 };
 extern struct gw_state G;
@@ -164,6 +167,9 @@ void gw_cmd_finish(struct gw_dev *d, struct gw_cmd *c, const char *state, int re
 /* Expires due commands (into out): pops the expiry heap (ordered by
  * expires_us), so it costs nothing while nothing is due. */
 void gw_sweep(int64_t now_us, struct gw_out *out);
+/* Compacts the ended rows of every device below its oldest pending
+ * command, however few (for pruning: prune.c). */
+void gw_compact_ended(void);
 /* Serialises / parses the archive form of a command. */
 void *gw_cmd_encode(const struct gw_cmd *c, size_t *len);
 struct gw_cmd *gw_cmd_decode(int64_t aid, int64_t ts, const char *with, const void *data,
@@ -229,6 +235,14 @@ int gw_outbox_load(mp_module *m);
 /* c, from the outbox, ended (lock held). */
 void gw_outbox_ended(const struct gw_cmd *c, const char *state, int result);
 void gw_outbox_unload(void);
+
+/* prune.c: bounded retention of status records, idempotency keys and
+ * webhook records (option status_retention) */
+void gw_prune_load(mp_module *m);
+/* Starts a pruning pass when one is due (on the sweep's loop, lock not
+ * held). */
+void gw_prune_tick(int64_t now_us);
+void gw_prune_unload(void);
 
 /* mod_gateway.c */
 mp_stanza *gw_presence(const struct gw_dev *d, const char *to, int available);

@@ -414,6 +414,7 @@ static int load(mp_module *m)
     mp_domain_disco_identity(d, "component", "generic", "Magpie device gateway");
     mp_domain_disco_feature(d, GW_NS);
     gw_load_all();
+    gw_prune_load(m);
     if (gw_api_load(m) != MAGPIE_OK || gw_hook_load(m) != MAGPIE_OK ||
         gw_outbox_load(m) != MAGPIE_OK || gw_adhoc_load(m) != MAGPIE_OK)
         return MAGPIE_ERR;
@@ -430,6 +431,7 @@ static void unload(mp_module *m)
 {
     (void)m;
     gw_outbox_unload();
+    gw_prune_unload();
     gw_sweep_free();
     gw_hook_unload();
     gw_api_unload();
@@ -466,6 +468,10 @@ static const struct mp_option opts[] = {
      31536000},
     {"max_ttl", MP_OPT_INT, "604800", "largest ttl a sender may ask for (0: unlimited)", 0,
      31536000},
+    {"status_retention", MP_OPT_INT, "604800",
+     "seconds the status record, idempotency key and webhook record of an ended command are "
+     "kept (0: forever)",
+     0, 315360000},
     {"admins", MP_OPT_STRING, "", "JIDs (space/comma separated) that may command every device", 0,
      0},
     {"api_tokens", MP_OPT_STRING, "",

@@ -401,6 +401,33 @@ static void compact(struct gw_dev *d)
     mp_archive_delete(G.domain, GW_STORE_QUEUE, d->id, max, NULL, NULL);
 }
 
+/* Deletes d's ended rows below its oldest pending command (all of them
+ * when nothing is pending); those above it stay listed. */
+static void compact_below_head(struct gw_dev *d)
+{
+    int64_t bound = d->q ? d->q->aid : INT64_MAX, max = 0;
+    size_t keep = 0;
+    for (size_t i = 0; i < d->n_done; i++) {
+        if (d->done[i] < bound) {
+            if (d->done[i] > max)
+                max = d->done[i];
+        } else {
+            d->done[keep++] = d->done[i];
+        }
+    }
+    d->n_done = keep;
+    if (max)
+        mp_archive_delete(G.domain, GW_STORE_QUEUE, d->id, max, NULL, NULL);
+}
+
+void gw_compact_ended(void)
+{
+    for (size_t i = 0; i < G.tab_size; i++)
+        for (struct gw_dev *d = G.tab[i]; d; d = d->hnext)
+            if (d->n_done)
+                compact_below_head(d);
+}
+
 /* The end state is durable: now the sender may hear about it (so that a
  * sender told "done" never sees the command delivered again after a
  * crash). */

@@ -136,8 +136,9 @@ static void appended(void *ud, int rc, int64_t aid)
         answer(s, GW_SUBMIT_CREATED);
         return;
     }
-    char val[GW_ID_MAX + 32];
-    int n = snprintf(val, sizeof val, "%lld %s", (long long)aid, s->dev);
+    char val[GW_ID_MAX + 48]; /* the time: for pruning (prune.c) */
+    int n = snprintf(val, sizeof val, "%lld %s %lld", (long long)aid, s->dev,
+                     (long long)gw_now_us());
     if (mp_kv_set(G.domain, GW_STORE_IDEM, s->idem->key, val, (size_t)n, idem_written, s) !=
         MAGPIE_OK)
         idem_written(s, MAGPIE_ERR);
@@ -165,7 +166,7 @@ static void idem_read(void *ud, int rc, const void *data, size_t len)
         append(s);
         return;
     }
-    char buf[GW_ID_MAX + 32], dev[GW_ID_MAX + 1];
+    char buf[GW_ID_MAX + 48], dev[GW_ID_MAX + 1];
     long long aid;
     size_t n = len < sizeof buf - 1 ? len : sizeof buf - 1;
     memcpy(buf, data, n);
@@ -273,8 +274,9 @@ void gw_idem_repair(const struct gw_dev *d, const struct gw_cmd *c)
     }
     if (rc != MAGPIE_NOTFOUND)
         return;
-    char val[GW_ID_MAX + 32];
-    int n = snprintf(val, sizeof val, "%lld %s", (long long)c->aid, d->id);
+    char val[GW_ID_MAX + 48];
+    int n = snprintf(val, sizeof val, "%lld %s %lld", (long long)c->aid, d->id,
+                     (long long)c->queued_us);
     mp_kv_set_sync(G.domain, GW_STORE_IDEM, c->sid, val, (size_t)n);
     mp_log(MP_LOG_INFO, "gateway: idempotency key of command %lld recorded again",
            (long long)c->aid);

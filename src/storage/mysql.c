@@ -65,6 +65,7 @@ enum {
     S_KV_SET,
     S_KV_DEL,
     S_KV_KEYS,
+    S_KV_SCAN,
     S_MAP_GET,
     S_MAP_SET,
     S_MAP_DEL,
@@ -90,6 +91,8 @@ static const char *const stmt_sql[N_STMT] = {
                  " ON DUPLICATE KEY UPDATE value = VALUES(value)",
     [S_KV_DEL] = "DELETE FROM keyval WHERE host = ? AND store = ? AND `key` = ?",
     [S_KV_KEYS] = "SELECT `key` FROM keyval WHERE host = ? AND store = ? ORDER BY `key`",
+    [S_KV_SCAN] = "SELECT `key`, value FROM keyval WHERE host = ? AND store = ? AND `key` > ?"
+                  " ORDER BY `key` LIMIT ?",
     [S_MAP_GET] = "SELECT value FROM map WHERE host = ? AND store = ? AND `key` = ?"
                   " AND field = ?",
     [S_MAP_SET] = "INSERT INTO map (host, store, `key`, field, value) VALUES (?, ?, ?, ?, ?)"
@@ -655,6 +658,31 @@ static int my_kv_keys(void *conn, const char *host, const char *store, mp_sd_key
     WITH_RETRY((struct my_conn *)conn, kv_keys_once(conn, host, store, fn, ud));
 }
 
+static int kv_scan_once(struct my_conn *c, const char *host, const char *store, const char *after,
+                        size_t limit, mp_sd_field_fn fn, void *ud)
+{
+    MYSQL_BIND p[4];
+    unsigned long l[4];
+    long long lim = (long long)limit;
+    MYSQL_STMT *s;
+    b_scope(p, l, host, store, after);
+    b_i64(&p[3], &lim);
+    int rc = run(c, S_KV_SCAN, p, &s);
+    if (rc != MAGPIE_OK)
+        return rc;
+    if (res_bind(c, s, "ss") != MAGPIE_OK)
+        return MAGPIE_ERR;
+    while ((rc = res_next(c, s, "ss")) == 1)
+        fn(ud, c->col[0].buf, c->col[1].buf, c->col[1].len);
+    return rc == 0 ? MAGPIE_OK : MAGPIE_ERR;
+}
+
+static int my_kv_scan(void *conn, const char *host, const char *store, const char *after,
+                      size_t limit, mp_sd_field_fn fn, void *ud)
+{
+    WITH_RETRY((struct my_conn *)conn, kv_scan_once(conn, host, store, after, limit, fn, ud));
+}
+
 /* ---- map ---- */
 
 static int map_get_once(struct my_conn *c, const char *host, const char *store, const char *key,
@@ -893,6 +921,7 @@ const struct mp_storage_driver mp_storage_mysql = {
     .kv_set = my_kv_set,
     .kv_del = my_kv_del,
     .kv_keys = my_kv_keys,
+    .kv_scan = my_kv_scan,
     .map_get = my_map_get,
     .map_set = my_map_set,
     .map_del = my_map_del,

@@ -48,6 +48,7 @@ enum {
     S_KV_SET,
     S_KV_DEL,
     S_KV_KEYS,
+    S_KV_SCAN,
     S_MAP_GET,
     S_MAP_SET,
     S_MAP_DEL,
@@ -76,6 +77,8 @@ static const char *const stmt_sql[N_STMT] = {
                  " ON CONFLICT (host, store, \"key\") DO UPDATE SET value = excluded.value",
     [S_KV_DEL] = "DELETE FROM keyval WHERE host = ? AND store = ? AND \"key\" = ?",
     [S_KV_KEYS] = "SELECT \"key\" FROM keyval WHERE host = ? AND store = ? ORDER BY \"key\"",
+    [S_KV_SCAN] = "SELECT \"key\", value FROM keyval WHERE host = ? AND store = ? AND \"key\" > ?"
+                  " ORDER BY \"key\" LIMIT ?",
     [S_MAP_GET] = "SELECT value FROM map WHERE host = ? AND store = ? AND \"key\" = ?"
                   " AND field = ?",
     [S_MAP_SET] = "INSERT INTO map (host, store, \"key\", field, value) VALUES (?, ?, ?, ?, ?)"
@@ -445,6 +448,28 @@ static int sq_kv_keys(void *conn, const char *host, const char *store, mp_sd_key
     return MAGPIE_OK;
 }
 
+static int sq_kv_scan(void *conn, const char *host, const char *store, const char *after,
+                      size_t limit, mp_sd_field_fn fn, void *ud)
+{
+    struct sq_conn *c = conn;
+    sqlite3_stmt *s = st_get(c, S_KV_SCAN);
+    if (!s)
+        return MAGPIE_ERR;
+    if (bind_scope(s, host, store, after) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 4, (sqlite3_int64)limit) != SQLITE_OK)
+        return fail(c, s, "kv_scan");
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const void *b = sqlite3_column_blob(s, 1);
+        fn(ud, (const char *)sqlite3_column_text(s, 0), b ? b : "",
+           (size_t)sqlite3_column_bytes(s, 1));
+    }
+    if (rc != SQLITE_DONE)
+        return fail(c, s, "kv_scan");
+    st_done(s);
+    return MAGPIE_OK;
+}
+
 /* ---- map ---- */
 
 static int sq_map_get(void *conn, const char *host, const char *store, const char *key,
@@ -639,6 +664,7 @@ const struct mp_storage_driver mp_storage_sqlite = {
     .kv_set = sq_kv_set,
     .kv_del = sq_kv_del,
     .kv_keys = sq_kv_keys,
+    .kv_scan = sq_kv_scan,
     .map_get = sq_map_get,
     .map_set = sq_map_set,
     .map_del = sq_map_del,

@@ -50,6 +50,7 @@ enum job_op {
     OP_KV_GET,
     OP_KV_SET,
     OP_KV_DEL,
+    OP_KV_SCAN,
     OP_MAP_GET,
     OP_MAP_SET,
     OP_MAP_DEL,
@@ -242,7 +243,7 @@ static struct job *job_new(enum job_op op, const char *host, const char *store, 
 static void job_free(struct job *j)
 {
     free(j->out);
-    if (j->op == OP_MAP_ALL) {
+    if (j->op == OP_MAP_ALL || j->op == OP_KV_SCAN) {
         mp_map_item *it = j->items;
         for (size_t i = 0; i < j->n; i++)
             free((void *)it[i].field);
@@ -382,6 +383,9 @@ static void job_run(const struct mp_storage_driver *drv, void *conn, struct job 
     case OP_KV_DEL:
         j->rc = drv->kv_del(conn, j->host, j->store, j->key);
         break;
+    case OP_KV_SCAN:
+        j->rc = drv->kv_scan(conn, j->host, j->store, j->key, j->q.limit, collect_field, j);
+        break;
     case OP_MAP_GET:
         j->rc = drv->map_get(conn, j->host, j->store, j->key, j->field, &j->out, &j->outlen);
         break;
@@ -450,6 +454,7 @@ static void job_deliver(void *arg)
             j->cb.done(j->ud, rc);
         break;
     case OP_MAP_ALL:
+    case OP_KV_SCAN:
         if (j->cb.all)
             j->cb.all(j->ud, rc, rc == MAGPIE_OK ? j->items : NULL, rc == MAGPIE_OK ? j->n : 0);
         break;
@@ -476,6 +481,7 @@ static int job_has_cb(const struct job *j)
     case OP_MAP_GET:
         return j->cb.get != NULL;
     case OP_MAP_ALL:
+    case OP_KV_SCAN:
         return j->cb.all != NULL;
     case OP_AR_APPEND:
         return j->cb.append != NULL;
@@ -767,6 +773,20 @@ int mp_kv_del(const char *host, const char *store, const char *key, mp_store_don
     if (!j)
         return MAGPIE_ERR;
     j->cb.done = cb;
+    j->ud = ud;
+    return job_submit(j);
+}
+
+int mp_kv_scan(const char *host, const char *store, const char *after, size_t limit,
+               mp_map_all_cb cb, void *ud)
+{
+    if (!after || limit < 1 || limit > 1000)
+        return MAGPIE_ERR;
+    struct job *j = job_new(OP_KV_SCAN, host, store, after, NULL, NULL, NULL, 0);
+    if (!j)
+        return MAGPIE_ERR;
+    j->q.limit = limit;
+    j->cb.all = cb;
     j->ud = ud;
     return job_submit(j);
 }

@@ -93,6 +93,10 @@ struct mp_storage_driver {
     int (*kv_del)(void *conn, const char *host, const char *store, const char *key);
     /* Ascending byte order. */
     int (*kv_keys)(void *conn, const char *host, const char *store, mp_sd_key_fn fn, void *ud);
+    /* Up to limit keys greater than after, ascending, with their values
+     * (fn's field is the key). */
+    int (*kv_scan)(void *conn, const char *host, const char *store, const char *after,
+                   size_t limit, mp_sd_field_fn fn, void *ud);
 
     int (*map_get)(void *conn, const char *host, const char *store, const char *key,
                    const char *field, void **data, size_t *len);

@@ -8,62 +8,15 @@ fires nothing; a restart does not fire a delivered hook again."""
 
 import hashlib
 import hmac
-import http.server
 import json
-import threading
 import time
 
 from common import Results, parse_args, check
-from gwcommon import gateway_server, provision, device, post, status, TOKEN, HKEY
-from magpie_fixture import free_port
+from gwcommon import (gateway_server, provision, device, post, status, Receiver, wait_posts,
+                      TOKEN, HKEY)
 
 args = parse_args()
 R = Results('[workers=%d]' % args.workers)
-
-
-class Receiver:
-    """Records every POST; answers fail_first times 500, then 200."""
-
-    def __init__(self):
-        self.posts = []
-        self.fail = {}
-        rec = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get('Content-Length', 0))
-                body = self.rfile.read(n)
-                rec.posts.append((self.path, dict(self.headers), body))
-                doc = json.loads(body)
-                left = rec.fail.get(doc.get('id'), 0)
-                if left:
-                    rec.fail[doc['id']] = left - 1
-                self.send_response(500 if left else 200)
-                self.send_header('Content-Length', '0')
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.port = free_port()
-        self.srv = http.server.ThreadingHTTPServer(('127.0.0.1', self.port), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def for_id(self, cid):
-        return [p for p in self.posts if json.loads(p[2]).get('id') == cid]
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
-
-
-def wait_posts(rx, cid, n, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if len(rx.for_id(cid)) >= n:
-            return rx.for_id(cid)
-        time.sleep(0.05)
-    raise AssertionError('expected %d webhook POSTs for %s, got %d' % (n, cid, len(rx.for_id(cid))))
 
 
 def t01_fires_once(srv, rx):

@@ -663,6 +663,76 @@ static void test_async_basic(void **state)
     free(v);
 }
 
+/* mp_kv_scan: pages of a keyval store in byte order, from after a key,
+ * with their values; other stores and hosts not included. */
+struct scan {
+    struct aloop a;
+    char keys[16][8];
+    char vals[16][8];
+    size_t n, pages, last;
+};
+
+static void s_page(void *ud, int rc, const mp_map_item *items, size_t n)
+{
+    struct scan *sc = ud;
+    assert_int_equal(rc, MAGPIE_OK);
+    sc->pages++;
+    sc->last = n;
+    for (size_t i = 0; i < n && sc->n < 16; i++, sc->n++) {
+        snprintf(sc->keys[sc->n], sizeof sc->keys[0], "%s", items[i].field);
+        assert_true(items[i].len < sizeof sc->vals[0]);
+        memcpy(sc->vals[sc->n], items[i].data, items[i].len);
+        sc->vals[sc->n][items[i].len] = '\0';
+    }
+    aloop_done(&sc->a);
+}
+
+static void test_kv_scan(void **state)
+{
+    NEED(state);
+    const char *in[] = {"9", "10", "b", "a", "100", "B", "ab"};
+    const char *want[] = {"10", "100", "9", "B", "a", "ab", "b"};
+    for (size_t i = 0; i < 7; i++) {
+        char v[8];
+        snprintf(v, sizeof v, "v%s", in[i]);
+        assert_int_equal(mp_kv_set_sync(d->host, "scan", in[i], v, strlen(v)), MAGPIE_OK);
+    }
+    assert_int_equal(mp_kv_set_sync(d->host, "scan2", "0", "x", 1), MAGPIE_OK);
+    assert_int_equal(mp_kv_set_sync("other.example", "scan", "0", "x", 1), MAGPIE_OK);
+    struct scan sc;
+    memset(&sc, 0, sizeof sc);
+    /* pages of 3 until a short one */
+    const char *after = "";
+    do {
+        aloop_init(&sc.a);
+        sc.a.pending = 1;
+        assert_int_equal(mp_kv_scan(d->host, "scan", after, 3, s_page, &sc), MAGPIE_OK);
+        aloop_run(&sc.a);
+        after = sc.n ? sc.keys[sc.n - 1] : "";
+    } while (sc.last == 3);
+    assert_int_equal(sc.n, 7);
+    assert_int_equal(sc.pages, 3);
+    for (size_t i = 0; i < 7; i++) {
+        char v[8];
+        snprintf(v, sizeof v, "v%s", want[i]);
+        assert_string_equal(sc.keys[i], want[i]);
+        assert_string_equal(sc.vals[i], v);
+    }
+    /* from after a key that is not there; past the end */
+    memset(&sc, 0, sizeof sc);
+    aloop_init(&sc.a);
+    sc.a.pending = 2;
+    assert_int_equal(mp_kv_scan(d->host, "scan", "A", 100, s_page, &sc), MAGPIE_OK);
+    assert_int_equal(mp_kv_scan(d->host, "scan", "b", 100, s_page, &sc), MAGPIE_OK);
+    aloop_run(&sc.a);
+    assert_int_equal(sc.n, 4); /* B a ab b, then nothing */
+    assert_string_equal(sc.keys[0], "B");
+    assert_int_equal(mp_kv_scan(d->host, "scan", "", 0, s_page, &sc), MAGPIE_ERR);
+    assert_int_equal(mp_kv_scan(d->host, "scan", "", 1001, s_page, &sc), MAGPIE_ERR);
+    assert_int_equal(mp_kv_scan(d->host, "scan", NULL, 10, s_page, &sc), MAGPIE_ERR);
+    assert_int_equal(mp_kv_del_sync("other.example", "scan", "0"), MAGPIE_OK);
+}
+
 /* Time bounds (ts_from / ts_to, inclusive), mp_archive_append_at's own
  * timestamps, and replacing an item's data in place (a tombstone). */
 struct tsr {
@@ -1266,7 +1336,8 @@ static void test_mysql_reconnect(void **state)
     cmocka_unit_test(test_kv_basic), cmocka_unit_test(test_kv_binary),                             \
         cmocka_unit_test(test_kv_keys_order), cmocka_unit_test(test_map_sync),                     \
         cmocka_unit_test(test_archive_sync), cmocka_unit_test(test_async_basic),                   \
-        cmocka_unit_test(test_archive_ts_replace), cmocka_unit_test(test_async_ordering),          \
+        cmocka_unit_test(test_archive_ts_replace), cmocka_unit_test(test_kv_scan),                 \
+        cmocka_unit_test(test_async_ordering),                                                     \
         cmocka_unit_test(test_async_no_loop), cmocka_unit_test(test_async_concurrent),             \
         cmocka_unit_test(test_limits), cmocka_unit_test(test_reopen),                              \
         cmocka_unit_test(test_sync_only), cmocka_unit_test(test_bad_config),                       \
