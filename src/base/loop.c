@@ -187,13 +187,18 @@ int mp_loop_post(mp_loop *loop, void (*fn)(void *), void *arg)
     else
         loop->head = p;
     loop->tail = p;
-    pthread_mutex_unlock(&loop->lock);
     size_t n = atomic_fetch_add_explicit(&loop->pending, 1, memory_order_relaxed) + 1;
-    if (loop->bound && n > loop->bound) {
-        mp_waitq_set(loop->full, 1);
-        mp_pressure_note(loop->full);
-    }
+    struct mp_waitq *full = loop->bound && n > loop->bound ? mp_waitq_ref(loop->full) : NULL;
+    /* woken under the lock: the owner sees the call only once this returns,
+     * so it cannot run it, finish and free the loop under event_active;
+     * after the unlock the loop may be gone (hence the reference above) */
     event_active(loop->wake, 0, 0);
+    pthread_mutex_unlock(&loop->lock);
+    if (full) {
+        mp_waitq_set(full, 1);
+        mp_pressure_note(full);
+        mp_waitq_unref(full);
+    }
     return MAGPIE_OK;
 }
 

@@ -980,6 +980,83 @@ static void test_async_ordering(void **state)
     free(args);
 }
 
+/* Rounds that each start on an idle key, with a read first (even rounds:
+ * single-writer routing sends it to a reader thread, and the write after it
+ * must follow it there) or a write first (odd rounds: the writer thread,
+ * and the reads after it too): every call completes in issue order and
+ * each read sees exactly the writes issued before it. */
+struct rw {
+    struct aloop a;
+    int seq, bad, round;
+};
+
+struct rw_arg {
+    struct rw *r;
+    int seq;      /* its place in the round's issue order */
+    int want;     /* the value a read must see; -1: none yet */
+};
+
+static void rw_check(struct rw_arg *x)
+{
+    if (x->seq != ++x->r->seq)
+        x->r->bad++;
+    aloop_done(&x->r->a);
+}
+
+static void rw_get(void *ud, int rc, const void *data, size_t len)
+{
+    struct rw_arg *x = ud;
+    char want[16];
+    snprintf(want, sizeof want, "%d", x->want);
+    if (x->want < 0 ? rc != MAGPIE_NOTFOUND
+                    : rc != MAGPIE_OK || len != strlen(want) || memcmp(data, want, len))
+        x->r->bad++;
+    rw_check(x);
+}
+
+static void rw_set(void *ud, int rc)
+{
+    struct rw_arg *x = ud;
+    if (rc != MAGPIE_OK)
+        x->r->bad++;
+    rw_check(x);
+}
+
+static void test_async_read_write_rounds(void **state)
+{
+    NEED(state);
+    for (int i = 0; i < 100; i++) {
+        struct rw r;
+        memset(&r, 0, sizeof r);
+        aloop_init(&r.a);
+        struct rw_arg x[4];
+        char buf[16];
+        snprintf(buf, sizeof buf, "%d", i);
+        int n = 0;
+        if (i % 2 == 0) {
+            x[n] = (struct rw_arg){&r, n + 1, i - 1};
+            assert_int_equal(mp_kv_get(d->host, "rw", "k", rw_get, &x[n]), MAGPIE_OK);
+            n++;
+        }
+        x[n] = (struct rw_arg){&r, n + 1, 0};
+        assert_int_equal(mp_kv_set(d->host, "rw", "k", buf, strlen(buf), rw_set, &x[n]), MAGPIE_OK);
+        n++;
+        x[n] = (struct rw_arg){&r, n + 1, i};
+        assert_int_equal(mp_kv_get(d->host, "rw", "k", rw_get, &x[n]), MAGPIE_OK);
+        n++;
+        if (i % 2 == 1) {
+            x[n] = (struct rw_arg){&r, n + 1, i};
+            assert_int_equal(mp_kv_get(d->host, "rw", "k", rw_get, &x[n]), MAGPIE_OK);
+            n++;
+        }
+        r.a.pending = n;
+        aloop_run(&r.a);
+        assert_int_equal(r.bad, 0);
+        assert_int_equal(r.seq, n);
+    }
+    assert_int_equal(mp_kv_del_sync(d->host, "rw", "k"), MAGPIE_OK);
+}
+
 /* With no loop on the calling thread, callbacks run on a pool thread. */
 struct noloop {
     pthread_mutex_t m;
@@ -1337,7 +1414,7 @@ static void test_mysql_reconnect(void **state)
         cmocka_unit_test(test_kv_keys_order), cmocka_unit_test(test_map_sync),                     \
         cmocka_unit_test(test_archive_sync), cmocka_unit_test(test_async_basic),                   \
         cmocka_unit_test(test_archive_ts_replace), cmocka_unit_test(test_kv_scan),                 \
-        cmocka_unit_test(test_async_ordering),                                                     \
+        cmocka_unit_test(test_async_ordering), cmocka_unit_test(test_async_read_write_rounds),      \
         cmocka_unit_test(test_async_no_loop), cmocka_unit_test(test_async_concurrent),             \
         cmocka_unit_test(test_limits), cmocka_unit_test(test_reopen),                              \
         cmocka_unit_test(test_sync_only), cmocka_unit_test(test_bad_config),                       \
