@@ -7,10 +7,10 @@ to it (not-acceptable with <blocked/>), presence between subscribed
 contacts stopping (and an unavailable at block time), unblock-all, the
 list kept across a restart, and the same for a recipient with no session
 (the list cached since the logout, or read from the store after a
-restart): nothing from a blocked JID is stored offline, archived (MAM) or
-kept as a subscription request, the sender gets service-unavailable, the
-others' messages arrive in their order, and XEP-0198 acknowledgements
-still come. Run with --workers 2 as well (run-all.sh)."""
+restart): nothing from a blocked JID is stored offline, archived (MAM),
+kept as a subscription request or notified by push (XEP-0357), the sender
+gets service-unavailable, the others' messages arrive in their order, and
+XEP-0198 acknowledgements still come. Run with --workers 2 as well (run-all.sh)."""
 
 import time
 
@@ -25,7 +25,10 @@ R = Results('[workers=%d]' % args.workers)
 
 NS_B = 'urn:xmpp:blocking'
 NS_R = 'jabber:iq:roster'
-MODULES = ['disco', 'ping', 'version', 'time', 'roster', 'offline', 'carbons', 'blocking', 'mam', 'sm']
+MODULES = ['disco', 'ping', 'version', 'time', 'roster', 'offline', 'carbons', 'blocking', 'mam', 'sm',
+           '{ name = "push"; min_interval = 0; }']
+NS_PUSH = 'urn:xmpp:push:0'
+APP = 'pushsrv@localhost/app'
 
 
 def pw(u):
@@ -275,12 +278,35 @@ def check_offline_result(f, msgs, hb, tag):
           'archive: %s' % mam_bodies(ms))
 
 
+def push_senders(app, n, timeout=10):
+    """The last-message-sender of each push notification (XEP-0357) the
+    app server gets until n came and a second passed without more."""
+    out = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        e = app.wait_for('iq', lambda e: e.get('type') == 'set' and
+                         child(e, 'pubsub', 'http://jabber.org/protocol/pubsub') is not None,
+                         timeout=1.0 if len(out) >= n else max(0.1, deadline - time.time()),
+                         raise_=False)
+        if e is None:
+            if len(out) >= n:
+                break
+            continue
+        app.send("<iq type='result' id='%s' to='%s'/>" % (e.get('id'), e.get('from')))
+        for f in e.iter('{jabber:x:data}field'):
+            if f.get('var') == 'last-message-sender':
+                out.append(child(f, 'value').text)
+    return out
+
+
 def run_offline_case(srv, tag, restart):
     f = login(srv, 'frank', 'f0')
     r = block(f, 'gina@localhost')
     check(r.get('type') == 'result', tostr(r))
+    r = f.iq('set', None, "<enable xmlns='%s' jid='%s' node='n%s'/>" % (NS_PUSH, APP, tag))
+    check(r.get('type') == 'result', tostr(r))
     h = login(srv, 'hank', 'h')
-    g = f2 = None
+    g = f2 = app = None
     try:
         logout_gone(f, 'frank@localhost/f0', h)
         if restart:  # nothing in memory: the list is read while the stanzas wait
@@ -288,6 +314,7 @@ def run_offline_case(srv, tag, restart):
             h = None
             srv.restart()
             h = login(srv, 'hank', 'h')
+        app = login(srv, 'pushsrv', 'app')
         g = login(srv, 'gina', 'g')
         gids, hb = [], []
         for k in range(4):
@@ -306,12 +333,18 @@ def run_offline_case(srv, tag, restart):
             check(e.get('from', '').startswith('frank@localhost'), tostr(e))
         no_message(g, 0.3, lambda e: e.get('type') == 'error')
         no_message(h, 0.5, lambda e: e.get('type') == 'error')
+        # push notifications for hank's messages only (mod_push never sees gina's)
+        senders = push_senders(app, len(hb))
+        check(senders and all(x == 'hank@localhost' for x in senders),
+              'push senders: %s' % senders)
         # frank logs in: hank's messages, in order; nothing of gina's
         f2 = login_keep(srv, 'frank', 'f2')
         msgs = until_body(f2, hb[-1])
         check_offline_result(f2, msgs, hb, tag)
+        r = f2.iq('set', None, "<disable xmlns='%s' jid='%s'/>" % (NS_PUSH, APP))
+        check(r.get('type') == 'result', tostr(r))
     finally:
-        closeall(f2, g, h)
+        closeall(f2, g, h, app)
 
 
 def t07_offline_recipient_cached_list(srv):
@@ -370,7 +403,7 @@ def main():
         R.fail('23.00 blocking_server_start', e)
         R.exit()
     try:
-        for u in ('alice', 'bob', 'carol', 'eve', 'frank', 'gina', 'hank'):
+        for u in ('alice', 'bob', 'carol', 'eve', 'frank', 'gina', 'hank', 'pushsrv'):
             srv.add_user(u, pw(u))
         for i, t in enumerate(TESTS, 1):
             R.run('23.%02d blocking_%s' % (i, t.__name__.split('_', 1)[1]), t, srv, server=srv)
