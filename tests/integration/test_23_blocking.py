@@ -266,8 +266,9 @@ def check_offline_result(f, msgs, hb, tag):
     got = [body_of(e) for e in msgs if e.tag.endswith('}message') and body_of(e)]
     check(not any(b.startswith('g' + tag) for b in got), 'blocked messages delivered: %s' % got)
     check([b for b in got if b.startswith('h' + tag)] == hb, 'offline order: %s, want %s' % (got, hb))
-    subs = [tostr(e) for e in msgs if e.tag.endswith('}presence') and e.get('type') == 'subscribe']
-    check(not subs, 'blocked subscription request kept: %s' % subs)
+    subs = [e.get('from') for e in msgs if e.tag.endswith('}presence') and e.get('type') == 'subscribe']
+    check('gina@localhost' not in subs, 'blocked subscription request kept: %s' % subs)
+    check('hank@localhost' in subs, 'subscription request lost: %s' % subs)
     # nothing from gina in the archive; hank's in order
     r, ms, _, _ = query(f, form={'with': 'gina@localhost'})
     check(r.get('type') == 'result', tostr(r))
@@ -328,6 +329,7 @@ def run_offline_case(srv, tag, restart):
         hb.append('h%s-full' % tag)
         h.message('frank@localhost/f0', hb[-1])
         g.send("<presence to='frank@localhost' type='subscribe'/>")
+        h.send("<presence to='frank@localhost' type='subscribe'/>")
         for i in gids:
             e = expect_error(g, 'message', 'service-unavailable', lambda e, i=i: e.get('id') == i)
             check(e.get('from', '').startswith('frank@localhost'), tostr(e))
@@ -386,10 +388,49 @@ def t09_offline_recipient_acks(srv):
         closeall(g, h, f)
 
 
+def t10_offline_cache_follows_changes(srv):
+    """The cached list of a user with no session is the one that user's
+    blocking commands change, and it goes with the account: a new account
+    of the same name blocks nobody."""
+    srv.add_user('ivy', pw('ivy'))
+    h = login(srv, 'hank', 'h')
+    g = v = None
+    try:
+        v = login(srv, 'ivy', 'v1')
+        block(v, 'gina@localhost')
+        logout_gone(v, 'ivy@localhost/v1', h)
+        g = login(srv, 'gina', 'g')
+        i = g.message('ivy@localhost', 'while blocked')
+        expect_error(g, 'message', 'service-unavailable', lambda e: e.get('id') == i)
+        v = login(srv, 'ivy', 'v2')
+        check(blocklist(v) == ['gina@localhost'], 'list')
+        r = block(v, 'gina@localhost', what='unblock')
+        check(r.get('type') == 'result', tostr(r))
+        logout_gone(v, 'ivy@localhost/v2', h)
+        g.message('ivy@localhost', 'after unblock')
+        no_message(g, 0.5, lambda e: e.get('type') == 'error')
+        v = login_keep(srv, 'ivy', 'v3')
+        got = [body_of(e) for e in until_body(v, 'after unblock') if e.tag.endswith('}message')]
+        check('while blocked' not in got, 'blocked message delivered: %s' % got)
+        block(v, 'gina@localhost')
+        logout_gone(v, 'ivy@localhost/v3', h)
+        v = None
+        p = srv.ctl('user', 'del', 'ivy@localhost')
+        check(p.returncode == 0, 'magpiectl user del: %s %s' % (p.stdout, p.stderr))
+        srv.add_user('ivy', pw('ivy'))
+        g.message('ivy@localhost', 'to the new account')
+        no_message(g, 0.5, lambda e: e.get('type') == 'error')
+        v = login_keep(srv, 'ivy', 'v4')
+        until_body(v, 'to the new account')
+        check(blocklist(v) == [], 'new account list')
+    finally:
+        closeall(h, g, v)
+
+
 TESTS = [t01_disco_and_empty_list, t02_block_enforced_both_ways, t03_domain_and_unblock_all,
          t04_kept_across_restart, t05_enforced_from_the_first_stanza, t06_many_users_online,
          t07_offline_recipient_cached_list, t08_offline_recipient_list_from_store,
-         t09_offline_recipient_acks]
+         t09_offline_recipient_acks, t10_offline_cache_follows_changes]
 
 
 def main():
