@@ -717,7 +717,9 @@ static int to_client(mp_session *s, mp_stanza *st, void *ud)
     return MP_FILTER_PASS;
 }
 
-/* Subscription stanzas, probes and offline messages from a blocked JID. */
+/* An offline message from a blocked JID: screen (message_account) has
+ * refused those already and left the list in memory; this second look
+ * costs one lookup and needs no store. */
 static int drop_blocked(mp_stanza *st, void *ud)
 {
     (void)ud;
