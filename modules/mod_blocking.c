@@ -57,6 +57,7 @@ static const struct mp_option options[] = {
 };
 
 static mp_module *self;
+static mp_counter *c_reads, *c_held, *c_refused;
 
 struct strv {
     char **v;
@@ -78,10 +79,10 @@ struct blist {
     char *bare, *host, *local;
     int sessions; /* bound sessions of the user */
     int loaded;
-    unsigned draining : 1; /* held stanzas being routed (outside the lock) */
-    unsigned stale : 1;    /* account deleted while loading: the answer is not the list */
-    unsigned failed : 1;   /* the store could not be read: not cached */
-    unsigned cached : 1;   /* on the LRU list */
+    unsigned draining : 1;    /* held stanzas being routed (outside the lock) */
+    unsigned stale : 1;       /* account deleted while loading: the answer is not the list */
+    unsigned failed : 1;      /* the store could not be read: not cached */
+    unsigned cached : 1;      /* on the LRU list */
     struct hq *hq, **hq_tail; /* stanzas held until the list is known, in order */
     size_t n_hq;
     struct blist *lru_prev, *lru_next;
@@ -735,8 +736,7 @@ static int drop_blocked(mp_stanza *st, void *ud)
 static void refuse(mp_stanza *st, const char *type, const char *condition)
 {
     const struct mp_envelope *env = mp_stanza_envelope(st);
-    if (env->kind == MP_KIND_MESSAGE && env->type != MP_TYPE_ERROR &&
-        env->type != MP_TYPE_HEADLINE)
+    if (env->kind == MP_KIND_MESSAGE && env->type != MP_TYPE_ERROR && env->type != MP_TYPE_HEADLINE)
         mp_iq_reply_error(st, type, condition);
 }
 
@@ -763,6 +763,7 @@ static void drain(struct blist *b)
         int blocked = matches(b, &mp_stanza_envelope(q->st)->from);
         pthread_mutex_unlock(&lock);
         if (blocked) {
+            mp_counter_add(c_refused, 1);
             refuse(q->st, "cancel", "service-unavailable");
             mp_stanza_unref(q->st);
         } else {
@@ -805,6 +806,7 @@ static int screen(mp_stanza *st, void *ud)
             pthread_mutex_unlock(&lock);
             return HOOK_PASS;
         }
+        mp_counter_add(c_reads, 1);
     }
     if (b->loaded && !b->draining && !b->hq) {
         int blocked = matches(b, &env->from);
@@ -815,12 +817,14 @@ static int screen(mp_stanza *st, void *ud)
         pthread_mutex_unlock(&lock);
         if (!blocked)
             return HOOK_PASS;
+        mp_counter_add(c_refused, 1);
         refuse(st, "cancel", "service-unavailable");
         return HOOK_HANDLED;
     }
     if (b->n_hq >= (size_t)mp_module_opt_int(self, "max_held")) {
         pthread_mutex_unlock(&lock);
-        mp_log(MP_LOG_WARN, "blocking: too many stanzas wait for the blocklist of %s", env->to.bare);
+        mp_log(MP_LOG_WARN, "blocking: too many stanzas wait for the blocklist of %s",
+               env->to.bare);
         refuse(st, "wait", "resource-constraint");
         return HOOK_HANDLED;
     }
@@ -833,6 +837,7 @@ static int screen(mp_stanza *st, void *ud)
     b->hq_tail = &q->next;
     b->n_hq++;
     pthread_mutex_unlock(&lock);
+    mp_counter_add(c_held, 1);
     return HOOK_HANDLED;
 }
 
@@ -847,6 +852,12 @@ static const struct mp_route_hooks route_hooks = {
 static int load(mp_module *m)
 {
     self = m;
+    c_reads = mp_counter_new(m, "list_reads",
+                             "Blocklists read from the store for a recipient with no session");
+    c_held =
+        mp_counter_new(m, "held", "Stanzas that waited for their recipient's blocklist to be read");
+    c_refused = mp_counter_new(m, "refused",
+                               "Stanzas to a user from a JID it blocked, refused when routed");
     mp_iq_register(m, MP_IQ_GET, NS_BLOCKING, MP_IQ_ACCOUNT, blocklist_iq, NULL);
     mp_iq_register(m, MP_IQ_SET, NS_BLOCKING, MP_IQ_ACCOUNT, blocklist_iq, NULL);
     mp_filter_add(m, MP_FILTER_IN, 60, from_client, NULL);

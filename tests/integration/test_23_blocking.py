@@ -300,6 +300,17 @@ def push_senders(app, n, timeout=10):
     return out
 
 
+def counters(srv):
+    """mod_blocking's counters from magpiectl status."""
+    out = {}
+    for line in srv.ctl('status', check=True).stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith('blocking_'):
+            out[parts[0]] = int(parts[1])
+    check('blocking_list_reads' in out, 'no blocking counters in status: %s' % out)
+    return out
+
+
 def run_offline_case(srv, tag, restart):
     f = login(srv, 'frank', 'f0')
     r = block(f, 'gina@localhost')
@@ -317,6 +328,7 @@ def run_offline_case(srv, tag, restart):
             h = login(srv, 'hank', 'h')
         app = login(srv, 'pushsrv', 'app')
         g = login(srv, 'gina', 'g')
+        before = counters(srv)
         gids, hb = [], []
         for k in range(4):
             gids.append(g.message('frank@localhost', 'g%s%d' % (tag, k)))
@@ -335,6 +347,12 @@ def run_offline_case(srv, tag, restart):
             check(e.get('from', '').startswith('frank@localhost'), tostr(e))
         no_message(g, 0.3, lambda e: e.get('type') == 'error')
         no_message(h, 0.5, lambda e: e.get('type') == 'error')
+        after = counters(srv)
+        d = {k: after[k] - before.get(k, 0) for k in after}
+        # cached: no store read at all; else one read for all of frank's stanzas
+        check(d['blocking_list_reads'] == (1 if restart else 0), 'store reads: %s' % d)
+        check(d['blocking_refused'] >= len(gids) + 1, 'refused: %s' % d)
+        check((d['blocking_held'] > 0) == restart, 'held: %s' % d)
         # push notifications for hank's messages only (mod_push never sees gina's)
         senders = push_senders(app, len(hb))
         check(senders and all(x == 'hank@localhost' for x in senders),
