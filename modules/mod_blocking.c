@@ -17,14 +17,22 @@
  *     user (an IQ request gets service-unavailable, §3.5), and nothing but
  *     unavailable presence is written from a user to a JID that user
  *     blocked (the roster module's broadcast, for instance).
- *   hooks presence-subscription, presence-probe, message-offline and
- *     message-account (run before mod_roster's, mod_offline's and
- *     mod_mam's): a subscription stanza, probe or offline message from a
- *     JID blocked by a user who has a session is dropped; a message to
- *     such a user from a JID it blocked is refused with
- *     service-unavailable before it is delivered or archived. For a user with no session the blocklist is not in memory:
- *     such a stanza is kept (offline message, subscription request) and
- *     dropped by the outbound filter when it would be delivered.
+ *   hooks message-account, presence-subscription and presence-probe (run
+ *     before mod_mam's, mod_push's, mod_offline's and mod_roster's: 10 >
+ *     5 > 0): a message, subscription stanza or probe to a user from a JID
+ *     the user blocked is refused before it is archived, stored, notified
+ *     or delivered: a message gets service-unavailable (§3.5; error and
+ *     headline messages silently), presence is dropped. This holds whether
+ *     or not the user has a session: when the user's list is not in memory
+ *     it is read from the store, and the user's stanzas wait meanwhile in
+ *     a per-user FIFO (at most max_held; their senders' XEP-0198
+ *     acknowledgements deferred), then are judged and routed again in
+ *     their order. The lists of users with no session stay in a cache of
+ *     at most offline_cache users (least recently used dropped first), so
+ *     a user with a cached list costs no store read; the cache is the same
+ *     entry the user's sessions use, so a blocking command changes it, and
+ *     an account deletion drops it. The message-offline hook also drops
+ *     what a blocked JID sends (in memory already by then).
  *
  * A blocklist item matches a JID as in XEP-0016 §2.1: the full JID, the
  * bare JID, the domain, or domain/resource. */
@@ -40,20 +48,44 @@
 
 static const struct mp_option options[] = {
     {"max_items", MP_OPT_INT, "1000", "Most JIDs one user may block", 1, 100000},
+    {"offline_cache", MP_OPT_INT, "1000",
+     "Blocklists of users with no session kept in memory (least recently used dropped)", 0,
+     10000000},
+    {"max_held", MP_OPT_INT, "1000",
+     "Most stanzas held for one user while the blocklist loads (beyond: refused)", 1, 1000000},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 
 static mp_module *self;
+static mp_counter *c_reads, *c_held, *c_refused;
 
 struct strv {
     char **v;
     size_t n;
 };
 
+/* A stanza for a user whose blocklist is loading, with the deferred
+ * acknowledgement of its sender (mp_stanza_defer_ack). */
+struct hq {
+    mp_stanza *st; /* referenced */
+    mp_ack *ack;   /* NULL: none to defer */
+    struct hq *next;
+};
+
+/* A user's blocklist. It is in the table while the user has a bound
+ * session, while it loads, and while it is cached (no session: on the LRU
+ * list, dropped when the cache is full; never while draining). */
 struct blist {
     char *bare, *host, *local;
     int sessions; /* bound sessions of the user */
     int loaded;
+    unsigned draining : 1;    /* held stanzas being routed (outside the lock) */
+    unsigned stale : 1;       /* account deleted while loading: the answer is not the list */
+    unsigned failed : 1;      /* the store could not be read: not cached */
+    unsigned cached : 1;      /* on the LRU list */
+    struct hq *hq, **hq_tail; /* stanzas held until the list is known, in order */
+    size_t n_hq;
+    struct blist *lru_prev, *lru_next;
     struct strv items;
     struct strv interested; /* full JIDs that asked for the blocklist */
     mp_stanza **pending;    /* IQs waiting for the load (referenced) */
@@ -75,6 +107,9 @@ struct held {
 static struct blist **buckets;
 static size_t n_buckets, n_lists;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* The cached lists of users with no session: most recently used first. */
+static struct blist *lru_head, *lru_tail;
+static size_t n_cached;
 
 static void strv_add(struct strv *s, const char *x)
 {
@@ -150,8 +185,46 @@ static void blist_insert(struct blist *b)
     n_lists++;
 }
 
+static void lru_unlink(struct blist *b)
+{
+    if (!b->cached)
+        return;
+    if (b->lru_prev)
+        b->lru_prev->lru_next = b->lru_next;
+    else
+        lru_head = b->lru_next;
+    if (b->lru_next)
+        b->lru_next->lru_prev = b->lru_prev;
+    else
+        lru_tail = b->lru_prev;
+    b->lru_prev = b->lru_next = NULL;
+    b->cached = 0;
+    n_cached--;
+}
+
+static void lru_push(struct blist *b)
+{
+    b->lru_prev = NULL;
+    b->lru_next = lru_head;
+    if (lru_head)
+        lru_head->lru_prev = b;
+    else
+        lru_tail = b;
+    lru_head = b;
+    b->cached = 1;
+    n_cached++;
+}
+
 static void blist_free(struct blist *b)
 {
+    lru_unlink(b);
+    while (b->hq) { /* only at unload */
+        struct hq *q = b->hq;
+        b->hq = q->next;
+        mp_stanza_unref(q->st);
+        mp_ack_done(q->ack);
+        free(q);
+    }
     n_lists--;
     for (struct blist **pp = &buckets[bucket_of(b->bare, n_buckets)]; *pp; pp = &(*pp)->next)
         if (*pp == b) {
@@ -172,6 +245,37 @@ static void blist_free(struct blist *b)
     free(b->host);
     free(b->local);
     free(b);
+}
+
+/* Drops the least recently used cached lists beyond offline_cache (never
+ * one whose stanzas are being routed). Lock held. */
+static void cache_trim(void)
+{
+    size_t cap = (size_t)mp_module_opt_int(self, "offline_cache");
+    struct blist *b = lru_tail;
+    while (n_cached > cap && b) {
+        struct blist *prev = b->lru_prev;
+        if (!b->draining && !b->hq)
+            blist_free(b);
+        b = prev;
+    }
+}
+
+/* b's last session ended, or its load or drain finished with no session:
+ * b is cached, or freed when it cannot be (a failed read, a deleted
+ * account). Lock held; b must not be used afterwards. */
+static void blist_idle(struct blist *b)
+{
+    if (b->sessions > 0 || !b->loaded || b->draining || b->hq)
+        return;
+    if (b->failed || b->stale) {
+        blist_free(b);
+        return;
+    }
+    strv_free(&b->interested);
+    if (!b->cached)
+        lru_push(b);
+    cache_trim();
 }
 
 /* XEP-0016 §2.1 matching of j against the items of b. Lock held. */
@@ -393,14 +497,20 @@ static void release_held(struct blist *b)
     }
 }
 
+static void drain(struct blist *b);
+
+/* The store's answer for b: pending IQs are handled, held sessions
+ * released and held stanzas judged and routed again (drain). */
 static void loaded(void *ud, int rc, const mp_map_item *items, size_t n)
 {
     struct blist *b = ud;
     struct outbox out = {NULL, 0};
     pthread_mutex_lock(&lock);
-    if (rc != MAGPIE_OK)
+    if (rc != MAGPIE_OK) {
         mp_log(MP_LOG_ERROR, "blocking: cannot read the blocklist of %s", b->bare);
-    for (size_t i = 0; i < n; i++)
+        b->failed = 1;
+    }
+    for (size_t i = 0; i < n && !b->stale; i++)
         if (strv_find(&b->items, items[i].field) < 0)
             strv_add(&b->items, items[i].field);
     b->loaded = 1;
@@ -410,10 +520,27 @@ static void loaded(void *ud, int rc, const mp_map_item *items, size_t n)
     }
     b->n_pending = 0;
     release_held(b);
-    if (b->sessions == 0)
-        blist_free(b);
+    int held = b->hq != NULL;
+    if (held)
+        b->draining = 1;
+    else
+        blist_idle(b);
     pthread_mutex_unlock(&lock);
     out_flush(&out);
+    if (held)
+        drain(b);
+}
+
+/* A new entry for bare (not loaded, no session), in the table. Lock held. */
+static struct blist *blist_new(const char *bare, const char *host, const char *local)
+{
+    struct blist *b = mp_calloc(1, sizeof *b);
+    b->bare = mp_strdup(bare);
+    b->host = mp_strdup(host);
+    b->local = mp_strdup(local);
+    b->hq_tail = &b->hq;
+    blist_insert(b);
+    return b;
 }
 
 static void session_started(mp_session *s, void *ud)
@@ -424,13 +551,10 @@ static void session_started(mp_session *s, void *ud)
     struct blist *b = find(j->bare);
     int load = 0;
     if (!b) {
-        b = mp_calloc(1, sizeof *b);
-        b->bare = mp_strdup(j->bare);
-        b->host = mp_strdup(j->domain);
-        b->local = mp_strdup(j->local);
-        blist_insert(b);
+        b = blist_new(j->bare, j->domain, j->local);
         load = 1;
     }
+    lru_unlink(b); /* a cached list is the user's again */
     b->sessions++;
     if (!b->loaded) {
         /* nothing the client sends is judged before its list is known */
@@ -443,6 +567,7 @@ static void session_started(mp_session *s, void *ud)
     }
     if (load && mp_map_all(b->host, STORE, b->local, loaded, b) != MAGPIE_OK) {
         b->loaded = 1; /* storage closed: an empty list */
+        b->failed = 1;
         release_held(b);
     }
     pthread_mutex_unlock(&lock);
@@ -456,16 +581,32 @@ static void session_ended(mp_session *s, void *ud)
     struct blist *b = find(j->bare);
     if (b) {
         strv_del(&b->interested, j->full);
-        if (--b->sessions == 0 && b->loaded)
-            blist_free(b);
+        if (--b->sessions == 0)
+            blist_idle(b); /* cached (when loaded and nothing waits) */
     }
     pthread_mutex_unlock(&lock);
 }
 
+/* The list goes with the account: from the store, and from memory (the
+ * cache must not answer for a new account of the same name). */
 static void account_deleted(const char *domain, const char *user, void *ud)
 {
     (void)ud;
     mp_map_del(domain, STORE, user, NULL, NULL, NULL);
+    size_t n = strlen(user) + strlen(domain) + 2;
+    char *bare = mp_malloc(n);
+    snprintf(bare, n, "%s@%s", user, domain);
+    pthread_mutex_lock(&lock);
+    struct blist *b = find(bare);
+    if (b) {
+        strv_free(&b->items);
+        if (!b->loaded)
+            b->stale = 1; /* the read under way may predate the deletion */
+        else if (b->cached && !b->draining && !b->hq)
+            blist_free(b);
+    }
+    pthread_mutex_unlock(&lock);
+    free(bare);
 }
 
 static const struct mp_notify notify = {
@@ -555,7 +696,9 @@ static int to_client(mp_session *s, mp_stanza *st, void *ud)
     return MP_FILTER_PASS;
 }
 
-/* Subscription stanzas, probes and offline messages from a blocked JID. */
+/* An offline message from a blocked JID: screen (message_account) has
+ * refused those already and left the list in memory; this second look
+ * costs one lookup and needs no store. */
 static int drop_blocked(mp_stanza *st, void *ud)
 {
     (void)ud;
@@ -565,32 +708,132 @@ static int drop_blocked(mp_stanza *st, void *ud)
     return HOOK_PASS;
 }
 
-/* A message from a JID the recipient (with a session) blocked: refused
- * before it is archived or stored, with the error the outbound filter
- * would give (§3.5), once; error and headline messages silently. */
-static int refuse_message(mp_stanza *st, void *ud)
+/* What a stanza from a JID the recipient blocked gets (§3.5): a message an
+ * error, once (error and headline messages: nothing); presence nothing.
+ * Does not take st. */
+static void refuse(mp_stanza *st, const char *type, const char *condition)
+{
+    const struct mp_envelope *env = mp_stanza_envelope(st);
+    if (env->kind == MP_KIND_MESSAGE && env->type != MP_TYPE_ERROR && env->type != MP_TYPE_HEADLINE)
+        mp_iq_reply_error(st, type, condition);
+}
+
+/* The user whose held stanza this thread's drain is routing again: the
+ * first hook run for that user on this thread is the stanza's own (the
+ * router runs these hooks first, and ours before the other modules'), and
+ * passes it: it was judged already. */
+static _Thread_local const char *rerouting;
+
+/* Routes b's held stanzas again in their order, or refuses those from a
+ * JID b blocked (b loaded, b->draining set: b stays in the table). What
+ * arrives for b meanwhile is held behind them, so the order holds. Each
+ * sender's acknowledgement is done once the stanza is routed (and made
+ * durable by whoever defers it again: mod_offline). Runs unlocked. */
+static void drain(struct blist *b)
+{
+    pthread_mutex_lock(&lock);
+    while (b->hq) {
+        struct hq *q = b->hq;
+        b->hq = q->next;
+        if (!b->hq)
+            b->hq_tail = &b->hq;
+        b->n_hq--;
+        int blocked = matches(b, &mp_stanza_envelope(q->st)->from);
+        pthread_mutex_unlock(&lock);
+        if (blocked) {
+            mp_counter_add(c_refused, 1);
+            refuse(q->st, "cancel", "service-unavailable");
+            mp_stanza_unref(q->st);
+        } else {
+            rerouting = b->bare;
+            mp_route(q->st);
+            rerouting = NULL;
+        }
+        mp_ack_done(q->ack);
+        free(q);
+        pthread_mutex_lock(&lock);
+    }
+    b->draining = 0;
+    blist_idle(b);
+    pthread_mutex_unlock(&lock);
+}
+
+/* A message (any type), subscription stanza or probe to a local account
+ * from someone else, before any other module sees it: refused when the
+ * recipient blocked the sender. When the recipient's list is not in
+ * memory (no session, not cached) it is read and the stanza held until
+ * then, behind any other held for that user. */
+static int screen(mp_stanza *st, void *ud)
 {
     (void)ud;
     const struct mp_envelope *env = mp_stanza_envelope(st);
-    if (!env->to.local || !env->from.domain || strcmp(env->from.bare, env->to.bare) == 0 ||
-        !blocked_by(env->to.bare, &env->from))
+    if (!env->to.local || !env->from.domain || strcmp(env->from.bare, env->to.bare) == 0)
         return HOOK_PASS;
-    if (env->type != MP_TYPE_ERROR && env->type != MP_TYPE_HEADLINE)
-        mp_iq_reply_error(st, "cancel", "service-unavailable");
+    if (rerouting && strcmp(rerouting, env->to.bare) == 0) {
+        rerouting = NULL;
+        return HOOK_PASS;
+    }
+    pthread_mutex_lock(&lock);
+    struct blist *b = find(env->to.bare);
+    if (!b) {
+        b = blist_new(env->to.bare, env->to.domain, env->to.local);
+        if (mp_map_all(b->host, STORE, b->local, loaded, b) != MAGPIE_OK) {
+            b->loaded = 1; /* storage closed: an empty list */
+            b->failed = 1;
+            blist_idle(b); /* freed */
+            pthread_mutex_unlock(&lock);
+            return HOOK_PASS;
+        }
+        mp_counter_add(c_reads, 1);
+    }
+    if (b->loaded && !b->draining && !b->hq) {
+        int blocked = matches(b, &env->from);
+        if (b->cached && b != lru_head) {
+            lru_unlink(b);
+            lru_push(b);
+        }
+        pthread_mutex_unlock(&lock);
+        if (!blocked)
+            return HOOK_PASS;
+        mp_counter_add(c_refused, 1);
+        refuse(st, "cancel", "service-unavailable");
+        return HOOK_HANDLED;
+    }
+    if (b->n_hq >= (size_t)mp_module_opt_int(self, "max_held")) {
+        pthread_mutex_unlock(&lock);
+        mp_log(MP_LOG_WARN, "blocking: too many stanzas wait for the blocklist of %s",
+               env->to.bare);
+        refuse(st, "wait", "resource-constraint");
+        return HOOK_HANDLED;
+    }
+    struct hq *q = mp_calloc(1, sizeof *q);
+    q->st = mp_stanza_ref(st);
+    q->ack = mp_stanza_defer_ack(st);
+    *b->hq_tail = q;
+    b->hq_tail = &q->next;
+    b->n_hq++;
+    pthread_mutex_unlock(&lock);
+    mp_counter_add(c_held, 1);
     return HOOK_HANDLED;
 }
 
-/* before mod_roster, mod_offline and mod_mam (priority 0) see them */
+/* before mod_mam (0), mod_push (5), mod_offline (0) and mod_roster (0) */
 static const struct mp_route_hooks route_hooks = {
-    .message_account = refuse_message, /* not archived either */
+    .message_account = screen, /* not archived, stored or notified either */
     .message_offline = drop_blocked,
-    .presence_subscription = drop_blocked,
-    .presence_probe = drop_blocked,
+    .presence_subscription = screen,
+    .presence_probe = screen,
 };
 
 static int load(mp_module *m)
 {
     self = m;
+    c_reads = mp_counter_new(m, "list_reads",
+                             "Blocklists read from the store for a recipient with no session");
+    c_held =
+        mp_counter_new(m, "held", "Stanzas that waited for their recipient's blocklist to be read");
+    c_refused = mp_counter_new(m, "refused",
+                               "Stanzas to a user from a JID it blocked, refused when routed");
     mp_iq_register(m, MP_IQ_GET, NS_BLOCKING, MP_IQ_ACCOUNT, blocklist_iq, NULL);
     mp_iq_register(m, MP_IQ_SET, NS_BLOCKING, MP_IQ_ACCOUNT, blocklist_iq, NULL);
     mp_filter_add(m, MP_FILTER_IN, 60, from_client, NULL);

@@ -34,11 +34,10 @@
  * one's message-count. An error answer from the app server (of any type
  * but 'wait', XEP-0357 §8) removes the registration.
  *
- * Known gap: mod_blocking keeps a user's blocklist in memory only while
- * the user has a session, so a message from a blocked JID to a user with
- * no session still notifies (mod_offline stores it too; it is dropped at
- * delivery). Messages held on a detached session have passed the
- * outbound filters, blocking included. */
+ * A message from a JID the user blocked never gets here: mod_blocking
+ * refuses it in message_account (before message_offline), session or
+ * not. Messages held on a detached session have passed the outbound
+ * filters, blocking included. */
 #include <magpie/magpie.h>
 #include <pthread.h>
 #include <stdio.h>
