@@ -658,16 +658,11 @@ static int my_kv_keys(void *conn, const char *host, const char *store, mp_sd_key
     WITH_RETRY((struct my_conn *)conn, kv_keys_once(conn, host, store, fn, ud));
 }
 
-static int kv_scan_once(struct my_conn *c, const char *host, const char *store, const char *after,
-                        size_t limit, mp_sd_field_fn fn, void *ud)
+/* Runs statement i and hands each (field, value) row to fn. */
+static int visit_fields(struct my_conn *c, int i, MYSQL_BIND *p, mp_sd_field_fn fn, void *ud)
 {
-    MYSQL_BIND p[4];
-    unsigned long l[4];
-    long long lim = (long long)limit;
     MYSQL_STMT *s;
-    b_scope(p, l, host, store, after);
-    b_i64(&p[3], &lim);
-    int rc = run(c, S_KV_SCAN, p, &s);
+    int rc = run(c, i, p, &s);
     if (rc != MAGPIE_OK)
         return rc;
     if (res_bind(c, s, "ss") != MAGPIE_OK)
@@ -675,6 +670,17 @@ static int kv_scan_once(struct my_conn *c, const char *host, const char *store, 
     while ((rc = res_next(c, s, "ss")) == 1)
         fn(ud, c->col[0].buf, c->col[1].buf, c->col[1].len);
     return rc == 0 ? MAGPIE_OK : MAGPIE_ERR;
+}
+
+static int kv_scan_once(struct my_conn *c, const char *host, const char *store, const char *after,
+                        size_t limit, mp_sd_field_fn fn, void *ud)
+{
+    MYSQL_BIND p[4];
+    unsigned long l[4];
+    long long lim = (long long)limit;
+    b_scope(p, l, host, store, after);
+    b_i64(&p[3], &lim);
+    return visit_fields(c, S_KV_SCAN, p, fn, ud);
 }
 
 static int my_kv_scan(void *conn, const char *host, const char *store, const char *after,
@@ -740,16 +746,8 @@ static int map_all_once(struct my_conn *c, const char *host, const char *store, 
 {
     MYSQL_BIND p[3];
     unsigned long l[3];
-    MYSQL_STMT *s;
     b_scope(p, l, host, store, key);
-    int rc = run(c, S_MAP_ALL, p, &s);
-    if (rc != MAGPIE_OK)
-        return rc;
-    if (res_bind(c, s, "ss") != MAGPIE_OK)
-        return MAGPIE_ERR;
-    while ((rc = res_next(c, s, "ss")) == 1)
-        fn(ud, c->col[0].buf, c->col[1].buf, c->col[1].len);
-    return rc == 0 ? MAGPIE_OK : MAGPIE_ERR;
+    return visit_fields(c, S_MAP_ALL, p, fn, ud);
 }
 
 static int my_map_all(void *conn, const char *host, const char *store, const char *key,
