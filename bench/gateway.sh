@@ -32,7 +32,9 @@
 # (1), STORAGE_THREADS (2: storage.threads), SIM_CONCURRENCY (200: device handshakes in flight per simulator), BUILD (the build directory: magpied, magpiectl, modules/.libs,
 # sdk/sim/mgw-sim, bench/*; default: the first of ., build-rel, build that has
 # a magpied; use a build without --enable-sanitizers: ASan multiplies memory),
-# KEEP=1 (keep the /tmp/magpie-gw.* directory), MAX_SECS (1500).
+# KEEP=1 (keep the /tmp/magpie-gw.* directory), MAX_SECS (1500), PIN (0; 1: the
+# servers (magpied, mosquitto) on CPU 0, the simulators, triggers and MQTT
+# clients on CPU 1, with taskset, so they do not take the CPU from each other).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -55,6 +57,9 @@ MAGPIE_WORKERS=${MAGPIE_WORKERS:-1}
 SIM_CONCURRENCY=${SIM_CONCURRENCY:-200}
 STORAGE_THREADS=${STORAGE_THREADS:-2}
 KEEP=${KEEP:-0}
+PIN=${PIN:-0}
+SRV_PIN=() LG_PIN=()
+[ "$PIN" = 1 ] && SRV_PIN=(taskset -c 0) && LG_PIN=(taskset -c 1)
 MAX_SECS=${MAX_SECS:-1500}
 GWDOMAIN=devices.localhost
 PASSWORD=bench-pass
@@ -141,7 +146,7 @@ echo "# bench/gateway.sh $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n): $(npro
 echo "# NODES=$NODES DEVICES=$DEVICES HOLD=$HOLD HEARTBEAT=$HEARTBEAT SERVERS=\"$SERVERS\"" \
     "RATES=\"$RATES\" TRIGGERS=\"$TRIGGERS\" LAT_DURATION=$LAT_DURATION LAT_DEVICES=$LAT_DEVICES" \
     "SENDERS=$SENDERS HTTP_CONNS=$HTTP_CONNS" \
-    "MAGPIE_WORKERS=$MAGPIE_WORKERS STORAGE_THREADS=$STORAGE_THREADS"
+    "MAGPIE_WORKERS=$MAGPIE_WORKERS STORAGE_THREADS=$STORAGE_THREADS PIN=$PIN"
 echo "# magpie $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$TOP" diff --quiet HEAD 2>/dev/null || echo '+dirty')," \
     "build $BUILD; $( (mosquitto -h 2>/dev/null || true) | head -n 1);" \
     "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -186,7 +191,7 @@ EOF
             "$BUILD/magpiectl" -c "${CONF[$i]}" user add "gwbench$s@localhost" \
                 --password "$PASSWORD" >/dev/null
         done
-        "$BUILD/magpied" -c "${CONF[$i]}" >"$d/magpied.log" 2>&1 &
+        "${SRV_PIN[@]}" "$BUILD/magpied" -c "${CONF[$i]}" >"$d/magpied.log" 2>&1 &
         NPID[$i]=$!
         PIDS+=("$!")
     done
@@ -216,7 +221,7 @@ EOF
         "connecting"
     t0=$(date +%s.%N)
     for ((i = 1; i <= NODES; i++)); do
-        "$BUILD/sdk/sim/mgw-sim" --port "${GPORT[$i]}" --devices "$TMP/n$i/devices" \
+        "${LG_PIN[@]}" "$BUILD/sdk/sim/mgw-sim" --port "${GPORT[$i]}" --devices "$TMP/n$i/devices" \
             --concurrency "$SIM_CONCURRENCY" >"$TMP/n$i/sim.out" 2>&1 &
         SPID[$i]=$!
         PIDS+=("$!")
@@ -268,7 +273,7 @@ log_type error
 log_type warning
 user $(id -un)
 EOF
-        mosquitto -c "$d/mosquitto.conf" >"$d/mosquitto.log" 2>&1 &
+        "${SRV_PIN[@]}" mosquitto -c "$d/mosquitto.conf" >"$d/mosquitto.log" 2>&1 &
         MQ_PID[$i]=$!
         PIDS+=("$!")
     done
@@ -279,7 +284,7 @@ EOF
     sleep 2
     for ((i = 1; i <= NODES; i++)); do
         MQ_RSS0[$i]=$(rss_kb "${MQ_PID[$i]}")
-        "$BUILD/bench/mqtt-idle" --port "${MQ_PORT[$i]}" --clients "$DEVICES" \
+        "${LG_PIN[@]}" "$BUILD/bench/mqtt-idle" --port "${MQ_PORT[$i]}" --clients "$DEVICES" \
             --keepalive "$((HEARTBEAT * 2))" --id-prefix "n${i}c" >"$TMP/mosquitto$i/idle.out" 2>&1 &
         MQ_CL+=("$!")
         PIDS+=("$!")
@@ -379,7 +384,7 @@ if [ $DO_MAGPIE = 1 ] && [ -n "$RATES" ]; then
     echo
     echo "## trigger-to-ACK latency (node 1; triggers: $TRIGGERS)"
     $PY "$HERE/devices.py" "$TMP/n1/state/magpie.db" "$GWDOMAIN" "l%d" 1 "$LAT_DEVICES" "$TMP/n1/lat-devices"
-    "$BUILD/sdk/sim/mgw-sim" --latency --port "${GPORT[1]}" --devices "$TMP/n1/lat-devices" >"$TMP/n1/lat-sim.out" 2>&1 &
+    "${LG_PIN[@]}" "$BUILD/sdk/sim/mgw-sim" --latency --port "${GPORT[1]}" --devices "$TMP/n1/lat-devices" >"$TMP/n1/lat-sim.out" 2>&1 &
     PIDS+=("$!")
     LSIM=$!
     while [ "$(count_lines "$TMP/n1/lat-sim.out" '^READY')" -lt "$LAT_DEVICES" ]; do
@@ -398,13 +403,13 @@ if [ $DO_MAGPIE = 1 ] && [ -n "$RATES" ]; then
             cpu0=$(cpu_s "${NPID[1]}")
             case $trig in
             http)
-                "$BUILD/bench/gw-http" --port "${HPORT[1]}" --token "$TOKEN" --devices "$LAT_DEVICES" \
+                "${LG_PIN[@]}" "$BUILD/bench/gw-http" --port "${HPORT[1]}" --token "$TOKEN" --devices "$LAT_DEVICES" \
                     --fmt "l%d" --rate "$r" --duration "$LAT_DURATION" --conns "$HTTP_CONNS" \
                     --drain 10 >"$out" 2>"$out.err" || true
                 line=$(grep '^RESULT-HTTP ' "$out" || true)
                 ;;
             xmpp)
-                "$BUILD/bench/magpie-loadgen" --port "${CPORT[1]}" --domain localhost --users "gwbench%d" \
+                "${LG_PIN[@]}" "$BUILD/bench/magpie-loadgen" --port "${CPORT[1]}" --domain localhost --users "gwbench%d" \
                     --password "$PASSWORD" --sessions $((2 * SENDERS)) --pairs "$SENDERS" \
                     --concurrency "$SENDERS" --hold 1 --rate "$r" --duration "$LAT_DURATION" --drain 10 \
                     --gw-domain "$GWDOMAIN" --gw-devices "$LAT_DEVICES" --gw-fmt "l%d" \
