@@ -139,4 +139,33 @@ int mp_archive_replace_sync(const char *host, const char *store, const char *key
                             const void *data, size_t len);
 int mp_archive_delete_sync(const char *host, const char *store, const char *key, int64_t up_to_id);
 
+/* ---- transactions ----
+ *
+ * A few reads and writes that must commit together, or that decide what to
+ * write from what they read (e.g. "append a command unless this
+ * idempotency key already names one, and record the key"), in one call:
+ * fn runs on a storage thread inside a write transaction, reading and
+ * writing through t only; done(ud, rc) then runs on the caller's loop, as
+ * for the other asynchronous calls, once the transaction is committed
+ * (rc MAGPIE_OK) or rolled back (rc MAGPIE_ERR: fn returned MAGPIE_ERR, a
+ * call through t failed and fn passed that on, or the commit failed).
+ *
+ * The transaction may be shared with other writes (a group commit); if the
+ * shared one fails, fn runs again in a transaction of its own, so fn must
+ * keep its results in ud and set them afresh on each run, and must not
+ * touch anything a loop thread uses meanwhile. fn must not block on
+ * anything but t. (host, store, key) orders the call with the other calls
+ * on that key, like theirs; t's calls are scoped to host. */
+typedef struct mp_txn mp_txn;
+typedef int (*mp_txn_fn)(mp_txn *t, void *ud);
+int mp_storage_txn(const char *host, const char *store, const char *key, mp_txn_fn fn,
+                   mp_store_done_cb done, void *ud);
+/* As mp_kv_get_sync: *data is malloc'd (NUL-terminated), the caller frees;
+ * MAGPIE_OK, MAGPIE_NOTFOUND or MAGPIE_ERR. */
+int mp_txn_kv_get(mp_txn *t, const char *store, const char *key, void **data, size_t *len);
+int mp_txn_kv_set(mp_txn *t, const char *store, const char *key, const void *data, size_t len);
+/* Appends with the current time; sets *id. */
+int mp_txn_archive_append(mp_txn *t, const char *store, const char *key, const char *with,
+                          const void *data, size_t len, int64_t *id);
+
 #endif

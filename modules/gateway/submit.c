@@ -1,15 +1,17 @@
 /* submit.c - commands from the HTTP API and the database outbox: the
  * durable, idempotent way into a device's queue, and command status.
  *
- * gw_submit appends a command to the device's queue (GW_STORE_QUEUE) and,
- * when the caller gave an idempotency key, records key -> command id in
- * GW_STORE_IDEM; it answers only once both are committed. The key is also
- * the command's sid in the archive record, so a crash between the two
- * commits is repaired at start-up (gw_idem_repair): the pending command
- * carries its key and the mapping is written again. Requests with the
- * same key while the first is still being committed wait for it (G.idem,
- * in memory only while pending); later ones find the mapping in storage.
- * Either way they get the same command id and no second command.
+ * gw_submit runs one storage transaction (mp_storage_txn): when the caller
+ * gave an idempotency key that already names a command (GW_STORE_IDEM),
+ * that command's id; otherwise the command is appended to the device's
+ * queue (GW_STORE_QUEUE) and, with a key, key -> command id recorded, both
+ * in the same commit. It answers once that is committed: one trip to the
+ * storage thread, one group commit. Requests with the same key while the
+ * first is still being committed wait for it (idem_list, in memory only
+ * while pending); later ones find the mapping in storage. Either way they
+ * get the same command id and no second command. (Queues written before
+ * the two were one transaction may hold a command whose key was never
+ * recorded: gw_idem_repair records it at start-up.)
  *
  * Commands from here have a sender starting with '!' ("!http", "!outbox"):
  * no XMPP stanza is sent about them (queue.c, outcome()).
@@ -45,7 +47,12 @@ struct sub {
     struct idem *idem; /* NULL without a key */
     gw_submit_cb cb;   /* the first caller (no key) */
     void *ud;
+    void *rec; /* the command's queue record (gw_cmd_encode) */
+    size_t rec_len;
+    /* set by submit_txn on a storage thread */
     int64_t aid;
+    int found; /* the key already named command aid, of device found_dev */
+    char found_dev[GW_ID_MAX + 1];
 };
 
 static struct idem *idem_list;
@@ -89,30 +96,68 @@ static void answer(struct sub *s, int status)
     else
         s->cb(s->ud, status, s->aid, s->dev, 0);
     gw_cmd_free(s->cmd);
+    free(s->rec);
     free(s);
 }
 
-static void idem_written(void *ud, int rc)
+/* On a storage thread, in a transaction: the command the key names, or
+ * the command appended and the key recorded. Reads s, sets its results. */
+static int submit_txn(mp_txn *t, void *ud)
 {
     struct sub *s = ud;
-    if (rc != MAGPIE_OK)
-        mp_log(MP_LOG_WARN,
-               "gateway: could not record idempotency key of command %lld; it is "
-               "repaired at the next start",
-               (long long)s->aid);
-    answer(s, GW_SUBMIT_CREATED);
+    s->aid = 0;
+    s->found = 0;
+    if (s->idem) {
+        void *v;
+        size_t vl;
+        int rc = mp_txn_kv_get(t, GW_STORE_IDEM, s->idem->key, &v, &vl);
+        if (rc == MAGPIE_ERR)
+            return MAGPIE_ERR;
+        if (rc == MAGPIE_OK) {
+            long long aid;
+            char fmt[16];
+            snprintf(fmt, sizeof fmt, "%%lld %%%ds", GW_ID_MAX);
+            rc = sscanf(v, fmt, &aid, s->found_dev) == 2 ? MAGPIE_OK : MAGPIE_ERR;
+            free(v);
+            if (rc != MAGPIE_OK) {
+                mp_log(MP_LOG_ERROR, "gateway: bad idempotency record for %s", s->idem->key);
+                return MAGPIE_ERR;
+            }
+            s->aid = aid;
+            s->found = 1;
+            return MAGPIE_OK;
+        }
+    }
+    if (mp_txn_archive_append(t, GW_STORE_QUEUE, s->dev, s->cmd->sender, s->rec, s->rec_len,
+                              &s->aid) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    if (!s->idem)
+        return MAGPIE_OK;
+    char val[GW_ID_MAX + 48]; /* the time: for pruning (prune.c) */
+    int n = snprintf(val, sizeof val, "%lld %s %lld", (long long)s->aid, s->dev,
+                     (long long)gw_now_us());
+    return mp_txn_kv_set(t, GW_STORE_IDEM, s->idem->key, val, (size_t)n);
 }
 
-/* The command is durable: queue it, wake its device's connection, then
- * record the key. */
-static void appended(void *ud, int rc, int64_t aid)
+/* Back on the caller's loop: the transaction is committed (or failed).
+ * A new command is durable: queue it and send it, then answer. */
+static void submitted(void *ud, int rc)
 {
     struct sub *s = ud;
     if (rc != MAGPIE_OK) {
         answer(s, GW_SUBMIT_ERR);
         return;
     }
-    s->aid = aid;
+    if (s->found) {
+        if (strcmp(s->found_dev, s->dev) != 0) {
+            snprintf(s->dev, sizeof s->dev, "%s", s->found_dev);
+            answer(s, GW_SUBMIT_CONFLICT);
+        } else {
+            answer(s, GW_SUBMIT_EXISTS);
+        }
+        return;
+    }
+    int64_t aid = s->aid;
     mp_counter_add(G.c.accepted, 1);
     int64_t us = gw_now_us() - s->cmd->queued_us;
     mp_counter_add(G.c.accept_us, us > 0 ? (uint64_t)us : 0);
@@ -130,67 +175,17 @@ static void appended(void *ud, int rc, int64_t aid)
         gw_cmd_free(c);
     }
     pthread_mutex_unlock(&G.lock);
-    if (post)
+    if (post && post == mp_loop_current())
+        gw_pump_post(d); /* the device's connection is on this loop: send now */
+    else if (post)
         mp_loop_post(post, gw_pump_post, d);
-    if (!s->idem) {
-        answer(s, GW_SUBMIT_CREATED);
-        return;
-    }
-    char val[GW_ID_MAX + 48]; /* the time: for pruning (prune.c) */
-    int n = snprintf(val, sizeof val, "%lld %s %lld", (long long)aid, s->dev,
-                     (long long)gw_now_us());
-    if (mp_kv_set(G.domain, GW_STORE_IDEM, s->idem->key, val, (size_t)n, idem_written, s) !=
-        MAGPIE_OK)
-        idem_written(s, MAGPIE_ERR);
-}
-
-static void append(struct sub *s)
-{
-    size_t len;
-    void *data = gw_cmd_encode(s->cmd, &len);
-    if (mp_archive_append(G.domain, GW_STORE_QUEUE, s->dev, s->cmd->sender, data, len, appended,
-                          s) != MAGPIE_OK)
-        answer(s, GW_SUBMIT_ERR);
-    free(data);
-}
-
-/* The stored mapping of the key, if any. */
-static void idem_read(void *ud, int rc, const void *data, size_t len)
-{
-    struct sub *s = ud;
-    if (rc == MAGPIE_ERR) {
-        answer(s, GW_SUBMIT_ERR);
-        return;
-    }
-    if (rc == MAGPIE_NOTFOUND) {
-        append(s);
-        return;
-    }
-    char buf[GW_ID_MAX + 48], dev[GW_ID_MAX + 1];
-    long long aid;
-    size_t n = len < sizeof buf - 1 ? len : sizeof buf - 1;
-    memcpy(buf, data, n);
-    buf[n] = '\0';
-    if (sscanf(buf, "%lld %64s", &aid, dev) != 2) {
-        answer(s, GW_SUBMIT_ERR);
-        return;
-    }
-    s->aid = aid;
-    if (strcmp(dev, s->dev) != 0) {
-        snprintf(s->dev, sizeof s->dev, "%s", dev);
-        answer(s, GW_SUBMIT_CONFLICT);
-        return;
-    }
-    answer(s, GW_SUBMIT_EXISTS);
+    answer(s, GW_SUBMIT_CREATED);
 }
 
 static void start(struct sub *s)
 {
-    if (!s->idem) {
-        append(s);
-        return;
-    }
-    if (mp_kv_get(G.domain, GW_STORE_IDEM, s->idem->key, idem_read, s) != MAGPIE_OK)
+    s->rec = gw_cmd_encode(s->cmd, &s->rec_len);
+    if (mp_storage_txn(G.domain, GW_STORE_QUEUE, s->dev, submit_txn, submitted, s) != MAGPIE_OK)
         answer(s, GW_SUBMIT_ERR);
 }
 

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -72,10 +73,11 @@ static double duration = -1;
 static int reconnect = 1;
 static long concurrency; /* handshakes in flight at once (0: no limit) */
 static uint32_t t0;
-static int latency;                   /* --latency */
-static uint32_t *lat_us;              /* samples of the current histogram */
+static int latency;      /* --latency */
+static uint32_t *lat_us; /* samples of the current histogram */
 static size_t lat_n, lat_cap;
 static volatile sig_atomic_t lat_report; /* SIGUSR1 */
+static int rescan;                       /* a device became ready or dropped: look at them all */
 
 static uint64_t now_ns(void)
 {
@@ -216,7 +218,11 @@ static int on_command(void *app, struct mgw *m, uint32_t id, const uint8_t *p, s
 {
     (void)m;
     struct sim_dev *d = app;
-    say("COMMAND %s %u %u %.*s", d->id, (unsigned)id, (unsigned)ttl, (int)len, (const char *)p);
+    if (latency) /* thousands a second: written in blocks (stdout is fully buffered) */
+        printf("COMMAND %s %u %u %.*s\n", d->id, (unsigned)id, (unsigned)ttl, (int)len,
+               (const char *)p);
+    else
+        say("COMMAND %s %u %u %.*s", d->id, (unsigned)id, (unsigned)ttl, (int)len, (const char *)p);
     acted++;
     if (latency && len > 2 && p[0] == 't' && p[1] == '=') {
         uint64_t t = 0;
@@ -249,6 +255,7 @@ static void on_ready(void *app, struct mgw *m)
     struct sim_dev *d = app;
     say("READY %s", d->id);
     d->backoff_ms = 0;
+    rescan = 1;
     if (uplink_text && !d->uplink_sent) {
         uint32_t id;
         if (mgw_uplink(m, (const uint8_t *)uplink_text, strlen(uplink_text), &id) == MGW_OK) {
@@ -324,6 +331,7 @@ static void disconnect(struct sim_dev *d, const char *why, uint32_t now)
     if (d->fd >= 0)
         close(d->fd);
     d->fd = -1;
+    rescan = 1;
     say("DISCONNECTED %s %s", d->id, why);
     if (!reconnect) {
         d->finished = 1;
@@ -333,6 +341,33 @@ static void disconnect(struct sim_dev *d, const char *why, uint32_t now)
     if (d->backoff_ms > 5000)
         d->backoff_ms = 5000;
     d->reconnect_at = now + d->backoff_ms;
+}
+
+/* Lets the SDK read what d's socket has and run its timers; a silent
+ * device (hung firmware) reads nothing into the SDK and sends nothing, and
+ * only notices when the server closes. */
+static void serve(struct sim_dev *d, uint32_t now)
+{
+    if (d->silent) {
+        uint8_t buf[512];
+        ssize_t r = recv(d->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            close(d->fd);
+            d->fd = -1;
+            d->finished = 1;
+            say("DISCONNECTED %s closed-by-server", d->id);
+        }
+        return;
+    }
+    int rc = mgw_poll(&d->m, now);
+    if (rc != MGW_OK)
+        disconnect(d,
+                   rc == MGW_ERR_IO        ? "io"
+                   : rc == MGW_ERR_TIMEOUT ? "timeout"
+                   : rc == MGW_ERR_AUTH    ? "auth"
+                   : rc == MGW_ERR_CLOSED  ? "closed"
+                                           : "protocol",
+                   now);
 }
 
 static void usage(void)
@@ -438,14 +473,16 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (latency) {
         struct sigaction sa = {.sa_handler = on_usr1};
-        sigaction(SIGUSR1, &sa, NULL); /* no SA_RESTART: poll returns EINTR */
+        sigaction(SIGUSR1, &sa, NULL); /* no SA_RESTART: epoll_wait returns EINTR */
     }
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    struct pollfd *pfd = calloc(ndevs, sizeof *pfd);
-    if (!pfd)
+    setvbuf(stdout, NULL, latency ? _IOFBF : _IOLBF, 0);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
         return 1;
     t0 = now_ms();
-    uint32_t last_tick = t0;
+    uint32_t last_scan = t0, next_dial = 0;
+    int have_dial = 0;
+    rescan = 1;
     for (;;) {
         uint32_t now = now_ms();
         double el = (now - t0) / 1000.0;
@@ -453,44 +490,58 @@ int main(int argc, char **argv)
             break;
         if (exit_after >= 0 && acted >= exit_after)
             break;
-        size_t live = 0;
-        long connecting = 0;
-        if (concurrency > 0)
-            for (size_t i = 0; i < ndevs; i++)
-                if (devs[i].fd >= 0 && !mgw_ready(&devs[i].m))
-                    connecting++;
-        for (size_t i = 0; i < ndevs; i++) {
-            struct sim_dev *d = &devs[i];
-            pfd[i].fd = -1;
-            pfd[i].events = POLLIN;
-            if (d->finished)
-                continue;
-            live++;
-            if (d->fd < 0) {
-                if ((int32_t)(now - d->reconnect_at) < 0)
+        /* the whole table is looked at every 200 ms (heartbeats, handshake
+         * timeouts), when a device was due to (re)connect, and after a
+         * device became ready or dropped (a handshake slot is free); in
+         * between only the devices whose sockets have something: with
+         * thousands of devices a pass over all of them per wake-up would
+         * be most of this process's CPU */
+        if (rescan || now - last_scan >= 200 || (have_dial && (int32_t)(now - next_dial) >= 0)) {
+            rescan = 0;
+            last_scan = now;
+            have_dial = 0;
+            size_t live = 0;
+            long connecting = 0;
+            if (concurrency > 0)
+                for (size_t i = 0; i < ndevs; i++)
+                    if (devs[i].fd >= 0 && !mgw_ready(&devs[i].m))
+                        connecting++;
+            for (size_t i = 0; i < ndevs; i++) {
+                struct sim_dev *d = &devs[i];
+                if (d->finished)
                     continue;
-                if (concurrency > 0 && connecting >= concurrency)
-                    continue;
-                connecting++;
-                d->fd = dial();
+                live++;
                 if (d->fd < 0) {
-                    disconnect(d, "connect-failed", now);
-                    continue;
+                    if ((int32_t)(now - d->reconnect_at) < 0 ||
+                        (concurrency > 0 && connecting >= concurrency)) {
+                        if (!have_dial || (int32_t)(d->reconnect_at - next_dial) < 0)
+                            next_dial = d->reconnect_at;
+                        have_dial = 1;
+                        continue;
+                    }
+                    connecting++;
+                    d->fd = dial();
+                    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = d};
+                    if (d->fd < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, d->fd, &ev) != 0) {
+                        disconnect(d, "connect-failed", now);
+                        continue;
+                    }
+                    if (mgw_connect(&d->m, now) != MGW_OK) {
+                        disconnect(d, "hello-failed", now);
+                        continue;
+                    }
                 }
-                if (mgw_connect(&d->m, now) != MGW_OK) {
-                    disconnect(d, "hello-failed", now);
-                    continue;
+                if (!d->silent && silent_after >= 0 && el >= silent_after && mgw_ready(&d->m)) {
+                    d->silent = 1;
+                    say("SILENT %s", d->id);
                 }
+                serve(d, now);
             }
-            if (!d->silent && silent_after >= 0 && el >= silent_after && mgw_ready(&d->m)) {
-                d->silent = 1;
-                say("SILENT %s", d->id);
-            }
-            pfd[i].fd = d->fd;
+            if (live == 0)
+                break;
         }
-        if (live == 0)
-            break;
-        int n = poll(pfd, ndevs, 50);
+        struct epoll_event evs[256];
+        int n = epoll_wait(ep, evs, 256, 50);
         if (n < 0 && errno != EINTR)
             break;
         if (lat_report) {
@@ -498,42 +549,13 @@ int main(int argc, char **argv)
             lat_print();
         }
         now = now_ms();
-        /* a device is looked at when its socket has something, and every
-         * 200 ms for its timers (heartbeat, handshake): with thousands of
-         * idle devices a recv() on every one per wake-up would dominate */
-        int tick = now - last_tick >= 200;
-        if (tick)
-            last_tick = now;
-        for (size_t i = 0; i < ndevs; i++) {
-            struct sim_dev *d = &devs[i];
-            if (d->fd < 0 || d->finished)
-                continue;
-            if (!tick && pfd[i].fd >= 0 && !pfd[i].revents)
-                continue;
-            if (d->silent) {
-                /* hung firmware: reads nothing into the SDK, sends nothing;
-                 * only notices when the server closes */
-                uint8_t buf[512];
-                ssize_t r = recv(d->fd, buf, sizeof buf, MSG_DONTWAIT);
-                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-                    close(d->fd);
-                    d->fd = -1;
-                    d->finished = 1;
-                    say("DISCONNECTED %s closed-by-server", d->id);
-                }
-                continue;
-            }
-            int rc = mgw_poll(&d->m, now);
-            if (rc != MGW_OK)
-                disconnect(d,
-                           rc == MGW_ERR_IO        ? "io"
-                           : rc == MGW_ERR_TIMEOUT ? "timeout"
-                           : rc == MGW_ERR_AUTH    ? "auth"
-                           : rc == MGW_ERR_CLOSED  ? "closed"
-                                                   : "protocol",
-                           now);
+        for (int i = 0; i < n; i++) {
+            struct sim_dev *d = evs[i].data.ptr;
+            if (d->fd >= 0 && !d->finished)
+                serve(d, now);
         }
     }
+    close(ep);
     for (size_t i = 0; i < ndevs; i++)
         if (devs[i].fd >= 0) {
             if (!devs[i].silent)
@@ -541,7 +563,6 @@ int main(int argc, char **argv)
             close(devs[i].fd);
         }
     say("DONE");
-    free(pfd);
     free(lat_us);
     free(devs);
     return 0;

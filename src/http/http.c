@@ -7,8 +7,10 @@
  * libhttp-parser); the head and body are collected within MP_HTTP_MAX_HEAD
  * and MP_HTTP_MAX_BODY, then the route's handler gets the request. One
  * request at a time per connection: while a request is with its handler
- * the parser is paused and the transport does not read, so pipelined
- * requests wait in the input buffer and are answered in order.
+ * the parser is paused, so pipelined requests wait in the input buffer and
+ * are answered in order. The transport stops reading only once more than
+ * PIPELINE_MAX bytes wait there: stopping and resuming for every request
+ * would cost two epoll_ctl calls per request on a keep-alive connection.
  *
  * Why not libevent's evhttp or libwebsockets: see docs/design-notes.md
  * ("One HTTP listener"). In short: this sits on the same transports,
@@ -176,7 +178,11 @@ struct http_conn {
     mp_http_req *pending;  /* with its handler */
     mp_http_req *complete; /* parsed, not yet dispatched */
     int closing;
+    int stalled; /* the transport stopped reading: PIPELINE_MAX waiting */
 };
+
+/* Bytes of pipelined requests buffered while one is with its handler. */
+#define PIPELINE_MAX MP_HTTP_MAX_HEAD
 
 static _Thread_local struct http_conn *tl_conns;
 
@@ -338,7 +344,10 @@ static void deliver(void *arg)
     }
     arm_idle(c);
     http_parser_pause(&c->p, 0);
-    c->t->ops->set_reading(c->t, 1);
+    if (c->stalled) {
+        c->stalled = 0;
+        c->t->ops->set_reading(c->t, 1);
+    }
     conn_read(c); /* pipelined bytes already in the input */
 }
 
@@ -623,7 +632,6 @@ static const http_parser_settings settings = {
 static void dispatch(struct http_conn *c, mp_http_req *r)
 {
     c->pending = r;
-    c->t->ops->set_reading(c->t, 0);
     event_del(c->idle);
     if (!r->path) {
         r->keep_alive = 0;
@@ -657,10 +665,17 @@ static void refuse(struct http_conn *c, int status, const char *text)
 static void conn_read(void *ud)
 {
     struct http_conn *c = ud;
-    if (c->closing || c->pending)
+    if (c->closing)
         return;
     struct evbuffer *in = c->t->ops->input(c->t);
     size_t len = evbuffer_get_length(in);
+    if (c->pending) {
+        if (len > PIPELINE_MAX && !c->stalled) {
+            c->stalled = 1;
+            c->t->ops->set_reading(c->t, 0);
+        }
+        return;
+    }
     if (len == 0)
         return;
     const char *data = (const char *)evbuffer_pullup(in, -1);

@@ -129,6 +129,8 @@ struct evbuffer *mp_transport_mem_output(struct mp_transport *t);
 /* 1 once the owner called shutdown, 2 once it freed the transport (the
  * test keeps the handle: freeing only detaches the owner). */
 int mp_transport_mem_state(struct mp_transport *t);
+/* 1 while the owner wants input (set_reading), 0 while it does not. */
+int mp_transport_mem_reading(struct mp_transport *t);
 /* Frees a mem transport after its owner freed it (the test's handle). */
 void mp_transport_mem_destroy(struct mp_transport *t);
 

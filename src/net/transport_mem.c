@@ -162,6 +162,11 @@ int mp_transport_mem_state(struct mp_transport *t)
     return ((struct mem *)t)->state;
 }
 
+int mp_transport_mem_reading(struct mp_transport *t)
+{
+    return ((struct mem *)t)->reading;
+}
+
 void mp_transport_mem_destroy(struct mp_transport *t)
 {
     struct mem *m = (struct mem *)t;

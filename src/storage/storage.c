@@ -7,18 +7,21 @@
  * per poster). Each pool thread owns one driver connection.
  *
  * A pool thread takes its whole queue at once and runs it in order; runs of
- * consecutive writes (keyval/map set and delete, archive append and delete)
- * are group-committed in one transaction (one fsync for the lot).
- * Completions are posted only after the commit, so a write's callback
- * always sees it durable.
+ * consecutive writes (keyval/map set and delete, archive append and delete,
+ * transactions: mp_storage_txn) are group-committed in one transaction (one
+ * fsync for the lot). Completions are posted only after the commit, so a
+ * write's callback always sees it durable. If the shared transaction
+ * fails, it is rolled back and each write runs again on its own (a
+ * transaction's fn in a transaction of its own), so one bad write cannot
+ * fail the others.
  *
  * Single-writer engines (SQLite: one writer at a time, each commit an
  * fsync) route instead of hashing: a key with jobs in flight keeps the
  * thread it has (so the per-key order above holds); an idle key's write
  * goes to thread 0, the writer, and its read to one of the others. Writes
  * of every module then share the writer's group commits instead of taking
- * turns on the lock with a commit each, and a read (a MAM query, an
- * idempotency-key lookup) does not wait behind an fsync. With one thread,
+ * turns on the lock with a commit each, and a read (a MAM query, a
+ * roster) does not wait behind an fsync. With one thread,
  * or a driver whose engine commits concurrently (MariaDB), keys are hashed.
  *
  * The *_sync calls borrow a connection from a small free list (opening a
@@ -59,7 +62,8 @@ enum job_op {
     OP_AR_QUERY,
     OP_AR_COUNT,
     OP_AR_REPLACE,
-    OP_AR_DELETE
+    OP_AR_DELETE,
+    OP_TXN
 };
 
 union job_cb {
@@ -86,12 +90,22 @@ struct job {
     mp_archive_filter q; /* q.with, q.with_has point into the allocation */
     int64_t ts;
 
+    mp_txn_fn txn; /* OP_TXN */
+
     int rc;
     int64_t id; /* archive append result */
     void *out;  /* get result (malloc'd) */
     size_t outlen;
     void *items; /* mp_map_item[] or mp_archive_item[] */
     size_t n, cap;
+};
+
+/* What a transaction's fn reads and writes through: the pool thread's
+ * connection, inside its transaction. */
+struct mp_txn {
+    const struct mp_storage_driver *drv;
+    void *conn;
+    const char *host;
 };
 
 struct storage;
@@ -414,7 +428,31 @@ static void job_run(const struct mp_storage_driver *drv, void *conn, struct job 
     case OP_AR_DELETE:
         j->rc = drv->archive_delete(conn, j->host, j->store, j->key, j->id);
         break;
+    case OP_TXN: {
+        struct mp_txn t = {drv, conn, j->host};
+        j->rc = j->txn(&t, j->ud) == MAGPIE_ERR ? MAGPIE_ERR : MAGPIE_OK;
+        break;
     }
+    }
+}
+
+/* Runs j on its own: a transaction's fn in a transaction of its own, any
+ * other job as one statement. */
+static void job_run_alone(const struct mp_storage_driver *drv, void *conn, struct job *j)
+{
+    if (j->op != OP_TXN) {
+        job_run(drv, conn, j);
+        return;
+    }
+    if (!conn || drv->begin(conn) != MAGPIE_OK) {
+        j->rc = MAGPIE_ERR;
+        return;
+    }
+    job_run(drv, conn, j);
+    if (j->rc == MAGPIE_OK && drv->commit(conn) == MAGPIE_OK)
+        return;
+    j->rc = MAGPIE_ERR;
+    drv->rollback(conn);
 }
 
 /* Resets the results of a job so it can be run again. */
@@ -444,6 +482,7 @@ static void job_deliver(void *arg)
     case OP_MAP_SET:
     case OP_MAP_DEL:
     case OP_AR_DELETE:
+    case OP_TXN:
         /* deleting nothing is not an error for the async API */
         if (j->cb.done)
             j->cb.done(j->ud, rc == MAGPIE_ERR ? MAGPIE_ERR : MAGPIE_OK);
@@ -520,6 +559,7 @@ static int job_is_write(const struct job *j)
     case OP_MAP_DEL:
     case OP_AR_APPEND:
     case OP_AR_DELETE:
+    case OP_TXN:
         return 1;
     default:
         return 0;
@@ -548,7 +588,7 @@ static void run_write_batch(const struct mp_storage_driver *drv, void *conn, str
     j = first;
     for (size_t i = 0; i < n; i++, j = j->next) {
         job_reset(j);
-        job_run(drv, conn, j);
+        job_run_alone(drv, conn, j);
     }
 }
 
@@ -588,7 +628,7 @@ static void *worker_main(void *arg)
             if (n > 1)
                 run_write_batch(drv, w->conn, j, n);
             else
-                job_run(drv, w->conn, j);
+                job_run_alone(drv, w->conn, j);
             /* complete this unit now (in order), not after the whole list;
              * a key leaves its routing slot only once its completion is
              * posted, so a later job on it cannot overtake it elsewhere */
@@ -921,6 +961,49 @@ int mp_archive_delete(const char *host, const char *store, const char *key, int6
     j->cb.done = cb;
     j->ud = ud;
     return job_submit(j);
+}
+
+/* ---- transactions ---- */
+
+int mp_storage_txn(const char *host, const char *store, const char *key, mp_txn_fn fn,
+                   mp_store_done_cb done, void *ud)
+{
+    if (!fn)
+        return MAGPIE_ERR;
+    struct job *j = job_new(OP_TXN, host, store, key, NULL, NULL, NULL, 0);
+    if (!j)
+        return MAGPIE_ERR;
+    j->txn = fn;
+    j->cb.done = done;
+    j->ud = ud;
+    return job_submit(j);
+}
+
+int mp_txn_kv_get(mp_txn *t, const char *store, const char *key, void **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    if (!scope_ok(t->host, store, key))
+        return MAGPIE_ERR;
+    return t->drv->kv_get(t->conn, t->host, store, key, data, len);
+}
+
+int mp_txn_kv_set(mp_txn *t, const char *store, const char *key, const void *data, size_t len)
+{
+    if (!scope_ok(t->host, store, key) || (!data && len))
+        return MAGPIE_ERR;
+    return t->drv->kv_set(t->conn, t->host, store, key, len ? data : "", len);
+}
+
+int mp_txn_archive_append(mp_txn *t, const char *store, const char *key, const char *with,
+                          const void *data, size_t len, int64_t *id)
+{
+    *id = 0;
+    if (!scope_ok(t->host, store, key) || (with && !name_ok(with, MP_STORAGE_MAX_WITH)) ||
+        (!data && len))
+        return MAGPIE_ERR;
+    return t->drv->archive_append(t->conn, t->host, store, key, now_us(), with, len ? data : "",
+                                  len, id);
 }
 
 /* ---- synchronous API ---- */

@@ -231,6 +231,54 @@ static void test_deferred_and_pipelined(void **state)
     mp_transport_mem_destroy(t);
 }
 
+/* While a request is with its handler, the connection keeps reading (no
+ * epoll_ctl per request): pipelined bytes wait in the input, up to
+ * PIPELINE_MAX (16 KiB); beyond that it stops reading until the answer. */
+static void test_pipeline_bound(void **state)
+{
+    (void)state;
+    struct mp_transport *t = open_conn();
+    assert_int_equal(mp_transport_mem_reading(t), 1);
+    deferred = NULL;
+    send_str(t, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_non_null(deferred);
+    assert_int_equal(mp_transport_mem_reading(t), 1);
+    mp_http_respond(deferred, 204, NULL, NULL, 0);
+    pump();
+    free(output(t));
+    assert_int_equal(mp_transport_mem_reading(t), 1);
+
+    deferred = NULL;
+    send_str(t, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_non_null(deferred);
+    mp_http_req *first = deferred;
+    char req[1100], pad[1001];
+    memset(pad, 'x', 1000);
+    pad[1000] = '\0';
+    int rl = snprintf(req, sizeof req, "GET /api/p HTTP/1.1\r\nHost: h\r\nX-Pad: %s\r\n\r\n", pad);
+    int n = 0;
+    while ((size_t)(n * rl) <= 16 * 1024) {
+        mp_transport_mem_feed(t, req, (size_t)rl);
+        n++;
+    }
+    pump();
+    assert_int_equal(mp_transport_mem_reading(t), 0);
+    mp_http_respond(first, 204, NULL, NULL, 0);
+    pump();
+    /* every pipelined request answered, in order, and reading again */
+    char *o = output(t);
+    int answers = 0;
+    for (char *p = o; (p = strstr(p, "HTTP/1.1 200 OK")); p++)
+        answers++;
+    assert_int_equal(answers, n);
+    assert_true(strstr(o, "HTTP/1.1 204") < strstr(o, "HTTP/1.1 200"));
+    free(o);
+    assert_int_equal(mp_transport_mem_reading(t), 1);
+    mp_transport_mem_close(t);
+    pump();
+    mp_transport_mem_destroy(t);
+}
+
 static void test_close_and_errors(void **state)
 {
     (void)state;
@@ -390,9 +438,8 @@ static void test_spooled_bodies(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_routing),
-        cmocka_unit_test(test_deferred_and_pipelined),
-        cmocka_unit_test(test_close_and_errors),
+        cmocka_unit_test(test_routing),        cmocka_unit_test(test_deferred_and_pipelined),
+        cmocka_unit_test(test_pipeline_bound), cmocka_unit_test(test_close_and_errors),
         cmocka_unit_test(test_spooled_bodies),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

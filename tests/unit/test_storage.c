@@ -992,8 +992,8 @@ struct rw {
 
 struct rw_arg {
     struct rw *r;
-    int seq;      /* its place in the round's issue order */
-    int want;     /* the value a read must see; -1: none yet */
+    int seq;  /* its place in the round's issue order */
+    int want; /* the value a read must see; -1: none yet */
 };
 
 static void rw_check(struct rw_arg *x)
@@ -1055,6 +1055,133 @@ static void test_async_read_write_rounds(void **state)
         assert_int_equal(r.seq, n);
     }
     assert_int_equal(mp_kv_del_sync(d->host, "rw", "k"), MAGPIE_OK);
+}
+
+/* mp_storage_txn: reads and writes in one transaction, committed together
+ * or not at all, alone or inside a group commit with other writes. */
+struct tx {
+    struct aloop *a;    /* the issuing loop, shared by a round's calls */
+    const char *kv_key; /* the "idempotency key" */
+    int fail;           /* fn writes, then returns MAGPIE_ERR */
+    int found;          /* fn found kv_key already set */
+    int64_t id;         /* the appended item, or the one kv_key names */
+    int rc;             /* done's rc */
+};
+
+/* On a pool thread: the item kv_key names, or a new item and kv_key -> it. */
+static int tx_fn(mp_txn *t, void *ud)
+{
+    struct tx *x = ud;
+    x->found = 0;
+    x->id = 0;
+    void *v;
+    size_t n;
+    int rc = mp_txn_kv_get(t, "txkv", x->kv_key, &v, &n);
+    if (rc == MAGPIE_OK) {
+        x->found = 1;
+        x->id = strtoll(v, NULL, 10);
+        free(v);
+        return MAGPIE_OK;
+    }
+    if (rc != MAGPIE_NOTFOUND)
+        return MAGPIE_ERR;
+    if (mp_txn_archive_append(t, "txar", "q", "with@x", "cmd", 3, &x->id) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    char buf[32];
+    int bl = snprintf(buf, sizeof buf, "%lld", (long long)x->id);
+    if (mp_txn_kv_set(t, "txkv", x->kv_key, buf, (size_t)bl) != MAGPIE_OK)
+        return MAGPIE_ERR;
+    return x->fail ? MAGPIE_ERR : MAGPIE_OK;
+}
+
+static void tx_done(void *ud, int rc)
+{
+    struct tx *x = ud;
+    x->rc = rc;
+    aloop_done(x->a);
+}
+
+static void tx_count_item(void *ud, const mp_archive_item *it)
+{
+    (void)it;
+    (*(size_t *)ud)++;
+}
+
+static size_t tx_count(const struct drv *d)
+{
+    size_t n = 0;
+    assert_int_equal(mp_archive_query_sync(d->host, "txar", "q", NULL, tx_count_item, &n),
+                     MAGPIE_OK);
+    return n;
+}
+
+/* Issues a transaction per x[i] (in order, on the key every call shares)
+ * and waits for them all. */
+static void tx_run(const struct drv *d, struct tx *x, int n)
+{
+    struct aloop a;
+    aloop_init(&a);
+    for (int i = 0; i < n; i++) {
+        x[i].a = &a;
+        assert_int_equal(mp_storage_txn(d->host, "txar", "q", tx_fn, tx_done, &x[i]), MAGPIE_OK);
+    }
+    a.pending = n;
+    aloop_run(&a);
+}
+
+static void test_txn(void **state)
+{
+    NEED(state);
+    /* the same "submit" twice at once: one item, the second finds it */
+    struct tx x[2] = {{.kv_key = "key1"}, {.kv_key = "key1"}};
+    tx_run(d, x, 2);
+    assert_int_equal(x[0].rc, MAGPIE_OK);
+    assert_int_equal(x[1].rc, MAGPIE_OK);
+    assert_int_equal(x[0].found, 0);
+    assert_int_equal(x[1].found, 1);
+    assert_true(x[0].id > 0);
+    assert_int_equal(x[1].id, x[0].id);
+    assert_int_equal(tx_count(d), 1);
+
+    /* fn fails after writing: nothing of it stays, done gets MAGPIE_ERR */
+    struct tx f = {.kv_key = "key2", .fail = 1};
+    tx_run(d, &f, 1);
+    assert_int_equal(f.rc, MAGPIE_ERR);
+    void *v;
+    size_t n;
+    assert_int_equal(mp_kv_get_sync(d->host, "txkv", "key2", &v, &n), MAGPIE_NOTFOUND);
+    assert_int_equal(tx_count(d), 1);
+
+    /* a failing transaction between others, issued at once so that they
+     * share group commits: the others commit once each (a transaction of
+     * a failed group runs again alone), the failing one leaves nothing */
+    for (int round = 0; round < 20; round++) {
+        struct tx g[5];
+        char k[5][16];
+        memset(g, 0, sizeof g);
+        for (int i = 0; i < 5; i++) {
+            snprintf(k[i], sizeof k[i], "r%d-%d", round, i);
+            g[i].kv_key = k[i];
+        }
+        g[2].fail = 1;
+        tx_run(d, g, 5);
+        for (int i = 0; i < 5; i++) {
+            int rc = mp_kv_get_sync(d->host, "txkv", k[i], &v, &n);
+            if (i == 2) {
+                assert_int_equal(g[i].rc, MAGPIE_ERR);
+                assert_int_equal(rc, MAGPIE_NOTFOUND);
+                continue;
+            }
+            assert_int_equal(g[i].rc, MAGPIE_OK);
+            assert_int_equal(g[i].found, 0);
+            assert_int_equal(rc, MAGPIE_OK);
+            assert_int_equal(strtoll(v, NULL, 10), g[i].id);
+            free(v);
+        }
+        assert_int_equal(tx_count(d), 1 + 4 * (size_t)(round + 1));
+    }
+    assert_int_equal(mp_storage_txn(d->host, "txar", "q", NULL, tx_done, &f), MAGPIE_ERR);
+    assert_int_equal(mp_archive_delete_sync(d->host, "txar", "q", 0), MAGPIE_OK);
 }
 
 /* With no loop on the calling thread, callbacks run on a pool thread. */
@@ -1414,9 +1541,9 @@ static void test_mysql_reconnect(void **state)
         cmocka_unit_test(test_kv_keys_order), cmocka_unit_test(test_map_sync),                     \
         cmocka_unit_test(test_archive_sync), cmocka_unit_test(test_async_basic),                   \
         cmocka_unit_test(test_archive_ts_replace), cmocka_unit_test(test_kv_scan),                 \
-        cmocka_unit_test(test_async_ordering), cmocka_unit_test(test_async_read_write_rounds),      \
+        cmocka_unit_test(test_async_ordering), cmocka_unit_test(test_async_read_write_rounds),     \
         cmocka_unit_test(test_async_no_loop), cmocka_unit_test(test_async_concurrent),             \
-        cmocka_unit_test(test_limits), cmocka_unit_test(test_reopen),                              \
+        cmocka_unit_test(test_txn), cmocka_unit_test(test_limits), cmocka_unit_test(test_reopen),  \
         cmocka_unit_test(test_sync_only), cmocka_unit_test(test_bad_config),                       \
         cmocka_unit_test(test_mysql_reconnect)
 
