@@ -290,6 +290,14 @@ void gw_pump_post(void *dev)
     gw_out_flush(&out);
 }
 
+void gw_pump_on(mp_loop *loop, struct gw_dev *d)
+{
+    if (loop == mp_loop_current())
+        gw_pump_post(d); /* the connection is on this loop: send now */
+    else
+        mp_loop_post(loop, gw_pump_post, d);
+}
+
 /* Posted to the loop of a replaced connection: ends it. */
 static void kick_post(void *dev)
 {

@@ -8,7 +8,7 @@
  * stanzas for one device JID run on the worker the core picks for that JID
  * (usually another one). All device state is therefore under one module
  * lock (G.lock), and work for a connection is posted to its loop
- * (mp_loop_post(dev->loop, gw_pump_post, dev)): a device (struct gw_dev)
+ * (gw_pump_on(dev->loop, dev)): a device (struct gw_dev)
  * lives until the module is unloaded, so it is a safe thing to post, and
  * dev->conn may only be dereferenced on dev->loop. Stanzas are routed
  * after the lock is released (struct gw_out). */
@@ -254,6 +254,9 @@ void gw_uplink_to_owners(const struct gw_dev *d, uint32_t mid, const uint8_t *p,
 extern const struct mp_listener_ops gw_listener_ops;
 /* Posted to dev->loop: sends what is due on dev's connection. */
 void gw_pump_post(void *dev);
+/* gw_pump_post(d) now when loop (d's connection's) is the calling one,
+ * else posted to it (lock not held). */
+void gw_pump_on(mp_loop *loop, struct gw_dev *d);
 /* Sends due commands on d's connection (on its loop, lock held). */
 void gw_pump(struct gw_dev *d, struct gw_out *out);
 /* Starts the expiry sweep on the calling loop (once). */

@@ -156,9 +156,9 @@ static void appended(void *ud, int rc, int64_t aid)
         gw_cmd_free(c);
     }
     pthread_mutex_unlock(&G.lock);
-    mp_route(ok);
     if (post)
-        mp_loop_post(post, gw_pump_post, d);
+        gw_pump_on(post, d);
+    mp_route(ok);
     free(a);
 }
 

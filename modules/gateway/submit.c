@@ -175,10 +175,8 @@ static void submitted(void *ud, int rc)
         gw_cmd_free(c);
     }
     pthread_mutex_unlock(&G.lock);
-    if (post && post == mp_loop_current())
-        gw_pump_post(d); /* the device's connection is on this loop: send now */
-    else if (post)
-        mp_loop_post(post, gw_pump_post, d);
+    if (post)
+        gw_pump_on(post, d);
     answer(s, GW_SUBMIT_CREATED);
 }
 
