@@ -17,13 +17,15 @@
  *     user (an IQ request gets service-unavailable, §3.5), and nothing but
  *     unavailable presence is written from a user to a JID that user
  *     blocked (the roster module's broadcast, for instance).
- *   hooks message-account, presence-subscription and presence-probe (run
- *     before mod_mam's, mod_push's, mod_offline's and mod_roster's: 10 >
- *     5 > 0): a message, subscription stanza or probe to a user from a JID
- *     the user blocked is refused before it is archived, stored, notified
- *     or delivered: a message gets service-unavailable (§3.5; error and
- *     headline messages silently), presence is dropped. This holds whether
- *     or not the user has a session: when the user's list is not in memory
+ *   hooks message-account, presence-subscription, presence-probe and
+ *     iq-account (run before mod_mam's, mod_push's, mod_offline's and
+ *     mod_roster's: 10 > 5 > 0): a message, subscription stanza, probe or
+ *     IQ request to a user's bare JID (one the server answers for the
+ *     user: vCard, PEP, disco, last activity) from a JID the user blocked
+ *     is refused before it is archived, stored, notified, delivered or
+ *     answered: a message or IQ request gets service-unavailable (§3.5;
+ *     error and headline messages silently), presence is dropped. This
+ *     holds whether or not the user has a session: when the user's list is not in memory
  *     it is read from the store, and the user's stanzas wait meanwhile in
  *     a per-user FIFO (at most max_held; their senders' XEP-0198
  *     acknowledgements deferred), then are judged and routed again in
@@ -708,13 +710,15 @@ static int drop_blocked(mp_stanza *st, void *ud)
     return HOOK_PASS;
 }
 
-/* What a stanza from a JID the recipient blocked gets (§3.5): a message an
- * error, once (error and headline messages: nothing); presence nothing.
- * Does not take st. */
+/* What a stanza from a JID the recipient blocked gets (§3.5): a message or
+ * an IQ request an error, once (error and headline messages: nothing);
+ * presence nothing. Does not take st. */
 static void refuse(mp_stanza *st, const char *type, const char *condition)
 {
     const struct mp_envelope *env = mp_stanza_envelope(st);
-    if (env->kind == MP_KIND_MESSAGE && env->type != MP_TYPE_ERROR && env->type != MP_TYPE_HEADLINE)
+    if ((env->kind == MP_KIND_MESSAGE && env->type != MP_TYPE_ERROR &&
+         env->type != MP_TYPE_HEADLINE) ||
+        is_request(env))
         mp_iq_reply_error(st, type, condition);
 }
 
@@ -758,8 +762,9 @@ static void drain(struct blist *b)
     pthread_mutex_unlock(&lock);
 }
 
-/* A message (any type), subscription stanza or probe to a local account
- * from someone else, before any other module sees it: refused when the
+/* A message (any type), subscription stanza, probe or IQ request to a
+ * local account's bare JID from someone else, before any other module sees
+ * it: refused when the
  * recipient blocked the sender. When the recipient's list is not in
  * memory (no session, not cached) it is read and the stanza held until
  * then, behind any other held for that user. */
@@ -823,6 +828,7 @@ static const struct mp_route_hooks route_hooks = {
     .message_offline = drop_blocked,
     .presence_subscription = screen,
     .presence_probe = screen,
+    .iq_account = screen,
 };
 
 static int load(mp_module *m)

@@ -26,8 +26,9 @@
  * 3: stream management (XEP-0198): struct mp_stream_mgmt, mp_session_manage,
  * mp_session_handled/received, mp_session_resume, mp_stream_element_add_unbound,
  * mp_notify.session_resumed, acknowledgement tokens (xml.h);
- * mp_archive_filter.with_has, mp_archive_count */
-#define MP_MODULE_API_VERSION 3
+ * mp_archive_filter.with_has, mp_archive_count
+ * 4: mp_route_hooks.iq_account (the struct grew); mp_storage_txn */
+#define MP_MODULE_API_VERSION 4
 
 typedef struct mp_module mp_module;   /* a loaded module instance */
 typedef struct mp_session mp_session; /* a client session (opaque) */
@@ -121,6 +122,12 @@ int mp_hook_add(mp_module *m, const char *hook, int priority, mp_hook_fn fn, voi
  *                          handler runs once more: the stanza it routes is
  *                          the one the handler gets, unless it is shared
  *                          then); PASS: delivered
+ *   iq_account             an IQ request (get or set) to a local account's
+ *                          bare JID from another entity, before the server
+ *                          answers it on the account's behalf (RFC 6120
+ *                          §10.3.3); HANDLED: taken (answered, dropped or
+ *                          held and routed again later: as for
+ *                          message_account); PASS: answered
  * The string hooks of the same names ("message-offline", ...) still run
  * after the typed handlers, for older modules. */
 struct mp_route_hooks {
@@ -131,6 +138,7 @@ struct mp_route_hooks {
     int (*to_host)(mp_stanza *st, void *ud);
     int (*remote)(mp_stanza *st, void *ud);
     int (*message_account)(mp_stanza *st, void *ud);
+    int (*iq_account)(mp_stanza *st, void *ud);
 };
 int mp_route_hooks_add(mp_module *m, const struct mp_route_hooks *h, int priority, void *ud);
 

@@ -528,6 +528,8 @@ static int (*route_fn(const struct mp_route_hooks *h, enum mp_route_point p))(mp
         return h->remote;
     case MP_ROUTE_MESSAGE_ACCOUNT:
         return h->message_account;
+    case MP_ROUTE_IQ_ACCOUNT:
+        return h->iq_account;
     }
     return NULL;
 }
@@ -542,6 +544,7 @@ int mp_route_hooks_run(enum mp_route_point p, mp_session *s, mp_stanza *st)
         [MP_ROUTE_TO_HOST] = NULL, /* message-to-server / presence-to-server */
         [MP_ROUTE_REMOTE] = "route-remote",
         [MP_ROUTE_MESSAGE_ACCOUNT] = NULL, /* typed only */
+        [MP_ROUTE_IQ_ACCOUNT] = NULL,      /* typed only */
     };
     for (size_t i = 0; i < n_routes; i++) {
         int (*fn)(mp_stanza *, void *) = route_fn(routes[i].h, p);
@@ -549,7 +552,7 @@ int mp_route_hooks_run(enum mp_route_point p, mp_session *s, mp_stanza *st)
             return HOOK_HANDLED;
     }
     const char *name = legacy[p];
-    if (p == MP_ROUTE_MESSAGE_ACCOUNT)
+    if (p == MP_ROUTE_MESSAGE_ACCOUNT || p == MP_ROUTE_IQ_ACCOUNT)
         return HOOK_PASS;
     if (p == MP_ROUTE_TO_HOST)
         name = mp_stanza_envelope(st)->kind == MP_KIND_MESSAGE ? "message-to-server"

@@ -48,6 +48,7 @@ enum mp_route_point {
     MP_ROUTE_TO_HOST,
     MP_ROUTE_REMOTE,
     MP_ROUTE_MESSAGE_ACCOUNT,
+    MP_ROUTE_IQ_ACCOUNT,
 };
 /* Offers st (borrowed) to the handlers of point p, then to the string hook
  * of the same name; HOOK_HANDLED or HOOK_PASS. */

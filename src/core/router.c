@@ -394,6 +394,11 @@ static void to_bare(mp_stanza *st)
 
     /* iq: the server answers on the account's behalf */
     if (is_request(type)) {
+        if (env->from.domain && strcmp(env->from.bare, to->bare) != 0 &&
+            mp_route_hooks_run(MP_ROUTE_IQ_ACCOUNT, NULL, st) == HOOK_HANDLED) {
+            mp_stanza_unref(st);
+            return;
+        }
         if (mp_account_exists(to->domain, to->local, account_iq_checked, st) != MAGPIE_OK)
             mp_route_bounce(st, "wait", "internal-server-error", NULL);
         return;

@@ -2,7 +2,8 @@
 """23: blocking (XEP-0191, mod_blocking): blocklist get, block and
 unblock with pushes to every resource that asked for the list, what a
 blocked contact can no longer send (messages and IQs get
-service-unavailable, presence is dropped), what the user can no longer send
+service-unavailable, IQs to the bare JID the server answers for the user
+too, presence is dropped), what the user can no longer send
 to it (not-acceptable with <blocked/>), presence between subscribed
 contacts stopping (and an unavailable at block time), unblock-all, the
 list kept across a restart, and the same for a recipient with no session
@@ -445,10 +446,47 @@ def t10_offline_cache_follows_changes(srv):
         closeall(h, g, v)
 
 
+def t11_iqs_to_the_bare_jid(srv):
+    """An IQ request to a user's bare JID, which the server answers for the
+    user (here disco#info, RFC 6120 §10.3.3), from a JID the user blocked
+    gets service-unavailable (§3.5): with the user online, offline with the
+    list cached, and offline after a restart (the IQ waits while the list is
+    read); another contact's gets its answer."""
+    srv.add_user('kate', pw('kate'))
+    disco = "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+    k = login(srv, 'kate', 'k')
+    b = login(srv, 'bob', 'b11')
+    c = login(srv, 'carol', 'c11')
+    try:
+        r = b.iq('get', 'kate@localhost', disco)
+        check(r.get('type') == 'result', 'before blocking: %s' % tostr(r))
+        r = block(k, 'bob@localhost')
+        check(r.get('type') == 'result', tostr(r))
+
+        def judged(tag):
+            r = b.iq('get', 'kate@localhost', disco)
+            check(error_condition(r) == 'service-unavailable', '%s, blocked: %s' % (tag, tostr(r)))
+            check(r.get('from') == 'kate@localhost', tostr(r))
+            r = c.iq('get', 'kate@localhost', disco)
+            check(r.get('type') == 'result', '%s, not blocked: %s' % (tag, tostr(r)))
+        judged('online')
+        logout_gone(k, 'kate@localhost/k', c)
+        k = None
+        judged('offline, cached')
+        closeall(b, c)
+        b = c = None
+        srv.restart()
+        b = login(srv, 'bob', 'b11')
+        c = login(srv, 'carol', 'c11')
+        judged('offline, from the store')
+    finally:
+        closeall(k, b, c)
+
+
 TESTS = [t01_disco_and_empty_list, t02_block_enforced_both_ways, t03_domain_and_unblock_all,
          t04_kept_across_restart, t05_enforced_from_the_first_stanza, t06_many_users_online,
          t07_offline_recipient_cached_list, t08_offline_recipient_list_from_store,
-         t09_offline_recipient_acks, t10_offline_cache_follows_changes]
+         t09_offline_recipient_acks, t10_offline_cache_follows_changes, t11_iqs_to_the_bare_jid]
 
 
 def main():
