@@ -15,6 +15,10 @@
 #     trigger -> acceptance (201 / <accepted/>), trigger -> the device's ACK
 #     (by the device: mgw-sim --latency), and for xmpp trigger -> XEP-0184
 #     receipt (sent once the command's end is durable too); p50/p99.
+#     With the http trigger, the same gw-http at the same rate against nginx
+#     (Debian) answering 201 at once ("http-floor"): the machine's own floor
+#     for one HTTP round trip in the same run, with nothing stored (FLOOR=0:
+#     skip it).
 #
 #   bench/gateway.sh                                  # 2000 devices, 1000 and 5000 commands/s
 #   DEVICES=19000 HOLD=30 bench/gateway.sh            # the most one process may hold here
@@ -34,7 +38,8 @@
 # a magpied; use a build without --enable-sanitizers: ASan multiplies memory),
 # KEEP=1 (keep the /tmp/magpie-gw.* directory), MAX_SECS (1500), PIN (0; 1: the
 # servers (magpied, mosquitto) on CPU 0, the simulators, triggers and MQTT
-# clients on CPU 1, with taskset, so they do not take the CPU from each other).
+# clients on CPU 1, with taskset, so they do not take the CPU from each other),
+# FLOOR (1: the http-floor row when nginx is installed).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -61,6 +66,7 @@ PIN=${PIN:-0}
 SRV_PIN=() LG_PIN=()
 [ "$PIN" = 1 ] && SRV_PIN=(taskset -c 0) && LG_PIN=(taskset -c 1)
 MAX_SECS=${MAX_SECS:-1500}
+FLOOR=${FLOOR:-1}
 GWDOMAIN=devices.localhost
 PASSWORD=bench-pass
 if [ -z "${BUILD:-}" ]; then
@@ -160,7 +166,9 @@ ADMINS=""
 for ((s = 1; s <= 2 * SENDERS; s++)); do ADMINS="$ADMINS gwbench$s@localhost"; done
 # every connection counts against limits.max_connections, the devices'
 # (module listener) included: room for all of them, the latency devices
-# and the load generator's sessions
+# and the load generator's sessions; all come from 127.0.0.1, so the
+# per-address limits (count, and new connections per second: 64/s by
+# default, which made 2,000 devices take 33 s to connect) are lifted too
 MAXCONN=$((DEVICES + LAT_DEVICES + 2 * SENDERS + HTTP_CONNS + 100))
 if [ $DO_MAGPIE = 1 ]; then
     for ((i = 1; i <= NODES; i++)); do
@@ -179,7 +187,8 @@ hosts = ( { domain = "localhost"; } );
 listeners = ( { type = "c2s"; address = "127.0.0.1"; port = ${CPORT[$i]}; },
               { type = "http"; address = "127.0.0.1"; port = ${HPORT[$i]}; } );
 storage = { driver = "sqlite"; threads = $STORAGE_THREADS; };
-limits = { max_connections = $MAXCONN; max_connections_per_address = $MAXCONN; };
+limits = { max_connections = $MAXCONN; max_connections_per_address = $MAXCONN;
+           connection_rate_per_address = 1000000; connection_burst_per_address = $MAXCONN; };
 security = { scram_iterations = 4096; };
 modules = ( "ping",
             { name = "gateway"; domain = "$GWDOMAIN"; address = "127.0.0.1";
@@ -392,7 +401,45 @@ if [ $DO_MAGPIE = 1 ] && [ -n "$RATES" ]; then
         kill -0 "$LSIM" 2>/dev/null || { log "latency mgw-sim exited"; exit 1; }
         sleep 0.5
     done
-    printf '%-7s %-6s %8s %8s %8s %6s %8s %8s %8s %8s %8s %8s %9s %8s\n' trigger rate sent \
+    # the floor: nginx answering every POST with a 201 and a body like the
+    # gateway's, nothing stored, one worker (magpied runs one loop here)
+    FLOOR_PORT=""
+    case " $TRIGGERS " in *" http "*) ;; *) FLOOR=0 ;; esac
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    if [ "$FLOOR" = 1 ] && [ ! -x "$NGINX" ]; then
+        log "no nginx (scripts/install-deps.sh bench): no http-floor row"
+        FLOOR=0
+    fi
+    if [ "$FLOOR" = 1 ]; then
+        FLOOR_PORT=$(free_port)
+        mkdir -p "$TMP/nginx"
+        cat >"$TMP/nginx/nginx.conf" <<EOF
+# throwaway nginx for bench/gateway.sh's http-floor: loopback only
+worker_processes 1;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $TMP/nginx;
+    server {
+        listen 127.0.0.1:$FLOOR_PORT;
+        location / {
+            default_type application/json;
+            return 201 '{"id": "1", "device": "l1@$GWDOMAIN", "duplicate": false}';
+        }
+    }
+}
+EOF
+        "${SRV_PIN[@]}" "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" >"$TMP/nginx/out.log" 2>&1 &
+        FLOOR_PID=$!
+        PIDS+=("$!")
+        wait_port "$FLOOR_PID" "$FLOOR_PORT" || {
+            log "nginx did not start: no http-floor row"; cat "$TMP/nginx/out.log" >&2; FLOOR=0; }
+    fi
+    printf '%-10s %-6s %8s %8s %8s %6s %8s %8s %8s %8s %8s %8s %9s %8s\n' trigger rate sent \
         accepted acked errors acc_p50 acc_p99 ack_p50 ack_p99 ack_max rcpt_p99 cpu_us/cmd runq_ms
     for r in $RATES; do
         for trig in $TRIGGERS; do
@@ -434,18 +481,37 @@ if [ $DO_MAGPIE = 1 ] && [ -n "$RATES" ]; then
                                        ap50 = a["acc_p50_ms"]; ap99 = a["acc_p99_ms"]; rc = "-" }
                     else { sent = a["msgs_sent"]; acc = a["gw_accepted"]; err = a["gw_errors"];
                            ap50 = a["acc_p50_ms"]; ap99 = a["acc_p99_ms"]; rc = a["lat_p99_ms"] }
-                    printf "%-7s %-6s %8s %8s %8s %6s %8s %8s %8s %8s %8s %8s %9.1f %8s\n", t, r, sent,
+                    printf "%-10s %-6s %8s %8s %8s %6s %8s %8s %8s %8s %8s %8s %9.1f %8s\n", t, r, sent,
                            acc, dn, err, ap50, ap99, dp50, dp99, dmax, rc,
                            (sent > 0 ? (c1 - c0) * 1e6 / sent : 0), runq }'
             echo "RESULT-GWLAT trigger=$trig rate=$r device_acked=$dn ack_p50_ms=$dp50 ack_p99_ms=$dp99 ack_max_ms=$dmax ${line#RESULT* }" >>"$TMP/lat-results"
             echo "$counters" >>"$TMP/lat-results"
             sleep 2
+            if [ "$trig" = http ] && [ "$FLOOR" = 1 ]; then
+                out=$TMP/n1/lat-floor-$r.out
+                "${LG_PIN[@]}" "$BUILD/bench/gw-http" --port "$FLOOR_PORT" --token "$TOKEN" --devices "$LAT_DEVICES" \
+                    --fmt "l%d" --rate "$r" --duration "$LAT_DURATION" --conns "$HTTP_CONNS" \
+                    --drain 10 >"$out" 2>"$out.err" || true
+                line=$(grep '^RESULT-HTTP ' "$out" || true)
+                if [ -z "$line" ]; then
+                    log "http-floor at rate $r failed:"; tail -n 5 "$out" "$out.err" >&2
+                else
+                    echo "$line" | awk -v r="$r" '
+                        { for (k = 2; k <= NF; k++) { split($k, kv, "="); a[kv[1]] = kv[2] } }
+                        END { printf "%-10s %-6s %8s %8s %8s %6s %8s %8s %8s %8s %8s %8s %9s %8s\n",
+                              "http-floor", r, a["sent"], a["ok"], "-", a["errors"] + a["unanswered"],
+                              a["acc_p50_ms"], a["acc_p99_ms"], "-", "-", "-", "-", "-", "-" }'
+                    echo "RESULT-GWLAT trigger=http-floor rate=$r ${line#RESULT* }" >>"$TMP/lat-results"
+                fi
+                sleep 2
+            fi
         done
     done
     echo "(milliseconds; acc = trigger -> 201 / <accepted/> (the command is durable); ack = trigger ->"
     echo " the device's ACK, measured by the device; rcpt = trigger -> XEP-0184 receipt (the end is"
     echo " durable too; xmpp only); cpu_us/cmd: magpied's CPU over the run incl. drain / commands sent;"
-    echo " runq_ms: time magpied's threads were runnable but had no CPU)"
+    echo " runq_ms: time magpied's threads were runnable but had no CPU; http-floor: the same HTTP"
+    echo " trigger against nginx answering 201 at once, nothing stored: this machine's floor)"
     cat "$TMP/lat-results" 2>/dev/null || true
 fi
 if [ $DO_MAGPIE = 1 ]; then

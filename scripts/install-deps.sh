@@ -7,22 +7,23 @@
 #                                   MariaDB, slixmpp, clang for the fuzz stage
 #   scripts/install-deps.sh bench   the benchmarks side by side with Prosody
 #                                   (bench/run.sh) and Mosquitto
-#                                   (bench/gateway.sh): adds both
+#                                   (bench/gateway.sh): adds both, and nginx
+#                                   (gateway.sh's HTTP floor)
 #
-# Several profiles may be given. Only "bench" installs Prosody and
-# Mosquitto, only "test"
+# Several profiles may be given. Only "bench" installs Prosody,
+# Mosquitto and nginx, only "test"
 # installs mariadb-server and clang. Idempotent and non-interactive: when
 # every package is already installed it does nothing (not even apt-get
 # update).
 #
-# Installing mariadb-server, prosody or mosquitto would normally start their system
+# Installing mariadb-server, prosody, mosquitto or nginx would normally start their system
 # services. During the installation a policy-rc.d that forbids service
 # start-up is put in place (an existing one, which may allow them, is moved
-# aside and restored afterwards), and any mariadbd, prosody or mosquitto process that
-# was not running before is stopped again afterwards: through the service
+# aside and restored afterwards), and any mariadbd, prosody, mosquitto or nginx
+# process that was not running before is stopped again afterwards: through the service
 # manager first, then by signalling the processes themselves, and the
 # script fails if one is still alive. The tests and benchmarks run their own
-# throwaway mariadbd/prosody/mosquitto on loopback ports.
+# throwaway mariadbd/prosody/mosquitto/nginx on loopback ports.
 set -eu
 
 RUN_PACKAGES="build-essential autoconf automake libtool pkg-config
@@ -32,7 +33,7 @@ ca-certificates procps"
 TEST_PACKAGES="$RUN_PACKAGES git libcmocka-dev libstrophe-dev
 mariadb-server mariadb-client python3 python3-slixmpp python3-aiohttp sqlite3
 clang libclang-rt-14-dev"
-BENCH_PACKAGES="$RUN_PACKAGES python3 prosody lua5.4 mosquitto"
+BENCH_PACKAGES="$RUN_PACKAGES python3 prosody lua5.4 mosquitto nginx-light"
 
 [ $# -ge 1 ] || { echo "usage: $0 run|test|bench..." >&2; exit 2; }
 PACKAGES=""
@@ -94,11 +95,14 @@ service_pids() {
         done ;;
     mosquitto)
         pgrep -x mosquitto 2>/dev/null || true ;;
+    nginx)
+        pgrep -x nginx 2>/dev/null || true ;;
     esac
 }
 MARIADB_BEFORE=$(service_pids mariadb | sort -u | tr '\n' ' ')
 PROSODY_BEFORE=$(service_pids prosody | sort -u | tr '\n' ' ')
 MOSQUITTO_BEFORE=$(service_pids mosquitto | sort -u | tr '\n' ' ')
+NGINX_BEFORE=$(service_pids nginx | sort -u | tr '\n' ' ')
 
 # forbid service start-up during installation (an existing policy-rc.d,
 # which may well allow it, is moved aside meanwhile)
@@ -172,5 +176,6 @@ failed=0
 stop_new mariadb "$MARIADB_BEFORE" mariadb || failed=1
 stop_new prosody "$PROSODY_BEFORE" prosody || failed=1
 stop_new mosquitto "$MOSQUITTO_BEFORE" mosquitto || failed=1
+stop_new nginx "$NGINX_BEFORE" nginx || failed=1
 [ $failed -eq 0 ] || exit 1
 echo "install-deps.sh: done"
