@@ -881,14 +881,8 @@ static void last_op_free(struct last_op *op)
 
 static mp_stanza *event_new(const char *from, mp_xml **event)
 {
-    mp_stanza *m = mp_stanza_new("message", MP_NS_CLIENT);
-    mp_xml *root = mp_stanza_root(m);
-    mp_xml_set_attr(m, root, "from", from);
-    mp_xml_set_attr(m, root, "type", "headline");
-    char id[20];
-    mp_random_id(id, sizeof id);
-    mp_xml_set_attr(m, root, "id", id);
-    *event = mp_xml_add_child(m, root, "event", NS_EVENT);
+    mp_stanza *m = mp_stanza_new_client("message", "headline", from, NULL);
+    *event = mp_xml_add_child(m, mp_stanza_root(m), "event", NS_EVENT);
     return m;
 }
 

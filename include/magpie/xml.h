@@ -94,6 +94,12 @@ struct mp_envelope {
 /* Returns a new stanza, refcount 1, whose root element is <name xmlns=ns>.
  * The caller owns the reference. Never returns NULL (aborts on OOM). */
 mp_stanza *mp_stanza_new(const char *name, const char *ns);
+/* A stanza the server originates (a notification, a push, a forwarded
+ * result): <name xmlns='jabber:client'> with a fresh random 'id' and, where
+ * not NULL, 'type', 'from' and 'to'. Owned by the caller, like
+ * mp_stanza_new's. */
+mp_stanza *mp_stanza_new_client(const char *name, const char *type, const char *from,
+                                const char *to);
 
 /* Parses one complete element from a string (tests, modules' templates).
  * Returns a new stanza owned by the caller, or NULL if not well-formed. */

@@ -71,14 +71,9 @@ void gw_uplink_to_owners(const struct gw_dev *d, uint32_t mid, const uint8_t *p,
         EVP_EncodeBlock((unsigned char *)b64, p, (int)len);
     }
     for (size_t i = 0; i < d->n_owners; i++) {
-        mp_stanza *st = mp_stanza_new("message", MP_NS_CLIENT);
+        mp_stanza *st = mp_stanza_new_client("message", "chat", d->jid, d->owners[i]);
         mp_xml *root = mp_stanza_root(st);
-        char v[24];
-        mp_xml_set_attr(st, root, "from", d->jid);
-        mp_xml_set_attr(st, root, "to", d->owners[i]);
-        mp_xml_set_attr(st, root, "type", "chat");
-        mp_random_id(v, sizeof v);
-        mp_xml_set_attr(st, root, "id", v);
+        char v[16];
         mp_xml *u = mp_xml_add_child(st, root, "uplink", GW_NS);
         snprintf(v, sizeof v, "%u", (unsigned)mid);
         mp_xml_set_attr(st, u, "id", v);

@@ -103,13 +103,8 @@ static void history_replace(struct muc_room *r, const struct mod_req *q)
  * result. */
 static void announce(struct muc_room *r, struct mod_req *q)
 {
-    mp_stanza *m = mp_stanza_new("message", MP_NS_CLIENT);
+    mp_stanza *m = mp_stanza_new_client("message", "groupchat", r->jid, NULL);
     mp_xml *root = mp_stanza_root(m);
-    mp_xml_set_attr(m, root, "from", r->jid);
-    mp_xml_set_attr(m, root, "type", "groupchat");
-    char id[24];
-    mp_random_id(id, sizeof id);
-    mp_xml_set_attr(m, root, "id", id);
     mp_xml *rt = mp_xml_add_child(m, root, "retract", NS_RETRACT);
     mp_xml_set_attr(m, rt, "id", q->sid);
     add_moderation(m, rt, q);

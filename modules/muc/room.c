@@ -500,13 +500,9 @@ static void send_history(struct muc_room *r, const mp_jid *to, mp_stanza *join)
 /* The subject as a newcomer gets it (§7.2.16): always sent, empty if none. */
 static mp_stanza *subject_message(struct muc_room *r)
 {
-    mp_stanza *m = mp_stanza_new("message", MP_NS_CLIENT);
+    mp_stanza *m = mp_stanza_new_client("message", "groupchat", NULL, NULL);
     mp_xml *root = mp_stanza_root(m);
     set_from_nick(m, r, r->subject_nick);
-    mp_xml_set_attr(m, root, "type", "groupchat");
-    char id[24];
-    mp_random_id(id, sizeof id);
-    mp_xml_set_attr(m, root, "id", id);
     mp_xml *s = mp_xml_add_child(m, root, "subject", NULL);
     if (r->subject)
         mp_xml_add_text(m, s, r->subject, strlen(r->subject));
@@ -778,14 +774,8 @@ void muc_fan_out(struct muc_room *r, mp_stanza *m)
 
 void muc_room_status_message(struct muc_room *r, const int *codes, size_t n)
 {
-    mp_stanza *m = mp_stanza_new("message", MP_NS_CLIENT);
-    mp_xml *root = mp_stanza_root(m);
-    mp_xml_set_attr(m, root, "from", r->jid);
-    mp_xml_set_attr(m, root, "type", "groupchat");
-    char id[24];
-    mp_random_id(id, sizeof id);
-    mp_xml_set_attr(m, root, "id", id);
-    mp_xml *x = mp_xml_add_child(m, root, "x", NS_MUC_USER);
+    mp_stanza *m = mp_stanza_new_client("message", "groupchat", r->jid, NULL);
+    mp_xml *x = mp_xml_add_child(m, mp_stanza_root(m), "x", NS_MUC_USER);
     for (size_t i = 0; i < n; i++)
         muc_add_status(m, x, codes[i]);
     muc_fan_out(r, m);

@@ -31,12 +31,8 @@ int muc_is_voice_form(mp_stanza *st)
 static void send_approval_form(struct muc_room *r, const struct muc_occupant *o,
                                const struct muc_occupant *m)
 {
-    mp_stanza *st = mp_stanza_new("message", MP_NS_CLIENT);
+    mp_stanza *st = mp_stanza_new_client("message", NULL, r->jid, NULL);
     mp_xml *root = mp_stanza_root(st);
-    char id[24];
-    mp_random_id(id, sizeof id);
-    mp_xml_set_attr(st, root, "id", id);
-    mp_xml_set_attr(st, root, "from", r->jid);
     mp_xml *x = mp_form_add(st, root, "form", NS_MUC_REQUEST, "Voice request");
     static const char instr[] = "To approve this request for voice, select the \"Grant voice to "
                                 "this person?\" checkbox and click OK. To skip this request, "

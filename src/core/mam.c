@@ -99,12 +99,8 @@ static void hit_add(struct query *q, mp_stanza *m, const char *sid, const mp_arc
 static void send_result(struct query *q, const struct hit *h)
 {
     const struct mp_envelope *env = mp_stanza_envelope(q->iq);
-    mp_stanza *w = mp_stanza_new("message", MP_NS_CLIENT);
+    mp_stanza *w = mp_stanza_new_client("message", NULL, q->jid, NULL);
     mp_xml *root = mp_stanza_root(w);
-    char id[24];
-    mp_random_id(id, sizeof id);
-    mp_xml_set_attr(w, root, "id", id);
-    mp_xml_set_attr(w, root, "from", q->jid);
     mp_stanza_set_to(w, &env->from);
     mp_xml *res = mp_xml_add_child(w, root, "result", MP_NS_MAM);
     if (q->queryid)

@@ -250,6 +250,22 @@ mp_stanza *mp_stanza_new(const char *name, const char *ns)
     return st;
 }
 
+mp_stanza *mp_stanza_new_client(const char *name, const char *type, const char *from,
+                                const char *to)
+{
+    mp_stanza *st = mp_stanza_new(name, MP_NS_CLIENT);
+    char id[24];
+    mp_random_id(id, sizeof id);
+    if (type)
+        mp_xml_set_attr(st, st->root, "type", type);
+    mp_xml_set_attr(st, st->root, "id", id);
+    if (from)
+        mp_xml_set_attr(st, st->root, "from", from);
+    if (to)
+        mp_xml_set_attr(st, st->root, "to", to);
+    return st;
+}
+
 /* Internal (used by xmlstream.c): a new stanza with a given root already
  * built by the caller via mp_stanza_set_root. */
 mp_stanza *mp_stanza_new_empty(void)

@@ -57,6 +57,35 @@ static void builds_message_and_serialises_in_client_stream(void **state)
     mp_stanza_unref(st);
 }
 
+static void new_client_stanza_has_fresh_id_and_given_attributes(void **state)
+{
+    (void)state;
+    mp_stanza *a =
+        mp_stanza_new_client("message", "headline", "pubsub.example.com", "juliet@example.com");
+    mp_stanza *b = mp_stanza_new_client("iq", NULL, NULL, NULL);
+    mp_xml *ra = mp_stanza_root(a), *rb = mp_stanza_root(b);
+    assert_string_equal(ra->name, "message");
+    assert_string_equal(ra->ns, MP_NS_CLIENT);
+    assert_string_equal(mp_xml_get_attr(ra, "type"), "headline");
+    assert_string_equal(mp_xml_get_attr(ra, "from"), "pubsub.example.com");
+    assert_string_equal(mp_xml_get_attr(ra, "to"), "juliet@example.com");
+    const char *ida = mp_xml_get_attr(ra, "id"), *idb = mp_xml_get_attr(rb, "id");
+    assert_non_null(ida);
+    assert_non_null(idb);
+    assert_true(strlen(ida) >= 16);
+    assert_string_not_equal(ida, idb);
+    /* NULL leaves the attribute out */
+    assert_null(mp_xml_get_attr(rb, "type"));
+    assert_null(mp_xml_get_attr(rb, "from"));
+    assert_null(mp_xml_get_attr(rb, "to"));
+    const struct mp_envelope *env = mp_stanza_envelope(a);
+    assert_int_equal(env->kind, MP_KIND_MESSAGE);
+    assert_int_equal(env->type, MP_TYPE_HEADLINE);
+    assert_string_equal(env->to.domain, "example.com");
+    mp_stanza_unref(a);
+    mp_stanza_unref(b);
+}
+
 static void escapes_text_and_attribute_values(void **state)
 {
     (void)state;
@@ -924,6 +953,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(builds_message_and_serialises_in_client_stream),
+        cmocka_unit_test(new_client_stanza_has_fresh_id_and_given_attributes),
         cmocka_unit_test(escapes_text_and_attribute_values),
         cmocka_unit_test(escape_function_handles_each_special_character),
         cmocka_unit_test(self_closes_empty_elements),
