@@ -158,6 +158,11 @@ void gw_load_all(void);
 void gw_free_all(void);
 /* Inserts c in d's queue in archive-id order. */
 void gw_queue_insert(struct gw_dev *d, struct gw_cmd *c);
+/* A new command c is durable as archive row aid (lock not held; takes c):
+ * counts it (accepted, accept latency), queues it on device dev and sends
+ * it at once when dev is connected. 1, or 0 when dev is no longer known
+ * (c is freed). */
+int gw_queue_accepted(const char *dev, struct gw_cmd *c, int64_t aid);
 /* Ends a command: unlinks it, records its final state, tells its sender
  * once that record is durable (from the storage callback, on the calling
  * loop; into out if storage refuses the job), compacts storage when the

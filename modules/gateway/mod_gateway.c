@@ -107,11 +107,11 @@ static void appended(void *ud, int rc, int64_t aid)
 {
     struct accept_ctx *a = ud;
     struct gw_cmd *c = a->cmd;
+    char from[GW_ID_MAX + 1100]; /* the device's JID (as its d->jid) */
+    snprintf(from, sizeof from, "%s@%s", a->dev, G.domain);
     if (rc != MAGPIE_OK) {
         mp_stanza *st = mp_stanza_new("message", MP_NS_CLIENT);
         mp_xml *root = mp_stanza_root(st);
-        char from[GW_ID_MAX + 1100];
-        snprintf(from, sizeof from, "%s@%s", a->dev, G.domain);
         mp_xml_set_attr(st, root, "from", from);
         mp_xml_set_attr(st, root, "to", c->sender);
         if (c->sid)
@@ -125,9 +125,6 @@ static void appended(void *ud, int rc, int64_t aid)
         free(a);
         return;
     }
-    c->aid = aid;
-    int64_t us = gw_now_us() - c->queued_us;
-    mp_counter_add(G.c.accept_us, us > 0 ? (uint64_t)us : 0);
     mp_stanza *ok = mp_stanza_new("message", MP_NS_CLIENT);
     mp_xml *root = mp_stanza_root(ok);
     mp_xml_set_attr(ok, root, "to", c->sender);
@@ -138,21 +135,8 @@ static void appended(void *ud, int rc, int64_t aid)
     mp_xml_set_attr(ok, acc, "command", v);
     if (c->sid)
         mp_xml_set_attr(ok, acc, "id", c->sid);
-    mp_counter_add(G.c.accepted, 1);
-    pthread_mutex_lock(&G.lock);
-    struct gw_dev *d = gw_dev_find(a->dev);
-    mp_xml_set_attr(ok, root, "from", d ? d->jid : G.domain);
-    mp_loop *post = NULL;
-    if (d) {
-        gw_queue_insert(d, c);
-        if (d->conn)
-            post = d->loop;
-    } else {
-        gw_cmd_free(c);
-    }
-    pthread_mutex_unlock(&G.lock);
-    if (post)
-        gw_pump_on(post, d);
+    /* c is taken (and may be sent, ACKed and freed at once) */
+    mp_xml_set_attr(ok, root, "from", gw_queue_accepted(a->dev, c, aid) ? from : G.domain);
     mp_route(ok);
     free(a);
 }

@@ -314,6 +314,25 @@ void gw_queue_insert(struct gw_dev *d, struct gw_cmd *c)
         heap_add(c);
 }
 
+int gw_queue_accepted(const char *dev, struct gw_cmd *c, int64_t aid)
+{
+    c->aid = aid;
+    mp_counter_add(G.c.accepted, 1);
+    int64_t us = gw_now_us() - c->queued_us;
+    mp_counter_add(G.c.accept_us, us > 0 ? (uint64_t)us : 0);
+    pthread_mutex_lock(&G.lock);
+    struct gw_dev *d = gw_dev_find(dev);
+    mp_loop *post = d && d->conn ? d->loop : NULL;
+    if (d)
+        gw_queue_insert(d, c);
+    else
+        gw_cmd_free(c);
+    pthread_mutex_unlock(&G.lock);
+    if (post)
+        gw_pump_on(post, d);
+    return d != NULL;
+}
+
 void gw_out_add(struct gw_out *o, mp_stanza *st)
 {
     if (o->n == sizeof o->st / sizeof o->st[0]) { /* full: route now (lock held: rare) */

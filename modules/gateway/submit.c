@@ -157,26 +157,8 @@ static void submitted(void *ud, int rc)
         }
         return;
     }
-    int64_t aid = s->aid;
-    mp_counter_add(G.c.accepted, 1);
-    int64_t us = gw_now_us() - s->cmd->queued_us;
-    mp_counter_add(G.c.accept_us, us > 0 ? (uint64_t)us : 0);
-    struct gw_cmd *c = s->cmd; /* to the queue */
-    s->cmd = NULL;
-    c->aid = aid;
-    pthread_mutex_lock(&G.lock);
-    struct gw_dev *d = gw_dev_find(s->dev);
-    mp_loop *post = NULL;
-    if (d && c) {
-        gw_queue_insert(d, c);
-        if (d->conn)
-            post = d->loop;
-    } else {
-        gw_cmd_free(c);
-    }
-    pthread_mutex_unlock(&G.lock);
-    if (post)
-        gw_pump_on(post, d);
+    gw_queue_accepted(s->dev, s->cmd, s->aid);
+    s->cmd = NULL; /* taken */
     answer(s, GW_SUBMIT_CREATED);
 }
 
