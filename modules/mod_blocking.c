@@ -25,11 +25,11 @@
  *     is refused before it is archived, stored, notified, delivered or
  *     answered: a message or IQ request gets service-unavailable (§3.5;
  *     error and headline messages silently), presence is dropped. This
- *     holds whether or not the user has a session: when the user's list is not in memory
- *     it is read from the store, and the user's stanzas wait meanwhile in
- *     a per-user FIFO (at most max_held; their senders' XEP-0198
- *     acknowledgements deferred), then are judged and routed again in
- *     their order. The lists of users with no session stay in a cache of
+ *     holds whether or not the user has a session: when the user's list
+ *     is not in memory it is read from the store, and the user's stanzas
+ *     wait meanwhile in a per-user FIFO (at most max_held; their senders'
+ *     XEP-0198 acknowledgements deferred), then are judged and routed
+ *     again in their order. The lists of users with no session stay in a cache of
  *     at most offline_cache users (least recently used dropped first), so
  *     a user with a cached list costs no store read; the cache is the same
  *     entry the user's sessions use, so a blocking command changes it, and
@@ -764,10 +764,9 @@ static void drain(struct blist *b)
 
 /* A message (any type), subscription stanza, probe or IQ request to a
  * local account's bare JID from someone else, before any other module sees
- * it: refused when the
- * recipient blocked the sender. When the recipient's list is not in
- * memory (no session, not cached) it is read and the stanza held until
- * then, behind any other held for that user. */
+ * it: refused when the recipient blocked the sender. When the recipient's
+ * list is not in memory (no session, not cached) it is read and the stanza
+ * held until then, behind any other held for that user. */
 static int screen(mp_stanza *st, void *ud)
 {
     (void)ud;
